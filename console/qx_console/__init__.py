@@ -1,0 +1,1 @@
+"""qx-console: the Quantix OS physical console (DCUI) and installer screens, built with Textual."""

@@ -1,0 +1,1 @@
+"""qx-node: the Quantix host daemon (VMs through libvirt, telemetry, hardware, health, HTTP API)."""

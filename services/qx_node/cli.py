@@ -1,0 +1,53 @@
+"""Command line of qx-node: ``serve`` (the daemon) and ``bootcheck`` (the boot marker/health wait)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from qx_common.cli import entry
+from qx_node import settings as s
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="qx-node", description="Quantix OS host daemon")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP API")
+    serve.add_argument("--listen", default=s.DEFAULT_LISTEN, help="ADDR:PORT (default %(default)s)")
+    serve.add_argument("--libvirt-uri", default=s.DEFAULT_LIBVIRT_URI, help="default %(default)s")
+    serve.add_argument("--state-dir", type=Path, default=s.DEFAULT_STATE_DIR, help="default %(default)s")
+    serve.add_argument("--console-ready-dir", type=Path, default=s.DEFAULT_CONSOLE_READY_DIR)
+    serve.add_argument("--no-console-check", action="store_true", help="do not require a running console")
+
+    boot = sub.add_parser("bootcheck", help="wait for /health and print boot markers")
+    boot.add_argument("--url", default="http://127.0.0.1:8443/health")
+    boot.add_argument("--timeout", type=float, default=300.0)
+    return p
+
+
+def _main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "bootcheck":
+        from qx_node.bootcheck import report
+
+        return report(args.url, args.timeout)
+
+    host, port = s.parse_listen(args.listen)
+    settings = s.Settings(
+        host=host,
+        port=port,
+        libvirt_uri=args.libvirt_uri,
+        state_dir=args.state_dir,
+        console_ready_dir=None if args.no_console_check else args.console_ready_dir,
+    )
+    import uvicorn
+
+    from qx_node.app import create_app
+
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    return 0
+
+
+main = entry(_main)

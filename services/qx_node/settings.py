@@ -1,0 +1,36 @@
+"""Settings of one qx-node process, validated once at start-up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from qx_common.errors import UserError
+
+DEFAULT_LISTEN = "0.0.0.0:8443"
+DEFAULT_LIBVIRT_URI = "qemu:///system"
+DEFAULT_STATE_DIR = Path("/var/lib/quantix/node")
+DEFAULT_CONSOLE_READY_DIR = Path("/run/quantix/console")
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str
+    port: int
+    libvirt_uri: str
+    state_dir: Path
+    console_ready_dir: Path | None
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host:
+        raise UserError(f"--listen: '{value}' is not ADDR:PORT", hint="for example --listen 127.0.0.1:8443")
+    host = host.strip("[]")
+    try:
+        port_no = int(port)
+    except ValueError:
+        raise UserError(f"--listen: port '{port}' is not a number", hint="use a port from 1 to 65535") from None
+    if not 1 <= port_no <= 65535:
+        raise UserError(f"--listen: port {port_no} is out of range", hint="use a port from 1 to 65535")
+    return host, port_no

@@ -1,0 +1,107 @@
+"""Boot Loader Specification entries for Quantix slots on the ESP (systemd-boot, type #1).
+
+Layout on the ESP (owned by this module; the image build and qx-update both write it):
+
+* ``/EFI/quantix/quantix-os_<version>.efi`` — the UKI of a release (kernel, initrd, os-release).
+* ``/loader/entries/quantix-<slot>[+LEFT[-DONE]].conf`` — one entry per slot (``a`` or ``b``).
+  The entry passes the *whole* kernel command line with ``root=`` naming its slot; systemd-stub uses
+  the loader's command line instead of the embedded one when Secure Boot is off.
+* ``/loader/loader.conf`` — ``default quantix-*``. Entries carry ``sort-key quantix-os`` and
+  ``version``: systemd-boot picks the newest version first and sorts entries whose tries ran out
+  ("bad") last, which *is* the automatic rollback. The boot counter suffix (``+3``) is systemd's boot
+  assessment: systemd-bless-boot drops it after ``boot-complete.target``; systemd-boot decrements it.
+
+Invariant: an entry file is written complete (temp file + rename) before anything refers to it, and
+the running slot's entry is never modified by an update of the other slot.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+SORT_KEY = "quantix-os"
+ENTRY_PREFIX = "quantix-"
+UKI_DIR = "EFI/quantix"
+ENTRIES_DIR = "loader/entries"
+LOADER_CONF = "loader/loader.conf"
+SLOTS = ("a", "b")
+
+_ENTRY_RE = re.compile(r"^quantix-(?P<slot>[ab])(?:\+(?P<left>\d+)(?:-(?P<done>\d+))?)?\.conf$")
+
+
+@dataclass(frozen=True)
+class EntryName:
+    """A parsed entry file name: slot plus the systemd boot-assessment counters (None = blessed)."""
+
+    slot: str
+    tries_left: int | None = None
+    tries_done: int | None = None
+
+    @property
+    def filename(self) -> str:
+        if self.tries_left is None:
+            return f"{ENTRY_PREFIX}{self.slot}.conf"
+        if self.tries_done is None:
+            return f"{ENTRY_PREFIX}{self.slot}+{self.tries_left}.conf"
+        return f"{ENTRY_PREFIX}{self.slot}+{self.tries_left}-{self.tries_done}.conf"
+
+    @property
+    def blessed(self) -> bool:
+        return self.tries_left is None
+
+    @property
+    def bad(self) -> bool:
+        return self.tries_left == 0
+
+
+def parse_entry_name(name: str) -> EntryName | None:
+    m = _ENTRY_RE.match(name)
+    if not m:
+        return None
+    left = m.group("left")
+    done = m.group("done")
+    return EntryName(m.group("slot"), int(left) if left is not None else None, int(done) if done is not None else None)
+
+
+def uki_path(version: str) -> str:
+    """Path of a release's UKI relative to the ESP root."""
+    return f"{UKI_DIR}/quantix-os_{version}.efi"
+
+
+def kernel_root_arg(slot: str) -> str:
+    if slot not in SLOTS:
+        raise ValueError(f"slot must be one of {SLOTS}, not {slot!r}")
+    return f"root=PARTLABEL=root-{slot}"
+
+
+def slot_cmdline(base_cmdline: str, slot: str) -> str:
+    """The release's command line with ``root=`` replaced by the slot's (other words kept in order)."""
+    words = [w for w in base_cmdline.split() if not w.startswith("root=")]
+    return " ".join([kernel_root_arg(slot), *words])
+
+
+def render_entry(*, version: str, slot: str, base_cmdline: str) -> str:
+    return (
+        f"title Quantix OS {version} (slot {slot.upper()})\n"
+        f"sort-key {SORT_KEY}\n"
+        f"version {version}\n"
+        f"efi /{uki_path(version)}\n"
+        f"options {slot_cmdline(base_cmdline, slot)}\n"
+    )
+
+
+def render_loader_conf(timeout_s: int = 3) -> str:
+    return f"timeout {timeout_s}\ndefault {ENTRY_PREFIX}*\nconsole-mode keep\neditor no\n"
+
+
+def parse_entry(text: str) -> dict[str, str]:
+    """Parse an entry file's ``key value`` lines (the last occurrence of a key wins)."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, _, value = line.partition(" ")
+        out[key] = value.strip()
+    return out
