@@ -43,7 +43,10 @@ _PROVIDERS: dict[str, str] = {
     "bootctl": "systemd-boot",
 }
 
-_KEEP_ENV = ("PATH", "HOME", "TERM", "TMPDIR", "SOURCE_DATE_EPOCH", "QX_DEBUG")
+_KEEP_ENV = (
+    "PATH", "HOME", "TERM", "TMPDIR", "SOURCE_DATE_EPOCH", "QX_DEBUG",
+    "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
+)
 
 
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

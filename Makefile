@@ -1,0 +1,88 @@
+# Quantix OS — build, boot and test. Start with README.md.
+#   make image        build the OS (disk image, ISO, update artifacts) into build/
+#   make test         the whole test suite, e2e included (builds the image first)
+#   make boot         boot build/*.raw in QEMU, serial console on this terminal (Ctrl-A X quits)
+#   make boot-iso     the same with the ISO
+#   make repro-check  build again and compare the root slot and UKI bit for bit
+#   make size         artifact sizes and where the root's bytes go
+# Variables: ACCEL=auto|kvm|tcg (boot), MEMORY=MiB (boot), SECURITY_EPOCH=N (image), PYTEST_ARGS=...
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+VENV := .venv
+PY := $(VENV)/bin/python
+QXB := $(VENV)/bin/qx-build
+ACCEL ?= auto
+MEMORY ?= 3072
+SECURITY_EPOCH ?= 0
+PYTEST_ARGS ?=
+
+ifeq ($(filter $(ACCEL),auto kvm tcg),)
+$(error ACCEL=$(ACCEL) is not one of: auto kvm tcg (e.g. make boot ACCEL=tcg))
+endif
+ifeq ($(shell [[ "$(MEMORY)" =~ ^[0-9]+$$ ]] && echo ok),)
+$(error MEMORY=$(MEMORY) is not a number of MiB (e.g. make boot MEMORY=4096))
+endif
+ifeq ($(shell [[ "$(SECURITY_EPOCH)" =~ ^[0-9]+$$ ]] && echo ok),)
+$(error SECURITY_EPOCH=$(SECURITY_EPOCH) is not a whole number >= 0)
+endif
+
+.PHONY: help image test unit e2e boot boot-iso repro-check size host-deps host-deps-test venv lock clean
+
+help:
+	@sed -n '2,9p' Makefile | sed 's/^# \{0,1\}//'
+
+host-deps:
+	@image/host-deps.sh build
+
+host-deps-test:
+	@image/host-deps.sh test
+
+# The venv is rebuilt when the lock or the project definition changes.
+venv: $(VENV)/.installed
+$(VENV)/.installed: requirements.lock pyproject.toml
+	@echo "‣ venv: installing the locked Python dependencies (requirements.lock, hash-checked)"
+	@python3 -m venv $(VENV) || { echo "make: error: python3 -m venv failed" >&2; echo "make: hint: apt-get install python3-venv" >&2; exit 3; }
+	@$(VENV)/bin/pip install -q --disable-pip-version-check --require-hashes -r requirements.lock
+	@$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $@
+
+image: host-deps venv
+	@$(QXB) image --security-epoch $(SECURITY_EPOCH)
+
+repro-check: host-deps venv
+	@$(QXB) repro-check
+
+size: venv
+	@$(QXB) size
+
+boot: venv
+	@$(QXB) boot --accel $(ACCEL) --memory $(MEMORY)
+
+boot-iso: venv
+	@$(QXB) boot --iso --accel $(ACCEL) --memory $(MEMORY)
+
+# The whole suite. The image is built first (incremental when nothing changed); e2e tests boot it.
+test: host-deps-test venv image
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+# Faster loops while developing: only unit/integration tests, or only e2e.
+unit: host-deps-test venv
+	@$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
+
+e2e: host-deps-test venv
+	@$(PY) -m pytest -m e2e $(PYTEST_ARGS)
+
+# Regenerate the locks from pyproject.toml (needs network to PyPI).
+lock: venv
+	@$(VENV)/bin/uv pip compile pyproject.toml --extra test --extra build --generate-hashes \
+	    --python-version 3.11 --universal -o requirements.lock -q
+	@$(VENV)/bin/uv pip compile pyproject.toml --generate-hashes --python-version 3.13 \
+	    --python-platform x86_64-manylinux_2_28 --no-emit-package libvirt-python --no-emit-package netifaces \
+	    -o image/requirements-image.lock -q
+
+clean:
+	rm -rf build/.work/disk build/.work/live build/.work/repro build/.work/out build/quantix-os_* build/SHA256SUMS

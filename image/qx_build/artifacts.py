@@ -1,0 +1,81 @@
+"""The release artifacts: update payload, UKI, manifest and SHA256SUMS (see docs/update-format.md)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+from pathlib import Path
+
+from qx_common import log
+from qx_common import run as r
+from qx_common.errors import ExternalError
+from qx_common.version import IMAGE_ID, PRODUCT_NAME
+from qx_build import erofs
+from qx_build.hashing import CHUNK, sha256_file
+from qx_build.progress import Progress
+
+ZSTD_LEVEL = 19
+
+
+def compress_root(root_partition: Path, out: Path) -> dict[str, object]:
+    """Compress the erofs filesystem bytes (not the slot padding) of ``root_partition`` to ``out``."""
+    fs_size = erofs.filesystem_size(root_partition)
+    log.step(f"payload: zstd -{ZSTD_LEVEL} of {fs_size / 1024**2:.0f} MiB of erofs")
+    zstd = r.require("zstd")
+    bar = Progress("compressing root", fs_size)
+    tmp = out.with_name(out.name + ".part")
+    with root_partition.open("rb") as src, tmp.open("wb") as dst:
+        # Streamed through a pipe so the progress bar tracks real input consumption.
+        proc = subprocess.Popen([zstd, f"-{ZSTD_LEVEL}", "-T0", "-q", "-c"], stdin=subprocess.PIPE, stdout=dst)
+        assert proc.stdin is not None
+        remaining = fs_size
+        try:
+            while remaining:
+                chunk = src.read(min(CHUNK, remaining))
+                if not chunk:
+                    raise ExternalError(f"{root_partition}: ended before the erofs filesystem did")
+                proc.stdin.write(chunk)
+                remaining -= len(chunk)
+                bar.update(len(chunk))
+        finally:
+            proc.stdin.close()
+            rc = proc.wait()
+    bar.close()
+    if rc != 0:
+        tmp.unlink(missing_ok=True)
+        raise ExternalError(f"zstd failed with exit code {rc} while compressing the root payload")
+    tmp.rename(out)
+    return {
+        "uncompressed_size": fs_size,
+        "uncompressed_sha256": sha256_file(root_partition, limit=fs_size, label="hashing root"),
+        "slot_size_min": fs_size,
+    }
+
+
+def describe(path: Path) -> dict[str, object]:
+    return {"file": path.name, "size": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def build_manifest(*, version: str, security_epoch: int, source_date_epoch: int, kernel_cmdline: str,
+                   mkosi_manifest: Path, artifacts: dict[str, dict[str, object]]) -> dict[str, object]:
+    packages = json.loads(mkosi_manifest.read_text()).get("packages", [])
+    return {
+        "format": 1,
+        "product": PRODUCT_NAME,
+        "image_id": IMAGE_ID,
+        "version": version,
+        "security_epoch": security_epoch,
+        "architecture": "x86-64",
+        "source_date_epoch": source_date_epoch,
+        "build_time": dt.datetime.fromtimestamp(source_date_epoch, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "kernel_cmdline": kernel_cmdline,
+        "packages": sorted(({"name": p["name"], "version": p["version"]} for p in packages),
+                           key=lambda p: p["name"]),
+        "artifacts": artifacts,
+    }
+
+
+def write_sha256sums(path: Path, files: list[Path]) -> None:
+    lines = [f"{sha256_file(f)}  {f.name}\n" for f in sorted(files, key=lambda p: p.name)]
+    path.write_text("".join(lines))

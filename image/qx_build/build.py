@@ -1,0 +1,101 @@
+"""One full build: preflight → wheels → mkosi (disk, live) → ESP entry → artifacts → publish.
+
+Outputs land in ``build/`` only at the very end, by rename (see :mod:`qx_build`). ``build/.work`` keeps
+intermediate trees between runs so warm builds are fast; it is never part of a release.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from qx_common import log
+from qx_common.errors import ExternalError
+from qx_build import artifacts, esp, iso, mkosi, pe, preflight, wheels
+from qx_build.paths import REPO, Release, read_mkosi_setting, read_version
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    build_dir: Path = REPO / "build"
+    security_epoch: int = 0
+    with_iso: bool = True
+    incremental: bool = True
+    check_network: bool = True
+
+
+def work_dir(build_dir: Path) -> Path:
+    return build_dir / ".work"
+
+
+def build_disk(version: str, out_dir: Path, epoch: str, *, incremental: bool) -> Release:
+    """Wheels + the mkosi disk variant into ``out_dir``; returns mkosi's file names there."""
+    wheels.prepare(work_dir(REPO / "build") / "wheels", epoch)
+    mkosi.build("disk", version=version, output_dir=out_dir, source_date_epoch=epoch, incremental=incremental)
+    return Release(version, out_dir)
+
+
+def run(opts: BuildOptions) -> Release:
+    started = time.monotonic()
+    version = read_version()
+    epoch = read_mkosi_setting("SourceDateEpoch")
+    preflight.check_all(opts.build_dir, network=opts.check_network)
+
+    work = work_dir(opts.build_dir)
+    disk_dir, live_dir, out = work / "disk", work / "live", work / "out"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+
+    mk = build_disk(version, disk_dir, epoch, incremental=opts.incremental)
+    if opts.with_iso:
+        mkosi.build("live", version=version, output_dir=live_dir, source_date_epoch=epoch,
+                    incremental=opts.incremental)
+
+    rel = Release(version, out)
+    mk_uki = mk.disk.with_suffix(".efi")
+    cmdline = pe.cmdline(mk_uki)
+    shutil.copy2(mk_uki, rel.uki)
+    # The disk image is large but sparse: rename it rather than copy it.
+    mk.disk.rename(rel.disk)
+    esp.install_slot_a_entry(rel.disk, version=version, base_cmdline=cmdline, source_date_epoch=int(epoch))
+    root_info = artifacts.compress_root(mk.disk.with_suffix(".root.raw"), rel.root_payload)
+
+    arts: dict[str, dict[str, object]] = {
+        "root": {**artifacts.describe(rel.root_payload), **root_info},
+        "uki": artifacts.describe(rel.uki),
+        "disk": artifacts.describe(rel.disk),
+    }
+    if opts.with_iso:
+        iso.make_iso(live_disk=live_dir / f"quantix-os_{version}.raw", out=rel.iso, version=version,
+                     source_date_epoch=int(epoch), extra_files=[])
+        arts["iso"] = artifacts.describe(rel.iso)
+    manifest = artifacts.build_manifest(
+        version=version, security_epoch=opts.security_epoch, source_date_epoch=int(epoch),
+        kernel_cmdline=cmdline, mkosi_manifest=disk_dir / f"quantix-os_{version}.manifest", artifacts=arts)
+    import json
+
+    rel.manifest.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    files = [f for f in rel.files() if f.exists() and f != rel.sha256sums]
+    artifacts.write_sha256sums(rel.sha256sums, files)
+
+    final = publish(rel, opts.build_dir)
+    log.step(f"done in {time.monotonic() - started:.0f} s: {final.disk.parent}")
+    for f in final.files():
+        if f.exists():
+            log.get("build").info("  %-40s %10.1f MiB", f.name, f.stat().st_size / 1024**2)
+    return final
+
+
+def publish(rel: Release, build_dir: Path) -> Release:
+    """Move a finished release into ``build_dir`` (renames only; SHA256SUMS last)."""
+    final = Release(rel.version, build_dir)
+    for src, dst in zip(rel.files(), final.files(), strict=True):
+        if src.exists():
+            src.rename(dst)
+        elif dst.exists():
+            dst.unlink()  # a stale file from an older build must not pass as part of this one
+    if not final.sha256sums.exists():
+        raise ExternalError("publishing the release failed: SHA256SUMS missing")
+    return final

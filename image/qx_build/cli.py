@@ -1,0 +1,86 @@
+"""``qx-build``: the commands behind ``make image``, ``make repro-check``, ``make size``, ``make boot``."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import tempfile
+from pathlib import Path
+
+from qx_common.cli import entry
+from qx_common.errors import UserError
+from qx_build.paths import REPO, Release, read_version
+
+
+def _int_arg(name: str, value: str, lo: int, hi: int) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise UserError(f"{name}={value} is not a whole number", hint=f"use {lo}..{hi}") from None
+    if not lo <= n <= hi:
+        raise UserError(f"{name}={n} is out of range", hint=f"use {lo}..{hi}")
+    return n
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="qx-build", description="Build and check the Quantix OS image")
+    p.add_argument("--debug", action="store_true")
+    p.add_argument("--build-dir", type=Path, default=REPO / "build")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("preflight", help="check the machine can build (root, tools, loop, disk, mirror)")
+    img = sub.add_parser("image", help="build the disk image, ISO and update artifacts")
+    img.add_argument("--no-iso", action="store_true", help="skip the live ISO (faster)")
+    img.add_argument("--security-epoch", default="0", help="security epoch of this release (default 0)")
+    sub.add_parser("repro-check", help="rebuild and compare root slot and UKI bit for bit")
+    sub.add_parser("size", help="report artifact sizes and the root's largest directories")
+    boot = sub.add_parser("boot", help="boot the disk image (or --iso) in QEMU on this terminal")
+    boot.add_argument("--iso", action="store_true")
+    boot.add_argument("--accel", default="auto")
+    boot.add_argument("--memory", default="3072")
+    return p
+
+
+def _main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    build_dir: Path = args.build_dir.resolve()
+    if args.command == "preflight":
+        from qx_build import preflight
+
+        preflight.check_all(build_dir)
+        print("preflight: ok")
+        return 0
+    if args.command == "image":
+        from qx_build import build
+
+        epoch = _int_arg("SECURITY_EPOCH", args.security_epoch, 0, 1_000_000)
+        build.run(build.BuildOptions(build_dir=build_dir, security_epoch=epoch, with_iso=not args.no_iso))
+        return 0
+    if args.command == "repro-check":
+        from qx_build import repro
+
+        return repro.run(build_dir)
+    if args.command == "size":
+        from qx_build import size
+
+        print(size.report(build_dir))
+        return 0
+    if args.command == "boot":
+        from qx_build import qemu
+
+        rel = Release(read_version(), build_dir)
+        target = rel.iso if args.iso else rel.disk
+        if not target.exists():
+            raise UserError(f"{target.name} is not built", hint="run 'make image' first")
+        memory = _int_arg("MEMORY", args.memory, 1024, 65536)
+        with tempfile.TemporaryDirectory(prefix="qx-boot-") as tmp:
+            m = qemu.Machine(Path(tmp), disk=None if args.iso else rel.disk, iso=rel.iso if args.iso else None,
+                             accel=args.accel, memory_mb=memory)
+            m.prepare()
+            argv_q = m.argv()
+            print(f"booting {target.name} with {qemu.resolve_accel(args.accel).upper()} — Ctrl-A X quits")
+            # Interactive: QEMU owns the terminal until the operator quits it.
+            return subprocess.call(argv_q)
+    raise AssertionError(args.command)
+
+
+main = entry(_main)

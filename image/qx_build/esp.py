@@ -1,0 +1,73 @@
+"""Edit the ESP inside a disk image file with mtools (no mounts, no loop device needed).
+
+mkosi installs the UKI as a type #2 entry (``EFI/Linux/*.efi``), which systemd-boot would boot with
+its embedded ``root=``. Quantix boots every slot through a type #1 entry instead (see
+``qx_update.bootentry``), so :func:`install_slot_a_entry` moves the UKI to ``EFI/quantix/`` and writes
+slot A's entry and ``loader.conf``. Slot A is the factory slot: it has no boot counter (it is good).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from qx_common import log
+from qx_common import run as r
+from qx_common.errors import UserError
+from qx_build import gpt
+from qx_update import bootentry
+
+_MTOOLS_ENV = {"MTOOLS_SKIP_CHECK": "1"}
+
+
+class EspImage:
+    """The ESP partition of a disk image file, addressed with mtools' ``file@@offset`` syntax."""
+
+    def __init__(self, image: Path, *, source_date_epoch: int) -> None:
+        part = gpt.find(gpt.read_table(image), "esp")
+        self._target = f"{image}@@{part.start}"
+        self._epoch = source_date_epoch
+
+    def _m(self, tool: str, *args: str) -> str:
+        return r.run([tool, "-i", self._target, *args], env=_MTOOLS_ENV).stdout
+
+    def list(self, directory: str) -> list[str]:
+        out = self._m("mdir", "-b", f"::/{directory}")
+        return sorted(Path(line.strip()).name for line in out.splitlines() if line.strip())
+
+    def mkdir(self, directory: str) -> None:
+        parts = directory.strip("/").split("/")
+        for i in range(1, len(parts) + 1):
+            sub = "/".join(parts[:i])
+            try:
+                self._m("mdir", "-b", f"::/{sub}")
+            except Exception:  # noqa: BLE001 - mdir fails exactly when the directory is missing
+                self._m("mmd", f"::/{sub}")
+
+    def move(self, src: str, dst: str) -> None:
+        self._m("mmove", "-D", "o", f"::/{src}", f"::/{dst}")
+
+    def write_text(self, path: str, text: str) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / Path(path).name
+            local.write_text(text)
+            os.utime(local, (self._epoch, self._epoch))  # -m keeps it: reproducible timestamps
+            self._m("mcopy", "-o", "-m", str(local), f"::/{path}")
+
+    def read_text(self, path: str) -> str:
+        return self._m("mtype", f"::/{path}")
+
+
+def install_slot_a_entry(image: Path, *, version: str, base_cmdline: str, source_date_epoch: int) -> None:
+    log.step("esp: slot A boot entry and loader.conf")
+    esp = EspImage(image, source_date_epoch=source_date_epoch)
+    ukis = [n for n in esp.list("EFI/Linux") if n.lower().endswith(".efi")]
+    if len(ukis) != 1:
+        raise UserError(f"expected exactly one UKI in the ESP's EFI/Linux, found {ukis or 'none'}")
+    esp.mkdir(bootentry.UKI_DIR)
+    esp.move(f"EFI/Linux/{ukis[0]}", bootentry.uki_path(version))
+    esp.mkdir(bootentry.ENTRIES_DIR)
+    esp.write_text(f"{bootentry.ENTRIES_DIR}/{bootentry.EntryName('a').filename}",
+                   bootentry.render_entry(version=version, slot="a", base_cmdline=base_cmdline))
+    esp.write_text(bootentry.LOADER_CONF, bootentry.render_loader_conf())

@@ -1,0 +1,32 @@
+"""Running mkosi for our two variants: ``disk`` (A/B GPT image) and ``live`` (UKI for the ISO)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from qx_common import log
+from qx_common import run as r
+from qx_build.paths import REPO
+
+VARIANTS = ("disk", "live")
+
+
+def build(variant: str, *, version: str, output_dir: Path, source_date_epoch: str,
+          incremental: bool = True, force: bool = True) -> None:
+    """Build one variant into ``output_dir`` (mkosi prints its own progress)."""
+    if variant not in VARIANTS:
+        raise ValueError(variant)
+    argv: list[str] = ["mkosi", "--image-version", version, "--output-dir", str(output_dir)]
+    if variant == "live":
+        # Scalar settings: the command line wins over mkosi.conf. Lists: image/live resets them.
+        argv += ["--format", "esp", "--split-artifacts=no", "--include", str(REPO / "image/live")]
+    if not incremental:
+        argv += ["--incremental=no"]
+    if force:
+        argv += ["-f"]
+    argv += ["build"]
+    log.step(f"mkosi: building the {variant} variant (version {version})")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    r.run(argv, capture=False, cwd=REPO, env={"SOURCE_DATE_EPOCH": source_date_epoch,
+                                              "TERM": os.environ.get("TERM", "dumb")})

@@ -1,0 +1,88 @@
+"""Booting our images in QEMU (``make boot``, ``make boot-iso`` and the e2e tests).
+
+KVM is used only when it really works: /dev/kvm usable *and* the CPU exposes vmx/svm. On our CI
+machines /dev/kvm is a nested software backend without those flags, on which OVMF dies at once, so
+we fall back to TCG (``-accel tcg -cpu max``), as documented in shared/docs/platform.md.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qx_common import run as r
+from qx_common.errors import EnvironmentError_, UserError
+
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+ACCELS = ("auto", "kvm", "tcg")
+
+
+def kvm_usable() -> bool:
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " vmx" in flags or " svm" in flags
+
+
+def resolve_accel(accel: str) -> str:
+    if accel not in ACCELS:
+        raise UserError(f"ACCEL={accel} is not one of {', '.join(ACCELS)}", hint="e.g. make boot ACCEL=tcg")
+    if accel == "auto":
+        return "kvm" if kvm_usable() else "tcg"
+    if accel == "kvm" and not kvm_usable():
+        raise EnvironmentError_("ACCEL=kvm but KVM cannot run guests here (no vmx/svm or no /dev/kvm access)",
+                                hint="use ACCEL=auto or ACCEL=tcg")
+    return accel
+
+
+@dataclass
+class Machine:
+    """One QEMU machine definition; ``argv()`` builds the command line."""
+
+    workdir: Path
+    disk: Path | None = None
+    iso: Path | None = None
+    accel: str = "auto"
+    memory_mb: int = 2048
+    cpus: int = 2
+    serial_log: Path | None = None
+    extra: list[str] = field(default_factory=list)
+
+    def prepare(self) -> None:
+        """Fresh UEFI variables and a qcow2 overlay, so the image under test is never modified."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for f in (OVMF_CODE, OVMF_VARS):
+            if not f.exists():
+                raise EnvironmentError_(f"{f} is missing", hint="apt-get install ovmf")
+        shutil.copyfile(OVMF_VARS, self.workdir / "vars.fd")
+        if self.disk is not None:
+            overlay = self.workdir / "disk.qcow2"
+            overlay.unlink(missing_ok=True)
+            r.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", self.disk.resolve(), overlay])
+
+    def argv(self) -> list[str]:
+        accel = resolve_accel(self.accel)
+        argv = [r.require("qemu-system-x86_64"), "-machine", "q35", "-smp", str(self.cpus),
+                "-m", str(self.memory_mb),
+                "-accel", accel, "-cpu", "host" if accel == "kvm" else "max",
+                "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
+                "-drive", f"if=pflash,format=raw,file={self.workdir / 'vars.fd'}",
+                "-device", "virtio-rng-pci",
+                # User-mode networking: the guest gets 10.0.2.15 inside QEMU's own stack; nothing leaves it.
+                "-nic", "user,model=virtio-net-pci,restrict=on"]
+        if self.serial_log is not None:
+            argv += ["-display", "none", "-serial", f"file:{self.serial_log}", "-monitor", "none"]
+        else:
+            argv += ["-nographic"]  # serial console and QEMU monitor on this terminal (Ctrl-A X quits)
+        if self.disk is not None:
+            argv += ["-drive", f"if=virtio,file={self.workdir / 'disk.qcow2'},format=qcow2"]
+        if self.iso is not None:
+            argv += ["-drive", f"if=none,id=cd,media=cdrom,readonly=on,file={self.iso.resolve()}",
+                     "-device", "ide-cd,drive=cd,bootindex=0" if self.disk is None else "ide-cd,drive=cd"]
+        return argv + self.extra

@@ -1,0 +1,113 @@
+"""``make repro-check``: build again from the same inputs and compare bit for bit.
+
+Compared: the root slot's erofs filesystem bytes and the UKI. The second build runs with
+``--incremental=no`` so package installation is redone (only downloaded .debs are reused). When
+something differs, the report names it: the files inside the root that differ, or the UKI's PE
+section (and, for the initrd, that it is the initrd) — the comparison itself is never weakened.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from qx_common import log
+from qx_common import run as r
+from qx_build import erofs, mkosi, pe, wheels
+from qx_build.hashing import sha256_file
+from qx_build.paths import REPO, read_mkosi_setting, read_version
+
+
+@dataclass
+class Comparison:
+    name: str
+    first: str
+    second: str
+    differences: list[str]
+
+    @property
+    def same(self) -> bool:
+        return self.first == self.second
+
+
+def _tree_digest(root: Path) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames) + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            p = Path(dirpath) / name
+            rel = "/" + str(p.relative_to(root))
+            st = p.lstat()
+            if p.is_symlink():
+                out[rel] = "link:" + os.readlink(p)
+            elif p.is_file():
+                out[rel] = hashlib.sha256(p.read_bytes()).hexdigest() + f":{st.st_mode:o}:{st.st_mtime_ns}"
+    return out
+
+
+def diff_erofs(a: Path, b: Path, limit: int = 20) -> list[str]:
+    with tempfile.TemporaryDirectory() as tmp:
+        ta, tb = Path(tmp) / "a", Path(tmp) / "b"
+        for img, dst in ((a, ta), (b, tb)):
+            r.run(["fsck.erofs", f"--extract={dst}", img])
+        da, db = _tree_digest(ta), _tree_digest(tb)
+    diffs = sorted(k for k in da.keys() | db.keys() if da.get(k) != db.get(k))
+    if not diffs:
+        return ["(same files and contents: the difference is in erofs metadata layout)"]
+    return diffs[:limit] + ([f"... and {len(diffs) - limit} more"] if len(diffs) > limit else [])
+
+
+def diff_uki(a: Path, b: Path) -> list[str]:
+    out = []
+    names = [s.name for s in pe.sections(a)]
+    for name in names:
+        try:
+            if pe.read_section(a, name) != pe.read_section(b, name):
+                out.append(f"UKI section {name}" + (" (the initrd)" if name == ".initrd" else ""))
+        except Exception as e:  # noqa: BLE001 - a missing section is itself the difference
+            out.append(f"UKI section {name}: {e}")
+    return out or ["(sections equal: the difference is in PE headers)"]
+
+
+def compare(first_root: Path, first_uki: Path, second_root: Path, second_uki: Path) -> list[Comparison]:
+    sa, sb = erofs.filesystem_size(first_root), erofs.filesystem_size(second_root)
+    ha = sha256_file(first_root, limit=sa)
+    hb = sha256_file(second_root, limit=sb)
+    root_cmp = Comparison("root slot (erofs)", ha, hb, [] if ha == hb else diff_erofs(first_root, second_root))
+    ua, ub = sha256_file(first_uki), sha256_file(second_uki)
+    uki_cmp = Comparison("UKI", ua, ub, [] if ua == ub else diff_uki(first_uki, second_uki))
+    return [root_cmp, uki_cmp]
+
+
+def run(build_dir: Path) -> int:
+    version = read_version()
+    epoch = read_mkosi_setting("SourceDateEpoch")
+    first_dir = build_dir / ".work" / "disk"
+    first_root = first_dir / f"quantix-os_{version}.root.raw"
+    first_uki = build_dir / f"quantix-os_{version}.efi"
+    if not first_root.exists() or not first_uki.exists():
+        from qx_common.errors import UserError
+
+        raise UserError(f"no finished build of {version} in {build_dir}", hint="run 'make image' first")
+    second_dir = build_dir / ".work" / "repro"
+    wheels.prepare(build_dir / ".work" / "wheels", epoch)
+    mkosi.build("disk", version=version, output_dir=second_dir, source_date_epoch=epoch, incremental=False)
+    results = compare(first_root, first_uki, second_dir / f"quantix-os_{version}.root.raw",
+                      second_dir / f"quantix-os_{version}.efi")
+    ok = True
+    for c in results:
+        if c.same:
+            print(f"REPRO-OK   {c.name}: sha256 {c.first}")
+        else:
+            ok = False
+            print(f"REPRO-DIFF {c.name}: {c.first} != {c.second}")
+            for d in c.differences:
+                print(f"           differs: {d}")
+    log.step("reproducible" if ok else "NOT reproducible")
+    return 0 if ok else 1
+
+
+__all__ = ["REPO", "run", "compare"]

@@ -1,0 +1,43 @@
+"""Fixtures for e2e tests: the release built by `make image` (make test builds it first)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from qx_build.paths import REPO, Release, read_version
+from tests.e2e.guest import BootedGuest
+
+BOOT_TIMEOUT = 900  # TCG boots take 2.5–4 min on CI machines; this bounds a hung boot
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/e2e/" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def release() -> Release:
+    rel = Release(read_version(), REPO / "build")
+    missing = [f.name for f in rel.files() if not f.exists()]
+    if missing:
+        pytest.fail(f"build/ lacks {', '.join(missing)}: run 'make image' (make test does it first)")
+    return rel
+
+
+@pytest.fixture
+def guest_factory(tmp_path: Path) -> Iterator[type[BootedGuest]]:
+    guests: list[BootedGuest] = []
+
+    def make(**kw: object) -> BootedGuest:
+        g = BootedGuest(tmp_path / f"guest{len(guests)}", **kw)  # type: ignore[arg-type]
+        guests.append(g)
+        g.start()
+        return g
+
+    yield make  # type: ignore[misc]
+    for g in guests:
+        g.stop()

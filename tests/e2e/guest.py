@@ -1,0 +1,69 @@
+"""A booted Quantix guest under test: QEMU with its serial console logged to a file.
+
+``BootedGuest.wait_for(pattern, timeout)`` polls the serial log (no fixed sleeps). On failure the
+assertion message carries the tail of the serial log, so CI output shows what the guest said.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from pathlib import Path
+
+from qx_build import qemu
+
+TAIL_LINES = 60
+
+
+def _clean(text: str) -> str:
+    # Drop terminal escape sequences (the console TUI shares the serial line) for readable tails.
+    text = re.sub(r"\x1b\[[0-9;?=]*[A-Za-z]", "", text)
+    text = re.sub(r"\x1b[()][A-Za-z0-9]", "", text)
+    return text.replace("\r", "")
+
+
+class BootedGuest:
+    def __init__(self, workdir: Path, *, disk: Path | None = None, iso: Path | None = None,
+                 memory_mb: int = 2048) -> None:
+        self.serial = workdir / "serial.log"
+        self.machine = qemu.Machine(workdir, disk=disk, iso=iso, memory_mb=memory_mb, serial_log=self.serial)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started = 0.0
+
+    def start(self) -> None:
+        self.machine.prepare()
+        self.serial.write_bytes(b"")
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(self.machine.argv(), stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def log(self) -> str:
+        return _clean(self.serial.read_bytes().decode("utf-8", "replace"))
+
+    def tail(self, n: int = TAIL_LINES) -> str:
+        return "\n".join(self.log().splitlines()[-n:])
+
+    def wait_for(self, pattern: str, timeout: float) -> re.Match[str]:
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            m = rx.search(self.log())
+            if m:
+                return m
+            if self.proc is not None and self.proc.poll() is not None:
+                out = self.proc.stdout.read().decode("utf-8", "replace") if self.proc.stdout else ""
+                raise AssertionError(f"QEMU exited ({self.proc.returncode}) before /{pattern}/ appeared.\n"
+                                     f"QEMU said: {out[-2000:]}\n--- serial log tail ---\n{self.tail()}")
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"/{pattern}/ did not appear on the serial console within {timeout:.0f} s.\n"
+                                     f"--- serial log tail ---\n{self.tail()}")
+            time.sleep(1.0)  # polling interval of the log file, not a wait for the guest
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)

@@ -1,0 +1,46 @@
+"""Boot the real image in QEMU (TCG here) and check, on the serial console, what an operator sees."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from qx_build.paths import Release
+from tests.e2e.conftest import BOOT_TIMEOUT
+
+
+def _mount(guest_log: str, target: str) -> dict[str, str]:
+    for m in re.finditer(r'TARGET="([^"]*)" SOURCE="([^"]*)" FSTYPE="([^"]*)" OPTIONS="([^"]*)"', guest_log):
+        if m.group(1) == target:
+            return {"source": m.group(2), "fstype": m.group(3), "options": m.group(4)}
+    raise AssertionError(f"no findmnt line for {target} on the serial console")
+
+
+def test_disk_image_boots_to_console_and_healthy_node(release: Release, guest_factory) -> None:
+    guest = guest_factory(disk=release.disk)
+    node = guest.wait_for(r"QUANTIX-NODE-HEALTHY version=(\S+) health=(\{.*\})", BOOT_TIMEOUT)
+    print(f"disk image: node healthy {guest.elapsed():.0f} s after QEMU start")
+    assert node.group(1) == release.version
+    health = json.loads(node.group(2))
+    assert health["status"] == "ok"
+    assert health["components"]["libvirt"]["ok"] and health["components"]["data"]["ok"]
+    console = guest.wait_for(r"QUANTIX-CONSOLE-READY version=(\S+) running on (.*)", 60)
+    assert console.group(1) == release.version
+    assert "tty1" in console.group(2) and "ttyS0" in console.group(2)
+
+    log = guest.log()
+    root = _mount(log, "/")
+    assert root["fstype"] == "erofs" and root["options"].split(",")[0] == "ro", root
+    var = _mount(log, "/var")
+    assert var["fstype"] == "ext4" and var["options"].split(",")[0] == "rw", var
+    # The status screen on the serial console shows the version and the guest's real DHCP address.
+    guest.wait_for(rf"Quantix OS {re.escape(release.version)}", 60)
+    guest.wait_for(r"10\.0\.2\.15", 120)
+
+
+def test_iso_boots_live_to_console_and_healthy_node(release: Release, guest_factory) -> None:
+    guest = guest_factory(iso=release.iso, memory_mb=3072)
+    node = guest.wait_for(r"QUANTIX-NODE-HEALTHY version=(\S+) health=(\{.*\})", BOOT_TIMEOUT)
+    print(f"ISO: node healthy {guest.elapsed():.0f} s after QEMU start")
+    assert node.group(1) == release.version
+    guest.wait_for(r"QUANTIX-CONSOLE-READY version=\S+ running on .*ttyS0", 60)

@@ -1,0 +1,79 @@
+"""The built release on disk: partition layout, ESP boot entries, manifest and checksums."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from qx_build import erofs, esp, gpt, pe
+from qx_build.paths import Release, read_mkosi_setting
+from qx_update import bootentry
+
+GiB = 1024**3
+READ_ONLY_BIT = 60  # GPT attribute bits (UAPI discoverable partitions spec)
+NO_AUTO_BIT = 63
+
+
+def test_partition_table_is_exactly_esp_root_a_root_b_data(release: Release) -> None:
+    parts = gpt.read_table(release.disk)
+    assert [p.name for p in parts] == ["esp", "root-a", "root-b", "quantix-data"]
+    by = {p.name: p for p in parts}
+    assert by["esp"].type == gpt.ESP_TYPE
+    assert by["root-a"].type == by["root-b"].type == gpt.ROOT_X86_64_TYPE
+    assert by["quantix-data"].type == gpt.LINUX_GENERIC_TYPE
+    assert by["root-a"].size == by["root-b"].size == 2 * GiB
+    assert f"GUID:{READ_ONLY_BIT}" in by["root-a"].attrs.replace(" ", ",") or str(READ_ONLY_BIT) in by["root-a"].attrs
+    for slot in ("root-a", "root-b"):
+        assert str(NO_AUTO_BIT) in by[slot].attrs, f"{slot} must be excluded from GPT auto-discovery"
+
+
+def test_root_b_is_empty_and_root_a_is_erofs(release: Release) -> None:
+    by = {p.name: p for p in gpt.read_table(release.disk)}
+    with release.disk.open("rb") as f:
+        f.seek(by["root-b"].start)
+        assert f.read(1 << 20) == b"\0" * (1 << 20), "root-b must be empty until an update writes it"
+        f.seek(by["root-a"].start + 1024)
+        assert int.from_bytes(f.read(4), "little") == erofs.EROFS_MAGIC
+
+
+def test_esp_boots_slot_a_through_a_type1_entry(release: Release) -> None:
+    e = esp.EspImage(release.disk, source_date_epoch=int(read_mkosi_setting("SourceDateEpoch")))
+    assert e.list("EFI/quantix") == [f"quantix-os_{release.version}.efi"]
+    assert e.list("loader/entries") == ["quantix-a.conf"]
+    entry = bootentry.parse_entry(e.read_text("loader/entries/quantix-a.conf"))
+    assert entry["efi"] == f"/{bootentry.uki_path(release.version)}"
+    assert entry["options"] == bootentry.slot_cmdline(pe.cmdline(release.uki), "a")
+    assert "BOOTX64.EFI" in e.list("EFI/BOOT"), "systemd-boot must be the removable-media fallback loader"
+
+
+def test_manifest_and_sha256sums_describe_the_files(release: Release) -> None:
+    subprocess.run(["sha256sum", "--check", "--strict", release.sha256sums.name], cwd=release.sha256sums.parent,
+                   check=True, capture_output=True)
+    listed = {line.split()[1] for line in release.sha256sums.read_text().splitlines()}
+    assert listed == {f.name for f in release.files() if f != release.sha256sums}
+    m = json.loads(release.manifest.read_text())
+    assert m["version"] == release.version and m["image_id"] == "quantix-os"
+    assert m["build_time"].startswith("20") and m["source_date_epoch"] == int(read_mkosi_setting("SourceDateEpoch"))
+    names = {p["name"] for p in m["packages"]}
+    assert {"linux-image-amd64", "systemd", "libvirt-daemon-system", "qemu-system-x86", "python3"} <= names
+    root = m["artifacts"]["root"]
+    assert root["file"] == release.root_payload.name and root["size"] == release.root_payload.stat().st_size
+    assert root["uncompressed_size"] <= 2 * GiB
+    assert m["kernel_cmdline"] == pe.cmdline(release.uki)
+    osrel = pe.read_section(release.uki, ".osrel").decode()
+    assert 'NAME="Quantix OS"' in osrel and f'IMAGE_VERSION="{release.version}"' in osrel
+
+
+def test_payload_decompresses_to_the_root_filesystem(release: Release) -> None:
+    m = json.loads(release.manifest.read_text())["artifacts"]["root"]
+    proc = subprocess.run(f"zstd -dc {release.root_payload} | sha256sum", shell=True, check=True,
+                          capture_output=True, text=True)
+    assert proc.stdout.split()[0] == m["uncompressed_sha256"]
+
+
+def test_iso_is_hybrid_el_torito_and_gpt(release: Release) -> None:
+    report = subprocess.run(["xorriso", "-indev", str(release.iso), "-report_el_torito", "plain"],
+                            capture_output=True, text=True, check=True).stdout
+    assert "El Torito boot img" in report and "UEFI" in report
+    parts = gpt.read_table(release.iso)
+    assert any(p.type == gpt.ESP_TYPE for p in parts), "the ISO must also boot as a disk (GPT with an ESP)"
