@@ -7,6 +7,7 @@ wheel from the checkout with SOURCE_DATE_EPOCH set, so it is the same bytes ever
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -30,3 +31,6 @@ def prepare(wheel_dir: Path, source_date_epoch: str) -> None:
            "-d", wheel_dir], env={"SOURCE_DATE_EPOCH": source_date_epoch})
     r.run([*pip, "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", wheel_dir, REPO],
           env={"SOURCE_DATE_EPOCH": source_date_epoch})
+    # setuptools builds in <repo>/build/{lib,bdist.*}: not part of any release, remove it.
+    for junk in [REPO / "build" / "lib", *(REPO / "build").glob("bdist.*")]:
+        shutil.rmtree(junk, ignore_errors=True)

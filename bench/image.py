@@ -1,0 +1,122 @@
+"""Image benchmarks, each run side by side with a bare baseline in the same run (noisy machines).
+
+    .venv/bin/python bench/image.py build   # cold + warm: `qx-build image` vs a bare mkosi build
+    .venv/bin/python bench/image.py boot    # QEMU start → console marker vs bare image → login prompt
+
+The bare baseline is mkosi with the same distribution, release and package list as mkosi.conf, a
+bootable disk and nothing of ours (no scripts, trees, repart layout, payload, ISO). Both share the
+downloaded-package cache, so "cold" means "no incremental tree cache", not "no downloads".
+Results are printed as a markdown table and saved to bench/results/image-<what>.json.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+BARE_DIR = REPO / "build" / ".work" / "bench-bare"
+RESULTS = REPO / "bench" / "results"
+
+
+def _packages() -> list[str]:
+    text = (REPO / "mkosi.conf").read_text()
+    block = text.split("Packages=", 1)[1]
+    pkgs = []
+    for line in block.splitlines()[1:]:
+        if not line.startswith(" "):
+            break
+        pkgs.append(line.strip())
+    return pkgs
+
+
+def _bare_config(dest: Path) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "mkosi.conf").write_text(
+        "[Distribution]\nDistribution=debian\nRelease=trixie\nArchitecture=x86-64\n"
+        f"PackageManagerTrees={REPO / 'image/pkgmngr'}\n\n"
+        f"[Output]\nFormat=disk\nOutputDirectory={dest / 'out'}\nCacheDirectory={dest / 'cache'}\n"
+        f"PackageCacheDirectory={REPO / 'build/cache/packages'}\n\n"
+        "[Content]\nBootable=yes\nBootloader=systemd-boot\nWithDocs=no\nWithRecommends=no\n"
+        "RootPassword=bench\nKernelCommandLine=console=ttyS0,115200\n"
+        "Packages=\n" + "".join(f"        {p}\n" for p in _packages()) +
+        "\n[Host]\nIncremental=yes\n")
+
+
+def _timed(argv: list[str], cwd: Path) -> float:
+    t0 = time.monotonic()
+    subprocess.run(argv, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.monotonic() - t0
+
+
+def bench_build() -> dict[str, float]:
+    shutil.rmtree(BARE_DIR, ignore_errors=True)
+    _bare_config(BARE_DIR)
+    shutil.rmtree(REPO / "build/cache/mkosi", ignore_errors=True)  # ours: no incremental cache
+    qxb = [str(REPO / ".venv/bin/qx-build"), "image"]
+    bare = ["mkosi", "-f", "build"]
+    res = {}
+    res["bare_cold_s"] = _timed(bare, BARE_DIR)
+    res["quantix_cold_s"] = _timed(qxb, REPO)
+    res["bare_warm_s"] = _timed(bare, BARE_DIR)
+    res["quantix_warm_s"] = _timed(qxb, REPO)
+    return res
+
+
+def _boot_until(disk: Path, pattern: str, timeout: float = 900) -> float:
+    from qx_build import qemu
+
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "serial.log"
+        m = qemu.Machine(Path(tmp), disk=disk, serial_log=log)
+        m.prepare()
+        t0 = time.monotonic()
+        proc = subprocess.Popen(m.argv(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            rx = re.compile(pattern)
+            while time.monotonic() - t0 < timeout:
+                if rx.search(log.read_bytes().decode("utf-8", "replace")):
+                    return time.monotonic() - t0
+                time.sleep(0.5)
+            raise TimeoutError(pattern)
+        finally:
+            proc.kill()
+            proc.wait()
+
+
+def bench_boot() -> dict[str, float]:
+    from qx_build.paths import Release, read_version
+    from qx_build.qemu import resolve_accel
+
+    bare = next((BARE_DIR / "out").glob("*.raw"), None) if (BARE_DIR / "out").exists() else None
+    if bare is None:
+        raise SystemExit("run 'bench/image.py build' first (it leaves the bare image for this benchmark)")
+    ours = Release(read_version(), REPO / "build").disk
+    return {
+        "accel": resolve_accel("auto"),  # type: ignore[dict-item]
+        "bare_login_prompt_s": _boot_until(bare, r"login:"),
+        "quantix_console_ready_s": _boot_until(ours, r"QUANTIX-CONSOLE-READY"),
+    }
+
+
+def main() -> None:
+    what = sys.argv[1] if len(sys.argv) > 1 else ""
+    if what not in ("build", "boot"):
+        raise SystemExit("usage: bench/image.py build|boot")
+    res = bench_build() if what == "build" else bench_boot()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"image-{what}.json").write_text(json.dumps(res, indent=2) + "\n")
+    print("| measure | value |\n|---|---|")
+    for k, v in res.items():
+        print(f"| {k} | {v:.1f} |" if isinstance(v, float) else f"| {k} | {v} |")
+
+
+if __name__ == "__main__":
+    main()
