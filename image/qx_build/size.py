@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 from qx_common import run as r
+from qx_common.errors import UserError
 from qx_build import pe
 from qx_build.paths import Release, read_version
 
@@ -26,6 +27,9 @@ def dir_sizes(root: Path, depth: int = 3) -> dict[str, int]:
 
 def report(build_dir: Path, top: int = 20) -> str:
     rel = Release(read_version(), build_dir)
+    if not rel.manifest.exists():
+        raise UserError(f"no build of {rel.version} in {build_dir} ({rel.manifest.name} missing)",
+                        hint="run 'make image' first")
     m = json.loads(rel.manifest.read_text())
     lines = [f"Quantix OS {m['version']} — release sizes"]
     for name, a in m["artifacts"].items():

@@ -26,15 +26,30 @@ def fetch_health(url: str, timeout: float = 5.0) -> tuple[int, dict[str, object]
         return 0, {"error": str(e)}
 
 
-def wait_healthy(url: str, timeout: float, interval: float = 2.0) -> tuple[bool, dict[str, object]]:
-    deadline = time.monotonic() + timeout
+def _failing(body: dict[str, object]) -> str:
+    comps = body.get("components") if isinstance(body, dict) else None
+    if not isinstance(comps, dict):
+        return str(body.get("error", "no answer")) if isinstance(body, dict) else "no answer"
+    return "; ".join(f"{n}: {c.get('detail')}" for n, c in comps.items() if isinstance(c, dict) and not c.get("ok"))
+
+
+def wait_healthy(url: str, timeout: float, interval: float = 2.0,
+                 report_every: float = 60.0) -> tuple[bool, dict[str, object]]:
+    """Poll until 200; every ``report_every`` seconds say what is still failing (for the console)."""
+    start = time.monotonic()
+    deadline = start + timeout
+    next_report = start + report_every
     body: dict[str, object] = {}
     while True:
         status, body = fetch_health(url)
         if status == 200:
             return True, body
-        if time.monotonic() >= deadline:
+        now = time.monotonic()
+        if now >= deadline:
             return False, body
+        if now >= next_report:
+            print(f"QUANTIX-NODE-WAITING after {now - start:.0f} s: {_failing(body)}", flush=True)
+            next_report = now + report_every
         time.sleep(interval)
 
 
