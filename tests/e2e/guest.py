@@ -44,13 +44,20 @@ class BootedGuest:
     def tail(self, n: int = TAIL_LINES) -> str:
         return "\n".join(self.log().splitlines()[-n:])
 
-    def wait_for(self, pattern: str, timeout: float) -> re.Match[str]:
+    def wait_for(self, pattern: str, timeout: float, *, fail: str | None = None) -> re.Match[str]:
+        """Wait for ``pattern`` in the serial log; a match of ``fail`` ends the wait at once."""
         rx = re.compile(pattern)
+        fail_rx = re.compile(fail) if fail else None
         deadline = time.monotonic() + timeout
         while True:
-            m = rx.search(self.log())
+            log = self.log()
+            m = rx.search(log)
             if m:
                 return m
+            bad = fail_rx.search(log) if fail_rx else None
+            if bad:
+                raise AssertionError(f"the guest reported failure: {bad.group(0)[:2000]}\n"
+                                     f"--- serial log tail ---\n{self.tail()}")
             if self.proc is not None and self.proc.poll() is not None:
                 out = self.proc.stdout.read().decode("utf-8", "replace") if self.proc.stdout else ""
                 raise AssertionError(f"QEMU exited ({self.proc.returncode}) before /{pattern}/ appeared.\n"

@@ -18,7 +18,8 @@ def _mount(guest_log: str, target: str) -> dict[str, str]:
 
 def test_disk_image_boots_to_console_and_healthy_node(release: Release, guest_factory) -> None:
     guest = guest_factory(disk=release.disk)
-    node = guest.wait_for(r"QUANTIX-NODE-HEALTHY version=(\S+) health=(\{.*\})", BOOT_TIMEOUT)
+    node = guest.wait_for(r"QUANTIX-NODE-HEALTHY version=(\S+) health=(\{.*\})", BOOT_TIMEOUT,
+                          fail=r"QUANTIX-NODE-UNHEALTHY.*")
     print(f"disk image: node healthy {guest.elapsed():.0f} s after QEMU start")
     assert node.group(1) == release.version
     health = json.loads(node.group(2))
@@ -40,7 +41,8 @@ def test_disk_image_boots_to_console_and_healthy_node(release: Release, guest_fa
 
 def test_iso_boots_live_to_console_and_healthy_node(release: Release, guest_factory) -> None:
     guest = guest_factory(iso=release.iso, memory_mb=3072)
-    node = guest.wait_for(r"QUANTIX-NODE-HEALTHY version=(\S+) health=(\{.*\})", BOOT_TIMEOUT)
+    node = guest.wait_for(r"QUANTIX-NODE-HEALTHY version=(\S+) health=(\{.*\})", BOOT_TIMEOUT,
+                          fail=r"QUANTIX-NODE-UNHEALTHY.*")
     print(f"ISO: node healthy {guest.elapsed():.0f} s after QEMU start")
     assert node.group(1) == release.version
     guest.wait_for(r"QUANTIX-CONSOLE-READY version=\S+ running on .*ttyS0", 60)
