@@ -1,7 +1,9 @@
 """The hybrid ISO: the live variant's ESP as the El Torito EFI image *and* as a GPT partition.
 
-``-e --interval:appended_partition_2:all::`` points El Torito at the appended partition, so the ESP
-is stored once and the same file boots from a CD (El Torito) and from a USB stick/disk (GPT).
+The ESP image is a file inside the ISO9660 volume (``boot/efiboot.img``), because UEFI firmware
+(EDK2/OVMF) sizes a no-emulation boot image from the ISO9660 volume: an image outside the volume (an
+appended partition) is not found. ``-efi-boot-part --efi-boot-image`` then declares those same bytes
+as the GPT EFI partition, so the ESP is stored once and one file boots from a CD and from a USB disk.
 """
 
 from __future__ import annotations
@@ -39,10 +41,10 @@ def make_iso(*, live_disk: Path, out: Path, version: str, source_date_epoch: int
     stamp = dt.datetime.fromtimestamp(source_date_epoch, dt.timezone.utc).strftime("%Y%m%d%H%M%S00")
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         tmpd = Path(tmp)
-        esp = tmpd / "efiboot.img"
-        extract_esp(live_disk, esp)
         root = tmpd / "isoroot"
         (root / "quantix").mkdir(parents=True)
+        (root / "boot").mkdir()
+        extract_esp(live_disk, root / "boot" / "efiboot.img")
         for f in extra_files:
             shutil.copy2(f, root / "quantix" / f.name)
         (root / "README.TXT").write_text(
@@ -50,7 +52,6 @@ def make_iso(*, live_disk: Path, out: Path, version: str, source_date_epoch: int
         part_tmp = out.with_name(out.name + ".part")
         r.run(["xorriso", "-as", "mkisofs", "-o", part_tmp, "-iso-level", "3", "-R", "-J",
                "-V", VOLUME_ID, "--modification-date=" + stamp,
-               "-append_partition", "2", "0xef", esp, "-appended_part_as_gpt",
-               "-e", "--interval:appended_partition_2:all::", "-no-emul-boot",
-               root], env={"SOURCE_DATE_EPOCH": str(source_date_epoch)})
+               "-e", "boot/efiboot.img", "-no-emul-boot",
+               "-efi-boot-part", "--efi-boot-image", root], env={"SOURCE_DATE_EPOCH": str(source_date_epoch)})
         part_tmp.rename(out)

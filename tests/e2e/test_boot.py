@@ -46,3 +46,9 @@ def test_iso_boots_live_to_console_and_healthy_node(release: Release, guest_fact
     print(f"ISO: node healthy {guest.elapsed():.0f} s after QEMU start")
     assert node.group(1) == release.version
     guest.wait_for(r"QUANTIX-CONSOLE-READY version=\S+ running on .*ttyS0", 60)
+
+
+def test_iso_also_boots_as_a_usb_disk(release: Release, guest_factory) -> None:
+    # Written to a USB stick, the ISO is a GPT disk whose EFI partition is the same ESP image.
+    guest = guest_factory(disk=release.iso, memory_mb=3072)
+    guest.wait_for(r"EFI stub: Loaded initrd", 300)
