@@ -1,0 +1,224 @@
+"""The host backend: the ONE interface through which the console reads and changes the host.
+
+Screens never touch files, commands or sockets; they call a :class:`HostBackend`. Two implementations:
+
+* :class:`qx_console.linux.LinuxBackend` — the real one. It takes a root directory prefix (``/`` on a
+  host; a temporary directory in tests), an optional network namespace to run network commands in,
+  and an :class:`~qx_console.linux.Activator` (networkd on a host, ``ip`` inside a test namespace).
+  The file writing is the same code in every case; only the activation step differs.
+* :class:`qx_console.memory.MemoryBackend` — an in-memory implementation of the same interface for
+  UI tests, snapshots and the benchmark (fixed state, no clock, no host data).
+
+Every method may block (commands, HTTP); the app calls them from thread workers only. Failures are
+raised as :mod:`qx_common.errors` types; "this feature is not on this host" is :class:`Unavailable`.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from qx_common.errors import EnvironmentError_
+
+from qx_console.hostconfig import HostConfig, NetworkConfig, Provenance
+
+
+class Unavailable(EnvironmentError_):
+    """A feature's backing service/command is not present on this host (the reason is the message)."""
+
+
+@dataclass(frozen=True)
+class Nic:
+    name: str
+    mac: str
+    link_up: bool
+    speed_mbps: int | None  # None: unknown (virtual NICs, link down)
+
+    def describe(self) -> str:
+        speed = f"{self.speed_mbps} Mb/s" if self.speed_mbps else "speed ?"
+        return f"{self.name:<10} {self.mac:<17}  {'up' if self.link_up else 'down':<4}  {speed}"
+
+
+@dataclass(frozen=True)
+class Health:
+    ok: bool | None  # None: unknown / unreachable
+    detail: str
+
+
+@dataclass(frozen=True)
+class SlotInfo:
+    name: str  # "a" / "b"
+    version: str  # "" if unknown/empty
+    active: bool
+    blessed: bool | None  # None: unknown
+    bad: bool = False
+
+
+@dataclass(frozen=True)
+class HostStatus:
+    product: str
+    version: str
+    hostname: str
+    addresses: list[tuple[str, str]] = field(default_factory=list)  # (interface, address)
+    active_slot: str = "?"
+    blessed: bool | None = None
+    cpu_percent: float | None = None
+    mem_used: int = 0
+    mem_total: int = 0
+    vms_running: int | None = None
+    node: Health = Health(None, "not checked")
+    libvirt: Health = Health(None, "not checked")
+    update_channel: str = ""
+    pending_update: str = ""  # "" none; else a one-line description
+    update_detail: str = ""  # why update info is missing, if it is
+    uptime_s: float = 0.0
+    provenance: Provenance = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    target: str
+    what: str  # "gateway" / "dns" / "resolve" / "custom"
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    name: str
+    active: str  # active / inactive / failed / ...
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class UpdateState:
+    slots: list[SlotInfo]
+    channel: str
+    available: str = ""  # version offered by a check, "" if none known
+    detail: str = ""
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+ProgressFn = Callable[[float, str], None]  # (fraction 0..1, message)
+
+LOG_SOURCES = ("system", "qx-node", "qx-update", "kernel")
+SERVICES = ("qx-node", "libvirtd", "systemd-networkd", "systemd-resolved", "ssh")
+
+
+class HostBackend(abc.ABC):
+    # -- status -----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def status(self) -> HostStatus: ...
+
+    # -- configuration ----------------------------------------------------------------------
+    @abc.abstractmethod
+    def load_config(self) -> tuple[HostConfig, Provenance]: ...
+
+    @abc.abstractmethod
+    def save_config(self, cfg: HostConfig, fields: tuple[str, ...]) -> None:
+        """Validate + persist non-network settings (hostname, ssh, channel, lockdown) and apply them."""
+
+    @abc.abstractmethod
+    def list_nics(self) -> list[Nic]: ...
+
+    # -- network: the primitives safe-apply is built from (see qx_console.safeapply) ----------
+    @abc.abstractmethod
+    def write_network(self, cfg: HostConfig) -> None:
+        """Keep the current configuration as 'previous', then persist ``cfg`` (validated)."""
+
+    @abc.abstractmethod
+    def activate_network(self) -> None:
+        """Make the running network match the persisted configuration."""
+
+    @abc.abstractmethod
+    def restore_previous_network(self) -> None:
+        """Put the previous configuration back on disk and activate it."""
+
+    @abc.abstractmethod
+    def has_previous_network(self) -> bool: ...
+
+    @abc.abstractmethod
+    def mark_pending(self, info: dict[str, Any] | None) -> None:
+        """Record (or clear, with None) that a safe-apply awaits its probe/confirmation."""
+
+    @abc.abstractmethod
+    def pending(self) -> dict[str, Any] | None: ...
+
+    @abc.abstractmethod
+    def ping(self, target: str, what: str, timeout_s: float = 2.0) -> ProbeResult: ...
+
+    @abc.abstractmethod
+    def resolve(self, name: str) -> ProbeResult: ...
+
+    def probe(self, net: NetworkConfig, tries: int = 3) -> list[ProbeResult]:
+        """Is the management network usable? Gateway(s) and DNS servers, a few tries each."""
+        targets: list[tuple[str, str]] = []
+        if net.ipv4.mode == "static" and net.ipv4.gateway:
+            targets.append((net.ipv4.gateway, "gateway"))
+        if net.ipv6.mode == "static" and net.ipv6.gateway:
+            targets.append((net.ipv6.gateway, "gateway"))
+        targets += [(d, "dns") for d in net.dns]
+        out = []
+        for tgt, what in targets:
+            res = self.ping(tgt, what)
+            for _ in range(tries - 1):
+                if res.ok:
+                    break
+                res = self.ping(tgt, what)
+            out.append(res)
+        return out
+
+    @abc.abstractmethod
+    def restart_network(self) -> None: ...
+
+    # -- security ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def verify_root_password(self, password: str) -> bool: ...
+
+    @abc.abstractmethod
+    def set_root_password(self, password: str) -> None: ...
+
+    @abc.abstractmethod
+    def set_ssh(self, enabled: bool, timeout_min: int) -> None: ...
+
+    @abc.abstractmethod
+    def ssh_state(self) -> ServiceState: ...
+
+    @abc.abstractmethod
+    def ssh_fingerprints(self) -> list[str]: ...
+
+    # -- logs and services ------------------------------------------------------------------
+    @abc.abstractmethod
+    def logs(self, source: str, grep: str = "", lines: int = 200) -> list[str]: ...
+
+    @abc.abstractmethod
+    def services(self) -> list[ServiceState]: ...
+
+    @abc.abstractmethod
+    def restart_service(self, name: str) -> None: ...
+
+    # -- updates (qx-update) ----------------------------------------------------------------
+    @abc.abstractmethod
+    def update_status(self) -> UpdateState: ...
+
+    @abc.abstractmethod
+    def update_check(self) -> UpdateState: ...
+
+    @abc.abstractmethod
+    def update_apply(self, progress: ProgressFn) -> str: ...
+
+    @abc.abstractmethod
+    def update_rollback(self) -> str: ...
+
+    @abc.abstractmethod
+    def set_channel(self, name: str) -> None: ...
+
+    # -- system -----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def reset_config(self) -> None: ...
+
+    @abc.abstractmethod
+    def power(self, action: str) -> None:
+        """'reboot' or 'poweroff'."""

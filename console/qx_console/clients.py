@@ -1,0 +1,179 @@
+"""Clients of the other Quantix services: the qx-node API and the qx-update command.
+
+Both are optional from the console's point of view: a node that is down shows as "unreachable",
+an absent or failing ``qx-update`` as :class:`~qx_console.backend.Unavailable` with the reason.
+Neither ever fakes a result. Short timeouts: these are called from workers, but a stuck call would
+still delay the next status refresh.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from qx_common.errors import ExternalError
+from qx_common.run import clean_env, run, which
+
+from qx_console.backend import ProgressFn, SlotInfo, Unavailable, UpdateState
+
+NODE_URL = "https://127.0.0.1:8443"
+
+
+class NodeClient:
+    def __init__(self, base_url: str, cert: Path | None, token_file: Path | None, timeout_s: float = 2.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.cert = cert
+        self.token_file = token_file
+        self.timeout_s = timeout_s
+        self._session = requests.Session()
+
+    def _get(self, path: str, auth: bool) -> Any:
+        headers = {}
+        if auth and self.token_file is not None:
+            try:
+                headers["Authorization"] = "Bearer " + self.token_file.read_text().strip()
+            except OSError as e:
+                raise ExternalError(f"no API token ({self.token_file}: {e.strerror})") from e
+        verify: bool | str = str(self.cert) if self.cert and self.cert.exists() else False
+        if self.base_url.startswith("http://"):
+            verify = True
+        try:
+            r = self._session.get(self.base_url + path, headers=headers, timeout=self.timeout_s, verify=verify)
+            r.raise_for_status()
+            return r.json()
+        except (requests.RequestException, ValueError) as e:
+            raise ExternalError(f"qx-node unreachable ({type(e).__name__})") from e
+
+    def health(self) -> dict[str, Any]:
+        return self._get("/health", auth=False)
+
+    def vms(self) -> list[dict[str, Any]]:
+        data = self._get("/v1/vms", auth=True)
+        if isinstance(data, dict):
+            data = data.get("vms", data.get("items", []))
+        return list(data)
+
+
+class UpdateClient:
+    """``qx-update <verb> --json``; JSON on stdout. Progress of ``apply`` as JSON lines."""
+
+    def __init__(self, command: Sequence[str] = ("qx-update",), timeout_s: float = 30.0) -> None:
+        self.command = list(command)
+        self.timeout_s = timeout_s
+
+    def _require(self) -> None:
+        if "/" not in self.command[0] and which(self.command[0]) is None:
+            raise Unavailable(f"'{self.command[0]}' is not installed on this host")
+        if "/" in self.command[0] and not Path(self.command[0]).exists():
+            raise Unavailable(f"'{self.command[0]}' is not installed on this host")
+
+    def _call(self, args: list[str], timeout: float | None = None) -> dict[str, Any]:
+        self._require()
+        try:
+            proc = run([*self.command, *args], check=False, timeout=timeout or self.timeout_s)
+        except ExternalError as e:
+            raise Unavailable(f"qx-update {args[0]}: {e}") from e
+        data = _last_json(proc.stdout)
+        if proc.returncode != 0:
+            msg = (data or {}).get("error") or (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise ExternalError(f"qx-update {args[0]} failed: {msg}")
+        if data is None:
+            raise Unavailable(f"qx-update {args[0]} printed no JSON")
+        return data
+
+    def status(self) -> UpdateState:
+        return _state(self._call(["status", "--json"]))
+
+    def check(self) -> UpdateState:
+        return _state(self._call(["check", "--json"], timeout=120))
+
+    def rollback(self) -> str:
+        d = self._call(["rollback", "--json"])
+        return str(d.get("message") or "rollback scheduled: the other slot boots next")
+
+    def set_channel(self, name: str) -> None:
+        self._call(["channel", "set", name, "--json"])
+
+    def apply(self, progress: ProgressFn) -> str:
+        """Stream ``apply --json``: every line with done/total (or percent) moves the progress bar."""
+        self._require()
+        argv = [*self.command, "apply", "--json"]
+        # run() cannot stream; this is the one streaming call, with run()'s clean environment.
+        try:
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
+        except OSError as e:
+            raise Unavailable(f"cannot run qx-update: {e.strerror}") from e
+        last: dict[str, Any] = {}
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(ev, dict):
+                continue
+            last = ev
+            frac = _fraction(ev)
+            if frac is not None:
+                progress(frac, str(ev.get("message") or ev.get("phase") or ""))
+        err = proc.stderr.read() if proc.stderr else ""
+        rc = proc.wait()
+        if rc != 0:
+            msg = last.get("error") or (err.strip().splitlines() or [f"exit code {rc}"])[-1]
+            raise ExternalError(f"qx-update apply failed: {msg}")
+        progress(1.0, "done")
+        return str(last.get("message") or "update installed; it becomes active at the next reboot")
+
+
+def _fraction(ev: dict[str, Any]) -> float | None:
+    if isinstance(ev.get("percent"), (int, float)):
+        return max(0.0, min(1.0, ev["percent"] / 100))
+    done, total = ev.get("done"), ev.get("total")
+    if isinstance(done, (int, float)) and isinstance(total, (int, float)) and total > 0:
+        return max(0.0, min(1.0, done / total))
+    return None
+
+
+def _last_json(text: str) -> dict[str, Any] | None:
+    text = text.strip()
+    try:
+        d = json.loads(text)
+        return d if isinstance(d, dict) else None
+    except ValueError:
+        pass
+    for line in reversed(text.splitlines()):
+        try:
+            d = json.loads(line)
+            if isinstance(d, dict):
+                return d
+        except ValueError:
+            continue
+    return None
+
+
+def _state(d: dict[str, Any]) -> UpdateState:
+    """Accept the shapes qx-update documents: slots as a list or a {a: {...}, b: {...}} map."""
+    raw_slots = d.get("slots") or []
+    if isinstance(raw_slots, dict):
+        raw_slots = [dict(v, name=k) for k, v in raw_slots.items()]
+    active = str(d.get("active_slot") or d.get("booted_slot") or "")
+    slots = []
+    for s in raw_slots:
+        name = str(s.get("name") or s.get("slot") or "?")
+        slots.append(SlotInfo(
+            name=name,
+            version=str(s.get("version") or ""),
+            active=bool(s.get("active", name == active)),
+            blessed=s.get("blessed", s.get("good")),
+            bad=bool(s.get("bad", False)),
+        ))
+    avail = d.get("available") or d.get("update") or ""
+    if isinstance(avail, dict):
+        avail = str(avail.get("version") or "")
+    return UpdateState(slots=slots, channel=str(d.get("channel") or ""), available=str(avail),
+                       detail=str(d.get("message") or ""), raw=d)

@@ -1,0 +1,324 @@
+"""The host-configuration schema of Quantix OS and its validation — the ONE place these rules live.
+
+The console, the installer's answer file and the node API all build a :class:`HostConfig` through
+:func:`parse_host_config` (from a plain dict, e.g. JSON or TOML) or construct the dataclasses directly
+and call :func:`validate`. Nothing is written anywhere before validation passed.
+
+Invariants:
+
+* Every rule reports a :class:`FieldError` naming the field with its dotted path (``network.ipv4.gateway``),
+  what is wrong and how to fix it. :class:`ValidationError` (a :class:`~qx_common.errors.UserError`)
+  carries all of them at once, so a form or an answer file shows every problem in one pass.
+* Unknown keys are refused (a typo in an answer file must not be silently ignored).
+* Where a setting came from — ``answer-file``, ``console``, ``api``, ``dhcp`` or ``default`` — is kept
+  beside the configuration as :data:`Provenance` (field path -> source), never inside the values.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from qx_common.errors import UserError
+
+SOURCES = ("answer-file", "console", "api", "dhcp", "default")
+Provenance = dict[str, str]
+
+_HOST_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+_CHANNEL = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+DEFAULT_HOSTNAME = "quantix"
+DEFAULT_CHANNEL = "stable"
+
+
+@dataclass(frozen=True)
+class FieldError:
+    field: str
+    message: str
+    hint: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}" + (f" — {self.hint}" if self.hint else "")
+
+
+class ValidationError(UserError):
+    """One or more fields are invalid; ``errors`` lists them all (first one is the message)."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        assert errors
+        super().__init__(str(errors[0]), hint=errors[0].hint or None)
+        self.errors = errors
+
+    def for_field(self, name: str) -> FieldError | None:
+        return next((e for e in self.errors if e.field == name), None)
+
+
+@dataclass(frozen=True)
+class IPv4Config:
+    mode: str = "dhcp"  # dhcp | static
+    address: str = ""
+    prefix: int = 24
+    gateway: str = ""
+
+
+@dataclass(frozen=True)
+class IPv6Config:
+    mode: str = "auto"  # off | auto | static
+    address: str = ""
+    prefix: int = 64
+    gateway: str = ""
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    nic: str = ""  # empty: the factory default (DHCP on every wired NIC)
+    vlan: int | None = None
+    ipv4: IPv4Config = field(default_factory=IPv4Config)
+    ipv6: IPv6Config = field(default_factory=IPv6Config)
+    dns: tuple[str, ...] = ()
+    search_domain: str = ""
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.nic)
+
+    @property
+    def ifname(self) -> str:
+        """The interface that carries the management addresses (the VLAN device if there is one)."""
+        return f"{self.nic}.{self.vlan}" if self.vlan else self.nic
+
+
+@dataclass(frozen=True)
+class SshConfig:
+    enabled: bool = False
+    timeout_min: int = 60  # 0: stays on until turned off
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    hostname: str = DEFAULT_HOSTNAME
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    ssh: SshConfig = field(default_factory=SshConfig)
+    update_channel: str = DEFAULT_CHANNEL
+    lockdown: bool = False  # True: the console's Customize menu is disabled
+
+
+# ---------------------------------------------------------------------------------------------
+# Rules, one function per kind of value. Each returns a FieldError or None.
+
+
+def check_hostname(name: str, fld: str = "hostname") -> FieldError | None:
+    if not name:
+        return FieldError(fld, "is empty", "enter a name such as 'host1' or 'host1.example.com'")
+    if len(name) > 253:
+        return FieldError(fld, f"is {len(name)} characters long", "use at most 253 characters")
+    bad = sorted({c for c in name if not (c.isascii() and (c.isalnum() or c in "-."))})
+    if bad:
+        shown = " ".join(repr(c) for c in bad)
+        return FieldError(fld, f"contains illegal character(s) {shown}",
+                          "use only letters a-z, digits and '-', with '.' between labels")
+    for label in name.lower().split("."):
+        if not _HOST_LABEL.match(label):
+            return FieldError(fld, f"label '{label}' is not valid",
+                              "each label is 1-63 characters and does not start or end with '-'")
+    return None
+
+
+def check_ipv4(value: str, fld: str) -> FieldError | None:
+    try:
+        addr = ipaddress.IPv4Address(value)
+    except ValueError:
+        return FieldError(fld, f"'{value}' is not an IPv4 address", "write four numbers 0-255, e.g. 192.168.1.10")
+    if addr.is_multicast or addr.is_unspecified or addr == ipaddress.IPv4Address("255.255.255.255"):
+        return FieldError(fld, f"'{value}' cannot be used for a host", "use a unicast address")
+    return None
+
+
+def check_ipv6(value: str, fld: str) -> FieldError | None:
+    try:
+        addr = ipaddress.IPv6Address(value)
+    except ValueError:
+        return FieldError(fld, f"'{value}' is not an IPv6 address", "write it like 2001:db8::10")
+    if addr.is_multicast or addr.is_unspecified:
+        return FieldError(fld, f"'{value}' cannot be used for a host", "use a unicast address")
+    return None
+
+
+def check_ip(value: str, fld: str) -> FieldError | None:
+    if ":" in value:
+        return check_ipv6(value, fld)
+    return check_ipv4(value, fld)
+
+
+def check_prefix(value: int, maximum: int, fld: str) -> FieldError | None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= maximum:
+        return FieldError(fld, f"'{value}' is not a valid prefix length", f"use a number from 1 to {maximum} (e.g. 24)"
+                          if maximum == 32 else f"use a number from 1 to {maximum} (e.g. 64)")
+    return None
+
+
+def check_vlan(value: int | None, fld: str = "network.vlan") -> FieldError | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 4094:
+        return FieldError(fld, f"'{value}' is not a usable VLAN id",
+                          "use 1-4094 (0 and 4095 are reserved), or leave it empty for no VLAN")
+    return None
+
+
+def check_domain(value: str, fld: str) -> FieldError | None:
+    if not value:
+        return None
+    err = check_hostname(value, fld)
+    return err
+
+
+def _check_network(n: NetworkConfig) -> list[FieldError]:
+    errs: list[FieldError] = []
+    if not n.configured:
+        return errs  # factory default: nothing else to check
+    if not _IFNAME.match(n.nic):
+        errs.append(FieldError("network.nic", f"'{n.nic}' is not an interface name",
+                               "pick one of the listed network adapters"))
+    if (e := check_vlan(n.vlan)):
+        errs.append(e)
+    v4 = n.ipv4
+    if v4.mode not in ("dhcp", "static"):
+        errs.append(FieldError("network.ipv4.mode", f"'{v4.mode}' is not a mode", "use 'dhcp' or 'static'"))
+    elif v4.mode == "static":
+        e_addr = check_ipv4(v4.address, "network.ipv4.address")
+        e_pfx = check_prefix(v4.prefix, 32, "network.ipv4.prefix")
+        errs += [e for e in (e_addr, e_pfx) if e]
+        if v4.gateway:
+            e_gw = check_ipv4(v4.gateway, "network.ipv4.gateway")
+            if e_gw:
+                errs.append(e_gw)
+            elif not e_addr and not e_pfx:
+                net = ipaddress.IPv4Interface(f"{v4.address}/{v4.prefix}").network
+                gw = ipaddress.IPv4Address(v4.gateway)
+                if gw not in net:
+                    errs.append(FieldError("network.ipv4.gateway", f"{gw} is outside the subnet {net}",
+                                           f"use an address inside {net}, or correct the address/prefix"))
+                elif gw == ipaddress.IPv4Address(v4.address):
+                    errs.append(FieldError("network.ipv4.gateway", "is the host's own address",
+                                           "enter the router's address"))
+        if not e_addr and not e_pfx and v4.prefix < 31:
+            iface = ipaddress.IPv4Interface(f"{v4.address}/{v4.prefix}")
+            if iface.ip in (iface.network.network_address, iface.network.broadcast_address):
+                errs.append(FieldError("network.ipv4.address",
+                                       f"{iface.ip} is the network or broadcast address of {iface.network}",
+                                       "pick a host address inside the subnet"))
+    v6 = n.ipv6
+    if v6.mode not in ("off", "auto", "static"):
+        errs.append(FieldError("network.ipv6.mode", f"'{v6.mode}' is not a mode", "use 'off', 'auto' or 'static'"))
+    elif v6.mode == "static":
+        e6 = check_ipv6(v6.address, "network.ipv6.address")
+        p6 = check_prefix(v6.prefix, 128, "network.ipv6.prefix")
+        errs += [e for e in (e6, p6) if e]
+        if v6.gateway:
+            g6 = check_ipv6(v6.gateway, "network.ipv6.gateway")
+            if g6:
+                errs.append(g6)
+            elif not e6 and not p6:
+                net6 = ipaddress.IPv6Interface(f"{v6.address}/{v6.prefix}").network
+                gw6 = ipaddress.IPv6Address(v6.gateway)
+                if gw6 not in net6 and not gw6.is_link_local:
+                    errs.append(FieldError("network.ipv6.gateway", f"{gw6} is outside the subnet {net6}",
+                                           f"use an address inside {net6} or a link-local fe80:: address"))
+    for i, d in enumerate(n.dns):
+        if (e := check_ip(d, f"network.dns[{i}]")):
+            errs.append(FieldError("network.dns", e.message, "list DNS servers as IP addresses, comma-separated"))
+            break
+    if not n.dns and v4.mode == "static":
+        errs.append(FieldError("network.dns", "no DNS server is given",
+                               "enter at least one DNS server address (with a static address nothing supplies one)"))
+    if (e := check_domain(n.search_domain, "network.search_domain")):
+        errs.append(e)
+    return errs
+
+
+def validate(cfg: HostConfig) -> None:
+    """Raise :class:`ValidationError` listing every invalid field of ``cfg``."""
+    errs: list[FieldError] = []
+    if (e := check_hostname(cfg.hostname)):
+        errs.append(e)
+    errs += _check_network(cfg.network)
+    t = cfg.ssh.timeout_min
+    if not isinstance(t, int) or isinstance(t, bool) or not 0 <= t <= 1440:
+        errs.append(FieldError("ssh.timeout_min", f"'{t}' is not a timeout",
+                               "use minutes from 1 to 1440, or 0 to keep SSH on until turned off"))
+    if not _CHANNEL.match(cfg.update_channel or ""):
+        errs.append(FieldError("update_channel", f"'{cfg.update_channel}' is not a channel name",
+                               "use lower-case letters, digits and '-', e.g. 'stable'"))
+    if errs:
+        raise ValidationError(errs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Dict <-> dataclasses (answer files, JSON on disk, API bodies).
+
+
+def _take(d: Mapping[str, Any], allowed: dict[str, type | tuple[type, ...]], where: str) -> dict[str, Any]:
+    if not isinstance(d, Mapping):
+        raise ValidationError([FieldError(where or "config", "must be a table/object", "")])
+    errs: list[FieldError] = []
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        path = f"{where}.{k}" if where else k
+        if k not in allowed:
+            errs.append(FieldError(path, "is not a known setting",
+                                   "known here: " + ", ".join(sorted(allowed))))
+            continue
+        if not isinstance(v, allowed[k]) or (isinstance(v, bool) and allowed[k] is int):
+            want = allowed[k]
+            names = "/".join(t.__name__ for t in (want if isinstance(want, tuple) else (want,)))
+            errs.append(FieldError(path, f"has the wrong type ({type(v).__name__})", f"expected {names}"))
+            continue
+        out[k] = v
+    if errs:
+        raise ValidationError(errs)
+    return out
+
+
+def parse_network(d: Mapping[str, Any], where: str = "network") -> NetworkConfig:
+    top = _take(d, {"nic": str, "vlan": (int, type(None)), "ipv4": dict, "ipv6": dict,
+                    "dns": list, "search_domain": str}, where)
+    v4 = _take(top.pop("ipv4", {}), {"mode": str, "address": str, "prefix": int, "gateway": str}, f"{where}.ipv4")
+    v6 = _take(top.pop("ipv6", {}), {"mode": str, "address": str, "prefix": int, "gateway": str}, f"{where}.ipv6")
+    dns = top.pop("dns", [])
+    if not all(isinstance(x, str) for x in dns):
+        raise ValidationError([FieldError(f"{where}.dns", "must be a list of addresses", "e.g. [\"192.0.2.53\"]")])
+    return NetworkConfig(ipv4=IPv4Config(**v4), ipv6=IPv6Config(**v6), dns=tuple(dns), **top)
+
+
+def parse_host_config(d: Mapping[str, Any]) -> HostConfig:
+    """Build and validate a :class:`HostConfig` from a dict (answer file / JSON / API body)."""
+    top = _take(d, {"hostname": str, "network": dict, "ssh": dict, "update_channel": str, "lockdown": bool}, "")
+    net = parse_network(top.pop("network", {}))
+    ssh = SshConfig(**_take(top.pop("ssh", {}), {"enabled": bool, "timeout_min": int}, "ssh"))
+    cfg = HostConfig(network=net, ssh=ssh, **top)
+    validate(cfg)
+    return cfg
+
+
+def to_dict(cfg: HostConfig) -> dict[str, Any]:
+    d = asdict(cfg)
+    d["network"]["dns"] = list(cfg.network.dns)
+    return d
+
+
+def with_network(cfg: HostConfig, net: NetworkConfig) -> HostConfig:
+    return replace(cfg, network=net)
+
+
+def parse_dns_list(text: str) -> tuple[str, ...]:
+    """Operator input 'a, b c' -> ('a', 'b', 'c')."""
+    return tuple(x for x in re.split(r"[\s,;]+", text.strip()) if x)
+
+
+# Which provenance keys a change of each part touches (the console records them as "console").
+NETWORK_FIELDS = ("network.nic", "network.vlan", "network.ipv4", "network.ipv6", "network.dns",
+                  "network.search_domain")

@@ -1,0 +1,65 @@
+"""Render a :class:`~qx_console.hostconfig.NetworkConfig` as systemd-networkd files (pure functions).
+
+The output is a dict ``{filename: text}`` for the persistent network directory
+(``/var/lib/quantix/config/network``, which ``/etc/systemd/network`` points to). Files are named
+``10-quantix-*`` so they sort before the factory default ``99-quantix-default.network`` in
+``/usr/lib/systemd/network`` and win for the chosen NIC. An unconfigured network (no NIC chosen)
+renders to no files at all: the factory default (DHCP on every wired NIC) applies.
+"""
+
+from __future__ import annotations
+
+from qx_console.hostconfig import NetworkConfig
+
+HEADER = "# Written by qx-console from /var/lib/quantix/config/hostconfig.json; edits here are replaced.\n"
+PREFIX = "10-quantix-"
+
+
+def _ini(sections: list[tuple[str, list[tuple[str, str]]]]) -> str:
+    out = [HEADER]
+    for name, items in sections:
+        out.append(f"\n[{name}]\n")
+        out += [f"{k}={v}\n" for k, v in items]
+    return "".join(out)
+
+
+def _addressing(n: NetworkConfig) -> list[tuple[str, list[tuple[str, str]]]]:
+    net: list[tuple[str, str]] = []
+    v4, v6 = n.ipv4, n.ipv6
+    dhcp = {("dhcp", "auto"): "yes", ("dhcp", "off"): "ipv4", ("dhcp", "static"): "ipv4"}.get((v4.mode, v6.mode))
+    if dhcp:
+        net.append(("DHCP", dhcp))
+    elif v6.mode == "auto":
+        net.append(("DHCP", "ipv6"))
+    net.append(("LinkLocalAddressing", "ipv6" if v6.mode != "off" else "no"))
+    net.append(("IPv6AcceptRA", "yes" if v6.mode == "auto" else "no"))
+    if v4.mode == "static":
+        net.append(("Address", f"{v4.address}/{v4.prefix}"))
+        if v4.gateway:
+            net.append(("Gateway", v4.gateway))
+    if v6.mode == "static":
+        net.append(("Address", f"{v6.address}/{v6.prefix}"))
+        if v6.gateway:
+            net.append(("Gateway", v6.gateway))
+    net += [("DNS", d) for d in n.dns]
+    if n.search_domain:
+        net.append(("Domains", n.search_domain))
+    return [("Network", net)]
+
+
+def render(n: NetworkConfig) -> dict[str, str]:
+    """The complete set of networkd files for ``n`` (empty for the factory default)."""
+    if not n.configured:
+        return {}
+    files: dict[str, str] = {}
+    link = [("Match", [("Name", n.nic)])]
+    if n.vlan:
+        vname = n.ifname
+        files[f"{PREFIX}mgmt-vlan.netdev"] = _ini(
+            [("NetDev", [("Name", vname), ("Kind", "vlan")]), ("VLAN", [("Id", str(n.vlan))])])
+        files[f"{PREFIX}mgmt-nic.network"] = _ini(
+            link + [("Network", [("VLAN", vname), ("LinkLocalAddressing", "no"), ("DHCP", "no")])])
+        files[f"{PREFIX}mgmt.network"] = _ini([("Match", [("Name", vname)])] + _addressing(n))
+    else:
+        files[f"{PREFIX}mgmt.network"] = _ini(link + _addressing(n))
+    return files

@@ -1,0 +1,98 @@
+"""Persistent configuration: networkd rendering, atomic writes, provenance, previous/restore, reset."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from qx_console import networkd, shadow
+from qx_console.hostconfig import HostConfig, IPv4Config, IPv6Config, NetworkConfig, ValidationError
+from qx_console.store import ConfigStore, snapshot_dir
+
+NET = NetworkConfig(nic="eth0", ipv4=IPv4Config("static", "192.0.2.10", 24, "192.0.2.1"),
+                    ipv6=IPv6Config("off"), dns=("192.0.2.53", "192.0.2.54"), search_domain="example.com")
+CFG = HostConfig(hostname="host1", network=NET)
+
+
+def test_render_static_without_vlan() -> None:
+    files = networkd.render(NET)
+    assert list(files) == ["10-quantix-mgmt.network"]
+    text = files["10-quantix-mgmt.network"]
+    for line in ("Name=eth0", "Address=192.0.2.10/24", "Gateway=192.0.2.1", "DNS=192.0.2.53", "DNS=192.0.2.54",
+                 "Domains=example.com", "LinkLocalAddressing=no"):
+        assert line + "\n" in text
+    assert "DHCP=" not in text
+
+
+def test_render_vlan_dhcp_ipv6_auto() -> None:
+    files = networkd.render(replace(NET, vlan=42, ipv4=IPv4Config("dhcp"), ipv6=IPv6Config("auto"), dns=()))
+    assert set(files) == {"10-quantix-mgmt-vlan.netdev", "10-quantix-mgmt-nic.network", "10-quantix-mgmt.network"}
+    assert "Kind=vlan\n" in files["10-quantix-mgmt-vlan.netdev"] and "Id=42\n" in files["10-quantix-mgmt-vlan.netdev"]
+    assert "VLAN=eth0.42\n" in files["10-quantix-mgmt-nic.network"]
+    assert "Name=eth0.42\n" in files["10-quantix-mgmt.network"] and "DHCP=yes\n" in files["10-quantix-mgmt.network"]
+
+
+def test_factory_default_renders_no_files() -> None:
+    assert networkd.render(NetworkConfig()) == {}
+
+
+def test_save_writes_everything_and_provenance(tmp_path: Path) -> None:
+    st = ConfigStore(tmp_path)
+    st.save(CFG, "answer-file", ("hostname", "network.nic"))
+    assert st.load() == CFG
+    assert (st.dir / "hostname").read_text() == "host1\n"
+    assert set(snapshot_dir(st.network_dir)) == {"10-quantix-mgmt.network"}
+    assert st.provenance() == {"hostname": "answer-file", "network.nic": "answer-file"}
+    st.save(replace(CFG, hostname="host2"), "console", ("hostname",))
+    assert st.provenance()["hostname"] == "console"
+    assert not list(st.dir.glob(".*")), "no temporary files left behind"
+
+
+def test_invalid_config_writes_nothing(tmp_path: Path) -> None:
+    st = ConfigStore(tmp_path)
+    with pytest.raises(ValidationError):
+        st.save(replace(CFG, network=replace(NET, vlan=4095)), "console", ())
+    assert not st.dir.exists() or not any(st.dir.rglob("*.*"))
+
+
+def test_keep_and_restore_previous(tmp_path: Path) -> None:
+    st = ConfigStore(tmp_path)
+    st.save(CFG, "console", ("network.nic",))
+    before = (snapshot_dir(st.network_dir), st.config_file.read_text(), st.provenance())
+    st.keep_previous()
+    st.save(replace(CFG, network=replace(NET, vlan=7)), "console", ("network.vlan",))
+    assert "10-quantix-mgmt-vlan.netdev" in snapshot_dir(st.network_dir)
+    st.restore_previous()
+    assert (snapshot_dir(st.network_dir), st.config_file.read_text(), st.provenance()) == before
+
+
+def test_stale_files_of_other_owners_are_kept(tmp_path: Path) -> None:
+    st = ConfigStore(tmp_path)
+    st.network_dir.mkdir(parents=True)
+    (st.network_dir / "50-operator.network").write_text("[Match]\n")
+    st.save(CFG, "console", ())
+    st.reset()
+    assert snapshot_dir(st.network_dir) == {"50-operator.network": "[Match]\n"}
+    assert st.load() == HostConfig()
+
+
+def test_password_verify_and_change(hostroot: Path) -> None:
+    sh = hostroot / "etc/shadow"
+    assert shadow.verify(sh, "root", "quantix-pw")
+    assert not shadow.verify(sh, "root", "wrong")
+    assert not shadow.verify(sh, "daemon", "")  # locked account
+    shadow.set_password(sh, "root", "new-password-1")
+    assert shadow.verify(sh, "root", "new-password-1") and not shadow.verify(sh, "root", "quantix-pw")
+    assert "daemon:*:" in sh.read_text()
+    assert (sh.stat().st_mode & 0o777) == 0o640
+
+
+def test_sha512_hashes_verify_too(tmp_path: Path) -> None:
+    sh = tmp_path / "shadow"
+    # made with: openssl passwd -6 -salt abcdefgh secret
+    sh.write_text("root:$6$abcdefgh$ltjgWl6579NluT/Vi1nwEvcil.G5Nbc4NiXZaNGStk8PSwGfQv72N2CKPPrVACtLtip/cZ/1GM/"
+                  "O6IND4WQhG.:19000:0:99999:7:::\n")
+    assert shadow.verify(sh, "root", "secret")
+    assert not shadow.verify(sh, "root", "Secret")
