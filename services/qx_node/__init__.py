@@ -1,1 +1,20 @@
-"""qx-node: the Quantix host daemon (VMs through libvirt, telemetry, hardware, health, HTTP API)."""
+"""qx-node: the Quantix host daemon (VMs through libvirt, telemetry, hardware, health, HTTP API).
+
+Contract for local clients (the console, qx-update's health gate, scripts on the host)
+-------------------------------------------------------------------------------------
+* URL: ``https://127.0.0.1:8443`` (JSON; OpenAPI at ``/openapi.json``; versioned routes under ``/v1``).
+* TLS: self-signed; verify against ``/var/lib/quantix/node/tls/cert.pem`` (its SANs are
+  ``127.0.0.1``, ``::1``, ``localhost`` and the hostname).
+* Auth: ``Authorization: Bearer <token>``, token in ``/var/lib/quantix/node/api-token`` (mode 0600,
+  root). Every route but ``GET /health`` answers 401 without it.
+* ``GET /health`` (no auth): 200 when every component is ok, else 503; body
+  ``{"status": "ok"|"degraded", "version": ..., "components": {"libvirt"|"data"|"console":
+  {"ok": bool, "detail": str}}}``.
+* Errors: JSON ``{"error": str, "field": str|null, "hint": str|null}``; 401, 404, 409, 413, 422,
+  502/503 when libvirtd fails or is unreachable.
+
+Modules: ``settings`` · ``node`` (wiring) · ``libvirt_conn`` (reconnecting connection, event thread) ·
+``events`` (bus, SSE) · ``vmspec`` (validation) · ``domxml`` (ElementTree) · ``vms`` · ``storage`` ·
+``telemetry`` · ``hardware`` · ``metrics`` · ``auth`` · ``tls`` · ``health`` · ``api`` (routers) ·
+``bootcheck`` · ``cli``.
+"""

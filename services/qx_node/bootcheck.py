@@ -8,21 +8,33 @@ Exit 0 once healthy, 1 when the timeout passes (printing ``QUANTIX-NODE-UNHEALTH
 from __future__ import annotations
 
 import json
+import ssl
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 
-def fetch_health(url: str, timeout: float = 5.0) -> tuple[int, dict[str, object]]:
+def _context(url: str, cafile: Path | None) -> ssl.SSLContext | None:
+    """Verify the node against its own certificate (created by qx-node on first start)."""
+    if not url.startswith("https:"):
+        return None
+    if cafile is None:
+        return ssl.create_default_context()
+    return ssl.create_default_context(cafile=str(cafile))
+
+
+def fetch_health(url: str, timeout: float = 5.0, cafile: Path | None = None) -> tuple[int, dict[str, object]]:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - url is ours
+        ctx = _context(url, cafile)  # per attempt: the certificate may appear while we wait
+        with urllib.request.urlopen(url, timeout=timeout, context=ctx) as resp:  # noqa: S310 - url is ours
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as e:
         try:
             return e.code, json.loads(e.read())
         except ValueError:
             return e.code, {}
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, ssl.SSLError) as e:
         return 0, {"error": str(e)}
 
 
@@ -34,14 +46,14 @@ def _failing(body: dict[str, object]) -> str:
 
 
 def wait_healthy(url: str, timeout: float, interval: float = 2.0,
-                 report_every: float = 60.0) -> tuple[bool, dict[str, object]]:
+                 report_every: float = 60.0, cafile: Path | None = None) -> tuple[bool, dict[str, object]]:
     """Poll until 200; every ``report_every`` seconds say what is still failing (for the console)."""
     start = time.monotonic()
     deadline = start + timeout
     next_report = start + report_every
     body: dict[str, object] = {}
     while True:
-        status, body = fetch_health(url)
+        status, body = fetch_health(url, cafile=cafile)
         if status == 200:
             return True, body
         now = time.monotonic()
@@ -53,8 +65,8 @@ def wait_healthy(url: str, timeout: float, interval: float = 2.0,
         time.sleep(interval)
 
 
-def report(url: str, timeout: float) -> int:
-    ok, body = wait_healthy(url, timeout)
+def report(url: str, timeout: float, cafile: Path | None = None) -> int:
+    ok, body = wait_healthy(url, timeout, cafile=cafile)
     comps = body.get("components", {}) if isinstance(body, dict) else {}
     version = body.get("version", "?") if isinstance(body, dict) else "?"
     console = comps.get("console", {}) if isinstance(comps, dict) else {}

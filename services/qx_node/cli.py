@@ -14,15 +14,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the HTTP API")
+    serve = sub.add_parser("serve", help="run the HTTPS API")
     serve.add_argument("--listen", default=s.DEFAULT_LISTEN, help="ADDR:PORT (default %(default)s)")
     serve.add_argument("--libvirt-uri", default=s.DEFAULT_LIBVIRT_URI, help="default %(default)s")
-    serve.add_argument("--state-dir", type=Path, default=s.DEFAULT_STATE_DIR, help="default %(default)s")
+    serve.add_argument("--state-dir", type=Path, default=s.DEFAULT_STATE_DIR,
+                       help="api-token and tls/ live here (default %(default)s)")
+    serve.add_argument("--pool-dir", type=Path, default=s.DEFAULT_POOL_DIR,
+                       help="directory of the default storage pool (default %(default)s)")
+    serve.add_argument("--pool-name", default=s.DEFAULT_POOL_NAME, help="default %(default)s")
+    serve.add_argument("--virt-type", choices=("kvm", "qemu"), default=None,
+                       help="domain type of new VMs (default: kvm when available, else qemu)")
     serve.add_argument("--console-ready-dir", type=Path, default=s.DEFAULT_CONSOLE_READY_DIR)
     serve.add_argument("--no-console-check", action="store_true", help="do not require a running console")
 
     boot = sub.add_parser("bootcheck", help="wait for /health and print boot markers")
-    boot.add_argument("--url", default="http://127.0.0.1:8443/health")
+    boot.add_argument("--url", default="https://127.0.0.1:8443/health")
+    boot.add_argument("--cacert", type=Path, default=s.DEFAULT_STATE_DIR / "tls" / "cert.pem",
+                      help="CA to verify the node's certificate (default %(default)s)")
     boot.add_argument("--timeout", type=float, default=300.0)
     return p
 
@@ -32,7 +40,7 @@ def _main(argv: list[str]) -> int:
     if args.command == "bootcheck":
         from qx_node.bootcheck import report
 
-        return report(args.url, args.timeout)
+        return report(args.url, args.timeout, cafile=args.cacert)
 
     host, port = s.parse_listen(args.listen)
     settings = s.Settings(
@@ -41,12 +49,13 @@ def _main(argv: list[str]) -> int:
         libvirt_uri=args.libvirt_uri,
         state_dir=args.state_dir,
         console_ready_dir=None if args.no_console_check else args.console_ready_dir,
+        pool_dir=args.pool_dir,
+        pool_name=args.pool_name,
+        virt_type=args.virt_type,
     )
-    import uvicorn
+    from qx_node.serve import serve
 
-    from qx_node.app import create_app
-
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    serve(settings)
     return 0
 
 

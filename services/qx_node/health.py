@@ -35,6 +35,13 @@ def check_libvirt(uri: str) -> ComponentHealth:
     return ComponentHealth("libvirt", True, f"{uri}: libvirt {major}.{minor}.{micro}")
 
 
+def check_libvirt_connection(connected: bool, uri: str, version: str | None, last_error: str) -> ComponentHealth:
+    """The daemon's own (reconnecting) libvirt connection: no new connection per health call."""
+    if not connected or version is None:
+        return ComponentHealth("libvirt", False, f"{uri}: not connected: {last_error or 'no answer'}")
+    return ComponentHealth("libvirt", True, f"{uri}: libvirt {version}")
+
+
 def check_data(state_dir: Path) -> ComponentHealth:
     """The data partition (state dir) must exist and accept a synced write."""
     try:

@@ -1,4 +1,7 @@
-"""Settings of one qx-node process, validated once at start-up."""
+"""Settings of one qx-node process, validated once at start-up.
+
+Files under ``state_dir``: ``api-token`` (0600) and ``tls/{key,cert}.pem``, created on first start.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ DEFAULT_LISTEN = "0.0.0.0:8443"
 DEFAULT_LIBVIRT_URI = "qemu:///system"
 DEFAULT_STATE_DIR = Path("/var/lib/quantix/node")
 DEFAULT_CONSOLE_READY_DIR = Path("/run/quantix/console")
+DEFAULT_POOL_DIR = Path("/var/lib/libvirt/images")
+DEFAULT_POOL_NAME = "default"
 
 
 @dataclass(frozen=True)
@@ -20,6 +25,17 @@ class Settings:
     libvirt_uri: str
     state_dir: Path
     console_ready_dir: Path | None
+    pool_dir: Path = DEFAULT_POOL_DIR
+    pool_name: str = DEFAULT_POOL_NAME
+    virt_type: str | None = None  # None: kvm when the host offers it, else qemu (TCG)
+
+    @property
+    def token_path(self) -> Path:
+        return self.state_dir / "api-token"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.state_dir / "tls"
 
 
 def parse_listen(value: str) -> tuple[str, int]:

@@ -1,0 +1,59 @@
+"""Routes: /health (public), /v1/host, /v1/host/stats, /v1/hardware, /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from qx_common.version import product_version
+from qx_node import hardware, health, metrics, telemetry
+from qx_node.node import Node
+
+router = APIRouter()
+
+
+def _node(request: Request) -> Node:
+    return request.app.state.node  # type: ignore[no-any-return]
+
+
+@router.get("/health", tags=["health"], summary="Per-component health; 200 only when every component is ok")
+async def get_health(request: Request) -> JSONResponse:
+    node = _node(request)
+    s = node.settings
+
+    def libvirt_check() -> health.ComponentHealth:
+        return health.check_libvirt_connection(node.lv.connected, s.libvirt_uri, node.libvirt_version(),
+                                               node.lv.last_error)
+
+    components = await asyncio.gather(
+        asyncio.to_thread(libvirt_check),
+        asyncio.to_thread(health.check_data, s.state_dir),
+        asyncio.to_thread(health.check_console, s.console_ready_dir),
+    )
+    body = health.overall(list(components))
+    body["version"] = product_version()
+    return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
+
+
+@router.get("/v1/host", tags=["host"], summary="Host facts")
+def get_host(request: Request) -> dict[str, Any]:
+    return telemetry.host_info(_node(request).libvirt_version())
+
+
+@router.get("/v1/host/stats", tags=["host"], summary="Host CPU, memory, disk and network rates")
+def get_host_stats(request: Request) -> dict[str, Any]:
+    return _node(request).sampler.stats()
+
+
+@router.get("/v1/hardware", tags=["host"], summary="Disks, NICs and PCI devices with IOMMU groups")
+def get_hardware() -> dict[str, Any]:
+    return hardware.inventory()
+
+
+@router.get("/metrics", tags=["metrics"], summary="Prometheus metrics (host and per VM)",
+            response_class=Response)
+def get_metrics(request: Request) -> Response:
+    return Response(metrics.render(_node(request).registry), media_type=metrics.CONTENT_TYPE)

@@ -1,0 +1,84 @@
+"""Routes: /v1/storage — the pool, its volumes, ISO uploads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from qx_node.api.errors import json_body
+from qx_node.errors import InvalidField
+from qx_node.node import Node
+from qx_node.storage import GiB
+from qx_node.vmspec import VOLUME_RE, valid_volume_name
+
+router = APIRouter(prefix="/v1/storage", tags=["storage"])
+
+_VOLUME_SCHEMA = {"type": "object", "required": ["name", "size_gib"], "additionalProperties": False,
+                  "properties": {"name": {"type": "string", "pattern": VOLUME_RE.pattern},
+                                 "size_gib": {"type": "integer", "minimum": 1, "maximum": 65536},
+                                 "format": {"enum": ["qcow2", "raw"], "default": "qcow2"}}}
+
+
+def _node(request: Request) -> Node:
+    return request.app.state.node  # type: ignore[no-any-return]
+
+
+@router.get("/pool", summary="The default pool: path, capacity, free space")
+def get_pool(request: Request) -> dict[str, Any]:
+    return _node(request).storage.pool_info()
+
+
+@router.get("/volumes", summary="List volumes")
+def list_volumes(request: Request) -> list[dict[str, Any]]:
+    return [v.to_json() for v in _node(request).storage.list()]
+
+
+@router.post("/volumes", status_code=201, summary="Create an empty volume",
+             openapi_extra={"requestBody": {"required": True,
+                                            "content": {"application/json": {"schema": _VOLUME_SCHEMA}}}})
+async def create_volume(request: Request) -> JSONResponse:
+    body = await json_body(request)
+    if not isinstance(body, dict):
+        raise InvalidField("body: must be a JSON object", field="body")
+    for key in body:
+        if key not in ("name", "size_gib", "format"):
+            raise InvalidField(f"{key}: unknown field", field=str(key), hint="allowed: format, name, size_gib")
+    name = valid_volume_name(body.get("name"), "name")  # type: ignore[arg-type]
+    size = body.get("size_gib")
+    if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= 65536:
+        raise InvalidField("size_gib: must be an integer from 1 to 65536", field="size_gib")
+    fmt = body.get("format", "qcow2")
+    if fmt not in ("qcow2", "raw"):
+        raise InvalidField("format: must be one of qcow2, raw", field="format")
+    vol = await run_in_threadpool(_node(request).storage.create, name, size * GiB, fmt)
+    return JSONResponse(vol.to_json(), status_code=201)
+
+
+@router.get("/volumes/{name}", summary="One volume")
+def get_volume(request: Request, name: str) -> dict[str, Any]:
+    return _node(request).storage.get(name).to_json()
+
+
+@router.delete("/volumes/{name}", summary="Delete a volume (refused while a VM uses it)")
+def delete_volume(request: Request, name: str) -> dict[str, Any]:
+    node = _node(request)
+    vol = node.storage.get(name)
+    node.storage.delete(name, in_use_by=node.vms.users_of(vol.path))
+    return {"name": name, "deleted": True}
+
+
+@router.put("/isos/{name}", status_code=201,
+            summary="Upload an ISO (raw request body) into the pool; atomic",
+            openapi_extra={"requestBody": {"required": True, "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
+async def upload_iso(request: Request, name: str) -> JSONResponse:
+    valid_volume_name(name)
+    if not name.endswith(".iso"):
+        raise InvalidField(f"name: '{name}' must end in .iso", field="name")
+    length = request.headers.get("content-length")
+    n = int(length) if length and length.isdigit() else None
+    vol = await _node(request).storage.upload(name, request.stream(), n)
+    return JSONResponse(vol.to_json(), status_code=201)

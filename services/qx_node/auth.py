@@ -1,0 +1,82 @@
+"""The API token: created once, 0600 root, compared in constant time.
+
+``ensure_token(path)`` returns the token, creating it atomically (temp file + fsync + rename,
+mode 0600 from the start) on first start. ``BearerAuth`` is a pure ASGI middleware: every HTTP
+request except ``GET /health`` needs ``Authorization: Bearer <token>``, so a route added later
+cannot forget authentication (tests enumerate the routes to prove it).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from qx_common.errors import EnvironmentError_
+
+PUBLIC_PATHS = frozenset({"/health"})
+
+
+def atomic_write(path: Path, data: bytes, mode: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.chmod(tmp, mode)
+    os.rename(tmp, path)
+    dfd = os.open(path.parent, os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def ensure_token(path: Path) -> str:
+    try:
+        token = path.read_text().strip()
+        if token:
+            return token
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise EnvironmentError_(f"cannot read the API token {path}: {e.strerror}") from e
+    token = secrets.token_urlsafe(32)
+    try:
+        atomic_write(path, (token + "\n").encode(), 0o600)
+    except OSError as e:
+        raise EnvironmentError_(f"cannot write the API token {path}: {e.strerror}",
+                                hint="qx-node needs a writable --state-dir") from e
+    return token
+
+
+class BearerAuth:
+    def __init__(self, app: Any, token: str) -> None:
+        self.app = app
+        self._expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        got = b""
+        for k, v in scope.get("headers", []):
+            if k == b"authorization":
+                got = v
+                break
+        if hmac.compare_digest(got, self._expected):
+            await self.app(scope, receive, send)
+            return
+        body = json.dumps({"error": "missing or wrong API token", "field": "Authorization",
+                           "hint": "send 'Authorization: Bearer <token>' (the token is in the node's api-token file)"
+                           }).encode()
+        await send({"type": "http.response.start", "status": 401, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+            (b"www-authenticate", b'Bearer realm="qx-node"')]})
+        await send({"type": "http.response.body", "body": body})

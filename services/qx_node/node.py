@@ -1,0 +1,51 @@
+"""The running node: one object owning the event bus, the libvirt connection and the services.
+
+Call order: ``node = Node(settings)`` → ``node.start()`` (token, TLS, libvirt; never fails because
+libvirtd is down — it reconnects) → serve → ``node.close()``. Closing never stops a VM.
+"""
+
+from __future__ import annotations
+
+from qx_node import auth
+from qx_node.events import EventBus
+from qx_node.libvirt_conn import Libvirt
+from qx_node.metrics import make_registry
+from qx_node.settings import Settings
+from qx_node.storage import Storage
+from qx_node.telemetry import StatsSampler
+from qx_node.vms import VmService
+
+
+class Node:
+    def __init__(self, settings: Settings, *, connect_wait: float = 5.0) -> None:
+        self.settings = settings
+        self.connect_wait = connect_wait
+        self.token = auth.ensure_token(settings.token_path)
+        self.bus = EventBus()
+        self.lv = Libvirt(settings.libvirt_uri, self.bus)
+        self.storage = Storage(self.lv, settings.pool_dir, settings.pool_name)
+        self.vms = VmService(self.lv, self.storage, settings.virt_type)
+        self.sampler = StatsSampler()
+        self.registry = make_registry(self.lv, self.bus)
+        self.lv.on_connect(self.storage.ensure_pool)
+        self.lv.on_connect(self.vms.sweep_crashed)
+        self.lv.on_lifecycle(self.vms.on_lifecycle)
+        self._started = False
+
+    def start(self) -> None:
+        if not self._started:
+            self._started = True
+            self.lv.start(self.connect_wait)
+
+    def close(self) -> None:
+        if self._started:
+            self.lv.close()
+            self.bus.close()
+            self._started = False
+
+    def libvirt_version(self) -> str | None:
+        try:
+            v = self.lv.conn().getLibVersion()
+        except Exception:  # noqa: BLE001 - a version is informative only
+            return None
+        return f"{v // 1_000_000}.{(v // 1000) % 1000}.{v % 1000}"

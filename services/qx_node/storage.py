@@ -1,0 +1,203 @@
+"""The host's storage pool: one libvirt ``dir`` pool on the data partition, and its volumes.
+
+``Storage.ensure_pool(conn)`` runs on every (re)connect: it defines, builds, starts and
+autostarts the pool when missing (default name ``default``, path ``/var/lib/libvirt/images``,
+``--pool-dir`` in tests). Every volume name is validated (:func:`~qx_node.vmspec.valid_volume_name`)
+and every resolved path is checked to be a direct child of the pool directory, so no API call can
+reach a file outside the pool. Uploads are written to a hidden temporary file, fsynced and renamed:
+a failed or interrupted upload leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import libvirt
+
+from qx_common import log
+from qx_node.errors import Conflict, InvalidField, NotFound, PayloadTooLarge
+from qx_node.libvirt_conn import Libvirt, mapped
+from qx_node.vmspec import valid_volume_name
+
+_log = log.get("node.storage")
+GiB = 1024**3
+# Keep this much free on the data partition after an upload (libvirt/qemu logs, VM state).
+UPLOAD_RESERVE = 256 * 1024**2
+
+
+@dataclass(frozen=True)
+class Volume:
+    name: str
+    path: str
+    format: str
+    capacity: int
+    allocation: int
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Storage:
+    def __init__(self, lv: Libvirt, pool_dir: Path, pool_name: str = "default") -> None:
+        self.lv = lv
+        self.pool_dir = pool_dir
+        self.pool_name = pool_name
+
+    # -- pool ---------------------------------------------------------------------------------
+    def ensure_pool(self, conn: libvirt.virConnect) -> None:
+        try:
+            pool = conn.storagePoolLookupByName(self.pool_name)
+        except libvirt.libvirtError:
+            self.pool_dir.mkdir(parents=True, exist_ok=True)
+            root = ET.Element("pool", type="dir")
+            ET.SubElement(root, "name").text = self.pool_name
+            ET.SubElement(ET.SubElement(root, "target"), "path").text = str(self.pool_dir)
+            pool = conn.storagePoolDefineXML(ET.tostring(root, encoding="unicode"))
+            pool.build(0)
+            _log.info("storage: defined pool %s at %s", self.pool_name, self.pool_dir)
+        if not pool.isActive():
+            pool.create(0)
+        if not pool.autostart():
+            pool.setAutostart(1)
+        path = ET.fromstring(pool.XMLDesc()).findtext("target/path")
+        if path and Path(path) != self.pool_dir:
+            _log.warning("storage: pool %s is at %s (not %s); using libvirt's path", self.pool_name, path,
+                         self.pool_dir)
+            self.pool_dir = Path(path)
+
+    def _pool(self) -> libvirt.virStoragePool:
+        with mapped(f"storage pool '{self.pool_name}'"):
+            return self.lv.conn().storagePoolLookupByName(self.pool_name)
+
+    def pool_info(self) -> dict[str, Any]:
+        pool = self._pool()
+        with mapped(f"storage pool '{self.pool_name}'"):
+            _state, capacity, allocation, available = pool.info()
+        return {"name": self.pool_name, "path": str(self.pool_dir), "capacity": capacity,
+                "allocation": allocation, "available": available}
+
+    # -- volumes ------------------------------------------------------------------------------
+    def _vol(self, name: str, field: str = "name") -> libvirt.virStorageVol:
+        valid_volume_name(name, field)
+        pool = self._pool()
+        try:
+            return pool.storageVolLookupByName(name)
+        except libvirt.libvirtError:
+            pass
+        # A file copied into the pool directory by hand appears after a refresh.
+        with mapped(f"storage pool '{self.pool_name}'"):
+            pool.refresh(0)
+        try:
+            return pool.storageVolLookupByName(name)
+        except libvirt.libvirtError as e:
+            raise NotFound(f"{field}: volume '{name}' does not exist in pool '{self.pool_name}'", field=field,
+                           hint="GET /v1/storage/volumes lists the volumes") from e
+
+    def _describe(self, vol: libvirt.virStorageVol) -> Volume:
+        with mapped(f"volume '{vol.name()}'"):
+            xml = ET.fromstring(vol.XMLDesc(0))
+            _type, capacity, allocation = vol.info()
+            path = vol.path()
+        fmt = xml.find("target/format")
+        return Volume(vol.name(), path, fmt.get("type", "raw") if fmt is not None else "raw", capacity, allocation)
+
+    def path_of(self, name: str, field: str) -> str:
+        """The absolute path of an existing volume, guaranteed to be inside the pool directory."""
+        vol = self._vol(name, field)
+        with mapped(f"volume '{name}'"):
+            path = vol.path()
+        self._check_inside(path, field)
+        return path
+
+    def _check_inside(self, path: str, field: str) -> None:
+        real = Path(os.path.realpath(path))
+        if real.parent != Path(os.path.realpath(self.pool_dir)):
+            raise InvalidField(f"{field}: volume path {path} is outside the pool {self.pool_dir}", field=field)
+
+    def list(self) -> list[Volume]:
+        pool = self._pool()
+        with mapped(f"storage pool '{self.pool_name}'"):
+            pool.refresh(0)
+            vols = pool.listAllVolumes(0)
+        return sorted((self._describe(v) for v in vols), key=lambda v: v.name)
+
+    def get(self, name: str) -> Volume:
+        return self._describe(self._vol(name))
+
+    def create(self, name: str, size_bytes: int, fmt: str = "qcow2", field: str = "name") -> Volume:
+        valid_volume_name(name, field)
+        if fmt not in ("qcow2", "raw"):
+            raise InvalidField(f"format: '{fmt}' is not one of qcow2, raw", field="format")
+        pool = self._pool()
+        with mapped(f"storage pool '{self.pool_name}'"):
+            pool.refresh(0)
+        try:
+            pool.storageVolLookupByName(name)
+        except libvirt.libvirtError:
+            pass
+        else:
+            raise Conflict(f"{field}: volume '{name}' already exists", field=field,
+                           hint="choose another name or delete the volume first")
+        root = ET.Element("volume")
+        ET.SubElement(root, "name").text = name
+        ET.SubElement(root, "capacity", unit="bytes").text = str(size_bytes)
+        ET.SubElement(root, "allocation", unit="bytes").text = "0"
+        ET.SubElement(ET.SubElement(root, "target"), "format", type=fmt)
+        with mapped(f"volume '{name}'"):
+            vol = pool.createXML(ET.tostring(root, encoding="unicode"), 0)
+        _log.info("storage: created volume %s (%d bytes, %s)", name, size_bytes, fmt)
+        return self._describe(vol)
+
+    def delete(self, name: str, in_use_by: list[str] | None = None) -> None:
+        vol = self._vol(name)
+        if in_use_by:
+            raise Conflict(f"volume '{name}' is used by VM(s) {', '.join(in_use_by)}",
+                           hint="delete the VM or detach the disk first")
+        with mapped(f"volume '{name}'"):
+            vol.delete(0)
+        _log.info("storage: deleted volume %s", name)
+
+    async def upload(self, name: str, chunks: AsyncIterator[bytes], length: int | None) -> Volume:
+        """Write an uploaded file (an ISO) into the pool atomically, then make libvirt see it."""
+        valid_volume_name(name)
+        target = self.pool_dir / name
+        if target.exists():
+            raise Conflict(f"name: volume '{name}' already exists", field="name",
+                           hint="choose another name or delete the volume first")
+        free = shutil.disk_usage(self.pool_dir).free - UPLOAD_RESERVE
+        if length is not None and length > free:
+            raise PayloadTooLarge(f"upload of {length} bytes does not fit: {max(free, 0)} bytes free in the pool")
+        tmp = self.pool_dir / f".{name}.upload-{os.getpid()}"
+        written = 0
+        try:
+            with open(tmp, "xb") as f:
+                async for chunk in chunks:
+                    written += len(chunk)
+                    if written > free:
+                        raise PayloadTooLarge(f"upload exceeds the {max(free, 0)} bytes free in the pool")
+                    f.write(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+            if length is not None and written != length:
+                raise InvalidField(f"body: received {written} of {length} bytes", field="body")
+            os.chmod(tmp, 0o644)
+            os.rename(tmp, target)
+            dfd = os.open(self.pool_dir, os.O_DIRECTORY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        finally:
+            tmp.unlink(missing_ok=True)
+        _log.info("storage: uploaded %s (%d bytes)", name, written)
+        try:
+            return self._describe(self._vol(name))
+        except NotFound:
+            # Drivers without a real pool backend (test:///) cannot see files: report the file.
+            return Volume(name, str(target), "raw", written, written)
