@@ -1,0 +1,193 @@
+"""Fixtures for the update server tests: real release files, real HTTP servers, python-tuf's ngclient.
+
+* ``make_release(version)`` writes a tiny but real release directory: a zstd-compressed payload made
+  with the ``zstd`` CLI, an .efi, a manifest in the format of ``qx_build.artifacts.build_manifest``
+  and a SHA256SUMS — exactly what ``make image`` leaves in ``build/``.
+* ``verify_repo(base_url, root)`` is the acceptance check after every operation: python-tuf's own
+  ngclient, bootstrapped with a trusted root, refreshes over HTTP and downloads and verifies every
+  target the signed metadata lists. It returns the verified targets (path -> custom.quantix).
+* ``server`` runs the real app under uvicorn in a subprocess on a free 127.0.0.1 port.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from tuf.api.metadata import Metadata, Targets
+from tuf.ngclient import Updater
+
+from qx_common.run import run
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_release(base: Path, version: str, *, size: int = 8192, epoch: int = 0) -> Path:
+    """A release directory as qx-build writes it (minus the .raw/.iso, which are not published)."""
+    d = base / f"build-{version}"
+    n = 0
+    while d.exists():
+        n += 1
+        d = base / f"build-{version}-{n}"
+    d.mkdir(parents=True)
+    erofs = d / "root.erofs"
+    erofs.write_bytes(os.urandom(size // 2) + bytes(size - size // 2))
+    name = f"quantix-os_{version}"
+    run(["zstd", "-q", "-19", str(erofs), "-o", str(d / f"{name}.root.erofs.zst")])
+    raw = erofs.read_bytes()
+    erofs.unlink()
+    (d / f"{name}.efi").write_bytes(b"MZ" + os.urandom(4000))
+
+    def describe(p: Path) -> dict[str, Any]:
+        return {"file": p.name, "size": p.stat().st_size, "sha256": _sha(p.read_bytes())}
+
+    root = describe(d / f"{name}.root.erofs.zst") | {
+        "uncompressed_size": len(raw), "uncompressed_sha256": _sha(raw), "slot_size_min": len(raw)}
+    fake = {"file": f"{name}.raw", "size": 1, "sha256": "0" * 64}
+    manifest = {
+        "format": 1, "product": "Quantix OS", "image_id": "quantix-os", "version": version,
+        "security_epoch": epoch, "architecture": "x86-64", "source_date_epoch": 1700000000,
+        "build_time": "2023-11-14T22:13:20Z",
+        "kernel_cmdline": "root=PARTLABEL=root-a rootfstype=erofs ro console=ttyS0",
+        "packages": [{"name": "linux-image-amd64", "version": "6.1"}],
+        "artifacts": {"root": root, "uki": describe(d / f"{name}.efi"), "disk": fake,
+                      "iso": fake | {"file": f"{name}.iso"}},
+    }
+    (d / f"{name}.manifest.json").write_text(json.dumps(manifest, indent=2))
+    files = sorted(p for p in d.iterdir())
+    (d / "SHA256SUMS").write_text("".join(f"{_sha(p.read_bytes())}  {p.name}\n" for p in files))
+    return d
+
+
+@pytest.fixture
+def make_release(tmp_path: Path) -> Callable[..., Path]:
+    return partial(write_release, tmp_path / "builds")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class StaticServer:
+    url: str
+    httpd: http.server.ThreadingHTTPServer
+
+
+@pytest.fixture
+def static_server() -> Iterator[Callable[[Path], str]]:
+    """Serve a directory over HTTP on 127.0.0.1 (a stand-in for any plain web server or CDN)."""
+    servers: list[http.server.ThreadingHTTPServer] = []
+
+    def start(directory: Path) -> str:
+        handler = partial(_QuietHandler, directory=str(directory))
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        servers.append(httpd)
+        return f"http://127.0.0.1:{httpd.server_address[1]}"
+
+    yield start
+    for s in servers:
+        s.shutdown()
+        s.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def verify_repo(base_url: str, trusted_root: bytes, workdir: Path) -> dict[str, dict[str, Any]]:
+    """Refresh with python-tuf's ngclient and download + verify every target; return path -> quantix."""
+    md_dir = workdir / f"ngclient-{time.monotonic_ns()}"
+    tgt_dir = md_dir / "targets"
+    tgt_dir.mkdir(parents=True)
+    updater = Updater(metadata_dir=str(md_dir), metadata_base_url=f"{base_url}/metadata/",
+                      target_dir=str(tgt_dir), target_base_url=f"{base_url}/targets/", bootstrap=trusted_root)
+    updater.refresh()
+    targets = Metadata[Targets].from_file(str(md_dir / "targets.json")).signed
+    out: dict[str, dict[str, Any]] = {}
+    for path in targets.targets:
+        info = updater.get_targetinfo(path)
+        assert info is not None, path
+        updater.download_target(info, str(tgt_dir / path.replace("/", "_")))
+        out[path] = info.custom["quantix"]
+    return out
+
+
+@dataclass
+class Server:
+    url: str
+    data_dir: Path
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def token(self, *scopes: str) -> str:
+        return make_token(self.data_dir, *scopes)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def make_token(data_dir: Path, *scopes: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "qx_update_server.cli", "token", "create", "--data-dir", str(data_dir),
+         "--name", "test", "--scopes", ",".join(scopes)],
+        check=True, capture_output=True, text=True, cwd=ROOT)
+    return out.stdout.strip()
+
+
+def start_server(data_dir: Path, *, env: dict[str, str] | None = None, wait: bool = True) -> Server:
+    port = free_port()
+    log = data_dir.parent / f"server-{port}.log"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qx_update_server.cli", "serve", "--listen", f"127.0.0.1:{port}",
+         "--data-dir", str(data_dir)],
+        cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+    url = f"http://127.0.0.1:{port}"
+    if wait:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if requests.get(f"{url}/healthz", timeout=1).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"server did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.05)
+    return Server(url, data_dir, proc, log)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    s = start_server(tmp_path / "data")
+    yield s
+    s.stop()

@@ -1,0 +1,19 @@
+"""qx-update-server: sign Quantix OS releases and publish them as a static TUF repository.
+
+Design (docs/update-format.md section 2 is the contract with the OTA client):
+
+* What hosts download is **static files** under ``<data-dir>/repository/{metadata,targets}``. Any web
+  server, CDN or USB stick can carry them (``qx-release export``); this server only signs and manages,
+  and can be down without stopping updates that are already published.
+* Modules, one concern each:
+
+  - :mod:`.contract`   — channels and the ``custom.quantix`` target metadata (section 2 of the contract).
+  - :mod:`.release`    — reading and verifying a build's release files (manifest + SHA256SUMS).
+  - :mod:`.keys`       — ed25519 key files: online keys and the offline root keys (outside the served dir).
+  - :mod:`.fsutil`     — atomic writes and the test-only crash hook.
+  - :mod:`.repository` — the TUF repository: init, publish, promote, yank, rollout, re-sign, rotate.
+  - :mod:`.storage`    — the storage interface (tokens, releases, audit log, fleet) and its SQLite backend.
+  - :mod:`.app`        — the HTTP service (FastAPI): public static repository, authenticated API, admin page.
+  - :mod:`.cli`        — ``qx-update-server`` (serve, token).
+  - :mod:`.release_cli`— ``qx-release``, the release engineer's client.
+"""
