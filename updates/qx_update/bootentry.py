@@ -105,3 +105,34 @@ def parse_entry(text: str) -> dict[str, str]:
         key, _, value = line.partition(" ")
         out[key] = value.strip()
     return out
+
+
+def with_tries(name: EntryName, tries: int) -> EntryName:
+    return EntryName(name.slot, tries, None)
+
+
+def mark_bad(name: EntryName) -> EntryName:
+    """The name systemd-boot gives an entry whose tries ran out (``+0-N``): sorted last, not booted."""
+    done = (name.tries_done or 0) + (name.tries_left or 0)
+    return EntryName(name.slot, 0, done or None)
+
+
+def boot_order(entries: dict[EntryName, str]) -> list[EntryName]:
+    """Which entry systemd-boot boots first with ``default quantix-*``: the model we rely on.
+
+    systemd-boot sorts entries with no tries left ("bad") after all others, then by ``sort-key``
+    (the same for every Quantix entry), then by ``version``, newest first; the default pattern picks
+    the first match. ``entries`` maps a name to its ``version``.
+    """
+    from qx_common.version import version_key
+
+    def key(item: tuple[EntryName, str]) -> tuple[int, tuple[int, ...]]:
+        name, version = item
+        try:
+            vk = version_key(version)
+        except ValueError:
+            vk = (0, 0, 0, 0, "")
+        neg = tuple(-x if isinstance(x, int) else 0 for x in vk)
+        return (1 if name.bad else 0, neg)
+
+    return [n for n, _ in sorted(entries.items(), key=key)]

@@ -1,0 +1,122 @@
+"""Fixtures for qx-update: a signed repository served on 127.0.0.1, and a host made of files.
+
+The host is what qx-update sees on a real machine, as files: an ESP directory with slot A's entry
+(factory release 1.0.0, blessed), two slot images (A holds 1.0.0, B is empty), a state directory and a
+config file pointing at all of it. The CLI runs as a real subprocess (``python -m qx_update``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qx_update import bootentry as be
+from tests.updates.httpserver import Served, serve
+from tests.updates.tufrepo import CMDLINE, TufRepo
+
+SLOT_SIZE = 8 * 1024 * 1024
+PAYLOAD = 6 * 1024 * 1024
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@dataclass
+class Host:
+    dir: Path
+    esp: Path
+    slots: dict[str, Path]
+    state_dir: Path
+    config: Path
+    server_url: str
+    extra: str = ""
+
+    def write_config(self, *, running: str = "a", **kw: Any) -> None:
+        settings = {"server_url": self.server_url, "channel": "stable", "trusted_root": str(self.dir / "root.json"),
+                    "state_dir": str(self.state_dir), "esp": str(self.esp), "running_slot": running,
+                    "host_id_file": str(self.dir / "machine-id"), "override": str(self.dir / "override.toml"),
+                    "health_url": "http://127.0.0.1:9/health", "gate_timeout": 1.0, **kw}
+        lines = [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
+        lines += ["[slots]", f'a = "{self.slots["a"]}"', f'b = "{self.slots["b"]}"']
+        self.config.write_text("\n".join(lines) + "\n")
+
+    def run(self, *args: str, env: dict[str, str] | None = None, check: bool = True,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        full_env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [str(REPO_ROOT / d) for d in ("updates", "services")] + [str(REPO_ROOT)]), **(env or {})}
+        full_env.pop("QX_DEBUG", None)
+        proc = subprocess.run([sys.executable, "-m", "qx_update", "--config", str(self.config), *args],
+                              capture_output=True, text=True, env=full_env, timeout=timeout, check=False)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"qx-update {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def json(self, *args: str, **kw: Any) -> dict[str, Any]:
+        return json.loads(self.run("--json", *args, **kw).stdout)
+
+    def entries(self) -> list[str]:
+        return sorted(p.name for p in (self.esp / be.ENTRIES_DIR).iterdir())
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What must not change when an update is refused: slot A, and the ESP's entries."""
+        return {"slot_a": sha(self.slots["a"]), "entries": self.entries(),
+                "entry_a": (self.esp / be.ENTRIES_DIR / "quantix-a.conf").read_text()}
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> TufRepo:
+    return TufRepo(tmp_path / "repo")
+
+
+@pytest.fixture
+def server(repo: TufRepo) -> Iterator[Served]:
+    s = serve(repo.base)
+    yield s
+    s.close()
+
+
+def make_host(base: Path, root_bytes: bytes, server_url: str) -> Host:
+    base.mkdir(parents=True, exist_ok=True)
+    esp = base / "esp"
+    (esp / be.ENTRIES_DIR).mkdir(parents=True)
+    (esp / be.UKI_DIR).mkdir(parents=True)
+    (esp / be.LOADER_CONF).write_text(be.render_loader_conf())
+    (esp / be.uki_path("1.0.0")).write_bytes(b"MZ factory UKI")
+    (esp / be.ENTRIES_DIR / "quantix-a.conf").write_text(
+        be.render_entry(version="1.0.0", slot="a", base_cmdline=CMDLINE))
+    slots = {}
+    for s in ("a", "b"):
+        p = base / f"slot-{s}.img"
+        with p.open("wb") as f:
+            if s == "a":
+                f.write(b"FACTORY-1.0.0" * 1000)
+            f.truncate(SLOT_SIZE)
+        slots[s] = p
+    (base / "root.json").write_bytes(root_bytes)
+    (base / "machine-id").write_text("0123456789abcdef0123456789abcdef\n")
+    host = Host(base, esp, slots, base / "state", base / "update.toml", server_url)
+    host.write_config()
+    return host
+
+
+@pytest.fixture
+def host(tmp_path: Path, repo: TufRepo, server: Served) -> Host:
+    return make_host(tmp_path / "host", repo.root_bytes, server.url)
+
+
+def payload(seed: int, size: int = PAYLOAD) -> bytes:
+    """Incompressible, reproducible slot bytes for a release."""
+    import random
+
+    return random.Random(seed).randbytes(size)

@@ -1,0 +1,90 @@
+"""A real static HTTP server on 127.0.0.1 with ``Range`` support (stdlib's handler has none).
+
+Every request is recorded (path, Range header, status) so tests can prove that a download resumed.
+"""
+
+from __future__ import annotations
+
+
+import re
+import threading
+from dataclasses import dataclass, field
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+_RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
+
+
+@dataclass
+class Served:
+    base: Path
+    url: str
+    requests: list[tuple[str, str | None, int]] = field(default_factory=list)
+    server: ThreadingHTTPServer | None = None
+
+    def close(self) -> None:
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+def serve(base: Path) -> Served:
+    served = Served(base, "")
+
+    class Handler(SimpleHTTPRequestHandler):
+        def __init__(self, *a, **kw):  # type: ignore[no-untyped-def]
+            super().__init__(*a, directory=str(base), **kw)
+
+        def log_message(self, *a: object) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802
+            path = Path(self.translate_path(self.path))
+            rng = self.headers.get("Range")
+            if not path.is_file():
+                served.requests.append((self.path, rng, 404))
+                self.send_error(404)
+                return
+            size = path.stat().st_size
+            start, end = 0, size - 1
+            status = 200
+            if rng:
+                m = _RANGE.match(rng)
+                if not m or int(m.group(1)) >= size:
+                    served.requests.append((self.path, rng, 416))
+                    self.send_response(416)
+                    self.send_header("Content-Range", f"bytes */{size}")
+                    self.end_headers()
+                    return
+                start = int(m.group(1))
+                end = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
+                status = 206
+            served.requests.append((self.path, rng, status))
+            self.send_response(status)
+            self.send_header("Content-Length", str(end - start + 1))
+            self.send_header("Accept-Ranges", "bytes")
+            if status == 206:
+                self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+            self.end_headers()
+            with path.open("rb") as f:
+                f.seek(start)
+                left = end - start + 1
+                try:
+                    while left:
+                        block = f.read(min(1 << 20, left))
+                        if not block:
+                            break
+                        self.wfile.write(block)
+                        left -= len(block)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    served.server = srv
+    served.url = f"http://127.0.0.1:{srv.server_address[1]}/"
+    return served
+
+
+

@@ -1,0 +1,29 @@
+"""Test-only crash points: ``QX_UPDATE_TEST_CRASH_AT=<step>`` makes the process SIGKILL itself there.
+
+This is how the power-cut tests stop the real CLI at an exact step instead of racing a timer. The
+names are part of the test contract (see :data:`POINTS`); in production the variable is never set and
+:func:`reached` is a dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+ENV = "QX_UPDATE_TEST_CRASH_AT"
+
+POINTS = (
+    "download",      # part of the root payload is on disk (synced), the rest not yet fetched
+    "downloaded",    # both artifacts verified in the download cache, slot not touched yet
+    "entry-removed",  # the inactive slot's old boot entry is gone, slot not written yet
+    "write",         # part of the payload is written into the inactive slot
+    "written",       # slot written, synced and read back; bootloader not switched yet
+    "switch",        # the UKI is on the ESP, the new boot entry is not
+    "entry-tmp",     # the new entry's temp file is written and synced, not yet renamed
+    "switched",      # the new entry is in place (the switch happened), state not yet recorded
+)
+
+
+def reached(point: str) -> None:
+    if os.environ.get(ENV) == point:
+        os.kill(os.getpid(), signal.SIGKILL)

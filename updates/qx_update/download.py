@@ -1,0 +1,160 @@
+"""Resumable, length-capped artifact downloads into ``<state_dir>/downloads``, verified by TUF.
+
+A download of target T goes to ``<sha256(T)>.part`` (keyed by the *signed* hash, so bytes of one
+release are never resumed into another) and is synced every :data:`SYNC_EVERY` bytes, so a power cut
+or reboot keeps what arrived. The next attempt asks for the rest with ``Range: bytes=N-``; a server
+that ignores Range (200) restarts the file. Never more than the signed length is accepted (endless
+data). When complete, ``TargetFile.verify_length_and_hashes`` checks it; a mismatch after a resume
+discards the file and downloads once more from zero, a mismatch of a fresh download is a refusal.
+The verified file is renamed to ``<sha256>.<name>``; later runs reuse it after re-verifying.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import requests
+from tuf.api import exceptions as tufx
+from tuf.api.metadata import TargetFile
+
+from qx_common import log
+from qx_common.errors import EnvironmentError_, ExternalError
+from qx_update import crashpoint
+from qx_update.errors import VerificationError
+from qx_update.fsutil import fsync_dir
+from qx_update.progress import Progress
+
+CHUNK = 1024 * 1024
+SYNC_EVERY = 16 * 1024 * 1024
+TIMEOUT = (10, 60)  # connect, read-gap seconds
+_log = log.get("update.download")
+
+
+def _sha(info: TargetFile) -> str:
+    return info.hashes.get("sha256") or next(iter(info.hashes.values()))
+
+
+def _verify(info: TargetFile, path: Path) -> None:
+    with path.open("rb") as f:
+        info.verify_length_and_hashes(f)
+
+
+def _open_stream(url: str, offset: int) -> tuple[int, object]:
+    """(offset the body starts at, iterator of chunks)."""
+    if url.startswith("file://"):
+        f = Path(unquote(urlparse(url).path)).open("rb")
+        f.seek(offset)
+
+        def chunks():  # type: ignore[no-untyped-def]
+            with f:
+                while block := f.read(CHUNK):
+                    yield block
+        return offset, chunks()
+    headers = {"User-Agent": "qx-update", "Accept-Encoding": "identity"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    try:
+        resp = requests.get(url, headers=headers, stream=True, timeout=TIMEOUT)
+    except requests.RequestException as e:
+        raise ExternalError(f"cannot download {url}: {e}", hint="check the network; the download resumes next time") from e
+    if resp.status_code == 416 and offset:
+        resp.close()
+        return -1, iter(())
+    if resp.status_code >= 400:
+        resp.close()
+        raise ExternalError(f"cannot download {url}: HTTP {resp.status_code}")
+    start = 0
+    if resp.status_code == 206:
+        m = re.match(r"bytes (\d+)-", resp.headers.get("Content-Range", ""))
+        start = int(m.group(1)) if m else -1
+        if start != offset:
+            resp.close()
+            return -1, iter(())
+    return start, resp.iter_content(CHUNK)
+
+
+def fetch(info: TargetFile, url: str, dest_dir: Path, *, label: str, progress: bool = True,
+          crash_point: str | None = None) -> Path:
+    """Download (or resume, or reuse) target ``info`` from ``url``; return the verified file."""
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    sha = _sha(info)
+    done = dest_dir / f"{sha}.{Path(info.path).name}"
+    part = dest_dir / f"{sha}.part"
+    if done.exists():
+        try:
+            _verify(info, done)
+            _log.info("  %s: already downloaded and verified", label)
+            return done
+        except tufx.LengthOrHashMismatchError:
+            done.unlink()
+    for attempt in (1, 2):
+        resumed = _download(info, url, part, label=label, progress=progress, crash_point=crash_point)
+        try:
+            _verify(info, part)
+        except tufx.LengthOrHashMismatchError as e:
+            part.unlink(missing_ok=True)
+            if resumed and attempt == 1:
+                _log.warning("  %s: resumed download did not verify; downloading again from the start", label)
+                continue
+            raise VerificationError(f"{info.path}: downloaded data does not match its signed length or hash "
+                                    f"(tampered artifact): {e}") from e
+        os.replace(part, done)
+        fsync_dir(dest_dir)
+        return done
+    raise AssertionError("unreachable")
+
+
+def _download(info: TargetFile, url: str, part: Path, *, label: str, progress: bool,
+              crash_point: str | None) -> bool:
+    have = part.stat().st_size if part.exists() else 0
+    if have > info.length:
+        part.unlink()
+        have = 0
+    resumed = False
+    if have == info.length:
+        return True
+    start, chunks = _open_stream(url, have)
+    if start == -1:  # the server could not continue from our offset: start over
+        have, (start, chunks) = 0, _open_stream(url, 0)
+        part.unlink(missing_ok=True)
+    if start and start == have:
+        resumed = True
+        _log.info("  %s: resuming at %.1f MiB", label, have / 1024**2)
+    elif start == 0 and have:
+        have = 0  # 200 instead of 206: the server ignored Range
+    bar = Progress(f"downloading {label}", info.length, start=have, enabled=progress)
+    try:
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise EnvironmentError_(f"cannot write {part}: {e.strerror}") from e
+    try:
+        os.ftruncate(fd, have)
+        os.lseek(fd, have, os.SEEK_SET)
+        got, synced = have, have
+        try:
+            for block in chunks:  # type: ignore[attr-defined]
+                if got + len(block) > info.length:
+                    raise VerificationError(f"{info.path}: the server sent more than the signed {info.length} "
+                                            f"bytes (endless-data attack); download stopped")
+                os.write(fd, block)
+                got += len(block)
+                bar.update(len(block))
+                if got - synced >= SYNC_EVERY or (crash_point and got >= CHUNK and synced == have):
+                    os.fsync(fd)
+                    synced = got
+                    if crash_point:
+                        crashpoint.reached(crash_point)
+        except requests.RequestException as e:
+            raise ExternalError(f"download of {info.path} interrupted at {got} bytes: {e}",
+                                hint="run the update again: it resumes where it stopped") from e
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        close = getattr(chunks, "close", None)
+        if close:
+            close()
+    bar.close()
+    return resumed

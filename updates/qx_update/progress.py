@@ -1,0 +1,45 @@
+"""A byte progress bar on stderr: redrawn in place on a terminal, one line per 10 % elsewhere (logs)."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+def _mib(n: int) -> str:
+    return f"{n / 1024**2:.1f} MiB"
+
+
+class Progress:
+    def __init__(self, label: str, total: int, *, start: int = 0, enabled: bool = True) -> None:
+        self.label = label
+        self.total = max(total, 1)
+        self.done = start
+        self.enabled = enabled
+        self._tty = sys.stderr.isatty()
+        self._decile = int(start * 10 / self.total)
+        self._t0 = time.monotonic()
+        self._start = start
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if not self.enabled:
+            return
+        frac = min(self.done / self.total, 1.0)
+        if self._tty:
+            bar = "#" * int(frac * 30)
+            sys.stderr.write(f"\r  {self.label} [{bar:<30}] {frac * 100:5.1f} % {_mib(self.done)}/{_mib(self.total)}")
+            sys.stderr.flush()
+        elif int(frac * 10) != self._decile:
+            self._decile = int(frac * 10)
+            print(f"  {self.label}: {self._decile * 10} % ({_mib(self.done)}/{_mib(self.total)})",
+                  file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if not self.enabled:
+            return
+        dt = max(time.monotonic() - self._t0, 1e-6)
+        if self._tty:
+            sys.stderr.write("\n")
+        rate = (self.done - self._start) / dt / 1024**2
+        print(f"  {self.label}: {_mib(self.done)} in {dt:.1f} s ({rate:.0f} MiB/s)", file=sys.stderr, flush=True)

@@ -1,0 +1,145 @@
+"""The two root slots: which one runs, how big they are, and writing a release into the inactive one.
+
+A slot is a path — a partition (``/dev/disk/by-partlabel/root-b``), a loop partition, or a plain file
+of the slot's size: the same code writes all of them. The writer never touches the running slot
+(checked by path and by device number), streams the zstd payload through ``zstd -d``, refuses more
+bytes than the signed ``slot_size``, fsyncs, drops the page cache and reads the slot back to compare
+with the signed ``slot_sha256``. A slot is only trusted after that read-back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import stat
+import subprocess
+from pathlib import Path
+
+from qx_common import run as r
+from qx_common.errors import EnvironmentError_, ExternalError, InternalError
+from qx_update import crashpoint
+from qx_update.errors import VerificationError
+from qx_update.progress import Progress
+
+CHUNK = 4 * 1024 * 1024
+_ROOT_RE = re.compile(r"(?:^|\s)root=PARTLABEL=root-(?P<slot>[ab])(?:\s|$)")
+
+
+def other(slot: str) -> str:
+    return "b" if slot == "a" else "a"
+
+
+def running_slot(configured: str, cmdline: Path = Path("/proc/cmdline")) -> str:
+    """The booted slot: the config's ``running_slot``, or ``root=PARTLABEL=root-X`` on the kernel command line."""
+    if configured in ("a", "b"):
+        return configured
+    try:
+        text = cmdline.read_text()
+    except OSError as e:
+        raise EnvironmentError_(f"cannot read {cmdline}: {e.strerror}") from e
+    m = _ROOT_RE.search(text)
+    if not m:
+        raise EnvironmentError_(
+            "cannot tell which slot is running: the kernel command line has no root=PARTLABEL=root-a|b",
+            hint='outside a Quantix host, set running_slot = "a" (or "b") in the config file')
+    return m.group("slot")
+
+
+def size_of(path: Path) -> int:
+    """Size in bytes of a slot (block device or regular file)."""
+    try:
+        with path.open("rb") as f:
+            return f.seek(0, os.SEEK_END)
+    except OSError as e:
+        raise EnvironmentError_(f"slot {path}: cannot open: {e.strerror or e}",
+                                hint="check the slots in the update config") from e
+
+
+def guard_not_running(target: Path, running: Path) -> None:
+    """Refuse to write the slot the system runs from (same path, or the device / is mounted from)."""
+    if target.resolve() == running.resolve():
+        raise InternalError(f"refusing to write {target}: it is the running slot")
+    try:
+        st = target.stat()
+    except OSError as e:
+        raise EnvironmentError_(f"slot {target}: {e.strerror or e}") from e
+    if stat.S_ISBLK(st.st_mode) and st.st_rdev == os.stat("/").st_dev:
+        raise InternalError(f"refusing to write {target}: the root filesystem is mounted from it")
+
+
+def _drop_cache(fd: int) -> None:
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    except OSError:
+        pass
+
+
+def hash_prefix(path: Path, length: int, *, progress: bool = True) -> str:
+    h = hashlib.sha256()
+    bar = Progress("verifying slot", length, enabled=progress)
+    with path.open("rb", buffering=0) as f:
+        _drop_cache(f.fileno())
+        remaining = length
+        while remaining:
+            block = f.read(min(CHUNK, remaining))
+            if not block:
+                raise VerificationError(f"slot {path} ended {remaining} bytes early while reading it back")
+            h.update(block)
+            remaining -= len(block)
+            bar.update(len(block))
+    bar.close()
+    return h.hexdigest()
+
+
+def write_payload(payload: Path, slot: Path, *, slot_size: int, slot_sha256: str, progress: bool = True) -> None:
+    """Decompress ``payload`` (zstd) into ``slot``; verify size and hash while writing and on read-back."""
+    capacity = size_of(slot)
+    if slot_size > capacity:
+        raise VerificationError(f"the release needs {slot_size} bytes but slot {slot} has {capacity}")
+    zstd = r.require("zstd")
+    bar = Progress("writing slot", slot_size, enabled=progress)
+    h = hashlib.sha256()
+    written = 0
+    # Streamed through a pipe rather than `zstd -o`: we count and hash every byte, and stop at the
+    # signed size (a decompression bomb cannot run past the slot).
+    proc = subprocess.Popen([zstd, "-d", "-c", "-q", str(payload)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=r.clean_env())
+    assert proc.stdout is not None
+    fd = os.open(slot, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        while True:
+            block = proc.stdout.read(CHUNK)
+            if not block:
+                break
+            if written + len(block) > slot_size:
+                raise VerificationError(f"the payload decompresses to more than the signed {slot_size} bytes")
+            view = memoryview(block)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            h.update(block)
+            written += len(block)
+            bar.update(len(block))
+            if written >= CHUNK and written - len(block) < CHUNK:
+                os.fsync(fd)
+                crashpoint.reached("write")
+        os.fsync(fd)
+        _drop_cache(fd)
+    finally:
+        os.close(fd)
+        proc.stdout.close()
+        if proc.poll() is None:
+            proc.kill()
+        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        rc = proc.wait()
+    bar.close()
+    if rc != 0 and written <= slot_size:
+        raise ExternalError(f"zstd could not decompress the payload (exit {rc}): {err.strip()[-300:]}")
+    if written != slot_size:
+        raise VerificationError(f"the payload decompressed to {written} bytes, the signed slot size is {slot_size}")
+    if h.hexdigest() != slot_sha256:
+        raise VerificationError("the decompressed payload does not match the signed slot_sha256")
+    readback = hash_prefix(slot, slot_size, progress=progress)
+    if readback != slot_sha256:
+        raise VerificationError(f"slot {slot} reads back differently from what was written (bad disk?)")
