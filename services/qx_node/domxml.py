@@ -68,7 +68,8 @@ def build_domain_xml(spec: VmSpec, paths: Paths, virt_type: str = "kvm", arch: s
             _sub(os_el, "cmdline", spec.cmdline)
     else:
         # The chosen device first, then the others, so a VM installed from ISO boots its disk later.
-        order = [spec.boot] + [d for d in ("cdrom", "disk", "network") if d != spec.boot]
+        # Network boot only when asked: a PXE timeout must not delay every boot.
+        order = [spec.boot] + [d for d in ("cdrom", "disk") if d != spec.boot]
         for dev in order:
             if dev == "cdrom" and not spec.cdrom or dev == "disk" and not spec.disks or dev == "network" and not spec.nics:
                 continue

@@ -71,7 +71,8 @@ def _obj(value: Any, path: str, allowed: set[str]) -> dict[str, Any]:
         raise _bad(path or "body", "must be a JSON object")
     for key in value:
         if key not in allowed:
-            where = f"{path}.{key}" if path else str(key)
+            shown = str(key) if key else '""'  # an empty key must still be named
+            where = f"{path}.{shown}" if path else shown
             raise _bad(where, "unknown field", hint="allowed: " + ", ".join(sorted(allowed)))
     return value
 

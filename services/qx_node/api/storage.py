@@ -45,7 +45,8 @@ async def create_volume(request: Request) -> JSONResponse:
         raise InvalidField("body: must be a JSON object", field="body")
     for key in body:
         if key not in ("name", "size_gib", "format"):
-            raise InvalidField(f"{key}: unknown field", field=str(key), hint="allowed: format, name, size_gib")
+            shown = str(key) if key else '""'  # an empty key must still be named
+            raise InvalidField(f"{shown}: unknown field", field=shown, hint="allowed: format, name, size_gib")
     name = valid_volume_name(body.get("name"), "name")  # type: ignore[arg-type]
     size = body.get("size_gib")
     if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= 65536:
