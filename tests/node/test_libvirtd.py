@@ -1,0 +1,150 @@
+"""Integration: the API against a real libvirtd + QEMU (TCG), started and stopped by this test by PID.
+
+A VM is created through the API (a new qcow2 disk in a tmp pool), seen running under QEMU, sent an
+ACPI shutdown, powered off and deleted with its disk. libvirtd is restarted in the middle: the node
+reconnects by itself and lifecycle events keep arriving on the SSE stream. Running VMs survive
+both the libvirtd restart and the qx-node restart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.node.conftest import LiveServer, make_settings, wait_for
+
+pytestmark = [pytest.mark.root, pytest.mark.libvirtd]
+URI = "qemu:///system"
+
+
+class Daemons:
+    """virtlogd + libvirtd in the foreground as our children (so we stop exactly what we started)."""
+
+    def __init__(self) -> None:
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str) -> None:
+        # Long-running daemons need Popen; qx_common.run.run is for commands that finish.
+        self.procs[name] = subprocess.Popen([shutil.which(name) or name], stdin=subprocess.DEVNULL,
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self, name: str) -> None:
+        p = self.procs.pop(name)
+        p.terminate()
+        p.wait(30)
+
+    def libvirtd_answers(self) -> bool:
+        import libvirt
+
+        try:
+            libvirt.open(URI).close()
+        except libvirt.libvirtError:
+            return False
+        return True
+
+
+@pytest.fixture
+def daemons() -> Iterator[Daemons]:
+    if os.geteuid() != 0 or not shutil.which("libvirtd"):
+        pytest.fail("needs root and libvirtd (tests/host-packages.txt: libvirt-daemon-system)")
+    if subprocess.run(["pgrep", "-x", "libvirtd"], capture_output=True).returncode == 0:
+        pytest.fail("a libvirtd is already running here; this test starts and restarts its own")
+    os.makedirs("/run/libvirt", exist_ok=True)
+    d = Daemons()
+    d.start("virtlogd")
+    d.start("libvirtd")
+    try:
+        wait_for(d.libvirtd_answers, 30, "libvirtd to answer")
+        yield d
+    finally:
+        for name in list(d.procs)[::-1]:
+            d.stop(name)
+
+
+@pytest.fixture
+def pool() -> Iterator[Path]:
+    # QEMU runs as libvirt-qemu: the pool must be reachable for it (pytest's tmp dirs are 0700).
+    base = Path(tempfile.mkdtemp(prefix="qx-node-pool-", dir="/var/tmp"))
+    base.chmod(0o755)
+    yield base / "pool"
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_vm_through_a_real_libvirtd(daemons: Daemons, pool: Path, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, URI, virt_type="qemu", pool_name="qx-test-pool")
+    settings = type(settings)(**{**settings.__dict__, "pool_dir": pool})
+    events: queue.Queue[dict] = queue.Queue()
+    with LiveServer(settings) as live:
+        h = live.auth
+
+        def reader() -> None:
+            try:
+                with httpx.Client(verify=str(live.cert), timeout=None) as c:
+                    with c.stream("GET", f"{live.url}/v1/events", headers=h) as r:
+                        for line in r.iter_lines():
+                            if line.startswith("data: "):
+                                events.put(json.loads(line[6:]))
+            except httpx.HTTPError:
+                pass  # the server stops at the end of the test
+
+        threading.Thread(target=reader, daemon=True).start()
+        assert events.get(timeout=10)["type"] == "snapshot"
+
+        def wait_event(pred, what: str) -> dict:  # type: ignore[no-untyped-def]
+            seen = []
+            while True:
+                try:
+                    e = events.get(timeout=60)
+                except queue.Empty:
+                    raise AssertionError(f"no event {what}; saw {seen}") from None
+                seen.append(e)
+                if pred(e):
+                    return e
+
+        c = httpx.Client(verify=str(live.cert), headers=h, base_url=live.url, timeout=60)
+        try:
+            r = c.post("/v1/vms", json={"name": "qx-it", "memory_mib": 64, "disks": [{"size_gib": 1}]})
+            assert r.status_code == 201, r.text
+            assert (pool / "qx-it-disk0.qcow2").exists()
+            wait_event(lambda e: e.get("vm") == "qx-it" and e.get("state") == "running", "VM started")
+            vm = c.get("/v1/vms/qx-it").json()
+            assert vm["state"] == "running" and vm["console"]["port"] >= 5900
+            wait_for(lambda: c.get("/v1/vms/qx-it/stats").json()["cpu_time_ns"] > 0, 30, "QEMU to use CPU")
+
+            # libvirtd restarts: the VM keeps running, the node reconnects, events continue.
+            daemons.stop("libvirtd")
+            wait_event(lambda e: e.get("type") == "connection" and e["state"] == "disconnected", "disconnect")
+            assert c.get("/v1/vms").status_code == 503
+            daemons.start("libvirtd")
+            wait_event(lambda e: e.get("type") == "connection" and e["state"] == "connected", "reconnect")
+            assert c.get("/v1/vms/qx-it").json()["state"] == "running"
+
+            assert c.post("/v1/vms/qx-it/shutdown").status_code == 200  # ACPI; the firmware ignores it
+            assert c.post("/v1/vms/qx-it/stop").json()["state"] == "shutoff"
+            wait_event(lambda e: e.get("vm") == "qx-it" and e.get("state") == "shutoff", "VM stopped after reconnect")
+            r = c.delete("/v1/vms/qx-it", params={"remove_disks": "true"})
+            assert r.json()["removed_volumes"] == ["qx-it-disk0.qcow2"]
+            assert not (pool / "qx-it-disk0.qcow2").exists()
+        finally:
+            c.delete("/v1/vms/qx-it", params={"remove_disks": "true", "force": "true"})
+            c.close()
+            import libvirt
+
+            conn = libvirt.open(URI)
+            try:
+                p = conn.storagePoolLookupByName("qx-test-pool")
+                p.destroy()
+                p.undefine()
+            except libvirt.libvirtError:
+                pass
+            conn.close()
