@@ -1,0 +1,53 @@
+"""Power cut: the real CLI is SIGKILLed at every step (QX_UPDATE_TEST_CRASH_AT), then checked.
+
+After a kill before the switch, slot A is still the default and byte-for-byte intact, slot B has no
+boot entry, and a new ``apply`` succeeds. A kill mid-download leaves a synced partial file that the
+next run resumes with an HTTP Range request.
+"""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from qx_update.crashpoint import ENV
+from tests.updates.conftest import Host, payload, sha
+from tests.updates.httpserver import Served
+from tests.updates.tufrepo import TufRepo
+
+ALL = ["dev", "beta", "stable"]
+BEFORE_SWITCH = ["download", "downloaded", "entry-removed", "write", "written", "switch", "entry-tmp"]
+
+
+@pytest.mark.parametrize("point", BEFORE_SWITCH)
+def test_kill_before_switch_keeps_old_slot(host: Host, repo: TufRepo, server: Served, point: str) -> None:
+    rel = repo.add_release("1.1.0", slot_bytes=payload(30), channels=ALL)
+    before = host.fingerprint()
+    proc = host.run("apply", env={ENV: point}, check=False)
+    assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr)
+    assert sha(host.slots["a"]) == before["slot_a"]
+    assert [n for n in host.entries() if n.endswith(".conf")] == ["quantix-a.conf"]
+    st = host.json("status")
+    assert st["default_slot"] == "a" and st["slots"]["b"]["version"] is None
+    # A new apply completes (resuming where it can) and the update is then in place.
+    server.requests.clear()
+    res = host.json("apply")
+    assert res["applied"]["version"] == "1.1.0" and res["next_boot"] == "b"
+    assert host.slots["b"].read_bytes()[: len(rel.slot_bytes)] == rel.slot_bytes
+    assert not [p for p in (host.esp / "EFI/quantix").iterdir() if p.name.startswith(".")]
+    assert not list((host.esp / "loader/entries").glob(".*"))
+    if point == "download":
+        ranges = [r for path, r, status in server.requests if path.endswith(".root.erofs.zst")]
+        assert ranges and ranges[0] and ranges[0].startswith("bytes=") and ranges[0] != "bytes=0-", ranges
+
+
+def test_kill_after_switch_boots_new_slot_and_state_recovers(host: Host, repo: TufRepo) -> None:
+    repo.add_release("1.1.0", slot_bytes=payload(31), channels=ALL)
+    proc = host.run("apply", env={ENV: "switched"}, check=False)
+    assert proc.returncode == -signal.SIGKILL
+    st = host.json("status")
+    assert st["default_slot"] == "b" and st["slots"]["b"]["tries_left"] == 3
+    assert sha(host.slots["a"]) == host.fingerprint()["slot_a"]
+    again = host.json("apply")
+    assert again["applied"] is None and "already installed" in again["message"]
