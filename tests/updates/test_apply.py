@@ -85,3 +85,14 @@ def test_root_rotation_is_followed(host: Host, repo: TufRepo) -> None:
     repo.add_release("1.1.0", slot_bytes=payload(5), channels=["stable"])
     assert host.json("check")["available"]["version"] == "1.1.0"
     assert (host.state_dir / "metadata/root_history/2.root.json").exists()
+
+
+def test_shipped_default_config_loads() -> None:
+    from pathlib import Path
+
+    from qx_update import config
+
+    shipped = Path(__file__).resolve().parents[2] / "image/extra/usr/lib/quantix/update.toml"
+    cfg = config.load(shipped)
+    assert cfg.channel == "stable" and cfg.esp == "auto" and cfg.slots["b"].name == "root-b"
+    assert cfg.health_url.startswith("https://127.0.0.1:8443/")
