@@ -135,7 +135,17 @@ def test_vm_through_a_real_libvirtd(daemons: Daemons, pool: Path, tmp_path: Path
             r = c.delete("/v1/vms/qx-it", params={"remove_disks": "true"})
             assert r.json()["removed_volumes"] == ["qx-it-disk0.qcow2"]
             assert not (pool / "qx-it-disk0.qcow2").exists()
+
+            # Restart-on-crash: kill QEMU under a VM that asks for it; the node starts it again.
+            r = c.post("/v1/vms", json={"name": "qx-crash", "memory_mib": 64, "restart_on_crash": True})
+            assert r.status_code == 201, r.text
+            pid = int(Path("/run/libvirt/qemu/qx-crash.pid").read_text())
+            os.kill(pid, 9)
+            wait_event(lambda e: e.get("type") == "restart-on-crash" and e.get("vm") == "qx-crash", "restart")
+            assert c.get("/v1/vms/qx-crash").json()["state"] == "running"
+            assert int(Path("/run/libvirt/qemu/qx-crash.pid").read_text()) != pid
         finally:
+            c.delete("/v1/vms/qx-crash", params={"force": "true"})
             c.delete("/v1/vms/qx-it", params={"remove_disks": "true", "force": "true"})
             c.close()
             import libvirt
