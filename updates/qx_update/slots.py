@@ -9,6 +9,7 @@ with the signed ``slot_sha256``. A slot is only trusted after that read-back.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
@@ -23,6 +24,7 @@ from qx_update.errors import VerificationError
 from qx_update.progress import Progress
 
 CHUNK = 4 * 1024 * 1024
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _ROOT_RE = re.compile(r"(?:^|\s)root=PARTLABEL=root-(?P<slot>[ab])(?:\s|$)")
 
 
@@ -104,26 +106,42 @@ def write_payload(payload: Path, slot: Path, *, slot_size: int, slot_sha256: str
     # Streamed through a pipe rather than `zstd -o`: we count and hash every byte, and stop at the
     # signed size (a decompression bomb cannot run past the slot).
     proc = subprocess.Popen([zstd, "-d", "-c", "-q", str(payload)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=r.clean_env())
+                            stderr=subprocess.PIPE, env=r.clean_env(), bufsize=0)
     assert proc.stdout is not None
+    pipe = proc.stdout.fileno()
+    try:
+        fcntl.fcntl(pipe, F_SETPIPE_SZ, 1024 * 1024)  # fewer wake-ups between zstd and us
+    except OSError:
+        pass
+    buf = bytearray(CHUNK)
+    mv = memoryview(buf)
     fd = os.open(slot, os.O_WRONLY | os.O_CLOEXEC)
     try:
         while True:
-            block = proc.stdout.read(CHUNK)
-            if not block:
+            # Fill a whole chunk before hashing and writing: big writes, few syscalls.
+            n = 0
+            while n < CHUNK:
+                got = os.readv(pipe, [mv[n:]])
+                if not got:
+                    break
+                n += got
+            if not n:
                 break
-            if written + len(block) > slot_size:
+            block = mv[:n]
+            if written + n > slot_size:
                 raise VerificationError(f"the payload decompresses to more than the signed {slot_size} bytes")
-            view = memoryview(block)
+            view = block
             while view:
-                n = os.write(fd, view)
-                view = view[n:]
+                w = os.write(fd, view)
+                view = view[w:]
             h.update(block)
-            written += len(block)
-            bar.update(len(block))
-            if written >= CHUNK and written - len(block) < CHUNK:
+            written += n
+            bar.update(n)
+            if written >= CHUNK and written - n < CHUNK:
                 os.fsync(fd)
                 crashpoint.reached("write")
+            if n < CHUNK:
+                break
         os.fsync(fd)
         _drop_cache(fd)
     finally:
