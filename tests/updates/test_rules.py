@@ -1,0 +1,129 @@
+"""Rules checked without the network: config validation, release choice, rollout, the health probe over TLS."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import json
+import ssl
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from tuf.api.metadata import TargetFile
+
+from qx_common.errors import UserError
+from qx_update import config, health, releases
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ('channel = "nightly"', "'channel'"),
+    ('server_url = "ftp://x"', "'server_url'"),
+    ('maintenance_window = "2-4"', "'maintenance_window'"),
+    ('gate_timeout = -1', "'gate_timeout'"),
+    ('tries = 0', "'tries'"),
+    ('running_slot = "c"', "'running_slot'"),
+    ('colour = "red"', "'colour' is not a known setting"),
+    ('[slots]\na = "/dev/x"\nb = "/dev/x"', "same device"),
+    ('[slots]\na = "/dev/x"', "'slots'"),
+    ('channel = ', "not valid TOML"),
+])
+def test_config_rejects_bad_values_naming_the_key(tmp_path: Path, text: str, needle: str) -> None:
+    f = tmp_path / "u.toml"
+    f.write_text(f'override = "{tmp_path}/none.toml"\n' + text + "\n")
+    with pytest.raises(UserError) as e:
+        config.load(f)
+    assert needle in e.value.message and str(f) in e.value.message and e.value.hint
+
+
+def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    f = tmp_path / "u.toml"
+    f.write_text('override = "ov.toml"\nstate_dir = "state"\n[slots]\na = "a.img"\nb = "b.img"\n')
+    cfg = config.load(f)
+    assert cfg.state_dir == tmp_path / "state" and cfg.slots["b"] == tmp_path / "b.img"
+
+
+def _target(version: str, **q: object) -> tuple[str, TargetFile]:
+    path = f"{version}/quantix-os_{version}.root.erofs.zst"
+    tf = TargetFile.from_data(path, b"x", ["sha256"])
+    tf.unrecognized_fields["custom"] = {"quantix": {
+        "version": version, "artifact": "root", "channels": ["stable"], "security_epoch": 0,
+        "slot_size": 100, "slot_sha256": "0" * 64, "kernel_cmdline": "root=x", "yanked": False, **q}}
+    return path, tf
+
+
+def test_newest_eligible_release_wins_and_skips_are_explained() -> None:
+    targets = dict([_target("1.1.0"), _target("1.3.0", yanked=True), _target("1.2.0"),
+                    _target("1.4.0", slot_size=1000), _target("1.5.0", rollout={"fraction": 1, "paused": True}),
+                    _target("1.6.0", rollout={"fraction": 1, "start": "2999-01-01T00:00:00Z"})])
+    ch = releases.choose(targets, channel="stable", running_version="1.0.0", floor=0, slot_capacity=500, host_id="h")
+    assert ch.release is not None and ch.release.version == "1.2.0"
+    why = {s["version"]: s["reason"] for s in ch.skipped}
+    assert why["1.3.0"] == "yanked" and "slot" in why["1.4.0"]
+    assert why["1.5.0"] == "rollout paused" and why["1.6.0"].startswith("rollout starts at")
+
+
+def test_rollout_position_follows_the_contract_and_is_stable() -> None:
+    import hashlib
+
+    expect = int(hashlib.sha256(b"host-1:1.2.0").hexdigest()[:8], 16) / 2**32
+    assert releases.rollout_position("host-1", "1.2.0") == expect
+    hosts = [f"h{i}" for i in range(2000)]
+    share = sum(releases.rollout_reason({"fraction": "0.25"}, h, "1.2.0", dt.datetime.now(dt.timezone.utc)) is None
+                for h in hosts) / len(hosts)
+    assert 0.2 < share < 0.3
+    assert releases.parse_fraction(0.5) == 0.5 and releases.parse_fraction("1.5") is None
+    assert releases.parse_fraction(True) is None
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "qx-node")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    c, k = tmp_path / "cert.pem", tmp_path / "key.pem"
+    c.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    k.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption()))
+    return c, k
+
+
+def test_health_probe_verifies_qx_node_certificate(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+
+    class H(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            raw = json.dumps({"status": "ok", "components": {"libvirt": {"ok": True, "detail": "up"}}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def log_message(self, *a: object) -> None:
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"https://127.0.0.1:{srv.server_address[1]}/health"
+    try:
+        assert health.probe(url, cert) == (True, "healthy")
+        other, _ = _self_signed(tmp_path / "x" if (tmp_path / "x").mkdir() is None else tmp_path)
+        ok, reason = health.probe(url, other)
+        assert not ok and "unreachable" in reason
+        ok, reason = health.wait("http://127.0.0.1:9/health", cert, timeout=0.2, interval=0.05)
+        assert not ok
+    finally:
+        srv.shutdown()
