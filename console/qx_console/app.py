@@ -1,7 +1,12 @@
-"""The DCUI application. Status screen first; blocking work runs in thread workers.
+"""The DCUI application: Status first; F2 Customize (root password, unless lockdown); F12 power.
 
-Rendering rules for a real VGA console (TERM=linux): only box glyphs the standard console fonts
-carry (``solid``/``double`` borders), no header icon, command palette off.
+Call order at start: ``on_mount`` pushes :class:`StatusScreen` and, in a worker, reverts a network
+change an earlier console left unconfirmed (:func:`qx_console.safeapply.recover_interrupted`). The
+first status frame writes the ready file ``/run/quantix/console/<tty>.ready`` (JSON with ``pid``) that
+qx-node's health check reads.
+
+Never dies: blocking work runs in thread workers whose errors open :class:`ErrorScreen`; an exception
+that still reaches Textual is shown the same way and the screens are rebuilt instead of exiting.
 """
 
 from __future__ import annotations
@@ -10,94 +15,114 @@ import json
 import os
 from pathlib import Path
 
-from textual import work
-from textual.app import App, ComposeResult
-from textual.containers import Vertical
-from textual.widgets import Footer, Static
+from textual.app import App
 
-from qx_console.hostinfo import HostStatus, gather
+from qx_common import log
+from qx_console.backend import HostBackend, HostStatus
+from qx_console.customize import CustomizeScreen, LoginScreen, PowerScreen
+from qx_console.safeapply import CONFIRM_SECONDS, recover_interrupted
+from qx_console.status import StatusScreen
+from qx_console.ui import CSS, ErrorScreen, in_thread
 
-
-def _fmt_bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
-        n /= 1024  # type: ignore[assignment]
-    return f"{n} B"
-
-
-def _fmt_uptime(seconds: float) -> str:
-    s = int(seconds)
-    d, s = divmod(s, 86400)
-    h, s = divmod(s, 3600)
-    m, _ = divmod(s, 60)
-    return f"{d}d {h:02d}h {m:02d}m" if d else f"{h:02d}h {m:02d}m"
-
-
-def render_status(st: HostStatus) -> str:
-    lines = [
-        f"[b]{st.product} {st.version}[/b]",
-        "",
-        f"Hostname:   {st.hostname}",
-    ]
-    if st.addresses:
-        for ifname, addr in st.addresses:
-            lines.append(f"Address:    {addr} ({ifname})")
-            url_host = f"[{addr}]" if ":" in addr else addr
-            lines.append(f"Manage at:  https://{url_host}:8443/")
-    else:
-        lines.append("Address:    none (no network configured)")
-    lines += [
-        f"CPU:        {st.cpu_percent:.0f} %",
-        f"Memory:     {_fmt_bytes(st.mem_used)} of {_fmt_bytes(st.mem_total)}",
-        f"Uptime:     {_fmt_uptime(st.uptime_s)}",
-    ]
-    return "\n".join(lines)
+_log = log.get("console")
 
 
 class ConsoleApp(App[None]):
     TITLE = "Quantix OS"
+    CSS = CSS
     ENABLE_COMMAND_PALETTE = False
-    CSS = """
-    Screen { background: $background; }
-    #status { border: double $accent; padding: 1 2; margin: 1 2; height: auto; }
-    """
-    BINDINGS = [("ctrl+r", "refresh", "Refresh")]
+    BINDINGS = [("f2", "customize", "Customize"), ("f12", "power", "Power")]
 
-    def __init__(self, *, ready_file: Path | None = None, refresh_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        backend: HostBackend,
+        *,
+        ready_file: Path | None = None,
+        refresh_s: float = 5.0,
+        confirm_seconds: float = CONFIRM_SECONDS,
+    ) -> None:
         super().__init__()
-        self._ready_file = ready_file
-        self._refresh_s = refresh_s
-        self._ready_written = False
-
-    def compose(self) -> ComposeResult:
-        with Vertical():
-            yield Static("Gathering host status…", id="status")
-        yield Footer()
+        self.backend = backend
+        self.ready_file = ready_file
+        self.refresh_s = refresh_s
+        self.confirm_seconds = confirm_seconds
+        self.ready_written = False
+        self.recovered_network = False
+        self.errors: list[BaseException] = []
 
     def on_mount(self) -> None:
-        self.action_refresh()
-        self.set_interval(self._refresh_s, self.action_refresh)
+        self.push_screen(StatusScreen())
+        in_thread(self.screen, lambda: recover_interrupted(self.backend), self._recovered)
 
-    def action_refresh(self) -> None:
-        self._gather()
+    def _recovered(self, reverted: bool) -> None:
+        self.recovered_network = reverted
+        if reverted:
+            self.notice("An unconfirmed network change (console restarted meanwhile) was reverted.")
 
-    @work(thread=True, exclusive=True, group="status")
-    def _gather(self) -> None:
-        status = gather()
-        self.call_from_thread(self._show, status)
+    def notice(self, text: str) -> None:
+        """A one-line message on the status screen (Textual's toasts draw glyphs console fonts lack)."""
+        for scr in self.screen_stack:
+            if isinstance(scr, StatusScreen):
+                scr.query_one("#notice").update(text)
 
-    def _show(self, status: HostStatus) -> None:
-        self.query_one("#status", Static).update(render_status(status))
-        if not self._ready_written:
-            self.call_after_refresh(self._mark_ready, status)
+    # -- readiness -------------------------------------------------------------------------------
+    def first_status_shown(self, status: HostStatus | None) -> None:
+        if not self.ready_written:
+            self.ready_written = True
+            self.call_after_refresh(self._write_ready, status)
 
-    def _mark_ready(self, status: HostStatus) -> None:
-        """Tell the node (and the boot check) that this console drew its first real frame."""
-        self._ready_written = True
-        if self._ready_file is None:
+    def _write_ready(self, status: HostStatus | None) -> None:
+        if self.ready_file is None:
             return
-        self._ready_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._ready_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"pid": os.getpid(), "version": status.version}))
-        os.replace(tmp, self._ready_file)
+        try:
+            self.ready_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.ready_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"pid": os.getpid(), "version": status.version if status else ""}))
+            os.replace(tmp, self.ready_file)
+        except OSError as e:
+            _log.warning("cannot write %s: %s", self.ready_file, e)
+
+    # -- actions ---------------------------------------------------------------------------------
+    def action_customize(self) -> None:
+        if isinstance(self.screen, StatusScreen):
+            in_thread(self.screen, lambda: self.backend.load_config()[0].lockdown, self._maybe_login)
+
+    def _maybe_login(self, lockdown: bool) -> None:
+        if lockdown:
+            self.notice("Lockdown mode: the console cannot change this host. Use the management API.")
+            return
+
+        def after(ok: bool | None) -> None:
+            if ok:
+                self.push_screen(CustomizeScreen())
+        self.push_screen(LoginScreen(), after)
+
+    def action_power(self) -> None:
+        if isinstance(self.screen, (PowerScreen, LoginScreen)):
+            return
+        if isinstance(self.screen, CustomizeScreen):
+            self.push_screen(PowerScreen())
+            return
+
+        def after(ok: bool | None) -> None:
+            if ok:
+                self.push_screen(PowerScreen())
+        self.push_screen(LoginScreen("Shut down / Restart"), after)
+
+    # -- never die -------------------------------------------------------------------------------
+    def show_error(self, title: str, error: BaseException) -> None:
+        self.errors.append(error)
+        _log.error("%s: %s", title, error, exc_info=error)
+        self.push_screen(ErrorScreen(title, error))
+
+    def _handle_exception(self, error: Exception) -> None:
+        """A bug reached Textual: show it and rebuild the screens rather than exit (the default)."""
+        try:
+            self.errors.append(error)
+            _log.error("unexpected error", exc_info=error)
+            # The widget that raised has stopped processing messages: leave the old screens alone
+            # (popping them would wait on it) and continue on fresh ones.
+            self.push_screen(StatusScreen())
+            self.push_screen(ErrorScreen("Internal error (the console keeps running)", error))
+        except Exception:  # noqa: BLE001 - the app is beyond repair: let Textual exit, systemd restarts us
+            super()._handle_exception(error)

@@ -33,6 +33,8 @@ def _main(argv: list[str]) -> int:
     p.add_argument("--tty", default=None, help="name of the terminal this console runs on (for readiness)")
     p.add_argument("--ready-dir", type=Path, default=DEFAULT_READY_DIR)
     p.add_argument("--serial", action="store_true", help="running on a serial line (80x24 if size unknown)")
+    p.add_argument("--root", type=Path, default=Path("/"), help="host root directory (for tests)")
+    p.add_argument("--demo", action="store_true", help="run against a built-in demo host (changes nothing)")
     args = p.parse_args(argv)
     if args.serial:
         _ensure_window_size()
@@ -46,9 +48,19 @@ def _main(argv: list[str]) -> int:
     ready = args.ready_dir / f"{tty}.ready" if tty else None
 
     from qx_console.app import ConsoleApp
+    from qx_console.backend import HostBackend
 
-    ConsoleApp(ready_file=ready).run()
-    return 0
+    backend: HostBackend
+    if args.demo:
+        from qx_console.memory import MemoryBackend
+        backend = MemoryBackend()
+    else:
+        from qx_console.linux import LinuxBackend
+        backend = LinuxBackend(args.root)
+    app = ConsoleApp(backend, ready_file=ready)
+    app.run()
+    # Only a crash ends the app (there is no quit key): exit non-zero so systemd restarts us.
+    return app.return_code or 0
 
 
 main = entry(_main)

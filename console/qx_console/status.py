@@ -1,0 +1,112 @@
+"""The Status screen (the default): what an operator at the server needs to see at a glance.
+
+It refreshes itself from a thread worker every ``refresh_s`` seconds; the UI never waits on the host.
+"""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.screen import Screen
+from textual.widgets import Static
+
+from qx_console.backend import Health, HostStatus
+from qx_console.ui import KeyBar, in_thread
+
+
+def fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n} B"
+
+
+def fmt_uptime(seconds: float) -> str:
+    s = int(seconds)
+    d, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, _ = divmod(s, 60)
+    return f"{d}d {h:02d}h {m:02d}m" if d else f"{h:02d}h {m:02d}m"
+
+
+def fmt_health(h: Health) -> str:
+    if h.ok is True:
+        return "[green]ok[/]"
+    if h.ok is False:
+        return f"[red]FAILED[/] {h.detail}"[:40]
+    return f"[yellow]{h.detail or 'unknown'}[/]"[:48]
+
+
+def source_of(st: HostStatus, *keys: str, default: str = "default") -> str:
+    for k in keys:
+        if k in st.provenance:
+            return st.provenance[k]
+    return default
+
+
+def render_status(st: HostStatus) -> str:
+    from rich.markup import escape
+
+    lines: list[str] = []
+    if st.addresses:
+        lines.append("Manage this host from a browser at:")
+        for _, addr in st.addresses[:2]:
+            host = f"[{addr}]" if ":" in addr else addr
+            lines.append(f"  [b]https://{escape(host)}:8443/[/b]")
+    else:
+        lines.append("[yellow]No management address: press F2 to configure the network.[/]")
+    lines.append("")
+    net_src = source_of(st, "network.ipv4", "network.nic", default="dhcp")
+    addrs = ", ".join(f"{a} ({i})" for i, a in st.addresses[:3]) or "none"
+    blessed = {True: "good", False: "on trial", None: "state unknown"}[st.blessed]
+    cpu = f"{st.cpu_percent:.0f} %" if st.cpu_percent is not None else "-"
+    mem = f"{fmt_bytes(st.mem_used)} of {fmt_bytes(st.mem_total)}" if st.mem_total else "-"
+    vms = str(st.vms_running) if st.vms_running is not None else "unknown"
+    if st.update_detail:
+        upd = f"[yellow]{escape(st.update_detail)[:56]}[/]"
+    else:
+        upd = f"channel {escape(st.update_channel or '?')}; " + (
+            f"[yellow]{escape(st.pending_update)} available[/]" if st.pending_update else "up to date")
+    rows = [
+        ("Hostname", f"{escape(st.hostname)}  [cyan]({source_of(st, 'hostname')})[/]"),
+        ("IP addresses", f"{escape(addrs)}  [cyan]({net_src})[/]"),
+        ("Boot slot", f"{st.active_slot}, {blessed}"),
+        ("CPU / memory", f"{cpu} / {mem}"),
+        ("VMs running", vms),
+        ("qx-node", fmt_health(st.node)),
+        ("libvirt", fmt_health(st.libvirt)),
+        ("Updates", upd),
+        ("Uptime", fmt_uptime(st.uptime_s)),
+    ]
+    lines += [f"{k:<14}{v}" for k, v in rows]
+    return "\n".join(lines)
+
+
+class StatusScreen(Screen[None]):
+    BINDINGS = [("f2", "app.customize", "Customize"), ("f12", "app.power", "Shut down/Restart"),
+                ("ctrl+r", "refresh", "Refresh")]
+
+    def compose(self) -> ComposeResult:
+        yield Static("Quantix OS", id="titlebar")
+        with Vertical(classes="panel", id="status-panel") as v:
+            v.border_title = "Status"
+            yield Static("Gathering host status...", id="status")
+        yield Static("", id="notice", classes="hint")
+        yield KeyBar("F2 Customize system   F12 Shut down/Restart   Ctrl+R Refresh")
+
+    def on_mount(self) -> None:
+        self.action_refresh()
+        self.set_interval(self.app.refresh_s, self.action_refresh)
+
+    def action_refresh(self) -> None:
+        in_thread(self, self.app.backend.status, self._show, self._failed, group="status", exclusive=True)
+
+    def _show(self, st: HostStatus) -> None:
+        self.query_one("#titlebar", Static).update(f"{st.product} {st.version}")
+        self.query_one("#status", Static).update(f"[b]{st.product} {st.version}[/b]\n" + render_status(st))
+        self.app.first_status_shown(st)
+
+    def _failed(self, e: BaseException) -> None:
+        self.query_one("#status", Static).update(f"[red]Host status unavailable:[/] {e}")
+        self.app.first_status_shown(None)
