@@ -186,3 +186,23 @@ def test_fuzzed_volume_bodies_never_500(api: Api, body: Any) -> None:
         return
     assert 400 <= r.status_code < 500, r.text
     assert r.json()["field"], r.text
+
+
+def test_unreachable_libvirtd_is_503_not_500(tmp_path: Any) -> None:
+    from qx_node.api import create_app
+    from qx_node.node import Node
+    from tests.node.conftest import make_settings
+
+    s = make_settings(tmp_path, "qemu+unix:///system?socket=/nonexistent/libvirt-sock")
+    node = Node(s, connect_wait=0.5)
+    with Api(create_app(node), raise_server_exceptions=False) as c:
+        h = {"Authorization": f"Bearer {node.token}"}
+        body = c.get("/health").json()
+        assert c.get("/health").status_code == 503 and body["status"] == "degraded"
+        assert not body["components"]["libvirt"]["ok"] and "/nonexistent" in body["components"]["libvirt"]["detail"]
+        for method, path in (("GET", "/v1/vms"), ("GET", "/v1/vms/x"), ("POST", "/v1/vms/x/start"),
+                             ("GET", "/v1/storage/volumes")):
+            r = c.request(method, path, headers=h)
+            assert r.status_code == 503 and "libvirtd" in r.json()["error"], (path, r.text)
+        assert "qx_node_libvirt_up 0.0" in c.get("/metrics", headers=h).text
+        assert c.get("/v1/host", headers=h).json()["libvirt"] is None
