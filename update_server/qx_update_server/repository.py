@@ -144,26 +144,38 @@ class Repository:
 
     # ---- signing --------------------------------------------------------------------------------
 
-    def _online_signer(self, root: Root, role: str) -> CryptoSigner:
-        signers = self.online_keys.signers(root.roles[role].keyids)
-        if not signers:
-            raise EnvironmentError_(f"no online key for the {role} role in {self.online_keys.path}",
-                                    hint="restore the data directory's keys/online from a backup")
-        return signers[0]
+    def _online_signers(self, roots: list[Root], role: str) -> list[CryptoSigner]:
+        """The online keys of ``role`` in each of ``roots`` (two roots while a rotation is under way)."""
+        out: dict[str, CryptoSigner] = {}
+        for root in roots:
+            signers = self.online_keys.signers(root.roles[role].keyids)
+            if not signers:
+                raise EnvironmentError_(f"no online key for the {role} role in {self.online_keys.path}",
+                                        hint="restore the data directory's keys/online from a backup")
+            out.update((s.public_key.keyid, s) for s in signers)
+        return list(out.values())
+
+    def _sign(self, md: Metadata[Any], roots: list[Root], role: str) -> None:
+        for i, signer in enumerate(self._online_signers(roots, role)):
+            md.sign(signer, append=i > 0)
 
     def _write(self, name: str, md: Metadata[Any]) -> None:
         atomic_write(self.metadata_dir / name, md.to_bytes())
 
     def _commit(self, state: State, *, targets: Targets | None, now: dt.datetime,
-                resign_snapshot: bool = True) -> None:
-        """Sign and write new targets (optional), snapshot (optional) and timestamp — in that order."""
-        root = state.root.signed
+                resign_snapshot: bool = True, next_root: Root | None = None) -> None:
+        """Sign and write new targets (optional), snapshot (optional) and timestamp — in that order.
+
+        With ``next_root`` every role is signed by the keys of both roots, so the chain verifies for
+        hosts that already follow the next root and for those that do not yet.
+        """
+        roots = [state.root.signed] + ([next_root] if next_root else [])
         snap = state.snapshot.signed
         if targets is not None:
             targets.version = state.targets.signed.version + 1
             targets.expires = now + LIFETIME["targets"]
             md_t = Metadata(targets)
-            md_t.sign(self._online_signer(root, "targets"))
+            self._sign(md_t, roots, "targets")
             self._write(f"{targets.version}.targets.json", md_t)
             crashpoint("targets")
             snap.meta["targets.json"] = MetaFile(version=targets.version)
@@ -171,7 +183,7 @@ class Repository:
             snap.version += 1
             snap.expires = now + LIFETIME["snapshot"]
             md_s = Metadata(snap)
-            md_s.sign(self._online_signer(root, "snapshot"))
+            self._sign(md_s, roots, "snapshot")
             self._write(f"{snap.version}.snapshot.json", md_s)
             crashpoint("snapshot")
         ts = state.timestamp.signed
@@ -179,7 +191,7 @@ class Repository:
         ts.expires = now + LIFETIME["timestamp"]
         ts.snapshot_meta = MetaFile(version=snap.version)
         md_ts = Metadata(ts)
-        md_ts.sign(self._online_signer(root, "timestamp"))
+        self._sign(md_ts, roots, "timestamp")
         self._write("timestamp.json", md_ts)
         crashpoint("timestamp")
 
@@ -204,15 +216,15 @@ class Repository:
             (self.targets_dir).mkdir(parents=True, exist_ok=True)
             targets = Targets(version=1, expires=now + LIFETIME["targets"])
             md_t = Metadata(targets)
-            md_t.sign(self._online_signer(root, "targets"))
+            self._sign(md_t, [root], "targets")
             self._write("1.targets.json", md_t)
             snap = Snapshot(version=1, expires=now + LIFETIME["snapshot"], meta={"targets.json": MetaFile(1)})
             md_s = Metadata(snap)
-            md_s.sign(self._online_signer(root, "snapshot"))
+            self._sign(md_s, [root], "snapshot")
             self._write("1.snapshot.json", md_s)
             ts = Timestamp(version=1, expires=now + LIFETIME["timestamp"], snapshot_meta=MetaFile(1))
             md_ts = Metadata(ts)
-            md_ts.sign(self._online_signer(root, "timestamp"))
+            self._sign(md_ts, [root], "timestamp")
             self._write("timestamp.json", md_ts)
         _log.info("repository initialized: %d root key(s), threshold %d, in %s", root_keys, threshold,
                   self.root_keys.path)
@@ -256,6 +268,11 @@ class Repository:
             new.roles["root"].threshold = old_role.threshold
             for role in ONLINE_ROLES:
                 new.add_key(self.online_keys.generate().public_key, role)
+            # 1. chain signed by old and new online keys: valid under root N and N+1;
+            # 2. root N+1; 3. chain signed by the new keys only. A crash anywhere leaves a valid chain.
+            state = self.load()
+            self._commit(state, targets=Targets.from_dict(copy.deepcopy(state.targets.signed.to_dict())),
+                         now=now, next_root=new)
             self._write_root(Metadata(new), old_signers[: old_role.threshold] + new_root_signers)
             self._resign_all(now)
             for keydir, keyid in retired:

@@ -1,0 +1,287 @@
+"""The HTTP service: the public static repository, the authenticated API and the admin page.
+
+Routes
+------
+Public, read-only (plain static files; any web server could serve the same directory):
+``/metadata/…``, ``/targets/…``, ``/healthz``, ``/admin`` (a page with no data of its own; it asks for a
+token and calls the API).
+
+Everything else needs ``Authorization: Bearer <token>``. The check is a middleware that *denies by
+default*: only the public prefixes above pass without a valid token, so a route added later cannot
+forget authentication (tests enumerate ``app.routes`` to prove it). Each route then asks for a scope
+(:data:`qx_update_server.storage.SCOPES`); a valid token without it gets 403.
+
+Publishing is three calls so large files stream with a progress bar and a size limit:
+``POST /v1/uploads`` → ``PUT /v1/uploads/{id}/{file}`` (each release file) →
+``POST /v1/uploads/{id}/publish``. The server verifies manifest + SHA256SUMS + bytes before signing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import shutil
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from qx_common import log
+from qx_common.errors import EnvironmentError_, QxError, UserError
+from qx_update_server import release
+from qx_update_server.contract import CHANNELS
+from qx_update_server.repository import Repository
+from qx_update_server.storage import HEALTH, Storage, Token, open_storage
+
+_log = log.get("update_server.app")
+
+PUBLIC_PREFIXES = ("/metadata/", "/targets/", "/admin/static/")
+PUBLIC_PATHS = frozenset({"/healthz", "/admin", "/admin/"})
+DEFAULT_MAX_UPLOAD = 4 << 30  # per file; a root payload is ~0.5 GiB today
+_UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
+STATIC = Path(__file__).with_name("static")
+
+
+def is_public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+
+class AuthMiddleware:
+    """Deny by default: a request to a non-public path without a known bearer token gets 401."""
+
+    def __init__(self, app: ASGIApp, storage: Storage) -> None:
+        self.app = app
+        self.storage = storage
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or is_public(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        token: Token | None = None
+        for k, v in scope["headers"]:
+            if k == b"authorization":
+                kind, _, secret = v.decode("latin-1").partition(" ")
+                if kind.lower() == "bearer" and secret:
+                    token = self.storage.lookup_token(secret.strip())
+        if token is None:
+            resp = JSONResponse({"error": "a valid API token is required",
+                                 "hint": "send Authorization: Bearer <token> (qx-update-server token create)"},
+                                status_code=401, headers={"WWW-Authenticate": "Bearer"})
+            await resp(scope, receive, send)
+            return
+        scope.setdefault("state", {})["token"] = token
+        await self.app(scope, receive, send)
+
+
+def need(scope_name: str) -> Callable[[Request], Token]:
+    def dep(request: Request) -> Token:
+        token: Token = request.state.token
+        if scope_name not in token.scopes:
+            raise HTTPException(403, f"this token lacks the {scope_name!r} scope")
+        return token
+    return dep
+
+
+class PublishBody(BaseModel):
+    channel: str = "dev"
+    notes: str = Field("", max_length=20000)
+
+
+class PromoteBody(BaseModel):
+    to: str
+
+
+class RolloutBody(BaseModel):
+    percent: float | None = Field(None, ge=0, le=100)
+    paused: bool | None = None
+
+
+class KeysInitBody(BaseModel):
+    root_keys: int = Field(1, ge=1, le=16)
+    threshold: int = Field(1, ge=1, le=16)
+
+
+class CheckinBody(BaseModel):
+    host_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+    version: str = Field(max_length=64)
+    slot: str = Field(pattern=r"^[ab]$")
+    channel: str = Field(pattern="^(" + "|".join(CHANNELS) + ")$")
+    health: str = Field(pattern="^(" + "|".join(HEALTH) + ")$")
+    last_error: str | None = Field(None, max_length=4000)
+
+
+def create_app(data_dir: Path, *, database: str | None = None, root_keys_dir: Path | None = None,
+               max_upload: int = DEFAULT_MAX_UPLOAD, refresh_interval: float = 600.0) -> FastAPI:
+    repo = Repository(data_dir, root_keys_dir=root_keys_dir)
+    storage = open_storage(data_dir, database)
+    staging_root = data_dir / "staging"
+    # Uploads do not survive a restart: whatever is left from a previous process is garbage.
+    shutil.rmtree(staging_root, ignore_errors=True)
+    staging_root.mkdir(parents=True)
+    repo.repair()
+    (repo.metadata_dir).mkdir(parents=True, exist_ok=True)
+    (repo.targets_dir).mkdir(parents=True, exist_ok=True)
+
+    async def resigner() -> None:
+        """Re-sign timestamp/snapshot/targets before they expire, for as long as the server runs."""
+        while True:
+            try:
+                if repo.initialized():
+                    roles = await asyncio.to_thread(repo.refresh)
+                    if roles:
+                        storage.audit("server", "resign", {"roles": roles})
+            except QxError as e:
+                _log.error("re-signing failed: %s", e.message)
+            await asyncio.sleep(refresh_interval)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(resigner())
+        yield
+        task.cancel()
+        storage.close()
+
+    app = FastAPI(title="qx-update-server", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.state.repo = repo
+    app.state.storage = storage
+
+    @app.exception_handler(QxError)
+    async def qx_error(_: Request, e: QxError) -> JSONResponse:
+        status = 400 if isinstance(e, UserError) else 503 if isinstance(e, EnvironmentError_) else 500
+        if isinstance(e, UserError) and "is not published" in e.message:
+            status = 404
+        return JSONResponse({"error": e.message, "hint": e.hint}, status_code=status)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, Any]:
+        return {"ok": True, "initialized": repo.initialized()}
+
+    @app.get("/admin")
+    def admin() -> FileResponse:
+        return FileResponse(STATIC / "admin.html", media_type="text/html")
+
+    # ---- releases ----------------------------------------------------------------------------
+
+    @app.get("/v1/releases")
+    def list_releases(_: Token = Depends(need("read"))) -> dict[str, Any]:
+        if not repo.initialized():
+            return {"initialized": False, "releases": [], "channels": list(CHANNELS)}
+        records = storage.release_records()
+        out = []
+        for r in repo.releases():
+            rec = records.get(r["version"], {})
+            out.append(r | {"published_by": rec.get("published_by"), "published_at": rec.get("published_at")})
+        return {"initialized": True, "releases": out, "channels": list(CHANNELS)}
+
+    @app.post("/v1/uploads")
+    def new_upload(_: Token = Depends(need("publish"))) -> dict[str, Any]:
+        upload_id = secrets.token_hex(16)
+        (staging_root / upload_id).mkdir()
+        return {"upload_id": upload_id, "max_file_size": max_upload}
+
+    def upload_dir(upload_id: str) -> Path:
+        d = staging_root / upload_id
+        if not _UPLOAD_ID.match(upload_id) or not d.is_dir():
+            raise HTTPException(404, f"upload {upload_id!r} does not exist (uploads end with a server restart)")
+        return d
+
+    @app.put("/v1/uploads/{upload_id}/{filename}")
+    async def upload_file(upload_id: str, filename: str, request: Request,
+                          _: Token = Depends(need("publish"))) -> dict[str, Any]:
+        d = upload_dir(upload_id)
+        release.check_filename(filename)
+        declared = request.headers.get("content-length")
+        if declared is not None and int(declared) > max_upload:
+            raise HTTPException(413, f"{filename}: {declared} bytes is over the limit of {max_upload}")
+        dest = d / filename
+        tmp = d / f".{filename}.part"
+        size = 0
+        with tmp.open("wb") as f:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > max_upload:
+                    f.close()
+                    tmp.unlink()
+                    raise HTTPException(413, f"{filename}: over the limit of {max_upload} bytes")
+                f.write(chunk)
+        tmp.rename(dest)
+        return {"file": filename, "size": size}
+
+    @app.post("/v1/uploads/{upload_id}/publish")
+    def publish(upload_id: str, body: PublishBody, token: Token = Depends(need("publish"))) -> dict[str, Any]:
+        d = upload_dir(upload_id)
+        try:
+            rel = release.load([d])
+            repo.publish(rel, channel=body.channel, notes=body.notes, move=True)
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+        storage.record_release(rel.version, token.name, rel.manifest)
+        storage.audit(token.name, "publish", {"version": rel.version, "channel": body.channel})
+        return next(r for r in repo.releases() if r["version"] == rel.version)
+
+    @app.post("/v1/releases/{version}/promote")
+    def promote(version: str, body: PromoteBody, token: Token = Depends(need("promote"))) -> dict[str, Any]:
+        out = repo.promote(version, to=body.to)
+        storage.audit(token.name, "promote", {"version": version, "to": body.to})
+        return out
+
+    @app.post("/v1/releases/{version}/yank")
+    def yank(version: str, token: Token = Depends(need("yank"))) -> dict[str, Any]:
+        out = repo.yank(version)
+        storage.audit(token.name, "yank", {"version": version})
+        return out
+
+    @app.post("/v1/releases/{version}/rollout")
+    def rollout(version: str, body: RolloutBody, token: Token = Depends(need("rollout"))) -> dict[str, Any]:
+        out = repo.rollout(version, percent=body.percent, paused=body.paused)
+        storage.audit(token.name, "rollout", body.model_dump() | {"version": version})
+        return out
+
+    # ---- keys ----------------------------------------------------------------------------------
+
+    @app.post("/v1/keys/init")
+    def keys_init(body: KeysInitBody, token: Token = Depends(need("keys"))) -> dict[str, Any]:
+        repo.init(root_keys=body.root_keys, threshold=body.threshold)
+        storage.audit(token.name, "keys-init", body.model_dump())
+        return repo.key_status()
+
+    @app.post("/v1/keys/rotate")
+    def keys_rotate(token: Token = Depends(need("keys"))) -> dict[str, Any]:
+        version = repo.rotate()
+        storage.audit(token.name, "keys-rotate", {"root_version": version})
+        return repo.key_status()
+
+    @app.get("/v1/keys/status")
+    def keys_status(_: Token = Depends(need("read"))) -> dict[str, Any]:
+        if not repo.initialized():
+            return {"initialized": False, "roles": {}}
+        return {"initialized": True} | repo.key_status()
+
+    # ---- fleet ---------------------------------------------------------------------------------
+
+    @app.post("/v1/checkin", status_code=204)
+    def checkin(body: CheckinBody, _: Token = Depends(need("checkin"))) -> None:
+        storage.checkin(body.model_dump())
+
+    @app.get("/v1/fleet")
+    def fleet(_: Token = Depends(need("read"))) -> dict[str, Any]:
+        return {"hosts": storage.fleet()}
+
+    @app.get("/v1/audit")
+    def audit(limit: int = 100, _: Token = Depends(need("read"))) -> dict[str, Any]:
+        return {"entries": storage.audit_log(min(max(limit, 1), 1000))}
+
+    # ---- the static repository (what hosts read) ------------------------------------------------
+
+    app.mount("/metadata", StaticFiles(directory=repo.metadata_dir, check_dir=False), name="metadata")
+    app.mount("/targets", StaticFiles(directory=repo.targets_dir, check_dir=False), name="targets")
+    app.mount("/admin/static", StaticFiles(directory=STATIC), name="admin-static")
+    app.add_middleware(AuthMiddleware, storage=storage)
+    return app

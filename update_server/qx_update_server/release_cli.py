@@ -1,0 +1,248 @@
+"""``qx-release``: the release engineer's client of qx-update-server.
+
+    qx-release --server URL --token TOKEN publish --channel dev build/
+    qx-release promote 0.2.0 --to beta          qx-release yank 0.2.0
+    qx-release rollout 0.2.0 --percent 10       qx-release rollout 0.2.0 --pause | --resume
+    qx-release list                             qx-release keys init|rotate|status
+    qx-release export DIR                       (a complete, verified offline copy of the repository)
+
+``--server`` and ``--token`` also come from ``QX_RELEASE_SERVER`` and ``QX_RELEASE_TOKEN``.
+``--json`` prints the server's answer as JSON on stdout (progress stays on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from qx_common.cli import entry
+from qx_common.errors import EnvironmentError_, ExternalError, UserError
+from qx_update_server import release
+from qx_update_server.progress import Progress
+
+CHUNK = 1 << 20
+TIMEOUT = (10, 600)
+
+
+class Client:
+    def __init__(self, server: str, token: str | None) -> None:
+        self.server = server.rstrip("/")
+        self.session = requests.Session()
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def call(self, method: str, path: str, **kw: Any) -> Any:
+        try:
+            r = self.session.request(method, self.server + path, timeout=TIMEOUT, **kw)
+        except requests.ConnectionError as e:
+            raise EnvironmentError_(f"--server: cannot reach {self.server}",
+                                    hint="is qx-update-server running and the URL right?") from e
+        except requests.RequestException as e:
+            raise ExternalError(f"{method} {path}: {e}") from e
+        try:
+            body = r.json() if r.content else {}
+        except ValueError:
+            body = {"error": r.text[:200]}
+        msg = body.get("error") or body.get("detail") if isinstance(body, dict) else None
+        if r.status_code == 401:
+            raise UserError("--token: the server did not accept the token",
+                            hint="pass --token or set QX_RELEASE_TOKEN (qx-update-server token create)")
+        if r.status_code == 403:
+            raise UserError(f"--token: {msg}", hint="ask for a token with that scope")
+        if r.status_code in (400, 404, 409, 413, 422):
+            raise UserError(f"server: {msg if isinstance(msg, str) else json.dumps(msg)}",
+                            hint=body.get("hint") if isinstance(body, dict) else None)
+        if r.status_code >= 300:
+            raise ExternalError(f"server: {method} {path} failed with HTTP {r.status_code}: {msg}")
+        return body
+
+    def get_public(self, path: str) -> bytes | None:
+        try:
+            r = self.session.get(self.server + path, timeout=TIMEOUT)
+        except requests.RequestException as e:
+            raise EnvironmentError_(f"--server: cannot fetch {path}: {e}") from e
+        if r.status_code == 404:
+            return None
+        if not r.ok:
+            raise ExternalError(f"GET {path}: HTTP {r.status_code}")
+        return r.content
+
+
+def _stream(path: Path, bar: Progress) -> Iterator[bytes]:
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            bar.update(len(chunk))
+            yield chunk
+
+
+def publish(c: Client, args: argparse.Namespace) -> Any:
+    rel = release.load([Path(p) for p in args.files])  # refuses a SHA256SUMS/manifest mismatch up front
+    notes = Path(args.notes_file).read_text() if args.notes_file else args.notes
+    up = c.call("POST", "/v1/uploads")
+    total = sum(p.stat().st_size for p in rel.upload_files)
+    bar = Progress(f"uploading {rel.version}", total)
+    for p in rel.upload_files:
+        c.call("PUT", f"/v1/uploads/{up['upload_id']}/{p.name}", data=_stream(p, bar),
+               headers={"Content-Length": str(p.stat().st_size), "Content-Type": "application/octet-stream"})
+    bar.close()
+    return c.call("POST", f"/v1/uploads/{up['upload_id']}/publish", json={"channel": args.channel, "notes": notes})
+
+
+def export(c: Client, dest: Path) -> dict[str, Any]:
+    """Copy metadata + targets through the public URLs, then verify the copy with python-tuf's ngclient."""
+    from qx_update_server.offline import verify_directory  # ngclient only needed here
+
+    if dest.exists() and any(dest.iterdir()):
+        raise UserError(f"export: {dest} is not empty", hint="give a new or empty directory")
+    tmp = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "metadata").mkdir(parents=True)
+    (tmp / "targets").mkdir()
+
+    def fetch(path: str) -> bytes:
+        data = c.get_public(path)
+        if data is None:
+            raise ExternalError(f"export: {path} is missing on the server")
+        return data
+
+    n = 1
+    while (data := c.get_public(f"/metadata/{n}.root.json")) is not None:
+        (tmp / "metadata" / f"{n}.root.json").write_bytes(data)
+        n += 1
+    if n == 1:
+        raise UserError("export: the repository has no root metadata", hint="run qx-release keys init first")
+    shutil.copyfile(tmp / "metadata" / f"{n - 1}.root.json", tmp / "metadata" / "root.json")
+    ts = fetch("/metadata/timestamp.json")
+    (tmp / "metadata" / "timestamp.json").write_bytes(ts)
+    sv = json.loads(ts)["signed"]["meta"]["snapshot.json"]["version"]
+    snap = fetch(f"/metadata/{sv}.snapshot.json")
+    (tmp / "metadata" / f"{sv}.snapshot.json").write_bytes(snap)
+    tv = json.loads(snap)["signed"]["meta"]["targets.json"]["version"]
+    targets = fetch(f"/metadata/{tv}.targets.json")
+    (tmp / "metadata" / f"{tv}.targets.json").write_bytes(targets)
+    entries = json.loads(targets)["signed"]["targets"]
+    bar = Progress("exporting targets", sum(t["length"] for t in entries.values()))
+    for path, t in entries.items():
+        d, _, name = path.rpartition("/")
+        rel = f"{d}/{t['hashes']['sha256']}.{name}" if d else f"{t['hashes']['sha256']}.{name}"
+        out = tmp / "targets" / rel
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with c.session.get(f"{c.server}/targets/{rel}", stream=True, timeout=TIMEOUT) as r:
+            if not r.ok:
+                raise ExternalError(f"export: GET /targets/{rel}: HTTP {r.status_code}")
+            with out.open("wb") as f:
+                for chunk in r.iter_content(CHUNK):
+                    f.write(chunk)
+                    bar.update(len(chunk))
+    bar.close()
+    verified = verify_directory(tmp, (tmp / "metadata" / "1.root.json").read_bytes())
+    if dest.exists():
+        dest.rmdir()
+    tmp.rename(dest)
+    return {"directory": str(dest), "root_version": n - 1, "targets": sorted(verified)}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="qx-release", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--server", default=os.environ.get("QX_RELEASE_SERVER"), help="e.g. http://updates:8400")
+    p.add_argument("--token", default=os.environ.get("QX_RELEASE_TOKEN"), help="API token (or QX_RELEASE_TOKEN)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--debug", action="store_true")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("publish", help="upload and sign a release from a build directory")
+    s.add_argument("--channel", default="dev")
+    s.add_argument("--notes", default="")
+    s.add_argument("--notes-file")
+    s.add_argument("files", nargs="+", help="build directory or the release's files")
+    s = sub.add_parser("promote")
+    s.add_argument("version")
+    s.add_argument("--to", required=True, choices=["dev", "beta", "stable"])
+    s = sub.add_parser("yank")
+    s.add_argument("version")
+    s = sub.add_parser("rollout")
+    s.add_argument("version")
+    g = s.add_mutually_exclusive_group(required=True)
+    g.add_argument("--percent", type=float)
+    g.add_argument("--pause", action="store_true")
+    g.add_argument("--resume", action="store_true")
+    sub.add_parser("list")
+    k = sub.add_parser("keys")
+    ks = k.add_subparsers(dest="kcmd", required=True)
+    ki = ks.add_parser("init")
+    ki.add_argument("--root-keys", type=int, default=1, help="number of root keys (default 1)")
+    ki.add_argument("--threshold", type=int, default=1, help="root keys needed to sign a new root")
+    ks.add_parser("rotate")
+    ks.add_parser("status")
+    e = sub.add_parser("export")
+    e.add_argument("dir", type=Path)
+    return p
+
+
+def _human(cmd: str, out: Any) -> str:
+    if cmd == "list":
+        lines = [f"{'VERSION':<14} {'CHANNELS':<18} {'ROLLOUT':<16} {'EPOCH':<6} NOTES"]
+        for r in out["releases"]:
+            ro = r["rollout"]
+            roll = f"{float(ro['fraction']) * 100:g}%" + (" paused" if ro["paused"] else "")
+            chans = "YANKED" if r["yanked"] else ",".join(r["channels"])
+            lines.append(f"{r['version']:<14} {chans:<18} {roll:<16} {r['security_epoch']:<6} {r['notes'][:40]}")
+        return "\n".join(lines)
+    if cmd == "keys":
+        lines = []
+        for role, r in out.get("roles", {}).items():
+            lines.append(f"{role:<10} v{r['version']:<4} expires {r['expires']} ({r['days_left']} days) "
+                         f"keys {r['keys_present']}/{r['threshold']}" + (f"  WARNING: {r['warning']}" if r["warning"] else ""))
+        return "\n".join(lines) or "no keys yet: qx-release keys init"
+    if cmd == "export":
+        return f"exported {len(out['targets'])} targets (root v{out['root_version']}) to {out['directory']}, verified"
+    if isinstance(out, dict) and "version" in out:
+        chans = "yanked" if out["yanked"] else ",".join(out["channels"])
+        return f"{out['version']}: channels {chans}, rollout {float(out['rollout']['fraction']) * 100:g}%" + (
+            " paused" if out["rollout"]["paused"] else "")
+    return json.dumps(out, indent=2)
+
+
+def run(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    if not args.server:
+        raise UserError("--server: not given", hint="pass --server URL or set QX_RELEASE_SERVER")
+    c = Client(args.server, args.token)
+    if args.cmd not in ("export",) and not args.token:
+        raise UserError("--token: not given", hint="pass --token or set QX_RELEASE_TOKEN")
+    if args.cmd == "publish":
+        out = publish(c, args)
+    elif args.cmd == "promote":
+        out = c.call("POST", f"/v1/releases/{args.version}/promote", json={"to": args.to})
+    elif args.cmd == "yank":
+        out = c.call("POST", f"/v1/releases/{args.version}/yank")
+    elif args.cmd == "rollout":
+        body = {"percent": args.percent} if args.percent is not None else {"paused": bool(args.pause)}
+        out = c.call("POST", f"/v1/releases/{args.version}/rollout", json=body)
+    elif args.cmd == "list":
+        out = c.call("GET", "/v1/releases")
+    elif args.cmd == "keys":
+        if args.kcmd == "init":
+            out = c.call("POST", "/v1/keys/init", json={"root_keys": args.root_keys, "threshold": args.threshold})
+        elif args.kcmd == "rotate":
+            out = c.call("POST", "/v1/keys/rotate")
+        else:
+            out = c.call("GET", "/v1/keys/status")
+    else:
+        out = export(c, args.dir)
+    print(json.dumps(out, indent=2, sort_keys=True) if args.json else _human(args.cmd, out))
+    return 0
+
+
+main = entry(run)
+
+if __name__ == "__main__":
+    sys.exit(main())

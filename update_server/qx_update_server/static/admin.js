@@ -1,0 +1,99 @@
+// Admin page: plain JS, no build step. The token stays in sessionStorage of this tab only.
+"use strict";
+const $ = (s) => document.querySelector(s);
+let token = sessionStorage.getItem("qx-token") || "";
+
+function el(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k.startsWith("on")) e.addEventListener(k.slice(2), v); else e.setAttribute(k, v);
+  }
+  for (const c of children) e.append(c instanceof Node ? c : document.createTextNode(String(c ?? "")));
+  return e;
+}
+
+async function api(method, path, body) {
+  const r = await fetch(path, {
+    method, headers: {"Authorization": "Bearer " + token, "Content-Type": "application/json"},
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const data = r.status === 204 ? {} : await r.json();
+  if (!r.ok) throw new Error(data.error || data.detail || r.statusText);
+  return data;
+}
+
+function status(msg, isError = false) { const s = $("#status"); s.textContent = msg; s.className = isError ? "error" : ""; }
+
+async function act(method, path, body, what) {
+  try { await api(method, path, body); status(what + ": done"); } catch (e) { status(what + ": " + e.message, true); }
+  await refresh();
+}
+
+function renderChannels(data) {
+  const list = $("#channel-list"); list.replaceChildren();
+  for (const ch of data.channels) {
+    const rels = data.releases.filter((r) => r.channels.includes(ch));
+    const tbody = el("tbody");
+    for (const r of rels) {
+      const v = r.version, ro = r.rollout;
+      const actions = el("td", {});
+      for (const to of data.channels.filter((c) => !r.channels.includes(c))) {
+        actions.append(el("button", {"data-action": `promote-${v}-${to}`,
+          onclick: () => act("POST", `/v1/releases/${v}/promote`, {to}, `promote ${v} to ${to}`)}, `promote to ${to}`));
+      }
+      const pct = el("input", {type: "number", min: "0", max: "100", size: "4", value: String(Math.round(Number(ro.fraction) * 100)),
+                               "data-input": `percent-${v}`});
+      actions.append(pct, el("button", {"data-action": `rollout-${v}`,
+        onclick: () => act("POST", `/v1/releases/${v}/rollout`, {percent: Number(pct.value)}, `rollout ${v}`)}, "set rollout %"));
+      actions.append(el("button", {"data-action": `pause-${v}`,
+        onclick: () => act("POST", `/v1/releases/${v}/rollout`, {paused: !ro.paused}, `pause ${v}`)}, ro.paused ? "resume" : "pause"));
+      actions.append(el("button", {"data-action": `yank-${v}`, onclick: () => {
+        if (confirm(`Yank ${v}? Hosts will no longer be offered it.`)) act("POST", `/v1/releases/${v}/yank`, undefined, `yank ${v}`);
+      }}, "yank"));
+      tbody.append(el("tr", {"data-release": v},
+        el("td", {}, v), el("td", {}, r.security_epoch),
+        el("td", {}, `${Math.round(Number(ro.fraction) * 100)}%${ro.paused ? " (paused)" : ""} since ${ro.start}`),
+        el("td", {}, r.published_at || ""), el("td", {}, r.notes), actions));
+    }
+    const table = el("table", {"data-channel": ch},
+      el("thead", {}, el("tr", {}, ...["version", "epoch", "rollout", "published", "notes", "actions"].map((h) => el("th", {}, h)))), tbody);
+    list.append(el("div", {class: "channel"}, el("h3", {}, `${ch} (${rels.length})`), rels.length ? table : el("p", {}, "no releases")));
+  }
+  const yanked = data.releases.filter((r) => r.yanked);
+  if (yanked.length) list.append(el("p", {class: "yanked"}, "yanked: " + yanked.map((r) => r.version).join(", ")));
+}
+
+function renderFleet(hosts) {
+  const tbody = $("#fleet-table tbody"); tbody.replaceChildren();
+  for (const h of hosts) {
+    tbody.append(el("tr", {"data-host": h.host_id}, el("td", {}, h.host_id), el("td", {}, h.version), el("td", {}, h.slot),
+      el("td", {}, h.channel), el("td", {}, h.last_seen), el("td", {class: "health-" + h.health}, h.health), el("td", {}, h.last_error || "")));
+  }
+}
+
+function renderKeys(k) {
+  const warn = $("#key-warnings"); warn.replaceChildren();
+  const table = $("#key-table"); table.replaceChildren();
+  if (!k.initialized) { warn.append(el("div", {class: "warning"}, "No signing keys yet: run qx-release keys init")); return; }
+  table.append(el("tr", {}, ...["role", "version", "expires", "days left", "keys present / threshold"].map((h) => el("th", {}, h))));
+  for (const [role, r] of Object.entries(k.roles)) {
+    table.append(el("tr", {"data-role": role}, el("td", {}, role), el("td", {}, r.version), el("td", {}, r.expires),
+      el("td", {}, r.days_left), el("td", {}, `${r.keys_present} / ${r.threshold}`)));
+    if (r.warning) warn.append(el("div", {class: "warning", "data-warning": role}, r.warning));
+  }
+}
+
+async function refresh() {
+  if (!token) { status("enter an API token (scope read; promote/yank/rollout to change releases)"); return; }
+  try {
+    const [rels, fleet, keys] = await Promise.all([api("GET", "/v1/releases"), api("GET", "/v1/fleet"), api("GET", "/v1/keys/status")]);
+    renderChannels(rels); renderFleet(fleet.hosts); renderKeys(keys);
+    document.body.dataset.loaded = String(Date.now());
+  } catch (e) { status(e.message, true); }
+}
+
+$("#login").addEventListener("submit", (ev) => {
+  ev.preventDefault(); token = $("#token").value.trim(); sessionStorage.setItem("qx-token", token); status(""); refresh();
+});
+refresh();
+setInterval(refresh, 3000);
