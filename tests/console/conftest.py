@@ -37,7 +37,7 @@ def hostroot(tmp_path: Path) -> Path:
     (root / "efi/loader/entries/quantix-a.conf").write_text("title Quantix OS\n")
     (root / "efi/loader/entries/quantix-b+3.conf").write_text("title Quantix OS\n")
     (root / "usr/lib").mkdir(parents=True)
-    (root / "usr/lib/os-release").write_text('NAME="Quantix OS"\nIMAGE_VERSION=1.2.3\n')
+    (root / "usr/lib/os-release").write_text("NAME=\"Quantix OS\"\nIMAGE_ID=quantix-os\nIMAGE_VERSION=1.2.3\n")
     return root
 
 
