@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import os
 import re
+import urllib.request
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-import requests
+import urllib3
 from tuf.api import exceptions as tufx
 from tuf.api.metadata import TargetFile
 
@@ -31,6 +32,21 @@ CHUNK = 1024 * 1024
 SYNC_EVERY = 16 * 1024 * 1024
 TIMEOUT = (10, 60)  # connect, read-gap seconds
 _log = log.get("update.download")
+
+
+_POOLS: dict[str, urllib3.PoolManager] = {}
+
+
+def _pool(url: str) -> urllib3.PoolManager:
+    """urllib3 directly (ngclient already loads it), honouring http(s)_proxy and no_proxy like ngclient."""
+    parsed = urlparse(url)
+    proxy = urllib.request.getproxies().get(parsed.scheme)
+    if proxy and urllib.request.proxy_bypass(parsed.hostname or ""):
+        proxy = None
+    key = proxy or ""
+    if key not in _POOLS:
+        _POOLS[key] = urllib3.ProxyManager(proxy) if proxy else urllib3.PoolManager()
+    return _POOLS[key]
 
 
 def _sha(info: TargetFile) -> str:
@@ -57,23 +73,24 @@ def _open_stream(url: str, offset: int) -> tuple[int, object]:
     if offset:
         headers["Range"] = f"bytes={offset}-"
     try:
-        resp = requests.get(url, headers=headers, stream=True, timeout=TIMEOUT)
-    except requests.RequestException as e:
+        resp = _pool(url).request("GET", url, headers=headers, preload_content=False, retries=False,
+                               timeout=urllib3.Timeout(connect=TIMEOUT[0], read=TIMEOUT[1]))
+    except urllib3.exceptions.HTTPError as e:
         raise ExternalError(f"cannot download {url}: {e}", hint="check the network; the download resumes next time") from e
-    if resp.status_code == 416 and offset:
-        resp.close()
+    if resp.status == 416 and offset:
+        resp.release_conn()
         return -1, iter(())
-    if resp.status_code >= 400:
-        resp.close()
-        raise ExternalError(f"cannot download {url}: HTTP {resp.status_code}")
+    if resp.status >= 400:
+        resp.release_conn()
+        raise ExternalError(f"cannot download {url}: HTTP {resp.status}")
     start = 0
-    if resp.status_code == 206:
+    if resp.status == 206:
         m = re.match(r"bytes (\d+)-", resp.headers.get("Content-Range", ""))
         start = int(m.group(1)) if m else -1
         if start != offset:
-            resp.close()
+            resp.release_conn()
             return -1, iter(())
-    return start, resp.iter_content(CHUNK)
+    return start, resp.stream(CHUNK, decode_content=False)
 
 
 def fetch(info: TargetFile, url: str, dest_dir: Path, *, label: str, progress: bool = True,
@@ -147,7 +164,7 @@ def _download(info: TargetFile, url: str, part: Path, *, label: str, progress: b
                     synced = got
                     if crash_point:
                         crashpoint.reached(crash_point)
-        except requests.RequestException as e:
+        except urllib3.exceptions.HTTPError as e:
             raise ExternalError(f"download of {info.path} interrupted at {got} bytes: {e}",
                                 hint="run the update again: it resumes where it stopped") from e
         os.fsync(fd)
