@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +167,8 @@ class Client:
         except QxError as err:
             self._record_error(err)
             raise
+        finally:
+            shutil.rmtree(self.cfg.state_dir / "offline", ignore_errors=True)  # an unpacked tarball
 
     def _apply(self, from_source: Path | None) -> dict[str, Any]:
         running = self.running()
