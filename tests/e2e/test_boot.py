@@ -8,6 +8,9 @@ import re
 from qx_build.paths import Release
 from tests.e2e.conftest import BOOT_TIMEOUT
 
+# Either the node said it is unhealthy, or the unit that reports it died: stop waiting at once.
+BOOT_FAILED = r"QUANTIX-NODE-UNHEALTHY.*|Failed to start qx-(?:boot-report|node)\S*"
+
 
 def _mount(guest_log: str, target: str) -> dict[str, str]:
     for m in re.finditer(r'TARGET="([^"]*)" SOURCE="([^"]*)" FSTYPE="([^"]*)" OPTIONS="([^"]*)"', guest_log):
@@ -19,7 +22,7 @@ def _mount(guest_log: str, target: str) -> dict[str, str]:
 def test_disk_image_boots_to_console_and_healthy_node(release: Release, guest_factory) -> None:
     guest = guest_factory(disk=release.disk)
     node = guest.wait_for(r"QUANTIX-NODE-HEALTHY version=(\S+) health=(\{.*\})", BOOT_TIMEOUT,
-                          fail=r"QUANTIX-NODE-UNHEALTHY.*")
+                          fail=BOOT_FAILED)
     print(f"disk image: node healthy {guest.elapsed():.0f} s after QEMU start")
     assert node.group(1) == release.version
     health = json.loads(node.group(2))
@@ -42,7 +45,7 @@ def test_disk_image_boots_to_console_and_healthy_node(release: Release, guest_fa
 def test_iso_boots_live_to_console_and_healthy_node(release: Release, guest_factory) -> None:
     guest = guest_factory(iso=release.iso, memory_mb=3072)
     node = guest.wait_for(r"QUANTIX-NODE-HEALTHY version=(\S+) health=(\{.*\})", BOOT_TIMEOUT,
-                          fail=r"QUANTIX-NODE-UNHEALTHY.*")
+                          fail=BOOT_FAILED)
     print(f"ISO: node healthy {guest.elapsed():.0f} s after QEMU start")
     assert node.group(1) == release.version
     guest.wait_for(r"QUANTIX-CONSOLE-READY version=\S+ running on .*ttyS0", 60)
