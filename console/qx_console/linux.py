@@ -53,7 +53,7 @@ class NetworkdActivator(Activator):
         nics = [cfg.network.nic] if cfg.network.configured else [n.name for n in backend.list_nics()]
         if nics:
             backend.cmd(["networkctl", "reconfigure", *nics], timeout=30)
-        backend.cmd(["hostname", cfg.hostname], timeout=10)
+        backend.set_running_hostname(cfg.hostname)
 
     def restart(self, backend: "LinuxBackend", cfg: HostConfig) -> None:
         backend.cmd(["systemctl", "restart", "systemd-networkd.service"], timeout=60)
@@ -105,6 +105,13 @@ class LinuxBackend(HostBackend):
         if net and self.netns:
             argv = ["ip", "netns", "exec", self.netns, *argv]
         return run(argv, check=check, timeout=timeout)
+
+    def set_running_hostname(self, name: str) -> None:
+        """sethostname(2) through procfs (no dependency on the optional 'hostname' package)."""
+        try:
+            (self.root / "proc/sys/kernel/hostname").write_text(name + "\n")
+        except OSError as e:
+            _log.warning("running hostname not changed (%s); it applies at the next boot", e)
 
     def _read(self, rel: str, default: str = "") -> str:
         try:
@@ -207,7 +214,7 @@ class LinuxBackend(HostBackend):
         old, _ = self.load_config()
         self.store.save(cfg, "console", fields)
         if cfg.hostname != old.hostname:
-            self.cmd(["hostname", cfg.hostname], check=False, net=False)
+            self.set_running_hostname(cfg.hostname)
 
     def list_nics(self) -> list[Nic]:
         out = []
