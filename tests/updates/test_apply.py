@@ -96,3 +96,20 @@ def test_shipped_default_config_loads() -> None:
     cfg = config.load(shipped)
     assert cfg.channel == "stable" and cfg.esp == "auto" and cfg.slots["b"].name == "root-b"
     assert cfg.health_url.startswith("https://127.0.0.1:8443/")
+
+
+def test_one_writer_at_a_time(host: Host, repo: TufRepo) -> None:
+    import fcntl
+    import os
+
+    repo.add_release("1.1.0", slot_bytes=payload(6), channels=["stable"])
+    host.state_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(host.state_dir / "lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        proc = host.run("apply", check=False)
+        assert proc.returncode == 3 and "another qx-update" in proc.stderr
+        assert host.json("status")["slots"]["b"]["version"] is None   # status reads without the lock
+    finally:
+        os.close(fd)
+    assert host.json("apply")["applied"]["version"] == "1.1.0"

@@ -83,6 +83,8 @@ def _main(argv: list[str]) -> int:
     cfg = cfgmod.load(args.config)
     progress = not args.json and sys.stderr is not None
     client = Client(cfg, progress=progress)
+    if args.command in ("check", "apply", "rollback", "channel", "gate", "blessed"):
+        client.lock()
     if args.command == "status":
         s = client.status()
         _print(args, s, _status_text(s))

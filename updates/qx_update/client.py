@@ -16,14 +16,16 @@ floor, or records an automatic rollback with the gate's reason when the new slot
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from qx_common import log
 from qx_common import run as r
-from qx_common.errors import QxError, UserError
+from qx_common.errors import EnvironmentError_, QxError, UserError
 from qx_update import config as cfgmod
 from qx_update import crashpoint, download, esp, health, releases, repo, slots, state
 from qx_update.errors import VerificationError
@@ -38,6 +40,19 @@ class Client:
         self.st = state.load(cfg.state_file)
 
     # -- helpers -----------------------------------------------------------------------------
+    def lock(self) -> None:
+        """One writer at a time (the timer and an operator): an flock held until the process exits."""
+        self.cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.cfg.state_dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise EnvironmentError_("another qx-update is changing this host right now",
+                                    hint="wait for it to finish (systemctl status qx-update.service)") from None
+        self._lock_fd = fd
+        self.st = state.load(self.cfg.state_file)  # re-read under the lock
+
     def save(self) -> None:
         state.save(self.cfg.state_file, self.st)
 
