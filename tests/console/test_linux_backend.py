@@ -110,3 +110,27 @@ def test_root_password_through_backend(hostroot: Path) -> None:
     assert be.verify_root_password("quantix-pw") and not be.verify_root_password("nope")
     be.set_root_password("a-new-password")
     assert be.verify_root_password("a-new-password")
+
+
+@pytest.mark.anyio
+async def test_app_on_the_real_backend(hostroot: Path, node_url: str, tmp_path: Path) -> None:
+    """The whole app over LinuxBackend: status from the temp root, F2 checks the shadow file there."""
+    from qx_console.app import ConsoleApp
+    from qx_console.customize import CustomizeScreen, LoginScreen
+
+    from .helpers import on_screen, until
+
+    (hostroot / "token").write_text("tok\n")
+    be = LinuxBackend(hostroot, node=NodeClient(node_url, None, hostroot / "token"),
+                      updates=UpdateClient(["/nonexistent/qx-update"]))
+    ready = tmp_path / "ready/tty1.ready"
+    app = ConsoleApp(be, ready_file=ready, refresh_s=3600)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: on_screen(app, "Quantix OS 1.2.3") and on_screen(app, "VMs running   1"))
+        assert on_screen(app, "qx-test") and ready.exists()
+        await pilot.press("f2")
+        await until(pilot, lambda: isinstance(app.screen, LoginScreen))
+        await pilot.press(*"wrong", "enter")
+        await until(pilot, lambda: on_screen(app, "root password: incorrect"))
+        await pilot.press(*"quantix-pw", "enter")
+        await until(pilot, lambda: isinstance(app.screen, CustomizeScreen))
