@@ -170,6 +170,10 @@ class HostBackend(abc.ABC):
             out.append(res)
         return out
 
+    def default_gateways(self) -> list[str]:
+        """Gateways of the running default routes (what DHCP handed out, or the static ones)."""
+        return []
+
     @abc.abstractmethod
     def restart_network(self) -> None: ...
 

@@ -290,6 +290,16 @@ class LinuxBackend(HostBackend):
             return ProbeResult(name, "resolve", True, ", ".join(addrs[:3]))
         return ProbeResult(name, "resolve", False, "name not resolved")
 
+    def default_gateways(self) -> list[str]:
+        out: list[str] = []
+        for fam in ("-4", "-6"):
+            try:
+                data = json.loads(self.cmd(["ip", "-j", fam, "route", "show", "default"], timeout=5).stdout or "[]")
+            except (QxError, ValueError):
+                continue
+            out += [r["gateway"] for r in data if r.get("gateway") and r["gateway"] not in out]
+        return out
+
     def restart_network(self) -> None:
         cfg, _ = self.load_config()
         self.activator.restart(self, cfg)

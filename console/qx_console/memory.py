@@ -114,6 +114,9 @@ class MemoryBackend(HostBackend):
             return ProbeResult(name, "resolve", False, "name not resolved")
         return ProbeResult(name, "resolve", True, "192.0.2.80")
 
+    def default_gateways(self) -> list[str]:
+        return ["10.0.2.2"]
+
     def restart_network(self) -> None:
         self._log("restart_network")
 

@@ -332,8 +332,11 @@ class TestNetworkScreen(BaseScreen):
         def job() -> list[ProbeResult]:
             cfg, _ = be.load_config()
             res = be.probe(cfg.network, tries=1)
-            if not res:
-                res = [ProbeResult("-", "gateway", False, "no static gateway/DNS configured (DHCP supplies them)")]
+            if not any(r.what == "gateway" for r in res):
+                # DHCP (or no gateway in the form): test the gateway the host really routes through
+                gws = be.default_gateways()
+                res[:0] = [be.ping(g, "gateway") for g in gws] or [
+                    ProbeResult("-", "gateway", False, "no default route: the host has no gateway")]
             if name:
                 res.append(be.resolve(name))
             if target:

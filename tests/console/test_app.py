@@ -420,3 +420,12 @@ def _boom(self, message: _Boom) -> None:
 
 
 NetworkScreen.on__boom = _boom  # type: ignore[attr-defined]
+
+
+async def test_test_network_with_dhcp_pings_the_routed_gateway() -> None:
+    app, _ = app_with()
+    async with app.run_test(size=SIZE) as pilot:
+        await login(pilot, app)
+        await open_item(pilot, app, "test")
+        await push(pilot, "#run")
+        await until(pilot, lambda: on_screen(app, "OK   gateway  10.0.2.2"))

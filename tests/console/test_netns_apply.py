@@ -100,3 +100,4 @@ def test_network_tests_from_the_namespace(backend: LinuxBackend) -> None:
     assert not backend.ping("10.77.0.99", "custom", timeout_s=1).ok
     assert backend.addresses() == [("mgmt0", "10.77.0.10")]
     assert [n.name for n in backend.list_nics()] == ["mgmt0"]
+    assert backend.default_gateways() == ["10.77.0.1"]
