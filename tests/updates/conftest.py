@@ -63,7 +63,9 @@ class Host:
         return proc
 
     def json(self, *args: str, **kw: Any) -> dict[str, Any]:
-        return json.loads(self.run("--json", *args, **kw).stdout)
+        """The command's JSON result (for apply: the last line, after the JSON-lines progress)."""
+        out = self.run("--json", *args, **kw).stdout
+        return json.loads(out.strip().splitlines()[-1] if args and args[0] == "apply" else out)
 
     def entries(self) -> list[str]:
         return sorted(p.name for p in (self.esp / be.ENTRIES_DIR).iterdir())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 from tests.updates.conftest import Host, payload, sha
 from tests.updates.tufrepo import TufRepo
@@ -14,7 +15,12 @@ def test_apply_installs_newest_release_into_inactive_slot(host: Host, repo: TufR
     before_a = sha(host.slots["a"])
     chk = host.json("check")
     assert chk["available"]["version"] == "1.2.0" and chk["running_version"] == "1.0.0"
-    res = host.json("apply")
+    out = host.run("--json", "apply").stdout.strip().splitlines()
+    events = [json.loads(line) for line in out[:-1]]
+    phases = {e["phase"] for e in events}
+    assert {"downloading root", "writing slot", "verifying slot"} <= phases
+    assert all(0 <= e["percent"] <= 100 and e["done"] <= e["total"] for e in events)
+    res = json.loads(out[-1])
     assert res["applied"]["version"] == "1.2.0" and res["slot"] == "b" and res["next_boot"] == "b"
     assert res["entry"] == "quantix-b+3.conf"
     assert sha(host.slots["a"]) == before_a

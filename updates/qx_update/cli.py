@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import datetime as dt
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 from qx_common import run as r
 from qx_common.cli import entry
 from qx_update import config as cfgmod
+from qx_update import progress as progress_mod
 from qx_update.client import Client, dumps, reboot_plan
 
 
@@ -42,7 +44,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _print(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
-    print(dumps(data) if args.json else text)
+    # apply --json streams progress as JSON lines first, so its result is one line too.
+    compact = args.json and args.command == "apply"
+    print((json.dumps(data, sort_keys=True) if compact else dumps(data)) if args.json else text)
 
 
 def _status_text(s: dict[str, Any]) -> str:
@@ -81,7 +85,10 @@ def _reboot(window: str, now_: bool) -> str:
 def _main(argv: list[str]) -> int:
     args = _parser().parse_args([a for a in argv if a != "--debug"])
     cfg = cfgmod.load(args.config)
-    progress = not args.json and sys.stderr is not None
+    progress = sys.stderr is not None
+    if args.json:
+        progress_mod.MODE = "json" if args.command == "apply" else "off"
+        progress = args.command == "apply"
     client = Client(cfg, progress=progress)
     if args.command in ("check", "apply", "rollback", "channel", "gate", "blessed"):
         client.lock()

@@ -256,7 +256,8 @@ class Client:
             self.st.event("cancelled", slot=other, version=entries[other].version)
             self.st.pending = None
             self.save()
-            return {"rolled_back": False, "cancelled": entries[other].version, "next_boot": e.default_slot()}
+            return {"rolled_back": False, "cancelled": entries[other].version, "next_boot": e.default_slot(),
+                    "message": f"cancelled the update to {entries[other].version}; slot {running.upper()} stays"}
         ent = entries.get(other)
         if ent is None or ent.name.bad:
             raise UserError(f"slot {other.upper()} holds no bootable release to go back to",

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
+
+# "text": a bar on stderr; "json": one JSON line per percent on stdout ({"phase", "done", "total",
+# "percent", "message"}), for callers such as qx-console that drive their own progress bar.
+MODE = "text"
 
 
 def _mib(n: int) -> str:
@@ -20,12 +25,20 @@ class Progress:
         self._decile = int(start * 10 / self.total)
         self._t0 = time.monotonic()
         self._start = start
+        self._pct = -1
 
     def update(self, n: int) -> None:
         self.done += n
         if not self.enabled:
             return
         frac = min(self.done / self.total, 1.0)
+        if MODE == "json":
+            pct = int(frac * 100)
+            if pct != self._pct:
+                self._pct = pct
+                print(json.dumps({"phase": self.label, "done": self.done, "total": self.total, "percent": pct,
+                                  "message": f"{self.label} {pct} %"}), flush=True)
+            return
         if self._tty:
             bar = "#" * int(frac * 30)
             sys.stderr.write(f"\r  {self.label} [{bar:<30}] {frac * 100:5.1f} % {_mib(self.done)}/{_mib(self.total)}")
@@ -36,7 +49,7 @@ class Progress:
                   file=sys.stderr, flush=True)
 
     def close(self) -> None:
-        if not self.enabled:
+        if not self.enabled or MODE == "json":
             return
         dt = max(time.monotonic() - self._t0, 1e-6)
         if self._tty:
