@@ -60,7 +60,9 @@ class NodeClient:
 
 
 class UpdateClient:
-    """``qx-update <verb> --json``; JSON on stdout. Progress of ``apply`` as JSON lines."""
+    """``qx-update --json <verb>`` (``--json`` is qx-update's global flag, before the verb); one JSON
+    document on stdout (indented). ``apply`` may also print JSON lines with done/total or percent
+    before it, which move the progress bar."""
 
     def __init__(self, command: Sequence[str] = ("qx-update",), timeout_s: float = 30.0) -> None:
         self.command = list(command)
@@ -75,7 +77,7 @@ class UpdateClient:
     def _call(self, args: list[str], timeout: float | None = None) -> dict[str, Any]:
         self._require()
         try:
-            proc = run([*self.command, *args], check=False, timeout=timeout or self.timeout_s)
+            proc = run([*self.command, "--json", *args], check=False, timeout=timeout or self.timeout_s)
         except ExternalError as e:
             raise Unavailable(f"qx-update {args[0]}: {e}") from e
         data = _last_json(proc.stdout)
@@ -87,30 +89,33 @@ class UpdateClient:
         return data
 
     def status(self) -> UpdateState:
-        return _state(self._call(["status", "--json"]))
+        return _state(self._call(["status"]))
 
     def check(self) -> UpdateState:
-        return _state(self._call(["check", "--json"], timeout=120))
+        return _state(self._call(["check"], timeout=120))
 
     def rollback(self) -> str:
-        d = self._call(["rollback", "--json"])
+        d = self._call(["rollback"])
         return str(d.get("message") or "rollback scheduled: the other slot boots next")
 
     def set_channel(self, name: str) -> None:
-        self._call(["channel", "set", name, "--json"])
+        self._call(["channel", "set", name])
 
     def apply(self, progress: ProgressFn) -> str:
         """Stream ``apply --json``: every line with done/total (or percent) moves the progress bar."""
         self._require()
-        argv = [*self.command, "apply", "--json"]
+        argv = [*self.command, "--json", "apply"]
         # run() cannot stream; this is the one streaming call, with run()'s clean environment.
         try:
             proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
         except OSError as e:
             raise Unavailable(f"cannot run qx-update: {e.strerror}") from e
         last: dict[str, Any] = {}
+        text = ""
+        progress(0.0, "installing into the other slot...")
         assert proc.stdout is not None
         for line in proc.stdout:
+            text += line
             try:
                 ev = json.loads(line)
             except ValueError:
@@ -123,11 +128,17 @@ class UpdateClient:
                 progress(frac, str(ev.get("message") or ev.get("phase") or ""))
         err = proc.stderr.read() if proc.stderr else ""
         rc = proc.wait()
+        last = _last_json(text) or last
         if rc != 0:
             msg = last.get("error") or (err.strip().splitlines() or [f"exit code {rc}"])[-1]
             raise ExternalError(f"qx-update apply failed: {msg}")
         progress(1.0, "done")
-        return str(last.get("message") or "update installed; it becomes active at the next reboot")
+        if last.get("message"):
+            return str(last["message"])
+        applied = last.get("applied")
+        if isinstance(applied, dict) and last.get("slot"):
+            return f"installed {applied.get('version')} into slot {str(last['slot']).upper()}; reboot to start it"
+        return "qx-update apply finished"
 
 
 def _fraction(ev: dict[str, Any]) -> float | None:
@@ -172,7 +183,7 @@ def _state(d: dict[str, Any]) -> UpdateState:
             blessed=s.get("blessed", s.get("good")),
             bad=bool(s.get("bad", False)),
         ))
-    avail = d.get("available") or d.get("update") or ""
+    avail = d.get("available") or d.get("update") or d.get("pending") or ""
     if isinstance(avail, dict):
         avail = str(avail.get("version") or "")
     return UpdateState(slots=slots, channel=str(d.get("channel") or ""), available=str(avail),

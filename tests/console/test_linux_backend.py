@@ -71,7 +71,8 @@ def test_status_with_node_down(hostroot: Path) -> None:
 def test_qx_update_json_is_parsed_and_apply_streams_progress(tmp_path: Path, hostroot: Path) -> None:
     script = tmp_path / "qx-update"
     script.write_text("""#!/bin/sh
-case "$1" in
+[ "$1" = --json ] || { echo "qx-update: error: --json comes first" >&2; exit 2; }
+case "$2" in
 status) echo '{"channel":"stable","active_slot":"a","slots":{"a":{"version":"1.2.3","blessed":true},
  "b":{"version":"","blessed":null}},"available":""}' ;;
 apply) echo '{"done":1,"total":4}'; echo '{"done":4,"total":4}'; echo '{"message":"installed"}' ;;
@@ -85,7 +86,7 @@ esac
         ("a", True, True), ("b", False, None)]
     seen: list[float] = []
     assert be.update_apply(lambda f, m: seen.append(f)) == "installed"
-    assert seen == [0.25, 1.0, 1.0]
+    assert seen == [0.0, 0.25, 1.0, 1.0]
     with pytest.raises(Exception, match="slot b is empty"):
         be.update_rollback()
 
