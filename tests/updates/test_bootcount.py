@@ -78,7 +78,7 @@ def test_blessed_boot_raises_floor(host: Host, repo: TufRepo) -> None:
     srv = health_server(True)
     try:
         assert loader.boot() == "b"
-        host.write_config(running="b", health_url=_url(srv))
+        host.write_config(running="b", health_url=_url(srv), gate_timeout=30)
         st = host.json("status")
         assert st["slots"]["b"]["tries_left"] == 2 and st["slots"]["b"]["tries_done"] == 1
         assert "on trial" in st["message"]
