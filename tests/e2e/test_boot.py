@@ -37,6 +37,10 @@ def test_disk_image_boots_to_console_and_healthy_node(release: Release, guest_fa
     assert root["fstype"] == "erofs" and root["options"].split(",")[0] == "ro", root
     var = _mount(log, "/var")
     assert var["fstype"] == "ext4" and var["options"].split(",")[0] == "rw", var
+    # qx-update writes the other slot's entry on the ESP: it must be mounted where qx-update looks.
+    efi = _mount(log, "/efi")
+    assert efi["fstype"] == "vfat", efi
+    assert "quantix-a.conf" in log
     # The status screen on the serial console shows the version and the guest's real DHCP address.
     guest.wait_for(rf"Quantix OS {re.escape(release.version)}", 60)
     guest.wait_for(r"10\.0\.2\.15", 120)
