@@ -163,13 +163,14 @@ def make_token(data_dir: Path, *scopes: str) -> str:
     return out.stdout.strip()
 
 
-def start_server(data_dir: Path, *, env: dict[str, str] | None = None, wait: bool = True) -> Server:
+def start_server(data_dir: Path, *, env: dict[str, str] | None = None, wait: bool = True,
+                 extra_args: list[str] | None = None) -> Server:
     port = free_port()
     log = data_dir.parent / f"server-{port}.log"
     data_dir.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
         [sys.executable, "-m", "qx_update_server.cli", "serve", "--listen", f"127.0.0.1:{port}",
-         "--data-dir", str(data_dir)],
+         "--data-dir", str(data_dir), *(extra_args or [])],
         cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     url = f"http://127.0.0.1:{port}"
     if wait:
