@@ -5,7 +5,8 @@
 #   make boot-iso     the same with the ISO
 #   make repro-check  build again and compare the root slot and UKI bit for bit
 #   make size         artifact sizes and where the root's bytes go
-# Variables: ACCEL=auto|kvm|tcg (boot), MEMORY=MiB (boot), SECURITY_EPOCH=N (image), PYTEST_ARGS=...
+# Variables: ACCEL=auto|kvm|tcg (boot), MEMORY=MiB (boot), SECURITY_EPOCH=N (image),
+#            TUF_ROOT=root.json (image: the update trust anchor), PYTEST_ARGS=...
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -18,6 +19,7 @@ QXB := $(VENV)/bin/qx-build
 ACCEL ?= auto
 MEMORY ?= 3072
 SECURITY_EPOCH ?= 0
+TUF_ROOT ?=
 PYTEST_ARGS ?=
 
 ifeq ($(filter $(ACCEL),auto kvm tcg),)
@@ -51,7 +53,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	@touch $@
 
 image: host-deps venv
-	@$(QXB) image --security-epoch $(SECURITY_EPOCH)
+	@$(QXB) image --security-epoch $(SECURITY_EPOCH) $(if $(TUF_ROOT),--tuf-root $(abspath $(TUF_ROOT)))
 
 repro-check: host-deps venv
 	@$(QXB) repro-check

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from qx_common import log
 from qx_common.errors import ExternalError
-from qx_build import artifacts, esp, iso, mkosi, pe, preflight, wheels
+from qx_build import artifacts, esp, iso, mkosi, pe, preflight, trust, wheels
 from qx_build.paths import REPO, Release, read_mkosi_setting, read_version
 
 
@@ -24,6 +24,7 @@ class BuildOptions:
     with_iso: bool = True
     incremental: bool = True
     check_network: bool = True
+    tuf_root: Path | None = None
 
 
 def work_dir(build_dir: Path) -> Path:
@@ -42,6 +43,7 @@ def run(opts: BuildOptions) -> Release:
     version = read_version()
     epoch = read_mkosi_setting("SourceDateEpoch")
     preflight.check_all(opts.build_dir, network=opts.check_network)
+    trust.stage(opts.tuf_root, work_dir(REPO / "build") / "trust")
 
     work = work_dir(opts.build_dir)
     disk_dir, live_dir, out = work / "disk", work / "live", work / "out"

@@ -31,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     img = sub.add_parser("image", help="build the disk image, ISO and update artifacts")
     img.add_argument("--no-iso", action="store_true", help="skip the live ISO (faster)")
     img.add_argument("--security-epoch", default="0", help="security epoch of this release (default 0)")
+    img.add_argument("--tuf-root", type=Path, default=None,
+                     help="the update repository's root.json, shipped as the host's trust anchor")
     sub.add_parser("repro-check", help="rebuild and compare root slot and UKI bit for bit")
     sub.add_parser("size", help="report artifact sizes and the root's largest directories")
     boot = sub.add_parser("boot", help="boot the disk image (or --iso) in QEMU on this terminal")
@@ -53,7 +55,8 @@ def _main(argv: list[str]) -> int:
         from qx_build import build
 
         epoch = _int_arg("SECURITY_EPOCH", args.security_epoch, 0, 1_000_000)
-        build.run(build.BuildOptions(build_dir=build_dir, security_epoch=epoch, with_iso=not args.no_iso))
+        build.run(build.BuildOptions(build_dir=build_dir, security_epoch=epoch, with_iso=not args.no_iso,
+                                     tuf_root=args.tuf_root))
         return 0
     if args.command == "repro-check":
         from qx_build import repro

@@ -94,6 +94,8 @@ def run(build_dir: Path) -> int:
         raise UserError(f"no finished build of {version} in {build_dir}", hint="run 'make image' first")
     second_dir = build_dir / ".work" / "repro"
     wheels.prepare(build_dir / ".work" / "wheels", epoch)
+    # The trust anchor the first build staged is reused as is (mkosi needs the directory either way).
+    (build_dir / ".work" / "trust").mkdir(parents=True, exist_ok=True)
     mkosi.build("disk", version=version, output_dir=second_dir, source_date_epoch=epoch, incremental=False)
     results = compare(first_root, first_uki, second_dir / f"quantix-os_{version}.root.raw",
                       second_dir / f"quantix-os_{version}.efi")
