@@ -65,13 +65,36 @@ def wait_healthy(url: str, timeout: float, interval: float = 2.0,
         time.sleep(interval)
 
 
-def report(url: str, timeout: float, cafile: Path | None = None) -> int:
-    ok, body = wait_healthy(url, timeout, cafile=cafile)
-    comps = body.get("components", {}) if isinstance(body, dict) else {}
+def ready_consoles(body: dict[str, object]) -> set[str]:
+    """The terminals whose console reported ready, from the console component's ``running on a, b``."""
+    comps = body.get("components") if isinstance(body, dict) else None
+    console = comps.get("console") if isinstance(comps, dict) else None
+    if not isinstance(console, dict) or not console.get("ok"):
+        return set()
+    detail = str(console.get("detail", ""))
+    return {t.strip() for t in detail.removeprefix("running on ").split(",") if t.strip()}
+
+
+def report(url: str, timeout: float, cafile: Path | None = None, expect_consoles: tuple[str, ...] = (),
+           console_grace: float = 180.0, interval: float = 2.0) -> int:
+    """Print the boot markers. The node is healthy once *one* console runs; the boot report also
+    waits (up to ``console_grace`` s) for every console in ``expect_consoles`` — the serial one
+    paints later than tty1 — so CONSOLE-READY names each terminal an operator can use, or says
+    which one is missing."""
+    ok, body = wait_healthy(url, timeout, cafile=cafile, interval=interval)
     version = body.get("version", "?") if isinstance(body, dict) else "?"
-    console = comps.get("console", {}) if isinstance(comps, dict) else {}
-    if isinstance(console, dict) and console.get("ok"):
-        print(f"QUANTIX-CONSOLE-READY version={version} {console.get('detail', '')}", flush=True)
+    if ok and expect_consoles:
+        deadline = time.monotonic() + console_grace
+        while not set(expect_consoles) <= ready_consoles(body) and time.monotonic() < deadline:
+            time.sleep(interval)
+            status, newer = fetch_health(url, cafile=cafile)
+            if status == 200:
+                body = newer
+    ready = ready_consoles(body)
+    if ready:
+        missing = [t for t in expect_consoles if t not in ready]
+        note = f" (not ready: {', '.join(missing)})" if missing else ""
+        print(f"QUANTIX-CONSOLE-READY version={version} running on {', '.join(sorted(ready))}{note}", flush=True)
     if ok:
         print(f"QUANTIX-NODE-HEALTHY version={version} health={json.dumps(body, sort_keys=True)}", flush=True)
         return 0

@@ -32,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     boot.add_argument("--cacert", type=Path, default=s.DEFAULT_STATE_DIR / "tls" / "cert.pem",
                       help="CA to verify the node's certificate (default %(default)s)")
     boot.add_argument("--timeout", type=float, default=300.0)
+    boot.add_argument("--expect-console", action="append", default=[], metavar="TTY",
+                      help="also wait (up to 180 s) until the console on TTY reports ready; repeatable")
     return p
 
 
@@ -40,7 +42,7 @@ def _main(argv: list[str]) -> int:
     if args.command == "bootcheck":
         from qx_node.bootcheck import report
 
-        return report(args.url, args.timeout, cafile=args.cacert)
+        return report(args.url, args.timeout, cafile=args.cacert, expect_consoles=tuple(args.expect_console))
 
     host, port = s.parse_listen(args.listen)
     settings = s.Settings(

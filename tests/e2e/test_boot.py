@@ -30,6 +30,7 @@ def test_disk_image_boots_to_console_and_healthy_node(release: Release, guest_fa
     assert health["components"]["libvirt"]["ok"] and health["components"]["data"]["ok"]
     console = guest.wait_for(r"QUANTIX-CONSOLE-READY version=(\S+) running on (.*)", 60)
     assert console.group(1) == release.version
+    assert "not ready" not in console.group(2), console.group(0)
     assert "tty1" in console.group(2) and "ttyS0" in console.group(2)
 
     log = guest.log()

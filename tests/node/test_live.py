@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import queue
 import threading
@@ -80,3 +81,44 @@ def test_bootcheck_refuses_an_untrusted_certificate(live: Live, tmp_path: Path,
     _key, other = ensure_cert(tmp_path / "other")
     assert bootcheck.report(f"{live.url}/health", timeout=0.5, cafile=other) == 1
     assert "QUANTIX-NODE-UNHEALTHY" in capsys.readouterr().out
+
+
+def test_bootcheck_waits_for_every_expected_console(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A real node whose console check reads a ready directory: tty1 is ready at once, ttyS0 only later
+    # (the serial console paints after tty1 on a real boot). The marker must name both.
+    import os
+
+    from tests.node.conftest import LiveServer, make_settings
+
+    ready = tmp_path / "ready"
+    ready.mkdir()
+    (ready / "tty1.ready").write_text(json.dumps({"pid": os.getpid()}))
+    settings = dataclasses.replace(make_settings(tmp_path), console_ready_dir=ready)
+    with LiveServer(settings) as lv:
+        timer = threading.Timer(1.5, lambda: (ready / "ttyS0.ready").write_text(json.dumps({"pid": os.getpid()})))
+        timer.start()
+        try:
+            rc = bootcheck.report(f"{lv.url}/health", timeout=10, cafile=lv.cert,
+                                  expect_consoles=("tty1", "ttyS0"), console_grace=20, interval=0.2)
+        finally:
+            timer.cancel()
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "QUANTIX-CONSOLE-READY version=" in out and "running on tty1, ttyS0\n" in out, out
+
+
+def test_bootcheck_names_a_console_that_never_came(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+
+    from tests.node.conftest import LiveServer, make_settings
+
+    ready = tmp_path / "ready"
+    ready.mkdir()
+    (ready / "tty1.ready").write_text(json.dumps({"pid": os.getpid()}))
+    settings = dataclasses.replace(make_settings(tmp_path), console_ready_dir=ready)
+    with LiveServer(settings) as lv:
+        rc = bootcheck.report(f"{lv.url}/health", timeout=10, cafile=lv.cert,
+                              expect_consoles=("tty1", "ttyS0"), console_grace=1, interval=0.2)
+    out = capsys.readouterr().out
+    assert rc == 0  # the node is healthy; the report says which console is missing
+    assert "running on tty1 (not ready: ttyS0)" in out, out
