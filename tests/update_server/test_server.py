@@ -56,6 +56,69 @@ def test_every_protected_route_needs_a_token(server, tmp_path):
     assert r.status_code == 403
 
 
+def test_release_lifecycle_through_cli(server, tmp_path, make_release, static_server):
+    token = server.token(*ALL)
+    out = json.loads(qx_release(server, token, "--json", "keys", "init", "--root-keys", "3", "--threshold", "2").stdout)
+    assert out["roles"]["root"]["threshold"] == 2
+    root_v1 = requests.get(server.url + "/metadata/1.root.json", timeout=5).content
+    assert verify_repo(server.url, root_v1, tmp_path) == {}
+
+    p = qx_release(server, token, "publish", "--channel", "dev", "--notes", "hello", str(make_release("0.2.0")))
+    assert "0.2.0: channels dev" in p.stdout and "uploading 0.2.0: 100%" in p.stderr
+    assert verify_repo(server.url, root_v1, tmp_path)["0.2.0/quantix-os_0.2.0.efi"]["notes"] == "hello"
+
+    qx_release(server, token, "promote", "0.2.0", "--to", "beta")
+    qx_release(server, token, "rollout", "0.2.0", "--percent", "10")
+    got = verify_repo(server.url, root_v1, tmp_path)["0.2.0/quantix-os_0.2.0.root.erofs.zst"]
+    assert got["channels"] == ["dev", "beta"] and got["rollout"]["fraction"] == "0.1"
+    qx_release(server, token, "rollout", "0.2.0", "--pause")
+    assert verify_repo(server.url, root_v1, tmp_path)[
+        "0.2.0/quantix-os_0.2.0.root.erofs.zst"]["rollout"]["paused"] is True
+
+    qx_release(server, token, "publish", str(make_release("0.3.0")))
+    qx_release(server, token, "yank", "0.2.0")
+    got = verify_repo(server.url, root_v1, tmp_path)
+    assert got["0.2.0/quantix-os_0.2.0.efi"]["channels"] == [] and got["0.2.0/quantix-os_0.2.0.efi"]["yanked"]
+
+    qx_release(server, token, "keys", "rotate")
+    assert len(verify_repo(server.url, root_v1, tmp_path)) == 4  # a v1 host follows the rotation
+    status = json.loads(qx_release(server, token, "--json", "keys", "status").stdout)
+    assert status["roles"]["root"]["version"] == 2
+
+    listing = json.loads(qx_release(server, token, "--json", "list").stdout)
+    assert [r["version"] for r in listing["releases"]] == ["0.3.0", "0.2.0"]
+    assert listing["releases"][0]["published_by"] == "test"
+
+    export = tmp_path / "usb"
+    out = json.loads(qx_release(server, token, "--json", "export", str(export)).stdout)
+    assert out["root_version"] == 2 and len(out["targets"]) == 4
+    # the export is a complete repository: any plain web server can serve it to hosts
+    assert len(verify_repo(static_server(export), root_v1, tmp_path)) == 4
+    audit = requests.get(server.url + "/v1/audit", headers={"Authorization": f"Bearer {token}"}, timeout=5).json()
+    assert [e["action"] for e in audit["entries"]][:3] == ["keys-rotate", "yank", "publish"]
+
+
+def test_mismatch_refused_by_client_and_server(server, tmp_path, make_release):
+    token = server.token(*ALL)
+    qx_release(server, token, "keys", "init")
+    build = make_release("0.2.0")
+    sums = build / "SHA256SUMS"
+    sums.write_text(re.sub(r"^[0-9a-f]{64}(  quantix-os_0.2.0.efi)$", "1" * 64 + r"\1", sums.read_text(), flags=re.M))
+    p = qx_release(server, token, "publish", str(build), check=False)
+    assert p.returncode == 2 and "SHA256SUMS: the sha256 of quantix-os_0.2.0.efi" in p.stderr
+    # bypassing the client: the server checks again and signs nothing
+    h = {"Authorization": f"Bearer {token}"}
+    up = requests.post(server.url + "/v1/uploads", headers=h, timeout=5).json()["upload_id"]
+    for f in build.iterdir():
+        if f.name in ("SHA256SUMS",) or ".manifest." in f.name or f.suffix == ".efi" or f.name.endswith(".zst"):
+            assert requests.put(f"{server.url}/v1/uploads/{up}/{f.name}", data=f.read_bytes(), headers=h,
+                                timeout=5).ok
+    r = requests.post(f"{server.url}/v1/uploads/{up}/publish", json={"channel": "dev"}, headers=h, timeout=5)
+    assert r.status_code == 400 and "SHA256SUMS" in r.json()["error"]
+    root_v1 = requests.get(server.url + "/metadata/1.root.json", timeout=5).content
+    assert verify_repo(server.url, root_v1, tmp_path) == {}
+
+
 def test_upload_names_and_size_limit(tmp_path):
     s = start_server(tmp_path / "data", extra_args=["--max-upload", "1000"])
     try:
@@ -73,6 +136,30 @@ def test_upload_names_and_size_limit(tmp_path):
         assert not list((tmp_path / "data").rglob("passwd"))
     finally:
         s.stop()
+
+
+def test_concurrent_publishes_are_serialized(server, tmp_path, make_release):
+    token = server.token(*ALL)
+    qx_release(server, token, "keys", "init")
+    builds = [make_release(f"0.{i}.0") for i in range(2, 5)]
+    errors: list[BaseException] = []
+
+    def pub(b: Path) -> None:
+        try:
+            qx_release(server, token, "publish", str(b))
+        except BaseException as e:  # noqa: BLE001 - re-raised in the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=pub, args=(b,)) for b in builds]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    root_v1 = requests.get(server.url + "/metadata/1.root.json", timeout=5).content
+    assert len(verify_repo(server.url, root_v1, tmp_path)) == 6
+    ts = requests.get(server.url + "/metadata/timestamp.json", timeout=5).json()
+    assert ts["signed"]["version"] == 4  # init + three publishes, none lost
 
 
 def test_checkin_feeds_fleet(server):

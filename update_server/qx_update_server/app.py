@@ -19,6 +19,7 @@ Publishing is three calls so large files stream with a progress bar and a size l
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import secrets
 import shutil
@@ -27,6 +28,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -47,6 +49,38 @@ PUBLIC_PATHS = frozenset({"/healthz", "/admin", "/admin/"})
 DEFAULT_MAX_UPLOAD = 4 << 30  # per file; a root payload is ~0.5 GiB today
 _UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
 STATIC = Path(__file__).with_name("static")
+
+
+_WRITE_BATCH = 1 << 20
+
+
+class _Sink:
+    """One upload file being written: ``.<name>.part`` until :meth:`commit` renames it into place.
+
+    Every method blocks (disk I/O); the async handler calls them through a worker thread.
+    """
+
+    def __init__(self, directory: Path, name: str) -> None:
+        self.dest = directory / name
+        self.tmp = directory / f".{name}.part"
+        self.f = self.tmp.open("wb")
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self.f.write(data)
+        self.size += len(data)
+
+    def commit(self) -> None:
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        self.f.close()
+        os.replace(self.tmp, self.dest)
+
+    def discard(self) -> None:
+        """Close and remove the partial file (a no-op after commit)."""
+        if not self.f.closed:
+            self.f.close()
+        self.tmp.unlink(missing_ok=True)
 
 
 def is_public(path: str) -> bool:
@@ -195,24 +229,40 @@ def create_app(data_dir: Path, *, database: str | None = None, root_keys_dir: Pa
     @app.put("/v1/uploads/{upload_id}/{filename}")
     async def upload_file(upload_id: str, filename: str, request: Request,
                           _: Token = Depends(need("publish"))) -> dict[str, Any]:
+        """Stream the body to ``.<file>.part`` (size-limited), fsync, rename; disk I/O runs in threads.
+
+        The event loop only collects chunks; every open/write/fsync/rename happens in a worker thread
+        (``anyio.to_thread``), buffered to ~1 MiB per call so a slow disk never stalls the loop that
+        also serves metadata to hosts.
+        """
         d = upload_dir(upload_id)
         release.check_filename(filename)
         declared = request.headers.get("content-length")
-        if declared is not None and int(declared) > max_upload:
-            raise HTTPException(413, f"{filename}: {declared} bytes is over the limit of {max_upload}")
-        dest = d / filename
-        tmp = d / f".{filename}.part"
-        size = 0
-        with tmp.open("wb") as f:
+        if declared is not None:
+            if not declared.isdigit():
+                raise HTTPException(400, f"Content-Length: {declared!r} is not a byte count")
+            if int(declared) > max_upload:
+                raise HTTPException(413, f"{filename}: {declared} bytes is over the limit of {max_upload}")
+        sink = await anyio.to_thread.run_sync(_Sink, d, filename)
+        try:
+            buf: list[bytes] = []
+            buffered = 0
             async for chunk in request.stream():
-                size += len(chunk)
-                if size > max_upload:
-                    f.close()
-                    tmp.unlink()
+                if sink.size + buffered + len(chunk) > max_upload:
                     raise HTTPException(413, f"{filename}: over the limit of {max_upload} bytes")
-                f.write(chunk)
-        tmp.rename(dest)
-        return {"file": filename, "size": size}
+                buf.append(chunk)
+                buffered += len(chunk)
+                if buffered >= _WRITE_BATCH:
+                    await anyio.to_thread.run_sync(sink.write, b"".join(buf))
+                    buf, buffered = [], 0
+            if buf:
+                await anyio.to_thread.run_sync(sink.write, b"".join(buf))
+            if declared is not None and sink.size != int(declared):
+                raise HTTPException(400, f"{filename}: got {sink.size} bytes, Content-Length said {declared}")
+            await anyio.to_thread.run_sync(sink.commit)
+        finally:
+            await anyio.to_thread.run_sync(sink.discard)
+        return {"file": filename, "size": sink.size}
 
     @app.post("/v1/uploads/{upload_id}/publish")
     def publish(upload_id: str, body: PublishBody, token: Token = Depends(need("publish"))) -> dict[str, Any]:

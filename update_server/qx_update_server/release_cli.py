@@ -76,11 +76,27 @@ class Client:
         return r.content
 
 
-def _stream(path: Path, bar: Progress) -> Iterator[bytes]:
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            bar.update(len(chunk))
-            yield chunk
+class _Body:
+    """A file's bytes as an upload body: streamed in chunks (progress bar), with a known length.
+
+    Why not a bare generator: ``requests`` cannot size a generator, so it adds
+    ``Transfer-Encoding: chunked`` — yet with an explicit Content-Length it then sends the bytes
+    *un*-chunked. The server parses them as chunks and waits forever for the terminating chunk
+    (publishing hung). ``__len__`` lets requests set Content-Length itself and send a plain body.
+    """
+
+    def __init__(self, path: Path, bar: Progress) -> None:
+        self.path, self.bar = path, bar
+        self.size = path.stat().st_size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[bytes]:
+        with self.path.open("rb") as f:
+            while chunk := f.read(CHUNK):
+                self.bar.update(len(chunk))
+                yield chunk
 
 
 def publish(c: Client, args: argparse.Namespace) -> Any:
@@ -90,8 +106,8 @@ def publish(c: Client, args: argparse.Namespace) -> Any:
     total = sum(p.stat().st_size for p in rel.upload_files)
     bar = Progress(f"uploading {rel.version}", total)
     for p in rel.upload_files:
-        c.call("PUT", f"/v1/uploads/{up['upload_id']}/{p.name}", data=_stream(p, bar),
-               headers={"Content-Length": str(p.stat().st_size), "Content-Type": "application/octet-stream"})
+        c.call("PUT", f"/v1/uploads/{up['upload_id']}/{p.name}", data=_Body(p, bar),
+               headers={"Content-Type": "application/octet-stream"})
     bar.close()
     return c.call("POST", f"/v1/uploads/{up['upload_id']}/publish", json={"channel": args.channel, "notes": notes})
 

@@ -39,6 +39,7 @@ from typing import Any
 
 from securesystemslib.signer import CryptoSigner
 from tuf.api.exceptions import UnsignedMetadataError
+from tuf.api.serialization.json import CanonicalJSONSerializer
 from tuf.api.metadata import (
     Metadata,
     MetaFile,
@@ -294,7 +295,7 @@ class Repository:
             try:
                 for role, md in (("targets", state.targets), ("snapshot", state.snapshot),
                                  ("timestamp", state.timestamp)):
-                    root.verify_delegate(role, md)
+                    root.verify_delegate(role, CanonicalJSONSerializer().serialize(md.signed), md.signatures)
                 if root.version > 1 and self.metadata_dir.joinpath("root.json").read_bytes() != \
                         self.root_bytes(root.version):
                     raise UnsignedMetadataError("root.json is not the newest root")
