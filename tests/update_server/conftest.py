@@ -192,3 +192,16 @@ def server(tmp_path: Path) -> Iterator[Server]:
     s = start_server(tmp_path / "data")
     yield s
     s.stop()
+
+
+ALL = ("publish", "promote", "yank", "rollout", "keys", "read", "checkin")
+
+
+def qx_release(server: Server, token: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the real ``qx-release`` CLI against ``server`` (token through the environment)."""
+    env = {**os.environ, "QX_RELEASE_TOKEN": token}
+    p = subprocess.run([sys.executable, "-m", "qx_update_server.release_cli", "--server", server.url, *args],
+                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    if check and p.returncode != 0:
+        raise AssertionError(f"qx-release {args} failed ({p.returncode}): {p.stderr}")
+    return p

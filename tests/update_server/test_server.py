@@ -18,19 +18,7 @@ import requests
 
 from qx_update_server.app import create_app, is_public
 
-from .conftest import ROOT, Server, start_server, verify_repo
-
-
-def qx_release(server: Server, token: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "QX_RELEASE_TOKEN": token}
-    p = subprocess.run([sys.executable, "-m", "qx_update_server.release_cli", "--server", server.url, *args],
-                       capture_output=True, text=True, env=env, cwd=ROOT)
-    if check and p.returncode != 0:
-        raise AssertionError(f"qx-release {args} failed ({p.returncode}): {p.stderr}")
-    return p
-
-
-ALL = ("publish", "promote", "yank", "rollout", "keys", "read", "checkin")
+from .conftest import ALL, Server, qx_release, start_server, verify_repo
 
 
 def test_every_protected_route_needs_a_token(server, tmp_path):
