@@ -39,6 +39,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mib", type=int, default=150)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--phases", action="store_true", help="print qx-update's per-phase rates (its stderr)")
     args = ap.parse_args()
     size = args.mib * 1024 * 1024
     work = Path(tempfile.mkdtemp(prefix="qxu-bench-", dir="/var/tmp"))
@@ -56,8 +57,10 @@ def main() -> None:
             for p in (host.esp / "loader/entries").glob("quantix-b*"):
                 p.unlink()
             t0 = time.monotonic()
-            host.run("--json", "apply", timeout=600)
+            proc = host.run(*(() if args.phases else ("--json",)), "apply", timeout=600)
             ours.append(time.monotonic() - t0)
+            if args.phases:
+                print(proc.stderr.strip(), file=sys.stderr)
             t0 = time.monotonic()
             subprocess.run(f"curl -s {url} | zstd -dcq | dd of={host.slots['b']} bs=4M conv=fsync,notrunc status=none",
                            shell=True, check=True)

@@ -1,11 +1,15 @@
-"""Resumable, length-capped artifact downloads into ``<state_dir>/downloads``, verified by TUF.
+"""Resumable, length-capped artifact downloads into ``<state_dir>/downloads``, verified against TUF.
 
 A download of target T goes to ``<sha256(T)>.part`` (keyed by the *signed* hash, so bytes of one
 release are never resumed into another) and is synced every :data:`SYNC_EVERY` bytes, so a power cut
-or reboot keeps what arrived. The next attempt asks for the rest with ``Range: bytes=N-``; a server
-that ignores Range (200) restarts the file. Never more than the signed length is accepted (endless
-data). When complete, ``TargetFile.verify_length_and_hashes`` checks it; a mismatch after a resume
-discards the file and downloads once more from zero, a mismatch of a fresh download is a refusal.
+or reboot keeps what arrived. The next attempt re-hashes the prefix it already has (once) and asks for
+the rest with ``Range: bytes=N-``; a server that ignores Range (200) restarts the file and the hash.
+Never more than the signed length is accepted (endless data). Every byte is hashed as it lands, in a
+background thread (:mod:`qx_update.hashing`), with each algorithm the signed ``TargetFile`` lists; when
+complete the length and the digests are compared with the signed ones — the same check as
+``TargetFile.verify_length_and_hashes``, without reading the file a second time (an algorithm hashlib
+lacks falls back to exactly that call). A mismatch after a resume discards the file and downloads once
+more from zero, a mismatch of a fresh download is a refusal; either way nothing reaches a slot.
 The verified file is renamed to ``<sha256>.<name>``; later runs reuse it after re-verifying.
 """
 
@@ -23,13 +27,13 @@ from tuf.api.metadata import TargetFile
 
 from qx_common import log
 from qx_common.errors import EnvironmentError_, ExternalError
-from qx_update import crashpoint
+from qx_update import crashpoint, hashing
 from qx_update.errors import VerificationError
 from qx_update.fsutil import fsync_dir
 from qx_update.progress import Progress
 
-CHUNK = 1024 * 1024
-SYNC_EVERY = 16 * 1024 * 1024
+CHUNK = 4 * 1024 * 1024
+SYNC_EVERY = 32 * 1024 * 1024
 TIMEOUT = (10, 60)  # connect, read-gap seconds
 _log = log.get("update.download")
 
@@ -56,6 +60,30 @@ def _sha(info: TargetFile) -> str:
 def _verify(info: TargetFile, path: Path) -> None:
     with path.open("rb") as f:
         info.verify_length_and_hashes(f)
+
+
+def _check(info: TargetFile, path: Path, digests: dict[str, str] | None) -> None:
+    """``TargetFile.verify_length_and_hashes`` semantics over digests computed while downloading."""
+    if digests is None:  # an algorithm hashlib lacks: let python-tuf read the file
+        _verify(info, path)
+        return
+    length = path.stat().st_size
+    if length != info.length:
+        raise tufx.LengthOrHashMismatchError(f"Observed length {length} does not match expected {info.length}")
+    for algo, expected in info.hashes.items():
+        if digests[algo] != expected:
+            raise tufx.LengthOrHashMismatchError(f"Observed hash {digests[algo]} does not match expected hash {expected}")
+
+
+def _hash_prefix(path: Path, length: int, hasher: hashing.BackgroundHasher) -> None:
+    """Feed the first ``length`` bytes of a partial download to ``hasher`` (a resume, once)."""
+    with path.open("rb", buffering=0) as f:
+        while length > 0:
+            block = f.read(min(CHUNK, length))
+            if not block:
+                raise tufx.LengthOrHashMismatchError(f"{path} shrank while resuming")
+            hasher.update(block)
+            length -= len(block)
 
 
 def _open_stream(url: str, offset: int) -> tuple[int, object]:
@@ -108,9 +136,9 @@ def fetch(info: TargetFile, url: str, dest_dir: Path, *, label: str, progress: b
         except tufx.LengthOrHashMismatchError:
             done.unlink()
     for attempt in (1, 2):
-        resumed = _download(info, url, part, label=label, progress=progress, crash_point=crash_point)
+        resumed, digests = _download(info, url, part, label=label, progress=progress, crash_point=crash_point)
         try:
-            _verify(info, part)
+            _check(info, part, digests)
         except tufx.LengthOrHashMismatchError as e:
             part.unlink(missing_ok=True)
             if resumed and attempt == 1:
@@ -125,21 +153,41 @@ def fetch(info: TargetFile, url: str, dest_dir: Path, *, label: str, progress: b
 
 
 def _download(info: TargetFile, url: str, part: Path, *, label: str, progress: bool,
-              crash_point: str | None) -> bool:
+              crash_point: str | None) -> tuple[bool, dict[str, str] | None]:
+    """Bring ``part`` to the signed length; return (resumed, digests of its bytes or None)."""
     have = part.stat().st_size if part.exists() else 0
     if have > info.length:
         part.unlink()
         have = 0
-    resumed = False
+    if not hashing.supported(info.hashes):
+        hasher = None
+    else:
+        hasher = hashing.BackgroundHasher(info.hashes)
+    try:
+        resumed = _download_into(info, url, part, have, hasher, label=label, progress=progress,
+                                 crash_point=crash_point)
+        return resumed, hasher.hexdigests() if hasher else None
+    finally:
+        if hasher:
+            hasher.close()
+
+
+def _download_into(info: TargetFile, url: str, part: Path, have: int, hasher: hashing.BackgroundHasher | None, *,
+                   label: str, progress: bool, crash_point: str | None) -> bool:
     if have == info.length:
+        if hasher:
+            _hash_prefix(part, have, hasher)
         return True
     start, chunks = _open_stream(url, have)
     if start == -1:  # the server could not continue from our offset: start over
         have, (start, chunks) = 0, _open_stream(url, 0)
         part.unlink(missing_ok=True)
+    resumed = False
     if start and start == have:
         resumed = True
         _log.info("  %s: resuming at %.1f MiB", label, have / 1024**2)
+        if hasher:
+            _hash_prefix(part, have, hasher)
     elif start == 0 and have:
         have = 0  # 200 instead of 206: the server ignored Range
     bar = Progress(f"downloading {label}", info.length, start=have, enabled=progress)
@@ -156,7 +204,11 @@ def _download(info: TargetFile, url: str, part: Path, *, label: str, progress: b
                 if got + len(block) > info.length:
                     raise VerificationError(f"{info.path}: the server sent more than the signed {info.length} "
                                             f"bytes (endless-data attack); download stopped")
-                os.write(fd, block)
+                if hasher:
+                    hasher.update(block)  # bytes: immutable, safe to hash in the other thread
+                view = memoryview(block)
+                while view:
+                    view = view[os.write(fd, view):]
                 got += len(block)
                 bar.update(len(block))
                 if got - synced >= SYNC_EVERY or (crash_point and got >= CHUNK and synced == have):
