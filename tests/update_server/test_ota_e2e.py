@@ -1,0 +1,48 @@
+"""The whole OTA path with real parts on 127.0.0.1: qx-release → qx-update-server → qx-update.
+
+A release built like ``make image`` builds it is published with the ``qx-release`` CLI to the real
+server; the real OTA client (``python -m qx_update``, a subprocess) on a host made of files — an ESP
+directory, slot images as plain files — finds it with ``check``, writes it with ``apply`` into the
+inactive slot, and no longer offers it once it is yanked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import requests
+
+from tests.updates.conftest import make_host
+
+from .conftest import ALL, qx_release, verify_repo
+
+
+def test_published_release_is_applied_by_qx_update_and_yank_withdraws_it(server, tmp_path, make_release):
+    token = server.token(*ALL)
+    qx_release(server, token, "keys", "init")
+    build = make_release("1.1.0", size=64 * 1024)
+    qx_release(server, token, "publish", "--channel", "stable", str(build))
+    root_v1 = requests.get(server.url + "/metadata/1.root.json", timeout=5).content
+
+    host = make_host(tmp_path / "host", root_v1, server.url + "/")
+    chk = host.json("check")
+    assert chk["running_version"] == "1.0.0" and chk["available"]["version"] == "1.1.0"
+
+    res = host.json("apply")
+    assert res["applied"]["version"] == "1.1.0" and res["slot"] == "b"
+    manifest = json.loads((build / "quantix-os_1.1.0.manifest.json").read_text())
+    root = manifest["artifacts"]["root"]
+    written = host.slots["b"].read_bytes()[: root["uncompressed_size"]]
+    assert hashlib.sha256(written).hexdigest() == root["uncompressed_sha256"]
+    assert (host.esp / "EFI/quantix/quantix-os_1.1.0.efi").read_bytes() == \
+        (build / "quantix-os_1.1.0.efi").read_bytes()
+    assert "version 1.1.0" in (host.esp / "loader/entries" / res["entry"]).read_text()
+
+    # A second release, yanked after publishing: hosts that have not installed it stop seeing it.
+    qx_release(server, token, "publish", "--channel", "stable", str(make_release("1.2.0", size=64 * 1024)))
+    fresh = make_host(tmp_path / "host2", root_v1, server.url + "/")
+    assert fresh.json("check")["available"]["version"] == "1.2.0"
+    qx_release(server, token, "yank", "1.2.0")
+    assert verify_repo(server.url, root_v1, tmp_path)["1.2.0/quantix-os_1.2.0.efi"]["yanked"] is True
+    assert fresh.json("check")["available"]["version"] == "1.1.0"
