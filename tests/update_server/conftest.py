@@ -40,8 +40,11 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def write_release(base: Path, version: str, *, size: int = 8192, epoch: int = 0) -> Path:
-    """A release directory as qx-build writes it (minus the .raw/.iso, which are not published)."""
+def write_release(base: Path, version: str, *, size: int = 8192, epoch: int = 0, zstd_level: int = 19) -> Path:
+    """A release directory as qx-build writes it (minus the .raw/.iso, which are not published).
+
+    ``zstd_level`` exists for the benchmark, whose 150 MB payload would take minutes at -19.
+    """
     d = base / f"build-{version}"
     n = 0
     while d.exists():
@@ -51,7 +54,7 @@ def write_release(base: Path, version: str, *, size: int = 8192, epoch: int = 0)
     erofs = d / "root.erofs"
     erofs.write_bytes(os.urandom(size // 2) + bytes(size - size // 2))
     name = f"quantix-os_{version}"
-    run(["zstd", "-q", "-19", str(erofs), "-o", str(d / f"{name}.root.erofs.zst")])
+    run(["zstd", "-q", f"-{zstd_level}", "-T0", str(erofs), "-o", str(d / f"{name}.root.erofs.zst")])
     raw = erofs.read_bytes()
     erofs.unlink()
     (d / f"{name}.efi").write_bytes(b"MZ" + os.urandom(4000))

@@ -1,0 +1,184 @@
+"""qx-update-server beside nginx serving the same repository directory, in the same run.
+
+    .venv/bin/python bench/update_server.py [--requests 4000] [--clients 2] [--publish-mib 150]
+
+Everything listens on 127.0.0.1 only; every loop is bounded by a request count.
+
+* metadata GET req/s: ``timestamp.json`` (what every host polls) and the current ``N.targets.json``,
+  from qx-update-server (uvicorn, one process) and from nginx (``worker_processes 1``) pointed at the
+  server's own ``<data-dir>/repository`` directory — the static-hosting baseline;
+* check-in req/s: ``POST /v1/checkin`` with a bearer token (SQLite write per call), distinct hosts;
+* publish: wall time of ``qx-release publish`` for a release whose compressed root is PUBLISH_MIB
+  (upload with progress, server-side SHA256SUMS + manifest check, move, sign), and the same bytes
+  copied with ``cp`` + ``sync`` as the floor.
+
+The load generator is CLIENTS Python processes with keep-alive connections (http.client). On a small
+machine it competes with the server for CPU, so nginx's figure is bounded by the client; the ratio is
+still measured on the same client. Prints a markdown table; saves bench/results/update_server-<date>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import http.client
+import json
+import multiprocessing as mp
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "update_server"), str(REPO / "services")]
+
+from tests.update_server.conftest import (  # noqa: E402
+    ALL,
+    free_port,
+    qx_release,
+    start_server,
+    write_release,
+)
+
+
+def _worker(port: int, method: str, paths: list[str], n: int, headers: dict[str, str], bodies: list[bytes],
+            out: mp.Queue) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    bad = 0
+    for i in range(n):
+        body = bodies[i % len(bodies)] if bodies else None
+        conn.request(method, paths[i % len(paths)], body=body, headers=headers)
+        r = conn.getresponse()
+        r.read()
+        if r.status >= 300:
+            bad += 1
+    conn.close()
+    out.put(bad)
+
+
+def load(port: int, method: str, paths: list[str], total: int, clients: int, *,
+         headers: dict[str, str] | None = None, bodies: list[list[bytes]] | None = None) -> float:
+    """Send ``total`` requests over ``clients`` keep-alive connections; return requests per second."""
+    q: mp.Queue = mp.Queue()
+    per = total // clients
+    procs = [mp.Process(target=_worker, args=(port, method, paths, per, headers or {},
+                                              (bodies[c] if bodies else []), q)) for c in range(clients)]
+    t0 = time.monotonic()
+    for p in procs:
+        p.start()
+    bad = sum(q.get(timeout=600) for _ in procs)
+    elapsed = time.monotonic() - t0
+    for p in procs:
+        p.join()
+    if bad:
+        raise SystemExit(f"{bad} of {per * clients} {method} requests failed")
+    return per * clients / elapsed
+
+
+def start_nginx(root: Path, work: Path) -> tuple[subprocess.Popen[bytes], int]:
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if nginx is None:
+        raise SystemExit("nginx is not installed; for the baseline run: apt-get install -y nginx-light")
+    port = free_port()
+    conf = work / "nginx.conf"
+    user = "user root;" if os.geteuid() == 0 else ""
+    conf.write_text(f"""{user}
+worker_processes 1; daemon off; pid {work}/nginx.pid; error_log {work}/nginx-error.log;
+events {{ worker_connections 256; }}
+http {{ access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;
+  client_body_temp_path {work}/nginx-body; proxy_temp_path {work}/nginx-proxy;
+  fastcgi_temp_path {work}/nginx-fcgi; uwsgi_temp_path {work}/nginx-uwsgi; scgi_temp_path {work}/nginx-scgi;
+  types {{ application/json json; }} default_type application/octet-stream;
+  server {{ listen 127.0.0.1:{port}; root {root}; }} }}
+""")
+    proc = subprocess.Popen([nginx, "-c", str(conf), "-p", str(work)], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            c.request("GET", "/metadata/timestamp.json")
+            if c.getresponse().status == 200:
+                break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"nginx did not start: {(work / 'nginx-error.log').read_text()[-1000:]}")
+        time.sleep(0.05)
+    return proc, port
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--requests", type=int, default=4000, help="requests per measurement (default 4000)")
+    ap.add_argument("--clients", type=int, default=2, help="concurrent keep-alive clients (default 2)")
+    ap.add_argument("--publish-mib", type=int, default=150, help="compressed root size to publish (default 150)")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="qxus-bench-", dir="/var/tmp"))
+    nginx = None
+    server = None
+    rows: list[tuple[str, str, str]] = []
+    result: dict[str, object] = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                                 "cpus": os.cpu_count(), "requests": args.requests, "clients": args.clients}
+    try:
+        server = start_server(work / "data")
+        token = server.token(*ALL)
+        qx_release(server, token, "keys", "init")
+        qx_release(server, token, "publish", str(write_release(work / "builds", "0.1.0")))
+        port = int(server.url.rsplit(":", 1)[1])
+        ts = json.loads((work / "data/repository/metadata/timestamp.json").read_text())
+        snap_v = ts["signed"]["meta"]["snapshot.json"]["version"]
+        snap = json.loads((work / f"data/repository/metadata/{snap_v}.snapshot.json").read_text())
+        targets = f"/metadata/{snap['signed']['meta']['targets.json']['version']}.targets.json"
+        nginx, nginx_port = start_nginx(work / "data/repository", work)
+
+        for name, path in (("timestamp.json", "/metadata/timestamp.json"), ("N.targets.json", targets)):
+            ours = load(port, "GET", [path], args.requests, args.clients)
+            base = load(nginx_port, "GET", [path], args.requests, args.clients)
+            rows.append((f"GET {name} req/s", f"{ours:,.0f}", f"{base:,.0f} (nginx)"))
+            result[f"get_{name}"] = {"qx_update_server": round(ours), "nginx": round(base)}
+
+        n = args.requests // 2
+        bodies = [[json.dumps({"host_id": f"host-{c}-{i}", "version": "0.1.0", "slot": "a", "channel": "stable",
+                               "health": "good"}).encode() for i in range(200)] for c in range(args.clients)]
+        checkin_token = server.token("checkin")
+        rate = load(port, "POST", ["/v1/checkin"], n, args.clients, bodies=bodies,
+                    headers={"Authorization": f"Bearer {checkin_token}", "Content-Type": "application/json"})
+        rows.append(("POST /v1/checkin req/s", f"{rate:,.0f}", "—"))
+        result["checkin_rps"] = round(rate)
+
+        size = args.publish_mib * 2**20
+        build = write_release(work / "builds", "0.2.0", size=2 * size, zstd_level=1)  # half random: ~size compressed
+        upload = sum(p.stat().st_size for p in build.iterdir() if p.name.endswith((".zst", ".efi", ".json", "SUMS")))
+        t0 = time.monotonic()
+        qx_release(server, token, "publish", str(build))
+        pub = time.monotonic() - t0
+        t0 = time.monotonic()
+        subprocess.run(["cp", "-r", str(build), str(work / "copy")], check=True)
+        subprocess.run(["sync"], check=True)
+        cp = time.monotonic() - t0
+        mib = upload / 2**20
+        rows.append((f"publish {mib:.0f} MiB release, s", f"{pub:.2f} ({mib / pub:.0f} MiB/s)",
+                     f"{cp:.2f} (cp + sync)"))
+        result["publish"] = {"mib": round(mib, 1), "seconds": round(pub, 2), "cp_sync_seconds": round(cp, 2)}
+    finally:
+        if nginx is not None:
+            nginx.terminate()
+            nginx.wait(10)
+        if server is not None:
+            server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    print(f"\nqx-update-server bench ({os.cpu_count()} CPUs, {args.clients} clients, {args.requests} requests)\n")
+    print("| measure | qx-update-server | baseline |\n|---|---|---|")
+    for r in rows:
+        print(f"| {r[0]} | {r[1]} | {r[2]} |")
+    out = REPO / "bench/results" / f"update_server-{dt.date.today().isoformat()}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nsaved {out.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    main()
