@@ -1,8 +1,9 @@
 """Resumable, length-capped artifact downloads into ``<state_dir>/downloads``, verified against TUF.
 
 A download of target T goes to ``<sha256(T)>.part`` (keyed by the *signed* hash, so bytes of one
-release are never resumed into another) and is synced every :data:`SYNC_EVERY` bytes, so a power cut
-or reboot keeps what arrived. The next attempt re-hashes the prefix it already has (once) and asks for
+release are never resumed into another) and is synced every :data:`SYNC_EVERY` bytes (in a background
+thread, so the transfer does not stall; before a test crash point, synchronously), so a power cut or
+reboot keeps what arrived. The next attempt re-hashes the prefix it already has (once) and asks for
 the rest with ``Range: bytes=N-``; a server that ignores Range (200) restarts the file and the hash.
 Never more than the signed length is accepted (endless data). Every byte is hashed as it lands, in a
 background thread (:mod:`qx_update.hashing`), with each algorithm the signed ``TargetFile`` lists; when
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import urllib.request
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -73,6 +75,29 @@ def _check(info: TargetFile, path: Path, digests: dict[str, str] | None) -> None
     for algo, expected in info.hashes.items():
         if digests[algo] != expected:
             raise tufx.LengthOrHashMismatchError(f"Observed hash {digests[algo]} does not match expected hash {expected}")
+
+
+class _Syncer:
+    """fsync ``fd`` in a background thread, at most one at a time (a sync still running is not doubled)."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._thread: threading.Thread | None = None
+
+    def _sync(self) -> None:
+        try:
+            os.fsync(self._fd)
+        except OSError:
+            pass  # best effort: the final, synchronous fsync reports errors
+
+    def kick(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._sync, name="qx-update-fsync", daemon=True)
+            self._thread.start()
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
 
 
 def _hash_prefix(path: Path, length: int, hasher: hashing.BackgroundHasher) -> None:
@@ -195,6 +220,7 @@ def _download_into(info: TargetFile, url: str, part: Path, have: int, hasher: ha
         fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as e:
         raise EnvironmentError_(f"cannot write {part}: {e.strerror}") from e
+    syncer = _Syncer(fd)
     try:
         os.ftruncate(fd, have)
         os.lseek(fd, have, os.SEEK_SET)
@@ -211,16 +237,20 @@ def _download_into(info: TargetFile, url: str, part: Path, have: int, hasher: ha
                     view = view[os.write(fd, view):]
                 got += len(block)
                 bar.update(len(block))
-                if got - synced >= SYNC_EVERY or (crash_point and got >= CHUNK and synced == have):
-                    os.fsync(fd)
+                if crash_point and got >= CHUNK and synced == have:
+                    os.fsync(fd)  # the test kills us right after: the prefix must be on disk
                     synced = got
-                    if crash_point:
-                        crashpoint.reached(crash_point)
+                    crashpoint.reached(crash_point)
+                elif got - synced >= SYNC_EVERY:
+                    syncer.kick()
+                    synced = got
         except urllib3.exceptions.HTTPError as e:
             raise ExternalError(f"download of {info.path} interrupted at {got} bytes: {e}",
                                 hint="run the update again: it resumes where it stopped") from e
+        syncer.wait()
         os.fsync(fd)
     finally:
+        syncer.wait()
         os.close(fd)
         close = getattr(chunks, "close", None)
         if close:

@@ -5,12 +5,15 @@ of the slot's size: the same code writes all of them. The writer never touches t
 (checked by path and by device number), streams the zstd payload through ``zstd -d``, refuses more
 bytes than the signed ``slot_size``, fsyncs, drops the page cache and reads the slot back to compare
 with the signed ``slot_sha256``. A slot is only trusted after that read-back.
+
+Throughput: zstd decompresses in its own process; our thread only copies from the pipe and writes,
+while a background thread (:mod:`qx_update.hashing`) hashes each freshly allocated 4 MiB block; the
+read-back likewise reads while the previous block is being hashed.
 """
 
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 import re
 import stat
@@ -19,7 +22,7 @@ from pathlib import Path
 
 from qx_common import run as r
 from qx_common.errors import EnvironmentError_, ExternalError, InternalError
-from qx_update import crashpoint
+from qx_update import crashpoint, hashing
 from qx_update.errors import VerificationError
 from qx_update.progress import Progress
 
@@ -78,20 +81,25 @@ def _drop_cache(fd: int) -> None:
 
 
 def hash_prefix(path: Path, length: int, *, progress: bool = True) -> str:
-    h = hashlib.sha256()
+    """sha256 of the first ``length`` bytes of ``path``, read from the disk (page cache dropped first)."""
+    h = hashing.BackgroundHasher(["sha256"])
     bar = Progress("verifying slot", length, enabled=progress)
-    with path.open("rb", buffering=0) as f:
-        _drop_cache(f.fileno())
-        remaining = length
-        while remaining:
-            block = f.read(min(CHUNK, remaining))
-            if not block:
-                raise VerificationError(f"slot {path} ended {remaining} bytes early while reading it back")
-            h.update(block)
-            remaining -= len(block)
-            bar.update(len(block))
+    try:
+        with path.open("rb", buffering=0) as f:
+            _drop_cache(f.fileno())
+            remaining = length
+            while remaining:
+                block = f.read(min(CHUNK, remaining))  # a new bytes object each time: safe to hand over
+                if not block:
+                    raise VerificationError(f"slot {path} ended {remaining} bytes early while reading it back")
+                h.update(block)
+                remaining -= len(block)
+                bar.update(len(block))
+        digest = h.hexdigests()["sha256"]
+    finally:
+        h.close()
     bar.close()
-    return h.hexdigest()
+    return digest
 
 
 def write_payload(payload: Path, slot: Path, *, slot_size: int, slot_sha256: str, progress: bool = True) -> None:
@@ -101,7 +109,7 @@ def write_payload(payload: Path, slot: Path, *, slot_size: int, slot_sha256: str
         raise VerificationError(f"the release needs {slot_size} bytes but slot {slot} has {capacity}")
     zstd = r.require("zstd")
     bar = Progress("writing slot", slot_size, enabled=progress)
-    h = hashlib.sha256()
+    h = hashing.BackgroundHasher(["sha256"])
     written = 0
     # Streamed through a pipe rather than `zstd -o`: we count and hash every byte, and stop at the
     # signed size (a decompression bomb cannot run past the slot).
@@ -113,11 +121,11 @@ def write_payload(payload: Path, slot: Path, *, slot_size: int, slot_sha256: str
         fcntl.fcntl(pipe, F_SETPIPE_SZ, 1024 * 1024)  # fewer wake-ups between zstd and us
     except OSError:
         pass
-    buf = bytearray(CHUNK)
-    mv = memoryview(buf)
     fd = os.open(slot, os.O_WRONLY | os.O_CLOEXEC)
     try:
         while True:
+            # A new buffer per chunk: the hasher thread may still be reading the previous one.
+            mv = memoryview(bytearray(CHUNK))
             # Fill a whole chunk before hashing and writing: big writes, few syscalls.
             n = 0
             while n < CHUNK:
@@ -144,7 +152,9 @@ def write_payload(payload: Path, slot: Path, *, slot_size: int, slot_sha256: str
                 break
         os.fsync(fd)
         _drop_cache(fd)
+        digest = h.hexdigests()["sha256"]
     finally:
+        h.close()
         os.close(fd)
         proc.stdout.close()
         if proc.poll() is None:
@@ -156,7 +166,7 @@ def write_payload(payload: Path, slot: Path, *, slot_size: int, slot_sha256: str
         raise ExternalError(f"zstd could not decompress the payload (exit {rc}): {err.strip()[-300:]}")
     if written != slot_size:
         raise VerificationError(f"the payload decompressed to {written} bytes, the signed slot size is {slot_size}")
-    if h.hexdigest() != slot_sha256:
+    if digest != slot_sha256:
         raise VerificationError("the decompressed payload does not match the signed slot_sha256")
     readback = hash_prefix(slot, slot_size, progress=progress)
     if readback != slot_sha256:
