@@ -14,12 +14,13 @@ crash right after it shows the new state and the retry is refused as a duplicate
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 import requests
 
-from .conftest import ALL, Server, qx_release, start_server, verify_repo
+from .conftest import ALL, Server, qx_release, start_server, verify_repo, write_release
 
 OLD = {"0.2.0/quantix-os_0.2.0.root.erofs.zst", "0.2.0/quantix-os_0.2.0.efi"}
 NEW = OLD | {"0.3.0/quantix-os_0.3.0.root.erofs.zst", "0.3.0/quantix-os_0.3.0.efi"}
@@ -37,23 +38,31 @@ def _wait_killed(s: Server) -> None:
     assert code == -9, s.log.read_text()[-2000:]
 
 
-def _prepare(tmp_path: Path, make_release) -> tuple[Path, str, bytes]:
-    """A repository with keys and release 0.2.0, made by a normal server that is then stopped."""
-    data = tmp_path / "data"
-    s = start_server(data)
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> tuple[Path, str, bytes]:
+    """Once per module: a data directory with keys and release 0.2.0, made by a normal server."""
+    base = tmp_path_factory.mktemp("prepared")
+    s = start_server(base / "data")
     try:
         token = s.token(*ALL)
         qx_release(s, token, "keys", "init")
-        qx_release(s, token, "publish", str(make_release("0.2.0")))
+        qx_release(s, token, "publish", str(write_release(base / "builds", "0.2.0")))
         root_v1 = requests.get(s.url + "/metadata/1.root.json", timeout=5).content
     finally:
         s.stop()
-    return data, token, root_v1
+    return base / "data", token, root_v1
+
+
+def _prepare(tmp_path: Path, prepared: tuple[Path, str, bytes]) -> tuple[Path, str, bytes]:
+    """A private copy of the prepared data directory (keys, database, repository)."""
+    src, token, root_v1 = prepared
+    shutil.copytree(src, tmp_path / "data", symlinks=True)
+    return tmp_path / "data", token, root_v1
 
 
 @pytest.mark.parametrize("step", ["artifacts", "targets", "snapshot", "timestamp"])
-def test_kill_during_publish(step, tmp_path, make_release, static_server):
-    data, token, root_v1 = _prepare(tmp_path, make_release)
+def test_kill_during_publish(step, tmp_path, make_release, static_server, prepared):
+    data, token, root_v1 = _prepare(tmp_path, prepared)
     build = make_release("0.3.0")
 
     s = _crashed_server(data, step)
@@ -78,9 +87,9 @@ def test_kill_during_publish(step, tmp_path, make_release, static_server):
         s.stop()
 
 
-def test_kill_during_key_rotation(tmp_path, make_release, static_server):
+def test_kill_during_key_rotation(tmp_path, make_release, static_server, prepared):
     """Crash after N+1.root.json is written but before root.json: hosts on root v1 still verify."""
-    data, token, root_v1 = _prepare(tmp_path, make_release)
+    data, token, root_v1 = _prepare(tmp_path, prepared)
     s = _crashed_server(data, "root")
     p = qx_release(s, token, "keys", "rotate", check=False)
     _wait_killed(s)

@@ -165,3 +165,22 @@ def test_checkin_feeds_fleet(server):
         assert r.status_code == 422 and field in r.text
     # a checkin token cannot read the fleet
     assert requests.get(server.url + "/v1/fleet", headers=host, timeout=5).status_code == 403
+
+
+def test_metadata_fast_path(server, tmp_path, make_release):
+    """/metadata/ is answered from a cache keyed by the file's identity: a new timestamp.json shows at once."""
+    token = server.token(*ALL)
+    qx_release(server, token, "keys", "init")
+    md = server.data_dir / "repository" / "metadata"
+    for _ in range(2):  # second round answered from the cache
+        r = requests.get(server.url + "/metadata/timestamp.json", timeout=5)
+        assert r.status_code == 200 and r.content == (md / "timestamp.json").read_bytes()
+        assert r.headers["content-type"] == "application/json" and r.headers["cache-control"] == "no-cache"
+    qx_release(server, token, "publish", str(make_release("0.2.0")))
+    r = requests.get(server.url + "/metadata/timestamp.json", timeout=5)
+    assert r.json()["signed"]["version"] == 2 and r.content == (md / "timestamp.json").read_bytes()
+    head = requests.head(server.url + "/metadata/1.root.json", timeout=5)
+    assert head.status_code == 200 and int(head.headers["content-length"]) == (md / "1.root.json").stat().st_size
+    for bad in ("/metadata/9.root.json", "/metadata/..%2Fusers.db", "/metadata/x.json",
+                "/metadata/"):
+        assert requests.get(server.url + bad, timeout=5).status_code == 404, bad

@@ -39,6 +39,7 @@ from qx_common import log
 from qx_common.errors import EnvironmentError_, QxError, UserError
 from qx_update_server import release
 from qx_update_server.contract import CHANNELS
+from qx_update_server.metadata_http import MetadataFastPath
 from qx_update_server.repository import Repository
 from qx_update_server.storage import HEALTH, Storage, Token, open_storage
 
@@ -330,8 +331,9 @@ def create_app(data_dir: Path, *, database: str | None = None, root_keys_dir: Pa
 
     # ---- the static repository (what hosts read) ------------------------------------------------
 
-    app.mount("/metadata", StaticFiles(directory=repo.metadata_dir, check_dir=False), name="metadata")
     app.mount("/targets", StaticFiles(directory=repo.targets_dir, check_dir=False), name="targets")
     app.mount("/admin/static", StaticFiles(directory=STATIC), name="admin-static")
     app.add_middleware(AuthMiddleware, storage=storage)
+    # Outermost: the metadata hosts poll is answered before auth and routing (it is public anyway).
+    app.add_middleware(MetadataFastPath, directory=repo.metadata_dir)
     return app
