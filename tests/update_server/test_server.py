@@ -119,6 +119,12 @@ def test_upload_names_and_size_limit(tmp_path):
         assert r.status_code in (400, 401, 404)
         r = requests.put(f"{s.url}/v1/uploads/{up}/SHA256SUMS", data=b"x" * 2000, headers=h, timeout=5)
         assert r.status_code == 413
+        # no Content-Length (chunked): the limit is enforced while streaming, and the partial file goes
+        r = requests.put(f"{s.url}/v1/uploads/{up}/SHA256SUMS", data=iter([b"x" * 600] * 3), headers=h, timeout=5)
+        assert r.status_code == 413 and "over the limit" in r.json()["detail"]
+        assert list((tmp_path / "data" / "staging" / up).iterdir()) == []
+        r = requests.put(f"{s.url}/v1/uploads/{up}/SHA256SUMS", data=iter([b"x" * 600]), headers=h, timeout=5)
+        assert r.status_code == 200 and r.json()["size"] == 600
         r = requests.put(f"{s.url}/v1/uploads/{'0' * 32}/SHA256SUMS", data=b"x", headers=h, timeout=5)
         assert r.status_code == 404
         assert not list((tmp_path / "data").rglob("passwd"))
