@@ -1,9 +1,12 @@
 """Integration: the API against a real libvirtd + QEMU (TCG), started and stopped by this test by PID.
 
-A VM is created through the API (a new qcow2 disk in a tmp pool), seen running under QEMU, sent an
-ACPI shutdown, powered off and deleted with its disk. libvirtd is restarted in the middle: the node
-reconnects by itself and lifecycle events keep arriving on the SSE stream. Running VMs survive
-both the libvirtd restart and the qx-node restart.
+A VM is created through the API: direct kernel boot of a tiny guest (the host's Debian kernel and a
+busybox initrd packed by tests/node/guest.py, both in the pool) plus a new qcow2 disk. The test
+reads the guest's serial console from its host pty (where ``virsh console`` attaches) until ``/init`` reports
+that its ACPI power-button watcher is armed. libvirtd is then restarted: the node reconnects by
+itself, lifecycle events keep arriving on the SSE stream and the VM keeps running. ``POST
+/v1/vms/{name}/shutdown`` (ACPI power button) must make the guest power itself off (shutoff with
+reason "shutdown", no forced stop), then the VM is deleted with its disk.
 """
 
 from __future__ import annotations
@@ -11,16 +14,19 @@ from __future__ import annotations
 import json
 import os
 import queue
+import select
 import shutil
 import subprocess
 import tempfile
 import threading
+import tty
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.node import guest
 from tests.node.conftest import LiveServer, make_settings, wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.libvirtd]
@@ -71,6 +77,44 @@ def daemons() -> Iterator[Daemons]:
             d.stop(name)
 
 
+class SerialPty:
+    """The guest's first serial port, read from its host pty (what ``virsh console`` attaches to).
+
+    Reading the pty directly, not through a libvirt console stream, keeps libvirtd free of an open
+    stream when the test restarts it. The pty is put in raw mode so nothing is echoed to the guest.
+    """
+
+    def __init__(self, dom_name: str) -> None:
+        import libvirt
+        import xml.etree.ElementTree as ET
+
+        conn = libvirt.open(URI)
+        try:
+            xml = conn.lookupByName(dom_name).XMLDesc(0)
+        finally:
+            conn.close()
+        src = ET.fromstring(xml).find("devices/serial[@type='pty']/source")
+        assert src is not None and src.get("path"), "the live domain has no serial pty"
+        self.fd = os.open(src.get("path", ""), os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        tty.setraw(self.fd)
+        self.buf = bytearray()
+
+    @property
+    def text(self) -> str:
+        while select.select([self.fd], [], [], 0)[0]:
+            try:
+                data = os.read(self.fd, 65536)
+            except BlockingIOError:
+                break
+            if not data:
+                break
+            self.buf += data
+        return self.buf.decode(errors="replace")
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
 @pytest.fixture
 def pool() -> Iterator[Path]:
     # QEMU runs as libvirt-qemu: the pool must be reachable for it (pytest's tmp dirs are 0700).
@@ -83,6 +127,7 @@ def pool() -> Iterator[Path]:
 def test_vm_through_a_real_libvirtd(daemons: Daemons, pool: Path, tmp_path: Path) -> None:
     settings = make_settings(tmp_path, URI, virt_type="qemu", pool_name="qx-test-pool")
     settings = type(settings)(**{**settings.__dict__, "pool_dir": pool})
+    guest.build_guest(pool)  # files copied into the pool appear as volumes (the pool is refreshed)
     events: queue.Queue[dict] = queue.Queue()
     with LiveServer(settings) as live:
         h = live.auth
@@ -113,13 +158,22 @@ def test_vm_through_a_real_libvirtd(daemons: Daemons, pool: Path, tmp_path: Path
 
         c = httpx.Client(verify=str(live.cert), headers=h, base_url=live.url, timeout=60)
         try:
-            r = c.post("/v1/vms", json={"name": "qx-it", "memory_mib": 64, "disks": [{"size_gib": 1}]})
+            spec = {"name": "qx-it", "memory_mib": 128, "disks": [{"size_gib": 1}],
+                    "kernel": guest.KERNEL_NAME, "initrd": guest.INITRD_NAME, "cmdline": guest.CMDLINE}
+            r = c.post("/v1/vms", json=spec)
             assert r.status_code == 201, r.text
             assert (pool / "qx-it-disk0.qcow2").exists()
-            wait_event(lambda e: e.get("vm") == "qx-it" and e.get("state") == "running", "VM started")
-            vm = c.get("/v1/vms/qx-it").json()
-            assert vm["state"] == "running" and vm["console"]["port"] >= 5900
-            wait_for(lambda: c.get("/v1/vms/qx-it/stats").json()["cpu_time_ns"] > 0, 30, "QEMU to use CPU")
+            console = SerialPty("qx-it")  # at once: QEMU drops serial output nobody reads
+            try:
+                wait_event(lambda e: e.get("vm") == "qx-it" and e.get("state") == "running", "VM started")
+                vm = c.get("/v1/vms/qx-it").json()
+                assert vm["state"] == "running" and vm["console"]["port"] >= 5900
+                wait_for(lambda: guest.READY in console.text or guest.NO_BUTTON in console.text, 90,
+                         "the guest's /init to arm its power-button watcher")
+                assert guest.NO_BUTTON not in console.text, console.text
+            finally:
+                console.close()
+            assert c.get("/v1/vms/qx-it/stats").json()["cpu_time_ns"] > 0
 
             # libvirtd restarts: the VM keeps running, the node reconnects, events continue.
             daemons.stop("libvirtd")
@@ -129,9 +183,12 @@ def test_vm_through_a_real_libvirtd(daemons: Daemons, pool: Path, tmp_path: Path
             wait_event(lambda e: e.get("type") == "connection" and e["state"] == "connected", "reconnect")
             assert c.get("/v1/vms/qx-it").json()["state"] == "running"
 
-            assert c.post("/v1/vms/qx-it/shutdown").status_code == 200  # ACPI; the firmware ignores it
-            assert c.post("/v1/vms/qx-it/stop").json()["state"] == "shutoff"
-            wait_event(lambda e: e.get("vm") == "qx-it" and e.get("state") == "shutoff", "VM stopped after reconnect")
+            # A clean shutdown: the ACPI power button, and the guest powers itself off (no forced stop).
+            assert c.post("/v1/vms/qx-it/shutdown").status_code == 200
+            e = wait_event(lambda e: e.get("vm") == "qx-it" and e.get("state") == "shutoff",
+                           "the guest to power off after the ACPI shutdown")
+            assert e["event"] == "stopped" and e["detail"] == "shutdown", e  # the guest's own power-off
+            assert c.get("/v1/vms/qx-it").json()["state"] == "shutoff"
             r = c.delete("/v1/vms/qx-it", params={"remove_disks": "true"})
             assert r.json()["removed_volumes"] == ["qx-it-disk0.qcow2"]
             assert not (pool / "qx-it-disk0.qcow2").exists()
@@ -153,7 +210,8 @@ def test_vm_through_a_real_libvirtd(daemons: Daemons, pool: Path, tmp_path: Path
             conn = libvirt.open(URI)
             try:
                 p = conn.storagePoolLookupByName("qx-test-pool")
-                p.destroy()
+                if p.isActive():
+                    p.destroy()
                 p.undefine()
             except libvirt.libvirtError:
                 pass
