@@ -8,10 +8,14 @@ not chosen (``check`` says why), so ``apply`` installs nothing.
 from __future__ import annotations
 
 import json
+import signal
+from pathlib import Path
 
 import pytest
 
+from qx_update.crashpoint import ENV
 from tests.updates.conftest import Host, payload
+from tests.updates.httpserver import Served
 from tests.updates.tufrepo import TufRepo
 
 ALL = ["dev", "beta", "stable"]
@@ -117,3 +121,40 @@ def test_staged_rollout_fraction_from_signed_metadata(host: Host, repo: TufRepo,
                      rollout={"fraction": fraction, "start": "2020-01-01T00:00:00Z", "paused": False})
     chk = host.json("check")
     assert (chk["available"] is not None) == eligible
+
+
+def _interrupted_download(host: Host) -> Path:
+    """Kill the client mid-download; return the partial file it leaves for resuming."""
+    proc = host.run("apply", env={ENV: "download"}, check=False)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    parts = list((host.state_dir / "downloads").glob("*.part"))
+    assert len(parts) == 1 and parts[0].stat().st_size > 0
+    return parts[0]
+
+
+def test_corrupted_partial_download_is_fetched_again_from_zero(host: Host, repo: TufRepo, server: Served) -> None:
+    """The hash runs over the kept prefix too: a prefix damaged on disk is caught, not installed."""
+    rel = repo.add_release("1.1.0", slot_bytes=payload(12), channels=ALL)
+    part = _interrupted_download(host)
+    with part.open("r+b") as f:
+        f.seek(100)
+        byte = f.read(1)
+        f.seek(100)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    server.requests.clear()
+    res = host.json("apply")
+    assert res["applied"]["version"] == "1.1.0"
+    assert host.slots["b"].read_bytes()[: len(rel.slot_bytes)] == rel.slot_bytes
+    ranges = [r for path, r, _ in server.requests if path.endswith(".root.erofs.zst")]
+    assert len(ranges) == 2 and ranges[0].startswith("bytes=") and ranges[0] != "bytes=0-" and not ranges[1], ranges
+
+
+def test_tampered_tail_after_resume_is_refused(host: Host, repo: TufRepo) -> None:
+    """A resumed download whose new bytes are tampered is refused before any slot write."""
+    rel = repo.add_release("1.1.0", slot_bytes=payload(13), channels=ALL)
+    _interrupted_download(host)
+    data = bytearray(rel.root_file.read_bytes())
+    data[-10] ^= 0xFF
+    rel.root_file.write_bytes(bytes(data))
+    refused(host, "tampered")
+    assert not list((host.state_dir / "downloads").glob("*.part"))

@@ -40,6 +40,7 @@ def test_kill_before_switch_keeps_old_slot(host: Host, repo: TufRepo, server: Se
     if point == "download":
         ranges = [r for path, r, status in server.requests if path.endswith(".root.erofs.zst")]
         assert ranges and ranges[0] and ranges[0].startswith("bytes=") and ranges[0] != "bytes=0-", ranges
+        assert len(ranges) == 1, f"the resumed download (kept prefix re-hashed) verified without a refetch: {ranges}"
 
 
 def test_kill_after_switch_boots_new_slot_and_state_recovers(host: Host, repo: TufRepo) -> None:
