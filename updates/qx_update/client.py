@@ -21,14 +21,19 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qx_common import log
 from qx_common import run as r
 from qx_common.errors import EnvironmentError_, QxError, UserError
 from qx_update import config as cfgmod
-from qx_update import crashpoint, download, esp, health, releases, repo, slots, state
+from qx_update import crashpoint, esp, slots, state
 from qx_update.errors import VerificationError
+
+# download/repo/releases (tuf, urllib3: ~0.15 s of imports) and health are imported where they are
+# used, so the boot-time commands (status, gate, blessed) start without them.
+if TYPE_CHECKING:
+    from qx_update import releases, repo
 
 _log = log.get("update")
 
@@ -78,11 +83,15 @@ class Client:
         else:
             raise UserError("no update server is configured (server_url)",
                             hint="qx-update --config FILE with server_url = ..., or apply --from <offline copy>")
+        from qx_update import repo
+
         return repo.open_repo(trusted_root=self.cfg.trusted_root, metadata_dir=self.cfg.metadata_dir, base_url=base)
 
     def _choose(self, rp: repo.Repo, e: esp.Esp, running: str) -> tuple[releases.Choice, float]:
         seconds = rp.refresh()
         hid = state.host_id(self.st, self.cfg.host_id_file)
+        from qx_update import releases
+
         capacity = slots.size_of(self.cfg.slots[slots.other(running)])
         choice = releases.choose(rp.targets(), channel=self.cfg.channel, running_version=self.running_version(e, running),
                                  floor=self.st.security_epoch_floor, slot_capacity=capacity, host_id=hid)
@@ -189,6 +198,8 @@ class Client:
         running = self.running()
         target = slots.other(running)
         e = self.esp()
+        from qx_update import download, repo
+
         from_dir = repo.unpack_offline(from_source, self.cfg.state_dir / "offline") if from_source else None
         rp = self._open(from_dir)
         log.step("refreshing signed metadata")
@@ -276,6 +287,8 @@ class Client:
     def gate(self, timeout: float | None = None, *, reboot_on_failure: bool = True) -> dict[str, Any]:
         """The health gate before boot-complete.target; records the verdict for this slot."""
         running = self.running()
+        from qx_update import health
+
         ok, reason = health.wait(self.cfg.health_url, self.cfg.health_ca, self.cfg.gate_timeout if timeout is None else timeout)
         e = self.esp()
         ent = e.slots().get(running)
