@@ -13,10 +13,14 @@ BOOT_FAILED = r"QUANTIX-NODE-UNHEALTHY.*|Failed to start qx-(?:boot-report|node)
 
 
 def _mount(guest_log: str, target: str) -> dict[str, str]:
-    for m in re.finditer(r'TARGET="([^"]*)" SOURCE="([^"]*)" FSTYPE="([^"]*)" OPTIONS="([^"]*)"', guest_log):
-        if m.group(1) == target:
-            return {"source": m.group(2), "fstype": m.group(3), "options": m.group(4)}
-    raise AssertionError(f"no findmnt line for {target} on the serial console")
+    """The mount an access to ``target`` sees: findmnt's last line for it (an automount point lists the
+    autofs trigger first, then the filesystem mounted over it)."""
+    found = [{"source": m.group(2), "fstype": m.group(3), "options": m.group(4)}
+             for m in re.finditer(r'TARGET="([^"]*)" SOURCE="([^"]*)" FSTYPE="([^"]*)" OPTIONS="([^"]*)"', guest_log)
+             if m.group(1) == target]
+    if not found:
+        raise AssertionError(f"no findmnt line for {target} on the serial console")
+    return found[-1]
 
 
 def test_disk_image_boots_to_console_and_healthy_node(release: Release, guest_factory) -> None:
