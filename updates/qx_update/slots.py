@@ -153,14 +153,24 @@ def write_payload(payload: Path, slot: Path, *, slot_size: int, slot_sha256: str
         os.fsync(fd)
         _drop_cache(fd)
         digest = h.hexdigests()["sha256"]
+        # We saw EOF on the pipe, but zstd may not have exited yet: wait for its real exit status
+        # (killing it here would turn a clean finish into a spurious "exit -9").
+        finished = True
+    except BaseException:
+        finished = False
+        raise
     finally:
         h.close()
         os.close(fd)
         proc.stdout.close()
-        if proc.poll() is None:
-            proc.kill()
+        if not finished and proc.poll() is None:
+            proc.kill()  # we stopped early (bomb, crash point, error): zstd's output is no longer wanted
         err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-        rc = proc.wait()
+        try:
+            rc = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rc = proc.wait()
     bar.close()
     if rc != 0 and written <= slot_size:
         raise ExternalError(f"zstd could not decompress the payload (exit {rc}): {err.strip()[-300:]}")
