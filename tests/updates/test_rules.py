@@ -127,3 +127,20 @@ def test_health_probe_verifies_qx_node_certificate(tmp_path: Path) -> None:
         assert not ok
     finally:
         srv.shutdown()
+
+
+def test_host_override_may_tune_boot_tries_and_gate_timeout_but_validates_them(tmp_path: Path) -> None:
+    base = tmp_path / "u.toml"
+    base.write_text(f'override = "{tmp_path}/ov.toml"\ntries = 3\ngate_timeout = 600\n')
+    ov = tmp_path / "ov.toml"
+    ov.write_text('tries = 1\ngate_timeout = 90\nchannel = "dev"\n')
+    cfg = config.load(base)
+    assert (cfg.tries, cfg.gate_timeout, cfg.channel) == (1, 90.0, "dev")
+    # set_override keeps the types: an int stays a TOML integer, so the file loads back.
+    cfg = config.set_override(cfg, "channel", "beta")
+    assert "tries = 1\n" in ov.read_text() and config.load(base).tries == 1
+    for text, needle in (('tries = 0', "'tries'"), ('tries = "2"', "'tries'"), ('gate_timeout = -5', "'gate_timeout'")):
+        ov.write_text(text + "\n")
+        with pytest.raises(UserError) as e:
+            config.load(base)
+        assert needle in e.value.message and str(ov) in e.value.message

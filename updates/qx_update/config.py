@@ -3,7 +3,9 @@
 Order (later wins): built-in defaults → ``/usr/lib/quantix/update.toml`` (shipped in the image, or the
 file given with ``--config``) → the override file named by ``override`` (default
 ``/var/lib/quantix/config/update.toml``, on the data partition; ``qx-update channel set`` writes it).
-The override may only carry host settings (:data:`OVERRIDABLE`): channel, server, maintenance window.
+The override may only carry host settings (:data:`OVERRIDABLE`): channel, server, maintenance window,
+and the two boot-assessment tunables an operator of slow hardware (or a lab) adjusts: how many boot
+tries a new slot gets and how long its health gate waits.
 
 Every value is validated once here; a bad value is a :class:`~qx_common.errors.UserError` naming the
 file and the key. Relative paths in a config file are relative to that file's directory, so a test or
@@ -25,7 +27,7 @@ from qx_update.fsutil import atomic_write
 DEFAULT_CONFIG = Path("/usr/lib/quantix/update.toml")
 DEFAULT_OVERRIDE = Path("/var/lib/quantix/config/update.toml")
 CHANNELS = ("dev", "beta", "stable")
-OVERRIDABLE = ("channel", "server_url", "maintenance_window")
+OVERRIDABLE = ("channel", "server_url", "maintenance_window", "tries", "gate_timeout")
 _WINDOW_RE = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
 
 
@@ -173,7 +175,8 @@ def set_override(cfg: Config, key: str, value: str) -> Config:
     data[key] = value
     new = _apply(cfg, data, cfg.override, override=True)  # raises before anything is written
     lines = ["# Host update settings (written by qx-update; overrides /usr/lib/quantix/update.toml)\n"]
-    # json.dumps of a str is a valid TOML basic string.
-    lines += [f"{k} = {json.dumps(str(data[k]))}\n" for k in sorted(data)]
+    # json.dumps of a str, an int or a finite float is valid TOML of the same type.
+    lines += [f"{k} = {json.dumps(data[k] if isinstance(data[k], (int, float)) else str(data[k]))}\n"
+              for k in sorted(data)]
     atomic_write(cfg.override, "".join(lines))
     return new
