@@ -46,3 +46,46 @@ def test_published_release_is_applied_by_qx_update_and_yank_withdraws_it(server,
     qx_release(server, token, "yank", "1.2.0")
     assert verify_repo(server.url, root_v1, tmp_path)["1.2.0/quantix-os_1.2.0.efi"]["yanked"] is True
     assert fresh.json("check")["available"]["version"] == "1.1.0"
+
+
+def test_host_checks_in_after_check_apply_and_gate_and_a_failed_checkin_never_fails_an_update(
+        server, tmp_path, make_release):
+    token = server.token(*ALL)
+    qx_release(server, token, "keys", "init")
+    qx_release(server, token, "publish", "--channel", "stable", str(make_release("1.1.0", size=64 * 1024)))
+    root_v1 = requests.get(server.url + "/metadata/1.root.json", timeout=5).content
+    host = make_host(tmp_path / "host", root_v1, server.url + "/")
+    reader = {"Authorization": f"Bearer {server.token('read')}"}
+
+    def fleet() -> dict:
+        hosts = requests.get(server.url + "/v1/fleet", headers=reader, timeout=5).json()["hosts"]
+        return {h["host_id"]: h for h in hosts}
+
+    # No token configured: nothing is sent, and the manual command says what to do.
+    host.json("check")
+    assert fleet() == {} and host.json("status")["last_checkin"] is None
+    manual = host.run("checkin", check=False)
+    assert manual.returncode == 2 and "update-checkin-token" in manual.stderr and "hint:" in manual.stderr
+
+    # A token with only the checkin scope, in the configured file.
+    (host.dir / "checkin-token").write_text(server.token("checkin") + "\n")
+    host.write_config(checkin_token_file=str(host.dir / "checkin-token"))
+    host.json("check")
+    seen = fleet()["0123456789abcdef0123456789abcdef"]
+    assert (seen["version"], seen["slot"], seen["channel"], seen["health"]) == ("1.0.0", "a", "stable", "unknown")
+
+    assert host.json("apply")["applied"]["version"] == "1.1.0"
+    assert host.json("status")["last_checkin"]["event"] == "apply"
+    # The gate (no qx-node answers here, so it fails) reports the host bad; it still runs 1.0.0 until
+    # it reboots.
+    host.run("gate", "--no-reboot", check=False)
+    seen = fleet()["0123456789abcdef0123456789abcdef"]
+    assert seen["health"] == "bad" and seen["version"] == "1.0.0"
+
+    # A revoked/wrong token: the check still succeeds; the failure is recorded, not raised.
+    (host.dir / "checkin-token").write_text("not-a-token\n")
+    assert host.json("check")["installed"] is True
+    st = host.json("status")
+    assert st["last_checkin"]["ok"] is False and "401" in st["last_checkin"]["detail"]
+    manual = host.run("checkin", check=False)
+    assert manual.returncode == 4 and "401" in manual.stderr

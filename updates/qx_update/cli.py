@@ -11,6 +11,7 @@ from typing import Any
 
 from qx_common import run as r
 from qx_common.cli import entry
+from qx_common.errors import ExternalError, UserError
 from qx_update import config as cfgmod
 from qx_update import progress as progress_mod
 from qx_update.client import Client, dumps, reboot_plan
@@ -40,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--timeout", type=float, help="seconds (default: gate_timeout of the config)")
     g.add_argument("--no-reboot", action="store_true", help="do not reboot a counted boot that fails")
     sub.add_parser("blessed", help="(boot) after systemd-bless-boot: raise the epoch floor, record rollbacks")
+    sub.add_parser("checkin", help="report this host to the update server's fleet view now")
     return p
 
 
@@ -69,6 +71,9 @@ def _status_text(s: dict[str, Any]) -> str:
     lines.append(f"last check: {lc['at']} {lc['result']} {lc.get('version') or ''}".rstrip() if lc else "last check: never")
     if s["last_error"]:
         lines.append(f"last error: {s['last_error']['at']} {s['last_error']['message']}")
+    ci = s.get("last_checkin")
+    if ci:
+        lines.append(f"last fleet check-in: {ci['at']} after {ci['event']}: {'ok' if ci['ok'] else 'FAILED'} ({ci['detail']})")
     lines.append(s["message"])
     return "\n".join(lines)
 
@@ -90,7 +95,7 @@ def _main(argv: list[str]) -> int:
         progress_mod.MODE = "json" if args.command == "apply" else "off"
         progress = args.command == "apply"
     client = Client(cfg, progress=progress)
-    if args.command in ("check", "apply", "rollback", "channel", "gate", "blessed"):
+    if args.command in ("check", "apply", "rollback", "channel", "gate", "blessed", "checkin"):
         client.lock()
     if args.command == "status":
         s = client.status()
@@ -135,6 +140,16 @@ def _main(argv: list[str]) -> int:
         _print(args, res, f"slot {res['slot'].upper()} blessed={res['blessed']} "
                           f"security-epoch floor {res['security_epoch_floor']}"
                           + (f"; rolled back from {res['rollback']['from_version']}" if res.get("rollback") else ""))
+    elif args.command == "checkin":
+        res = client.checkin("manual")
+        if res is None:
+            raise UserError(f"no check-in token: {cfg.checkin_token_file} does not exist or is empty",
+                            hint="create a token with the 'checkin' scope on the update server "
+                                 "(qx-update-server token create --scopes checkin) and write it there")
+        if not res["ok"]:
+            raise ExternalError(f"check-in to {cfg.server_url} failed: {res['detail']}",
+                                hint="check server_url and the token; updates work without check-ins")
+        _print(args, res, f"checked in with {cfg.server_url} ({res['detail']})")
     return 0
 
 

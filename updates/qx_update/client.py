@@ -97,6 +97,34 @@ class Client:
                                  floor=self.st.security_epoch_floor, slot_capacity=capacity, host_id=hid)
         return choice, seconds
 
+    def checkin(self, event: str) -> dict[str, Any] | None:
+        """Report this host to the update server's fleet view (best effort; see :mod:`qx_update.checkin`).
+
+        Returns what happened, or None when no check-in token is configured."""
+        from qx_update import checkin
+
+        token = checkin.read_token(self.cfg.checkin_token_file)
+        if token is None:
+            return None
+        running = self.running()
+        try:
+            e = self.esp()
+            version = self.running_version(e, running)
+        except QxError:
+            from qx_common.version import product_version
+
+            version = product_version()
+        body = {"host_id": state.host_id(self.st, self.cfg.host_id_file), "version": version, "slot": running,
+                "channel": self.cfg.channel,
+                "health": checkin.health_of(self.st.gate.get(running), self.st.rollback),
+                "last_error": (self.st.last_error or {}).get("message")}
+        ok, detail = checkin.send(self.cfg.server_url, token, body)
+        if not ok:
+            _log.warning("fleet check-in failed (%s); updates are not affected", detail)
+        self.st.last_checkin = {"at": state.now_iso(), "event": event, "ok": ok, "detail": detail}
+        self.save()
+        return self.st.last_checkin
+
     def _record_error(self, err: QxError) -> None:
         self.st.error(err.message)
         self.st.event("error", message=err.message)
@@ -109,7 +137,7 @@ class Client:
                                "running_slot": running, "security_epoch_floor": self.st.security_epoch_floor,
                                "last_check": self.st.last_check, "last_error": self.st.last_error,
                                "pending": self.st.pending, "maintenance_window": self.cfg.maintenance_window,
-                               "trusted_root": self.cfg.trusted_root.exists()}
+                               "trusted_root": self.cfg.trusted_root.exists(), "last_checkin": self.st.last_checkin}
         try:
             e = self.esp()
             entries = e.slots()
@@ -173,11 +201,13 @@ class Client:
         except QxError as err:
             self.st.last_check = {"at": state.now_iso(), "result": "error", "error": err.message}
             self._record_error(err)
+            self.checkin("check")
             raise
         rel = choice.release
         self.st.last_check = {"at": state.now_iso(), "result": "available" if rel else "up-to-date",
                               "version": rel.version if rel else None}
         self.save()
+        self.checkin("check")
         waiting = e.slots().get(slots.other(running))
         installed = bool(rel and waiting and not waiting.name.bad and waiting.version == rel.version)
         return {"running_version": self.running_version(e, running), "channel": self.cfg.channel,
@@ -187,12 +217,16 @@ class Client:
     # -- apply -------------------------------------------------------------------------------
     def apply(self, from_source: Path | None = None) -> dict[str, Any]:
         try:
-            return self._apply(from_source)
+            res = self._apply(from_source)
         except QxError as err:
             self._record_error(err)
+            self.checkin("apply")
             raise
         finally:
             shutil.rmtree(self.cfg.state_dir / "offline", ignore_errors=True)  # an unpacked tarball
+        if from_source is None:  # offline hosts (USB stick) have no server to report to
+            self.checkin("apply")
+        return res
 
     def _apply(self, from_source: Path | None) -> dict[str, Any]:
         running = self.running()
@@ -296,6 +330,7 @@ class Client:
                                  "version": ent.version if ent else None}
         self.st.event("gate", slot=running, ok=ok, reason=reason)
         self.save()
+        self.checkin("gate")  # before a failed trial reboots: the fleet sees the bad version
         counted = bool(ent and not ent.name.blessed)
         if not ok and counted and reboot_on_failure:
             # This boot counts against the slot's tries: reboot so systemd-boot tries again or falls back.
@@ -327,6 +362,7 @@ class Client:
                 self.st.pending = None
         out["security_epoch_floor"] = self.st.security_epoch_floor
         self.save()
+        self.checkin("blessed")
         return out
 
     def channel_set(self, name: str) -> dict[str, Any]:

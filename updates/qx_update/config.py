@@ -47,6 +47,8 @@ class Config:
     gate_timeout: float = 600.0
     maintenance_window: str = ""            # "HH:MM-HH:MM" (local time), empty = any time
     tries: int = 3                          # systemd boot-assessment tries of a new slot
+    # A token with the server's "checkin" scope: present = report to the fleet view (qx_update.checkin).
+    checkin_token_file: Path = Path("/var/lib/quantix/config/update-checkin-token")
     override: Path = DEFAULT_OVERRIDE
     source: Path | None = None              # the file the base settings came from (for messages)
 
@@ -115,7 +117,7 @@ def _apply(cfg: Config, data: dict[str, object], src: Path, *, override: bool) -
             except ValueError:
                 raise _bad(src, key, f"is {value!r}", 'use "HH:MM-HH:MM" (local time) or "" for any time') from None
             changes[key] = str(value)
-        elif key in ("trusted_root", "state_dir", "host_id_file", "health_ca", "override"):
+        elif key in ("trusted_root", "state_dir", "host_id_file", "health_ca", "override", "checkin_token_file"):
             changes[key] = path(key, value)
         elif key == "esp":
             changes[key] = "auto" if value == "auto" else str(path(key, value))

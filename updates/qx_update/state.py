@@ -39,6 +39,7 @@ class State:
     slots: dict[str, dict[str, Any]] = field(default_factory=dict)   # slot -> {version, security_epoch, at}
     gate: dict[str, dict[str, Any]] = field(default_factory=dict)    # slot -> {ok, reason, at, version}
     rollback: dict[str, Any] | None = None       # {from_version, from_slot, to_slot, reason, at}
+    last_checkin: dict[str, Any] | None = None   # {at, event, ok, detail}
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def event(self, kind: str, **fields: Any) -> None:
