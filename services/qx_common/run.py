@@ -26,6 +26,7 @@ _PROVIDERS: dict[str, str] = {
     "mkosi": "mkosi",
     "sfdisk": "fdisk",
     "losetup": "mount",
+    "blkid": "util-linux",
     "xorriso": "xorriso",
     "qemu-system-x86_64": "qemu-system-x86",
     "qemu-img": "qemu-utils",

@@ -10,6 +10,12 @@ Contract for local clients (the console, qx-update's health gate, scripts on the
 * ``GET /health`` (no auth): 200 when every component is ok, else 503; body
   ``{"status": "ok"|"degraded", "version": ..., "components": {"libvirt"|"data"|"console":
   {"ok": bool, "detail": str}}}``.
+* ``GET /v1/host``: ``{"hostname", "version", "slot": "a"|"b"|null (from root=PARTLABEL=root-X on the
+  kernel command line), "kvm": {"usable": bool, "reason": str}, "virtualization": "kvm"|"tcg",
+  "cpu_model", "cpu_cores", "cpu_threads", "memory_bytes", "uptime_s", "libvirt", ...}``.
+* ``GET /v1/hardware``: ``{"disks": [{"name", "path", "by_id": [/dev/disk/by-id/...], "size_bytes",
+  "model", "serial", "rotational", "partitions": [{"name", "path", "number", "size_bytes", "fs_type",
+  "label", "partlabel", "by_id"}], ...}], "nics": [...], "pci": [...], "iommu": bool}``.
 * Errors: JSON ``{"error": str, "field": str|null, "hint": str|null}``; 401, 404, 409, 413, 422,
   502/503 when libvirtd fails or is unreachable.
 

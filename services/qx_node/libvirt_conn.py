@@ -80,9 +80,12 @@ _NOT_FOUND = {_code(n) for n in ("VIR_ERR_NO_DOMAIN", "VIR_ERR_NO_STORAGE_VOL", 
 _CONFLICT = {_code(n) for n in ("VIR_ERR_OPERATION_INVALID", "VIR_ERR_DOM_EXIST", "VIR_ERR_STORAGE_VOL_EXIST",
                                 "VIR_ERR_STORAGE_POOL_BUILT", "VIR_ERR_OPERATION_TIMEOUT")} - {None}
 _INVALID = {_code(n) for n in ("VIR_ERR_XML_ERROR", "VIR_ERR_INVALID_ARG", "VIR_ERR_CONFIG_UNSUPPORTED",
-                               "VIR_ERR_XML_DETAIL")} - {None}
+                               "VIR_ERR_XML_DETAIL", "VIR_ERR_OVERFLOW")} - {None}
 _GONE = {_code(n) for n in ("VIR_ERR_NO_CONNECT", "VIR_ERR_RPC", "VIR_ERR_INVALID_CONN",
                             "VIR_ERR_AUTH_FAILED", "VIR_ERR_AUTH_UNAVAILABLE")} - {None}
+# Drivers report some state conflicts under generic codes (INTERNAL_ERROR, OPERATION_FAILED): the
+# test driver says "Domain 'x' is already running", "domain 'x' already exists with uuid …".
+_CONFLICT_WORDS = ("not running", "is already", "already running", "already exists")
 
 
 def translate(e: libvirt.libvirtError, what: str) -> ApiError | Unavailable | BackendError:
@@ -97,7 +100,7 @@ def translate(e: libvirt.libvirtError, what: str) -> ApiError | Unavailable | Ba
         return InvalidField(f"{what}: libvirt refused the configuration: {msg}")
     if code in _GONE or (code == _code("VIR_ERR_SYSTEM_ERROR") and "connect" in msg.lower()):
         return Unavailable(f"libvirtd is not reachable: {msg}", hint="qx-node reconnects by itself; retry shortly")
-    if "not running" in msg or "is already" in msg or "already running" in msg:
+    if any(w in msg for w in _CONFLICT_WORDS):
         return Conflict(f"{what}: {msg}")
     return BackendError(f"{what}: libvirt failed: {msg}")
 

@@ -16,6 +16,10 @@ DEFAULT_STATE_DIR = Path("/var/lib/quantix/node")
 DEFAULT_CONSOLE_READY_DIR = Path("/run/quantix/console")
 DEFAULT_POOL_DIR = Path("/var/lib/libvirt/images")
 DEFAULT_POOL_NAME = "default"
+# Host facts are read from these; tests point them at files of their own.
+DEFAULT_PROC_CMDLINE = Path("/proc/cmdline")
+DEFAULT_PROC_CPUINFO = Path("/proc/cpuinfo")
+DEFAULT_KVM_DEVICE = Path("/dev/kvm")
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,9 @@ class Settings:
     pool_dir: Path = DEFAULT_POOL_DIR
     pool_name: str = DEFAULT_POOL_NAME
     virt_type: str | None = None  # None: kvm when the host offers it, else qemu (TCG)
+    proc_cmdline: Path = DEFAULT_PROC_CMDLINE  # root=PARTLABEL=root-a|b: the running A/B slot
+    proc_cpuinfo: Path = DEFAULT_PROC_CPUINFO  # CPU model and the vmx/svm flags
+    kvm_device: Path = DEFAULT_KVM_DEVICE
 
     @property
     def token_path(self) -> Path:

@@ -1,5 +1,9 @@
 """Host facts (``GET /v1/host``) and rates (``GET /v1/host/stats``) from psutil.
 
+Beside psutil, the facts read the kernel command line (the running A/B slot), ``/proc/cpuinfo``
+and ``/dev/kvm`` (whether KVM guests can run); their paths come from the settings, so tests can
+point them at files of their own.
+
 Nothing samples in the background (idle CPU stays at zero): rates are computed between the
 previous call and this one. The first call (or one after a long pause) takes a short sample
 window of its own, so every answer carries real rates.
@@ -9,47 +13,103 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import socket
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psutil
 
 from qx_common.version import product_version
+from qx_node.settings import DEFAULT_KVM_DEVICE, DEFAULT_PROC_CMDLINE, DEFAULT_PROC_CPUINFO
 
 MIN_WINDOW = 0.2  # seconds between two samples for a meaningful rate
 MAX_AGE = 60.0  # older previous samples are too coarse: sample afresh
 
 
-def _cpu_model() -> str:
+# The same rule as qx-update's running_slot (updates/qx_update/slots.py): the slot is whatever the
+# kernel was told to mount as root. Kept in step by hand, since qx-node does not depend on qx-update.
+_ROOT_RE = re.compile(r"(?:^|\s)root=PARTLABEL=root-(?P<slot>[ab])(?:\s|$)")
+
+
+def running_slot(cmdline: Path) -> str | None:
+    """The booted A/B slot ("a" or "b"), or None when not booted from a Quantix slot (e.g. a dev machine)."""
     try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+        m = _ROOT_RE.search(cmdline.read_text())
     except OSError:
-        pass
+        return None
+    return m.group("slot") if m else None
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def _cpu_model(cpuinfo: str) -> str:
+    for line in cpuinfo.splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
 
 
-def host_info(libvirt_version: str | None) -> dict[str, Any]:
+def _cpu_flags(cpuinfo: str) -> set[str]:
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() == "flags":
+            return set(value.split())
+    return set()
+
+
+def kvm_status(device: Path, cpuinfo: str) -> dict[str, Any]:
+    """``{"usable": bool, "reason": str}``: can this host run KVM guests?
+
+    Both conditions are needed (the rule of qx_build.qemu.kvm_usable): ``/dev/kvm`` must open
+    read-write, and the CPU must advertise vmx or svm. Under a software-nested hypervisor
+    (firecracker-style dev VMs) ``/dev/kvm`` exists and opens, but without the flags every KVM guest
+    dies at start: such a host must run guests with TCG.
+    """
+    try:
+        fd = os.open(device, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return {"usable": False, "reason": f"{device} does not exist (kvm module not loaded, or "
+                                           "virtualization disabled in the firmware)"}
+    except OSError as e:
+        return {"usable": False, "reason": f"{device}: cannot open read-write: {e.strerror or e}"}
+    os.close(fd)
+    flags = _cpu_flags(cpuinfo) & {"vmx", "svm"}
+    if not flags:
+        return {"usable": False, "reason": "the CPU advertises neither vmx nor svm (nested virtualization "
+                                           "off?): KVM guests would fail; use TCG"}
+    return {"usable": True, "reason": f"{device} opens read-write and the CPU has {min(flags)}"}
+
+
+def host_info(libvirt_version: str | None, *, cmdline: Path = DEFAULT_PROC_CMDLINE,
+              cpuinfo: Path = DEFAULT_PROC_CPUINFO, kvm_device: Path = DEFAULT_KVM_DEVICE) -> dict[str, Any]:
     vm = psutil.virtual_memory()
     u = os.uname()
+    cpu = _read(cpuinfo)
+    kvm = kvm_status(kvm_device, cpu)
     return {
         "hostname": socket.gethostname(),
         "version": product_version(),
+        "slot": running_slot(cmdline),
         "kernel": u.release,
         "arch": u.machine,
-        "cpu_model": _cpu_model(),
+        "cpu_model": _cpu_model(cpu),
         "cpu_cores": psutil.cpu_count(logical=False) or psutil.cpu_count(),
         "cpu_threads": psutil.cpu_count(),
         "memory_bytes": vm.total,
         "boot_time": psutil.boot_time(),
         "uptime_s": round(time.time() - psutil.boot_time(), 1),
         "libvirt": libvirt_version,
-        "virtualization": "kvm" if os.path.exists("/dev/kvm") else "tcg",
+        "kvm": kvm,
+        "virtualization": "kvm" if kvm["usable"] else "tcg",  # kept for older clients; "kvm" says why
     }
 
 

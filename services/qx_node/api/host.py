@@ -38,9 +38,12 @@ async def get_health(request: Request) -> JSONResponse:
     return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
 
 
-@router.get("/v1/host", tags=["host"], summary="Host facts")
+@router.get("/v1/host", tags=["host"], summary="Host facts: version, running A/B slot, CPU, memory, KVM usability")
 def get_host(request: Request) -> dict[str, Any]:
-    return telemetry.host_info(_node(request).libvirt_version())
+    node = _node(request)
+    s = node.settings
+    return telemetry.host_info(node.libvirt_version(), cmdline=s.proc_cmdline, cpuinfo=s.proc_cpuinfo,
+                               kvm_device=s.kvm_device)
 
 
 @router.get("/v1/host/stats", tags=["host"], summary="Host CPU, memory, disk and network rates")
@@ -48,7 +51,8 @@ def get_host_stats(request: Request) -> dict[str, Any]:
     return _node(request).sampler.stats()
 
 
-@router.get("/v1/hardware", tags=["host"], summary="Disks, NICs and PCI devices with IOMMU groups")
+@router.get("/v1/hardware", tags=["host"],
+            summary="Disks (by-id links, partitions), NICs and PCI devices with IOMMU groups")
 def get_hardware() -> dict[str, Any]:
     return hardware.inventory()
 
