@@ -7,6 +7,8 @@
   ngclient, bootstrapped with a trusted root, refreshes over HTTP and downloads and verifies every
   target the signed metadata lists. It returns the verified targets (path -> custom.quantix).
 * ``server`` runs the real app under uvicorn in a subprocess on a free 127.0.0.1 port.
+* ``pg_cluster`` (session) is a real, throwaway PostgreSQL server (:mod:`.pgcluster`, needs root);
+  ``pg_url`` is a fresh database on it for one test, as a ``postgresql://`` URL for ``--database``.
 """
 
 from __future__ import annotations
@@ -144,9 +146,10 @@ class Server:
     data_dir: Path
     proc: subprocess.Popen[bytes]
     log: Path
+    database: str | None = None
 
     def token(self, *scopes: str) -> str:
-        return make_token(self.data_dir, *scopes)
+        return make_token(self.data_dir, *scopes, database=self.database)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -158,22 +161,23 @@ class Server:
                 self.proc.wait()
 
 
-def make_token(data_dir: Path, *scopes: str) -> str:
+def make_token(data_dir: Path, *scopes: str, database: str | None = None) -> str:
     out = subprocess.run(
         [sys.executable, "-m", "qx_update_server.cli", "token", "create", "--data-dir", str(data_dir),
-         "--name", "test", "--scopes", ",".join(scopes)],
+         "--name", "test", "--scopes", ",".join(scopes), *(["--database", database] if database else [])],
         check=True, capture_output=True, text=True, cwd=ROOT)
     return out.stdout.strip()
 
 
 def start_server(data_dir: Path, *, env: dict[str, str] | None = None, wait: bool = True,
-                 extra_args: list[str] | None = None) -> Server:
+                 extra_args: list[str] | None = None, database: str | None = None) -> Server:
+    """``database``: a ``--database`` URL (tokens made with :meth:`Server.token` then go there too)."""
     port = free_port()
     log = data_dir.parent / f"server-{port}.log"
     data_dir.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
         [sys.executable, "-m", "qx_update_server.cli", "serve", "--listen", f"127.0.0.1:{port}",
-         "--data-dir", str(data_dir), *(extra_args or [])],
+         "--data-dir", str(data_dir), *(["--database", database] if database else []), *(extra_args or [])],
         cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     url = f"http://127.0.0.1:{port}"
     if wait:
@@ -187,7 +191,7 @@ def start_server(data_dir: Path, *, env: dict[str, str] | None = None, wait: boo
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"server did not start: {log.read_text()[-2000:]}")
             time.sleep(0.05)
-    return Server(url, data_dir, proc, log)
+    return Server(url, data_dir, proc, log, database)
 
 
 @pytest.fixture
@@ -195,6 +199,33 @@ def server(tmp_path: Path) -> Iterator[Server]:
     s = start_server(tmp_path / "data")
     yield s
     s.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Any]:
+    """A real PostgreSQL server for the whole session, stopped (``-m immediate``) and removed at the end.
+
+    Fails (does not skip) without root or without Debian's ``postgresql``: a skipped PostgreSQL test
+    would hide that the backend went unproven. Deselect with ``-m 'not root'``.
+    """
+    from .pgcluster import PgCluster
+
+    try:
+        cluster = PgCluster.start()
+    except RuntimeError as e:
+        pytest.fail(f"cannot start a test PostgreSQL server: {e}")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def pg_url(pg_cluster: Any) -> Iterator[str]:
+    """A fresh database (owned by the test user) for one test, as a ``postgresql://`` URL with a password."""
+    name = pg_cluster.create_database()
+    yield pg_cluster.url(name)
+    pg_cluster.drop_database(name)
 
 
 ALL = ("publish", "promote", "yank", "rollout", "keys", "read", "checkin")

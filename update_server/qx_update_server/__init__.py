@@ -12,7 +12,8 @@ Design (docs/update-format.md section 2 is the contract with the OTA client):
   - :mod:`.keys`       — ed25519 key files: online keys and the offline root keys (outside the served dir).
   - :mod:`.fsutil`     — atomic writes and the test-only crash hook.
   - :mod:`.repository` — the TUF repository: init, publish, promote, yank, rollout, re-sign, rotate.
-  - :mod:`.storage`    — the storage interface (tokens, releases, audit log, fleet) and its SQLite backend.
+  - :mod:`.storage`    — the storage interface (tokens, releases, audit log, fleet) and its backends:
+    SQLite in the data dir (default) or PostgreSQL (``serve --database postgresql://…``).
   - :mod:`.app`        — the HTTP service (FastAPI): public static repository, authenticated API, admin page.
   - :mod:`.cli`        — ``qx-update-server`` (serve, token).
   - :mod:`.release_cli`— ``qx-release``, the release engineer's client.

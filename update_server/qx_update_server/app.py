@@ -104,7 +104,14 @@ class AuthMiddleware:
             if k == b"authorization":
                 kind, _, secret = v.decode("latin-1").partition(" ")
                 if kind.lower() == "bearer" and secret:
-                    token = self.storage.lookup_token(secret.strip())
+                    try:
+                        # In a thread: with PostgreSQL the lookup is a network round trip.
+                        token = await anyio.to_thread.run_sync(self.storage.lookup_token, secret.strip())
+                    except QxError as e:  # the database is unreachable: say so, not "bad token"
+                        _log.error("token lookup failed: %s", e.message)
+                        resp = JSONResponse({"error": e.message, "hint": e.hint}, status_code=503)
+                        await resp(scope, receive, send)
+                        return
         if token is None:
             resp = JSONResponse({"error": "a valid API token is required",
                                  "hint": "send Authorization: Bearer <token> (qx-update-server token create)"},
@@ -171,7 +178,7 @@ def create_app(data_dir: Path, *, database: str | None = None, root_keys_dir: Pa
                 if repo.initialized():
                     roles = await asyncio.to_thread(repo.refresh)
                     if roles:
-                        storage.audit("server", "resign", {"roles": roles})
+                        await asyncio.to_thread(storage.audit, "server", "resign", {"roles": roles})
             except QxError as e:
                 _log.error("re-signing failed: %s", e.message)
             await asyncio.sleep(refresh_interval)

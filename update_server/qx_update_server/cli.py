@@ -2,6 +2,11 @@
 
     qx-update-server serve --listen 127.0.0.1:8400 --data-dir /srv/qx-updates
     qx-update-server token create --data-dir DIR --name ci --scopes publish,promote,read
+
+Tokens, release records, the audit log and the fleet live in SQLite in the data dir by default; with
+``--database postgresql://USER:PASSWORD@HOST:PORT/DATABASE`` they live in PostgreSQL instead (tables
+created on first start; the password may come from PGPASSWORD). Give ``token create`` the same
+--database as ``serve``. The repository and the keys stay in the data dir either way.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from pathlib import Path
 from qx_common import log
 from qx_common.cli import entry
 from qx_common.errors import UserError
-from qx_update_server.storage import SCOPES, open_storage
+from qx_update_server.storage import SCOPES, open_storage, redact_url
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -37,7 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="run the HTTP service")
     s.add_argument("--listen", default="127.0.0.1:8400", help="ADDRESS:PORT (default 127.0.0.1:8400)")
     s.add_argument("--data-dir", type=Path, required=True, help="repository, keys and database live here")
-    s.add_argument("--database", help="storage URL (default: SQLite in the data dir)")
+    s.add_argument("--database", metavar="URL",
+                   help="where tokens, releases, audit log and fleet live: postgresql://USER:PASSWORD@HOST:PORT/DB "
+                        "or sqlite:///PATH (default: SQLite in the data dir)")
     s.add_argument("--root-keys-dir", type=Path, help="where the root keys are (default DATA_DIR/root-keys)")
     s.add_argument("--max-upload", type=int, default=4 << 30, help="largest accepted file, bytes")
     s.add_argument("--refresh-interval", type=float, default=600.0,
@@ -46,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     tsub = t.add_subparsers(dest="tcmd", required=True)
     tc = tsub.add_parser("create", help="create a token and print it (shown once)")
     tc.add_argument("--data-dir", type=Path, required=True)
-    tc.add_argument("--database")
+    tc.add_argument("--database", metavar="URL", help="the same storage URL as serve's --database")
     tc.add_argument("--name", required=True)
     tc.add_argument("--scopes", required=True, help=f"comma separated: {','.join(SCOPES)}")
     return p
@@ -65,7 +72,8 @@ def run(argv: list[str]) -> int:
     from qx_update_server.app import create_app
     app = create_app(args.data_dir, database=args.database, root_keys_dir=args.root_keys_dir,
                      max_upload=args.max_upload, refresh_interval=args.refresh_interval)
-    log.step(f"qx-update-server on http://{args.listen} (data in {args.data_dir})")
+    where = f"data in {args.data_dir}" + (f", database {redact_url(args.database)}" if args.database else "")
+    log.step(f"qx-update-server on http://{args.listen} ({where})")
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
     return 0
 
