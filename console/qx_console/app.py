@@ -109,6 +109,15 @@ class ConsoleApp(App[None]):
                 self.push_screen(PowerScreen())
         self.push_screen(LoginScreen("Shut down / Restart"), after)
 
+    # -- screenshots -----------------------------------------------------------------------------
+    def export_screenshot(self, *, title: str | None = None, simplify: bool = False) -> str:
+        """What this terminal shows: on a 16-colour one (TERM=linux or vt220, as on tty1 and serial) the
+        frame in the Linux console's palette (:mod:`qx_console.screenshot`), else Textual's 24-bit SVG."""
+        if self.console.color_system in ("standard", "windows"):
+            from qx_console.screenshot import linux_console_svg
+            return linux_console_svg(self, title=title)
+        return super().export_screenshot(title=title, simplify=simplify)
+
     # -- never die -------------------------------------------------------------------------------
     def show_error(self, title: str, error: BaseException) -> None:
         self.errors.append(error)

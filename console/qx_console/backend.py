@@ -57,6 +57,20 @@ class SlotInfo:
 
 
 @dataclass(frozen=True)
+class NodeCert:
+    """qx-node's TLS certificate, as an operator compares it with what a browser or client shows."""
+
+    sha256: str  # "AB:CD:..." (32 bytes), as `openssl x509 -fingerprint -sha256` prints it
+    names: tuple[str, ...] = ()  # subject alternative names
+    not_after: str = ""  # "YYYY-MM-DD" (UTC)
+
+    def fingerprint_lines(self, per_line: int = 16) -> list[str]:
+        """The fingerprint in lines of ``per_line`` bytes (95 characters do not fit an 80-column line)."""
+        parts = self.sha256.split(":")
+        return [":".join(parts[i:i + per_line]) for i in range(0, len(parts), per_line)]
+
+
+@dataclass(frozen=True)
 class HostStatus:
     product: str
     version: str
@@ -71,9 +85,13 @@ class HostStatus:
     node: Health = Health(None, "not checked")
     libvirt: Health = Health(None, "not checked")
     update_channel: str = ""
-    pending_update: str = ""  # "" none; else a one-line description
+    pending_update: str = ""  # version installed in the other slot, waiting for a reboot ("" none)
+    available_update: str = ""  # version the last check found on the channel ("" none / not checked)
+    update_check: str = ""  # result of qx-update's last check: up-to-date / available / error ("" never)
     update_detail: str = ""  # why update info is missing, if it is
     uptime_s: float = 0.0
+    node_cert: NodeCert | None = None
+    node_cert_detail: str = ""  # why the certificate is not shown, if it is not
     provenance: Provenance = field(default_factory=dict)
 
 
@@ -97,6 +115,8 @@ class UpdateState:
     slots: list[SlotInfo]
     channel: str
     available: str = ""  # version offered by a check, "" if none known
+    pending: str = ""  # version installed in the other slot, waiting for a reboot ("" none)
+    last_check: str = ""  # up-to-date / available / error; "" if qx-update never checked
     detail: str = ""
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -192,6 +212,16 @@ class HostBackend(abc.ABC):
 
     @abc.abstractmethod
     def ssh_fingerprints(self) -> list[str]: ...
+
+    # -- the qx-node API's identity (files qx-node writes on its first start) --------------------
+    @abc.abstractmethod
+    def node_certificate(self) -> NodeCert:
+        """qx-node's TLS certificate; :class:`Unavailable` until qx-node has created it."""
+
+    @abc.abstractmethod
+    def node_api_token(self) -> str:
+        """qx-node's API bearer token (a secret: shown only on the operator's explicit request);
+        :class:`Unavailable` until qx-node has created it."""
 
     # -- logs and services ------------------------------------------------------------------
     @abc.abstractmethod

@@ -168,11 +168,16 @@ def _last_json(text: str) -> dict[str, Any] | None:
 
 
 def _state(d: dict[str, Any]) -> UpdateState:
-    """Accept the shapes qx-update documents: slots as a list or a {a: {...}, b: {...}} map."""
+    """Accept the shapes qx-update documents: slots as a list or a {a: {...}, b: {...}} map.
+
+    ``status --json`` reports what its last check found as ``last_check`` ({at, result: up-to-date |
+    available | error, version}) and an update installed in the other slot, waiting for a reboot, as
+    ``pending`` ({slot, version, ...}; in the running slot it is the running release on trial, not an
+    update). ``check --json`` reports ``available`` ({version, ...} or null) and ``installed``."""
     raw_slots = d.get("slots") or []
     if isinstance(raw_slots, dict):
         raw_slots = [dict(v, name=k) for k, v in raw_slots.items()]
-    active = str(d.get("active_slot") or d.get("booted_slot") or "")
+    active = str(d.get("active_slot") or d.get("running_slot") or d.get("booted_slot") or "")
     slots = []
     for s in raw_slots:
         name = str(s.get("name") or s.get("slot") or "?")
@@ -183,8 +188,21 @@ def _state(d: dict[str, Any]) -> UpdateState:
             blessed=s.get("blessed", s.get("good")),
             bad=bool(s.get("bad", False)),
         ))
-    avail = d.get("available") or d.get("update") or d.get("pending") or ""
+    avail = d.get("available") or d.get("update") or ""
     if isinstance(avail, dict):
         avail = str(avail.get("version") or "")
+    last_check = d.get("last_check") if isinstance(d.get("last_check"), dict) else {}
+    result = str(last_check.get("result") or "")
+    if not avail and result == "available":
+        avail = str(last_check.get("version") or "")
+    pending = d.get("pending") or ""
+    if isinstance(pending, dict):
+        in_running = bool(active) and str(pending.get("slot") or "") == active
+        pending = "" if in_running else str(pending.get("version") or "")
+    if d.get("installed") is True and avail:  # check: the release found is in the other slot already
+        pending = pending or str(avail)
+    running = {s.version for s in slots if s.active and s.version}
+    if str(avail) in ({str(pending)} | running):  # what the check found is installed or running already
+        avail = ""
     return UpdateState(slots=slots, channel=str(d.get("channel") or ""), available=str(avail),
-                       detail=str(d.get("message") or ""), raw=d)
+                       pending=str(pending), last_check=result, detail=str(d.get("message") or ""), raw=d)

@@ -14,9 +14,9 @@ from textual.widgets.option_list import Option
 
 from qx_common.errors import UserError
 from qx_console import shadow
-from qx_console.backend import LOG_SOURCES, ServiceState, Unavailable, UpdateState
+from qx_console.backend import LOG_SOURCES, NodeCert, ServiceState, Unavailable, UpdateState
 from qx_console.network_screens import BaseScreen, NetworkScreen, TestNetworkScreen, _row
-from qx_console.ui import KeyBar, in_thread, text_bar
+from qx_console.ui import KeyBar, describe_error, in_thread, text_bar
 
 
 class LoginScreen(ModalScreen[bool]):
@@ -85,6 +85,7 @@ MENU: list[tuple[str, str]] = [
     ("restart", "Restart Management Network"),
     ("password", "Configure Root Password"),
     ("ssh", "SSH Access"),
+    ("nodeapi", "Node API Certificate and Token"),
     ("logs", "View System Logs"),
     ("services", "Services"),
     ("updates", "Updates"),
@@ -116,6 +117,7 @@ class CustomizeScreen(BaseScreen):
         screens: dict[str, Callable[[], BaseScreen]] = {
             "network": NetworkScreen, "test": TestNetworkScreen, "password": PasswordScreen, "ssh": SshScreen,
             "logs": LogsScreen, "services": ServicesScreen, "updates": UpdatesScreen, "reset": ResetScreen,
+            "nodeapi": NodeApiScreen,
         }
         if key in screens:
             self.app.push_screen(screens[key]())
@@ -213,6 +215,50 @@ class SshScreen(BaseScreen):
             return
         in_thread(self, lambda: self.app.backend.set_ssh(on, int(raw)),
                   lambda _: (self.say("SSH enabled." if on else "SSH disabled.", "ok"), self.refresh_state()))
+
+
+class NodeApiScreen(BaseScreen):
+    """qx-node's TLS certificate fingerprint (to check a client's first connection) and its API token,
+    which stays hidden until the operator asks for it (it grants full control of this host)."""
+
+    TITLE_TEXT = "Node API Certificate and Token"
+    KEYS = "Tab Next  Enter Press  Esc Back"
+    HIDDEN = "API token: hidden (whoever reads it can manage this host)."
+
+    def compose(self) -> ComposeResult:
+        yield from self.compose_title()
+        with Vertical(classes="panel") as v:
+            v.border_title = "qx-node API (HTTPS, port 8443)"
+            yield Static("Reading the certificate...", id="cert")
+            yield Static(self.HIDDEN, id="token")
+            yield Horizontal(Button("Show token", id="show"), Button("Hide token", id="hide"), classes="buttons")
+        yield Static("", id="message", classes="hint")
+        yield self.keybar()
+
+    def on_mount(self) -> None:
+        in_thread(self, self.app.backend.node_certificate, self._show_cert, self._no_cert)
+        self.query_one("#show", Button).focus()
+
+    def _show_cert(self, cert: NodeCert) -> None:
+        lines = ["TLS certificate SHA-256 fingerprint (compare with what the client shows):"]
+        lines += [f"  [b]{escape(part)}[/b]" for part in cert.fingerprint_lines()]
+        lines.append(f"Names: {escape((', '.join(cert.names) or '(none)')[:66])}")
+        lines.append(f"Valid until: {escape(cert.not_after or '?')}")
+        self.query_one("#cert", Static).update("\n".join(lines))
+
+    def _no_cert(self, e: BaseException) -> None:
+        kind = "Not available" if isinstance(e, Unavailable) else "Error"
+        self.query_one("#cert", Static).update(f"[yellow]TLS certificate: {kind}:[/] {escape(describe_error(e))}")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        token = self.query_one("#token", Static)
+        if event.button.id == "hide":
+            token.update(self.HIDDEN)
+            return
+        in_thread(self, self.app.backend.node_api_token,
+                  lambda t: token.update(f"API token: [b]{escape(t)}[/b]\n"
+                                         "Send it as the header 'Authorization: Bearer <token>'."),
+                  lambda e: token.update(f"[red]API token:[/] {escape(describe_error(e))}"))
 
 
 class LogsScreen(BaseScreen):
@@ -343,7 +389,13 @@ class UpdatesScreen(BaseScreen):
             state = ("[b]active[/b]" if s.active else "standby") + (
                 ", good" if s.blessed else ", bad" if s.bad else ", on trial" if s.blessed is False else "")
             rows.append(f" {s.name.upper():<4} {escape(s.version or '(empty)'):<12} {state}")
-        rows.append(f"Available: {escape(st.available)}" if st.available else "No update known (Check now).")
+        if st.pending:
+            rows.append(f"Installed, waiting for a reboot: {escape(st.pending)}")
+        if st.available:
+            rows.append(f"Available: {escape(st.available)}")
+        elif not st.pending:
+            rows.append({"up-to-date": "Up to date (last check).", "error": "The last check failed (Check now)."}
+                        .get(st.last_check, "No update known (Check now)."))
         self.query_one("#slots", Static).update("\n".join(rows))
         self.query_one("#channel", Input).value = st.channel
 

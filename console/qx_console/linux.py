@@ -23,11 +23,12 @@ from qx_common import log
 from qx_common.errors import EnvironmentError_, ExternalError, QxError, UserError
 from qx_common.run import run, which
 from qx_common.version import PRODUCT_NAME, product_version
+from qx_node.settings import DEFAULT_STATE_DIR as NODE_STATE_DIR
 from qx_update import bootentry
 
 from qx_console import shadow
 from qx_console.backend import (
-    LOG_SOURCES, SERVICES, Health, HostBackend, HostStatus, Nic, ProbeResult, ProgressFn, ServiceState,
+    LOG_SOURCES, SERVICES, Health, HostBackend, HostStatus, Nic, NodeCert, ProbeResult, ProgressFn, ServiceState,
     Unavailable, UpdateState,
 )
 from qx_console.clients import NODE_URL, NodeClient, UpdateClient
@@ -35,6 +36,54 @@ from qx_console.hostconfig import HostConfig, NetworkConfig, Provenance, validat
 from qx_console.store import ConfigStore
 
 _log = log.get("console.linux")
+
+# What qx-node writes under its --state-dir on its first start (qx_node.settings: token_path, tls_dir;
+# qx_node.tls: cert.pem). Relative: the backend's root directory is put in front.
+NODE_DIR = NODE_STATE_DIR.relative_to("/")
+NODE_CERT = NODE_DIR / "tls" / "cert.pem"
+NODE_TOKEN = NODE_DIR / "api-token"
+
+
+def read_node_cert(path: Path) -> NodeCert:
+    """SHA-256 fingerprint (of the DER encoding, as ``openssl x509 -fingerprint -sha256``), names and
+    expiry of the PEM certificate at ``path``."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    try:
+        pem = path.read_bytes()
+    except FileNotFoundError:
+        raise Unavailable(f"qx-node has not created its TLS certificate yet ({path} is missing)",
+                          hint="qx-node creates it when it starts: check qx-node under Services") from None
+    except OSError as e:
+        raise EnvironmentError_(f"{path}: cannot read the node certificate: {e.strerror}") from e
+    try:
+        cert = x509.load_pem_x509_certificate(pem)
+    except ValueError as e:
+        raise EnvironmentError_(f"{path}: not a PEM certificate ({e})",
+                                hint="remove it and restart qx-node to create a new one") from e
+    names: list[str] = []
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = [*san.get_values_for_type(x509.DNSName), *(str(a) for a in san.get_values_for_type(x509.IPAddress))]
+    except x509.ExtensionNotFound:
+        pass
+    return NodeCert(sha256=cert.fingerprint(hashes.SHA256()).hex(":").upper(), names=tuple(names),
+                    not_after=cert.not_valid_after_utc.strftime("%Y-%m-%d"))
+
+
+def read_node_token(path: Path) -> str:
+    try:
+        token = path.read_text().strip()
+    except FileNotFoundError:
+        raise Unavailable(f"qx-node has not created its API token yet ({path} is missing)",
+                          hint="qx-node creates it when it starts: check qx-node under Services") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise EnvironmentError_(f"{path}: cannot read the API token: {getattr(e, 'strerror', None) or e}") from e
+    if not token:
+        raise EnvironmentError_(f"{path}: the API token is empty",
+                                hint="remove the file and restart qx-node to create a new token")
+    return token
 
 
 class Activator:
@@ -95,8 +144,7 @@ class LinuxBackend(HostBackend):
         self.netns = netns
         self.store = ConfigStore(self.root)
         self.activator = activator or NetworkdActivator()
-        self.node = node or NodeClient(NODE_URL, self.root / "var/lib/quantix/node/tls/cert.pem",
-                                       self.root / "var/lib/quantix/node/api-token")
+        self.node = node or NodeClient(NODE_URL, self.root / NODE_CERT, self.root / NODE_TOKEN)
         self.updates = updates or UpdateClient()
         self._cpu_prev: tuple[int, int] | None = None
 
@@ -183,20 +231,28 @@ class LinuxBackend(HostBackend):
             vms = sum(1 for v in self.node.vms() if str(v.get("state", "")).lower() == "running")
         except QxError as e:
             node = Health(None, str(e)) if node.ok is None else node
-        channel, pending, udetail = "", "", ""
+        channel, pending, available, checked, udetail = "", "", "", "", ""
         try:
             us = self.updates.status()
-            channel = us.channel
-            pending = us.available
+            channel, pending, available, checked = us.channel, us.pending, us.available, us.last_check
         except QxError as e:
             udetail = f"not available: {e}"
+        cert: NodeCert | None = None
+        cert_detail = ""
+        try:
+            cert = self.node_certificate()
+        except Unavailable:
+            cert_detail = "not created yet (qx-node has not started)"
+        except QxError as e:
+            cert_detail = e.message
         cfg, prov = self.load_config()
         return HostStatus(
             product=PRODUCT_NAME, version=product_version(self.root), hostname=hostname,
             addresses=self.addresses(), active_slot=slot, blessed=blessed, cpu_percent=self._cpu(),
             mem_used=used, mem_total=total, vms_running=vms, node=node, libvirt=libvirt,
-            update_channel=channel or cfg.update_channel, pending_update=pending, update_detail=udetail,
-            uptime_s=uptime, provenance=prov,
+            update_channel=channel or cfg.update_channel, pending_update=pending, available_update=available,
+            update_check=checked, update_detail=udetail, uptime_s=uptime, node_cert=cert,
+            node_cert_detail=cert_detail, provenance=prov,
         )
 
     # -- configuration -----------------------------------------------------------------------
@@ -346,6 +402,12 @@ class LinuxBackend(HostBackend):
                 line = f"{pub.name}: {e}"
             out.append(line)
         return out
+
+    def node_certificate(self) -> NodeCert:
+        return read_node_cert(self.root / NODE_CERT)
+
+    def node_api_token(self) -> str:
+        return read_node_token(self.root / NODE_TOKEN)
 
     # -- logs and services ---------------------------------------------------------------------
     def logs(self, source: str, grep: str = "", lines: int = 200) -> list[str]:

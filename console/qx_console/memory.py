@@ -15,8 +15,8 @@ from qx_common.errors import UserError
 
 from qx_console import networkd
 from qx_console.backend import (
-    LOG_SOURCES, SERVICES, Health, HostBackend, HostStatus, Nic, ProbeResult, ProgressFn, ServiceState, SlotInfo,
-    Unavailable, UpdateState,
+    LOG_SOURCES, SERVICES, Health, HostBackend, HostStatus, Nic, NodeCert, ProbeResult, ProgressFn, ServiceState,
+    SlotInfo, Unavailable, UpdateState,
 )
 from qx_console.hostconfig import NETWORK_FIELDS, HostConfig, Provenance, SshConfig, validate
 
@@ -32,10 +32,16 @@ class MemoryState:
     password: str = "quantix-pw"
     updates_available: bool = True
     update_state: UpdateState = field(default_factory=lambda: UpdateState(
-        slots=[SlotInfo("a", "1.2.3", True, True), SlotInfo("b", "1.2.2", False, True)], channel="stable"))
+        slots=[SlotInfo("a", "1.2.3", True, True), SlotInfo("b", "1.2.2", False, True)], channel="stable",
+        last_check="up-to-date"))
     ssh: ServiceState = field(default_factory=lambda: ServiceState("ssh", "inactive", "dead"))
     journal: dict[str, list[str]] = field(default_factory=lambda: {
         s: [f"2026-01-01T00:00:0{i}+0000 qx-demo {s}[1]: message {i}" for i in range(5)] for s in LOG_SOURCES})
+    # qx-node's identity; None: qx-node has not started yet (no certificate / token written)
+    node_cert: NodeCert | None = field(default_factory=lambda: NodeCert(
+        sha256=":".join(f"{(i * 37 + 11) % 256:02X}" for i in range(32)),
+        names=("localhost", "qx-demo", "127.0.0.1", "::1"), not_after="2036-01-01"))
+    node_token: str | None = "qxdemo-Tok3n-0123456789abcdefghijklmnopqrstu"
 
 
 class MemoryBackend(HostBackend):
@@ -59,9 +65,13 @@ class MemoryBackend(HostBackend):
             mem_used=3 * 2**30, mem_total=16 * 2**30, vms_running=2,
             node=Health(True, "ok"), libvirt=Health(True, "libvirtd answers"),
             update_channel=self.s.update_state.channel,
-            pending_update=self.s.update_state.available if self.s.updates_available else "",
+            pending_update=self.s.update_state.pending if self.s.updates_available else "",
+            available_update=self.s.update_state.available if self.s.updates_available else "",
+            update_check=self.s.update_state.last_check if self.s.updates_available else "",
             update_detail="" if self.s.updates_available else "not available: 'qx-update' is not installed",
-            uptime_s=3725.0, provenance=dict(self.s.provenance),
+            uptime_s=3725.0, node_cert=self.s.node_cert,
+            node_cert_detail="" if self.s.node_cert else "not created yet (qx-node has not started)",
+            provenance=dict(self.s.provenance),
         )
 
     def load_config(self) -> tuple[HostConfig, Provenance]:
@@ -140,6 +150,17 @@ class MemoryBackend(HostBackend):
     def ssh_fingerprints(self) -> list[str]:
         return ["256 SHA256:Zm9vYmFyYmF6cXV4cXV1eHF1dXhxdXV4cXV1eHF1dXg root@qx-demo (ED25519)"]
 
+    def node_certificate(self) -> NodeCert:
+        if self.s.node_cert is None:
+            raise Unavailable("qx-node has not created its TLS certificate yet")
+        return self.s.node_cert
+
+    def node_api_token(self) -> str:
+        if self.s.node_token is None:
+            raise Unavailable("qx-node has not created its API token yet")
+        self._log("node_api_token")
+        return self.s.node_token
+
     def logs(self, source: str, grep: str = "", lines: int = 200) -> list[str]:
         return [ln for ln in self.s.journal[source] if grep.lower() in ln.lower()][-lines:]
 
@@ -159,7 +180,7 @@ class MemoryBackend(HostBackend):
 
     def update_check(self) -> UpdateState:
         self._updates()
-        self.s.update_state = replace(self.s.update_state, available="1.3.0")
+        self.s.update_state = replace(self.s.update_state, available="1.3.0", last_check="available")
         return self.s.update_state
 
     def update_apply(self, progress: ProgressFn) -> str:
@@ -167,6 +188,7 @@ class MemoryBackend(HostBackend):
         for i in range(5):
             progress(i / 4, "writing slot B")
         self._log("update_apply")
+        self.s.update_state = replace(self.s.update_state, available="", pending="1.3.0")
         return "1.3.0 installed in slot B; it becomes active at the next reboot"
 
     def update_rollback(self) -> str:

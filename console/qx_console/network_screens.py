@@ -15,6 +15,7 @@ from dataclasses import replace
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import Button, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
@@ -104,7 +105,7 @@ class NetworkScreen(BaseScreen):
         be = self.app.backend
         in_thread(self, lambda: (be.load_config(), be.list_nics()), self._loaded)
 
-    def _loaded(self, data: tuple[tuple[HostConfig, Provenance], list[Nic]]) -> None:
+    async def _loaded(self, data: tuple[tuple[HostConfig, Provenance], list[Nic]]) -> None:
         (self.cfg, self.prov), self.nics = data
         n = self.cfg.network
         self.v4_mode, self.v6_mode = n.ipv4.mode, n.ipv6.mode
@@ -112,26 +113,30 @@ class NetworkScreen(BaseScreen):
         self.query_one("#loading").remove()
         p = self.prov
         nic_src = _src(p, "network.nic")
-        widgets = [Static(f"Network adapter  ({nic_src})" if n.nic else "Network adapter  (default: DHCP on all)")]
+        heading = f"Network adapter  ({nic_src})" if n.nic else "Network adapter  (default: DHCP on all)"
+        widgets: list[Widget] = [Static(heading)]
         opts = OptionList(*[Option(x.describe(), id=x.name) for x in self.nics], id="nic")
         widgets.append(opts)
         widgets.append(Static("", id="err-nic", classes="error"))
-        form.mount_all(widgets)
         v4_src = _src(p, "network.ipv4", "dhcp" if n.ipv4.mode == "dhcp" else "default")
-        form.mount_all(self._mode_row("IPv4", "v4mode", self.v4_mode, v4_src))
-        form.mount_all(list(_row("  Address", "v4addr", n.ipv4.address, placeholder="192.0.2.10")))
-        form.mount_all(list(_row("  Prefix length", "v4prefix", str(n.ipv4.prefix))))
-        form.mount_all(list(_row("  Gateway", "v4gw", n.ipv4.gateway, placeholder="192.0.2.1")))
-        form.mount_all(self._mode_row("IPv6", "v6mode", self.v6_mode, _src(p, "network.ipv6")))
-        form.mount_all(list(_row("  Address", "v6addr", n.ipv6.address, placeholder="2001:db8::10")))
-        form.mount_all(list(_row("  Prefix length", "v6prefix", str(n.ipv6.prefix))))
-        form.mount_all(list(_row("  Gateway", "v6gw", n.ipv6.gateway)))
-        form.mount_all(list(_row("DNS servers", "dns", ", ".join(n.dns), _src(p, "network.dns", "dhcp"),
-                                 placeholder="192.0.2.53, 192.0.2.54")))
-        form.mount_all(list(_row("Search domain", "search", n.search_domain, _src(p, "network.search_domain"))))
-        form.mount_all(list(_row("Hostname", "hostname", self.cfg.hostname, _src(p, "hostname"))))
-        form.mount_all(list(_row("VLAN id (empty: none)", "vlan", str(n.vlan or ""), _src(p, "network.vlan"))))
-        form.mount(Horizontal(Button("Apply (F10)", id="apply"), Button("Cancel", id="cancel"), classes="buttons"))
+        widgets += self._mode_row("IPv4", "v4mode", self.v4_mode, v4_src)
+        widgets += _row("  Address", "v4addr", n.ipv4.address, placeholder="192.0.2.10")
+        widgets += _row("  Prefix length", "v4prefix", str(n.ipv4.prefix))
+        widgets += _row("  Gateway", "v4gw", n.ipv4.gateway, placeholder="192.0.2.1")
+        widgets += self._mode_row("IPv6", "v6mode", self.v6_mode, _src(p, "network.ipv6"))
+        widgets += _row("  Address", "v6addr", n.ipv6.address, placeholder="2001:db8::10")
+        widgets += _row("  Prefix length", "v6prefix", str(n.ipv6.prefix))
+        widgets += _row("  Gateway", "v6gw", n.ipv6.gateway)
+        widgets += _row("DNS servers", "dns", ", ".join(n.dns), _src(p, "network.dns", "dhcp"),
+                        placeholder="192.0.2.53, 192.0.2.54")
+        widgets += _row("Search domain", "search", n.search_domain, _src(p, "network.search_domain"))
+        widgets += _row("Hostname", "hostname", self.cfg.hostname, _src(p, "hostname"))
+        widgets += _row("VLAN id (empty: none)", "vlan", str(n.vlan or ""), _src(p, "network.vlan"))
+        widgets.append(Horizontal(Button("Apply (F10)", id="apply"), Button("Cancel", id="cancel"),
+                                  classes="buttons"))
+        # Awaited: _sync_modes (which greys out the fields of the modes not in use) and the focus below
+        # need the rows mounted.
+        await form.mount_all(widgets)
         if n.nic:
             idx = next((i for i, x in enumerate(self.nics) if x.name == n.nic), None)
             if idx is not None:
@@ -139,7 +144,7 @@ class NetworkScreen(BaseScreen):
         elif self.nics:
             opts.highlighted = 0
         self._sync_modes()
-        opts.focus()
+        opts.focus(scroll_visible=False)  # it is in view; scrolling would hide the heading above it
 
     def _mode_row(self, label: str, wid: str, mode: str, source: str) -> list:
         return [Horizontal(Static(label, classes="label"), Button(f"{mode}", id=wid),

@@ -38,6 +38,18 @@ def fmt_health(h: Health) -> str:
     return f"[yellow]{h.detail or 'unknown'}[/]"[:48]
 
 
+def fmt_update(st: HostStatus) -> str:
+    """What qx-update knows: an installed update awaiting a reboot, else what its last check found."""
+    from rich.markup import escape
+
+    if st.pending_update:
+        return f"[yellow]{escape(st.pending_update)} installed: reboot to start it[/]"
+    if st.available_update:
+        return f"[yellow]{escape(st.available_update)} available[/]"
+    return {"up-to-date": "up to date", "error": "[yellow]last check failed[/]"}.get(st.update_check,
+                                                                                   "not checked yet")
+
+
 def source_of(st: HostStatus, *keys: str, default: str = "default") -> str:
     for k in keys:
         if k in st.provenance:
@@ -66,8 +78,12 @@ def render_status(st: HostStatus) -> str:
     if st.update_detail:
         upd = f"[yellow]{escape(st.update_detail)[:56]}[/]"
     else:
-        upd = f"channel {escape(st.update_channel or '?')}; " + (
-            f"[yellow]{escape(st.pending_update)} available[/]" if st.pending_update else "up to date")
+        upd = f"channel {escape(st.update_channel or '?')}; " + fmt_update(st)
+    if st.node_cert is not None:
+        fp = st.node_cert.fingerprint_lines()
+        cert = [("API cert", f"SHA-256 {escape(fp[0])}")] + [("", f"        {escape(more)}") for more in fp[1:]]
+    else:
+        cert = [("API cert", f"[yellow]{escape((st.node_cert_detail or 'unknown')[:60])}[/]")]
     rows = [
         ("Hostname", f"{escape(st.hostname)}  [cyan]({source_of(st, 'hostname')})[/]"),
         ("IP addresses", f"{escape(addrs)}  [cyan]({net_src})[/]"),
@@ -78,6 +94,7 @@ def render_status(st: HostStatus) -> str:
         ("libvirt", fmt_health(st.libvirt)),
         ("Updates", upd),
         ("Uptime", fmt_uptime(st.uptime_s)),
+        *cert,
     ]
     lines += [f"{k:<14}{v}" for k, v in rows]
     return "\n".join(lines)

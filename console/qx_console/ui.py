@@ -5,6 +5,9 @@ only ASCII and the box glyphs ``─│┌┐└┘═║╔╗╚╝├┤┬┴
 four places, each fixed here: borders (``tall``/``wide`` use ▊▎▁▔ — every widget gets ``solid``/
 ``double`` or none), the header icon ⭘ (we draw our own title bar), the command palette (off) and the
 scrollbar ends (▁▂▃ / ▉▊▋ — replaced by plain cells). Progress bars are drawn as ``[####....]``.
+The Linux console has no bright backgrounds (yellow shows as brown) and draws bold as a bright
+foreground, so bold black text is dark grey: black text is never bold here (``qx_console.screenshot``
+renders a frame the way the console does; the snapshot tests use it).
 Widgets that draw their own non-font glyphs (Select ▼, Checkbox/RadioButton ▐●▌, ProgressBar ━,
 LoadingIndicator ●) are not used.
 """
@@ -49,14 +52,15 @@ KeyBar { dock: bottom; height: 1; background: white; color: black; padding: 0 1;
 Input { border: none; height: 1; background: blue; color: white; padding: 0 1; width: 1fr; }
 Input:focus { background: cyan; color: black; border: none; }
 Input.-invalid { border: none; background: red; }
+Input:disabled { background: black; color: white; opacity: 1; }
 Button { border: none; height: 1; min-width: 10; background: white; color: black; margin: 0 1 0 0;
-         padding: 0 1; text-style: bold; }
-Button:focus { background: yellow; color: black; text-style: bold reverse; }
+         padding: 0 1; text-style: none; }
+Button:focus { background: cyan; color: black; text-style: none; }
 Button:hover { border: none; }
 Button.-active { border: none; }
 OptionList { border: solid white; background: black; height: auto; max-height: 14; padding: 0; }
 OptionList:focus { border: double yellow; }
-OptionList > .option-list--option-highlighted { background: yellow; color: black; text-style: bold; }
+OptionList > .option-list--option-highlighted { background: white; color: black; text-style: none; }
 RichLog { border: solid white; background: black; }
 ModalScreen { align: center middle; background: black 60%; }
 .dialog { width: 70; height: auto; max-height: 20; border: double yellow; background: black; padding: 0 1; }
@@ -112,15 +116,17 @@ class ErrorScreen(ModalScreen[None]):
 def in_thread(
     widget: Any,
     fn: Callable[[], T],
-    done: Callable[[T], None],
+    done: Callable[[T], Any],
     fail: Callable[[BaseException], None] | None = None,
     *,
     group: str = "default",
     exclusive: bool = False,
 ) -> None:
-    """Run blocking ``fn`` in a thread worker; ``done(result)`` or ``fail(error)`` run on the UI thread.
+    """Run blocking ``fn`` in a thread worker; ``done(result)`` (may be async) or ``fail(error)`` run on
+    the UI thread.
 
-    Errors never escape into Textual (which would stop the app): without ``fail`` they open the error panel.
+    Errors never escape into Textual (which would stop the app): without ``fail`` they open the error panel,
+    and so does an error of ``done`` or ``fail`` themselves (a worker would otherwise drop it silently).
     """
     app = widget.app
 
@@ -129,13 +135,20 @@ def in_thread(
             result = fn()
         except Exception as e:  # noqa: BLE001 - shown to the operator, never fatal
             if fail is not None:
-                app.call_from_thread(fail, e)
+                _on_ui(app, fail, e)
             else:
                 app.call_from_thread(app.show_error, "Operation failed", e)
             return
-        app.call_from_thread(done, result)
+        _on_ui(app, done, result)
 
     widget.run_worker(job, thread=True, group=group, exclusive=exclusive, exit_on_error=False)
+
+
+def _on_ui(app: Any, callback: Callable[[Any], Any], arg: Any) -> None:
+    try:
+        app.call_from_thread(callback, arg)
+    except Exception as e:  # noqa: BLE001 - a bug of the screen: shown, the console keeps running
+        app.call_from_thread(app.show_error, "Internal error (the console keeps running)", e)
 
 
 def text_bar(fraction: float, width: int = 40) -> str:

@@ -10,7 +10,8 @@ import pytest
 from textual.widgets import Input, OptionList
 
 from qx_console.app import ConsoleApp
-from qx_console.customize import CustomizeScreen, LoginScreen, PowerScreen
+from qx_console.backend import UpdateState
+from qx_console.customize import CustomizeScreen, LoginScreen, NodeApiScreen, PowerScreen
 from qx_console.hostconfig import HostConfig, IPv4Config, IPv6Config, NetworkConfig
 from qx_console.memory import MemoryBackend, MemoryState
 from qx_console.network_screens import NetworkScreen, SafeApplyScreen
@@ -55,6 +56,70 @@ async def test_status_screen_and_ready_file(tmp_path: Path) -> None:
         assert not bad_glyphs(app)
 
 
+async def test_status_shows_the_node_certificate_fingerprint() -> None:
+    app, be = app_with()
+    fp = be.s.node_cert.sha256
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: on_screen(app, f"API cert      SHA-256 {fp[:47]}"))
+        assert f"                      {fp[48:]}" in frame_text(app)
+        assert be.s.node_token not in frame_text(app) and "node_api_token" not in be.calls
+
+
+async def test_status_without_node_certificate_says_so() -> None:
+    app, _ = app_with(MemoryState(node_cert=None))
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: on_screen(app, "API cert      not created yet (qx-node has not started)"))
+
+
+UPDATE_LINES = [
+    ("available", UpdateState(slots=[], channel="stable", available="1.3.0", last_check="available"),
+     "channel stable; 1.3.0 available"),
+    ("installed", UpdateState(slots=[], channel="stable", pending="1.3.0", last_check="available"),
+     "channel stable; 1.3.0 installed: reboot to start it"),
+    ("up to date", UpdateState(slots=[], channel="beta", last_check="up-to-date"), "channel beta; up to date"),
+    ("check failed", UpdateState(slots=[], channel="stable", last_check="error"), "channel stable; last check failed"),
+    ("never checked", UpdateState(slots=[], channel="stable"), "channel stable; not checked yet"),
+]
+
+
+@pytest.mark.parametrize("case,state,line", UPDATE_LINES, ids=[c[0] for c in UPDATE_LINES])
+async def test_status_update_line(case: str, state: UpdateState, line: str) -> None:
+    app, _ = app_with(MemoryState(update_state=state))
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: on_screen(app, f"Updates       {line}"))
+
+
+async def test_node_api_screen_shows_token_only_on_request() -> None:
+    app, be = app_with()
+    cert, token = be.s.node_cert, be.s.node_token
+    async with app.run_test(size=SIZE) as pilot:
+        await login(pilot, app)
+        await open_item(pilot, app, "nodeapi")
+        await until(pilot, lambda: isinstance(app.screen, NodeApiScreen) and on_screen(app, "Valid until: 2036-01-01"))
+        text = frame_text(app)
+        assert all(line in text for line in cert.fingerprint_lines())
+        assert "Names: localhost, qx-demo, 127.0.0.1, ::1" in text and "API token: hidden" in text
+        assert token not in text and "node_api_token" not in be.calls
+        await push(pilot, "#show")
+        await until(pilot, lambda: on_screen(app, f"API token: {token}"))
+        assert be.calls.count("node_api_token") == 1 and not bad_glyphs(app)
+        await push(pilot, "#hide")
+        await until(pilot, lambda: on_screen(app, "API token: hidden"))
+        assert token not in frame_text(app)
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, CustomizeScreen))
+
+
+async def test_node_api_screen_before_qx_node_created_its_identity() -> None:
+    app, be = app_with(MemoryState(node_cert=None, node_token=None))
+    async with app.run_test(size=SIZE) as pilot:
+        await login(pilot, app)
+        await open_item(pilot, app, "nodeapi")
+        await until(pilot, lambda: on_screen(app, "TLS certificate: Not available: qx-node has not created its TLS"))
+        await push(pilot, "#show")
+        await until(pilot, lambda: on_screen(app, "API token: qx-node has not created its API token yet"))
+
+
 async def test_status_shows_updates_not_available() -> None:
     app, _ = app_with(MemoryState(updates_available=False))
     async with app.run_test(size=SIZE) as pilot:
@@ -89,8 +154,8 @@ async def test_customize_menu_lists_every_item() -> None:
         await login(pilot, app)
         text = frame_text(app)
         for item in ("Configure Management Network", "Restore Previous Network", "Test Management Network",
-                     "Restart Management Network", "Root Password", "SSH Access", "View System Logs",
-                     "Services", "Updates", "Reset System Configuration"):
+                     "Restart Management Network", "Root Password", "SSH Access", "Node API Certificate and Token",
+                     "View System Logs", "Services", "Updates", "Reset System Configuration"):
             assert item in text
         assert not bad_glyphs(app)
 
@@ -112,6 +177,21 @@ async def fill_network(pilot, app, **values: str) -> NetworkScreen:
         scr.query_one(f"#{wid}", Input).value = v
     await pilot.pause()
     return scr
+
+
+async def test_network_form_in_dhcp_mode_greys_out_static_fields() -> None:
+    app, _ = app_with()
+    async with app.run_test(size=SIZE) as pilot:
+        await login(pilot, app)
+        await open_item(pilot, app, "network")
+        await until(pilot, lambda: isinstance(app.screen, NetworkScreen) and on_screen(app, "eno2"))
+        scr = app.screen
+        await until(pilot, lambda: scr.query_one("#nic", OptionList).has_focus)
+        assert scr.v4_mode == "dhcp" and scr.v6_mode == "auto"
+        assert all(scr.query_one(f"#{w}", Input).disabled for w in ("v4addr", "v4prefix", "v4gw", "v6addr"))
+        assert not scr.query_one("#dns", Input).disabled
+        scr.query_one("#v4mode").press()
+        await until(pilot, lambda: not scr.query_one("#v4addr", Input).disabled)
 
 
 BAD_INPUT = [
@@ -399,6 +479,22 @@ async def test_errors_never_stop_the_console() -> None:
         await pilot.press("f2")
         await until(pilot, lambda: isinstance(app.screen, LoginScreen), raw=True)
         assert app.is_running and app.return_code is None
+
+
+async def test_error_in_a_screen_callback_opens_the_error_panel() -> None:
+    """A bug in the UI callback of a worker (not in the blocking call) is shown, not dropped silently."""
+    from qx_console.ui import in_thread
+
+    app, _ = app_with()
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: on_screen(app, "10.0.2.15"))
+
+        def broken(_: object) -> None:
+            raise KeyError("callback exploded")
+        in_thread(app.screen, lambda: 42, broken)
+        await until(pilot, lambda: isinstance(app.screen, ErrorScreen) and on_screen(app, "callback exploded"))
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, StatusScreen))
 
 
 async def login_from_anywhere(pilot, app) -> None:

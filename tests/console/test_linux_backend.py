@@ -1,20 +1,33 @@
 """The real backend against a temporary host root: status from /proc, the ESP and a real HTTP qx-node
-on 127.0.0.1; qx-update absent or present (a script speaking its documented --json output)."""
+on 127.0.0.1; qx-update absent or present (a script speaking its documented --json output); qx-node's
+certificate and token as qx-node itself writes them."""
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
+import hashlib
+import ipaddress
 import json
+import shutil
+import subprocess
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
+from qx_common.errors import EnvironmentError_
 from qx_console.backend import Unavailable
 from qx_console.clients import NodeClient, UpdateClient
 from qx_console.hostconfig import HostConfig, SshConfig
-from qx_console.linux import LinuxBackend
+from qx_console.linux import NODE_CERT, NODE_TOKEN, LinuxBackend
 
 
 class _Node(BaseHTTPRequestHandler):
@@ -68,27 +81,94 @@ def test_status_with_node_down(hostroot: Path) -> None:
     assert st.node.ok is None and "unreachable" in st.node.detail and st.vms_running is None
 
 
-def test_qx_update_json_is_parsed_and_apply_streams_progress(tmp_path: Path, hostroot: Path) -> None:
+# qx-update's `status --json` (qx_update.client.Client.status), trimmed to the keys the console reads.
+QX_UPDATE_STATUS: dict[str, Any] = {
+    "channel": "stable", "running_slot": "a", "default_slot": "a",
+    "slots": {"a": {"version": "1.2.3", "active": True, "next_boot": True, "blessed": True, "bad": False},
+              "b": {"version": None, "active": False, "next_boot": False, "blessed": False, "bad": False}},
+    "last_check": None, "last_error": None, "pending": None, "rollback": None, "message": "ok",
+}
+
+
+def fake_qx_update(tmp_path: Path, status: dict[str, Any]) -> Path:
+    """A stand-in for qx-update speaking its documented --json output; ``status`` is what status prints."""
     script = tmp_path / "qx-update"
-    script.write_text("""#!/bin/sh
-[ "$1" = --json ] || { echo "qx-update: error: --json comes first" >&2; exit 2; }
+    script.write_text(f"""#!/bin/sh
+[ "$1" = --json ] || {{ echo "qx-update: error: --json comes first" >&2; exit 2; }}
 case "$2" in
-status) echo '{"channel":"stable","active_slot":"a","slots":{"a":{"version":"1.2.3","blessed":true},
- "b":{"version":"","blessed":null}},"available":""}' ;;
-apply) echo '{"done":1,"total":4}'; echo '{"done":4,"total":4}'; echo '{"message":"installed"}' ;;
-rollback) echo '{"error":"slot b is empty"}'; exit 1 ;;
+status) cat <<'JSON'
+{json.dumps(status, indent=2)}
+JSON
+;;
+apply) echo '{{"done":1,"total":4}}'; echo '{{"done":4,"total":4}}'; echo '{{"message":"installed"}}' ;;
+rollback) echo '{{"error":"slot b is empty"}}'; exit 1 ;;
 esac
 """)
     script.chmod(0o755)
+    return script
+
+
+def test_qx_update_json_is_parsed_and_apply_streams_progress(tmp_path: Path, hostroot: Path) -> None:
+    script = fake_qx_update(tmp_path, QX_UPDATE_STATUS)
     be = LinuxBackend(hostroot, updates=UpdateClient([str(script)]))
     st = be.update_status()
     assert st.channel == "stable" and [(s.name, s.active, s.blessed) for s in st.slots] == [
-        ("a", True, True), ("b", False, None)]
+        ("a", True, True), ("b", False, False)]
+    assert (st.available, st.pending, st.last_check) == ("", "", "")
     seen: list[float] = []
     assert be.update_apply(lambda f, m: seen.append(f)) == "installed"
     assert seen == [0.0, 0.25, 1.0, 1.0]
     with pytest.raises(Exception, match="slot b is empty"):
         be.update_rollback()
+
+
+CHECKED = "2026-01-02T03:04:05Z"
+UPDATE_CASES = [
+    # (case, last_check, pending, expected (available_update, pending_update, update_check))
+    ("available", {"at": CHECKED, "result": "available", "version": "1.3.0"}, None, ("1.3.0", "", "available")),
+    ("up to date", {"at": CHECKED, "result": "up-to-date", "version": None}, None, ("", "", "up-to-date")),
+    ("check failed", {"at": CHECKED, "result": "error", "error": "server unreachable"}, None, ("", "", "error")),
+    ("never checked", None, None, ("", "", "")),
+    ("installed, awaiting reboot", {"at": CHECKED, "result": "available", "version": "1.3.0"},
+     {"slot": "b", "version": "1.3.0", "from_slot": "a", "from_version": "1.2.3"}, ("", "1.3.0", "available")),
+    ("running it on trial", {"at": CHECKED, "result": "available", "version": "1.2.3"},
+     {"slot": "a", "version": "1.2.3", "from_slot": "b", "from_version": "1.2.2"}, ("", "", "available")),
+]
+
+
+@pytest.mark.parametrize("case,last_check,pending,expected", UPDATE_CASES, ids=[c[0] for c in UPDATE_CASES])
+def test_status_reports_what_the_last_check_found(tmp_path: Path, hostroot: Path, case: str,
+                                                  last_check: dict | None, pending: dict | None,
+                                                  expected: tuple[str, str, str]) -> None:
+    script = fake_qx_update(tmp_path, dict(QX_UPDATE_STATUS, last_check=last_check, pending=pending))
+    be = LinuxBackend(hostroot, node=NodeClient("http://127.0.0.1:9", None, None, timeout_s=0.5),
+                      updates=UpdateClient([str(script)]))
+    st = be.status()
+    assert (st.available_update, st.pending_update, st.update_check) == expected
+    assert st.update_channel == "stable" and not st.update_detail
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("last_check,pending,shown", [
+    ({"at": CHECKED, "result": "available", "version": "1.3.0"}, None, "channel stable; 1.3.0 available"),
+    ({"at": CHECKED, "result": "available", "version": "1.3.0"}, {"slot": "b", "version": "1.3.0"},
+     "channel stable; 1.3.0 installed: reboot to start it"),
+    ({"at": CHECKED, "result": "up-to-date", "version": None}, None, "channel stable; up to date"),
+    (None, None, "channel stable; not checked yet"),
+], ids=["available", "installed", "up-to-date", "never-checked"])
+async def test_status_screen_says_what_qx_update_found(tmp_path: Path, hostroot: Path, last_check: dict | None,
+                                                      pending: dict | None, shown: str) -> None:
+    """The Updates line follows qx-update's status --json: a version its last check found is 'available'."""
+    from qx_console.app import ConsoleApp
+
+    from .helpers import on_screen, until
+
+    script = fake_qx_update(tmp_path, dict(QX_UPDATE_STATUS, last_check=last_check, pending=pending))
+    be = LinuxBackend(hostroot, node=NodeClient("http://127.0.0.1:9", None, None, timeout_s=0.5),
+                      updates=UpdateClient([str(script)]))
+    app = ConsoleApp(be, refresh_s=3600)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: on_screen(app, f"Updates       {shown}"))
 
 
 def test_absent_qx_update_is_unavailable(hostroot: Path) -> None:
@@ -135,3 +215,131 @@ async def test_app_on_the_real_backend(hostroot: Path, node_url: str, tmp_path: 
         await until(pilot, lambda: on_screen(app, "root password: incorrect"))
         await pilot.press(*"quantix-pw", "enter")
         await until(pilot, lambda: isinstance(app.screen, CustomizeScreen))
+
+
+# -- qx-node's TLS certificate and API token ------------------------------------------------------------
+def node_state(hostroot: Path) -> tuple[Path, Path, str]:
+    """Let qx-node's own code write its identity into the host root, where the image's qx-node keeps it
+    (``--state-dir /var/lib/quantix/node``): returns (cert.pem, api-token, token)."""
+    from qx_node import settings as node_settings
+    from qx_node.auth import ensure_token
+    from qx_node.tls import ensure_cert
+
+    state_dir = hostroot / node_settings.DEFAULT_STATE_DIR.relative_to("/")
+    s = node_settings.Settings(host="127.0.0.1", port=8443, libvirt_uri="test:///default", state_dir=state_dir,
+                               console_ready_dir=None)
+    _, cert = ensure_cert(s.tls_dir)
+    token = ensure_token(s.token_path)
+    assert (cert, s.token_path) == (hostroot / NODE_CERT, hostroot / NODE_TOKEN)  # the paths the console reads
+    return cert, s.token_path, token
+
+
+def make_cert(path: Path) -> x509.Certificate:
+    """A self-signed certificate made here, with known names and expiry."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "qx-test")])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc))
+            .not_valid_after(dt.datetime(2036, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("qx-test"), x509.DNSName("localhost"),
+                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return cert
+
+
+def der_sha256(pem: str) -> str:
+    """The fingerprint computed without the backend's code: SHA-256 over the DER inside the PEM armour."""
+    body = "".join(ln for ln in pem.splitlines() if ln and not ln.startswith("-----"))
+    return hashlib.sha256(base64.b64decode(body)).hexdigest().upper()
+
+
+def test_node_certificate_written_by_qx_node(hostroot: Path) -> None:
+    cert_path, _, _ = node_state(hostroot)
+    nc = LinuxBackend(hostroot).node_certificate()
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    assert nc.sha256 == cert.fingerprint(hashes.SHA256()).hex(":").upper()
+    assert nc.sha256.replace(":", "") == der_sha256(cert_path.read_text())
+    assert len(nc.sha256) == 95 and {"localhost", "127.0.0.1", "::1"} <= set(nc.names)
+    assert [len(line) for line in nc.fingerprint_lines()] == [47, 47]  # two lines fit an 80x24 screen
+
+
+def test_node_certificate_names_and_expiry(hostroot: Path) -> None:
+    cert = make_cert(hostroot / NODE_CERT)
+    nc = LinuxBackend(hostroot).node_certificate()
+    assert nc.sha256 == cert.fingerprint(hashes.SHA256()).hex(":").upper()
+    assert (nc.names, nc.not_after) == (("qx-test", "localhost", "127.0.0.1"), "2036-01-02")
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="the openssl command is not installed")
+def test_node_certificate_fingerprint_is_what_openssl_prints(hostroot: Path) -> None:
+    make_cert(hostroot / NODE_CERT)
+    out = subprocess.run(["openssl", "x509", "-noout", "-fingerprint", "-sha256", "-in", str(hostroot / NODE_CERT)],
+                         check=True, capture_output=True, text=True).stdout.strip()
+    assert out.lower().startswith("sha256 fingerprint=")
+    assert LinuxBackend(hostroot).node_certificate().sha256 == out.split("=", 1)[1]
+
+
+def test_node_api_token_written_by_qx_node(hostroot: Path) -> None:
+    _, _, token = node_state(hostroot)
+    assert LinuxBackend(hostroot).node_api_token() == token and len(token) >= 40
+
+
+def test_node_identity_missing_or_broken_names_the_file(hostroot: Path) -> None:
+    be = LinuxBackend(hostroot)
+    with pytest.raises(Unavailable, match=r"TLS certificate yet \(.*/var/lib/quantix/node/tls/cert.pem is missing"):
+        be.node_certificate()
+    with pytest.raises(Unavailable, match=r"API token yet \(.*/var/lib/quantix/node/api-token is missing"):
+        be.node_api_token()
+    (hostroot / NODE_CERT).parent.mkdir(parents=True)
+    (hostroot / NODE_CERT).write_text("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n")
+    with pytest.raises(EnvironmentError_, match=r"/var/lib/quantix/node/tls/cert.pem: not a PEM certificate"):
+        be.node_certificate()
+    (hostroot / NODE_TOKEN).write_text("\n")
+    with pytest.raises(EnvironmentError_, match=r"/var/lib/quantix/node/api-token: the API token is empty"):
+        be.node_api_token()
+
+
+def test_status_carries_the_certificate_fingerprint(hostroot: Path) -> None:
+    be = LinuxBackend(hostroot, node=NodeClient("http://127.0.0.1:9", None, None, timeout_s=0.5),
+                      updates=UpdateClient(["/nonexistent/qx-update"]))
+    st = be.status()
+    assert st.node_cert is None and st.node_cert_detail == "not created yet (qx-node has not started)"
+    cert = make_cert(hostroot / NODE_CERT)
+    st = be.status()
+    assert st.node_cert is not None and st.node_cert.sha256 == cert.fingerprint(hashes.SHA256()).hex(":").upper()
+
+
+@pytest.mark.anyio
+async def test_app_shows_fingerprint_and_token_on_request_on_the_real_backend(hostroot: Path) -> None:
+    """Status shows the fingerprint of the certificate qx-node wrote; the token appears only after
+    F2 + root password + Node API + Show token."""
+    from textual.widgets import OptionList
+
+    from qx_console.app import ConsoleApp
+    from qx_console.customize import CustomizeScreen, LoginScreen, NodeApiScreen
+
+    from .helpers import frame_text, on_screen, push, until
+
+    cert_path, _, token = node_state(hostroot)
+    fp = x509.load_pem_x509_certificate(cert_path.read_bytes()).fingerprint(hashes.SHA256()).hex(":").upper()
+    be = LinuxBackend(hostroot, node=NodeClient("http://127.0.0.1:9", None, None, timeout_s=0.5),
+                      updates=UpdateClient(["/nonexistent/qx-update"]))
+    app = ConsoleApp(be, refresh_s=3600)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: on_screen(app, f"API cert      SHA-256 {fp[:47]}"))
+        assert fp[48:] in frame_text(app) and token not in frame_text(app)
+        await pilot.press("f2")
+        await until(pilot, lambda: isinstance(app.screen, LoginScreen))
+        await pilot.press(*"quantix-pw", "enter")
+        await until(pilot, lambda: isinstance(app.screen, CustomizeScreen))
+        menu = app.screen.query_one("#menu", OptionList)
+        menu.highlighted = menu.get_option_index("nodeapi")
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, NodeApiScreen) and on_screen(app, fp[:47]))
+        assert on_screen(app, fp[48:]) and token not in frame_text(app)
+        await push(pilot, "#show")
+        await until(pilot, lambda: on_screen(app, f"API token: {token}"))

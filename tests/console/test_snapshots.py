@@ -1,28 +1,60 @@
-"""SVG snapshots of the main screens at 80x24 (serial console size), from the fixed in-memory host.
+"""SVG snapshots of the main screens at 80x24 (serial console size), from the fixed in-memory host, as a
+Linux console shows them: the app runs with TERM=linux (16 colours, as qx-console@tty1.service sets it)
+and its screenshots are drawn in the console's palette (:mod:`qx_console.screenshot`).
 
 Update after an intended change: pytest tests/console/test_snapshots.py --snapshot-update
+(then read the SVGs: their colours must stay in LINUX_PALETTE; test_snapshot_files_use_only_the_palette
+checks the stored files).
 """
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
+import pytest
+from textual.widgets import OptionList
+
 from qx_console.app import ConsoleApp
-from qx_console.customize import CustomizeScreen, LoginScreen
+from qx_console.customize import CustomizeScreen, LoginScreen, NodeApiScreen
 from qx_console.memory import MemoryBackend, MemoryState
 from qx_console.network_screens import NetworkScreen
+from qx_console.screenshot import LINUX_PALETTE
 from qx_console.status import StatusScreen
 
 from .helpers import bad_glyphs, on_screen, until
 
 SIZE = (80, 24)
+SNAPSHOTS = Path(__file__).parent / "__snapshots__" / "test_snapshots"
+PALETTE = {"#%02x%02x%02x" % rgb for rgb in LINUX_PALETTE}
+
+
+@pytest.fixture(autouse=True)
+def linux_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The environment of qx-console@tty1.service: TERM=linux, nothing announcing more colours."""
+    monkeypatch.setenv("TERM", "linux")
+    for var in ("COLORTERM", "NO_COLOR", "FORCE_COLOR", "TEXTUAL_COLOR_SYSTEM"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def svg_colours(svg: str) -> set[str]:
+    return {c.lower() for c in re.findall(r"#[0-9a-fA-F]{6}\b", svg)}
 
 
 def make(state: MemoryState | None = None) -> ConsoleApp:
     return ConsoleApp(MemoryBackend(state), refresh_s=3600)
 
 
+def _as_on_a_linux_console(pilot) -> None:
+    app = pilot.app
+    assert app.console.color_system == "standard", "the app must render in 16 colours under TERM=linux"
+    assert not bad_glyphs(app)
+    assert svg_colours(app.export_screenshot()) <= PALETTE
+
+
 async def _status(pilot) -> None:
     await until(pilot, lambda: isinstance(pilot.app.screen, StatusScreen) and on_screen(pilot.app, "10.0.2.15"))
-    assert not bad_glyphs(pilot.app)
+    _as_on_a_linux_console(pilot)
 
 
 async def _customize(pilot) -> None:
@@ -31,14 +63,24 @@ async def _customize(pilot) -> None:
     await until(pilot, lambda: isinstance(pilot.app.screen, LoginScreen))
     await pilot.press(*"quantix-pw", "enter")
     await until(pilot, lambda: isinstance(pilot.app.screen, CustomizeScreen))
-    assert not bad_glyphs(pilot.app)
+    _as_on_a_linux_console(pilot)
 
 
 async def _network(pilot) -> None:
     await _customize(pilot)
     await pilot.press("enter")
-    await until(pilot, lambda: isinstance(pilot.app.screen, NetworkScreen) and on_screen(pilot.app, "eno2"))
-    assert not bad_glyphs(pilot.app)
+    await until(pilot, lambda: isinstance(pilot.app.screen, NetworkScreen) and on_screen(pilot.app, "eno2")
+                and pilot.app.screen.query_one("#nic", OptionList).has_focus)
+    _as_on_a_linux_console(pilot)
+
+
+async def _node_api(pilot) -> None:
+    await _customize(pilot)
+    menu = pilot.app.screen.query_one("#menu", OptionList)
+    menu.highlighted = menu.get_option_index("nodeapi")
+    await pilot.press("enter")
+    await until(pilot, lambda: isinstance(pilot.app.screen, NodeApiScreen) and on_screen(pilot.app, "Valid until"))
+    _as_on_a_linux_console(pilot)
 
 
 def test_snapshot_status(snap_compare) -> None:
@@ -55,3 +97,19 @@ def test_snapshot_customize_menu(snap_compare) -> None:
 
 def test_snapshot_network_form(snap_compare) -> None:
     assert snap_compare(make(), terminal_size=SIZE, run_before=_network)
+
+
+def test_snapshot_node_api(snap_compare) -> None:
+    assert snap_compare(make(), terminal_size=SIZE, run_before=_node_api)
+
+
+def test_snapshot_files_use_only_the_palette() -> None:
+    """The stored snapshots (what a reviewer reads) are in the Linux console's 16 colours, at 80x24."""
+    files = sorted(SNAPSHOTS.glob("*.svg"))
+    assert {f.stem for f in files} >= {"test_snapshot_status", "test_snapshot_customize_menu",
+                                       "test_snapshot_network_form", "test_snapshot_node_api"}
+    for f in files:
+        svg = f.read_text()
+        assert svg_colours(svg) <= PALETTE, f"{f.name}: {sorted(svg_colours(svg) - PALETTE)}"
+        rows = set(re.findall(r'<text class="terminal-r\d+" x="[\d.]+" y="([\d.]+)"', svg))
+        assert len(rows) == SIZE[1], f"{f.name}: {len(rows)} lines, not {SIZE[1]}"
