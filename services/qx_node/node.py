@@ -6,7 +6,9 @@ libvirtd is down — it reconnects) → serve → ``node.close()``. Closing neve
 
 from __future__ import annotations
 
-from qx_node import auth
+from pathlib import Path
+
+from qx_node import auth, telemetry
 from qx_node.events import EventBus
 from qx_node.libvirt_conn import Libvirt
 from qx_node.metrics import make_registry
@@ -14,6 +16,13 @@ from qx_node.settings import Settings
 from qx_node.storage import Storage
 from qx_node.telemetry import StatsSampler
 from qx_node.vms import VmService
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
 
 
 class Node:
@@ -24,7 +33,8 @@ class Node:
         self.bus = EventBus()
         self.lv = Libvirt(settings.libvirt_uri, self.bus)
         self.storage = Storage(self.lv, settings.pool_dir, settings.pool_name)
-        self.vms = VmService(self.lv, self.storage, settings.virt_type)
+        self.vms = VmService(self.lv, self.storage, settings.virt_type, kvm_usable=lambda: telemetry.kvm_status(
+            settings.kvm_device, _read_text(settings.proc_cpuinfo))["usable"])
         self.sampler = StatsSampler()
         self.registry = make_registry(self.lv, self.bus)
         self.lv.on_connect(self.storage.ensure_pool)

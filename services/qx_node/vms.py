@@ -17,6 +17,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import contextlib
 import threading
 import time
@@ -39,10 +41,14 @@ _SHUTOFF_FAILED = getattr(libvirt, "VIR_DOMAIN_SHUTOFF_FAILED", 6)
 
 
 class VmService:
-    def __init__(self, lv: Libvirt, storage: Storage, virt_type: str | None = None) -> None:
+    def __init__(self, lv: Libvirt, storage: Storage, virt_type: str | None = None,
+                 kvm_usable: Callable[[], bool] | None = None) -> None:
         self.lv = lv
         self.storage = storage
         self.virt_type = virt_type  # None: the best the host offers (kvm, else qemu, else the first)
+        # libvirt lists 'kvm' whenever /dev/kvm exists; under software-nested KVM (no vmx/svm) such
+        # guests die at start, so the default follows our own check (telemetry.kvm_status).
+        self.kvm_usable = kvm_usable or (lambda: True)
         self._cpu_prev: dict[str, tuple[float, int]] = {}
         self._lock = threading.Lock()
         self.crash_restarts = 0
@@ -63,7 +69,8 @@ class VmService:
             return self.virt_type
         with mapped("host capabilities"):
             caps = self.lv.conn().getCapabilities()
-        types = [t for t in ("kvm", "qemu") if f"<domain type='{t}'" in caps]
+        types = [t for t in ("kvm", "qemu") if f"<domain type='{t}'" in caps
+                 and (t != "kvm" or self.kvm_usable())]
         if types:
             return types[0]
         import re
