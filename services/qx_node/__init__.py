@@ -16,6 +16,7 @@ Contract for local clients (the console, qx-update's health gate, scripts on the
 * ``GET /v1/hardware``: ``{"disks": [{"name", "path", "by_id": [/dev/disk/by-id/...], "size_bytes",
   "model", "serial", "rotational", "partitions": [{"name", "path", "number", "size_bytes", "fs_type",
   "label", "partlabel", "by_id"}], ...}], "nics": [...], "pci": [...], "iommu": bool}``.
+* Stop: SIGTERM is a graceful stop (open streams get 3 s), exit 0; running VMs are untouched.
 * Errors: JSON ``{"error": str, "field": str|null, "hint": str|null}``; 401, 404, 409, 413, 422,
   502/503 when libvirtd fails or is unreachable.
 

@@ -49,7 +49,7 @@ def _main(argv: list[str]) -> int:
         host=host,
         port=port,
         libvirt_uri=args.libvirt_uri,
-        state_dir=args.state_dir,
+        state_dir=s.prepare_dir("--state-dir", args.state_dir),
         console_ready_dir=None if args.no_console_check else args.console_ready_dir,
         pool_dir=args.pool_dir,
         pool_name=args.pool_name,

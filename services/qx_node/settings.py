@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from qx_common.errors import UserError
+from qx_common.errors import EnvironmentError_, UserError
 
 DEFAULT_LISTEN = "0.0.0.0:8443"
 DEFAULT_LIBVIRT_URI = "qemu:///system"
@@ -57,3 +57,16 @@ def parse_listen(value: str) -> tuple[str, int]:
     if not 1 <= port_no <= 65535:
         raise UserError(f"--listen: port {port_no} is out of range", hint="use a port from 1 to 65535")
     return host, port_no
+
+
+def prepare_dir(flag: str, path: Path) -> Path:
+    """Create the directory ``path`` given by ``flag`` (if missing); an error names the flag."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(f"{flag}: {path} is not a directory",
+                        hint=f"point {flag} at a directory, or at a path to create") from None
+    except OSError as e:
+        raise EnvironmentError_(f"{flag}: cannot create {path}: {e.strerror}",
+                                hint=f"qx-node needs a writable {flag}") from e
+    return path

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from qx_common.errors import EnvironmentError_
 from qx_node.auth import atomic_write
 
 
@@ -58,7 +59,11 @@ def ensure_cert(tls_dir: Path) -> tuple[Path, Path]:
                                          crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
             .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .sign(key, hashes.SHA256()))
-    atomic_write(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                             serialization.NoEncryption()), 0o600)
-    atomic_write(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    try:
+        atomic_write(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                 serialization.NoEncryption()), 0o600)
+        atomic_write(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    except OSError as e:
+        raise EnvironmentError_(f"cannot write the TLS key and certificate under {tls_dir}: {e.strerror}",
+                                hint="qx-node needs a writable --state-dir") from e
     return key_path, cert_path
