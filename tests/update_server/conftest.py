@@ -6,13 +6,16 @@
 * ``verify_repo(base_url, root)`` is the acceptance check after every operation: python-tuf's own
   ngclient, bootstrapped with a trusted root, refreshes over HTTP and downloads and verifies every
   target the signed metadata lists. It returns the verified targets (path -> custom.quantix).
-* ``server`` runs the real app under uvicorn in a subprocess on a free 127.0.0.1 port.
+* ``server`` runs the real app under uvicorn in a subprocess on a free 127.0.0.1 port;
+  ``server_no_resign`` is one whose re-signer stays idle during the test, and
+  ``sign_expiring_soon(data_dir, …)`` signs a repository whose root and timestamp expire soon.
 * ``pg_cluster`` (session) is a real, throwaway PostgreSQL server (:mod:`.pgcluster`, needs root);
   ``pg_url`` is a fresh database on it for one test, as a ``postgresql://`` URL for ``--database``.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import http.server
 import json
@@ -34,6 +37,7 @@ from tuf.api.metadata import Metadata, Targets
 from tuf.ngclient import Updater
 
 from qx_common.run import run
+from qx_update_server.repository import LIFETIME, Repository, utcnow
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -199,6 +203,32 @@ def server(tmp_path: Path) -> Iterator[Server]:
     s = start_server(tmp_path / "data")
     yield s
     s.stop()
+
+
+@pytest.fixture
+def server_no_resign(tmp_path: Path) -> Iterator[Server]:
+    """A server whose background re-signer does not run while a test does.
+
+    The re-signer's first pass runs at start-up — before ``/healthz`` answers, so before a test can
+    make keys — and the next one an hour later: metadata a test signs with a near expiry stays so.
+    """
+    s = start_server(tmp_path / "data", extra_args=["--refresh-interval", "3600"])
+    yield s
+    s.stop()
+
+
+def sign_expiring_soon(data_dir: Path, *, root_left: dt.timedelta, timestamp_left: dt.timedelta) -> None:
+    """Make keys and sign every role through :class:`Repository`'s own API with its clock set back.
+
+    ``init`` signed ``LIFETIME["root"] - root_left`` ago leaves root expiring in ``root_left``; the
+    online roles, long expired by then, are re-signed by ``refresh`` as of ``LIFETIME["timestamp"] -
+    timestamp_left`` ago, so timestamp expires in ``timestamp_left`` and targets and snapshot much later.
+    Nothing has expired yet: a TUF client still accepts the repository.
+    """
+    now = utcnow()
+    repo = Repository(data_dir)
+    repo.init(now=now - (LIFETIME["root"] - root_left))
+    assert repo.refresh(now=now - (LIFETIME["timestamp"] - timestamp_left)) == ["targets", "snapshot", "timestamp"]
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,16 @@ async function act(method, path, body, what) {
   await refresh();
 }
 
+// The page polls every few seconds. Rebuilding the channel tables would throw away what the user is
+// typing into a rollout percentage (and its focus), so they are rebuilt only when the data changed,
+// and a typed but not yet submitted percentage (a draft) survives a rebuild.
+const drafts = new Map();  // version -> percentage typed into its rollout field
+let shownReleases = "";
+
 function renderChannels(data) {
+  const key = JSON.stringify(data);
+  if (key === shownReleases) return;
+  shownReleases = key;
   const list = $("#channel-list"); list.replaceChildren();
   for (const ch of data.channels) {
     const rels = data.releases.filter((r) => r.channels.includes(ch));
@@ -41,12 +50,17 @@ function renderChannels(data) {
         actions.append(el("button", {"data-action": `promote-${v}-${to}`,
           onclick: () => act("POST", `/v1/releases/${v}/promote`, {to}, `promote ${v} to ${to}`)}, `promote to ${to}`));
       }
-      const pct = el("input", {type: "number", min: "0", max: "100", size: "4", value: String(Math.round(Number(ro.fraction) * 100)),
-                               "data-input": `percent-${v}`});
-      actions.append(pct, el("button", {"data-action": `rollout-${v}`,
-        onclick: () => act("POST", `/v1/releases/${v}/rollout`, {percent: Number(pct.value)}, `rollout ${v}`)}, "set rollout %"));
+      const pct = el("input", {type: "number", min: "0", max: "100", step: "any", size: "4", "data-input": `percent-${v}`,
+                               value: drafts.has(v) ? drafts.get(v) : String(Math.round(Number(ro.fraction) * 100)),
+                               oninput: () => drafts.set(v, pct.value)});
+      actions.append(pct, el("button", {"data-action": `rollout-${v}`, onclick: () => {
+        if (pct.value.trim() === "" || !pct.checkValidity()) { status(`rollout ${v}: enter a percentage from 0 to 100`, true); return; }
+        drafts.delete(v);
+        act("POST", `/v1/releases/${v}/rollout`, {percent: Number(pct.value)}, `rollout ${v} to ${Number(pct.value)}%`);
+      }}, "set rollout %"));
+      const verb = ro.paused ? "resume" : "pause";
       actions.append(el("button", {"data-action": `pause-${v}`,
-        onclick: () => act("POST", `/v1/releases/${v}/rollout`, {paused: !ro.paused}, `pause ${v}`)}, ro.paused ? "resume" : "pause"));
+        onclick: () => act("POST", `/v1/releases/${v}/rollout`, {paused: !ro.paused}, `${verb} ${v}`)}, verb));
       actions.append(el("button", {"data-action": `yank-${v}`, onclick: () => {
         if (confirm(`Yank ${v}? Hosts will no longer be offered it.`)) act("POST", `/v1/releases/${v}/yank`, undefined, `yank ${v}`);
       }}, "yank"));
@@ -77,7 +91,7 @@ function renderKeys(k) {
   if (!k.initialized) { warn.append(el("div", {class: "warning"}, "No signing keys yet: run qx-release keys init")); return; }
   table.append(el("tr", {}, ...["role", "version", "expires", "days left", "keys present / threshold"].map((h) => el("th", {}, h))));
   for (const [role, r] of Object.entries(k.roles)) {
-    table.append(el("tr", {"data-role": role}, el("td", {}, role), el("td", {}, r.version), el("td", {}, r.expires),
+    table.append(el("tr", {"data-role": role, class: r.warning ? "expiring" : ""}, el("td", {}, role), el("td", {}, r.version), el("td", {}, r.expires),
       el("td", {}, r.days_left), el("td", {}, `${r.keys_present} / ${r.threshold}`)));
     if (r.warning) warn.append(el("div", {class: "warning", "data-warning": role}, r.warning));
   }
