@@ -18,6 +18,7 @@ from qx_common.errors import EnvironmentError_, UserError
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 ACCELS = ("auto", "kvm", "tcg")
+GUEST_SERVICE_ADDR = "10.0.2.100"  # inside QEMU's user network (10.0.2.0/24): see Machine.guest_services
 
 
 def kvm_usable() -> bool:
@@ -52,6 +53,13 @@ class Machine:
     memory_mb: int = 2048
     cpus: int = 2
     serial_log: Path | None = None
+    # A second serial port (the guest's ttyS1) logged to this file: a clean channel for test agents,
+    # apart from the console that paints on ttyS0.
+    serial2_log: Path | None = None
+    # guestfwd rules: (guest port on 10.0.2.100, shell command QEMU spawns per connection, talking on
+    # its stdin/stdout). The guest reaches a host service only through such a command; with
+    # restrict=on nothing else leaves QEMU's user-mode network.
+    guest_services: list[tuple[int, str]] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)
 
     def prepare(self) -> None:
@@ -75,9 +83,13 @@ class Machine:
                 "-drive", f"if=pflash,format=raw,file={self.workdir / 'vars.fd'}",
                 "-device", "virtio-rng-pci",
                 # User-mode networking: the guest gets 10.0.2.15 inside QEMU's own stack; nothing leaves it.
-                "-nic", "user,model=virtio-net-pci,restrict=on"]
+                "-nic", "user,model=virtio-net-pci,restrict=on" + "".join(
+                    f",guestfwd=tcp:{GUEST_SERVICE_ADDR}:{port}-cmd:{cmd.replace(',', ',,')}"
+                    for port, cmd in self.guest_services)]
         if self.serial_log is not None:
             argv += ["-display", "none", "-serial", f"file:{self.serial_log}", "-monitor", "none"]
+            if self.serial2_log is not None:
+                argv += ["-serial", f"file:{self.serial2_log}"]
         else:
             argv += ["-nographic"]  # serial console and QEMU monitor on this terminal (Ctrl-A X quits)
         if self.disk is not None:

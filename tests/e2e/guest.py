@@ -25,15 +25,19 @@ def _clean(text: str) -> str:
 
 class BootedGuest:
     def __init__(self, workdir: Path, *, disk: Path | None = None, iso: Path | None = None,
-                 memory_mb: int = 2048) -> None:
+                 memory_mb: int = 2048, guest_services: list[tuple[int, str]] | None = None) -> None:
         self.serial = workdir / "serial.log"
-        self.machine = qemu.Machine(workdir, disk=disk, iso=iso, memory_mb=memory_mb, serial_log=self.serial)
+        # ttyS1: what a test agent inside the guest reports (see tests/e2e/agent.py).
+        self.agent = workdir / "agent.log"
+        self.machine = qemu.Machine(workdir, disk=disk, iso=iso, memory_mb=memory_mb, serial_log=self.serial,
+                                    serial2_log=self.agent, guest_services=list(guest_services or []))
         self.proc: subprocess.Popen[bytes] | None = None
         self.started = 0.0
 
     def start(self) -> None:
         self.machine.prepare()
         self.serial.write_bytes(b"")
+        self.agent.write_bytes(b"")
         self.started = time.monotonic()
         self.proc = subprocess.Popen(self.machine.argv(), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -44,28 +48,39 @@ class BootedGuest:
     def tail(self, n: int = TAIL_LINES) -> str:
         return "\n".join(self.log().splitlines()[-n:])
 
-    def wait_for(self, pattern: str, timeout: float, *, fail: str | None = None) -> re.Match[str]:
-        """Wait for ``pattern`` in the serial log; a match of ``fail`` ends the wait at once."""
+    def agent_log(self) -> str:
+        return _clean(self.agent.read_bytes().decode("utf-8", "replace"))
+
+    def wait_for(self, pattern: str, timeout: float, *, fail: str | None = None, agent: bool = False,
+                 after: int = 0) -> re.Match[str]:
+        """Wait for ``pattern`` in the serial log (``agent``: in the test agent's ttyS1 log), searching
+        from offset ``after``; a match of ``fail`` there ends the wait at once."""
         rx = re.compile(pattern)
         fail_rx = re.compile(fail) if fail else None
         deadline = time.monotonic() + timeout
         while True:
-            log = self.log()
-            m = rx.search(log)
+            log = self.agent_log() if agent else self.log()
+            m = rx.search(log, after)
             if m:
                 return m
-            bad = fail_rx.search(log) if fail_rx else None
+            bad = fail_rx.search(log, after) if fail_rx else None
             if bad:
-                raise AssertionError(f"the guest reported failure: {bad.group(0)[:2000]}\n"
-                                     f"--- serial log tail ---\n{self.tail()}")
+                raise AssertionError(f"the guest reported failure: {bad.group(0)[:2000]}\n{self._tails(agent)}")
             if self.proc is not None and self.proc.poll() is not None:
                 out = self.proc.stdout.read().decode("utf-8", "replace") if self.proc.stdout else ""
                 raise AssertionError(f"QEMU exited ({self.proc.returncode}) before /{pattern}/ appeared.\n"
-                                     f"QEMU said: {out[-2000:]}\n--- serial log tail ---\n{self.tail()}")
+                                     f"QEMU said: {out[-2000:]}\n{self._tails(agent)}")
             if time.monotonic() >= deadline:
-                raise AssertionError(f"/{pattern}/ did not appear on the serial console within {timeout:.0f} s.\n"
-                                     f"--- serial log tail ---\n{self.tail()}")
+                where = "the test agent's log (ttyS1)" if agent else "the serial console"
+                raise AssertionError(f"/{pattern}/ did not appear on {where} within {timeout:.0f} s.\n"
+                                     f"{self._tails(agent)}")
             time.sleep(1.0)  # polling interval of the log file, not a wait for the guest
+
+    def _tails(self, agent: bool) -> str:
+        text = f"--- serial log tail ---\n{self.tail()}"
+        if agent:
+            text += "\n--- test agent log tail (ttyS1) ---\n" + "\n".join(self.agent_log().splitlines()[-TAIL_LINES:])
+        return text
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started

@@ -1,0 +1,135 @@
+"""The whole over-the-air path on the real image in QEMU: update, bless, and automatic rollback.
+
+1. The built release N (with the test server's trust root and the test agent, see derive.py) boots
+   from slot A. The real update server runs on 127.0.0.1; the guest reaches it at
+   ``http://10.0.2.100:8400/`` through QEMU's guestfwd (tests/e2e/relay.py), nothing else.
+2. N+1 is published with ``qx-release``; in the guest ``qx-update apply --reboot`` writes slot B,
+   installs N+1's UKI with a boot counter and reboots. The host comes back on slot B running N+1,
+   the health gate passes, systemd-bless-boot blesses it, and the security-epoch floor rises.
+3. N+2, whose qx-node is masked, is published and applied the same way. Its health gate fails, the
+   failed trial boot reboots, systemd-boot finds no tries left and boots slot B (N+1) by itself, and
+   ``qx-update status`` says it rolled back from N+2 and why.
+
+The guest is told (host override file, as an operator would set it) to give a new slot one boot try
+and its gate five minutes: the default three tries would triple the slowest part of the test.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from qx_build.paths import Release
+from qx_build.qemu import GUEST_SERVICE_ADDR
+from tests.e2e.conftest import BOOT_TIMEOUT
+from tests.e2e.derive import RootTree, bump, disk_with_root_a
+from tests.e2e.guest import BootedGuest
+from tests.update_server.conftest import ALL, make_token, qx_release, start_server
+
+GUEST_PORT = 8400
+GATE_TIMEOUT = 300  # s; a good boot's gate passes in well under this on TCG (it returns at the first 200)
+APPLY_TIMEOUT = 1200  # s, check + download + slot write + read-back under TCG
+RELAY = Path(__file__).resolve().parent / "relay.py"
+# The agent reported a failed apply, gave up waiting for a release, or crashed: stop at once.
+AGENT_FAILED = r'QX-E2E (?:applied \{"rc": [1-9].*|gave-up .*|crashed .*)'
+
+
+class Agent:
+    """Reads the test agent's ``QX-E2E <event> {json}`` lines from the guest's ttyS1, in order."""
+
+    def __init__(self, guest: BootedGuest) -> None:
+        self.guest = guest
+        self.offset = 0
+
+    def next(self, event: str, timeout: float) -> dict[str, Any]:
+        m = self.guest.wait_for(rf"QX-E2E {event} (\{{.*\}})\n", timeout, agent=True, after=self.offset,
+                                fail=AGENT_FAILED)
+        self.offset = m.end()
+        return json.loads(m.group(1))
+
+    def next_boot_of(self, version: str, timeout: float) -> dict[str, Any]:
+        """The next boot report of ``version`` (skipping reports of other versions on the way)."""
+        while True:
+            boot = self.next("boot", timeout)
+            if boot["version"] == version:
+                return boot
+
+
+@pytest.mark.root
+@pytest.mark.timeout(3600)
+def test_update_is_blessed_and_a_release_failing_its_health_gate_rolls_back(
+        release: Release, guest_factory, tmp_path: Path) -> None:
+    server = start_server(tmp_path / "server")
+    try:
+        token = make_token(server.data_dir, *ALL)
+        qx_release(server, token, "keys", "init")
+        trust_root = requests.get(f"{server.url}/metadata/1.root.json", timeout=10).content
+        n, n1, n2 = release.version, bump(release.version, 1), bump(release.version, 2)
+        plan = {"settings": {"server_url": f"http://{GUEST_SERVICE_ADDR}:{GUEST_PORT}/", "channel": "dev",
+                             "tries": 1, "gate_timeout": GATE_TIMEOUT},
+                "next": {n: n1, n1: n2}, "wait_for_release_s": 1800,
+                "checkin_token": make_token(server.data_dir, "checkin")}
+        tree = RootTree(release, tmp_path / "derive")
+        rel_n = tree.make(n, trust_root=trust_root, plan=plan)
+        rel_n1 = tree.make(n1, trust_root=trust_root, plan=plan, security_epoch=1)
+        rel_n2 = tree.make(n2, trust_root=trust_root, plan=plan, security_epoch=1, masked=("qx-node.service",))
+        disk = disk_with_root_a(release.disk, rel_n.erofs, tmp_path / f"quantix-os_{n}-e2e.raw")
+        qx_release(server, token, "publish", "--channel", "dev", str(rel_n1.release_dir))
+
+        port = int(server.url.rsplit(":", 1)[1])
+        guest = guest_factory(disk=disk, guest_services=[(GUEST_PORT, f"{sys.executable} {RELAY} 127.0.0.1 {port}")])
+        agent = Agent(guest)
+
+        # 1. Release N on slot A finds N+1 on its channel and applies it.
+        boot = agent.next("boot", BOOT_TIMEOUT)
+        machine_id = boot["machine_id"]
+        assert re.fullmatch(r"[0-9a-f]{32}", machine_id), boot
+        print(f"N={n} reported from slot A {guest.elapsed():.0f} s after QEMU start")
+        st = boot["status"]
+        assert boot["version"] == n and re.search(r"\broot=PARTLABEL=root-a\b", boot["cmdline"]), boot
+        assert st["running_slot"] == "a" and st["trusted_root"] is True, st
+        assert agent.next("applying", 600)["version"] == n1
+
+        # 2. Back on slot B running N+1: gate passed, blessed, floor raised to N+1's epoch.
+        boot = agent.next_boot_of(n1, APPLY_TIMEOUT + BOOT_TIMEOUT)
+        print(f"N+1={n1} booted from slot B {guest.elapsed():.0f} s after QEMU start")
+        st = boot["status"]
+        assert re.search(r"\broot=PARTLABEL=root-b\b", boot["cmdline"]), boot
+        # Host identity lives on the data partition: the same machine id in every slot and boot.
+        assert boot["machine_id"] == machine_id, (boot["machine_id"], machine_id)
+        assert st["running_slot"] == "b" and st["slots"]["b"]["version"] == n1, st
+        assert st["slots"]["b"]["blessed"] is True and st["slots"]["b"]["entry"] == "quantix-b.conf", st
+        assert st["security_epoch_floor"] == 1 and st["pending"] is None and not st["rollback"], st
+        assert st["slots"]["a"]["version"] == n and st["slots"]["a"]["bad"] is False, st
+
+        # 3. N+2 fails its health gate; the host returns to N+1 by itself.
+        qx_release(server, token, "publish", "--channel", "dev", str(rel_n2.release_dir))
+        assert agent.next("applying", 600)["version"] == n2
+        boot = agent.next_boot_of(n1, APPLY_TIMEOUT + 2 * BOOT_TIMEOUT + GATE_TIMEOUT)
+        print(f"back on N+1 after the failed N+2 trial {guest.elapsed():.0f} s after QEMU start")
+        st = boot["status"]
+        assert re.search(r"\broot=PARTLABEL=root-b\b", boot["cmdline"]), boot
+        assert boot["machine_id"] == machine_id, (boot["machine_id"], machine_id)
+        assert st["running_slot"] == "b" and st["slots"]["b"]["blessed"] is True, st
+        assert st["slots"]["a"]["bad"] is True and st["slots"]["a"]["version"] == n2, st
+        rb = st["rollback"]
+        assert rb and rb["from_version"] == n2 and rb["from_slot"] == "a" and rb["to_slot"] == "b", st
+        assert "qx-node" in rb["reason"], rb  # the gate's own verdict, not a guess
+        assert st["message"].startswith(f"rolled back from {n2}"), st
+        # N+2's trial boot really happened (it is not merely skipped): systemd-boot counted its try.
+        assert st["slots"]["a"]["tries_done"] == 1, st
+
+        # The update server's fleet view saw it all: the host checked in, and is back on N+1, degraded.
+        reader = {"Authorization": f"Bearer {make_token(server.data_dir, 'read')}"}
+        hosts = requests.get(f"{server.url}/v1/fleet", headers=reader, timeout=10).json()["hosts"]
+        assert [h["host_id"] for h in hosts] == [machine_id], hosts
+        assert (hosts[0]["version"], hosts[0]["slot"], hosts[0]["channel"]) == (n1, "b", "dev"), hosts
+        assert hosts[0]["health"] == "degraded" and n2 in (hosts[0]["last_error"] or ""), hosts
+    finally:
+        server.stop()
