@@ -16,6 +16,7 @@ raised as :mod:`qx_common.errors` types; "this feature is not on this host" is :
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -172,15 +173,33 @@ class HostBackend(abc.ABC):
     @abc.abstractmethod
     def resolve(self, name: str) -> ProbeResult: ...
 
+    # How long a dynamic configuration (DHCP, IPv6 router advertisements) may take to produce a
+    # default route before the probe calls it failed. A lease normally takes a few seconds.
+    lease_wait_s: float = 30.0
+
     def probe(self, net: NetworkConfig, tries: int = 3) -> list[ProbeResult]:
-        """Is the management network usable? Gateway(s) and DNS servers, a few tries each."""
+        """Is the management network usable? Gateway(s) and DNS servers, a few tries each.
+
+        With no static gateway, the gateways are what DHCP / router advertisements handed out: the
+        probe waits up to :attr:`lease_wait_s` for a default route and pings it — a dynamic change
+        that yields no lease (wrong VLAN, no DHCP server there) fails the probe and is reverted."""
         targets: list[tuple[str, str]] = []
         if net.ipv4.mode == "static" and net.ipv4.gateway:
             targets.append((net.ipv4.gateway, "gateway"))
         if net.ipv6.mode == "static" and net.ipv6.gateway:
             targets.append((net.ipv6.gateway, "gateway"))
-        targets += [(d, "dns") for d in net.dns]
         out = []
+        if not targets and (net.ipv4.mode == "dhcp" or net.ipv6.mode == "auto"):
+            deadline = time.monotonic() + self.lease_wait_s
+            gateways = self.default_gateways()
+            while not gateways and time.monotonic() < deadline:
+                time.sleep(min(1.0, max(deadline - time.monotonic(), 0.0)))
+                gateways = self.default_gateways()
+            if not gateways:
+                out.append(ProbeResult("default route", "gateway", False,
+                                       f"no DHCP lease or router advertisement within {self.lease_wait_s:.0f} s"))
+            targets += [(g, "gateway") for g in gateways]
+        targets += [(d, "dns") for d in net.dns]
         for tgt, what in targets:
             res = self.ping(tgt, what)
             for _ in range(tries - 1):

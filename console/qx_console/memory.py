@@ -29,6 +29,8 @@ class MemoryState:
         Nic("eno1", "52:54:00:12:34:56", True, 1000), Nic("eno2", "52:54:00:12:34:57", False, None)])
     addresses: list[tuple[str, str]] = field(default_factory=lambda: [("eno1", "10.0.2.15")])
     reachable: set[str] = field(default_factory=lambda: {"10.0.2.2", "10.0.2.3"})
+    # The default routes the running network has (what DHCP handed out); [] = no lease.
+    gateways: list[str] = field(default_factory=lambda: ["10.0.2.2"])
     password: str = "quantix-pw"
     updates_available: bool = True
     update_state: UpdateState = field(default_factory=lambda: UpdateState(
@@ -125,7 +127,7 @@ class MemoryBackend(HostBackend):
         return ProbeResult(name, "resolve", True, "192.0.2.80")
 
     def default_gateways(self) -> list[str]:
-        return ["10.0.2.2"]
+        return list(self.s.gateways)
 
     def restart_network(self) -> None:
         self._log("restart_network")

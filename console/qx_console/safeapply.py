@@ -59,8 +59,8 @@ def safe_apply(
     failed = [p for p in probes if not p.ok]
     if failed:
         _revert(backend, on_step)
-        names = ", ".join(f"{p.what} {p.target}" for p in failed)
-        return ApplyOutcome(False, f"no answer from {names}; previous configuration restored", probes)
+        names = "; ".join(f"{p.what} {p.target}: {p.detail}" for p in failed)
+        return ApplyOutcome(False, f"network check failed ({names}); previous configuration restored", probes)
     on_step("waiting for confirmation")
     if not confirm(confirm_seconds):
         _revert(backend, on_step)

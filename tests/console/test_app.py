@@ -259,7 +259,7 @@ async def test_network_change_losing_gateway_reverts() -> None:
         await open_item(pilot, app, "network")
         await fill_network(pilot, app, v4addr="10.9.0.5", v4gw="10.9.0.1")
         await pilot.press("f10")
-        await until(pilot, lambda: on_screen(app, "no answer from gateway 10.9.0.1"))
+        await until(pilot, lambda: on_screen(app, "gateway 10.9.0.1: no answer"))
         assert "Reverted" in frame_text(app)
     assert (be.s.config, be.files) == before
 
