@@ -127,6 +127,7 @@ class MemoryBackend(HostBackend):
         return ProbeResult(name, "resolve", True, "192.0.2.80")
 
     def default_gateways(self) -> list[str]:
+        self._log("default_gateways")
         return list(self.s.gateways)
 
     def restart_network(self) -> None:
