@@ -83,7 +83,8 @@ def _boot_until(disk: Path, pattern: str, timeout: float = 900) -> float:
         try:
             rx = re.compile(pattern)
             while time.monotonic() - t0 < timeout:
-                if rx.search(log.read_bytes().decode("utf-8", "replace")):
+                text = log.read_bytes().decode("utf-8", "replace") if log.exists() else ""  # QEMU creates it
+                if rx.search(text):
                     return time.monotonic() - t0
                 time.sleep(0.5)
             raise TimeoutError(pattern)
