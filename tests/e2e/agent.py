@@ -66,6 +66,17 @@ class Agent:
             token = OVERRIDE.parent / "update-checkin-token"  # so the server's fleet view sees this host
             token.write_text(self.plan["checkin_token"] + "\n")
             token.chmod(0o600)
+        probed = STATE / "console-probed"
+        if not probed.exists():
+            # Once, on the first boot: the console's real host backend against the real systemd.
+            probed.write_text(version)
+            p = subprocess.run(["/usr/lib/quantix/venv/bin/python", str(HERE / "console_probe.py")],
+                               capture_output=True, text=True, timeout=600)
+            try:
+                result = json.loads(p.stdout)
+            except ValueError:
+                result = {"error": f"exit {p.returncode}: {p.stdout[-500:]} {p.stderr[-1500:]}"}
+            self.say("console", **result)
         target = self.plan["next"].get(version)
         marker = STATE / f"applied-{target}"
         if target is None or marker.exists():

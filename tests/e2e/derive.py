@@ -6,7 +6,8 @@ built erofs root is unpacked once, then for each derived version the tree gets
 
 * its version in ``/usr/lib/os-release`` (what the booted host reports as its version),
 * the update trust anchor of the test's update server (``/usr/lib/quantix/tuf-root.json``),
-* the test agent (``tests/e2e/agent.py``, run after each boot; see there),
+* the test agent (``tests/e2e/agent.py``, run after each boot; see there) and the console probe it
+  runs once (``tests/e2e/console_probe.py``),
 * optionally units masked — the "bad release" whose health gate fails,
 
 and is packed with ``mkfs.erofs`` and ``zstd`` into a release directory exactly as ``make image``
@@ -94,7 +95,8 @@ class RootTree:
         (t / "usr/lib/quantix/tuf-root.json").write_bytes(trust_root)
         agent_dir = t / "usr/local/lib/qx-e2e"
         agent_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(HERE / "agent.py", agent_dir / "agent.py")
+        for script in ("agent.py", "console_probe.py"):
+            shutil.copyfile(HERE / script, agent_dir / script)
         (agent_dir / "plan.json").write_text(json.dumps(plan, indent=1))
         units = t / "etc/systemd/system"
         (units / "qx-e2e-agent.service").write_text(AGENT_UNIT)

@@ -2,7 +2,9 @@
 
 1. The built release N (with the test server's trust root and the test agent, see derive.py) boots
    from slot A. The real update server runs on 127.0.0.1; the guest reaches it at
-   ``http://10.0.2.100:8400/`` through QEMU's guestfwd (tests/e2e/relay.py), nothing else.
+   ``http://10.0.2.100:8400/`` through QEMU's guestfwd (tests/e2e/relay.py), nothing else. On this
+   first boot the console's real host backend is exercised against the real systemd too (SSH on
+   with its off-timer and off, host key fingerprints, journal views, service states and a restart).
 2. N+1 is published with ``qx-release``; in the guest ``qx-update apply --reboot`` writes slot B,
    installs N+1's UKI with a boot counter and reboots. The host comes back on slot B running N+1,
    the health gate passes, systemd-bless-boot blesses it, and the security-epoch floor rises.
@@ -61,6 +63,23 @@ class Agent:
                 return boot
 
 
+def _assert_console_backend_on_real_systemd(c: dict[str, Any]) -> None:
+    """What tests/e2e/console_probe.py saw the console's LinuxBackend do on the booted host."""
+    errors = {k: v for k, v in c.items() if isinstance(v, dict) and "error" in v and k != "services"}
+    assert not errors, errors
+    # SSH: off by default; on with an off-timer that systemd holds; fingerprints of the host keys; off.
+    assert (c["ssh_before"], c["ssh_on"], c["ssh_off_timer"]) == ("inactive", "active", "active"), c
+    assert c["fingerprints"] and all("SHA256:" in f for f in c["fingerprints"]), c["fingerprints"]
+    assert (c["ssh_after"], c["ssh_off_timer_after"]) == ("inactive", "inactive"), c
+    # Logs from the real journal: qx-node's unit, the kernel, a filtered system view.
+    assert any("qx-node" in line for line in c["logs_qx_node"]), c["logs_qx_node"]
+    assert c["logs_kernel_count"] > 0 and c["logs_grep"], c
+    # Services as systemd reports them, and a restart through the console's path.
+    assert {k: c["services"][k] for k in ("qx-node", "libvirtd", "systemd-networkd")} == \
+        {"qx-node": "active", "libvirtd": "active", "systemd-networkd": "active"}, c["services"]
+    assert c["resolved_after_restart"] == "active", c
+
+
 @pytest.mark.root
 @pytest.mark.timeout(3600)
 def test_update_is_blessed_and_a_release_failing_its_health_gate_rolls_back(
@@ -94,6 +113,7 @@ def test_update_is_blessed_and_a_release_failing_its_health_gate_rolls_back(
         st = boot["status"]
         assert boot["version"] == n and re.search(r"\broot=PARTLABEL=root-a\b", boot["cmdline"]), boot
         assert st["running_slot"] == "a" and st["trusted_root"] is True, st
+        _assert_console_backend_on_real_systemd(agent.next("console", 600))
         assert agent.next("applying", 600)["version"] == n1
 
         # 2. Back on slot B running N+1: gate passed, blessed, floor raised to N+1's epoch.
