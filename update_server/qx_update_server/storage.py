@@ -29,6 +29,7 @@ import secrets
 import sqlite3
 import ssl
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -96,10 +97,21 @@ class SQLiteStorage:
 
     def __init__(self, path: Path) -> None:
         try:
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across app crashes
-            self._db.executescript(_SCHEMA)
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+            # Switching a new database to WAL needs an exclusive lock, and SQLite answers "database is
+            # locked" at once (no busy wait) when another process opening it at the same moment holds
+            # a shared one: retry, bounded. The statements are idempotent.
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    self._db.execute("PRAGMA journal_mode=WAL")
+                    self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across app crashes
+                    self._db.executescript(_SCHEMA)
+                    break
+                except sqlite3.OperationalError as e:
+                    if "locked" not in str(e) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
         except sqlite3.Error as e:
             raise EnvironmentError_(f"cannot open the server database {path}: {e}") from e
         self._lock = threading.Lock()
