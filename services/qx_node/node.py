@@ -6,8 +6,6 @@ libvirtd is down — it reconnects) → serve → ``node.close()``. Closing neve
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from qx_node import auth, telemetry
 from qx_node.events import EventBus
 from qx_node.libvirt_conn import Libvirt
@@ -18,13 +16,6 @@ from qx_node.telemetry import StatsSampler
 from qx_node.vms import VmService
 
 
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text()
-    except OSError:
-        return ""
-
-
 class Node:
     def __init__(self, settings: Settings, *, connect_wait: float = 5.0) -> None:
         self.settings = settings
@@ -33,8 +24,8 @@ class Node:
         self.bus = EventBus()
         self.lv = Libvirt(settings.libvirt_uri, self.bus)
         self.storage = Storage(self.lv, settings.pool_dir, settings.pool_name)
-        self.vms = VmService(self.lv, self.storage, settings.virt_type, kvm_usable=lambda: telemetry.kvm_status(
-            settings.kvm_device, _read_text(settings.proc_cpuinfo))["usable"])
+        self.vms = VmService(self.lv, self.storage, settings.virt_type, kvm_usable=lambda: telemetry.kvm_usable(
+            settings.kvm_device, settings.proc_cpuinfo))
         self.sampler = StatsSampler()
         self.registry = make_registry(self.lv, self.bus)
         self.lv.on_connect(self.storage.ensure_pool)

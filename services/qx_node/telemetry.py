@@ -89,6 +89,11 @@ def kvm_status(device: Path, cpuinfo: str) -> dict[str, Any]:
     return {"usable": True, "reason": f"{device} opens read-write and the CPU has {min(flags)}"}
 
 
+def kvm_usable(device: Path, cpuinfo: Path) -> bool:
+    """:func:`kvm_status` from the files themselves (what VM creation asks before picking KVM)."""
+    return bool(kvm_status(device, _read(cpuinfo))["usable"])
+
+
 def host_info(libvirt_version: str | None, *, cmdline: Path = DEFAULT_PROC_CMDLINE,
               cpuinfo: Path = DEFAULT_PROC_CPUINFO, kvm_device: Path = DEFAULT_KVM_DEVICE) -> dict[str, Any]:
     vm = psutil.virtual_memory()
