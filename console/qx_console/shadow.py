@@ -94,12 +94,26 @@ def check_new_password(password: str, again: str) -> None:
 
 
 def set_password(shadow: Path, user: str, password: str) -> None:
-    hashed = hash_password(password)
+    set_password_hash(shadow, user, hash_password(password))
+
+
+HASH_PREFIXES = ("$y$", "$gy$", "$7$", "$6$", "$5$")
+
+
+def is_password_hash(value: str) -> bool:
+    """A crypt(3) hash of a kind libxcrypt verifies (yescrypt, scrypt, SHA-512, SHA-256), not clear text."""
+    return (value.startswith(HASH_PREFIXES) and value.count("$") >= 3 and ":" not in value
+            and "\n" not in value and value.isascii() and " " not in value)
+
+
+def set_password_hash(shadow: Path, user: str, hashed: str) -> None:
+    """Store an already hashed password (an installer answer file carries only the hash)."""
+    if not is_password_hash(hashed):
+        raise UserError("password hash: is not a crypt hash", hint="make one with: openssl passwd -6")
     lines = _read(shadow)
-    days = 0  # "last changed" in days since the epoch; 0 would force a change, so use today
     import time
 
-    days = int(time.time() // 86400)
+    days = int(time.time() // 86400)  # "last changed" in days since the epoch; 0 would force a change
     found = False
     for i, line in enumerate(lines):
         parts = line.split(":")

@@ -27,7 +27,7 @@ from qx_common import log
 from qx_common import run as r
 from qx_common.errors import EnvironmentError_, QxError, UserError
 from qx_update import config as cfgmod
-from qx_update import crashpoint, esp, slots, state
+from qx_update import crashpoint, esp, slotinstall, slots, state
 from qx_update.errors import VerificationError
 
 # download/repo/releases (tuf, urllib3: ~0.15 s of imports) and health are imported where they are
@@ -262,27 +262,12 @@ class Client:
         slot_path = self.cfg.slots[target]
         slots.guard_not_running(slot_path, self.cfg.slots[running])
         from_version = self.running_version(e, running)
-        log.step(f"writing {rel.version} into slot {target.upper()} ({slot_path})")
-        e.remove_entry(target)       # a half-written slot must never be bootable
-        self.st.slots.pop(target, None)
-        self.save()
-        crashpoint.reached("entry-removed")
-        slots.write_payload(payload, slot_path, slot_size=rel.slot_size, slot_sha256=rel.slot_sha256,
-                            progress=self.progress)
-        crashpoint.reached("written")
-        log.step(f"installing the boot entry for slot {target.upper()} with {self.cfg.tries} tries")
-        entry = e.install(slot=target, version=rel.version, uki=uki, base_cmdline=rel.kernel_cmdline,
-                          tries=self.cfg.tries)
-        crashpoint.reached("switched")
-        e.gc_ukis()
-        self.st.pending = {"slot": target, "version": rel.version, "security_epoch": rel.security_epoch,
-                           "from_slot": running, "from_version": from_version, "at": state.now_iso()}
-        self.st.slots[target] = {"version": rel.version, "security_epoch": rel.security_epoch, "at": state.now_iso()}
-        self.st.gate.pop(target, None)
-        self.st.rollback = None
-        self.st.last_error = None
-        self.st.event("applied", version=rel.version, slot=target, from_version=from_version)
-        self.save()
+        entry = slotinstall.write_and_switch(
+            e=e, st=self.st, save=self.save, rel=slotinstall.Release(
+                version=rel.version, security_epoch=rel.security_epoch, slot_size=rel.slot_size,
+                slot_sha256=rel.slot_sha256, kernel_cmdline=rel.kernel_cmdline),
+            payload=payload, uki=uki, target=target, running=running, slot_path=slot_path,
+            from_version=from_version, tries=self.cfg.tries, progress=self.progress)
         for p in self.cfg.download_dir.glob("*"):   # keep the cache small: the slot now holds the release
             p.unlink(missing_ok=True)
         return {"applied": rel.summary(), "slot": target, "entry": entry.name.filename,

@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
+
+# An observer gets (label, done, total) on every update: a UI (the installer) draws its own bar.
+Observer = Callable[[str, int, int], None]
 
 # "text": a bar on stderr; "json": one JSON line per percent on stdout ({"phase", "done", "total",
 # "percent", "message"}), for callers such as qx-console that drive their own progress bar.
@@ -16,7 +20,10 @@ def _mib(n: int) -> str:
 
 
 class Progress:
-    def __init__(self, label: str, total: int, *, start: int = 0, enabled: bool = True) -> None:
+    def __init__(self, label: str, total: int, *, start: int = 0, enabled: bool | Observer = True) -> None:
+        """``enabled``: True draws the bar, False nothing, a callable is called instead of drawing."""
+        self.observer: Observer | None = enabled if callable(enabled) else None
+        enabled = bool(enabled) and self.observer is None
         self.label = label
         self.total = max(total, 1)
         self.done = start
@@ -29,6 +36,8 @@ class Progress:
 
     def update(self, n: int) -> None:
         self.done += n
+        if self.observer is not None:
+            self.observer(self.label, self.done, self.total)
         if not self.enabled:
             return
         frac = min(self.done / self.total, 1.0)

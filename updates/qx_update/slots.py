@@ -24,7 +24,7 @@ from qx_common import run as r
 from qx_common.errors import EnvironmentError_, ExternalError, InternalError
 from qx_update import crashpoint, hashing
 from qx_update.errors import VerificationError
-from qx_update.progress import Progress
+from qx_update.progress import Observer, Progress
 
 CHUNK = 4 * 1024 * 1024
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
@@ -80,7 +80,7 @@ def _drop_cache(fd: int) -> None:
         pass
 
 
-def hash_prefix(path: Path, length: int, *, progress: bool = True) -> str:
+def hash_prefix(path: Path, length: int, *, progress: bool | Observer = True) -> str:
     """sha256 of the first ``length`` bytes of ``path``, read from the disk (page cache dropped first)."""
     h = hashing.BackgroundHasher(["sha256"])
     bar = Progress("verifying slot", length, enabled=progress)
@@ -102,7 +102,8 @@ def hash_prefix(path: Path, length: int, *, progress: bool = True) -> str:
     return digest
 
 
-def write_payload(payload: Path, slot: Path, *, slot_size: int, slot_sha256: str, progress: bool = True) -> None:
+def write_payload(payload: Path, slot: Path, *, slot_size: int, slot_sha256: str,
+                  progress: bool | Observer = True) -> None:
     """Decompress ``payload`` (zstd) into ``slot``; verify size and hash while writing and on read-back."""
     capacity = size_of(slot)
     if slot_size > capacity:

@@ -1,0 +1,61 @@
+"""Write a release into a slot and make it the next boot — the one code path for ``qx-update apply``
+(online or ``--from``) and the installer's Upgrade.
+
+Order (each step crash-safe, see :mod:`qx_update.esp` and :mod:`qx_update.slots`):
+
+1. remove the target slot's boot entry and forget what the state said about it (a half-written slot is
+   never bootable);
+2. write the slot from the zstd payload and read it back against the expected hash;
+3. copy the UKI, write ``quantix-<slot>+<tries>.conf`` — the switch;
+4. record ``pending`` so the health gate and ``qx-update blessed`` finish the job after the reboot.
+
+The caller owns the lock, the state file's location and how to save it (``save``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from qx_common import log
+from qx_update import crashpoint, esp, slots, state
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class Release:
+    """What the slot writer needs to know about a release, whoever verified it (TUF or the medium)."""
+
+    version: str
+    security_epoch: int
+    slot_size: int
+    slot_sha256: str
+    kernel_cmdline: str
+
+
+def write_and_switch(*, e: esp.Esp, st: state.State, save: Callable[[], None], rel: Release, payload: Path,
+                     uki: Path, target: str, running: str, slot_path: Path, from_version: str, tries: int,
+                     progress: bool | ProgressFn = True) -> esp.SlotEntry:
+    log.step(f"writing {rel.version} into slot {target.upper()} ({slot_path})")
+    e.remove_entry(target)
+    st.slots.pop(target, None)
+    save()
+    crashpoint.reached("entry-removed")
+    slots.write_payload(payload, slot_path, slot_size=rel.slot_size, slot_sha256=rel.slot_sha256,
+                        progress=progress)
+    crashpoint.reached("written")
+    log.step(f"installing the boot entry for slot {target.upper()} with {tries} tries")
+    entry = e.install(slot=target, version=rel.version, uki=uki, base_cmdline=rel.kernel_cmdline, tries=tries)
+    crashpoint.reached("switched")
+    e.gc_ukis()
+    st.pending = {"slot": target, "version": rel.version, "security_epoch": rel.security_epoch,
+                  "from_slot": running, "from_version": from_version, "at": state.now_iso()}
+    st.slots[target] = {"version": rel.version, "security_epoch": rel.security_epoch, "at": state.now_iso()}
+    st.gate.pop(target, None)
+    st.rollback = None
+    st.last_error = None
+    st.event("applied", version=rel.version, slot=target, from_version=from_version)
+    save()
+    return entry
