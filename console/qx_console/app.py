@@ -53,6 +53,8 @@ class ConsoleApp(App[None]):
     def on_mount(self) -> None:
         self.push_screen(StatusScreen())
         in_thread(self.screen, lambda: recover_interrupted(self.backend), self._recovered)
+        from qx_console.firstboot import ask_if_locked  # raw image: no root password yet, ask for one first
+        ask_if_locked(self)
 
     def _recovered(self, reverted: bool) -> None:
         self.recovered_network = reverted
