@@ -190,3 +190,23 @@ def test_metadata_fast_path(server, tmp_path, make_release):
     for bad in ("/metadata/9.root.json", "/metadata/..%2Fusers.db", "/metadata/x.json",
                 "/metadata/"):
         assert requests.get(server.url + bad, timeout=5).status_code == 404, bad
+
+
+def test_remove_through_cli(server, tmp_path, make_release):
+    """remove takes a release out of the signed set for good: hosts no longer see it, the version stays used."""
+    token = server.token(*ALL)
+    qx_release(server, token, "keys", "init")
+    build = make_release("0.2.0")
+    qx_release(server, token, "publish", str(build))
+    p = qx_release(server, token, "remove", "0.2.0")
+    assert "0.2.0: removed from the signed metadata" in p.stdout
+    root_v1 = requests.get(server.url + "/metadata/1.root.json", timeout=5).content
+    assert verify_repo(server.url, root_v1, tmp_path) == {}
+    again = qx_release(server, token, "publish", str(make_release("0.2.0")), check=False)
+    assert again.returncode == 2 and "0.2.0 was published before and has been retired (removed)" in again.stderr
+    twice = qx_release(server, token, "remove", "0.2.0", check=False)
+    assert twice.returncode == 2 and "already removed" in twice.stderr
+    yank_only = {"Authorization": f"Bearer {server.token('read')}"}
+    assert requests.post(server.url + "/v1/releases/0.2.0/remove", headers=yank_only, timeout=5).status_code == 403
+    audit = requests.get(server.url + "/v1/audit", headers={"Authorization": f"Bearer {token}"}, timeout=5).json()
+    assert audit["entries"][0]["action"] == "remove"

@@ -37,7 +37,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from qx_common import log
 from qx_common.errors import EnvironmentError_, QxError, UserError
-from qx_update_server import release
+from qx_update_server import contract, release
 from qx_update_server.contract import CHANNELS
 from qx_update_server.metadata_http import MetadataFastPath
 from qx_update_server.repository import Repository
@@ -133,7 +133,7 @@ def need(scope_name: str) -> Callable[[Request], Token]:
 
 class PublishBody(BaseModel):
     channel: str = "dev"
-    notes: str = Field("", max_length=20000)
+    notes: str = Field("", max_length=contract.MAX_NOTES_BYTES)  # in bytes: checked again by repo.publish
 
 
 class PromoteBody(BaseModel):
@@ -246,18 +246,19 @@ def create_app(data_dir: Path, *, database: str | None = None, root_keys_dir: Pa
         d = upload_dir(upload_id)
         release.check_filename(filename)
         declared = request.headers.get("content-length")
+        limit = release.upload_limit(filename, max_upload)
         if declared is not None:
             if not declared.isdigit():
                 raise HTTPException(400, f"Content-Length: {declared!r} is not a byte count")
-            if int(declared) > max_upload:
-                raise HTTPException(413, f"{filename}: {declared} bytes is over the limit of {max_upload}")
+            if int(declared) > limit:
+                raise HTTPException(413, f"{filename}: {declared} bytes is over the limit of {limit}")
         sink = await anyio.to_thread.run_sync(_Sink, d, filename)
         try:
             buf: list[bytes] = []
             buffered = 0
             async for chunk in request.stream():
-                if sink.size + buffered + len(chunk) > max_upload:
-                    raise HTTPException(413, f"{filename}: over the limit of {max_upload} bytes")
+                if sink.size + buffered + len(chunk) > limit:
+                    raise HTTPException(413, f"{filename}: over the limit of {limit} bytes")
                 buf.append(chunk)
                 buffered += len(chunk)
                 if buffered >= _WRITE_BATCH:
@@ -294,6 +295,13 @@ def create_app(data_dir: Path, *, database: str | None = None, root_keys_dir: Pa
     def yank(version: str, token: Token = Depends(need("yank"))) -> dict[str, Any]:
         out = repo.yank(version)
         storage.audit(token.name, "yank", {"version": version})
+        return out
+
+    @app.post("/v1/releases/{version}/remove")
+    def remove(version: str, token: Token = Depends(need("yank"))) -> dict[str, Any]:
+        """Take a release out of the signed targets for good (its version is never published again)."""
+        out = repo.remove(version)
+        storage.audit(token.name, "remove", {"version": version})
         return out
 
     @app.post("/v1/releases/{version}/rollout")

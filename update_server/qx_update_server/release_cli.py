@@ -1,7 +1,7 @@
 """``qx-release``: the release engineer's client of qx-update-server.
 
     qx-release --server URL --token TOKEN publish --channel dev build/
-    qx-release promote 0.2.0 --to beta          qx-release yank 0.2.0
+    qx-release promote 0.2.0 --to beta          qx-release yank 0.2.0      qx-release remove 0.2.0
     qx-release rollout 0.2.0 --percent 10       qx-release rollout 0.2.0 --pause | --resume
     qx-release list                             qx-release keys init|rotate|status
     qx-release export DIR                       (a complete, verified offline copy of the repository)
@@ -184,6 +184,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--to", required=True, choices=["dev", "beta", "stable"])
     s = sub.add_parser("yank")
     s.add_argument("version")
+    s = sub.add_parser("remove", help="take a release out of the signed metadata for good")
+    s.add_argument("version")
     s = sub.add_parser("rollout")
     s.add_argument("version")
     g = s.add_mutually_exclusive_group(required=True)
@@ -218,6 +220,8 @@ def _human(cmd: str, out: Any) -> str:
             lines.append(f"{role:<10} v{r['version']:<4} expires {r['expires']} ({r['days_left']} days) "
                          f"keys {r['keys_present']}/{r['threshold']}" + (f"  WARNING: {r['warning']}" if r["warning"] else ""))
         return "\n".join(lines) or "no keys yet: qx-release keys init"
+    if cmd == "remove":
+        return f"{out['version']}: removed from the signed metadata ({out['retired']['at']})"
     if cmd == "export":
         return f"exported {len(out['targets'])} targets (root v{out['root_version']}) to {out['directory']}, verified"
     if isinstance(out, dict) and "version" in out:
@@ -240,6 +244,8 @@ def run(argv: list[str]) -> int:
         out = c.call("POST", f"/v1/releases/{args.version}/promote", json={"to": args.to})
     elif args.cmd == "yank":
         out = c.call("POST", f"/v1/releases/{args.version}/yank")
+    elif args.cmd == "remove":
+        out = c.call("POST", f"/v1/releases/{args.version}/remove")
     elif args.cmd == "rollout":
         body = {"percent": args.percent} if args.percent is not None else {"paused": bool(args.pause)}
         out = c.call("POST", f"/v1/releases/{args.version}/rollout", json=body)

@@ -20,6 +20,24 @@ for publishes. A root rotation writes ``N+1.root.json`` before re-signing the ch
 
 All changes hold one lock (a thread lock plus ``flock`` on the data directory), so two publishes —
 even from two server processes on one data directory — are serialized.
+
+Bounded size (docs/update-format.md section 2.1). Every host downloads the whole targets metadata, and
+a client refuses one over its limit, so the signed set never grows without bound:
+
+* every field is bounded at publish (:mod:`.contract`), and a new targets version that is larger than
+  :data:`contract.TARGETS_MAX_BYTES` *and* larger than the current one is refused — so changes that
+  shrink it (yank, remove) always succeed;
+* each publish first applies the retention rule (:func:`prune`): yanked releases and all but the
+  newest :data:`contract.KEEP_SUPERSEDED` superseded ones leave the signed set; then at most
+  :data:`contract.MAX_SIGNED_RELEASES` may remain, else the publish is refused with the fix;
+* :meth:`Repository.remove` takes a release out of the signed set on demand.
+
+A release that leaves the signed set is *retired* (``<data-dir>/retired.json``, outside the served
+directory): its version is never published again, and its files under ``targets/`` are deleted once
+:data:`RETIRED_FILES_GRACE` has passed (a host may be downloading them). Old ``N.targets.json`` and
+``N.snapshot.json`` are deleted when :data:`KEEP_METADATA_VERSIONS` newer ones exist. Files under
+``targets/`` that no signed metadata names (a crashed publish) are deleted by :meth:`Repository.repair`;
+a publish that fails removes the files it moved in before it returns the error.
 """
 
 from __future__ import annotations
@@ -27,6 +45,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import fcntl
+import json
 import os
 import re
 import shutil
@@ -74,6 +93,12 @@ RENEW = {
     "snapshot": dt.timedelta(days=3),
     "timestamp": dt.timedelta(hours=12),
 }
+
+
+# A client mid-refresh may still fetch the snapshot/targets versions that were current a moment ago.
+KEEP_METADATA_VERSIONS = 10
+# A host may be downloading a release's payload when it leaves the signed set; its files stay this long.
+RETIRED_FILES_GRACE = dt.timedelta(days=1)
 
 
 def utcnow() -> dt.datetime:
@@ -173,11 +198,20 @@ class Repository:
         roots = [state.root.signed] + ([next_root] if next_root else [])
         snap = state.snapshot.signed
         if targets is not None:
+            old_size = (self.metadata_dir / f"{state.targets.signed.version}.targets.json").stat().st_size
             targets.version = state.targets.signed.version + 1
             targets.expires = now + LIFETIME["targets"]
             md_t = Metadata(targets)
             self._sign(md_t, roots, "targets")
-            self._write(f"{targets.version}.targets.json", md_t)
+            data = md_t.to_bytes()
+            # Checked on the signed bytes, before anything is written. A change that does not grow the
+            # file (yank, remove, re-sign) is always allowed, so an oversized repository can recover.
+            if len(data) > contract.TARGETS_MAX_BYTES and len(data) > old_size:
+                raise UserError(
+                    f"targets metadata: {len(data)} bytes would be over the limit of {contract.TARGETS_MAX_BYTES} "
+                    f"(hosts refuse more than {contract.CLIENT_TARGETS_MAX_LENGTH})",
+                    hint="remove releases no host needs (qx-release remove VERSION) or yank them, then retry")
+            atomic_write(self.metadata_dir / f"{targets.version}.targets.json", data)
             crashpoint("targets")
             snap.meta["targets.json"] = MetaFile(version=targets.version)
         if targets is not None or resign_snapshot:
@@ -286,10 +320,15 @@ class Repository:
         self._commit(state, targets=Targets.from_dict(copy.deepcopy(state.targets.signed.to_dict())), now=now)
 
     def repair(self, *, now: dt.datetime | None = None) -> bool:
-        """Re-sign the chain if it does not verify against the newest root (a rotation was cut short)."""
+        """Re-sign the chain if it does not verify against the newest root (a rotation was cut short).
+
+        Also deletes what a crash may have left: files under ``targets/`` that no signed metadata
+        names (a publish killed before its timestamp) and retired files past their grace.
+        """
         if not self.initialized():
             return False
         with self.locked():
+            self._gc(now or utcnow())
             state = self.load()
             root = state.root.signed
             try:
@@ -346,6 +385,63 @@ class Repository:
             self._commit(state, targets=None, now=now, resign_snapshot="snapshot" in due)
             return (["snapshot"] if "snapshot" in due else []) + ["timestamp"]
 
+    # ---- retention and garbage collection --------------------------------------------------------
+
+    @property
+    def _retired_path(self) -> Path:
+        return self.data_dir / "retired.json"
+
+    def retired(self) -> dict[str, dict[str, str]]:
+        """version -> {"at": ISO time, "reason": yanked|superseded|removed} of every release that left."""
+        try:
+            doc = json.loads(self._retired_path.read_text())
+            out = doc["releases"]
+            if not isinstance(out, dict):
+                raise ValueError("'releases' is not an object")
+            return out
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise EnvironmentError_(f"{self._retired_path}: cannot read the list of retired releases: {e}",
+                                    hint="restore it from a backup of the data directory") from e
+
+    def _retire(self, reasons: dict[str, str], now: dt.datetime) -> None:
+        """Record releases leaving the signed set — *before* the commit that drops them, so a version
+        is never published twice even if that commit fails (a retired but still signed release is simply
+        dropped again by the next change)."""
+        if not reasons:
+            return
+        doc = self.retired()
+        for version, reason in reasons.items():
+            doc.setdefault(version, {"at": contract.iso_z(now), "reason": reason})
+        atomic_write(self._retired_path, json.dumps({"format": 1, "releases": doc}, indent=1,
+                                                    sort_keys=True).encode(), mode=0o600)
+
+    def _gc(self, now: dt.datetime) -> None:
+        """Delete old metadata versions and unreferenced target files. Call with the lock held."""
+        state = self.load()
+        current = {"targets": state.targets.signed.version, "snapshot": state.snapshot.signed.version}
+        for p in self.metadata_dir.iterdir():
+            m = re.fullmatch(r"(\d+)\.(targets|snapshot)\.json", p.name)
+            if m and int(m.group(1)) <= current[m.group(2)] - KEEP_METADATA_VERSIONS:
+                p.unlink(missing_ok=True)
+        signed = {q["version"] for tf in state.targets.signed.targets.values() if (q := _quantix(tf))}
+        retired = self.retired()
+        if not self.targets_dir.is_dir():
+            return
+        for d in self.targets_dir.iterdir():
+            if d.name in signed:
+                continue
+            r = retired.get(d.name)
+            # Not named by the signed metadata and never retired: left by a publish that failed or was
+            # killed before its timestamp — unsigned, so it must not stay downloadable.
+            if r is None or now - dt.datetime.strptime(r["at"], "%Y-%m-%dT%H:%M:%SZ").replace(
+                    tzinfo=dt.timezone.utc) >= RETIRED_FILES_GRACE:
+                if d.is_dir():
+                    shutil.rmtree(d, ignore_errors=True)
+                else:
+                    d.unlink(missing_ok=True)
+
     # ---- releases -------------------------------------------------------------------------------
 
     def releases(self) -> list[dict[str, Any]]:
@@ -364,39 +460,95 @@ class Repository:
                 move: bool = False) -> None:
         """Add a verified release; ``move=True`` moves its files out of a staging directory (else copies)."""
         contract.check_channel(channel)
+        contract.check_notes(notes)
         now = now or utcnow()
         with self.locked():
             state = self.load()
             if any(r["version"] == rel.version for r in self.releases()):
                 raise UserError(f"version: {rel.version} is already published",
                                 hint="versions are never reused; build a new version")
-            vdir = self.targets_dir / rel.version
-            vdir.mkdir(parents=True, exist_ok=True)
+            if rel.version in self.retired():
+                raise UserError(f"version: {rel.version} was published before and has been retired "
+                                f"({self.retired()[rel.version]['reason']})",
+                                hint="versions are never reused; build a new version")
             targets = state.targets.signed
-            for art in (rel.root, rel.uki):
-                dest = vdir / f"{art.sha256}.{art.name}"
-                tmp = vdir / f".{art.name}.tmp-{os.getpid()}"
-                if move and art.path.stat().st_dev == vdir.stat().st_dev:
-                    os.replace(art.path, tmp)
-                else:
-                    shutil.copyfile(art.path, tmp)
-                with tmp.open("rb+") as f:
-                    os.fsync(f.fileno())
-                # Verified again where it will be served from: what we sign is what is on disk.
-                if tmp.stat().st_size != art.size or sha256_file(tmp) != art.sha256:
-                    tmp.unlink()
-                    raise InternalError(f"{art.name}: changed while being moved into the repository")
-                os.replace(tmp, dest)
-                path = contract.target_path(rel.version, art.artifact)
-                custom = contract.quantix_custom(
-                    version=rel.version, artifact=art.artifact, channels=contract.channels_up_to(channel),
-                    security_epoch=rel.security_epoch, slot_size=rel.slot_size, slot_sha256=rel.slot_sha256,
-                    kernel_cmdline=rel.kernel_cmdline, rollout_start=now, notes=notes)
-                targets.targets[path] = TargetFile(art.size, {"sha256": art.sha256}, path,
-                                                   {"custom": {"quantix": custom}})
-            fsync_dir(vdir)
-            crashpoint("artifacts")
+            # Retention first, so that yanking (or a full rollout of a newer release) makes room.
+            drop = prune(_by_version(targets), now)
+            remaining = len(_by_version(targets)) - len(drop)
+            if remaining + 1 > contract.MAX_SIGNED_RELEASES:
+                raise UserError(
+                    f"version: {rel.version} cannot be published: {remaining} releases are signed and every "
+                    f"host downloads all of them; the limit is {contract.MAX_SIGNED_RELEASES}",
+                    hint="remove releases no host needs (qx-release remove VERSION), yank them, or roll a newer "
+                         "release out to 100% so older ones are superseded")
+            for path in [p for p, tf in targets.targets.items() if (q := _quantix(tf)) and q["version"] in drop]:
+                del targets.targets[path]
+            vdir = self.targets_dir / rel.version
+            written: list[Path] = []
+            try:
+                vdir.mkdir(parents=True, exist_ok=True)
+                for art in (rel.root, rel.uki):
+                    path = contract.target_path(rel.version, art.artifact)
+                    # What a host fetches: <targets>/<dir>/<sha256>.<basename of the target path>.
+                    dest = vdir / f"{art.sha256}.{path.rpartition('/')[2]}"
+                    if dest.name != f"{art.sha256}.{art.name}":
+                        raise InternalError(f"{art.name}: not the file name of target {path}")
+                    custom = contract.quantix_custom(
+                        version=rel.version, artifact=art.artifact, channels=contract.channels_up_to(channel),
+                        security_epoch=rel.security_epoch, slot_size=rel.slot_size, slot_sha256=rel.slot_sha256,
+                        kernel_cmdline=rel.kernel_cmdline, rollout_start=now, notes=notes)
+                    tmp = vdir / f".{art.name}.tmp-{os.getpid()}"
+                    written.append(tmp)
+                    if move and art.path.stat().st_dev == vdir.stat().st_dev:
+                        os.replace(art.path, tmp)
+                    else:
+                        shutil.copyfile(art.path, tmp)
+                    with tmp.open("rb+") as f:
+                        os.fsync(f.fileno())
+                    # Verified again where it will be served from: what we sign is what is on disk.
+                    if tmp.stat().st_size != art.size or sha256_file(tmp) != art.sha256:
+                        raise InternalError(f"{art.name}: changed while being moved into the repository")
+                    written.append(dest)
+                    os.replace(tmp, dest)
+                    targets.targets[path] = TargetFile(art.size, {"sha256": art.sha256}, path,
+                                                       {"custom": {"quantix": custom}})
+                fsync_dir(vdir)
+                crashpoint("artifacts")
+                self._retire(drop, now)
+                self._commit(state, targets=targets, now=now)
+            except BaseException:
+                # Nothing unsigned stays downloadable: the files moved in for this publish go again.
+                for f in written:
+                    f.unlink(missing_ok=True)
+                try:
+                    vdir.rmdir()
+                except OSError:
+                    pass
+                raise
+            self._gc(now)
+
+    def remove(self, version: str, *, now: dt.datetime | None = None) -> dict[str, Any]:
+        """Take ``version`` out of the signed targets (a new targets version without it); retire it.
+
+        Hosts stop seeing it at their next refresh; its files are deleted after RETIRED_FILES_GRACE.
+        The version can never be published again.
+        """
+        now = now or utcnow()
+        with self.locked():
+            state = self.load()
+            targets = state.targets.signed
+            paths = [p for p, tf in targets.targets.items() if (q := _quantix(tf)) and q["version"] == version]
+            if not paths:
+                if version in self.retired():
+                    raise UserError(f"version: {version} was already removed from the signed targets",
+                                    hint="see qx-release list")
+                raise UserError(f"version: {version} is not published", hint="see qx-release list")
+            for p in paths:
+                del targets.targets[p]
+            self._retire({version: "removed"}, now)
             self._commit(state, targets=targets, now=now)
+            self._gc(now)
+            return {"version": version, "removed": True, "retired": self.retired()[version]}
 
     def _change(self, version: str, fn: Any, now: dt.datetime | None) -> dict[str, Any]:
         now = now or utcnow()
@@ -447,3 +599,59 @@ class Repository:
                 r["paused"] = paused
             q["rollout"] = r
         return self._change(version, fn, now)
+
+
+# ---- the retention rule ---------------------------------------------------------------------------
+
+def _quantix(tf: TargetFile) -> dict[str, Any] | None:
+    q = (tf.custom or {}).get("quantix")
+    return q if isinstance(q, dict) else None
+
+
+def _by_version(targets: Targets) -> dict[str, dict[str, Any]]:
+    """version -> its ``custom.quantix`` (root and UKI carry the same release fields)."""
+    out: dict[str, dict[str, Any]] = {}
+    for tf in targets.targets.values():
+        q = _quantix(tf)
+        if q:
+            out.setdefault(q["version"], q)
+    return out
+
+
+def supersedes(newer: dict[str, Any], q: dict[str, Any], now: dt.datetime) -> bool:
+    """True when no host could ever choose ``q`` while ``newer`` is signed (docs/update-format.md §3).
+
+    Wherever ``q`` is a candidate, ``newer`` is one too and wins (the newest candidate wins): it is
+    newer, not yanked, on every channel ``q`` is on, fully rolled out (fraction 1, started, not
+    paused, so every host is eligible), not below ``q``'s security epoch, and fits every slot ``q`` fits.
+    """
+    ro = newer["rollout"]
+    return (not newer["yanked"]
+            and version_key(newer["version"]) > version_key(q["version"])
+            and set(q["channels"]) <= set(newer["channels"])
+            and contract.decode_fraction(ro["fraction"]) >= 1 and not ro["paused"]
+            and ro["start"] <= contract.iso_z(now)  # same fixed-width UTC format: text order is time order
+            and newer["security_epoch"] >= q["security_epoch"]
+            and newer["slot_size"] <= q["slot_size"])
+
+
+def prune(releases: dict[str, dict[str, Any]], now: dt.datetime) -> dict[str, str]:
+    """The retention rule: version -> reason for each release that leaves the signed set at a publish.
+
+    Yanked releases leave (hosts skip them anyway; the yank itself stays signed until the next
+    publish). Superseded releases (:func:`supersedes`) leave, except the newest KEEP_SUPERSEDED, which
+    stay for the operator's view of recent history. Everything a host could still choose stays.
+    """
+    live = [q for q in releases.values() if not q["yanked"]]
+    out: dict[str, str] = {}
+    kept = 0
+    for version in sorted(releases, key=version_key, reverse=True):
+        q = releases[version]
+        if q["yanked"]:
+            out[version] = "yanked"
+        elif any(supersedes(n, q, now) for n in live):
+            if kept < contract.KEEP_SUPERSEDED:
+                kept += 1
+            else:
+                out[version] = "superseded"
+    return out

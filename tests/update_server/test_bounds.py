@@ -1,0 +1,265 @@
+"""Signed metadata stays within what every host accepts, and nothing signed is unservable.
+
+Releases here are written directly (tiny payload files, every field at its maximum) so that a thousand
+publishes run in seconds; the server checks names, sizes and hashes, not zstd framing. After each
+scenario python-tuf's ngclient — with the default ``UpdaterConfig`` limits that qx-update uses —
+refreshes the repository over HTTP and downloads what it lists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tuf.ngclient import UpdaterConfig
+
+from qx_common.errors import UserError
+from qx_update_server import contract, release
+from qx_update_server.repository import Repository
+
+from .conftest import verify_repo
+
+NOTES_WORST = '"' * contract.MAX_NOTES_BYTES  # every byte escaped in canonical JSON: the largest notes
+CMDLINE_WORST = "\\" * contract.MAX_CMDLINE_BYTES
+
+
+def _sha(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def fast_release(base: Path, version: str, *, cmdline: str = CMDLINE_WORST, epoch: int = 0,
+                 edit: Any = None) -> Path:
+    """A release directory with small artifacts and a manifest whose signed fields are at their maximum.
+
+    ``edit(manifest, directory)`` may change the manifest (and files) before SHA256SUMS is written.
+    """
+    d = base / f"b-{version}"
+    n = 0
+    while d.exists():
+        n += 1
+        d = base / f"b-{version}-{n}"
+    d.mkdir(parents=True)
+    name = f"quantix-os_{version}"
+    root = d / f"{name}.root.erofs.zst"
+    root.write_bytes(b"payload " + version.encode() * 8)
+    efi = d / f"{name}.efi"
+    efi.write_bytes(b"MZ" + version.encode())
+    manifest: dict[str, Any] = {
+        "format": 1, "image_id": "quantix-os", "version": version, "security_epoch": epoch,
+        "kernel_cmdline": cmdline,
+        "artifacts": {
+            "root": {"file": root.name, "size": root.stat().st_size, "sha256": _sha(root),
+                     "uncompressed_sha256": "a" * 64, "slot_size_min": 1 << 30},
+            "uki": {"file": efi.name, "size": efi.stat().st_size, "sha256": _sha(efi)}}}
+    if edit:
+        edit(manifest, d)
+    mp = d / f"{name}.manifest.json"
+    mp.write_text(json.dumps(manifest))
+    (d / "SHA256SUMS").write_text("".join(f"{_sha(p)}  {p.name}\n" for p in sorted(d.iterdir())))
+    return d
+
+
+def client_targets_length(data_dir: Path) -> int:
+    md = data_dir / "repository" / "metadata"
+    ts = json.loads((md / "timestamp.json").read_text())["signed"]["meta"]["snapshot.json"]["version"]
+    tv = json.loads((md / f"{ts}.snapshot.json").read_text())["signed"]["meta"]["targets.json"]["version"]
+    return (md / f"{tv}.targets.json").stat().st_size
+
+
+def test_thousand_releases_stay_within_the_client_limit(tmp_path, static_server):
+    """1,000 publishes with the largest fields, a realistic mix of channels, rollouts and yanks."""
+    repo = Repository(tmp_path / "data")
+    repo.init()
+    builds = tmp_path / "builds"
+    for i in range(1000):
+        v = f"1.{i // 100}.{i % 100}"
+        repo.publish(release.load([fast_release(builds, v)]), channel="dev", notes=NOTES_WORST, move=True)
+        if i % 10 == 0:
+            repo.promote(v, to="beta")
+        if i % 50 == 0:
+            repo.promote(v, to="stable")
+            repo.rollout(v, percent=10)  # a slow stable rollout: older stable releases stay needed
+        if i % 7 == 3:
+            repo.yank(v)
+    size = client_targets_length(tmp_path / "data")
+    assert size <= contract.TARGETS_MAX_BYTES < UpdaterConfig().targets_max_length
+    signed = {r["version"]: r for r in repo.releases()}
+    assert len(signed) <= contract.MAX_SIGNED_RELEASES
+    # what hosts of each channel could choose is still there: the newest dev release, the newest beta
+    # one (1.9.90 was yanked), and every stable release (all on a 10% rollout, so none supersedes another)
+    assert {"1.9.99", "1.9.80", "1.9.50", "1.9.0", "1.0.0"} <= set(signed) and "1.9.90" not in signed
+    assert all(r["rollout"]["fraction"] == "0.1" for r in signed.values() if "stable" in r["channels"])
+    assert sum("stable" in r["channels"] for r in signed.values()) == 20 - 3  # 1.1.50, 1.5.0, 1.8.50 were yanked
+    got = verify_repo(static_server(repo.repo_dir), repo.root_bytes(1), tmp_path)
+    assert len(got) == 2 * len(signed)
+    # everything else left the signed set, was recorded as retired, and old metadata versions were deleted
+    retired = repo.retired()
+    assert len(retired) == 1000 - len(signed) and {r["reason"] for r in retired.values()} == {"yanked", "superseded"}
+    assert len(list(repo.metadata_dir.glob("*.targets.json"))) <= 10
+    with pytest.raises(UserError, match="retired"):
+        repo.publish(release.load([fast_release(tmp_path / "again", "1.0.1")]), channel="dev")
+
+
+def test_cap_on_signed_releases_and_recovery(tmp_path, static_server):
+    """Nothing superseded (every release on a partial rollout): the cap stops growth, yank/remove recover."""
+    repo = Repository(tmp_path / "data")
+    repo.init()
+    builds = tmp_path / "builds"
+    url = static_server(repo.repo_dir)
+
+    def pub(v: str) -> None:
+        repo.publish(release.load([fast_release(builds, v)]), channel="stable", notes=NOTES_WORST, move=True)
+        repo.rollout(v, percent=50)
+
+    for i in range(contract.MAX_SIGNED_RELEASES):
+        pub(f"2.0.{i}")
+    # the worst case the cap allows is well inside what a host accepts
+    assert client_targets_length(tmp_path / "data") <= contract.TARGETS_MAX_BYTES
+    assert len(verify_repo(url, repo.root_bytes(1), tmp_path)) == 2 * contract.MAX_SIGNED_RELEASES
+    with pytest.raises(UserError, match=f"the limit is {contract.MAX_SIGNED_RELEASES}") as e:
+        pub("2.1.0")
+    assert "qx-release remove" in (e.value.hint or "")
+    assert not (repo.targets_dir / "2.1.0").exists()  # nothing of the refused release is served
+    repo.yank("2.0.0")
+    pub("2.1.0")  # the publish applies the retention rule first: the yanked release makes room
+    repo.remove("2.0.1")
+    pub("2.1.1")
+    got = verify_repo(url, repo.root_bytes(1), tmp_path)
+    assert "2.1.1/quantix-os_2.1.1.efi" in got and not any(p.startswith(("2.0.0/", "2.0.1/")) for p in got)
+    assert repo.retired()["2.0.1"]["reason"] == "removed" and repo.retired()["2.0.0"]["reason"] == "yanked"
+    with pytest.raises(UserError, match="already removed"):
+        repo.remove("2.0.1")
+    with pytest.raises(UserError, match="not published"):
+        repo.remove("9.9.9")
+
+
+def test_removed_files_go_after_the_grace(tmp_path):
+    import datetime as dt
+
+    from qx_update_server.repository import RETIRED_FILES_GRACE, utcnow
+
+    repo = Repository(tmp_path / "data")
+    repo.init()
+    repo.publish(release.load([fast_release(tmp_path / "b", "3.0.0")]), channel="dev")
+    repo.remove("3.0.0")
+    assert (repo.targets_dir / "3.0.0").is_dir()  # a host may be downloading it right now
+    repo.repair(now=utcnow() + RETIRED_FILES_GRACE + dt.timedelta(seconds=1))
+    assert not (repo.targets_dir / "3.0.0").exists()
+
+
+def test_superseded_rule():
+    from qx_update_server.repository import supersedes, utcnow
+
+    now = utcnow()
+
+    def q(v: str, channels: list[str], fraction: Any = 1, paused: bool = False, epoch: int = 0,
+          slot: int = 100, yanked: bool = False, start: str = "2020-01-01T00:00:00Z") -> dict[str, Any]:
+        return {"version": v, "channels": channels, "rollout": {"fraction": fraction, "paused": paused,
+                "start": start}, "security_epoch": epoch, "slot_size": slot, "yanked": yanked}
+
+    old = q("1.0.0", ["dev", "beta"], epoch=1)
+    assert supersedes(q("1.1.0", ["dev", "beta", "stable"], epoch=1), old, now)
+    assert not supersedes(q("1.1.0", ["dev"], epoch=1), old, now)  # beta hosts still need 1.0.0
+    assert not supersedes(q("1.1.0", ["dev", "beta"], fraction="0.5", epoch=1), old, now)
+    assert not supersedes(q("1.1.0", ["dev", "beta"], paused=True, epoch=1), old, now)
+    assert not supersedes(q("1.1.0", ["dev", "beta"], epoch=0), old, now)  # floor-1 hosts could not take it
+    assert not supersedes(q("1.1.0", ["dev", "beta"], epoch=1, slot=200), old, now)  # may not fit
+    assert not supersedes(q("1.1.0", ["dev", "beta"], epoch=1, yanked=True), old, now)
+    assert not supersedes(q("1.1.0", ["dev", "beta"], epoch=1, start="2999-01-01T00:00:00Z"), old, now)
+    assert not supersedes(q("0.9.0", ["dev", "beta"], epoch=1), old, now)
+
+
+# ---- fields and names: refused before anything is signed ----------------------------------------
+
+def _set(path: list[str], value: Any) -> Any:
+    def edit(m: dict[str, Any], _d: Path) -> None:
+        node = m
+        for k in path[:-1]:
+            node = node[k]
+        node[path[-1]] = value
+    return edit
+
+
+def _dup_file(m: dict[str, Any], _d: Path) -> None:
+    m["artifacts"]["uki"] = dict(m["artifacts"]["root"])
+
+
+def _rename_uki(m: dict[str, Any], d: Path) -> None:
+    v = m["version"]
+    (d / f"quantix-os_{v}.efi").rename(d / "quantix-os_9.9.9.efi")
+    m["artifacts"]["uki"]["file"] = "quantix-os_9.9.9.efi"
+
+
+def _newline_name(m: dict[str, Any], _d: Path) -> None:
+    m["artifacts"]["uki"]["file"] += "\n"
+
+
+@pytest.mark.parametrize("edit,message", [
+    (_set(["kernel_cmdline"], "x" * (contract.MAX_CMDLINE_BYTES + 1)), "kernel_cmdline.*over the kernel's limit"),
+    (_set(["kernel_cmdline"], "root=x\nquiet"), "kernel_cmdline.*printable ASCII"),
+    (_set(["security_epoch"], 10**12), "security_epoch.*integer from 0"),
+    (_set(["artifacts", "root", "slot_size_min"], 1 << 50), "slot_size_min.*integer from 1"),
+    (_dup_file, "are the same file"),
+    (_rename_uki, "artifacts.uki.file is 'quantix-os_9.9.9.efi'.*must be named 'quantix-os_4.0.0.efi'"),
+    (_newline_name, "is not a release file"),
+])
+def test_bad_manifest_fields_refused(tmp_path, edit, message):
+    repo = Repository(tmp_path / "data")
+    repo.init()
+    build = fast_release(tmp_path / "b", "4.0.0", edit=edit)
+    with pytest.raises(UserError, match=message):
+        repo.publish(release.load([build]), channel="dev")
+    assert repo.releases() == [] and list(repo.targets_dir.iterdir()) == []
+
+
+def test_bad_versions_refused():
+    for bad in ("1.0.0\n", "1.0", "01.0.0", "1.0.0-" + "a" * 64, " 1.0.0"):
+        with pytest.raises(UserError, match="MAJOR.MINOR.PATCH"):
+            contract.check_version(bad)
+
+
+def test_notes_bounded(tmp_path):
+    repo = Repository(tmp_path / "data")
+    repo.init()
+    rel = release.load([fast_release(tmp_path / "b", "5.0.0")])
+    with pytest.raises(UserError, match="notes: 4097 bytes is over the limit of 4096"):
+        repo.publish(rel, channel="dev", notes="x" * 4097)
+    with pytest.raises(UserError, match="notes: contains a control character"):
+        repo.publish(rel, channel="dev", notes="a\x1b[31mred")
+    assert repo.releases() == []
+
+
+def test_failed_publish_leaves_nothing_downloadable(tmp_path, static_server):
+    """The online targets key is gone: signing fails after the files were moved in; they go again."""
+    import requests
+
+    repo = Repository(tmp_path / "data")
+    repo.init()
+    url = static_server(repo.repo_dir)
+    build = fast_release(tmp_path / "b", "6.0.0")
+    rel = release.load([build])
+    targets_keyid = repo.load().root.signed.roles["targets"].keyids[0]
+    key = repo.online_keys.path / f"{targets_keyid}.pem"
+    saved = key.read_bytes()
+    key.unlink()
+    with pytest.raises(Exception, match="no online key for the targets role"):
+        repo.publish(rel, channel="dev")
+    assert list(repo.targets_dir.iterdir()) == []
+    r = requests.get(f"{url}/targets/6.0.0/{rel.uki.sha256}.{rel.uki.name}", timeout=5)
+    assert r.status_code == 404
+    key.write_bytes(saved)
+    repo.publish(rel, channel="dev")
+    assert len(verify_repo(url, repo.root_bytes(1), tmp_path)) == 2
+
+
+def test_crash_leftovers_are_deleted_at_repair(tmp_path):
+    repo = Repository(tmp_path / "data")
+    repo.init()
+    stray = repo.targets_dir / "7.0.0"
+    stray.mkdir()
+    (stray / ("0" * 64 + ".quantix-os_7.0.0.efi")).write_bytes(b"unsigned")
+    repo.repair()
+    assert not stray.exists()
