@@ -6,6 +6,7 @@ intermediate trees between runs so warm builds are fast; it is never part of a r
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from qx_common import log
 from qx_common.errors import ExternalError
-from qx_build import artifacts, esp, iso, mkosi, pe, preflight, trust, wheels
+from qx_build import artifacts, esp, installpayload, iso, mkosi, pe, preflight, trust, wheels
 from qx_build.paths import REPO, Release, read_mkosi_setting, read_version
 
 
@@ -69,16 +70,21 @@ def run(opts: BuildOptions) -> Release:
         "uki": artifacts.describe(rel.uki),
         "disk": artifacts.describe(rel.disk),
     }
-    if opts.with_iso:
-        iso.make_iso(live_disk=live_dir / f"quantix-os_{version}.raw", out=rel.iso, version=version,
-                     source_date_epoch=int(epoch), extra_files=[])
-        arts["iso"] = artifacts.describe(rel.iso)
-    manifest = artifacts.build_manifest(
-        version=version, security_epoch=opts.security_epoch, source_date_epoch=int(epoch),
-        kernel_cmdline=cmdline, mkosi_manifest=disk_dir / f"quantix-os_{version}.manifest", artifacts=arts)
-    import json
 
-    rel.manifest.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    def manifest() -> dict[str, object]:
+        return artifacts.build_manifest(
+            version=version, security_epoch=opts.security_epoch, source_date_epoch=int(epoch),
+            kernel_cmdline=cmdline, mkosi_manifest=disk_dir / f"quantix-os_{version}.manifest", artifacts=arts)
+
+    if opts.with_iso:
+        # The installer's payload carries the manifest as it stands before the ISO (no ISO hash in it).
+        rel.manifest.write_text(json.dumps(manifest(), indent=2, sort_keys=True) + "\n")
+        payload = installpayload.assemble(rel, mkosi_dir=disk_dir, out=work / "payload")
+        iso.make_iso(live_disk=live_dir / f"quantix-os_{version}.raw", out=rel.iso, version=version,
+                     source_date_epoch=int(epoch), payload_dir=payload)
+        arts["iso"] = artifacts.describe(rel.iso)
+    manifest_data = manifest()
+    rel.manifest.write_text(json.dumps(manifest_data, indent=2, sort_keys=True) + "\n")
     files = [f for f in rel.files() if f.exists() and f != rel.sha256sums]
     artifacts.write_sha256sums(rel.sha256sums, files)
 

@@ -8,16 +8,15 @@ as the GPT EFI partition, so the ESP is stored once and one file boots from a CD
 
 from __future__ import annotations
 
-import datetime as dt
 import shutil
 import tempfile
 from pathlib import Path
 
 from qx_common import log
-from qx_common import run as r
 from qx_build import gpt
+from qx_install import remaster
 
-VOLUME_ID = "QUANTIX_OS"
+VOLUME_ID = remaster.VOLUME_ID
 
 
 def extract_esp(live_disk: Path, out: Path) -> None:
@@ -36,22 +35,19 @@ def extract_esp(live_disk: Path, out: Path) -> None:
             remaining -= len(chunk)
 
 
-def make_iso(*, live_disk: Path, out: Path, version: str, source_date_epoch: int, extra_files: list[Path]) -> None:
+def make_iso(*, live_disk: Path, out: Path, version: str, source_date_epoch: int, payload_dir: Path | None) -> None:
+    """``payload_dir``: the installation payload (:mod:`qx_build.installpayload`), stored as ``quantix/``."""
     log.step("iso: hybrid UEFI ISO (El Torito + GPT) from the live ESP")
-    stamp = dt.datetime.fromtimestamp(source_date_epoch, dt.timezone.utc).strftime("%Y%m%d%H%M%S00")
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         tmpd = Path(tmp)
         root = tmpd / "isoroot"
-        (root / "quantix").mkdir(parents=True)
+        root.mkdir()
+        if payload_dir is not None:
+            shutil.copytree(payload_dir, root / "quantix")
+        else:
+            (root / "quantix").mkdir()
         (root / "boot").mkdir()
         extract_esp(live_disk, root / "boot" / "efiboot.img")
-        for f in extra_files:
-            shutil.copy2(f, root / "quantix" / f.name)
         (root / "README.TXT").write_text(
             f"Quantix OS {version}\r\nBoot this medium in UEFI mode. See https://quantix-os.example/docs\r\n")
-        part_tmp = out.with_name(out.name + ".part")
-        r.run(["xorriso", "-as", "mkisofs", "-o", part_tmp, "-iso-level", "3", "-R", "-J",
-               "-V", VOLUME_ID, "--modification-date=" + stamp,
-               "-e", "boot/efiboot.img", "-no-emul-boot",
-               "-efi-boot-part", "--efi-boot-image", root], env={"SOURCE_DATE_EPOCH": str(source_date_epoch)})
-        part_tmp.rename(out)
+        remaster.master(root, out, source_date_epoch=source_date_epoch)
