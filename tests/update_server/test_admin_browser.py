@@ -250,3 +250,36 @@ def test_key_expiry_warnings(server_no_resign, browser, tmp_path):
     assert not [role for role, r in rows.items() if r["expiring"]], rows
     assert rows["root"]["cells"][1] == "2"
     verify_repo(server.url, trusted_root(server), tmp_path)
+
+
+def test_fleet_is_paged_and_the_page_is_locked_down(server, browser, tmp_path):
+    """450 hosts: the page shows 200 with the totals and pages through the rest; CSP forbids inline script."""
+    token = server.token(*ALL)
+    qx_release(server, token, "keys", "init")
+    from qx_update_server.storage import SQLiteStorage
+
+    db = SQLiteStorage(server.data_dir / "server.db")
+    for i in range(450):
+        db.checkin({"host_id": f"h-{i:03d}", "version": "0.2.0", "slot": "a", "channel": "dev",
+                    "health": "bad" if i < 50 else "good", "last_error": None})
+    db.close()
+    r = requests.get(server.url + "/admin", timeout=5)
+    csp = r.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
+    assert r.headers["x-content-type-options"] == "nosniff" and r.headers["x-frame-options"] == "DENY"
+    wait = open_admin(browser, server, token)
+    rows = lambda: browser.execute_script(  # noqa: E731
+        "return [...document.querySelectorAll('#fleet-table tr[data-host]')].map((tr) => tr.dataset.host);")
+    wait.until(lambda d: len(rows()) == 200)
+    assert rows()[0] == "h-000" and rows()[-1] == "h-199"
+    assert "450 hosts" in browser.find_element(By.ID, "fleet-summary").text
+    assert "bad: 50" in browser.find_element(By.ID, "fleet-summary").text
+    click(wait, "#fleet-next")
+    wait.until(lambda d: rows()[:1] == ["h-200"])
+    click(wait, "#fleet-next")
+    wait.until(lambda d: rows()[:1] == ["h-400"] and len(rows()) == 50)
+    assert browser.find_element(By.ID, "fleet-next").get_attribute("disabled") is not None
+    click(wait, "#fleet-prev")
+    wait.until(lambda d: rows()[:1] == ["h-200"])
+    # the page's script ran under the CSP without a violation (none is inline)
+    assert not [e for e in browser.get_log("browser") if "Content Security Policy" in e.get("message", "")]

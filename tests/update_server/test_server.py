@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from qx_update_server.app import create_app, is_public
+from qx_update_server.app import create_app, is_public, route_scope
 
 from .conftest import ALL, Server, qx_release, start_server, verify_repo
 
@@ -35,6 +35,12 @@ def test_every_protected_route_needs_a_token(server, tmp_path):
                 assert r.status_code == 401, (method, path, headers, r.status_code)
             checked += 1
     assert checked >= 12
+    # every protected route has its scope in the table AuthMiddleware checks before reading a body
+    for route in app.routes:
+        if is_public(route.path) or not hasattr(route, "methods") or route.path.startswith(("/targets", "/admin")):
+            continue
+        for method in route.methods:
+            assert route_scope(method, re.sub(r"\{[^}]+\}", "x", route.path)) is not None, (method, route.path)
     # the public part really is public
     assert requests.get(server.url + "/healthz", timeout=5).ok
     assert requests.get(server.url + "/admin", timeout=5).ok

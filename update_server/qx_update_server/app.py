@@ -11,6 +11,14 @@ default*: only the public prefixes above pass without a valid token, so a route 
 forget authentication (tests enumerate ``app.routes`` to prove it). Each route then asks for a scope
 (:data:`qx_update_server.storage.SCOPES`); a valid token without it gets 403.
 
+Order of checks for every request, before any body byte is read (so no request — however large, with
+any token or none — is parsed before it is known to be allowed and small enough):
+
+1. ``MetadataFastPath`` answers ``GET /metadata/…`` from memory (the path every host polls);
+2. :class:`AuthMiddleware`: the token (401), then the route's scope from :data:`ROUTE_SCOPES` (403), then
+   the body size: JSON bodies at most :data:`MAX_JSON_BODY` bytes with a Content-Length (413/411);
+   upload bodies are streamed with the per-file limit of :func:`qx_update_server.release.upload_limit`.
+
 Publishing is three calls so large files stream with a progress bar and a size limit:
 ``POST /v1/uploads`` → ``PUT /v1/uploads/{id}/{file}`` (each release file) →
 ``POST /v1/uploads/{id}/publish``. The server verifies manifest + SHA256SUMS + bytes before signing.
@@ -19,10 +27,12 @@ Publishing is three calls so large files stream with a progress bar and a size l
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import re
 import secrets
 import shutil
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -41,7 +51,7 @@ from qx_update_server import contract, release
 from qx_update_server.contract import CHANNELS
 from qx_update_server.metadata_http import MetadataFastPath
 from qx_update_server.repository import Repository
-from qx_update_server.storage import HEALTH, Storage, Token, open_storage
+from qx_update_server.storage import FLEET_PAGE, FLEET_PAGE_MAX, HEALTH, Storage, Token, open_storage
 
 _log = log.get("update_server.app")
 
@@ -49,6 +59,7 @@ PUBLIC_PREFIXES = ("/metadata/", "/targets/", "/admin/static/")
 PUBLIC_PATHS = frozenset({"/healthz", "/admin", "/admin/"})
 DEFAULT_MAX_UPLOAD = 4 << 30  # per file; a root payload is ~0.5 GiB today
 _UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
+UPLOAD_MAX_AGE = 24 * 3600  # s: an upload not published within a day is abandoned
 STATIC = Path(__file__).with_name("static")
 
 
@@ -84,8 +95,140 @@ class _Sink:
         self.tmp.unlink(missing_ok=True)
 
 
+class Staging:
+    """Uploads in progress (``<data-dir>/staging/<upload id>``), shared by every server process on the
+    data directory, so an upload may even continue on another server behind a load balancer.
+
+    An upload id is ``<instance><random>``: the first 16 hex digits name the server process that
+    created it. Each process holds an ``flock`` on ``<data-dir>/.staging-owners/<instance>`` for its
+    whole life, so at start (and on every re-sign pass) a server deletes only the uploads of processes
+    that are gone — never a running server's — and any upload older than :data:`UPLOAD_MAX_AGE`.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.root = data_dir / "staging"
+        self.owners = data_dir / ".staging-owners"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.owners.mkdir(parents=True, exist_ok=True)
+        self.instance = secrets.token_hex(8)
+        self._fd = os.open(self.owners / self.instance, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        self.clean()
+
+    def _alive(self, instance: str) -> bool:
+        if instance == self.instance:
+            return True
+        try:
+            fd = os.open(self.owners / instance, os.O_RDWR)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # releases the lock if we got it
+        return False
+
+    def clean(self) -> None:
+        """Delete uploads of server processes that are gone, and uploads older than UPLOAD_MAX_AGE."""
+        now = time.time()
+        for d in self.root.iterdir():
+            owner = d.name[:16]
+            try:
+                old = now - d.stat().st_mtime > UPLOAD_MAX_AGE
+            except FileNotFoundError:
+                continue
+            if old or not _UPLOAD_ID.match(d.name) or not self._alive(owner):
+                shutil.rmtree(d, ignore_errors=True)
+        for f in self.owners.iterdir():
+            if not self._alive(f.name):
+                f.unlink(missing_ok=True)
+
+    def new(self) -> str:
+        upload_id = self.instance + secrets.token_hex(8)
+        (self.root / upload_id).mkdir()
+        return upload_id
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+# The admin page loads only its own script and style (no inline script: a stored string can never run),
+# cannot be framed (clickjacking), and no response may be sniffed into another type.
+ADMIN_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+                               "img-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+class SecurityHeaders:
+    """Adds nosniff to every response and :data:`ADMIN_HEADERS` to the admin page's static files."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        extra = ADMIN_HEADERS if scope["path"].startswith("/admin") else {"X-Content-Type-Options": "nosniff"}
+        encoded = [(k.lower().encode(), v.encode()) for k, v in extra.items()]
+
+        async def send_with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                names = {k for k, _ in encoded}
+                message = {**message, "headers": [h for h in message.get("headers", []) if h[0] not in names]
+                           + encoded}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 def is_public(path: str) -> bool:
     return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+
+# The scope each authenticated route needs, checked by AuthMiddleware *before* the body is read (FastAPI
+# parses a body before it runs a route's dependencies, so ``need()`` alone would come too late). A test
+# proves every non-public route of the app is listed here; ``need()`` stays on each route as a second check.
+MAX_JSON_BODY = 64 << 10
+_SEG = r"[^/]+"
+ROUTE_SCOPES: tuple[tuple[str, re.Pattern[str], str], ...] = tuple(
+    (method, re.compile(pattern), scope) for method, pattern, scope in (
+        ("GET", r"/v1/releases", "read"),
+        ("POST", r"/v1/uploads", "publish"),
+        ("PUT", rf"/v1/uploads/{_SEG}/{_SEG}", "publish"),
+        ("POST", rf"/v1/uploads/{_SEG}/publish", "publish"),
+        ("POST", rf"/v1/releases/{_SEG}/promote", "promote"),
+        ("POST", rf"/v1/releases/{_SEG}/yank", "yank"),
+        ("POST", rf"/v1/releases/{_SEG}/remove", "yank"),
+        ("POST", rf"/v1/releases/{_SEG}/rollout", "rollout"),
+        ("POST", r"/v1/keys/init", "keys"),
+        ("POST", r"/v1/keys/rotate", "keys"),
+        ("GET", r"/v1/keys/status", "read"),
+        ("POST", r"/v1/checkin", "checkin"),
+        ("GET", r"/v1/fleet", "read"),
+        ("GET", r"/v1/audit", "read"),
+    ))
+_STREAMED = re.compile(rf"/v1/uploads/{_SEG}/{_SEG}")  # PUT: the handler streams it with its own limit
+
+
+def route_scope(method: str, path: str) -> str | None:
+    for m, pattern, scope in ROUTE_SCOPES:
+        if (m == method or method == "HEAD" and m == "GET") and pattern.fullmatch(path):
+            return scope
+    return None
+
+
+async def _reply(scope: Scope, receive: Receive, send: Send, status: int, error: str, hint: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+    resp = JSONResponse({"error": error, "hint": hint}, status_code=status, headers=headers)
+    await resp(scope, receive, send)
 
 
 class AuthMiddleware:
@@ -113,11 +256,31 @@ class AuthMiddleware:
                         await resp(scope, receive, send)
                         return
         if token is None:
-            resp = JSONResponse({"error": "a valid API token is required",
-                                 "hint": "send Authorization: Bearer <token> (qx-update-server token create)"},
-                                status_code=401, headers={"WWW-Authenticate": "Bearer"})
-            await resp(scope, receive, send)
+            await _reply(scope, receive, send, 401, "a valid API token is required",
+                         "send Authorization: Bearer <token> (qx-update-server token create)",
+                         {"WWW-Authenticate": "Bearer"})
             return
+        method, path = scope["method"], scope["path"]
+        needed = route_scope(method, path)
+        if needed is not None and needed not in token.scopes:
+            await _reply(scope, receive, send, 403, f"this token lacks the {needed!r} scope",
+                         f"ask for a token with the {needed!r} scope (qx-update-server token create --scopes ...)")
+            return
+        if not (method == "PUT" and _STREAMED.fullmatch(path)):
+            headers = dict(scope["headers"])
+            if b"transfer-encoding" in headers:
+                await _reply(scope, receive, send, 411, "a request body needs a Content-Length",
+                             "send the JSON body with a Content-Length header (not chunked)")
+                return
+            length = headers.get(b"content-length", b"0")
+            if not length.isdigit():
+                await _reply(scope, receive, send, 400, "Content-Length is not a byte count")
+                return
+            if int(length) > MAX_JSON_BODY:
+                await _reply(scope, receive, send, 413,
+                             f"request body of {int(length)} bytes is over the limit of {MAX_JSON_BODY}",
+                             "API bodies are small JSON documents; release files go to PUT /v1/uploads/<id>/<file>")
+                return
         scope.setdefault("state", {})["token"] = token
         await self.app(scope, receive, send)
 
@@ -163,10 +326,8 @@ def create_app(data_dir: Path, *, database: str | None = None, root_keys_dir: Pa
                max_upload: int = DEFAULT_MAX_UPLOAD, refresh_interval: float = 600.0) -> FastAPI:
     repo = Repository(data_dir, root_keys_dir=root_keys_dir)
     storage = open_storage(data_dir, database)
-    staging_root = data_dir / "staging"
-    # Uploads do not survive a restart: whatever is left from a previous process is garbage.
-    shutil.rmtree(staging_root, ignore_errors=True)
-    staging_root.mkdir(parents=True)
+    staging = Staging(data_dir)
+    staging_root = staging.root
     repo.repair()
     (repo.metadata_dir).mkdir(parents=True, exist_ok=True)
     (repo.targets_dir).mkdir(parents=True, exist_ok=True)
@@ -175,6 +336,7 @@ def create_app(data_dir: Path, *, database: str | None = None, root_keys_dir: Pa
         """Re-sign timestamp/snapshot/targets before they expire, for as long as the server runs."""
         while True:
             try:
+                await asyncio.to_thread(staging.clean)
                 if repo.initialized():
                     roles = await asyncio.to_thread(repo.refresh)
                     if roles:
@@ -189,6 +351,7 @@ def create_app(data_dir: Path, *, database: str | None = None, root_keys_dir: Pa
         yield
         task.cancel()
         storage.close()
+        staging.close()
 
     app = FastAPI(title="qx-update-server", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.repo = repo
@@ -207,7 +370,7 @@ def create_app(data_dir: Path, *, database: str | None = None, root_keys_dir: Pa
 
     @app.get("/admin")
     def admin() -> FileResponse:
-        return FileResponse(STATIC / "admin.html", media_type="text/html")
+        return FileResponse(STATIC / "admin.html", media_type="text/html", headers=ADMIN_HEADERS)
 
     # ---- releases ----------------------------------------------------------------------------
 
@@ -224,8 +387,7 @@ def create_app(data_dir: Path, *, database: str | None = None, root_keys_dir: Pa
 
     @app.post("/v1/uploads")
     def new_upload(_: Token = Depends(need("publish"))) -> dict[str, Any]:
-        upload_id = secrets.token_hex(16)
-        (staging_root / upload_id).mkdir()
+        upload_id = staging.new()
         return {"upload_id": upload_id, "max_file_size": max_upload}
 
     def upload_dir(upload_id: str) -> Path:
@@ -337,8 +499,19 @@ def create_app(data_dir: Path, *, database: str | None = None, root_keys_dir: Pa
         storage.checkin(body.model_dump())
 
     @app.get("/v1/fleet")
-    def fleet(_: Token = Depends(need("read"))) -> dict[str, Any]:
-        return {"hosts": storage.fleet()}
+    def fleet(limit: int = FLEET_PAGE, after: str | None = None,
+              _: Token = Depends(need("read"))) -> dict[str, Any]:
+        """One page of hosts in host_id order; ``next`` is the ``after`` of the next page (null at the end).
+
+        The first page (no ``after``) also carries ``summary``: totals by health and version.
+        """
+        if not 1 <= limit <= FLEET_PAGE_MAX:
+            raise UserError(f"limit: {limit} must be from 1 to {FLEET_PAGE_MAX}")
+        hosts = storage.fleet(limit + 1, after)
+        out: dict[str, Any] = {"hosts": hosts[:limit], "next": hosts[limit - 1]["host_id"] if len(hosts) > limit else None}
+        if after is None:
+            out["summary"] = storage.fleet_summary()
+        return out
 
     @app.get("/v1/audit")
     def audit(limit: int = 100, _: Token = Depends(need("read"))) -> dict[str, Any]:
@@ -349,6 +522,7 @@ def create_app(data_dir: Path, *, database: str | None = None, root_keys_dir: Pa
     app.mount("/targets", StaticFiles(directory=repo.targets_dir, check_dir=False), name="targets")
     app.mount("/admin/static", StaticFiles(directory=STATIC), name="admin-static")
     app.add_middleware(AuthMiddleware, storage=storage)
+    app.add_middleware(SecurityHeaders)
     # Outermost: the metadata hosts poll is answered before auth and routing (it is public anyway).
     app.add_middleware(MetadataFastPath, directory=repo.metadata_dir)
     return app

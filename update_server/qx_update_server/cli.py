@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
 from pathlib import Path
 
 from qx_common import log
 from qx_common.cli import entry
-from qx_common.errors import UserError
+from qx_common.errors import EnvironmentError_, UserError
+from qx_update_server import serving
 from qx_update_server.storage import SCOPES, open_storage, redact_url
 
 
@@ -34,6 +36,59 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, p
 
 
+# Timestamp metadata lives a day and is renewed when less than 12 h are left: a check at least every
+# 6 h keeps it valid with room for a failed pass.
+MIN_REFRESH = 1.0
+MAX_REFRESH = 6 * 3600.0
+
+
+def _number(flag: str, value: str, lo: float, hi: float, *, default: float, integer: bool = False,
+            unit: str = "") -> float:
+    try:
+        x = int(value) if integer else float(value)
+        if not lo <= x <= hi:
+            raise ValueError
+    except ValueError as e:
+        kind, show = ("a whole number", lambda n: str(int(n))) if integer else ("a number", lambda n: f"{n:g}")
+        raise UserError(f"{flag}: {value!r} must be {kind} from {show(lo)} to {show(hi)}{unit}",
+                        hint=f"e.g. {flag} {show(default)}") from e
+    return x
+
+
+def check_data_dir(path: Path) -> Path:
+    """The data directory: created if missing; refused with a hint when it is a file or not writable."""
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--data-dir {path}: is a file, not a directory",
+                        hint="give a directory (it is created if missing), e.g. --data-dir /srv/qx-updates")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise EnvironmentError_(f"--data-dir {path}: cannot create it: {e.strerror or e}",
+                                hint="create it, or choose a directory this user can write") from e
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise EnvironmentError_(f"--data-dir {path}: this user cannot write to it",
+                                hint=f"chown it to the user running qx-update-server, or choose another directory")
+    return path
+
+
+def _tls(args: argparse.Namespace) -> tuple[str, str] | None:
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise UserError("--tls-cert and --tls-key: give both or neither", hint="e.g. --tls-cert cert.pem --tls-key key.pem")
+    if args.tls_cert is None:
+        return None
+    import ssl
+
+    for flag, f in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
+        if not f.is_file():
+            raise UserError(f"{flag} {f}: no such file", hint="give PEM files")
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(str(args.tls_cert), str(args.tls_key))
+    except (ssl.SSLError, OSError) as e:
+        raise UserError(f"--tls-cert/--tls-key: cannot load them: {e}",
+                        hint="the certificate and the key must be PEM files that belong together") from e
+    return str(args.tls_cert), str(args.tls_key)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="qx-update-server", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -46,9 +101,18 @@ def _parser() -> argparse.ArgumentParser:
                    help="where tokens, releases, audit log and fleet live: postgresql://USER:PASSWORD@HOST:PORT/DB "
                         "or sqlite:///PATH (default: SQLite in the data dir)")
     s.add_argument("--root-keys-dir", type=Path, help="where the root keys are (default DATA_DIR/root-keys)")
-    s.add_argument("--max-upload", type=int, default=4 << 30, help="largest accepted file, bytes")
-    s.add_argument("--refresh-interval", type=float, default=600.0,
-                   help="seconds between checks that re-sign expiring metadata")
+    s.add_argument("--max-upload", default=str(4 << 30), help="largest accepted release file, bytes (default 4 GiB)")
+    s.add_argument("--refresh-interval", default="600",
+                   help=f"seconds between checks that re-sign expiring metadata ({MIN_REFRESH:g}-{MAX_REFRESH:g}, "
+                        "default 600)")
+    s.add_argument("--max-connections", default=str(serving.MAX_CONNECTIONS),
+                   help="open connections at most; beyond, those idle longest are closed (default %(default)s)")
+    s.add_argument("--header-timeout", default=str(serving.HEADER_TIMEOUT),
+                   help="seconds a client has to send a request's headers (default %(default)s)")
+    s.add_argument("--idle-timeout", default=str(serving.IDLE_TIMEOUT),
+                   help="seconds without a byte while a request body is sent (default %(default)s)")
+    s.add_argument("--tls-cert", type=Path, help="PEM certificate (chain) to serve HTTPS with; needs --tls-key")
+    s.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
     t = sub.add_parser("token", help="API tokens")
     tsub = t.add_subparsers(dest="tcmd", required=True)
     tc = tsub.add_parser("create", help="create a token and print it (shown once)")
@@ -67,14 +131,27 @@ def run(argv: list[str]) -> int:
         storage.close()
         return 0
     host, port = parse_listen(args.listen)
-    import uvicorn  # imported late: token management should not pay for it
+    max_upload = int(_number("--max-upload", args.max_upload, 1, 1 << 40, default=4 << 30, integer=True,
+                             unit=" bytes"))
+    refresh = _number("--refresh-interval", args.refresh_interval, MIN_REFRESH, MAX_REFRESH, default=600,
+                      unit=" seconds")
+    max_conn = int(_number("--max-connections", args.max_connections, 16, 1_000_000, integer=True,
+                           default=serving.MAX_CONNECTIONS))
+    header_timeout = _number("--header-timeout", args.header_timeout, 0.5, 600, default=serving.HEADER_TIMEOUT,
+                             unit=" seconds")
+    idle_timeout = _number("--idle-timeout", args.idle_timeout, 0.5, 3600, default=serving.IDLE_TIMEOUT,
+                           unit=" seconds")
+    tls = _tls(args)
+    data_dir = check_data_dir(args.data_dir)
+    sock = serving.bind(host, port)  # before anything else: "port in use" is said at once, nothing started
 
-    from qx_update_server.app import create_app
-    app = create_app(args.data_dir, database=args.database, root_keys_dir=args.root_keys_dir,
-                     max_upload=args.max_upload, refresh_interval=args.refresh_interval)
-    where = f"data in {args.data_dir}" + (f", database {redact_url(args.database)}" if args.database else "")
-    log.step(f"qx-update-server on http://{args.listen} ({where})")
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    from qx_update_server.app import create_app  # imported late: token management should not pay for it
+    app = create_app(data_dir, database=args.database, root_keys_dir=args.root_keys_dir,
+                     max_upload=max_upload, refresh_interval=refresh)
+    where = f"data in {data_dir}" + (f", database {redact_url(args.database)}" if args.database else "")
+    log.step(f"qx-update-server on {'https' if tls else 'http'}://{args.listen} ({where})")
+    serving.serve(app, [sock], header_timeout=header_timeout, idle_timeout=idle_timeout,
+                  max_connections=max_conn, tls=tls)
     return 0
 
 

@@ -40,6 +40,13 @@ from qx_common.errors import EnvironmentError_, ExternalError, UserError
 SCOPES = ("publish", "promote", "yank", "rollout", "keys", "read", "checkin")
 HEALTH = ("good", "degraded", "bad", "unknown")
 _FLEET_COLUMNS = ("host_id", "version", "slot", "channel", "health", "last_error", "last_seen")
+FLEET_PAGE = 500  # hosts per page of the fleet list (at most FLEET_PAGE_MAX): a page is one indexed range scan
+FLEET_PAGE_MAX = 2000
+
+
+def _summary(total: int, by_health: list[Any], by_version: list[Any]) -> dict[str, Any]:
+    return {"total": int(total), "health": {h: int(n) for h, n in by_health},
+            "versions": {v: int(n) for v, n in by_version}}
 
 
 @dataclass(frozen=True)
@@ -56,7 +63,8 @@ class Storage(Protocol):
     def audit(self, actor: str, action: str, detail: dict[str, Any]) -> None: ...
     def audit_log(self, limit: int = 100) -> list[dict[str, Any]]: ...
     def checkin(self, report: dict[str, Any]) -> None: ...
-    def fleet(self) -> list[dict[str, Any]]: ...
+    def fleet(self, limit: int = FLEET_PAGE, after: str | None = None) -> list[dict[str, Any]]: ...
+    def fleet_summary(self) -> dict[str, Any]: ...
     def close(self) -> None: ...
 
 
@@ -150,9 +158,16 @@ class SQLiteStorage:
                 "channel=excluded.channel, health=excluded.health, last_error=excluded.last_error, "
                 "last_seen=excluded.last_seen", {**report, "seen": _now()})
 
-    def fleet(self) -> list[dict[str, Any]]:
-        rows = self._x(f"SELECT {', '.join(_FLEET_COLUMNS)} FROM fleet ORDER BY host_id")
+    def fleet(self, limit: int = FLEET_PAGE, after: str | None = None) -> list[dict[str, Any]]:
+        """Hosts in host_id order after ``after`` (keyset pagination: each page costs the same)."""
+        rows = self._x(f"SELECT {', '.join(_FLEET_COLUMNS)} FROM fleet WHERE host_id > ? ORDER BY host_id LIMIT ?",
+                       (after or "", limit))
         return [dict(zip(_FLEET_COLUMNS, r)) for r in rows]
+
+    def fleet_summary(self) -> dict[str, Any]:
+        total = self._x("SELECT count(*) FROM fleet")[0][0]
+        return _summary(total, self._x("SELECT health, count(*) FROM fleet GROUP BY health"),
+                        self._x("SELECT version, count(*) FROM fleet GROUP BY version ORDER BY count(*) DESC LIMIT 20"))
 
     def close(self) -> None:
         with self._lock:
@@ -505,10 +520,16 @@ class PostgresStorage:
                 "last_seen = EXCLUDED.last_seen",
                 **{k: report.get(k) for k in _FLEET_COLUMNS[:-1]}, seen=_now())
 
-    def fleet(self) -> list[dict[str, Any]]:
+    def fleet(self, limit: int = FLEET_PAGE, after: str | None = None) -> list[dict[str, Any]]:
         # COLLATE "C": byte order, as SQLite sorts, whatever the database's locale.
-        rows = self._x(f"SELECT {', '.join(_FLEET_COLUMNS)} FROM fleet ORDER BY host_id COLLATE \"C\"")
+        rows = self._x(f"SELECT {', '.join(_FLEET_COLUMNS)} FROM fleet WHERE host_id COLLATE \"C\" > :a "
+                       "ORDER BY host_id COLLATE \"C\" LIMIT :n", a=after or "", n=int(limit))
         return [dict(zip(_FLEET_COLUMNS, r)) for r in rows]
+
+    def fleet_summary(self) -> dict[str, Any]:
+        total = self._x("SELECT count(*) FROM fleet")[0][0]
+        return _summary(total, self._x("SELECT health, count(*) FROM fleet GROUP BY health"),
+                        self._x("SELECT version, count(*) FROM fleet GROUP BY version ORDER BY count(*) DESC LIMIT 20"))
 
     def close(self) -> None:
         with self._lock:

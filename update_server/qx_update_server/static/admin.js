@@ -77,7 +77,27 @@ function renderChannels(data) {
   if (yanked.length) list.append(el("p", {class: "yanked"}, "yanked: " + yanked.map((r) => r.version).join(", ")));
 }
 
-function renderFleet(hosts) {
+// The fleet is paged by the server (GET /v1/fleet?limit=&after=): the page shows one page and the
+// totals, so 20,000 hosts cost what 200 do. `cursors` holds the `after` of each page shown so far.
+const FLEET_PAGE = 200;
+let cursors = [null];
+let fleetSummary = null;
+
+function fleetPath() {
+  const after = cursors[cursors.length - 1];
+  return `/v1/fleet?limit=${FLEET_PAGE}` + (after === null ? "" : `&after=${encodeURIComponent(after)}`);
+}
+
+function renderFleet(page) {
+  if (page.summary) fleetSummary = page.summary;
+  const s = fleetSummary;
+  $("#fleet-summary").textContent = s ? `${s.total} hosts — ` + Object.entries(s.health).map(([h, n]) => `${h}: ${n}`).join(", ") : "";
+  $("#fleet-page").textContent = `page ${cursors.length}`;
+  $("#fleet-prev").disabled = cursors.length === 1;
+  const next = $("#fleet-next");
+  next.disabled = !page.next;
+  next.dataset.after = page.next || "";
+  const hosts = page.hosts;
   const tbody = $("#fleet-table tbody"); tbody.replaceChildren();
   for (const h of hosts) {
     tbody.append(el("tr", {"data-host": h.host_id}, el("td", {}, h.host_id), el("td", {}, h.version), el("td", {}, h.slot),
@@ -97,17 +117,34 @@ function renderKeys(k) {
   }
 }
 
-async function refresh() {
+// One refresh at a time: a refresh asked for while one runs is folded into a single follow-up, and
+// the periodic one is scheduled 3 s after the previous one *ended* — so a slow server never piles up
+// overlapping requests (setInterval would).
+let running = null;
+let again = false;
+let timer = null;
+
+async function refreshOnce() {
   if (!token) { status("enter an API token (scope read; promote/yank/rollout to change releases)"); return; }
   try {
-    const [rels, fleet, keys] = await Promise.all([api("GET", "/v1/releases"), api("GET", "/v1/fleet"), api("GET", "/v1/keys/status")]);
-    renderChannels(rels); renderFleet(fleet.hosts); renderKeys(keys);
+    const [rels, fleet, keys] = await Promise.all([api("GET", "/v1/releases"), api("GET", fleetPath()), api("GET", "/v1/keys/status")]);
+    renderChannels(rels); renderFleet(fleet); renderKeys(keys);
     document.body.dataset.loaded = String(Date.now());
   } catch (e) { status(e.message, true); }
+}
+
+async function refresh() {
+  if (running) { again = true; return running; }
+  clearTimeout(timer);
+  running = (async () => {
+    do { again = false; await refreshOnce(); } while (again);
+  })();
+  try { await running; } finally { running = null; timer = setTimeout(refresh, 3000); }
 }
 
 $("#login").addEventListener("submit", (ev) => {
   ev.preventDefault(); token = $("#token").value.trim(); sessionStorage.setItem("qx-token", token); status(""); refresh();
 });
+$("#fleet-next").addEventListener("click", () => { const a = $("#fleet-next").dataset.after; if (a) { cursors.push(a); refresh(); } });
+$("#fleet-prev").addEventListener("click", () => { if (cursors.length > 1) { cursors.pop(); refresh(); } });
 refresh();
-setInterval(refresh, 3000);
