@@ -7,31 +7,46 @@ qx-node's health check reads.
 
 Never dies: blocking work runs in thread workers whose errors open :class:`ErrorScreen`; an exception
 that still reaches Textual is shown the same way and the screens are rebuilt instead of exiting.
+
+Cannot be quit: on tty1 and the serial line nothing but F12 (with the root password) may end or stop the
+console. Textual's default bindings (Ctrl+Q quits, Ctrl+C advertises it) are not inherited, the actions
+that end or suspend the app do nothing, its toasts become our notice line, Ctrl+C in a field does not
+send the selection to the terminal, and the terminal's job-control signals (SIGINT, SIGQUIT, SIGTSTP,
+SIGTTIN, SIGTTOU) are ignored once the app runs on a real terminal. SIGTERM (systemd stopping the
+service) and SIGHUP (the line hung up; systemd starts a fresh console) still end it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
 from pathlib import Path
 
 from textual.app import App
+from textual.binding import Binding
 
 from qx_common import log
 from qx_console.backend import HostBackend, HostStatus
 from qx_console.customize import CustomizeScreen, LoginScreen, PowerScreen
 from qx_console.safeapply import CONFIRM_SECONDS, recover_interrupted
 from qx_console.status import StatusScreen
-from qx_console.ui import CSS, ErrorScreen, in_thread
+from qx_console.ui import CSS, ErrorScreen, console_safe, in_thread
 
 _log = log.get("console")
 
+# Signals a terminal sends on its own keys (Ctrl+C, Ctrl+\, Ctrl+Z) or for background I/O: none of
+# them may end or stop the console. (In raw mode the keys arrive as keys; these cover kill(1) and the
+# moments before raw mode.)
+TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
 
-class ConsoleApp(App[None]):
+
+class ConsoleApp(App[None], inherit_bindings=False):
     TITLE = "Quantix OS"
     CSS = CSS
     ENABLE_COMMAND_PALETTE = False
-    BINDINGS = [("f2", "customize", "Customize"), ("f12", "power", "Power")]
+    BINDINGS = [Binding("f2", "customize", "Customize"), Binding("f12", "power", "Power")]
 
     def __init__(
         self,
@@ -51,8 +66,13 @@ class ConsoleApp(App[None]):
         self.errors: list[BaseException] = []
 
     def on_mount(self) -> None:
+        if not self.is_headless and threading.current_thread() is threading.main_thread():
+            # After Textual's driver installed its own SIGTSTP handler (which stops the process).
+            for sig in TERMINAL_SIGNALS:
+                signal.signal(sig, signal.SIG_IGN)
         self.push_screen(StatusScreen())
-        in_thread(self.screen, lambda: recover_interrupted(self.backend), self._recovered)
+        in_thread(self.screen, lambda: recover_interrupted(self.backend), self._recovered,
+                  what="Reverting an unconfirmed network change")
         from qx_console.firstboot import ask_if_locked  # raw image: no root password yet, ask for one first
         ask_if_locked(self)
 
@@ -62,10 +82,43 @@ class ConsoleApp(App[None]):
             self.notice("An unconfirmed network change (console restarted meanwhile) was reverted.")
 
     def notice(self, text: str) -> None:
-        """A one-line message on the status screen (Textual's toasts draw glyphs console fonts lack)."""
+        """A one-line message on the status screen, and on the current screen's message line if it has
+        one (Textual's toasts draw glyphs the console fonts lack)."""
+        from rich.markup import escape
+
+        text = escape(console_safe(text))
         for scr in self.screen_stack:
             if isinstance(scr, StatusScreen):
                 scr.query_one("#notice").update(text)
+        if not isinstance(self.screen, StatusScreen):
+            for w in self.screen.query("#message"):
+                w.update(f"[yellow]{text}[/]")
+
+    def notify(self, message: str, *, title: str = "", severity: str = "information",
+               timeout: float | None = None, markup: bool = True) -> None:
+        """Textual's notifications (also those Textual sends itself) go to :meth:`notice`."""
+        if markup:
+            from rich.text import Text
+            message = Text.from_markup(message).plain
+        self.notice(f"{title}: {message}" if title else message)
+
+    # -- what must not end the console ----------------------------------------------------------
+    async def action_quit(self) -> None:
+        """Not bound to any key; kept inert should anything still call it (e.g. markup links)."""
+
+    def action_help_quit(self) -> None:
+        """Textual's Ctrl+C hint ("press Ctrl+Q to quit") has nothing to say here."""
+
+    def action_suspend_process(self) -> None:
+        """Suspending would leave the operator a stopped console."""
+
+    def action_command_palette(self) -> None:
+        """The command palette is off (and draws glyphs the console fonts lack)."""
+
+    def copy_to_clipboard(self, text: str) -> None:
+        """Ctrl+C/Ctrl+X in a field: kept inside the console. Textual would send the selection to the
+        terminal as an OSC 52 sequence, which the Linux console and serial terminals print as garbage
+        (and a password field's text must not leave the console)."""
 
     # -- readiness -------------------------------------------------------------------------------
     def first_status_shown(self, status: HostStatus | None) -> None:
@@ -87,9 +140,13 @@ class ConsoleApp(App[None]):
     # -- actions ---------------------------------------------------------------------------------
     def action_customize(self) -> None:
         if isinstance(self.screen, StatusScreen):
-            in_thread(self.screen, lambda: self.backend.load_config()[0].lockdown, self._maybe_login)
+            # exclusive: F2 pressed twice while the host is slow asks once, opens one login.
+            in_thread(self.screen, lambda: self.backend.load_config()[0].lockdown, self._maybe_login,
+                      group="customize", exclusive=True, what="Reading the configuration")
 
     def _maybe_login(self, lockdown: bool) -> None:
+        if not isinstance(self.screen, StatusScreen):
+            return  # meanwhile the operator went elsewhere (F12): do not stack a second dialog
         if lockdown:
             self.notice("Lockdown mode: the console cannot change this host. Use the management API.")
             return

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from qx_common.errors import EnvironmentError_
+from qx_common.errors import EnvironmentError_, UserError
 
 from qx_console.hostconfig import HostConfig, NetworkConfig, Provenance
 
@@ -126,6 +126,16 @@ ProgressFn = Callable[[float, str], None]  # (fraction 0..1, message)
 
 LOG_SOURCES = ("system", "qx-node", "qx-update", "kernel")
 SERVICES = ("qx-node", "libvirtd", "systemd-networkd", "systemd-resolved", "ssh")
+
+
+def check_ssh_restart(enabled: bool, active: str) -> None:
+    """The rule both backends apply to Services -> restart ssh: SSH access off in the configuration, or
+    already turned off by its timer, is not restarted (that would turn it on, bypassing the setting)."""
+    if not enabled:
+        raise UserError("ssh: SSH access is turned off", hint="turn it on under SSH Access (with its off-timer)")
+    if active not in ("active", "reloading", "activating"):
+        raise UserError(f"ssh: not running ({active}); its off-timer may have turned it off",
+                        hint="turn it on again under SSH Access, which starts a new off-timer")
 
 
 class HostBackend(abc.ABC):

@@ -8,25 +8,29 @@ from collections.abc import Callable
 from rich.markup import escape
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Button, Input, OptionList, RichLog, Static
 from textual.widgets.option_list import Option
 
 from qx_common.errors import UserError
 from qx_console import shadow
 from qx_console.backend import LOG_SOURCES, NodeCert, ServiceState, Unavailable, UpdateState
+from qx_console.hostconfig import check_log_filter, parse_int
 from qx_console.network_screens import BaseScreen, NetworkScreen, TestNetworkScreen, _row
-from qx_console.ui import KeyBar, describe_error, in_thread, text_bar
+from qx_console.ui import ConsoleModal, KeyBar, console_safe, describe_error, from_thread, in_thread, text_bar
 
 
-class LoginScreen(ModalScreen[bool]):
-    """Asks for the root password; dismisses with True when it is right."""
+class LoginScreen(ConsoleModal[bool]):
+    """Asks for the root password; dismisses with True when it is right.
+
+    One check at a time: Enter while a check runs is ignored. Esc during a check closes the dialog;
+    the check's answer then arrives for a dialog that is gone and is dropped (it opens nothing)."""
 
     BINDINGS = [("escape", "cancel", "Cancel")]
 
     def __init__(self, purpose: str = "Customize system") -> None:
         super().__init__()
         self.purpose = purpose
+        self.checking = False
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog") as v:
@@ -39,23 +43,34 @@ class LoginScreen(ModalScreen[bool]):
         self.query_one("#password", Input).focus()
 
     def action_cancel(self) -> None:
-        self.dismiss(False)
+        self.close(False)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
+        if self.checking:
+            return
+        self.checking = True
         pw = event.value
         be = self.app.backend
-        in_thread(self, lambda: be.verify_root_password(pw), self._checked)
+        self.query_one("#err-password", Static).update("  Checking...")
+        in_thread(self, lambda: be.verify_root_password(pw), self._checked, self._failed,
+                  what="The password check")
 
     def _checked(self, ok: bool) -> None:
+        self.checking = False
         if ok:
-            self.dismiss(True)
+            self.close(True)
         else:
             inp = self.query_one("#password", Input)
             inp.value = ""
             self.query_one("#err-password", Static).update("  root password: incorrect - try again")
 
+    def _failed(self, e: BaseException) -> None:
+        self.checking = False
+        self.query_one("#err-password", Static).update(
+            escape(f"  root password: cannot be checked: {describe_error(e).splitlines()[0]}"))
 
-class ConfirmScreen(ModalScreen[bool]):
+
+class ConfirmScreen(ConsoleModal[bool]):
     BINDINGS = [("escape", "cancel", "Cancel")]
 
     def __init__(self, title: str, question: str, yes: str = "Yes") -> None:
@@ -65,17 +80,17 @@ class ConfirmScreen(ModalScreen[bool]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog") as v:
             v.border_title = self._title
-            yield Static(self._question)
+            yield Static(self._question, markup=False)
             yield Horizontal(Button(self._yes, id="yes"), Button("Cancel", id="no"), classes="buttons")
 
     def on_mount(self) -> None:
         self.query_one("#no", Button).focus()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "yes")
+        self.close(event.button.id == "yes")
 
     def action_cancel(self) -> None:
-        self.dismiss(False)
+        self.close(False)
 
 
 MENU: list[tuple[str, str]] = [
@@ -109,7 +124,26 @@ class CustomizeScreen(BaseScreen):
     def on_mount(self) -> None:
         self.query_one("#menu").focus()
 
+    def on_screen_resume(self) -> None:
+        # Also after returning from a sub-screen: a network apply may have created a previous one.
+        be = self.app.backend
+        in_thread(self, be.has_previous_network, self._previous_known, lambda e: self._previous_known(True),
+                  group="previous", exclusive=True)
+
+    def _previous_known(self, has: bool) -> None:
+        """"Restore Previous" is offered only when there is a previous configuration to restore."""
+        menu = self.query_one("#menu", OptionList)
+        idx = menu.get_option_index("restore")
+        label = dict(MENU)["restore"]
+        # Said in words too: the Linux console may not show a greyed-out line as different.
+        menu.replace_option_prompt_at_index(idx, label if has else f"{label} (none kept)")
+        if has:
+            menu.enable_option_at_index(idx)
+        else:
+            menu.disable_option_at_index(idx)
+
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self.say("")
         self.open(str(event.option.id))
 
     def open(self, key: str) -> None:
@@ -132,8 +166,8 @@ class CustomizeScreen(BaseScreen):
         def answered(yes: bool | None) -> None:
             if yes:
                 self.say(f"{title}: working...")
-                in_thread(self, fn, lambda _: self.say(ok, "ok"),
-                          lambda e: self.say(f"{title} failed: {e}", "error"))
+                in_thread(self, fn, lambda _: (self.say(ok, "ok"), self.on_screen_resume()),
+                          lambda e: self.say(f"{title} failed: {describe_error(e)}", "error"), what=title)
         self.app.push_screen(ConfirmScreen(title, question, title), answered)
 
 
@@ -164,16 +198,23 @@ class PasswordScreen(BaseScreen):
 
     def apply(self) -> None:
         new, again = self.query_one("#new", Input).value, self.query_one("#again", Input).value
-        self.query_one("#err-new", Static).update("")
-        self.query_one("#err-again", Static).update("")
+        self.field_error("new", None)
+        self.field_error("again", None)
+        self.say("")
         try:
             shadow.check_new_password(new, again)
         except UserError as e:
             wid = "again" if e.message.startswith("confirm") else "new"
-            self.query_one(f"#err-{wid}", Static).update(f"  {e.message} - {e.hint}")
+            self.field_error(wid, f"{e.message} - {e.hint}")
             return
-        in_thread(self, lambda: self.app.backend.set_root_password(new),
-                  lambda _: self.say("Root password changed.", "ok"))
+        self.say("Changing the root password...")
+        in_thread(self, lambda: self.app.backend.set_root_password(new), self._changed,
+                  lambda e: self.say(f"Not changed: {describe_error(e)}", "error"), what="Changing the root password")
+
+    def _changed(self, _: None) -> None:
+        for wid in ("new", "again"):
+            self.query_one(f"#{wid}", Input).value = ""
+        self.say("Root password changed.", "ok")
 
 
 class SshScreen(BaseScreen):
@@ -200,21 +241,31 @@ class SshScreen(BaseScreen):
 
     def _show(self, data: tuple[ServiceState, list[str], object]) -> None:
         st, fps, cfg = data
-        self.query_one("#state", Static).update(f"SSH service: [b]{st.active}[/b] ({st.detail})")
+        self.query_one("#state", Static).update(
+            f"SSH service: [b]{escape(console_safe(st.active))}[/b] ({escape(console_safe(st.detail))})")
         self.query_one("#timeout", Input).value = str(cfg.ssh.timeout_min)  # type: ignore[attr-defined]
         self.query_one("#fingerprints", Static).update(
-            "\n".join(escape(f) for f in fps) or "(no host keys generated yet)")
+            "\n".join(escape(console_safe(f)) for f in fps) or "(no host keys generated yet)")
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
+        from qx_console.hostconfig import check_ssh_timeout
+
         on = event.button.id == "on"
-        raw = self.query_one("#timeout", Input).value.strip() or "0"
-        self.query_one("#err-timeout", Static).update("")
-        if not raw.isdigit() or not 0 <= int(raw) <= 1440:
-            self.query_one("#err-timeout", Static).update(
-                "  ssh.timeout_min: not a number of minutes - use 1-1440, or 0 to keep SSH on")
+        self.field_error("timeout", None)
+        self.say("")
+        # Empty is an error, not "never": SSH left on by accident is the risk this timer exists for.
+        minutes, err = parse_int(self.query_one("#timeout", Input).value, "ssh.timeout_min",
+                                 "use minutes from 1 to 1440, or 0 to keep SSH on until turned off")
+        if err is None and minutes is not None:
+            err = check_ssh_timeout(minutes)
+        if err is not None or minutes is None:
+            self.field_error("timeout", err)
             return
-        in_thread(self, lambda: self.app.backend.set_ssh(on, int(raw)),
-                  lambda _: (self.say("SSH enabled." if on else "SSH disabled.", "ok"), self.refresh_state()))
+        self.say("Enabling SSH..." if on else "Disabling SSH...")
+        in_thread(self, lambda: self.app.backend.set_ssh(on, minutes),
+                  lambda _: (self.say("SSH enabled." if on else "SSH disabled.", "ok"), self.refresh_state()),
+                  lambda e: self.say(f"Not changed: {describe_error(e)}", "error"),
+                  what="Enabling SSH" if on else "Disabling SSH")
 
 
 class NodeApiScreen(BaseScreen):
@@ -250,15 +301,21 @@ class NodeApiScreen(BaseScreen):
         kind = "Not available" if isinstance(e, Unavailable) else "Error"
         self.query_one("#cert", Static).update(f"[yellow]TLS certificate: {kind}:[/] {escape(describe_error(e))}")
 
+    def on_screen_suspend(self) -> None:
+        # A dialog (F12) covers the screen: the token does not stay on display behind it.
+        self.query_one("#token", Static).update(self.HIDDEN)
+
     def on_button_pressed(self, event: Button.Pressed) -> None:
         token = self.query_one("#token", Static)
         if event.button.id == "hide":
+            self.workers.cancel_group(self, "token")  # a token still being read is not shown after Hide
             token.update(self.HIDDEN)
             return
         in_thread(self, self.app.backend.node_api_token,
-                  lambda t: token.update(f"API token: [b]{escape(t)}[/b]\n"
+                  lambda t: token.update(f"API token: [b]{escape(console_safe(t))}[/b]\n"
                                          "Send it as the header 'Authorization: Bearer <token>'."),
-                  lambda e: token.update(f"[red]API token:[/] {escape(describe_error(e))}"))
+                  lambda e: token.update(f"[red]API token:[/] {escape(describe_error(e))}"),
+                  group="token", exclusive=True)
 
 
 class LogsScreen(BaseScreen):
@@ -292,12 +349,26 @@ class LogsScreen(BaseScreen):
     def load(self) -> None:
         self._state()
         src, grep = self.source, self.query_one("#grep", Input).value.strip()
-        in_thread(self, lambda: self.app.backend.logs(src, grep), self._show, group="logs", exclusive=True)
+        err = check_log_filter(grep)
+        self.field_error("grep", err)
+        if err:
+            # Not "(no entries)": the filter is wrong, not the journal empty.
+            self.query_one("#log", RichLog).clear()
+            self.say("Filter not applied: correct it (or empty it for all entries).", "error")
+            return
+        self.say("")
+        in_thread(self, lambda: self.app.backend.logs(src, grep), self._show, self._failed,
+                  group="logs", exclusive=True)
+
+    def _failed(self, e: BaseException) -> None:
+        self.query_one("#log", RichLog).clear()
+        self.say(f"Logs not read: {describe_error(e)}", "error")
 
     def _show(self, lines: list[str]) -> None:
         log = self.query_one("#log", RichLog)
         log.clear()
-        log.write("\n".join(lines) if lines else "(no entries)")
+        log.write(console_safe("\n".join(lines)) if lines else
+                  "(no entries match the filter)" if self.query_one("#grep", Input).value.strip() else "(no entries)")
 
     def _follow_tick(self) -> None:
         if self.follow:
@@ -336,13 +407,14 @@ class ServicesScreen(BaseScreen):
         self.query_one("#services").focus()
 
     def load(self) -> None:
-        in_thread(self, self.app.backend.services, self._show)
+        in_thread(self, self.app.backend.services, self._show, group="services", exclusive=True)
 
     def _show(self, states: list[ServiceState]) -> None:
         ol = self.query_one("#services", OptionList)
         hl = ol.highlighted
         ol.clear_options()
-        ol.add_options([Option(f"{s.name:<20} {s.active:<10} {s.detail}", id=s.name) for s in states])
+        ol.add_options([Option(escape(console_safe(f"{s.name:<20} {s.active:<10} {s.detail}")), id=s.name)
+                        for s in states])
         ol.highlighted = hl if hl is not None else 0
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
@@ -350,8 +422,12 @@ class ServicesScreen(BaseScreen):
 
         def answered(yes: bool | None) -> None:
             if yes:
+                self.say(f"Restarting {name}...")
                 in_thread(self, lambda: self.app.backend.restart_service(name),
-                          lambda _: (self.say(f"{name} restarted.", "ok"), self.load()))
+                          lambda _: (self.say(f"{name} restarted.", "ok"), self.load()),
+                          lambda e: (self.say(f"{name} not restarted: {describe_error(e)}", "error"), self.load()),
+                          what=f"Restarting {name}")
+        self.say("")
         self.app.push_screen(ConfirmScreen("Restart", f"Restart {name}?", "Restart"), answered)
 
 
@@ -373,11 +449,16 @@ class UpdatesScreen(BaseScreen):
         yield self.keybar()
 
     def on_mount(self) -> None:
-        in_thread(self, self.app.backend.update_status, self._show, self._unavailable)
+        self.reload()
+
+    def reload(self) -> None:
+        """Read qx-update's state again (after every action: the slot table never shows stale state)."""
+        in_thread(self, self.app.backend.update_status, self._show, self._unavailable,
+                  group="update-status", exclusive=True)
 
     def _unavailable(self, e: BaseException) -> None:
         kind = "Not available" if isinstance(e, Unavailable) else "Error"
-        self.query_one("#slots", Static).update(f"[yellow]{kind}:[/] {escape(str(e))}\n"
+        self.query_one("#slots", Static).update(f"[yellow]{kind}:[/] {escape(describe_error(e))}\n"
                                                 "Updates cannot be checked or applied from this console now.")
         for b in self.query(Button):
             b.disabled = True
@@ -402,26 +483,43 @@ class UpdatesScreen(BaseScreen):
     def on_button_pressed(self, event: Button.Pressed) -> None:
         be = self.app.backend
         bid = event.button.id
-        fail = lambda e: self.say(f"{bid}: {e}", "error")  # noqa: E731
+        names = {"check": "Check", "setchannel": "Set channel", "apply": "Apply update", "rollback": "Roll back"}
+        what = names.get(str(bid), str(bid))
+
+        def fail(e: BaseException) -> None:
+            self.say(f"{what} failed: {describe_error(e)}", "error")
+            self.reload()
+
+        def ok(msg: str) -> None:
+            self.say(msg, "ok")
+            self.reload()
+
+        self.field_error("channel", None)
+        self.say("")
         if bid == "check":
             self.say("Checking...")
-            in_thread(self, be.update_check, lambda st: (self._show(st), self.say("Check done.", "ok")), fail)
+            in_thread(self, be.update_check, lambda st: (self._show(st), self.say("Check done.", "ok")), fail,
+                      what=what)
         elif bid == "setchannel":
             name = self.query_one("#channel", Input).value.strip()
-            in_thread(self, lambda: be.set_channel(name), lambda _: self.say(f"Channel set to {name}.", "ok"),
-                      lambda e: self.query_one("#err-channel", Static).update(f"  {e}"))
+            in_thread(self, lambda: be.set_channel(name), lambda _: ok(f"Channel set to {name}."),
+                      lambda e: self.field_error("channel", describe_error(e).replace("\nHint: ", " - ")), what=what)
         elif bid == "apply":
             def progress(frac: float, msg: str) -> None:
-                self.app.call_from_thread(self.query_one("#progress", Static).update,
-                                          f"{text_bar(frac)} {escape(msg)}"[:76])
+                # From qx-update's thread; dropped once the operator left (the apply goes on).
+                from_thread(self, self._progress, frac, msg)
             self.say("Applying update...")
-            in_thread(self, lambda: be.update_apply(progress), lambda m: self.say(m, "ok"), fail)
+            in_thread(self, lambda: be.update_apply(progress), ok, fail, what=what)
         elif bid == "rollback":
             def answered(yes: bool | None) -> None:
                 if yes:
-                    in_thread(self, be.update_rollback, lambda m: self.say(m, "ok"), fail)
+                    in_thread(self, be.update_rollback, ok, fail, what=what)
             self.app.push_screen(ConfirmScreen("Roll back", "Boot the other slot at the next restart?",
                                                "Roll back"), answered)
+
+
+    def _progress(self, frac: float, msg: str) -> None:
+        self.query_one("#progress", Static).update(escape(console_safe(f"{text_bar(frac)} {msg}"[:76])))
 
 
 class ResetScreen(BaseScreen):
@@ -435,16 +533,25 @@ class ResetScreen(BaseScreen):
                          "partition. Virtual machines are kept. Type this host's name to confirm:")
             yield Static("", id="expect")
             yield from _row("Hostname", "confirm", "")
-            yield Horizontal(Button("Reset", id="reset"), classes="buttons")
+            yield Horizontal(Button("Reset", id="reset", disabled=True), classes="buttons")
         yield Static("", id="message", classes="hint")
         yield self.keybar()
 
+    hostname: str | None = None  # the name to type; None while it is read (Reset stays disabled)
+    busy = False  # a reset runs: no second one
+
     def on_mount(self) -> None:
-        in_thread(self, lambda: self.app.backend.load_config()[0].hostname, self._expect)
+        self.load()
+
+    def load(self) -> None:
+        in_thread(self, lambda: self.app.backend.load_config()[0].hostname, self._expect, group="name",
+                  exclusive=True)
 
     def _expect(self, name: str) -> None:
         self.hostname = name
-        self.query_one("#expect", Static).update(f"  [b]{escape(name)}[/b]")
+        self.query_one("#expect", Static).update(f"  [b]{escape(console_safe(name))}[/b]")
+        self.query_one("#confirm", Input).value = ""
+        self.query_one("#reset", Button).disabled = False
         self.query_one("#confirm").focus()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
@@ -454,15 +561,34 @@ class ResetScreen(BaseScreen):
         self.reset()
 
     def reset(self) -> None:
-        typed = self.query_one("#confirm", Input).value.strip()
-        if typed != getattr(self, "hostname", None):
-            self.query_one("#err-confirm", Static).update("  hostname: does not match - type the name shown above")
+        if self.busy or self.hostname is None:
             return
-        self.query_one("#err-confirm", Static).update("")
-        in_thread(self, self.app.backend.reset_config, lambda _: self.say("Configuration reset to defaults.", "ok"))
+        typed = self.query_one("#confirm", Input).value.strip()
+        self.say("")
+        if typed != self.hostname:
+            self.field_error("confirm", "hostname: does not match - type the name shown above")
+            return
+        self.field_error("confirm", None)
+        self.busy = True
+        self.query_one("#reset", Button).disabled = True
+        self.say("Resetting...")
+        in_thread(self, self.app.backend.reset_config, self._done, self._failed, what="Reset")
+
+    def _done(self, _: None) -> None:
+        # The old name is no longer this host's: show the new one (a second reset must type it).
+        self.busy, self.hostname = False, None
+        self.query_one("#expect", Static).update("")
+        self.query_one("#confirm", Input).value = ""
+        self.say("Configuration reset to defaults.", "ok")
+        self.load()
+
+    def _failed(self, e: BaseException) -> None:
+        self.busy = False
+        self.query_one("#reset", Button).disabled = False
+        self.say(f"Reset failed: {describe_error(e)}", "error")
 
 
-class PowerScreen(ModalScreen[None]):
+class PowerScreen(ConsoleModal[None]):
     BINDINGS = [("escape", "cancel", "Cancel")]
 
     def compose(self) -> ComposeResult:
@@ -479,11 +605,12 @@ class PowerScreen(ModalScreen[None]):
     def on_button_pressed(self, event: Button.Pressed) -> None:
         action = str(event.button.id)
         if action == "cancel":
-            self.dismiss(None)
+            self.close(None)
             return
         self.query_one("#message", Static).update("Restarting..." if action == "reboot" else "Shutting down...")
         in_thread(self, lambda: self.app.backend.power(action), lambda _: None,
-                  lambda e: self.query_one("#message", Static).update(f"[red]{escape(str(e))}[/]"))
+                  lambda e: self.query_one("#message", Static).update(f"[red]{escape(describe_error(e))}[/]"),
+                  what="Restart" if action == "reboot" else "Shut down")
 
     def action_cancel(self) -> None:
-        self.dismiss(None)
+        self.close(None)

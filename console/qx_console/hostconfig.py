@@ -28,6 +28,9 @@ SOURCES = ("answer-file", "console", "api", "dhcp", "default")
 Provenance = dict[str, str]
 
 _HOST_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+IFNAMSIZ = 15  # the kernel's limit on interface names (IFNAMSIZ - 1), VLAN devices included
+HOSTNAME_MAX = 64  # HOST_NAME_MAX: sethostname(2) refuses longer names
+DOMAIN_MAX = 253
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 _CHANNEL = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 DEFAULT_HOSTNAME = "quantix"
@@ -41,7 +44,8 @@ class FieldError:
     hint: str = ""
 
     def __str__(self) -> str:
-        return f"{self.field}: {self.message}" + (f" — {self.hint}" if self.hint else "")
+        # ASCII only: this text is shown on the physical console, whose fonts lack typographic dashes.
+        return f"{self.field}: {self.message}" + (f" - {self.hint}" if self.hint else "")
 
 
 class ValidationError(UserError):
@@ -110,40 +114,118 @@ class HostConfig:
 # Rules, one function per kind of value. Each returns a FieldError or None.
 
 
-def check_hostname(name: str, fld: str = "hostname") -> FieldError | None:
+def parse_int(text: str, fld: str, hint: str, *, required: bool = True) -> tuple[int | None, FieldError | None]:
+    """Operator text -> number: ``(value, None)`` or ``(None, error)``. Only ASCII digits count (``int()``
+    also takes '٣' or '²'-like digits and spaces); empty text is an error when ``required``, else None."""
+    t = text.strip()
+    if not t:
+        return None, (FieldError(fld, "is empty", hint) if required else None)
+    if not (t.isascii() and t.isdigit()):
+        return None, FieldError(fld, f"'{t}' is not a number", hint)
+    return int(t), None
+
+
+def check_hostname(name: str, fld: str = "hostname", max_len: int = HOSTNAME_MAX) -> FieldError | None:
+    """A host name (at most :data:`HOSTNAME_MAX` characters) or, with ``max_len=DOMAIN_MAX``, a domain."""
     if not name:
         return FieldError(fld, "is empty", "enter a name such as 'host1' or 'host1.example.com'")
-    if len(name) > 253:
-        return FieldError(fld, f"is {len(name)} characters long", "use at most 253 characters")
+    if len(name) > max_len:
+        return FieldError(fld, f"is {len(name)} characters long", f"use at most {max_len} characters")
     bad = sorted({c for c in name if not (c.isascii() and (c.isalnum() or c in "-."))})
     if bad:
         shown = " ".join(repr(c) for c in bad)
         return FieldError(fld, f"contains illegal character(s) {shown}",
                           "use only letters a-z, digits and '-', with '.' between labels")
-    for label in name.lower().split("."):
+    labels = name.lower().split(".")
+    for label in labels:
         if not _HOST_LABEL.match(label):
             return FieldError(fld, f"label '{label}' is not valid",
                               "each label is 1-63 characters and does not start or end with '-'")
+    if labels[-1].isdigit():
+        # RFC 1123: an all-numeric name (or last label) reads as an address, not a name.
+        return FieldError(fld, f"'{name}' is all digits at the end, like an address",
+                          "start the name with a letter, e.g. 'host1'")
     return None
 
 
+def check_lookup_name(name: str, fld: str = "test.name") -> FieldError | None:
+    """A name to resolve in the network test: a DNS name (never something a command takes as an option)."""
+    return check_hostname(name, fld, max_len=DOMAIN_MAX)
+
+
+def check_ping_target(value: str, fld: str = "test.target") -> FieldError | None:
+    """An address or DNS name to ping in the network test (never something a command takes as an option)."""
+    if not value:
+        return FieldError(fld, "is empty", "enter an IP address or a host name")
+    if ":" in value or value.replace(".", "").isdigit():
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            return FieldError(fld, f"'{value}' is not an IP address", "write e.g. 192.0.2.1 or 2001:db8::1")
+        return None
+    return check_hostname(value, fld, max_len=DOMAIN_MAX)
+
+
+def check_log_filter(pattern: str, fld: str = "logs.filter") -> FieldError | None:
+    """A journal filter (a regular expression, as ``journalctl --grep`` takes it); empty: no filter."""
+    if len(pattern) > 200:
+        return FieldError(fld, f"is {len(pattern)} characters long", "use at most 200 characters")
+    if any(not c.isprintable() for c in pattern):
+        return FieldError(fld, "contains control characters", "type the text to search for")
+    try:
+        re.compile(pattern)
+    except re.error as e:
+        return FieldError(fld, f"is not a valid pattern ({e.msg})",
+                          "type plain text, or escape special characters such as ( [ * with a backslash")
+    return None
+
+
+def check_ssh_timeout(value: object, fld: str = "ssh.timeout_min") -> FieldError | None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 1440:
+        return FieldError(fld, f"'{value}' is not a timeout",
+                          "use minutes from 1 to 1440, or 0 to keep SSH on until turned off")
+    return None
+
+
+def _unusable(addr: ipaddress.IPv4Address | ipaddress.IPv6Address, link_local_ok: bool) -> str:
+    """Why ``addr`` cannot be a host's address, gateway or DNS server on the wire ("" if it can)."""
+    if addr.is_unspecified:
+        return "is the unspecified address"
+    if addr.is_loopback:
+        return "is a loopback address (this host itself)"
+    if addr.is_multicast:
+        return "is a multicast address"
+    if addr.is_link_local and not link_local_ok:
+        return "is a link-local address (assigned by itself, not routed)"
+    if isinstance(addr, ipaddress.IPv4Address) and addr == ipaddress.IPv4Address("255.255.255.255"):
+        return "is the broadcast address"
+    if addr.is_reserved and not (addr.is_link_local and link_local_ok):
+        return "is in a reserved range"
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return "is an IPv4-mapped address"
+    return ""
+
+
 def check_ipv4(value: str, fld: str) -> FieldError | None:
+    """A unicast IPv4 address a host, gateway or DNS server can have (no loopback, link-local,
+    multicast, reserved or broadcast address)."""
     try:
         addr = ipaddress.IPv4Address(value)
     except ValueError:
         return FieldError(fld, f"'{value}' is not an IPv4 address", "write four numbers 0-255, e.g. 192.168.1.10")
-    if addr.is_multicast or addr.is_unspecified or addr == ipaddress.IPv4Address("255.255.255.255"):
-        return FieldError(fld, f"'{value}' cannot be used for a host", "use a unicast address")
+    if (why := _unusable(addr, False)):
+        return FieldError(fld, f"'{value}' {why}", "use a unicast address of your network, e.g. 192.168.1.10")
     return None
 
 
-def check_ipv6(value: str, fld: str) -> FieldError | None:
+def check_ipv6(value: str, fld: str, *, link_local_ok: bool = False) -> FieldError | None:
+    """A unicast IPv6 address; link-local (fe80::/10) only where ``link_local_ok`` (a gateway)."""
     try:
         addr = ipaddress.IPv6Address(value)
     except ValueError:
         return FieldError(fld, f"'{value}' is not an IPv6 address", "write it like 2001:db8::10")
-    if addr.is_multicast or addr.is_unspecified:
-        return FieldError(fld, f"'{value}' cannot be used for a host", "use a unicast address")
+    if (why := _unusable(addr, link_local_ok)):
+        return FieldError(fld, f"'{value}' {why}", "use a global or unique-local address, e.g. 2001:db8::10")
     return None
 
 
@@ -172,8 +254,7 @@ def check_vlan(value: int | None, fld: str = "network.vlan") -> FieldError | Non
 def check_domain(value: str, fld: str) -> FieldError | None:
     if not value:
         return None
-    err = check_hostname(value, fld)
-    return err
+    return check_hostname(value, fld, max_len=DOMAIN_MAX)
 
 
 def _check_network(n: NetworkConfig) -> list[FieldError]:
@@ -185,6 +266,10 @@ def _check_network(n: NetworkConfig) -> list[FieldError]:
                                "pick one of the listed network adapters"))
     if (e := check_vlan(n.vlan)):
         errs.append(e)
+    elif n.vlan and len(n.ifname) > IFNAMSIZ:
+        errs.append(FieldError("network.vlan", f"the VLAN interface '{n.ifname}' would have {len(n.ifname)} "
+                               f"characters; Linux allows {IFNAMSIZ}",
+                               f"use a VLAN id of at most {max(IFNAMSIZ - len(n.nic) - 1, 0)} digits on {n.nic}"))
     v4 = n.ipv4
     if v4.mode not in ("dhcp", "static"):
         errs.append(FieldError("network.ipv4.mode", f"'{v4.mode}' is not a mode", "use 'dhcp' or 'static'"))
@@ -219,7 +304,7 @@ def _check_network(n: NetworkConfig) -> list[FieldError]:
         p6 = check_prefix(v6.prefix, 128, "network.ipv6.prefix")
         errs += [e for e in (e6, p6) if e]
         if v6.gateway:
-            g6 = check_ipv6(v6.gateway, "network.ipv6.gateway")
+            g6 = check_ipv6(v6.gateway, "network.ipv6.gateway", link_local_ok=True)
             if g6:
                 errs.append(g6)
             elif not e6 and not p6:
@@ -232,6 +317,8 @@ def _check_network(n: NetworkConfig) -> list[FieldError]:
         if (e := check_ip(d, f"network.dns[{i}]")):
             errs.append(FieldError("network.dns", e.message, "list DNS servers as IP addresses, comma-separated"))
             break
+    if len(n.dns) > 8:
+        errs.append(FieldError("network.dns", f"{len(n.dns)} DNS servers are listed", "list at most 8"))
     if not n.dns and v4.mode == "static":
         errs.append(FieldError("network.dns", "no DNS server is given",
                                "enter at least one DNS server address (with a static address nothing supplies one)"))
@@ -246,10 +333,8 @@ def validate(cfg: HostConfig) -> None:
     if (e := check_hostname(cfg.hostname)):
         errs.append(e)
     errs += _check_network(cfg.network)
-    t = cfg.ssh.timeout_min
-    if not isinstance(t, int) or isinstance(t, bool) or not 0 <= t <= 1440:
-        errs.append(FieldError("ssh.timeout_min", f"'{t}' is not a timeout",
-                               "use minutes from 1 to 1440, or 0 to keep SSH on until turned off"))
+    if (e := check_ssh_timeout(cfg.ssh.timeout_min)):
+        errs.append(e)
     if not _CHANNEL.match(cfg.update_channel or ""):
         errs.append(FieldError("update_channel", f"'{cfg.update_channel}' is not a channel name",
                                "use lower-case letters, digits and '-', e.g. 'stable'"))

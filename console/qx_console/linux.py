@@ -29,10 +29,12 @@ from qx_update import bootentry
 from qx_console import shadow
 from qx_console.backend import (
     LOG_SOURCES, SERVICES, Health, HostBackend, HostStatus, Nic, NodeCert, ProbeResult, ProgressFn, ServiceState,
-    Unavailable, UpdateState,
+    Unavailable, UpdateState, check_ssh_restart,
 )
 from qx_console.clients import NODE_URL, NodeClient, UpdateClient
-from qx_console.hostconfig import HostConfig, NetworkConfig, Provenance, validate
+from qx_console.hostconfig import (
+    HostConfig, NetworkConfig, Provenance, check_log_filter, check_lookup_name, check_ping_target, validate,
+)
 from qx_console.store import ConfigStore
 
 _log = log.get("console.linux")
@@ -326,7 +328,11 @@ class LinuxBackend(HostBackend):
         return self.store.pending()
 
     def ping(self, target: str, what: str, timeout_s: float = 2.0) -> ProbeResult:
-        argv = ["ping", "-6" if ":" in target else "-4", "-c", "1", "-W", str(max(1, int(timeout_s))), target]
+        if (err := check_ping_target(target, what)):
+            return ProbeResult(target, what, False, err.message)
+        # "--": a target is never read as an option, whatever reached here.
+        argv = ["ping", "-6" if ":" in target else "-4", "-c", "1", "-W", str(max(1, int(timeout_s))), "--",
+                target]
         try:
             p = self.cmd(argv, check=False, timeout=timeout_s + 3)
         except QxError as e:
@@ -337,8 +343,10 @@ class LinuxBackend(HostBackend):
         return ProbeResult(target, what, False, "no answer")
 
     def resolve(self, name: str) -> ProbeResult:
+        if (err := check_lookup_name(name, "resolve")):
+            return ProbeResult(name, "resolve", False, err.message)
         try:
-            p = self.cmd(["getent", "ahosts", name], check=False, timeout=10)
+            p = self.cmd(["getent", "ahosts", "--", name], check=False, timeout=10)
         except QxError as e:
             return ProbeResult(name, "resolve", False, str(e))
         addrs = sorted({line.split()[0] for line in p.stdout.splitlines() if line.strip()})
@@ -421,9 +429,13 @@ class LinuxBackend(HostBackend):
         argv += {"system": [], "kernel": ["-k"], "qx-node": ["-u", "qx-node.service"],
                  "qx-update": ["-u", "qx-update*"]}[source]
         if grep:
-            argv += ["--grep", grep, "--case-sensitive=no"]
+            if (err := check_log_filter(grep)):
+                raise UserError(f"{err.field}: {err.message}", hint=err.hint)
+            argv += [f"--grep={grep}", "--case-sensitive=no"]
         p = run(argv, check=False, timeout=20)
-        if p.returncode not in (0, 1):
+        # journalctl exits 1 when --grep matched nothing, but also when it could not search: only
+        # silence on stderr means "no entries".
+        if p.returncode not in (0, 1) or (p.returncode == 1 and p.stderr.strip()):
             raise ExternalError(f"journalctl failed: {p.stderr.strip()[-200:]}")
         return p.stdout.splitlines()
 
@@ -440,8 +452,15 @@ class LinuxBackend(HostBackend):
         return [self._unit_state(s) for s in SERVICES]
 
     def restart_service(self, name: str) -> None:
+        """Restart ``name``. SSH follows its own setting: refused while SSH access is off, and only
+        restarted while it runs (``try-restart``), so a restart never turns SSH on behind the off-timer."""
         if name not in SERVICES:
             raise UserError(f"service: '{name}' cannot be restarted from here", hint="pick one from the list")
+        if name == "ssh":
+            cfg, _ = self.load_config()
+            check_ssh_restart(cfg.ssh.enabled, self.ssh_state().active)
+            run(["systemctl", "try-restart", "ssh.service"], timeout=90)
+            return
         run(["systemctl", "restart", f"{name}.service"], timeout=90)
 
     # -- updates -------------------------------------------------------------------------------

@@ -16,9 +16,12 @@ from qx_common.errors import UserError
 from qx_console import networkd
 from qx_console.backend import (
     LOG_SOURCES, SERVICES, Health, HostBackend, HostStatus, Nic, NodeCert, ProbeResult, ProgressFn, ServiceState,
-    SlotInfo, Unavailable, UpdateState,
+    SlotInfo, Unavailable, UpdateState, check_ssh_restart,
 )
-from qx_console.hostconfig import NETWORK_FIELDS, HostConfig, Provenance, SshConfig, validate
+from qx_console.hostconfig import (
+    NETWORK_FIELDS, HostConfig, Provenance, SshConfig, check_log_filter, check_lookup_name, check_ping_target,
+    validate,
+)
 
 
 @dataclass
@@ -118,10 +121,14 @@ class MemoryBackend(HostBackend):
         return self._pending
 
     def ping(self, target: str, what: str, timeout_s: float = 2.0) -> ProbeResult:
+        if (err := check_ping_target(target, what)):
+            return ProbeResult(target, what, False, err.message)
         ok = target in self.s.reachable
         return ProbeResult(target, what, ok, "answered in 0.4 ms" if ok else "no answer")
 
     def resolve(self, name: str) -> ProbeResult:
+        if (err := check_lookup_name(name, "resolve")):
+            return ProbeResult(name, "resolve", False, err.message)
         if name.endswith(".invalid"):
             return ProbeResult(name, "resolve", False, "name not resolved")
         return ProbeResult(name, "resolve", True, "192.0.2.80")
@@ -165,12 +172,16 @@ class MemoryBackend(HostBackend):
         return self.s.node_token
 
     def logs(self, source: str, grep: str = "", lines: int = 200) -> list[str]:
+        if (err := check_log_filter(grep)):
+            raise UserError(f"{err.field}: {err.message}", hint=err.hint)
         return [ln for ln in self.s.journal[source] if grep.lower() in ln.lower()][-lines:]
 
     def services(self) -> list[ServiceState]:
         return [self.s.ssh if n == "ssh" else ServiceState(n, "active", "running") for n in SERVICES]
 
     def restart_service(self, name: str) -> None:
+        if name == "ssh":
+            check_ssh_restart(self.s.config.ssh.enabled, self.s.ssh.active)
         self._log(f"restart_service {name}")
 
     def _updates(self) -> None:

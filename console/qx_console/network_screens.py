@@ -12,19 +12,20 @@ import threading
 import time
 from dataclasses import replace
 
+from rich.markup import escape
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Button, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
 from qx_console.backend import Nic, ProbeResult
 from qx_console.hostconfig import (
-    HostConfig, IPv4Config, IPv6Config, NetworkConfig, Provenance, ValidationError, parse_dns_list,
+    FieldError, HostConfig, IPv4Config, IPv6Config, NetworkConfig, Provenance, ValidationError, check_lookup_name,
+    check_ping_target, parse_dns_list, parse_int, validate,
 )
 from qx_console.safeapply import ApplyOutcome, safe_apply
-from qx_console.ui import KeyBar, SecretInput, in_thread
+from qx_console.ui import ConsoleScreen, KeyBar, SecretInput, console_safe, from_thread, in_thread
 
 V4_MODES = ("dhcp", "static")
 V6_MODES = ("auto", "off", "static")
@@ -45,7 +46,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
-class BaseScreen(Screen[None]):
+class BaseScreen(ConsoleScreen[None]):
     """A Customize sub-screen: title bar, one panel, key bar; Esc goes back."""
 
     BINDINGS = [("escape", "back", "Back")]
@@ -59,12 +60,22 @@ class BaseScreen(Screen[None]):
         return KeyBar(self.KEYS)
 
     def action_back(self) -> None:
-        self.app.pop_screen()
+        self.leave()
+
+    def leave(self) -> None:
+        """Back to the screen below, only while this one is on top (never pops another screen)."""
+        if self.is_active:
+            self.app.pop_screen()
 
     def say(self, text: str, css: str = "hint") -> None:
+        """The screen's one message line (plain text; replaces the previous message)."""
         w = self.query_one("#message", Static)
         w.set_classes(css)
-        w.update(text)
+        w.update(escape(console_safe(text)))
+
+    def field_error(self, wid: str, err: FieldError | str | None) -> None:
+        """Show (or clear, with None) the error line under the field ``wid``."""
+        self.query_one(f"#err-{wid}", Static).update(escape(console_safe(f"  {err}")) if err else "")
 
 
 def _row(label: str, widget_id: str, value: str, source: str = "", placeholder: str = "",
@@ -80,6 +91,12 @@ def _row(label: str, widget_id: str, value: str, source: str = "", placeholder: 
 
 def _src(prov: Provenance, key: str, default: str = "default") -> str:
     return prov.get(key, default)
+
+
+# The adapter list's first entry: the factory default, DHCP (and IPv6 autoconfiguration) on every wired
+# NIC. Not an interface name (the schema refuses '*'), so it cannot clash with a real adapter.
+ALL_NICS = "*all*"
+ALL_NICS_LABEL = "All adapters: DHCP on every wired NIC (factory default)"
 
 
 class NetworkScreen(BaseScreen):
@@ -115,7 +132,8 @@ class NetworkScreen(BaseScreen):
         nic_src = _src(p, "network.nic")
         heading = f"Network adapter  ({nic_src})" if n.nic else "Network adapter  (default: DHCP on all)"
         widgets: list[Widget] = [Static(heading)]
-        opts = OptionList(*[Option(x.describe(), id=x.name) for x in self.nics], id="nic")
+        opts = OptionList(Option(ALL_NICS_LABEL, id=ALL_NICS),
+                          *[Option(escape(console_safe(x.describe())), id=x.name) for x in self.nics], id="nic")
         widgets.append(opts)
         widgets.append(Static("", id="err-nic", classes="error"))
         v4_src = _src(p, "network.ipv4", "dhcp" if n.ipv4.mode == "dhcp" else "default")
@@ -137,12 +155,8 @@ class NetworkScreen(BaseScreen):
         # Awaited: _sync_modes (which greys out the fields of the modes not in use) and the focus below
         # need the rows mounted.
         await form.mount_all(widgets)
-        if n.nic:
-            idx = next((i for i, x in enumerate(self.nics) if x.name == n.nic), None)
-            if idx is not None:
-                opts.highlighted = idx
-        elif self.nics:
-            opts.highlighted = 0
+        # The stored adapter; a stored adapter that is gone, or none (factory default): "All adapters".
+        opts.highlighted = next((i + 1 for i, x in enumerate(self.nics) if n.nic and x.name == n.nic), 0)
         self._sync_modes()
         opts.focus(scroll_visible=False)  # it is in view; scrolling would hide the heading above it
 
@@ -150,13 +164,32 @@ class NetworkScreen(BaseScreen):
         return [Horizontal(Static(label, classes="label"), Button(f"{mode}", id=wid),
                            Static(f" ({source})  Enter cycles", classes="source"), classes="form-row")]
 
+    def chosen_nic(self) -> str:
+        """The adapter the form manages ("" = all adapters, the factory default)."""
+        opts = self.query_one("#nic", OptionList)
+        if opts.highlighted is None:
+            return ""
+        nic = str(opts.get_option_at_index(opts.highlighted).id)
+        return "" if nic == ALL_NICS else nic
+
+    def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        if event.option_list.id == "nic" and self.query("#v4mode"):
+            self._sync_modes()
+
     def _sync_modes(self) -> None:
+        """Grey out what does not apply: the static fields of a dynamic mode, and with "All adapters"
+        everything but the hostname (the factory default takes its addresses from DHCP/autoconf)."""
+        one = bool(self.chosen_nic())
         self.query_one("#v4mode", Button).label = self.v4_mode
         self.query_one("#v6mode", Button).label = self.v6_mode
+        self.query_one("#v4mode", Button).disabled = not one
+        self.query_one("#v6mode", Button).disabled = not one
         for wid in ("v4addr", "v4prefix", "v4gw"):
-            self.query_one(f"#{wid}", Input).disabled = self.v4_mode != "static"
+            self.query_one(f"#{wid}", Input).disabled = not one or self.v4_mode != "static"
         for wid in ("v6addr", "v6prefix", "v6gw"):
-            self.query_one(f"#{wid}", Input).disabled = self.v6_mode != "static"
+            self.query_one(f"#{wid}", Input).disabled = not one or self.v6_mode != "static"
+        for wid in ("dns", "search", "vlan"):
+            self.query_one(f"#{wid}", Input).disabled = not one
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         bid = event.button.id
@@ -169,56 +202,72 @@ class NetworkScreen(BaseScreen):
         elif bid == "apply":
             self.action_apply()
         elif bid == "cancel":
-            self.app.pop_screen()
+            self.leave()
 
     def _val(self, wid: str) -> str:
         return self.query_one(f"#{wid}", Input).value.strip()
 
     def build(self) -> HostConfig:
-        """The form as a HostConfig; numbers that do not parse become errors of their field."""
-        errors = []
-        from qx_console.hostconfig import FieldError
+        """The form as a HostConfig; numbers that do not parse (or are missing) become errors of their
+        field (an empty prefix is an error, never a silent /24 or /64)."""
+        errors: list[FieldError] = []
 
-        def num(wid: str, fld: str, default: int | None) -> int | None:
-            v = self._val(wid)
-            if not v:
-                return default
-            try:
-                return int(v)
-            except ValueError:
-                errors.append(FieldError(fld, f"'{v}' is not a number", "enter digits only"))
-                return default
+        def num(wid: str, fld: str, hint: str, required: bool = True) -> int | None:
+            value, err = parse_int(self._val(wid), fld, hint, required=required)
+            if err:
+                errors.append(err)
+            return value
 
-        opts = self.query_one("#nic", OptionList)
-        nic = ""
-        if opts.highlighted is not None and self.nics:
-            nic = self.nics[opts.highlighted].name
+        nic = self.chosen_nic()
+        if not nic:
+            # "All adapters": the factory default, whatever the (greyed-out) fields still hold.
+            cfg = replace(self.cfg, hostname=self._val("hostname"), network=NetworkConfig())
+            if errors:
+                raise ValidationError(errors)
+            return cfg
         net = NetworkConfig(
             nic=nic,
-            vlan=num("vlan", "network.vlan", None),
-            ipv4=IPv4Config(self.v4_mode, self._val("v4addr"), num("v4prefix", "network.ipv4.prefix", 24) or 0,
+            vlan=num("vlan", "network.vlan", "enter a VLAN id 1-4094, or leave it empty for none", required=False),
+            ipv4=IPv4Config(self.v4_mode, self._val("v4addr"),
+                            num("v4prefix", "network.ipv4.prefix", "enter the prefix length 1-32, e.g. 24") or 0,
                             self._val("v4gw")) if self.v4_mode == "static" else IPv4Config("dhcp"),
-            ipv6=IPv6Config(self.v6_mode, self._val("v6addr"), num("v6prefix", "network.ipv6.prefix", 64) or 0,
+            ipv6=IPv6Config(self.v6_mode, self._val("v6addr"),
+                            num("v6prefix", "network.ipv6.prefix", "enter the prefix length 1-128, e.g. 64") or 0,
                             self._val("v6gw")) if self.v6_mode == "static" else IPv6Config(self.v6_mode),
             dns=parse_dns_list(self._val("dns")),
             search_domain=self._val("search"),
         )
         cfg = replace(self.cfg, hostname=self._val("hostname"), network=net)
         if errors:
+            # The form's own errors first, then every schema error of the fields that did parse.
+            try:
+                validate(cfg)
+            except ValidationError as e:
+                errors += [x for x in e.errors if x.field not in {y.field for y in errors}]
             raise ValidationError(errors)
         return cfg
 
     def show_errors(self, err: ValidationError | None) -> None:
+        """Each error under its field; the form scrolls to the first one (a small terminal shows only
+        part of the form)."""
+        first: Widget | None = None
         for wid, fields in FIELDS.items():
             e = next((x for x in (err.errors if err else []) if x.field in fields
                       or any(x.field.startswith(f + "[") for f in fields)), None)
-            self.query_one(f"#err-{wid}", Static).update(f"  {e}" if e else "")
+            self.field_error(wid, e)
+            if e and first is None:
+                first = self.query_one(f"#{wid}")
         if err:
             self.say(f"Not applied: {len(err.errors)} field(s) need fixing. Nothing was written.", "error")
+            if first is not None:
+                first.focus(scroll_visible=False)
+                self.query_one("#form", VerticalScroll).scroll_to_widget(first, animate=False, top=False)
+        else:
+            self.say("")
 
     def action_apply(self) -> None:
-        from qx_console.hostconfig import validate
-
+        if not self.query("#nic"):
+            return  # still loading: there is no form to apply yet
         try:
             cfg = self.build()
             validate(cfg)
@@ -260,16 +309,19 @@ class SafeApplyScreen(BaseScreen):
 
         def confirm(timeout: float) -> bool:
             self._deadline = time.monotonic() + timeout
-            app.call_from_thread(self._ask)
+            from_thread(self, self._ask)
             self._answer.wait(timeout)
             return self._keep
 
         def step(s: str) -> None:
-            app.call_from_thread(self.query_one("#step", Static).update, f"Step: {s}...")
+            from_thread(self, self._step, s)
 
         in_thread(self, lambda: safe_apply(app.backend, self.cfg, confirm, confirm_seconds=seconds, on_step=step),
                   self._done)
         self.set_interval(0.5, self._tick)
+
+    def _step(self, s: str) -> None:
+        self.query_one("#step", Static).update(escape(console_safe(f"Step: {s}...")))
 
     def _ask(self) -> None:
         self.query_one("#probes", Static).update("[green]Gateway and DNS answer.[/]")
@@ -294,16 +346,17 @@ class SafeApplyScreen(BaseScreen):
 
     def action_back(self) -> None:
         if self.outcome is not None:
-            self.app.pop_screen()
+            self.leave()
 
     def _done(self, outcome: ApplyOutcome) -> None:
         self.outcome = outcome
         self.query_one("#countdown", Static).update("")
-        self.query_one("#probes", Static).update(
-            "\n".join(f"{'[green]ok[/]  ' if p.ok else '[red]FAIL[/]'} {p.what:<8} {p.target:<16} {p.detail}"
-                      for p in outcome.probes))
+        self.query_one("#probes", Static).update("\n".join(
+            f"{'[green]ok[/]  ' if p.ok else '[red]FAIL[/]'} {p.what:<8} {escape(p.target):<16} "
+            f"{escape(console_safe(p.detail))}" for p in outcome.probes))
+        reason = escape(console_safe(outcome.reason))
         self.query_one("#step", Static).update(
-            f"[green]Applied:[/] {outcome.reason}" if outcome.kept else f"[red]Reverted:[/] {outcome.reason}")
+            f"[green]Applied:[/] {reason}" if outcome.kept else f"[red]Reverted:[/] {reason}")
         self.KEYS = "Esc Back"
         self.query_one(KeyBar).update("Esc Back")
 
@@ -333,6 +386,15 @@ class TestNetworkScreen(BaseScreen):
         be = self.app.backend
         target = self.query_one("#target", Input).value.strip()
         name = self.query_one("#name", Input).value.strip()
+        e_target = check_ping_target(target) if target else None
+        e_name = check_lookup_name(name) if name else None
+        self.field_error("target", e_target)
+        self.field_error("name", e_name)
+        self.say("")
+        if e_target or e_name:
+            self.query_one("#results", Static).update("")
+            self.say("Not run: correct the field(s) above.", "error")
+            return
 
         def job() -> list[ProbeResult]:
             cfg, _ = be.load_config()
@@ -349,10 +411,14 @@ class TestNetworkScreen(BaseScreen):
             return res
 
         self.query_one("#results", Static).update("Testing...")
-        in_thread(self, job, self._show, group="test", exclusive=True)
+        in_thread(self, job, self._show, self._failed, group="test", exclusive=True)
+
+    def _failed(self, e: BaseException) -> None:
+        from qx_console.ui import describe_error
+        self.query_one("#results", Static).update("")
+        self.say(f"Test failed: {describe_error(e)}", "error")
 
     def _show(self, res: list[ProbeResult]) -> None:
-        from rich.markup import escape
         self.query_one("#results", Static).update("\n".join(
-            f"{'[green]OK  [/]' if r.ok else '[red]FAIL[/]'} {r.what:<8} {escape(r.target):<22} {escape(r.detail)}"
-            for r in res))
+            f"{'[green]OK  [/]' if r.ok else '[red]FAIL[/]'} {r.what:<8} {escape(console_safe(r.target)):<22} "
+            f"{escape(console_safe(r.detail))}" for r in res))

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.screen import Screen
+from rich.markup import escape
 from textual.widgets import Static
 
 from qx_console.backend import Health, HostStatus
-from qx_console.ui import KeyBar, in_thread
+from qx_console.ui import ConsoleScreen, KeyBar, console_safe, describe_error, in_thread
 
 
 def fmt_bytes(n: float) -> str:
@@ -34,8 +34,8 @@ def fmt_health(h: Health) -> str:
     if h.ok is True:
         return "[green]ok[/]"
     if h.ok is False:
-        return f"[red]FAILED[/] {h.detail}"[:40]
-    return f"[yellow]{h.detail or 'unknown'}[/]"[:48]
+        return f"[red]FAILED[/] {escape(h.detail[:32])}"
+    return f"[yellow]{escape((h.detail or 'unknown')[:40])}[/]"
 
 
 def fmt_update(st: HostStatus) -> str:
@@ -97,10 +97,10 @@ def render_status(st: HostStatus) -> str:
         *cert,
     ]
     lines += [f"{k:<14}{v}" for k, v in rows]
-    return "\n".join(lines)
+    return console_safe("\n".join(lines))
 
 
-class StatusScreen(Screen[None]):
+class StatusScreen(ConsoleScreen[None]):
     BINDINGS = [("f2", "app.customize", "Customize"), ("f12", "app.power", "Shut down/Restart"),
                 ("ctrl+r", "refresh", "Refresh")]
 
@@ -113,17 +113,21 @@ class StatusScreen(Screen[None]):
         yield KeyBar("F2 Customize system   F12 Shut down/Restart   Ctrl+R Refresh")
 
     def on_mount(self) -> None:
-        self.action_refresh()
         self.set_interval(self.app.refresh_s, self.action_refresh)
+
+    def on_screen_resume(self) -> None:
+        # Shown first, and back from Customize: what the operator just changed, not the last periodic read.
+        self.action_refresh()
 
     def action_refresh(self) -> None:
         in_thread(self, self.app.backend.status, self._show, self._failed, group="status", exclusive=True)
 
     def _show(self, st: HostStatus) -> None:
-        self.query_one("#titlebar", Static).update(f"{st.product} {st.version}")
-        self.query_one("#status", Static).update(f"[b]{st.product} {st.version}[/b]\n" + render_status(st))
+        title = escape(console_safe(f"{st.product} {st.version}"))
+        self.query_one("#titlebar", Static).update(title)
+        self.query_one("#status", Static).update(f"[b]{title}[/b]\n" + render_status(st))
         self.app.first_status_shown(st)
 
     def _failed(self, e: BaseException) -> None:
-        self.query_one("#status", Static).update(f"[red]Host status unavailable:[/] {e}")
+        self.query_one("#status", Static).update(f"[red]Host status unavailable:[/] {escape(describe_error(e))}")
         self.app.first_status_shown(None)

@@ -9,31 +9,67 @@ The Linux console has no bright backgrounds (yellow shows as brown) and draws bo
 foreground, so bold black text is dark grey: black text is never bold here (``qx_console.screenshot``
 renders a frame the way the console does; the snapshot tests use it).
 Widgets that draw their own non-font glyphs (Select ▼, Checkbox/RadioButton ▐●▌, ProgressBar ━,
-LoadingIndicator ●) are not used.
+LoadingIndicator ●) are not used, nor Textual's toasts (``ConsoleApp.notify`` writes a notice line), and
+text from elsewhere goes through :func:`console_safe`.
+
+Screens and dialogs derive from :class:`ConsoleScreen` / :class:`ConsoleModal` (no inherited Textual
+bindings); blocking work runs through :func:`in_thread`, whose results reach a screen only while it is
+still shown (:func:`alive`).
 """
 
 from __future__ import annotations
 
+import inspect
 import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from textual.app import ComposeResult
-from textual.containers import Vertical
-from textual.screen import ModalScreen
-from textual.scrollbar import ScrollBarRender
 from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen, Screen
+from textual.scrollbar import ScrollBarRender
 from textual.widgets import Button, Input, Static
+from textual.worker import Worker, get_current_worker
 
+from qx_common import log
 from qx_common.errors import QxError
 
 T = TypeVar("T")
+_log = log.get("console.ui")
 
 # The one place the scrollbar glyphs are set: plain cells, the thumb shown by its colour alone.
 ScrollBarRender.VERTICAL_BARS = [" "] * 8
 ScrollBarRender.HORIZONTAL_BARS = [" "] * 8
 
 ALLOWED_GLYPHS = frozenset("─│┌┐└┘═║╔╗╚╝├┤┬┴┼")
+
+# Text from elsewhere (error messages, systemd and journal lines, qx-update) may carry typographic
+# characters the console fonts lack: these get their ASCII look-alike, anything else outside the font '?'.
+_ASCII_FOR = {
+    "\u2014": "-", "\u2013": "-", "\u2012": "-", "\u2010": "-", "\u2011": "-", "\u2212": "-",
+    "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201c": '"', "\u201d": '"', "\u201e": '"',
+    "\u00ab": '"', "\u00bb": '"', "\u2026": "...", "\u2022": "*", "\u25cf": "*", "\u25cb": "o",
+    "\u2192": "->", "\u2190": "<-", "\u00a0": " ", "\u00d7": "x", "\u00b0": " deg", "\u2713": "ok",
+    "\u2717": "x", "\u00b5": "u", "\u2502": "|",
+}
+
+
+def console_safe(text: str) -> str:
+    """``text`` with every character the console fonts lack replaced (ASCII look-alike, else '?').
+
+    Tabs become spaces and other control characters '?', so a journal line cannot move the cursor."""
+    out = []
+    for c in str(text):
+        if c == "\n" or " " <= c <= "~" or c in ALLOWED_GLYPHS:
+            out.append(c)
+        elif c == "\t":
+            out.append("    ")
+        else:
+            out.append(_ASCII_FOR.get(c, "?"))
+    return "".join(out)
+
 
 CSS = """
 Screen { background: black; color: white; }
@@ -49,7 +85,10 @@ KeyBar { dock: bottom; height: 1; background: white; color: black; padding: 0 1;
 .error { color: red; text-style: bold; height: auto; }
 .ok { color: green; }
 .hint { color: yellow; height: auto; }
-Input { border: none; height: 1; background: blue; color: white; padding: 0 1; width: 1fr; }
+/* An input scrolls its text sideways: a scrollbar (the rule for every widget above) would take its
+   only line and hide text longer than the field. */
+Input { border: none; height: 1; background: blue; color: white; padding: 0 1; width: 1fr;
+        scrollbar-size: 0 0; }
 Input:focus { background: cyan; color: black; border: none; }
 Input.-invalid { border: none; background: red; }
 Input:disabled { background: black; color: white; opacity: 1; }
@@ -63,10 +102,36 @@ OptionList:focus { border: double yellow; }
 OptionList > .option-list--option-highlighted { background: white; color: black; text-style: none; }
 RichLog { border: solid white; background: black; }
 ModalScreen { align: center middle; background: black 60%; }
-.dialog { width: 70; height: auto; max-height: 20; border: double yellow; background: black; padding: 0 1; }
-.dialog-error { width: 76; height: auto; max-height: 22; border: double red; background: black; padding: 0 1; }
+.dialog { width: 70; max-width: 100%; height: auto; max-height: 100%; border: double yellow;
+          background: black; padding: 0 1; }
+.dialog-error { width: 76; max-width: 100%; height: auto; max-height: 100%; border: double red;
+                background: black; padding: 0 1; overflow-y: auto; }
 .buttons { height: 1; margin-top: 1; }
 """
+
+# Keys every screen of the console understands. Textual's own screen bindings (Ctrl+C copies the
+# selection to the terminal's clipboard) are not inherited: see ConsoleScreen.
+FOCUS_KEYS = [Binding("tab", "app.focus_next", "Next", show=False),
+              Binding("shift+tab", "app.focus_previous", "Previous", show=False)]
+
+
+class ConsoleScreen(Screen[T], inherit_bindings=False):
+    """Base of every full screen of the console: only the bindings the console itself declares."""
+
+    BINDINGS = FOCUS_KEYS
+
+
+class ConsoleModal(ModalScreen[T], inherit_bindings=False):
+    """Base of every dialog of the console: only the bindings the console itself declares.
+
+    :meth:`close` dismisses the dialog only while it is the top screen: a result that arrives for a
+    dialog the operator already left must not pop whatever screen is on top now."""
+
+    BINDINGS = FOCUS_KEYS
+
+    def close(self, result: T | None = None) -> None:
+        if self.is_active:
+            self.dismiss(result)
 
 
 class SecretInput(Input):
@@ -83,14 +148,16 @@ class KeyBar(Static):
 
 def describe_error(e: BaseException) -> str:
     if isinstance(e, QxError):
-        return e.message + (f"\nHint: {e.hint}" if e.hint else "")
-    return f"{type(e).__name__}: {e}"
+        text = e.message + (f"\nHint: {e.hint}" if e.hint else "")
+    else:
+        text = f"{type(e).__name__}: {e}"
+    return console_safe(text)
 
 
-class ErrorScreen(ModalScreen[None]):
+class ErrorScreen(ConsoleModal[None]):
     """Shown for any exception; the console keeps running underneath."""
 
-    BINDINGS = [("escape", "dismiss", "Close"), ("enter", "dismiss", "Close")]
+    BINDINGS = [("escape", "close", "Close"), ("enter", "close", "Close")]
 
     def __init__(self, title: str, error: BaseException) -> None:
         super().__init__()
@@ -99,56 +166,131 @@ class ErrorScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog-error") as v:
-            v.border_title = self._title
-            yield Static(describe_error(self._error), classes="error")
+            v.border_title = console_safe(self._title)
+            yield Static(describe_error(self._error), classes="error", markup=False)
             if not isinstance(self._error, QxError):
                 tb = "".join(traceback.format_exception(self._error)[-3:])
-                yield Static(tb.strip()[-600:], classes="hint", markup=False)
+                yield Static(console_safe(tb.strip()[-600:]), classes="hint", markup=False)
             yield Button("Close", id="close")
 
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(None)
+    def on_mount(self) -> None:
+        self.query_one("#close", Button).focus()
 
-    async def action_dismiss(self, result: Any = None) -> None:
-        self.dismiss(None)
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.close(None)
+
+    def action_close(self) -> None:
+        self.close(None)
+
+
+def alive(node: Any) -> bool:
+    """Is ``node`` (the app, a screen, or a widget on one) still where the operator can see it?
+
+    A screen is alive while it is on the screen stack (covered by a dialog counts); a widget while it
+    is attached to a live screen. A dismissed screen, or a widget removed from its screen, is not."""
+    app = node.app
+    if node is app:
+        return app.is_running
+    screen = node if isinstance(node, Screen) else getattr(node, "screen", None)
+    try:
+        if screen is None or screen not in app.screen_stack:
+            return False
+    except Exception:  # noqa: BLE001 - no screen stack: the app is shutting down
+        return False
+    return node is screen or node.is_attached
 
 
 def in_thread(
     widget: Any,
     fn: Callable[[], T],
     done: Callable[[T], Any],
-    fail: Callable[[BaseException], None] | None = None,
+    fail: Callable[[BaseException], Any] | None = None,
     *,
     group: str = "default",
     exclusive: bool = False,
+    what: str = "",
 ) -> None:
     """Run blocking ``fn`` in a thread worker; ``done(result)`` (may be async) or ``fail(error)`` run on
     the UI thread.
 
-    Errors never escape into Textual (which would stop the app): without ``fail`` they open the error panel,
-    and so does an error of ``done`` or ``fail`` themselves (a worker would otherwise drop it silently).
+    Invariants (a real host is slow; the operator may leave a screen while its call still runs):
+
+    * ``done``/``fail`` run only if ``widget`` is still :func:`alive` and the worker was not superseded
+      (``exclusive``) or cancelled when that screen went away; otherwise the result is dropped (logged).
+      The blocking call itself is not interrupted: what it changes on the host is done either way.
+    * A failure nobody handles (no ``fail``, or ``widget`` gone) never reaches Textual: on a live
+      screen it opens the error panel; for a screen already left it becomes the one-line notice
+      (``what`` names the operation), so a change that failed is never silently lost.
+    * An error raised by ``done`` or ``fail`` themselves opens the error panel (a worker would
+      otherwise drop it silently).
     """
     app = widget.app
 
     def job() -> None:
+        worker = get_current_worker()
         try:
             result = fn()
         except Exception as e:  # noqa: BLE001 - shown to the operator, never fatal
-            if fail is not None:
-                _on_ui(app, fail, e)
-            else:
-                app.call_from_thread(app.show_error, "Operation failed", e)
+            _deliver(app, widget, worker, fail, e, what, failed=True)
             return
-        _on_ui(app, done, result)
+        _deliver(app, widget, worker, done, result, what, failed=False)
 
     widget.run_worker(job, thread=True, group=group, exclusive=exclusive, exit_on_error=False)
 
 
-def _on_ui(app: Any, callback: Callable[[Any], Any], arg: Any) -> None:
+def _deliver(app: Any, widget: Any, worker: Worker[Any], callback: Callable[[Any], Any] | None, arg: Any,
+             what: str, *, failed: bool) -> None:
+    """From the worker thread: run ``callback(arg)`` on the UI thread if ``widget`` still wants it."""
+
+    async def on_ui() -> None:
+        # Decided on the UI thread: a screen cannot be dismissed between this check and the callback.
+        if not alive(widget):
+            if failed:
+                _log.warning("%s failed after its screen was left: %r", what or "background call", arg, exc_info=arg)
+                if what and alive(app):
+                    app.notice(f"{what} failed: {describe_error(arg).splitlines()[0]}")
+            else:
+                _log.info("result of %s dropped: its screen was left", what or "a background call")
+            return
+        if worker.is_cancelled:  # superseded by a newer call of its exclusive group: that one reports
+            _log.debug("result of %s dropped: superseded", what or "a background call")
+            return
+        if callback is None:
+            app.show_error(f"{what or 'Operation'} failed", arg)
+            return
+        try:
+            res = callback(arg)
+            if inspect.isawaitable(res):
+                await res
+        except Exception as e:  # noqa: BLE001 - a bug of the screen: shown, the console keeps running
+            app.show_error("Internal error (the console keeps running)", e)
+
     try:
-        app.call_from_thread(callback, arg)
-    except Exception as e:  # noqa: BLE001 - a bug of the screen: shown, the console keeps running
-        app.call_from_thread(app.show_error, "Internal error (the console keeps running)", e)
+        app.call_from_thread(on_ui)
+    except RuntimeError as e:  # the app has stopped (shutdown): nobody is there to show it to
+        _log.info("result of %s dropped: %s", what or "a background call", e)
+
+
+def from_thread(widget: Any, fn: Callable[..., Any], *args: Any) -> None:
+    """From a worker thread: run ``fn(*args)`` on the UI thread if ``widget`` is still :func:`alive`
+    (progress lines, steps). Never raises into the worker: a screen that is gone must not abort the
+    host operation that reports to it."""
+    try:
+        app = widget.app
+    except Exception:  # noqa: BLE001 - NoActiveAppError: the app has ended, nobody to show it to
+        return
+
+    def on_ui() -> None:
+        if alive(widget):
+            try:
+                fn(*args)
+            except Exception as e:  # noqa: BLE001 - a bug of the screen
+                app.show_error("Internal error (the console keeps running)", e)
+
+    try:
+        app.call_from_thread(on_ui)
+    except Exception as e:  # noqa: BLE001 - app stopping: a progress line is not worth failing for
+        _log.info("progress not shown: %s", e)
 
 
 def text_bar(fraction: float, width: int = 40) -> str:

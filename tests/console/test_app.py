@@ -160,9 +160,24 @@ async def test_customize_menu_lists_every_item() -> None:
         assert not bad_glyphs(app)
 
 
+async def choose_nic(pilot, scr: NetworkScreen, nic: str) -> None:
+    """Highlight an adapter in the form's list, as Up/Down does ("*all*": the factory default)."""
+    opts = scr.query_one("#nic", OptionList)
+    opts.highlighted = opts.get_option_index(nic)
+    await until(pilot, lambda: scr.chosen_nic() == ("" if nic == "*all*" else nic)
+                and scr.query_one("#v4mode").disabled == (nic == "*all*"))  # the form followed the choice
+
+
+async def form_ready(pilot, app) -> NetworkScreen:
+    """The network form is loaded (its last step: the adapter list gets the focus)."""
+    await until(pilot, lambda: isinstance(app.screen, NetworkScreen) and bool(app.screen.query("#nic"))
+                and app.screen.query_one("#nic", OptionList).has_focus)
+    return app.screen
+
+
 async def fill_network(pilot, app, **values: str) -> NetworkScreen:
-    await until(pilot, lambda: isinstance(app.screen, NetworkScreen) and bool(app.screen.query("#v4addr")))
-    scr = app.screen
+    scr = await form_ready(pilot, app)
+    await choose_nic(pilot, scr, values.pop("nic", "eno1"))
     if values.pop("static", "yes") == "yes" and scr.v4_mode != "static":
         scr.query_one("#v4mode").press()
         await pilot.pause()
@@ -187,6 +202,12 @@ async def test_network_form_in_dhcp_mode_greys_out_static_fields() -> None:
         await until(pilot, lambda: isinstance(app.screen, NetworkScreen) and on_screen(app, "eno2"))
         scr = app.screen
         await until(pilot, lambda: scr.query_one("#nic", OptionList).has_focus)
+        # nothing stored: the factory default "All adapters" is highlighted, only the hostname applies
+        assert scr.chosen_nic() == "" and "All adapters: DHCP on every wired NIC" in frame_text(app)
+        assert all(scr.query_one(f"#{w}", Input).disabled for w in ("v4addr", "dns", "search", "vlan"))
+        assert not scr.query_one("#hostname", Input).disabled
+        await pilot.press("down")
+        await until(pilot, lambda: scr.chosen_nic() == "eno1")
         assert scr.v4_mode == "dhcp" and scr.v6_mode == "auto"
         assert all(scr.query_one(f"#{w}", Input).disabled for w in ("v4addr", "v4prefix", "v4gw", "v6addr"))
         assert not scr.query_one("#dns", Input).disabled
@@ -284,10 +305,16 @@ async def test_restore_previous_and_restart_network() -> None:
     app, be = app_with()
     async with app.run_test(size=SIZE) as pilot:
         await login(pilot, app)
-        await open_item(pilot, app, "restore")
-        await push(pilot, "#yes")
-        await until(pilot, lambda: on_screen(app, "Restore failed: there is no previous network"))
+        menu = app.screen.query_one("#menu", OptionList)
+        restore = menu.get_option("restore")
+        # nothing to restore: the item is not offered (Enter on it does nothing)
+        await until(pilot, lambda: restore.disabled)
         be.write_network(replace(be.s.config, hostname="other"))
+        # back from any sub-screen the menu asks again
+        await open_item(pilot, app, "test")
+        await until(pilot, lambda: bool(app.screen.query("#run")))
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, CustomizeScreen) and not restore.disabled)
         await open_item(pilot, app, "restore")
         await push(pilot, "#yes")
         await until(pilot, lambda: on_screen(app, "Previous network configuration restored"))
@@ -463,7 +490,7 @@ async def test_errors_never_stop_the_console() -> None:
     be = BrokenBackend()
     app = ConsoleApp(be, refresh_s=3600)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: on_screen(app, "Host status unavailable: status exploded"))
+        await until(pilot, lambda: on_screen(app, "Host status unavailable: RuntimeError: status exploded"))
         await login_from_anywhere(pilot, app)
         await open_item(pilot, app, "network")
         await until(pilot, lambda: isinstance(app.screen, ErrorScreen))
