@@ -47,7 +47,7 @@ from qx_console import hostconfig, keyboard, shadow
 from qx_console.hostconfig import HostConfig
 from qx_console.store import ConfigStore
 from qx_install.payload import Payload
-from qx_update import bootentry, slotinstall, slots
+from qx_update import bootentry, crashpoint, slotinstall, slots
 from qx_update import esp as espmod
 from qx_update import state as upstate
 from qx_update.espfat import FatFiles
@@ -341,9 +341,12 @@ def _wipe(run: _Run) -> str:
                f"--definitions={defs}", f"--root={stage}", p.disk.path])
         _reread_table(p.disk.path)
     parts = _partitions(p.disk.path)
+    crashpoint.reached("install-partitioned")
     _write_slot(run, parts["a"])
     run.begin("install boot loader")
+    crashpoint.reached("install-entry")
     _write_entry(FatFiles(parts["esp"]), p.payload)
+    crashpoint.reached("install-entered")
     run.begin("finish")
     _finish(run, parts["data"])
     return "a"
@@ -367,6 +370,7 @@ def _keep_data(run: _Run) -> str:
             e.remove_entry(slot)   # from here on, nothing boots a half-written slot
         with _mounted(parts["data"], "ext4") as data:
             _write_marker(data, p, "installing")
+        crashpoint.reached("install-retired")
         _write_slot(run, parts["a"])
         run.begin("configure")
         with _mounted(parts["data"], "ext4") as data:
@@ -380,9 +384,12 @@ def _keep_data(run: _Run) -> str:
                 run.log("resetting the host configuration to the one entered")
                 store.reset()
                 _write_config(run, root)
+        crashpoint.reached("install-configured")
         run.begin("install boot loader")
         _replace_esp(esp_files, esp_stage)
+        crashpoint.reached("install-entry")
         _write_entry(esp_files, p.payload)
+        crashpoint.reached("install-entered")
     run.begin("finish")
     _finish(run, parts["data"])
     return "a"

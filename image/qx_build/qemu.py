@@ -19,6 +19,8 @@ OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 ACCELS = ("auto", "kvm", "tcg")
 GUEST_SERVICE_ADDR = "10.0.2.100"  # inside QEMU's user network (10.0.2.0/24): see Machine.guest_services
+NIC_PCI_SLOT = 8
+GUEST_NIC = f"enp0s{NIC_PCI_SLOT}"  # systemd's predictable name for the NIC at 00:08.0
 
 
 def kvm_usable() -> bool:
@@ -60,6 +62,11 @@ class Machine:
     # its stdin/stdout). The guest reaches a host service only through such a command; with
     # restrict=on nothing else leaves QEMU's user-mode network.
     guest_services: list[tuple[int, str]] = field(default_factory=list)
+    # The console serial port on a unix socket as well as in serial_log: a test types on it (F2, a
+    # password) as an operator would on a serial console. Output is logged whether or not anyone listens.
+    serial_socket: Path | None = None
+    # More virtio disks: (file, format, serial). The serial becomes /dev/disk/by-id/virtio-<serial>.
+    drives: list[tuple[Path, str, str]] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)
 
     def prepare(self) -> None:
@@ -83,10 +90,19 @@ class Machine:
                 "-drive", f"if=pflash,format=raw,file={self.workdir / 'vars.fd'}",
                 "-device", "virtio-rng-pci",
                 # User-mode networking: the guest gets 10.0.2.15 inside QEMU's own stack; nothing leaves it.
-                "-nic", "user,model=virtio-net-pci,restrict=on" + "".join(
+                "-netdev", "user,id=net0,restrict=on" + "".join(
                     f",guestfwd=tcp:{GUEST_SERVICE_ADDR}:{port}-cmd:{cmd.replace(',', ',,')}"
-                    for port, cmd in self.guest_services)]
-        if self.serial_log is not None:
+                    for port, cmd in self.guest_services),
+                # A fixed PCI slot gives the NIC a fixed name in the guest (GUEST_NIC), which an answer
+                # file or a test can name.
+                "-device", f"virtio-net-pci,netdev=net0,addr={NIC_PCI_SLOT:#x}"]
+        if self.serial_log is not None and self.serial_socket is not None:
+            argv += ["-display", "none", "-monitor", "none",
+                     "-chardev", f"socket,id=ser0,path={self.serial_socket},server=on,wait=off,logfile={self.serial_log}",
+                     "-serial", "chardev:ser0"]
+            if self.serial2_log is not None:
+                argv += ["-serial", f"file:{self.serial2_log}"]
+        elif self.serial_log is not None:
             argv += ["-display", "none", "-serial", f"file:{self.serial_log}", "-monitor", "none"]
             if self.serial2_log is not None:
                 argv += ["-serial", f"file:{self.serial2_log}"]
@@ -94,6 +110,9 @@ class Machine:
             argv += ["-nographic"]  # serial console and QEMU monitor on this terminal (Ctrl-A X quits)
         if self.disk is not None:
             argv += ["-drive", f"if=virtio,file={self.workdir / 'disk.qcow2'},format=qcow2"]
+        for i, (f, fmt, serial) in enumerate(self.drives):
+            argv += ["-drive", f"if=none,id=extra{i},file={f.resolve()},format={fmt}",
+                     "-device", f"virtio-blk-pci,drive=extra{i},serial={serial}"]
         if self.iso is not None:
             argv += ["-drive", f"if=none,id=cd,media=cdrom,readonly=on,file={self.iso.resolve()}",
                      "-device", "ide-cd,drive=cd,bootindex=0" if self.disk is None else "ide-cd,drive=cd"]

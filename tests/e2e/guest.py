@@ -25,12 +25,16 @@ def _clean(text: str) -> str:
 
 class BootedGuest:
     def __init__(self, workdir: Path, *, disk: Path | None = None, iso: Path | None = None,
-                 memory_mb: int = 2048, guest_services: list[tuple[int, str]] | None = None) -> None:
+                 memory_mb: int = 2048, guest_services: list[tuple[int, str]] | None = None,
+                 drives: list[tuple[Path, str, str]] | None = None, interactive: bool = False) -> None:
         self.serial = workdir / "serial.log"
+        # interactive: the console serial port is also a unix socket the test types on (send_keys).
+        self.socket = workdir / "serial.sock" if interactive else None
         # ttyS1: what a test agent inside the guest reports (see tests/e2e/agent.py).
         self.agent = workdir / "agent.log"
         self.machine = qemu.Machine(workdir, disk=disk, iso=iso, memory_mb=memory_mb, serial_log=self.serial,
-                                    serial2_log=self.agent, guest_services=list(guest_services or []))
+                                    serial2_log=self.agent, guest_services=list(guest_services or []),
+                                    serial_socket=self.socket, drives=list(drives or []))
         self.proc: subprocess.Popen[bytes] | None = None
         self.started = 0.0
 
@@ -81,6 +85,26 @@ class BootedGuest:
         if agent:
             text += "\n--- test agent log tail (ttyS1) ---\n" + "\n".join(self.agent_log().splitlines()[-TAIL_LINES:])
         return text
+
+    def send_keys(self, data: str | bytes) -> None:
+        """Type on the console's serial line (as a terminal would send it: F2 is ESC O Q on a vt220)."""
+        import socket
+
+        assert self.socket is not None, "start the guest with interactive=True"
+        raw = data.encode() if isinstance(data, str) else data
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(str(self.socket))
+            for b in raw:   # one byte at a time, as a human types: a burst can be split mid-sequence
+                s.sendall(bytes([b]))
+                time.sleep(0.02)  # pacing of typed bytes on a 115200 line, not a wait for the guest
+
+    def wait_exit(self, timeout: float) -> int:
+        """Wait for QEMU to exit (the guest powered off); its exit code."""
+        assert self.proc is not None
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the guest did not power off within {timeout:.0f} s.\n{self._tails(False)}") from None
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started

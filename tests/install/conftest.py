@@ -40,6 +40,8 @@ def make_payload(dest: Path, *, version: str = VERSION, small: bool = True, root
     (work / "root/etc").mkdir(parents=True)
     (work / "root/etc/os-release").write_text(f'NAME="Quantix OS"\nVERSION_ID="{version}"\n')
     (work / "root/marker").write_text(root_marker or f"root of {version}\n")
+    # Incompressible bulk: the slot write spans several 4 MiB blocks (crash point "write" is after the first).
+    (work / "root/bulk").write_bytes(os.urandom(10 * 1024 * 1024))
     dest.mkdir(parents=True)
     erofs = work / "root.erofs"
     subprocess.run(["mkfs.erofs", "--quiet", str(erofs), str(work / "root")], check=True)
