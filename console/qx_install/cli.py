@@ -148,12 +148,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from qx_install import disks
 
         filt = ans.install.disk
-        if any((filt.by_id, filt.model, filt.serial, filt.min_size, filt.max_size, filt.transport)):
-            try:
-                disks.select([disk], filt)
-            except UserError as e:
-                raise UserError(f"--target {args.target} does not match the answer file's install.disk filter: {e}",
-                                hint="fix install.disk or give the disk it describes") from e
+        misses = [why for why, ok in disks.match(disk, filt) if not ok]
+        if misses:
+            raise UserError(f"--target {args.target} does not match the answer file's install.disk: "
+                            + "; ".join(misses), hint="fix [install.disk] or give the disk it describes")
         plan = engine.plan(disk, payload=pl, mode=ans.install.mode, host=ans.host,
                            root_password_hash=ans.install.root_password_hash or None,
                            keyboard=ans.install.keyboard, keep_config=ans.install.keep_config,

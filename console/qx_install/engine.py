@@ -540,6 +540,7 @@ def _write_slot(run: _Run, dev: str) -> None:
     run.log(f"writing {pl.root.name} ({_human(pl.slot_size)}) into {dev}, then reading it back")
     slots.write_payload(pl.root, Path(dev), slot_size=pl.slot_size, slot_sha256=pl.slot_sha256,
                         progress=lambda label, done, total: run.report(done, total, label))
+    crashpoint.reached("written")
 
 
 def _write_entry(files: FatFiles, payload: Payload) -> None:
