@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from qx_common.errors import ExternalError
 from qx_build.progress import Progress
 
 CHUNK = 4 * 1024 * 1024
@@ -18,7 +19,8 @@ def sha256_file(path: Path, *, limit: int | None = None, label: str | None = Non
         while remaining > 0:
             chunk = f.read(min(CHUNK, remaining))
             if not chunk:
-                raise OSError(f"{path}: ended {remaining} bytes early")
+                raise ExternalError(f"{path}: ended {remaining} bytes early (truncated by a failed step?)",
+                                    hint="run make image again")
             h.update(chunk)
             remaining -= len(chunk)
             if bar:

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from qx_common import log
+from qx_common.errors import ExternalError
 from qx_build import gpt
 from qx_install import remaster
 
@@ -22,7 +23,8 @@ VOLUME_ID = remaster.VOLUME_ID
 def extract_esp(live_disk: Path, out: Path) -> None:
     esps = [p for p in gpt.read_table(live_disk) if p.type == gpt.ESP_TYPE]
     if len(esps) != 1:
-        raise OSError(f"{live_disk}: expected one ESP, found {len(esps)}")
+        raise ExternalError(f"{live_disk}: expected one ESP, found {len(esps)}",
+                            hint="the live variant's mkosi output is not what qx-build expects: make clean; make image")
     part = esps[0]
     with live_disk.open("rb") as src, out.open("wb") as dst:
         src.seek(part.start)
@@ -30,7 +32,7 @@ def extract_esp(live_disk: Path, out: Path) -> None:
         while remaining:
             chunk = src.read(min(4 << 20, remaining))
             if not chunk:
-                raise OSError(f"{live_disk}: ESP ends early")
+                raise ExternalError(f"{live_disk}: ESP ends early", hint="make clean; make image")
             dst.write(chunk)
             remaining -= len(chunk)
 

@@ -23,7 +23,7 @@ def read_mkosi_setting(key: str, repo: Path = REPO) -> str:
     """Read a single-valued setting from mkosi.conf (the one place it is declared)."""
     m = re.search(rf"^{re.escape(key)}=(.*)$", (repo / "mkosi.conf").read_text(), re.MULTILINE)
     if not m:
-        raise KeyError(key)
+        raise UserError(f"mkosi.conf: {key}= is missing", hint=f"declare {key}= in mkosi.conf (qx-build reads it)")
     return m.group(1).strip()
 
 
