@@ -20,6 +20,7 @@ import hashlib
 import http.server
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -152,8 +153,8 @@ class Server:
     log: Path
     database: str | None = None
 
-    def token(self, *scopes: str) -> str:
-        return make_token(self.data_dir, *scopes, database=self.database)
+    def token(self, *scopes: str, name: str | None = None) -> str:
+        return make_token(self.data_dir, *scopes, database=self.database, name=name)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -165,10 +166,12 @@ class Server:
                 self.proc.wait()
 
 
-def make_token(data_dir: Path, *scopes: str, database: str | None = None) -> str:
+def make_token(data_dir: Path, *scopes: str, database: str | None = None, name: str | None = None) -> str:
+    """A new token through the real CLI; names are unique, so each gets ``test-<random>`` unless given."""
     out = subprocess.run(
         [sys.executable, "-m", "qx_update_server.cli", "token", "create", "--data-dir", str(data_dir),
-         "--name", "test", "--scopes", ",".join(scopes), *(["--database", database] if database else [])],
+         "--name", name or f"test-{secrets.token_hex(3)}", "--scopes", ",".join(scopes),
+         *(["--database", database] if database else [])],
         check=True, capture_output=True, text=True, cwd=ROOT)
     return out.stdout.strip()
 

@@ -29,7 +29,7 @@ def test_server_on_postgres_publish_checkin_fleet_and_restart(pg_cluster: Any, p
     data = tmp_path / "data"
     s = start_server(data, database=pg_url)
     try:
-        token = s.token(*ALL)
+        token = s.token(*ALL, name="test")
         checkin = s.token("checkin")
         qx_release(s, token, "keys", "init")
         qx_release(s, token, "publish", "--channel", "beta", "--notes", "on postgres", str(make_release("0.2.0")))

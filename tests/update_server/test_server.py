@@ -81,7 +81,7 @@ def test_release_lifecycle_through_cli(server, tmp_path, make_release, static_se
 
     listing = json.loads(qx_release(server, token, "--json", "list").stdout)
     assert [r["version"] for r in listing["releases"]] == ["0.3.0", "0.2.0"]
-    assert listing["releases"][0]["published_by"] == "test"
+    assert listing["releases"][0]["published_by"].startswith("test-")
 
     export = tmp_path / "usb"
     out = json.loads(qx_release(server, token, "--json", "export", str(export)).stdout)
@@ -215,4 +215,70 @@ def test_remove_through_cli(server, tmp_path, make_release):
     yank_only = {"Authorization": f"Bearer {server.token('read')}"}
     assert requests.post(server.url + "/v1/releases/0.2.0/remove", headers=yank_only, timeout=5).status_code == 403
     audit = requests.get(server.url + "/v1/audit", headers={"Authorization": f"Bearer {token}"}, timeout=5).json()
-    assert audit["entries"][0]["action"] == "remove"
+    assert [e for e in audit["entries"] if e["action"] == "remove"][0]["detail"] == {"version": "0.2.0"}
+
+
+def _cli(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "qx_update_server.cli", *args, "--data-dir", str(server.data_dir)],
+                          capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
+
+
+def test_token_list_revoke_and_audit_through_cli(server):
+    create = subprocess.run([sys.executable, "-m", "qx_update_server.cli", "token", "create", "--data-dir",
+                             str(server.data_dir), "--name", "ci", "--scopes", "read,yank", "--expires-days", "30"],
+                            capture_output=True, text=True, timeout=60)
+    assert create.returncode == 0, create.stderr
+    secret = create.stdout.strip()
+    token_id = re.search(r"token (tok_[0-9a-f]{12}) \(ci\) created, expires ", create.stderr).group(1)
+    h = {"Authorization": f"Bearer {secret}"}
+    assert requests.get(server.url + "/v1/releases", headers=h, timeout=5).ok
+    listing = _cli(server, "token", "list", "--json")
+    row = next(r for r in json.loads(listing.stdout) if r["id"] == token_id)
+    assert row["scopes"] == ["read", "yank"] and row["last_used"] and row["expires"] and not row["revoked"]
+    assert "active" in _cli(server, "token", "list").stdout
+    dup = subprocess.run([sys.executable, "-m", "qx_update_server.cli", "token", "create", "--data-dir",
+                          str(server.data_dir), "--name", "ci", "--scopes", "read"], capture_output=True, text=True)
+    assert dup.returncode == 2 and "already exists" in dup.stderr and "hint:" in dup.stderr
+    revoke = _cli(server, "token", "revoke", "ci")
+    assert revoke.returncode == 0 and token_id in revoke.stdout
+    assert requests.get(server.url + "/v1/releases", headers=h, timeout=5).status_code == 401  # at once
+    again = _cli(server, "token", "revoke", token_id)
+    assert again.returncode == 2 and "no such token" in again.stderr
+    read = {"Authorization": f"Bearer {server.token('read')}"}
+    entries = requests.get(server.url + "/v1/audit", headers=read, timeout=5).json()["entries"]
+    assert [e["action"] for e in entries if e.get("token_id") == token_id] == ["token-revoke", "token-create"]
+    helptext = subprocess.run([sys.executable, "-m", "qx_update_server.cli", "token", "create", "--help"],
+                              capture_output=True, text=True).stdout
+    assert "keys" in helptext and "rotate" in helptext  # the scopes are documented where tokens are made
+
+
+def test_checkin_identity(server):
+    shared = {"Authorization": f"Bearer {server.token('checkin')}"}
+    read = {"Authorization": f"Bearer {server.token('read')}"}
+    body = {"host_id": "node-1", "version": "0.2.0", "slot": "a", "channel": "dev", "health": "good"}
+    key = {"X-Quantix-Host-Key": "k" * 43}
+    assert requests.post(server.url + "/v1/checkin", json=body, headers=shared | key, timeout=5).status_code == 204
+    # the same shared token cannot rewrite node-1 without node-1's key
+    for other in ({}, {"X-Quantix-Host-Key": "x" * 43}):
+        r = requests.post(server.url + "/v1/checkin", json=body | {"version": "6.6.6"}, headers=shared | other,
+                          timeout=5)
+        assert r.status_code == 403 and "node-1" in r.json()["detail"]
+    r = requests.post(server.url + "/v1/checkin", json=body, headers=shared | {"X-Quantix-Host-Key": "short"}, timeout=5)
+    assert r.status_code == 400
+    hosts = requests.get(server.url + "/v1/fleet", headers=read, timeout=5).json()["hosts"]
+    assert [(h["host_id"], h["version"], h["identity"]) for h in hosts] == [("node-1", "0.2.0", "key")]
+    # a token bound to one host at enrolment reports only that host
+    bound = subprocess.run([sys.executable, "-m", "qx_update_server.cli", "token", "create", "--data-dir",
+                            str(server.data_dir), "--name", "host-n2", "--scopes", "checkin", "--host", "node-2"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    hb = {"Authorization": f"Bearer {bound}"}
+    assert requests.post(server.url + "/v1/checkin", json=body | {"host_id": "node-2"}, headers=hb,
+                         timeout=5).status_code == 204
+    r = requests.post(server.url + "/v1/checkin", json=body, headers=hb | key, timeout=5)
+    assert r.status_code == 403 and "only host node-2" in r.json()["detail"]
+    entries = requests.get(server.url + "/v1/audit", headers=read, timeout=5).json()["entries"]
+    assert [e["action"] for e in entries].count("checkin-refused") == 3
+    # a reinstalled host: the operator unbinds its key, the new key binds at the next check-in
+    assert _cli(server, "host", "forget", "node-1").returncode == 0
+    assert requests.post(server.url + "/v1/checkin", json=body, headers=shared | {"X-Quantix-Host-Key": "n" * 43},
+                         timeout=5).status_code == 204

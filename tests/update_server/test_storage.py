@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,7 +82,9 @@ def test_tokens_are_stored_hashed(backend: Backend) -> None:
     s = backend.open()
     secret = s.create_token("ci", ["read", "publish"])
     assert secret.startswith("qxr_") and len(secret) > 40
-    assert s.lookup_token(secret) == Token("ci", frozenset({"publish", "read"}))
+    tok = s.lookup_token(secret)
+    assert tok is not None and (tok.name, tok.scopes) == ("ci", frozenset({"publish", "read"}))
+    assert tok.id.startswith("tok_") and len(tok.id) == 16
     assert s.lookup_token(secret + "x") is None and s.lookup_token("") is None
     rows = backend.raw("SELECT hash, name, scopes, created FROM tokens")
     assert len(rows) == 1 and rows[0][0] == hashlib.sha256(secret.encode()).hexdigest()
@@ -181,7 +184,8 @@ def test_data_survives_reopening_and_concurrent_first_opens(backend: Backend) ->
     for o in openers:
         o.close()
     again = backend.open()
-    assert again.lookup_token(secret) == Token("ci", frozenset({"read"}))
+    tok = again.lookup_token(secret)
+    assert tok is not None and (tok.name, tok.scopes) == ("ci", frozenset({"read"}))
     assert [h["host_id"] for h in again.fleet()] == ["node-1"]
     assert list(again.release_records()) == ["0.2.0"] and again.audit_log()[0]["action"] == "publish"
 
@@ -281,3 +285,79 @@ def test_postgres_url_parsing_and_redaction(monkeypatch: pytest.MonkeyPatch) -> 
         assert "secret" not in e.value.message and "postgresql://USER:PASSWORD@HOST" in (e.value.hint or "")
     with pytest.raises(UserError, match="unsupported URL 'mysql://u:\\*\\*\\*@h/d'"):
         open_storage(Path("/nonexistent"), "mysql://u:secret@h/d")
+
+
+def test_token_lifecycle(backend: Backend) -> None:
+    """Unique names, list, revoke (by id or name), expiry, last-used time; revoked/expired tokens fail."""
+    s = backend.open()
+    a = s.create_token("ci", ["publish", "read"])
+    with pytest.raises(UserError, match="a token named 'ci' already exists"):
+        s.create_token("ci", ["read"])
+    for bad in ("", "tok_x", "a b", "x" * 65, "../x"):
+        with pytest.raises(UserError, match="--name"):
+            s.create_token(bad, ["read"])
+    with pytest.raises(UserError, match="only a check-in token"):
+        s.create_token("h", ["read"], host_id="node-1")
+    short = s.create_token("short", ["read"], expires_days=0.00001)  # about a second
+    b = s.create_token("hosts", ["checkin"], expires_days=30)
+    rows = {r["name"]: r for r in s.list_tokens()}
+    assert set(rows) == {"ci", "short", "hosts"} and rows["ci"]["expires"] is None
+    assert rows["hosts"]["expires"] > rows["hosts"]["created"] and rows["ci"]["last_used"] is None
+    assert s.lookup_token(a) is not None
+    assert {r["name"]: r for r in s.list_tokens()}["ci"]["last_used"] is not None
+    deadline = time.monotonic() + 10
+    while s.lookup_token(short) is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert s.lookup_token(short) is None  # expired
+    revoked = s.revoke_token(rows["ci"]["id"])
+    assert revoked["name"] == "ci" and revoked["revoked"]
+    assert s.lookup_token(a) is None
+    with pytest.raises(UserError, match="no such token"):
+        s.revoke_token("ci")
+    s.create_token("ci", ["read"])  # the name is free again once revoked
+    assert s.revoke_token("hosts")["id"] == rows["hosts"]["id"] and s.lookup_token(b) is None
+    s.audit("ci", "publish", {}, rows["ci"]["id"])
+    assert s.audit_log(1)[0]["token_id"] == rows["ci"]["id"]
+
+
+def test_host_key_binding(backend: Backend) -> None:
+    from qx_update_server.storage import HostIdentityError
+
+    s = backend.open()
+    assert s.checkin(report("legacy")) == "none"
+    assert s.checkin(report("node-1"), host_key="k" * 40, token_id="tok_a") == "key"
+    assert s.checkin(report("node-1", version="0.3.0"), host_key="k" * 40) == "key"
+    with pytest.raises(HostIdentityError, match="another host key"):
+        s.checkin(report("node-1", version="6.6.6"), host_key="x" * 40)
+    with pytest.raises(HostIdentityError, match="carried none"):
+        s.checkin(report("node-1", version="6.6.6"))
+    fleet = {h["host_id"]: h for h in s.fleet()}
+    assert fleet["node-1"]["version"] == "0.3.0" and fleet["node-1"]["identity"] == "key"
+    assert fleet["legacy"]["identity"] == "none"
+    assert s.forget_host("node-1") and not s.forget_host("node-1")
+    assert s.checkin(report("node-1"), host_key="n" * 40) == "key"  # a reinstalled host binds its new key
+
+
+def test_old_database_is_migrated(tmp_path: Path) -> None:
+    """A server.db from before token ids: columns added, ids filled, duplicate names renamed, still valid."""
+    import sqlite3
+
+    data = tmp_path / "data"
+    data.mkdir()
+    db = sqlite3.connect(data / "server.db")
+    db.executescript("""
+        CREATE TABLE tokens (hash TEXT PRIMARY KEY, name TEXT NOT NULL, scopes TEXT NOT NULL, created TEXT NOT NULL);
+        CREATE TABLE audit (id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, actor TEXT NOT NULL,
+                            action TEXT NOT NULL, detail TEXT NOT NULL);
+    """)
+    secrets_ = ["qxr_old1", "qxr_old2"]
+    for i, sec in enumerate(secrets_):
+        db.execute("INSERT INTO tokens VALUES (?, 'test', 'read', ?)",
+                   (hashlib.sha256(sec.encode()).hexdigest(), f"2026-01-0{i + 1}T00:00:00Z"))
+    db.commit()
+    db.close()
+    s = open_storage(data)
+    names = sorted(r["name"] for r in s.list_tokens())
+    assert names[0] == "test" and names[1].startswith("test-tok_")
+    assert all(s.lookup_token(sec) is not None for sec in secrets_)
+    s.close()

@@ -51,7 +51,8 @@ from qx_update_server import contract, release
 from qx_update_server.contract import CHANNELS
 from qx_update_server.metadata_http import MetadataFastPath
 from qx_update_server.repository import Repository
-from qx_update_server.storage import FLEET_PAGE, FLEET_PAGE_MAX, HEALTH, Storage, Token, open_storage
+from qx_update_server.storage import (FLEET_PAGE, FLEET_PAGE_MAX, HEALTH, MIN_HOST_KEY, HostIdentityError, Storage,
+                                      Token, open_storage)
 
 _log = log.get("update_server.app")
 
@@ -59,6 +60,8 @@ PUBLIC_PREFIXES = ("/metadata/", "/targets/", "/admin/static/")
 PUBLIC_PATHS = frozenset({"/healthz", "/admin", "/admin/"})
 DEFAULT_MAX_UPLOAD = 4 << 30  # per file; a root payload is ~0.5 GiB today
 _UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
+HOST_KEY_HEADER = "X-Quantix-Host-Key"
+_HOST_KEY = re.compile(rf"[A-Za-z0-9_-]{{{MIN_HOST_KEY},256}}")
 UPLOAD_MAX_AGE = 24 * 3600  # s: an upload not published within a day is abandoned
 STATIC = Path(__file__).with_name("static")
 
@@ -444,32 +447,32 @@ def create_app(data_dir: Path, *, database: str | None = None, root_keys_dir: Pa
         finally:
             shutil.rmtree(d, ignore_errors=True)
         storage.record_release(rel.version, token.name, rel.manifest)
-        storage.audit(token.name, "publish", {"version": rel.version, "channel": body.channel})
+        storage.audit(token.name, "publish", {"version": rel.version, "channel": body.channel}, token.id)
         return next(r for r in repo.releases() if r["version"] == rel.version)
 
     @app.post("/v1/releases/{version}/promote")
     def promote(version: str, body: PromoteBody, token: Token = Depends(need("promote"))) -> dict[str, Any]:
         out = repo.promote(version, to=body.to)
-        storage.audit(token.name, "promote", {"version": version, "to": body.to})
+        storage.audit(token.name, "promote", {"version": version, "to": body.to}, token.id)
         return out
 
     @app.post("/v1/releases/{version}/yank")
     def yank(version: str, token: Token = Depends(need("yank"))) -> dict[str, Any]:
         out = repo.yank(version)
-        storage.audit(token.name, "yank", {"version": version})
+        storage.audit(token.name, "yank", {"version": version}, token.id)
         return out
 
     @app.post("/v1/releases/{version}/remove")
     def remove(version: str, token: Token = Depends(need("yank"))) -> dict[str, Any]:
         """Take a release out of the signed targets for good (its version is never published again)."""
         out = repo.remove(version)
-        storage.audit(token.name, "remove", {"version": version})
+        storage.audit(token.name, "remove", {"version": version}, token.id)
         return out
 
     @app.post("/v1/releases/{version}/rollout")
     def rollout(version: str, body: RolloutBody, token: Token = Depends(need("rollout"))) -> dict[str, Any]:
         out = repo.rollout(version, percent=body.percent, paused=body.paused)
-        storage.audit(token.name, "rollout", body.model_dump() | {"version": version})
+        storage.audit(token.name, "rollout", body.model_dump() | {"version": version}, token.id)
         return out
 
     # ---- keys ----------------------------------------------------------------------------------
@@ -477,13 +480,13 @@ def create_app(data_dir: Path, *, database: str | None = None, root_keys_dir: Pa
     @app.post("/v1/keys/init")
     def keys_init(body: KeysInitBody, token: Token = Depends(need("keys"))) -> dict[str, Any]:
         repo.init(root_keys=body.root_keys, threshold=body.threshold)
-        storage.audit(token.name, "keys-init", body.model_dump())
+        storage.audit(token.name, "keys-init", body.model_dump(), token.id)
         return repo.key_status()
 
     @app.post("/v1/keys/rotate")
     def keys_rotate(token: Token = Depends(need("keys"))) -> dict[str, Any]:
         version = repo.rotate()
-        storage.audit(token.name, "keys-rotate", {"root_version": version})
+        storage.audit(token.name, "keys-rotate", {"root_version": version}, token.id)
         return repo.key_status()
 
     @app.get("/v1/keys/status")
@@ -495,8 +498,25 @@ def create_app(data_dir: Path, *, database: str | None = None, root_keys_dir: Pa
     # ---- fleet ---------------------------------------------------------------------------------
 
     @app.post("/v1/checkin", status_code=204)
-    def checkin(body: CheckinBody, _: Token = Depends(need("checkin"))) -> None:
-        storage.checkin(body.model_dump())
+    def checkin(body: CheckinBody, request: Request, token: Token = Depends(need("checkin"))) -> None:
+        """A host's report. Identity: a token made with ``--host`` reports only that host; a host key
+        (``X-Quantix-Host-Key``, the host's own secret) is bound to the host id at its first check-in
+        and must match from then on. A refused check-in writes nothing and is audited."""
+        report = body.model_dump()
+        host_key = request.headers.get(HOST_KEY_HEADER)
+        problem = None
+        if token.host_id is not None and token.host_id != body.host_id:
+            problem = f"this token may report only host {token.host_id}, not {body.host_id}"
+        elif host_key is not None and not _HOST_KEY.fullmatch(host_key):
+            raise HTTPException(400, f"{HOST_KEY_HEADER}: must be {MIN_HOST_KEY}-256 characters of A-Z a-z 0-9 _ -")
+        else:
+            try:
+                storage.checkin(report, host_key=host_key, token_id=token.id)
+            except HostIdentityError as e:
+                problem = str(e)
+        if problem:
+            storage.audit(token.name, "checkin-refused", {"host_id": body.host_id, "reason": problem}, token.id)
+            raise HTTPException(403, problem)
 
     @app.get("/v1/fleet")
     def fleet(limit: int = FLEET_PAGE, after: str | None = None,

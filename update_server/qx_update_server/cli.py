@@ -1,7 +1,10 @@
 """``qx-update-server``: run the service, and manage API tokens on the server's machine.
 
     qx-update-server serve --listen 127.0.0.1:8400 --data-dir /srv/qx-updates
-    qx-update-server token create --data-dir DIR --name ci --scopes publish,promote,read
+    qx-update-server token create --data-dir DIR --name ci --scopes publish,promote,read [--expires-days 90]
+    qx-update-server token list --data-dir DIR          qx-update-server token revoke --data-dir DIR ID|NAME
+    qx-update-server token create --data-dir DIR --name host-n1 --scopes checkin --host n1
+    qx-update-server host forget --data-dir DIR HOST_ID
 
 Tokens, release records, the audit log and the fleet live in SQLite in the data dir by default; with
 ``--database postgresql://USER:PASSWORD@HOST:PORT/DATABASE`` they live in PostgreSQL instead (tables
@@ -12,15 +15,19 @@ created on first start; the password may come from PGPASSWORD). Give ``token cre
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import getpass
 import ipaddress
+import json
 import os
+import sys
 from pathlib import Path
 
 from qx_common import log
 from qx_common.cli import entry
 from qx_common.errors import EnvironmentError_, UserError
 from qx_update_server import serving
-from qx_update_server.storage import SCOPES, open_storage, redact_url
+from qx_update_server.storage import SCOPE_HELP, SCOPES, Storage, open_storage, redact_url
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -89,6 +96,46 @@ def _tls(args: argparse.Namespace) -> tuple[str, str] | None:
     return str(args.tls_cert), str(args.tls_key)
 
 
+def _manage(args: argparse.Namespace, storage: Storage) -> int:
+    """token create/list/revoke and host forget, on the server's machine (audited as ``cli:<user>``)."""
+    actor = f"cli:{getpass.getuser()}"
+    if args.cmd == "host":
+        if not storage.forget_host(args.host_id):
+            raise UserError(f"host {args.host_id!r}: no host key is bound to it", hint="see the fleet list")
+        storage.audit(actor, "host-forget", {"host_id": args.host_id})
+        print(f"host {args.host_id}: key unbound; its next check-in with a key binds that key")
+        return 0
+    if args.tcmd == "create":
+        days = None if args.expires_days is None else _number(
+            "--expires-days", args.expires_days, 0.001, 3650, default=90, unit=" days")
+        secret = storage.create_token(args.name, [s.strip() for s in args.scopes.split(",") if s.strip()],
+                                      expires_days=days, host_id=args.host)
+        row = next(t for t in storage.list_tokens() if t["name"] == args.name and not t["revoked"])
+        storage.audit(actor, "token-create", {"name": args.name, "scopes": row["scopes"], "expires": row["expires"],
+                                              "host_id": args.host}, row["id"])
+        print(secret)
+        print(f"token {row['id']} ({args.name}) created" + (f", expires {row['expires']}" if row["expires"] else ""),
+              file=sys.stderr)
+        return 0
+    if args.tcmd == "revoke":
+        row = storage.revoke_token(args.token)
+        storage.audit(actor, "token-revoke", {"name": row["name"]}, row["id"])
+        print(f"token {row['id']} ({row['name']}) revoked")
+        return 0
+    rows = storage.list_tokens()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'ID':<17} {'NAME':<20} {'SCOPES':<28} {'CREATED':<21} {'EXPIRES':<21} {'LAST USED':<21} STATE")
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for r in rows:
+        state = ("revoked " + r["revoked"] if r["revoked"] else "expired" if r["expires"] and r["expires"] <= now
+                 else "active") + (f" (host {r['host_id']})" if r["host_id"] else "")
+        print(f"{r['id']:<17} {r['name']:<20} {','.join(r['scopes']):<28} {r['created']:<21} {r['expires'] or '-':<21} "
+              f"{r['last_used'] or '-':<21} {state}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="qx-update-server", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -113,23 +160,46 @@ def _parser() -> argparse.ArgumentParser:
                    help="seconds without a byte while a request body is sent (default %(default)s)")
     s.add_argument("--tls-cert", type=Path, help="PEM certificate (chain) to serve HTTPS with; needs --tls-key")
     s.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
-    t = sub.add_parser("token", help="API tokens")
+    scopes_help = "scopes (what each allows):\n" + "\n".join(f"  {k:<8} {v}" for k, v in SCOPE_HELP.items())
+    t = sub.add_parser("token", help="API tokens: create, list, revoke", description=scopes_help,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     tsub = t.add_subparsers(dest="tcmd", required=True)
-    tc = tsub.add_parser("create", help="create a token and print it (shown once)")
-    tc.add_argument("--data-dir", type=Path, required=True)
-    tc.add_argument("--database", metavar="URL", help="the same storage URL as serve's --database")
-    tc.add_argument("--name", required=True)
+
+    def storage_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--data-dir", type=Path, required=True)
+        sp.add_argument("--database", metavar="URL", help="the same storage URL as serve's --database")
+
+    tc = tsub.add_parser("create", help="create a token and print its secret on stdout (shown once; id on stderr)",
+                         description=scopes_help, formatter_class=argparse.RawDescriptionHelpFormatter)
+    storage_args(tc)
+    tc.add_argument("--name", required=True, help="unique among tokens not revoked, e.g. ci-publish")
     tc.add_argument("--scopes", required=True, help=f"comma separated: {','.join(SCOPES)}")
+    tc.add_argument("--expires-days", help="the token stops working after this many days (default: never)")
+    tc.add_argument("--host", metavar="HOST_ID", help="a checkin token that may report only this host")
+    tl = tsub.add_parser("list", help="every token: id, name, scopes, created, expires, last used, revoked")
+    storage_args(tl)
+    tl.add_argument("--json", action="store_true")
+    tr = tsub.add_parser("revoke", help="revoke a token (by id or name) at once")
+    storage_args(tr)
+    tr.add_argument("token", help="the token's id (tok_…) or name")
+    h = sub.add_parser("host", help="host identities")
+    hsub = h.add_subparsers(dest="hcmd", required=True)
+    hf = hsub.add_parser("forget", help="unbind a host's key (a reinstalled host binds a new one at its next check-in)")
+    storage_args(hf)
+    hf.add_argument("host_id")
     return p
 
 
 def run(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    if args.cmd == "token":
+    if args.cmd in ("token", "host"):
+        if args.database is None:
+            check_data_dir(args.data_dir)
         storage = open_storage(args.data_dir, args.database)
-        print(storage.create_token(args.name, [s.strip() for s in args.scopes.split(",") if s.strip()]))
-        storage.close()
-        return 0
+        try:
+            return _manage(args, storage)
+        finally:
+            storage.close()
     host, port = parse_listen(args.listen)
     max_upload = int(_number("--max-upload", args.max_upload, 1, 1 << 40, default=4 << 30, integer=True,
                              unit=" bytes"))

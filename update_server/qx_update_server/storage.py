@@ -25,6 +25,7 @@ import getpass
 import hashlib
 import json
 import os
+import re
 import secrets
 import sqlite3
 import ssl
@@ -38,8 +39,22 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 from qx_common.errors import EnvironmentError_, ExternalError, UserError
 
 SCOPES = ("publish", "promote", "yank", "rollout", "keys", "read", "checkin")
+# What each scope allows (docs/update-format.md section 2.2; `qx-update-server token --help`).
+SCOPE_HELP = {
+    "publish": "upload release files and publish them (signs a new release onto the dev/beta/stable channel given)",
+    "promote": "add a published release to a higher channel",
+    "yank": "yank a release (hosts are no longer offered it) and remove it from the signed metadata",
+    "rollout": "change a release's rollout percentage, pause and resume it",
+    "keys": "create the repository's signing keys and rotate them (root and online keys): the most powerful scope",
+    "read": "list releases, the fleet, the audit log and key status",
+    "checkin": "report a host's version and health (what hosts use; give each host its own with --host)",
+}
+TOKEN_ID_LEN = 12  # hex digits of a token id ("tok_" + these): printed, listed, named in the audit log
+LAST_USED_EVERY = 60.0  # s: a token's last_used is written at most this often (not one write per request)
 HEALTH = ("good", "degraded", "bad", "unknown")
 _FLEET_COLUMNS = ("host_id", "version", "slot", "channel", "health", "last_error", "last_seen")
+TOKEN_NAME = re.compile(r"(?!tok_)[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # "tok_…" is how ids look
+MIN_HOST_KEY = 32  # characters of a host's own check-in key (X-Quantix-Host-Key)
 FLEET_PAGE = 500  # hosts per page of the fleet list (at most FLEET_PAGE_MAX): a page is one indexed range scan
 FLEET_PAGE_MAX = 2000
 
@@ -53,16 +68,25 @@ def _summary(total: int, by_health: list[Any], by_version: list[Any]) -> dict[st
 class Token:
     name: str
     scopes: frozenset[str]
+    id: str = ""
+    host_id: str | None = None  # a check-in token bound to one host: it may report only that host
+
+
+class HostIdentityError(Exception):
+    """A check-in for a host whose bound identity does not match (see :meth:`Storage.checkin`)."""
 
 
 class Storage(Protocol):
-    def create_token(self, name: str, scopes: list[str]) -> str: ...
+    def create_token(self, name: str, scopes: list[str], *, expires_days: float | None = None,
+                     host_id: str | None = None) -> str: ...
     def lookup_token(self, secret: str) -> Token | None: ...
+    def list_tokens(self) -> list[dict[str, Any]]: ...
+    def revoke_token(self, which: str) -> dict[str, Any]: ...
     def record_release(self, version: str, by: str, manifest: dict[str, Any]) -> None: ...
     def release_records(self) -> dict[str, dict[str, Any]]: ...
-    def audit(self, actor: str, action: str, detail: dict[str, Any]) -> None: ...
+    def audit(self, actor: str, action: str, detail: dict[str, Any], token_id: str | None = None) -> None: ...
     def audit_log(self, limit: int = 100) -> list[dict[str, Any]]: ...
-    def checkin(self, report: dict[str, Any]) -> None: ...
+    def checkin(self, report: dict[str, Any], *, host_key: str | None = None, token_id: str = "") -> str: ...
     def fleet(self, limit: int = FLEET_PAGE, after: str | None = None) -> list[dict[str, Any]]: ...
     def fleet_summary(self) -> dict[str, Any]: ...
     def close(self) -> None: ...
@@ -76,13 +100,63 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def _new_token(scopes: list[str]) -> tuple[str, str]:
-    """Validate the scopes; return (secret, stored scopes)."""
+def _new_token(name: str, scopes: list[str], expires_days: float | None,
+               host_id: str | None) -> tuple[str, str, str, str | None]:
+    """Validate the request; return (secret, token id, stored scopes, expiry time or None)."""
+    if not TOKEN_NAME.fullmatch(name or ""):
+        raise UserError(f"--name: {name!r} is not a token name",
+                        hint="1-64 letters, digits, '.', '_', '-', not starting with tok_ (e.g. ci-publish)")
     bad = [s for s in scopes if s not in SCOPES]
     if bad or not scopes:
         raise UserError(f"scopes: unknown or empty ({', '.join(bad) or 'none given'})",
                         hint=f"choose from: {', '.join(SCOPES)}")
-    return "qxr_" + secrets.token_urlsafe(32), ",".join(sorted(scopes))
+    if host_id is not None and set(scopes) != {"checkin"}:
+        raise UserError("--host: only a check-in token can be bound to a host", hint="use --scopes checkin")
+    expires = None
+    if expires_days is not None:
+        if not 0 < expires_days <= 3650:
+            raise UserError(f"--expires-days: {expires_days:g} must be more than 0 and at most 3650")
+        expires = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=expires_days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return ("qxr_" + secrets.token_urlsafe(32), "tok_" + secrets.token_hex(TOKEN_ID_LEN // 2),
+            ",".join(sorted(set(scopes))), expires)
+
+
+def _duplicate_name(name: str) -> UserError:
+    return UserError(f"--name: a token named {name!r} already exists",
+                     hint="token names are unique: choose another name, or revoke the old token first "
+                          "(qx-update-server token revoke NAME)")
+
+
+def _token_row(r: Any) -> dict[str, Any]:
+    return dict(zip(("id", "name", "scopes", "created", "expires", "last_used", "revoked", "host_id"), r)) | {
+        "scopes": r[2].split(",")}
+
+
+class _LastUsed:
+    """Throttles last_used writes to one per token per LAST_USED_EVERY seconds (per process)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def due(self, token_hash: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._seen.get(token_hash, -LAST_USED_EVERY) < LAST_USED_EVERY:
+                return False
+            if len(self._seen) > 100_000:
+                self._seen.clear()
+            self._seen[token_hash] = now
+            return True
+
+
+def _check_host_key(host_id: str, bound: str | None, given: str | None) -> None:
+    if bound is None:
+        return
+    if given is None:
+        raise HostIdentityError(f"host {host_id} is bound to a host key and this check-in carried none")
+    if not secrets.compare_digest(bound, _hash(given)):
+        raise HostIdentityError(f"host {host_id} is bound to another host key")
 
 
 # ---- SQLite ---------------------------------------------------------------------------------------
@@ -97,7 +171,20 @@ CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT 
 CREATE TABLE IF NOT EXISTS fleet (host_id TEXT PRIMARY KEY, version TEXT NOT NULL, slot TEXT NOT NULL,
                                   channel TEXT NOT NULL, health TEXT NOT NULL, last_error TEXT,
                                   last_seen TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS host_keys (host_id TEXT PRIMARY KEY, key_hash TEXT NOT NULL, bound_at TEXT NOT NULL,
+                                      token_id TEXT NOT NULL);
 """
+# Columns added after the first release of the schema (added to older databases when they are opened).
+_TOKEN_COLUMNS_ADDED = ("id", "expires", "last_used", "revoked", "host_id")
+# Token names are unique among tokens not revoked. Databases from before had no such rule: all but the
+# newest token of a name get "-<id>" appended when the index is created.
+_RENAME_DUPLICATES = ("UPDATE tokens SET name = name || '-' || id WHERE revoked IS NULL AND created || hash NOT IN "
+                      "(SELECT max(created || hash) FROM tokens WHERE revoked IS NULL GROUP BY name)")
+_NAME_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS tokens_active_name ON tokens (name) WHERE revoked IS NULL"
+_FILL_IDS = "UPDATE tokens SET id = 'tok_' || substr(hash, 1, 12) WHERE id IS NULL"
+_FLEET_SELECT = (", ".join(f"f.{c}" for c in _FLEET_COLUMNS)
+                 + ", CASE WHEN k.host_id IS NULL THEN 'none' ELSE 'key' END FROM fleet f "
+                   "LEFT JOIN host_keys k ON k.host_id = f.host_id")
 
 
 class SQLiteStorage:
@@ -115,6 +202,7 @@ class SQLiteStorage:
                     self._db.execute("PRAGMA journal_mode=WAL")
                     self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across app crashes
                     self._db.executescript(_SCHEMA)
+                    self._migrate()
                     break
                 except sqlite3.OperationalError as e:
                     if "locked" not in str(e) or time.monotonic() > deadline:
@@ -123,19 +211,68 @@ class SQLiteStorage:
         except sqlite3.Error as e:
             raise EnvironmentError_(f"cannot open the server database {path}: {e}") from e
         self._lock = threading.Lock()
+        self._last_used = _LastUsed()
+
+    def _migrate(self) -> None:
+        """Bring an older database to this schema; one process at a time (BEGIN IMMEDIATE)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            cols = {r[1] for r in self._db.execute("PRAGMA table_info(tokens)")}
+            for c in _TOKEN_COLUMNS_ADDED:
+                if c not in cols:
+                    self._db.execute(f"ALTER TABLE tokens ADD COLUMN {c} TEXT")
+            if "token_id" not in {r[1] for r in self._db.execute("PRAGMA table_info(audit)")}:
+                self._db.execute("ALTER TABLE audit ADD COLUMN token_id TEXT")
+            self._db.execute(_FILL_IDS)
+            self._db.execute(_RENAME_DUPLICATES)
+            self._db.execute(_NAME_INDEX)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     def _x(self, sql: str, args: tuple[Any, ...] | dict[str, Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
 
-    def create_token(self, name: str, scopes: list[str]) -> str:
-        secret, stored = _new_token(scopes)
-        self._x("INSERT INTO tokens VALUES (?, ?, ?, ?)", (_hash(secret), name, stored, _now()))
+    def create_token(self, name: str, scopes: list[str], *, expires_days: float | None = None,
+                     host_id: str | None = None) -> str:
+        secret, tid, stored, expires = _new_token(name, scopes, expires_days, host_id)
+        try:
+            self._x("INSERT INTO tokens (hash, name, scopes, created, id, expires, host_id) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)", (_hash(secret), name, stored, _now(), tid, expires, host_id))
+        except sqlite3.IntegrityError as e:
+            raise _duplicate_name(name) from e
         return secret
 
     def lookup_token(self, secret: str) -> Token | None:
-        rows = self._x("SELECT name, scopes FROM tokens WHERE hash = ?", (_hash(secret),))
-        return Token(rows[0][0], frozenset(rows[0][1].split(","))) if rows else None
+        """The token with this secret, unless revoked or expired; notes when it was last used."""
+        h = _hash(secret)
+        rows = self._x("SELECT name, scopes, id, expires, revoked, host_id FROM tokens WHERE hash = ?", (h,))
+        if not rows:
+            return None
+        name, scopes, tid, expires, revoked, host_id = rows[0]
+        now = _now()
+        if revoked or (expires and expires <= now):
+            return None
+        if self._last_used.due(h):
+            self._x("UPDATE tokens SET last_used = ? WHERE hash = ?", (now, h))
+        return Token(name, frozenset(scopes.split(",")), tid, host_id)
+
+    def list_tokens(self) -> list[dict[str, Any]]:
+        return [_token_row(r) for r in self._x(
+            "SELECT id, name, scopes, created, expires, last_used, revoked, host_id FROM tokens ORDER BY created, id")]
+
+    def revoke_token(self, which: str) -> dict[str, Any]:
+        with self._lock:
+            cur = self._db.execute("UPDATE tokens SET revoked = ? WHERE (id = ? OR name = ?) AND revoked IS NULL",
+                                   (_now(), which, which))
+            if cur.rowcount == 0:
+                raise UserError(f"token {which!r}: no such token that is not revoked already",
+                                hint="see qx-update-server token list (give the id or the name)")
+            row = self._db.execute("SELECT id, name, scopes, created, expires, last_used, revoked, host_id FROM tokens "
+                                   "WHERE (id = ? OR name = ?) ORDER BY revoked DESC LIMIT 1", (which, which)).fetchone()
+        return _token_row(row)
 
     def record_release(self, version: str, by: str, manifest: dict[str, Any]) -> None:
         self._x("INSERT OR REPLACE INTO releases VALUES (?, ?, ?, ?)", (version, by, _now(), json.dumps(manifest)))
@@ -144,25 +281,46 @@ class SQLiteStorage:
         return {v: {"published_by": b, "published_at": at, "manifest": json.loads(m)}
                 for v, b, at, m in self._x("SELECT version, published_by, published_at, manifest FROM releases")}
 
-    def audit(self, actor: str, action: str, detail: dict[str, Any]) -> None:
-        self._x("INSERT INTO audit (at, actor, action, detail) VALUES (?, ?, ?, ?)",
-                (_now(), actor, action, json.dumps(detail, sort_keys=True)))
+    def audit(self, actor: str, action: str, detail: dict[str, Any], token_id: str | None = None) -> None:
+        self._x("INSERT INTO audit (at, actor, action, detail, token_id) VALUES (?, ?, ?, ?, ?)",
+                (_now(), actor, action, json.dumps(detail, sort_keys=True), token_id))
 
     def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
-        rows = self._x("SELECT at, actor, action, detail FROM audit ORDER BY id DESC LIMIT ?", (limit,))
-        return [{"at": a, "actor": b, "action": c, "detail": json.loads(d)} for a, b, c, d in rows]
+        rows = self._x("SELECT at, actor, action, detail, token_id FROM audit ORDER BY id DESC LIMIT ?", (limit,))
+        return [{"at": a, "actor": b, "action": c, "detail": json.loads(d)} | ({"token_id": t} if t else {})
+                for a, b, c, d, t in rows]
 
-    def checkin(self, report: dict[str, Any]) -> None:
-        self._x("INSERT INTO fleet VALUES (:host_id, :version, :slot, :channel, :health, :last_error, :seen) "
+    def checkin(self, report: dict[str, Any], *, host_key: str | None = None, token_id: str = "") -> str:
+        """Record a host's report; returns its identity ("key" when bound to a host key, else "none").
+
+        A host's first check-in with ``host_key`` binds that key to its host_id; from then on every
+        check-in for that host_id must carry the same key, else :class:`HostIdentityError` and nothing
+        is written. Hosts that never sent a key stay "none" (flagged in the fleet list).
+        """
+        host = report["host_id"]
+        with self._lock:
+            if host_key is not None:
+                self._db.execute("INSERT INTO host_keys VALUES (?, ?, ?, ?) ON CONFLICT(host_id) DO NOTHING",
+                                 (host, _hash(host_key), _now(), token_id))
+            row = self._db.execute("SELECT key_hash FROM host_keys WHERE host_id = ?", (host,)).fetchone()
+            _check_host_key(host, row[0] if row else None, host_key)
+            self._db.execute(
+                "INSERT INTO fleet VALUES (:host_id, :version, :slot, :channel, :health, :last_error, :seen) "
                 "ON CONFLICT(host_id) DO UPDATE SET version=excluded.version, slot=excluded.slot, "
                 "channel=excluded.channel, health=excluded.health, last_error=excluded.last_error, "
                 "last_seen=excluded.last_seen", {**report, "seen": _now()})
+        return "key" if row else "none"
+
+    def forget_host(self, host_id: str) -> bool:
+        """Unbind a host's key (it re-binds at its next check-in with a key); True if one was bound."""
+        with self._lock:
+            return self._db.execute("DELETE FROM host_keys WHERE host_id = ?", (host_id,)).rowcount > 0
 
     def fleet(self, limit: int = FLEET_PAGE, after: str | None = None) -> list[dict[str, Any]]:
         """Hosts in host_id order after ``after`` (keyset pagination: each page costs the same)."""
-        rows = self._x(f"SELECT {', '.join(_FLEET_COLUMNS)} FROM fleet WHERE host_id > ? ORDER BY host_id LIMIT ?",
+        rows = self._x(f"SELECT {_FLEET_SELECT} WHERE f.host_id > ? ORDER BY f.host_id LIMIT ?",
                        (after or "", limit))
-        return [dict(zip(_FLEET_COLUMNS, r)) for r in rows]
+        return [dict(zip((*_FLEET_COLUMNS, "identity"), r)) for r in rows]
 
     def fleet_summary(self) -> dict[str, Any]:
         total = self._x("SELECT count(*) FROM fleet")[0][0]
@@ -310,6 +468,13 @@ _PG_SCHEMA = (
     "actor TEXT NOT NULL, action TEXT NOT NULL, detail TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS fleet (host_id TEXT PRIMARY KEY, version TEXT NOT NULL, slot TEXT NOT NULL, "
     "channel TEXT NOT NULL, health TEXT NOT NULL, last_error TEXT, last_seen TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS host_keys (host_id TEXT PRIMARY KEY, key_hash TEXT NOT NULL, bound_at TEXT NOT NULL, "
+    "token_id TEXT NOT NULL)",
+    *(f"ALTER TABLE tokens ADD COLUMN IF NOT EXISTS {c} TEXT" for c in _TOKEN_COLUMNS_ADDED),
+    "ALTER TABLE audit ADD COLUMN IF NOT EXISTS token_id TEXT",
+    _FILL_IDS,
+    _RENAME_DUPLICATES,
+    _NAME_INDEX,
 )
 # pg_advisory_xact_lock key held while creating the tables: CREATE TABLE IF NOT EXISTS alone can still
 # fail with a unique violation when two servers start at the same moment.
@@ -357,6 +522,7 @@ class PostgresStorage:
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(pool_size)
         self._closed = False
+        self._last_used = _LastUsed()
         con = self._connect()
         try:
             self._create_schema(con)
@@ -483,15 +649,43 @@ class PostgresStorage:
 
     # -- the Storage interface --
 
-    def create_token(self, name: str, scopes: list[str]) -> str:
-        secret, stored = _new_token(scopes)
-        self._x("INSERT INTO tokens (hash, name, scopes, created) VALUES (:h, :n, :s, :c)",
-                h=_hash(secret), n=name, s=stored, c=_now())
+    def create_token(self, name: str, scopes: list[str], *, expires_days: float | None = None,
+                     host_id: str | None = None) -> str:
+        secret, tid, stored, expires = _new_token(name, scopes, expires_days, host_id)
+        try:
+            self._x("INSERT INTO tokens (hash, name, scopes, created, id, expires, host_id) "
+                    "VALUES (:h, :n, :s, :c, :i, :e, :host)",
+                    h=_hash(secret), n=name, s=stored, c=_now(), i=tid, e=expires, host=host_id)
+        except ExternalError as e:
+            if _pg_fields(e.__cause__ or e).get("C") == "23505":  # unique_violation
+                raise _duplicate_name(name) from e
+            raise
         return secret
 
     def lookup_token(self, secret: str) -> Token | None:
-        rows = self._x("SELECT name, scopes FROM tokens WHERE hash = :h", h=_hash(secret))
-        return Token(rows[0][0], frozenset(rows[0][1].split(","))) if rows else None
+        h = _hash(secret)
+        rows = self._x("SELECT name, scopes, id, expires, revoked, host_id FROM tokens WHERE hash = :h", h=h)
+        if not rows:
+            return None
+        name, scopes, tid, expires, revoked, host_id = rows[0]
+        now = _now()
+        if revoked or (expires and expires <= now):
+            return None
+        if self._last_used.due(h):
+            self._x("UPDATE tokens SET last_used = :now WHERE hash = :h", now=now, h=h)
+        return Token(name, frozenset(scopes.split(",")), tid, host_id)
+
+    def list_tokens(self) -> list[dict[str, Any]]:
+        return [_token_row(r) for r in self._x(
+            "SELECT id, name, scopes, created, expires, last_used, revoked, host_id FROM tokens ORDER BY created, id")]
+
+    def revoke_token(self, which: str) -> dict[str, Any]:
+        rows = self._x("UPDATE tokens SET revoked = :now WHERE (id = :w OR name = :w) AND revoked IS NULL "
+                       "RETURNING id, name, scopes, created, expires, last_used, revoked, host_id", now=_now(), w=which)
+        if not rows:
+            raise UserError(f"token {which!r}: no such token that is not revoked already",
+                            hint="see qx-update-server token list (give the id or the name)")
+        return _token_row(rows[0])
 
     def record_release(self, version: str, by: str, manifest: dict[str, Any]) -> None:
         self._x("INSERT INTO releases (version, published_by, published_at, manifest) VALUES (:v, :b, :at, :m) "
@@ -503,15 +697,26 @@ class PostgresStorage:
         return {v: {"published_by": b, "published_at": at, "manifest": json.loads(m)}
                 for v, b, at, m in self._x("SELECT version, published_by, published_at, manifest FROM releases")}
 
-    def audit(self, actor: str, action: str, detail: dict[str, Any]) -> None:
-        self._x("INSERT INTO audit (at, actor, action, detail) VALUES (:at, :actor, :action, :detail)",
-                at=_now(), actor=actor, action=action, detail=json.dumps(detail, sort_keys=True))
+    def audit(self, actor: str, action: str, detail: dict[str, Any], token_id: str | None = None) -> None:
+        self._x("INSERT INTO audit (at, actor, action, detail, token_id) VALUES (:at, :actor, :action, :detail, :t)",
+                at=_now(), actor=actor, action=action, detail=json.dumps(detail, sort_keys=True), t=token_id)
 
     def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
-        rows = self._x("SELECT at, actor, action, detail FROM audit ORDER BY id DESC LIMIT :n", n=int(limit))
-        return [{"at": a, "actor": b, "action": c, "detail": json.loads(d)} for a, b, c, d in rows]
+        rows = self._x("SELECT at, actor, action, detail, token_id FROM audit ORDER BY id DESC LIMIT :n", n=int(limit))
+        return [{"at": a, "actor": b, "action": c, "detail": json.loads(d)} | ({"token_id": t} if t else {})
+                for a, b, c, d, t in rows]
 
-    def checkin(self, report: dict[str, Any]) -> None:
+    def forget_host(self, host_id: str) -> bool:
+        return bool(self._x("DELETE FROM host_keys WHERE host_id = :h RETURNING host_id", h=host_id))
+
+    def checkin(self, report: dict[str, Any], *, host_key: str | None = None, token_id: str = "") -> str:
+        """As :meth:`SQLiteStorage.checkin`: a bound host key must match; then one upsert."""
+        host = report["host_id"]
+        if host_key is not None:  # first binding wins, also between servers (the primary key decides)
+            self._x("INSERT INTO host_keys VALUES (:h, :k, :at, :t) ON CONFLICT (host_id) DO NOTHING",
+                    h=host, k=_hash(host_key), at=_now(), t=token_id)
+        rows = self._x("SELECT key_hash FROM host_keys WHERE host_id = :h", h=host)
+        _check_host_key(host, rows[0][0] if rows else None, host_key)
         # One statement: concurrent check-ins of the same host resolve in the database, last one wins.
         self._x("INSERT INTO fleet (host_id, version, slot, channel, health, last_error, last_seen) "
                 "VALUES (:host_id, :version, :slot, :channel, :health, :last_error, :seen) "
@@ -519,12 +724,13 @@ class PostgresStorage:
                 "channel = EXCLUDED.channel, health = EXCLUDED.health, last_error = EXCLUDED.last_error, "
                 "last_seen = EXCLUDED.last_seen",
                 **{k: report.get(k) for k in _FLEET_COLUMNS[:-1]}, seen=_now())
+        return "key" if rows else "none"
 
     def fleet(self, limit: int = FLEET_PAGE, after: str | None = None) -> list[dict[str, Any]]:
         # COLLATE "C": byte order, as SQLite sorts, whatever the database's locale.
-        rows = self._x(f"SELECT {', '.join(_FLEET_COLUMNS)} FROM fleet WHERE host_id COLLATE \"C\" > :a "
-                       "ORDER BY host_id COLLATE \"C\" LIMIT :n", a=after or "", n=int(limit))
-        return [dict(zip(_FLEET_COLUMNS, r)) for r in rows]
+        rows = self._x(f"SELECT {_FLEET_SELECT} WHERE f.host_id COLLATE \"C\" > :a "
+                       "ORDER BY f.host_id COLLATE \"C\" LIMIT :n", a=after or "", n=int(limit))
+        return [dict(zip((*_FLEET_COLUMNS, "identity"), r)) for r in rows]
 
     def fleet_summary(self) -> dict[str, Any]:
         total = self._x("SELECT count(*) FROM fleet")[0][0]
