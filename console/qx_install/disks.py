@@ -372,7 +372,7 @@ def _read_data(data: str) -> tuple[str, bool, str]:
     """(hostname, complete, the version install.json names) from the data partition; ("?", False, "")
     when unreadable. A missing install.json means complete: the install is older than the installer."""
     try:
-        with _mounted_ro(data, "ext4") as root:
+        with mounted_ro(data, "ext4") as root:
             host_file = root / HOSTNAME_FILE
             lines = _read_text(host_file).strip().splitlines() if host_file.is_file() else []
             hostname = _printable(lines[0]) if lines else ""
@@ -393,17 +393,18 @@ def _read_data(data: str) -> tuple[str, bool, str]:
 
 
 @contextlib.contextmanager
-def _mounted_ro(dev: str, fstype: str) -> Iterator[Path]:
+def mounted_ro(dev: str, fstype: str = "") -> Iterator[Path]:
     """``dev`` mounted read-only in a private temporary directory, unmounted on the way out (also when
     the body raises); if it is mounted already (the running system's own disk), its mount point."""
     existing = _mount_point_of(dev)
     if existing is not None:
         yield existing
         return
-    opts = "ro,noload" if fstype == "ext4" else "ro"   # noload: do not replay a journal on a disk we only look at
+    # noload: do not replay a journal on a disk we only look at (ext3/ext4 only; others refuse it).
+    opts = "ro,nosuid,nodev,noexec" + (",noload" if fstype in ("ext3", "ext4") else "")
     tmp = Path(tempfile.mkdtemp(prefix="qx-disk-"))    # mode 0700
     try:
-        r.run(["mount", "-t", fstype, "-o", opts, dev, tmp], timeout=60)
+        r.run(["mount", "-o", opts, *(["-t", fstype] if fstype else []), dev, tmp], timeout=60)
         try:
             yield tmp
         finally:
