@@ -1,135 +1,294 @@
-"""Where an unattended install finds its answer file, in this order (the first source present wins):
+"""Where an unattended install finds its answer file, in this order (the first that is present wins):
 
-1. the kernel command line ``qx.answer=<http or https URL>``, optionally pinned by
-   ``qx.answer.sha256=<64 hex digits>``;
-2. a volume with the filesystem label ``QXANSWER`` holding ``answer.toml`` (a USB stick, a virtual
-   disk), mounted read-only in a private directory and unmounted again;
-3. ``quantix/answer.toml`` on the installation medium (what ``qx-install iso`` bakes in).
+1. the kernel command line ``qx.answer=<http or https URL>``, optionally pinned with
+   ``qx.answer.sha256=<64 hex digits>``: fetched with a per-attempt timeout, retried until a deadline
+   (the network may come up after the installer starts), at most :data:`MAX_BYTES`;
+2. a volume labelled ``QXANSWER`` (``/dev/disk/by-label/QXANSWER`` or ``blkid``) holding ``answer.toml``:
+   FAT read with mtools (no mount: works where the kernel has no vfat driver), anything else mounted
+   read-only in a private temporary directory and unmounted again;
+3. ``quantix/answer.toml`` under one of ``media_dirs`` (the mounted installation medium, where
+   ``qx-install iso --answer`` puts it).
 
-Invariants: a source that is *named* but fails (the URL cannot be fetched before the deadline, the pin
-does not match, the QXANSWER volume has no answer.toml) is an error — never a silent fall-through to
-the next source, which could install with settings the operator did not mean. Nothing here parses
-the answer: :func:`find_answer` returns bytes (at most :data:`MAX_BYTES`) and where they came from.
+Invariants:
+
+* A source that is *configured* but fails — a URL that cannot be fetched, a pin that does not match, a
+  ``QXANSWER`` volume without ``answer.toml``, an answer file over 1 MiB — is an error, never a fall-through
+  to the next source: an operator who asked for one answer file must not get another one's install.
+* Only the bytes are returned; :func:`qx_install.answer.parse` validates them. Nothing is written.
+
+Call order: :func:`find_answer` → :func:`qx_install.answer.parse` (``source=`` the description returned).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
+import http.client
 import re
+import ssl
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
+from qx_common import log
 from qx_common import run as r
-from qx_common.errors import ExternalError, UserError
+from qx_common.errors import EnvironmentError_, ExternalError, UserError
+from qx_install import disks
+from qx_install.answer import MAX_BYTES
 
 LABEL = "QXANSWER"
 FILE = "answer.toml"
-MAX_BYTES = 1024 * 1024
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+MEDIA_ANSWER = "quantix/answer.toml"   # under a media dir (qx_install.remaster.ANSWER_PATH puts it there)
+URL_PARAM = "qx.answer"
+PIN_PARAM = "qx.answer.sha256"
+# How long the URL source waits in all: a switch port running spanning tree forwards only after ~30 s,
+# then DHCP; an installer that gave up after 20 s would fail on such networks.
+DEFAULT_TIMEOUT = 120.0
+ATTEMPT_TIMEOUT = 5.0      # seconds one connection attempt or one read may block
+_FAT = ("vfat", "msdos")
+_MTOOLS_ENV = {"MTOOLS_SKIP_CHECK": "1"}
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+_MDIR_SIZE = re.compile(r"\s(\d+)\s+\d{4}-\d\d-\d\d\s")
+
+_log = log.get("install.sources")
 
 
-def _cmdline_args(cmdline: str) -> dict[str, str]:
+def find_answer(*, cmdline: str, media_dirs: list[Path],
+                timeout: float = DEFAULT_TIMEOUT) -> tuple[str, bytes] | None:
+    """(a description of where the answer file came from, its bytes), or None when there is none.
+
+    ``cmdline`` is the kernel command line (``/proc/cmdline``); ``timeout`` bounds the URL source as a
+    whole (all attempts). Raises :class:`UserError` (bad parameter, pin mismatch, oversized or missing
+    file on a configured source), :class:`EnvironmentError_` (no connection to the server before the
+    deadline: the network), :class:`ExternalError` (the server answered with an error or too slowly, or
+    a command failed).
+    """
+    params = kernel_params(cmdline)
+    url, pin = params.get(URL_PARAM), params.get(PIN_PARAM)
+    if pin is not None and url is None:
+        raise UserError(f"{PIN_PARAM} is on the kernel command line but {URL_PARAM} is not",
+                        hint=f"add {URL_PARAM}=https://... (the pin checks the file fetched from it), or remove it")
+    if url is not None:
+        return _from_url(url, pin, timeout)
+    found = _from_label()
+    if found is not None:
+        return found
+    for d in media_dirs:
+        path = d / MEDIA_ANSWER
+        if path.is_file():
+            return f"{path} on the installation medium", _read_bounded(path, str(path))
+    return None
+
+
+def kernel_params(cmdline: str) -> dict[str, str]:
+    """``key=value`` words of a kernel command line, split as the kernel does (whitespace outside double
+    quotes; the quotes removed). A key given twice keeps its last value, as the kernel's parameters do."""
     out: dict[str, str] = {}
-    for word in cmdline.split():
-        key, sep, value = word.partition("=")
-        if sep and key in ("qx.answer", "qx.answer.sha256"):
-            out[key] = value
+    word: list[str] = []
+    quoted = False
+    for c in cmdline + " ":
+        if c == '"':
+            quoted = not quoted
+        elif c.isspace() and not quoted:
+            if word:
+                key, sep, value = "".join(word).partition("=")
+                if sep:
+                    out[key] = value
+                word = []
+        else:
+            word.append(c)
     return out
 
 
-def _fetch(url: str, *, timeout: float) -> bytes:
-    """GET ``url`` (bounded in size), retrying until ``timeout``: the network may come up late."""
-    deadline = time.monotonic() + timeout
-    last = "no attempt"
-    while True:
-        left = deadline - time.monotonic()
-        try:
-            with urllib.request.urlopen(url, timeout=max(1.0, min(10.0, left))) as resp:  # noqa: S310 - scheme checked
-                data = resp.read(MAX_BYTES + 1)
-            if len(data) > MAX_BYTES:
-                raise UserError(f"qx.answer: {url} is larger than {MAX_BYTES} bytes",
-                                hint="an answer file is a small TOML file: check the URL")
-            return data
-        except urllib.error.HTTPError as e:
-            if e.code < 500:  # 404, 403...: the URL is wrong, retrying will not help
-                raise ExternalError(f"qx.answer: {url} answered HTTP {e.code}",
-                                    hint="check the URL on the kernel command line") from e
-            last = f"HTTP {e.code}"
-        except (urllib.error.URLError, OSError, TimeoutError) as e:
-            last = str(getattr(e, "reason", e))
-        if time.monotonic() + 1 >= deadline:
-            raise ExternalError(f"qx.answer: cannot fetch {url} within {timeout:.0f} s ({last})",
-                                hint="check the network (DHCP) and the server, or use a QXANSWER volume")
-        time.sleep(1)  # between attempts while the network comes up
+# ---------------------------------------------------------------------------------------------
+# 1. A URL on the kernel command line.
+
+
+class _Retry(Exception):
+    """A failure worth another attempt before the deadline (no network yet, a 5xx, a refused connection).
+    ``answered``: the server itself answered (a 5xx), so giving up is the server's fault, not the network's."""
+
+    def __init__(self, message: str, *, answered: bool = False) -> None:
+        super().__init__(message)
+        self.answered = answered
+
+
+class _NoDowngrade(urllib.request.HTTPRedirectHandler):
+    """Follow redirects, but never from https to http: that would drop the server's authentication."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        if urlsplit(req.full_url).scheme == "https" and urlsplit(newurl).scheme != "https":
+            raise ExternalError(f"{URL_PARAM}: {req.full_url} redirects to {newurl}, which is not https",
+                                hint="serve the answer file over https without a redirect to http")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
 def _from_url(url: str, pin: str | None, timeout: float) -> tuple[str, bytes]:
-    if not url.startswith(("http://", "https://")):
-        raise UserError(f"qx.answer: '{url[:200]}' is not an http or https URL",
-                        hint="write qx.answer=https://server/answer.toml on the kernel command line")
-    if pin is not None and not _HEX64.match(pin.lower()):
-        raise UserError("qx.answer.sha256: is not 64 hexadecimal digits", hint="use the output of sha256sum")
-    data = _fetch(url, timeout=timeout)
-    if pin is not None and hashlib.sha256(data).hexdigest() != pin.lower():
-        raise UserError(f"qx.answer: {url} does not match qx.answer.sha256",
-                        hint="the file changed since it was pinned: pin the new hash or restore the file")
-    return f"url {url}" + (" (sha256 pinned)" if pin else ""), data
+    try:
+        parts = urlsplit(url)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # e.g. an unclosed [IPv6 bracket
+        ok = False
+    if not ok:
+        raise UserError(f"{URL_PARAM}: '{url[:200]}' is not an http or https URL",
+                        hint=f"write {URL_PARAM}=https://server/path/answer.toml on the kernel command line")
+    if pin is not None and not _SHA256.match(pin):
+        raise UserError(f"{PIN_PARAM}: '{pin[:80]}' is not a SHA-256 checksum",
+                        hint="give the 64 hex digits `sha256sum answer.toml` prints")
+    data = _fetch(url, timeout)
+    if pin is not None:
+        got = hashlib.sha256(data).hexdigest()
+        if got != pin.lower():
+            raise UserError(f"{URL_PARAM}: {url} has SHA-256 {got}, not {pin.lower()} as {PIN_PARAM} requires",
+                            hint="the file changed or the pin is wrong: pin what `sha256sum answer.toml` prints "
+                                 "for the file you mean to serve")
+    return f"{url}{' (sha256 pinned)' if pin else ''}", data
 
 
-def _label_device() -> str | None:
-    link = Path("/dev/disk/by-label") / LABEL
-    if link.exists():
-        return str(link.resolve())
-    if r.which("blkid") is None:
-        return None
-    found = r.run(["blkid", "-L", LABEL], check=False).stdout.strip()
-    return found or None
-
-
-@contextlib.contextmanager
-def _mounted_ro(dev: str) -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="qx-answer-") as mnt:
-        r.run(["mount", "-o", "ro,nosuid,nodev,noexec", dev, mnt])
+def _fetch(url: str, timeout: float) -> bytes:
+    """GET ``url`` with retries until ``timeout`` seconds have passed; at most :data:`MAX_BYTES`."""
+    deadline = time.monotonic() + timeout
+    delay, attempts = 0.25, 0
+    opener = urllib.request.build_opener(_NoDowngrade)
+    while True:
+        attempts += 1
         try:
-            yield Path(mnt)
-        finally:
-            r.run(["umount", mnt], check=False)
+            return _get(opener, url, deadline, timeout)
+        except _Retry as e:
+            last = e
+            _log.info("answer file: %s: %s; trying again", url, e)
+        if time.monotonic() + delay >= deadline:
+            msg = f"{URL_PARAM}: could not fetch {url} within {timeout:g} s ({attempts} attempt(s); last: {last})"
+            if last.answered:
+                raise ExternalError(msg, hint="the server answers with an error: check it and the file it serves")
+            raise EnvironmentError_(msg, hint="check that this machine gets a network address (DHCP) and can "
+                                              "reach the server")
+        time.sleep(delay)  # back off: the network may come up in a moment
+        delay = min(delay * 2, 2.0)
 
 
-def _read_bounded(path: Path) -> bytes:
-    with path.open("rb") as f:
-        data = f.read(MAX_BYTES + 1)
+def _get(opener: urllib.request.OpenerDirector, url: str, deadline: float, timeout: float) -> bytes:
+    left = deadline - time.monotonic()
+    req = urllib.request.Request(url, headers={"User-Agent": "qx-install", "Accept": "*/*"})
+    try:
+        with opener.open(req, timeout=max(0.05, min(ATTEMPT_TIMEOUT, left))) as resp:
+            length = resp.headers.get("Content-Length", "")
+            if length.isdigit() and int(length) > MAX_BYTES:
+                raise _too_large(url)
+            chunks: list[bytes] = []
+            total = 0
+            while True:
+                # The socket timeout bounds each read; this bounds a server that trickles bytes.
+                if time.monotonic() > deadline:
+                    raise ExternalError(f"{URL_PARAM}: {url} did not finish sending within {timeout:g} s",
+                                        hint="check the server; the answer file is small and should arrive at once")
+                block = resp.read1(64 * 1024)
+                if not block:
+                    return b"".join(chunks)
+                total += len(block)
+                if total > MAX_BYTES:
+                    raise _too_large(url)
+                chunks.append(block)
+    except urllib.error.HTTPError as e:
+        if e.code >= 500 or e.code in (408, 425, 429):
+            raise _Retry(f"HTTP {e.code} {e.reason}", answered=True) from e
+        raise ExternalError(f"{URL_PARAM}: {url} answered HTTP {e.code} {e.reason}",
+                            hint="check the URL on the kernel command line and that the server serves the file") from e
+    except urllib.error.URLError as e:
+        if isinstance(e.reason, ssl.SSLCertVerificationError):
+            raise ExternalError(f"{URL_PARAM}: {url}: the server's certificate is not trusted "
+                                f"({e.reason.verify_message})",
+                                hint=f"use a certificate from a public CA, or http:// with {PIN_PARAM}=") from e
+        raise _Retry(str(e.reason)) from e
+    except (TimeoutError, ConnectionError, http.client.HTTPException, OSError) as e:
+        if time.monotonic() > deadline and isinstance(e, TimeoutError):
+            raise ExternalError(f"{URL_PARAM}: {url} did not answer within {timeout:g} s",
+                                hint="check that the server is up and answers quickly") from e
+        raise _Retry(f"{type(e).__name__}: {e}") from e
+
+
+def _too_large(where: str) -> UserError:
+    return UserError(f"answer file {where} is larger than {MAX_BYTES // 1024} KiB",
+                     hint="an answer file is a short TOML file: check that this is the right file")
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. A volume labelled QXANSWER.
+
+
+def _from_label() -> tuple[str, bytes] | None:
+    devices: set[str] = set()
+    link = disks.BY_LABEL / LABEL
+    if link.exists():
+        devices.add(str(link.resolve()))
+    res = r.run(["blkid", "-t", f"LABEL={LABEL}", "-o", "device"], check=False, timeout=30)
+    devices.update(line.strip() for line in res.stdout.splitlines() if line.startswith("/dev/"))
+    if not devices:
+        return None
+    if len(devices) > 1:
+        raise UserError(f"several volumes are labelled {LABEL}: {', '.join(sorted(devices))}",
+                        hint=f"keep one volume labelled {LABEL} (the installer does not guess which one)")
+    dev = devices.pop()
+    where = f"volume labelled {LABEL} ({dev})"
+    probe = r.run(["blkid", "-p", "-o", "export", dev], check=False, timeout=30).stdout
+    fstype = next((line[5:] for line in probe.splitlines() if line.startswith("TYPE=")), "")
+    with tempfile.TemporaryDirectory(prefix="qx-answer-") as tmp:
+        if fstype in _FAT:
+            return where, _read_fat(dev, where, Path(tmp))
+        try:
+            with disks.mounted_ro(dev, fstype) as root:
+                path = root / FILE
+                if not path.is_file():
+                    raise _not_on_volume(where)
+                return where, _read_bounded(path, f"{where}: {FILE}")
+        except ExternalError as e:
+            raise ExternalError(f"{where} could not be read: {e}",
+                                hint="format it as FAT (mkfs.vfat -n QXANSWER) or ext4 (mkfs.ext4 -L QXANSWER)") from e
+
+
+def _read_fat(dev: str, where: str, tmp: Path) -> bytes:
+    """answer.toml from a FAT volume through mtools, its size checked before it is copied out."""
+    listing = r.run(["mdir", "-i", dev, f"::/{FILE}"], env=_MTOOLS_ENV, check=False, timeout=30)
+    if listing.returncode != 0:
+        if "not found" in listing.stderr:
+            raise _not_on_volume(where)
+        raise ExternalError(f"{where} could not be read: {listing.stderr.strip()[-300:]}",
+                            hint=f"check the volume (fsck.vfat {dev})")
+    m = _MDIR_SIZE.search(listing.stdout)
+    if m and int(m.group(1)) > MAX_BYTES:
+        raise _too_large(f"{where}: {FILE}")
+    local = tmp / FILE
+    r.run(["mcopy", "-n", "-i", dev, f"::/{FILE}", str(local)], env=_MTOOLS_ENV, timeout=60)
+    return _read_bounded(local, f"{where}: {FILE}")
+
+
+def _not_on_volume(where: str) -> UserError:
+    return UserError(f"{where} holds no {FILE}",
+                     hint=f"put the answer file at the top of the volume as {FILE}, or remove the "
+                          f"{LABEL} label")
+
+
+# ---------------------------------------------------------------------------------------------
+# Files.
+
+
+def _read_bounded(path: Path, where: str) -> bytes:
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_BYTES + 1)
+    except OSError as e:
+        raise ExternalError(f"{where} could not be read: {e.strerror or e}") from e
     if len(data) > MAX_BYTES:
-        raise UserError(f"{path.name}: larger than {MAX_BYTES} bytes", hint="an answer file is a small TOML file")
+        raise _too_large(where)
     return data
 
 
-def _from_volume(dev: str) -> tuple[str, bytes]:
-    with _mounted_ro(dev) as mnt:
-        f = mnt / FILE
-        if not f.is_file():
-            raise UserError(f"the volume labelled {LABEL} ({dev}) has no {FILE}",
-                            hint=f"put the answer file at the top of the volume as {FILE}")
-        return f"volume {LABEL} ({dev})", _read_bounded(f)
+def read_cmdline(path: Path = Path("/proc/cmdline")) -> str:
+    """The kernel command line ("" when it cannot be read: then it names no answer file)."""
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
 
-
-def find_answer(*, cmdline: str, media_dirs: list[Path], timeout: float = 120.0) -> tuple[str, bytes] | None:
-    """(where, bytes) of the answer file, or None when no source names one."""
-    args = _cmdline_args(cmdline)
-    if "qx.answer.sha256" in args and "qx.answer" not in args:
-        raise UserError("qx.answer.sha256 is given without qx.answer", hint="add qx.answer=<URL>")
-    if "qx.answer" in args:
-        return _from_url(args["qx.answer"], args.get("qx.answer.sha256"), timeout)
-    dev = _label_device()
-    if dev is not None:
-        return _from_volume(dev)
-    for base in media_dirs:
-        for f in (base / "quantix" / FILE, base / FILE):
-            if f.is_file():
-                return f"medium {f}", _read_bounded(f)
-    return None
