@@ -292,8 +292,9 @@ def _decode(data: str | bytes, source: str) -> str:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data[:e.start].count(b"\n") + 1
-        raise ValidationError([FieldError(source, f"is not valid UTF-8 text (line {line}, byte {e.start + 1} "
-                                                  "of the file)", "save the file as UTF-8 (plain ASCII is fine)")]) from e
+        where = f"line {line}, byte {e.start + 1} of the file"
+        raise ValidationError([FieldError(source, f"is not valid UTF-8 text ({where})",
+                                          "save the file as UTF-8 (plain ASCII is fine)")]) from e
     return text.removeprefix("\ufeff")  # a byte-order mark from a Windows editor is harmless
 
 
