@@ -3,7 +3,8 @@
 1. the kernel command line ``qx.answer=<http or https URL>``, optionally pinned with
    ``qx.answer.sha256=<64 hex digits>``: fetched with a per-attempt timeout, retried until a deadline
    (the network may come up after the installer starts), at most :data:`MAX_BYTES`;
-2. a volume labelled ``QXANSWER`` (``/dev/disk/by-label/QXANSWER`` or ``blkid``) holding ``answer.toml``:
+2. a volume labelled ``QXANSWER`` (filesystem label or GPT partition name; ``/dev/disk/by-label``,
+   ``by-partlabel`` or ``blkid``) holding ``answer.toml``:
    FAT read with mtools (no mount: works where the kernel has no vfat driver), anything else mounted
    read-only in a private temporary directory and unmounted again;
 3. ``quantix/answer.toml`` under one of ``media_dirs`` (the mounted installation medium, where
@@ -219,12 +220,15 @@ def _too_large(where: str) -> UserError:
 
 
 def _from_label() -> tuple[str, bytes] | None:
+    """The volume whose filesystem label or GPT partition name is QXANSWER (the issue allows either:
+    a USB stick formatted with a label, or a partition named so on a virtual disk)."""
     devices: set[str] = set()
-    link = disks.BY_LABEL / LABEL
-    if link.exists():
-        devices.add(str(link.resolve()))
-    res = r.run(["blkid", "-t", f"LABEL={LABEL}", "-o", "device"], check=False, timeout=30)
-    devices.update(line.strip() for line in res.stdout.splitlines() if line.startswith("/dev/"))
+    for link in (disks.BY_LABEL / LABEL, Path("/dev/disk/by-partlabel") / LABEL):
+        if link.exists():
+            devices.add(str(link.resolve()))
+    for token in ("LABEL", "PARTLABEL"):
+        res = r.run(["blkid", "-t", f"{token}={LABEL}", "-o", "device"], check=False, timeout=30)
+        devices.update(line.strip() for line in res.stdout.splitlines() if line.startswith("/dev/"))
     if not devices:
         return None
     if len(devices) > 1:

@@ -117,6 +117,16 @@ def test_hash_formats_accepted(value: str) -> None:
     assert answer.check_password_hash(value) is None
 
 
+def test_every_accepted_hash_is_one_the_installer_can_store() -> None:
+    """shadow.set_password_hash (what the engine writes with) has its own, looser check: nothing this
+    file accepts may be refused there, halfway through an install."""
+    from qx_console import shadow
+
+    for value in [HASH6, "$5$rounds=10000$salt$UlJsJNOWVbppThrbUjbn3GdUJTATt7hE8wlKsmy.wv1",
+                  "$y$j9T$ct4vZGBTqJb9VK.qLdfDV.$wvLTgbSR5ArVet1eKTu7qYtoVW/m0FoZ/dlDPMSTr.D"]:
+        assert answer.check_password_hash(value) is None and shadow.is_password_hash(value)
+
+
 def test_hashes_made_by_openssl_and_libcrypt_are_accepted() -> None:
     """The hint's own recipe must produce something the check accepts (and the console's yescrypt)."""
     from qx_common.run import run

@@ -298,6 +298,30 @@ def test_a_qxanswer_volume_without_answer_is_an_error(volume: Callable[..., str]
 
 
 @pytest.mark.root
+def test_a_partition_named_qxanswer(tmp_path: Path, medium: Path) -> None:
+    """A GPT partition named QXANSWER whose filesystem has no label (the issue allows either)."""
+    if os.geteuid() != 0:
+        pytest.fail("needs root (loop devices)")
+    img = tmp_path / "disk.img"
+    with img.open("wb") as f:
+        f.truncate(32 * MiB)
+    subprocess.run(["sfdisk", "-q", str(img)], input="label: gpt\nname=QXANSWER\n", text=True, check=True)
+    dev = subprocess.run(["losetup", "-f", "--show", "-P", str(img)], check=True, capture_output=True,
+                         text=True).stdout.strip()
+    try:
+        if not os.path.exists(f"{dev}p1"):   # kernels that do not scan loop devices
+            subprocess.run(["partx", "-a", dev], check=False, capture_output=True)
+        src = tmp_path / "src"
+        src.mkdir()
+        (src / "answer.toml").write_bytes(ANSWER)
+        subprocess.run(["mkfs.ext4", "-q", "-d", str(src), f"{dev}p1"], check=True)
+        assert find("quiet", [medium]) == (f"volume labelled QXANSWER ({dev}p1)", ANSWER)
+        assert mounts_of_ours() == []
+    finally:
+        subprocess.run(["losetup", "-d", dev], check=False)
+
+
+@pytest.mark.root
 def test_an_oversized_answer_on_a_fat_volume(volume: Callable[..., str]) -> None:
     volume("vfat", {"answer.toml": b"#" * (sources.MAX_BYTES + 1)})
     with pytest.raises(UserError, match="is larger than 1024 KiB"):
