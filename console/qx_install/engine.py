@@ -209,6 +209,11 @@ def plan(disk: Disk, *, payload: Payload, mode: str, host: HostConfig | None, ro
         if not q.complete:
             raise UserError(f"{disk.stable_path}: the Quantix install on it is incomplete",
                             hint="choose 'keep-data' (reinstall keeping the data partition) or 'wipe'")
+        if q.default_slot not in ("a", "b"):
+            # Without a readable boot entry we cannot tell which slot the disk boots: writing either
+            # one could overwrite the system that works.
+            raise UserError(f"{disk.stable_path}: cannot tell which slot boots (no readable boot entry)",
+                            hint="choose 'keep-data' (reinstall keeping the data partition) or 'wipe'")
         upgrade_slot = "b" if q.default_slot == "a" else "a"
     _check_not_in_use(disk.path)
     return Plan(disk=disk, payload=payload, mode=mode, host=host if writes_config else None,

@@ -162,3 +162,28 @@ def test_maintenance_window() -> None:
     assert in_window("02:00-04:00", at) and not in_window("04:00-05:00", at)
     assert in_window("23:00-04:00", at)          # spans midnight
     assert reboot_plan("04:00-05:00", at) == "04:00"
+
+
+def test_a_release_rolled_back_from_is_never_applied_again_until_allowed(host: Host, repo: TufRepo) -> None:
+    repo.add_release("1.1.0", slot_bytes=payload(43), channels=ALL)
+    host.json("apply")
+    loader = Loader(host.esp)
+    for _ in range(3):
+        assert loader.boot() == "b"        # the trial boots fail (gate or panic): tries run out
+    assert loader.boot() == "a"
+    host.write_config(running="a")
+    assert host.json("blessed")["rollback"]["from_version"] == "1.1.0"
+    # The daily timer's check/apply must not loop the host into the broken release.
+    chk = host.json("check")
+    assert chk["available"] is None
+    assert any(s["version"] == "1.1.0" and "rolled back" in s["reason"] for s in chk["skipped"]), chk["skipped"]
+    again = host.json("apply")
+    assert again["applied"] is None, again
+    assert "quantix-b+3.conf" not in host.entries()
+    st = host.json("status")
+    assert "1.1.0" in st["refused"] and "refused: 1.1.0" in host.run("status").stdout
+    # A newer release is offered as usual; the operator may also retry the refused one.
+    res = host.json("allow", "1.1.0")
+    assert res["allowed"] == "1.1.0" and host.json("check")["available"]["version"] == "1.1.0"
+    bad = host.run("allow", "9.9.9", check=False)
+    assert bad.returncode == 2 and "not refused" in bad.stderr

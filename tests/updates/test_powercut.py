@@ -52,3 +52,26 @@ def test_kill_after_switch_boots_new_slot_and_state_recovers(host: Host, repo: T
     assert sha(host.slots["a"]) == host.fingerprint()["slot_a"]
     again = host.json("apply")
     assert again["applied"] is None and "already installed" in again["message"]
+
+
+@pytest.mark.parametrize("point", [*BEFORE_SWITCH, "switched"])
+def test_a_kill_at_any_step_then_apply_reboot_and_bless_converges(host: Host, repo: TufRepo, point: str) -> None:
+    """Every cut point ends in the state of an uninterrupted apply: pending recorded, floor raised after
+    the blessed boot, download cache empty."""
+    from tests.updates.test_bootcount import Loader
+
+    repo.add_release("1.1.0", slot_bytes=payload(32), channels=ALL, security_epoch=3)
+    proc = host.run("apply", env={ENV: point}, check=False)
+    assert proc.returncode == -signal.SIGKILL
+    res = host.json("apply")
+    st = host.json("status")
+    assert st["pending"] is not None and st["pending"]["version"] == "1.1.0", (res, st["pending"])
+    cache = host.state_dir / "downloads"
+    assert not cache.exists() or not list(cache.iterdir()), "the download cache is removed"
+    loader = Loader(host.esp)
+    assert loader.boot() == "b"
+    loader.bless("b")
+    host.write_config(running="b")
+    out = host.json("blessed")
+    assert out["blessed"] and out["security_epoch_floor"] == 3
+    assert host.json("status")["pending"] is None

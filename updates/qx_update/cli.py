@@ -42,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--no-reboot", action="store_true", help="do not reboot a counted boot that fails")
     sub.add_parser("blessed", help="(boot) after systemd-bless-boot: raise the epoch floor, record rollbacks")
     sub.add_parser("checkin", help="report this host to the update server's fleet view now")
+    al = sub.add_parser("allow", help="offer again a release this host rolled back from")
+    al.add_argument("version")
     return p
 
 
@@ -74,6 +76,8 @@ def _status_text(s: dict[str, Any]) -> str:
     ci = s.get("last_checkin")
     if ci:
         lines.append(f"last fleet check-in: {ci['at']} after {ci['event']}: {'ok' if ci['ok'] else 'FAILED'} ({ci['detail']})")
+    for version, why in sorted((s.get("refused") or {}).items()):
+        lines.append(f"refused: {version} (rolled back: {why.get('reason')}; 'qx-update allow {version}' retries it)")
     lines.append(s["message"])
     return "\n".join(lines)
 
@@ -95,7 +99,7 @@ def _main(argv: list[str]) -> int:
         progress_mod.MODE = "json" if args.command == "apply" else "off"
         progress = args.command == "apply"
     client = Client(cfg, progress=progress)
-    if args.command in ("check", "apply", "rollback", "channel", "gate", "blessed", "checkin"):
+    if args.command in ("check", "apply", "rollback", "channel", "gate", "blessed", "checkin", "allow"):
         client.lock()
     if args.command == "status":
         s = client.status()
@@ -140,6 +144,9 @@ def _main(argv: list[str]) -> int:
         _print(args, res, f"slot {res['slot'].upper()} blessed={res['blessed']} "
                           f"security-epoch floor {res['security_epoch_floor']}"
                           + (f"; rolled back from {res['rollback']['from_version']}" if res.get("rollback") else ""))
+    elif args.command == "allow":
+        res = client.allow(args.version)
+        _print(args, res, res["message"])
     elif args.command == "checkin":
         res = client.checkin("manual")
         if res is None:

@@ -5,8 +5,11 @@ apply, in this order (each step leaves the running slot the default and untouche
 1. refresh TUF metadata (:mod:`repo`), choose a release (:mod:`releases`);
 2. download root payload and UKI, resumable, verified by TUF (:mod:`download`);
 3. remove the inactive slot's boot entry, write the slot and read it back (:mod:`slots`);
-4. copy the UKI and write ``quantix-<slot>+3.conf`` (:mod:`esp`) — the switch;
-5. record ``pending`` in the state (:mod:`state`).
+4. record ``pending`` in the state (:mod:`state`) — before the switch, so a power cut cannot lose it;
+5. copy the UKI and write ``quantix-<slot>+3.conf`` (:mod:`esp`) — the switch.
+Steps 3–5 are :func:`qx_update.slotinstall.write_and_switch`, shared with the installer's upgrade.
+A release whose trial boot failed its health gate is refused on this host from then on
+(``state.refused``) until ``qx-update allow VERSION``; a newer release is offered as usual.
 
 After the reboot, ``qx-update gate`` (before ``boot-complete.target``) decides whether systemd blesses
 the boot; ``qx-update blessed`` (after ``systemd-bless-boot.service``) then raises the security-epoch
@@ -94,7 +97,8 @@ class Client:
 
         capacity = slots.size_of(self.cfg.slots[slots.other(running)])
         choice = releases.choose(rp.targets(), channel=self.cfg.channel, running_version=self.running_version(e, running),
-                                 floor=self.st.security_epoch_floor, slot_capacity=capacity, host_id=hid)
+                                 floor=self.st.security_epoch_floor, slot_capacity=capacity, host_id=hid,
+                                 refused={v: str(r.get("reason", "")) for v, r in self.st.refused.items()})
         return choice, seconds
 
     def checkin(self, event: str) -> dict[str, Any] | None:
@@ -136,7 +140,8 @@ class Client:
         out: dict[str, Any] = {"channel": self.cfg.channel, "server_url": self.cfg.server_url,
                                "running_slot": running, "security_epoch_floor": self.st.security_epoch_floor,
                                "last_check": self.st.last_check, "last_error": self.st.last_error,
-                               "pending": self.st.pending, "maintenance_window": self.cfg.maintenance_window,
+                               "pending": None, "maintenance_window": self.cfg.maintenance_window,
+                               "refused": self.st.refused,
                                "trusted_root": self.cfg.trusted_root.exists(), "last_checkin": self.st.last_checkin}
         try:
             e = self.esp()
@@ -146,6 +151,7 @@ class Client:
             entries, default = {}, None
             out["esp_error"] = err.message
         out["default_slot"] = default
+        out["pending"] = slotinstall.pending_effective(self.st, entries)
         out["slots"] = {}
         for s in ("a", "b"):
             ent = entries.get(s)
@@ -165,7 +171,7 @@ class Client:
         return out
 
     def _detect_rollback(self, entries: dict[str, esp.SlotEntry], running: str) -> dict[str, Any] | None:
-        p = self.st.pending
+        p = slotinstall.pending_effective(self.st, entries)
         if not p or p["slot"] == running:
             return None
         ent = entries.get(p["slot"])
@@ -246,7 +252,17 @@ class Client:
             return {"applied": None, "message": "no newer release for this host", "skipped": choice.skipped}
         installed = e.slots().get(target)
         if installed and not installed.name.bad and installed.version == rel.version and e.default_slot() == target:
+            if slotinstall.pending_effective(self.st, e.slots()) is None:
+                # The ESP holds the update but the state does not (restored from a backup, or written
+                # by an older qx-update): record it, so bless raises the floor as after a plain apply.
+                self.st.pending = {"slot": target, "version": rel.version, "security_epoch": rel.security_epoch,
+                                   "from_slot": running, "from_version": self.running_version(e, running),
+                                   "at": state.now_iso()}
+                self.st.slots[target] = {"version": rel.version, "security_epoch": rel.security_epoch,
+                                         "at": state.now_iso()}
             self.save()
+            for p in self.cfg.download_dir.glob("*"):
+                p.unlink(missing_ok=True)
             return {"applied": None, "slot": target, "next_boot": target, "skipped": choice.skipped,
                     "message": f"{rel.version} is already installed in slot {target.upper()}: reboot to start it"}
         uki_info = rp.targetinfo(rel.uki_path)
@@ -333,6 +349,7 @@ class Client:
         rb = self._detect_rollback(entries, running)
         if rb:
             self.st.rollback = rb
+            self.st.refused[rb["from_version"]] = {"reason": rb["reason"], "at": state.now_iso()}
             self.st.pending = None
             self.st.error(f"rolled back from {rb['from_version']}, because {rb['reason']}")
             self.st.event("rolled-back", **{k: rb[k] for k in ("from_version", "reason")})
@@ -349,6 +366,16 @@ class Client:
         self.save()
         self.checkin("blessed")
         return out
+
+    def allow(self, version: str) -> dict[str, Any]:
+        """An operator clears a refused release: the next check may offer it again."""
+        if version not in self.st.refused:
+            raise UserError(f"{version} is not refused on this host",
+                            hint="refused: " + (", ".join(sorted(self.st.refused)) or "none"))
+        why = self.st.refused.pop(version)
+        self.st.event("allowed", version=version, was=why.get("reason"))
+        self.save()
+        return {"allowed": version, "message": f"{version} may be offered again"}
 
     def channel_set(self, name: str) -> dict[str, Any]:
         self.cfg = cfgmod.set_override(self.cfg, "channel", name)

@@ -7,6 +7,8 @@ releases were passed over.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import datetime as dt
 import hashlib
 from dataclasses import dataclass, field
@@ -91,7 +93,10 @@ def rollout_reason(rollout: object, host_id: str, version: str, now: dt.datetime
 
 
 def choose(targets: dict[str, TargetFile], *, channel: str, running_version: str, floor: int,
-           slot_capacity: int, host_id: str, now: dt.datetime | None = None) -> Choice:
+           slot_capacity: int, host_id: str, now: dt.datetime | None = None,
+           refused: Mapping[str, str] | None = None) -> Choice:
+    """``refused``: version -> why this host rolled back from it (never chosen again here)."""
+    refused = refused or {}
     now = now or dt.datetime.now(dt.timezone.utc)
     choice = Choice(None)
     best: Release | None = None
@@ -113,6 +118,8 @@ def choose(targets: dict[str, TargetFile], *, channel: str, running_version: str
         size = q.get("slot_size")
         if q.get("yanked"):
             skip("yanked")
+        elif version in refused:
+            skip(f"this host rolled back from it ({refused[version]}); 'qx-update allow {version}' retries it")
         elif not isinstance(channels, list) or channel not in channels:
             skip(f"not on channel {channel}")
         elif version_key(version) <= version_key(running_version):

@@ -40,6 +40,9 @@ class State:
     gate: dict[str, dict[str, Any]] = field(default_factory=dict)    # slot -> {ok, reason, at, version}
     rollback: dict[str, Any] | None = None       # {from_version, from_slot, to_slot, reason, at}
     last_checkin: dict[str, Any] | None = None   # {at, event, ok, detail}
+    # Releases this host rolled back from (their health gate failed): never offered again here until an
+    # operator allows them (qx-update allow VERSION); a newer release is offered as usual.
+    refused: dict[str, dict[str, Any]] = field(default_factory=dict)   # version -> {reason, at}
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def event(self, kind: str, **fields: Any) -> None:
