@@ -282,3 +282,35 @@ def test_checkin_identity(server):
     assert _cli(server, "host", "forget", "node-1").returncode == 0
     assert requests.post(server.url + "/v1/checkin", json=body, headers=shared | {"X-Quantix-Host-Key": "n" * 43},
                          timeout=5).status_code == 204
+
+
+def test_second_server_keeps_the_first_ones_uploads(tmp_path, make_release):
+    """Two servers on one data directory: starting B keeps A's upload (B can even finish it); once A is
+    gone, the next start deletes what A left."""
+    data = tmp_path / "data"
+    a = start_server(data)
+    b = c = None
+    try:
+        token = a.token(*ALL)
+        qx_release(a, token, "keys", "init")
+        h = {"Authorization": f"Bearer {token}"}
+        build = make_release("0.2.0")
+        up = requests.post(a.url + "/v1/uploads", headers=h, timeout=5).json()["upload_id"]
+        for f in build.iterdir():
+            if f.name == "SHA256SUMS" or f.name.startswith("quantix-os_0.2.0.") and not f.name.endswith((".raw", ".iso")):
+                requests.put(f"{a.url}/v1/uploads/{up}/{f.name}", data=f.read_bytes(), headers=h,
+                             timeout=30).raise_for_status()
+        left = requests.post(a.url + "/v1/uploads", headers=h, timeout=5).json()["upload_id"]
+        b = start_server(data)
+        assert (data / "staging" / up).is_dir() and (data / "staging" / left).is_dir()
+        r = requests.post(f"{b.url}/v1/uploads/{up}/publish", json={"channel": "dev"}, headers=h, timeout=30)
+        assert r.status_code == 200, r.text
+        a.stop()
+        c = start_server(data)
+        assert not (data / "staging" / left).exists()  # A is gone: its abandoned upload went at C's start
+        root_v1 = requests.get(c.url + "/metadata/1.root.json", timeout=5).content
+        assert len(verify_repo(c.url, root_v1, tmp_path)) == 2
+    finally:
+        for s in (a, b, c):
+            if s is not None:
+                s.stop()

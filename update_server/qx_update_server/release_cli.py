@@ -6,7 +6,8 @@
     qx-release list                             qx-release keys init|rotate|status
     qx-release export DIR                       (a complete, verified offline copy of the repository)
 
-``--server`` and ``--token`` also come from ``QX_RELEASE_SERVER`` and ``QX_RELEASE_TOKEN``.
+``--server`` also comes from ``QX_RELEASE_SERVER``; the token from ``QX_RELEASE_TOKEN``, a file
+(``--token-file`` or ``QX_RELEASE_TOKEN_FILE``) or ``--token`` (least preferred: argv shows in ps).
 ``--json`` prints the server's answer as JSON on stdout (progress stays on stderr).
 """
 
@@ -20,21 +21,52 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
 from qx_common.cli import entry
 from qx_common.errors import EnvironmentError_, ExternalError, UserError
-from qx_update_server import release
+from qx_update_server import contract, release
 from qx_update_server.progress import Progress
 
 CHUNK = 1 << 20
 TIMEOUT = (10, 600)
 
 
+def check_server_url(url: str) -> str:
+    """``--server``: an http(s) URL with a host (and optional port and path), nothing else."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as e:
+        raise UserError(f"--server: {url!r} is not a valid URL ({e})",
+                        hint="e.g. --server http://updates.example.com:8400") from e
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise UserError(f"--server: {url!r} is not an http(s) URL of the update server",
+                        hint="e.g. --server http://updates.example.com:8400 (or set QX_RELEASE_SERVER)")
+    return url
+
+
+def read_token(args: argparse.Namespace) -> str | None:
+    """The API token: --token-file / QX_RELEASE_TOKEN_FILE, else QX_RELEASE_TOKEN, else --token (argv is
+    visible to every user of the machine in ps, so the others are preferred)."""
+    path = args.token_file or os.environ.get("QX_RELEASE_TOKEN_FILE")
+    if path:
+        try:
+            token = Path(path).read_text().strip()
+        except OSError as e:
+            raise UserError(f"--token-file {path}: cannot read it: {e.strerror or e}",
+                            hint="give a file holding the token (qx-update-server token create prints it)") from e
+        if not token:
+            raise UserError(f"--token-file {path}: is empty", hint="write the token into it")
+        return token
+    return args.token or os.environ.get("QX_RELEASE_TOKEN")
+
+
 class Client:
     def __init__(self, server: str, token: str | None) -> None:
-        self.server = server.rstrip("/")
+        self.server = check_server_url(server).rstrip("/")
         self.session = requests.Session()
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
@@ -100,8 +132,19 @@ class _Body:
 
 
 def publish(c: Client, args: argparse.Namespace) -> Any:
+    for f in args.files:
+        if not Path(f).exists():
+            raise UserError(f"{f}: no such file or directory", hint="give the build directory, e.g. build/")
     rel = release.load([Path(p) for p in args.files])  # refuses a SHA256SUMS/manifest mismatch up front
-    notes = Path(args.notes_file).read_text() if args.notes_file else args.notes
+    if args.notes_file:
+        try:
+            notes = Path(args.notes_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f"--notes-file {args.notes_file}: cannot read it: {getattr(e, 'strerror', None) or e}",
+                            hint="give a UTF-8 text file, or the notes themselves with --notes") from e
+    else:
+        notes = args.notes
+    contract.check_notes(notes, "--notes-file" if args.notes_file else "--notes")  # before uploading anything
     up = c.call("POST", "/v1/uploads")
     total = sum(p.stat().st_size for p in rel.upload_files)
     bar = Progress(f"uploading {rel.version}", total)
@@ -114,14 +157,29 @@ def publish(c: Client, args: argparse.Namespace) -> Any:
 
 def export(c: Client, dest: Path) -> dict[str, Any]:
     """Copy metadata + targets through the public URLs, then verify the copy with python-tuf's ngclient."""
-    from qx_update_server.offline import verify_directory  # ngclient only needed here
-
+    if dest.exists() and not dest.is_dir():
+        raise UserError(f"export: {dest} is a file", hint="give a new or empty directory")
     if dest.exists() and any(dest.iterdir()):
         raise UserError(f"export: {dest} is not empty", hint="give a new or empty directory")
     tmp = dest.with_name(dest.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "metadata").mkdir(parents=True)
-    (tmp / "targets").mkdir()
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        (tmp / "metadata").mkdir(parents=True)
+        (tmp / "targets").mkdir()
+        return _export(c, dest, tmp)
+    except OSError as e:
+        raise EnvironmentError_(f"export: cannot write to {getattr(e, 'filename', None) or dest}: {e.strerror or e}",
+                                hint="choose a directory this user can write, with enough free space") from e
+    except (ValueError, KeyError, TypeError) as e:
+        raise ExternalError(f"export: the server's metadata is not valid TUF metadata: {e}",
+                            hint="check the server's repository (qx-release keys status); nothing was exported") from e
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _export(c: Client, dest: Path, tmp: Path) -> dict[str, Any]:
+    """Fetch into ``tmp``, verify, rename to ``dest``. Called by :func:`export`, which cleans up."""
+    from qx_update_server.offline import verify_directory  # ngclient only needed here
 
     def fetch(path: str) -> bytes:
         data = c.get_public(path)
@@ -149,6 +207,8 @@ def export(c: Client, dest: Path) -> dict[str, Any]:
     for path, t in entries.items():
         d, _, name = path.rpartition("/")
         rel = f"{d}/{t['hashes']['sha256']}.{name}" if d else f"{t['hashes']['sha256']}.{name}"
+        if rel.startswith("/") or ".." in rel.split("/"):  # not yet verified: never write outside tmp
+            raise ExternalError(f"export: the server lists a target path {path!r} outside the repository")
         out = tmp / "targets" / rel
         out.parent.mkdir(parents=True, exist_ok=True)
         with c.session.get(f"{c.server}/targets/{rel}", stream=True, timeout=TIMEOUT) as r:
@@ -167,10 +227,11 @@ def export(c: Client, dest: Path) -> dict[str, Any]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="qx-release", description=__doc__,
+    p = argparse.ArgumentParser(prog="qx-release", description=__doc__, allow_abbrev=False,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--server", default=os.environ.get("QX_RELEASE_SERVER"), help="e.g. http://updates:8400")
-    p.add_argument("--token", default=os.environ.get("QX_RELEASE_TOKEN"), help="API token (or QX_RELEASE_TOKEN)")
+    p.add_argument("--token", help="API token; prefer QX_RELEASE_TOKEN or --token-file (argv shows in ps)")
+    p.add_argument("--token-file", help="file holding the API token (or QX_RELEASE_TOKEN_FILE)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--debug", action="store_true")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -235,9 +296,13 @@ def run(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     if not args.server:
         raise UserError("--server: not given", hint="pass --server URL or set QX_RELEASE_SERVER")
-    c = Client(args.server, args.token)
-    if args.cmd not in ("export",) and not args.token:
-        raise UserError("--token: not given", hint="pass --token or set QX_RELEASE_TOKEN")
+    token = read_token(args)
+    c = Client(args.server, token)
+    if args.cmd not in ("export",) and not token:
+        raise UserError("--token: not given", hint="set QX_RELEASE_TOKEN, or pass --token-file FILE")
+    if args.cmd == "rollout" and args.percent is not None and not 0 <= args.percent <= 100:
+        raise UserError(f"--percent: {args.percent:g} is not a percentage",
+                        hint="give a number from 0 to 100 (e.g. --percent 10), or --pause / --resume")
     if args.cmd == "publish":
         out = publish(c, args)
     elif args.cmd == "promote":

@@ -101,6 +101,21 @@ KEEP_METADATA_VERSIONS = 10
 RETIRED_FILES_GRACE = dt.timedelta(days=1)
 
 
+_RESTORE_HINT = ("the repository's metadata is damaged: restore <data-dir>/repository from a backup "
+                 "(or from a qx-release export), then start the server again")
+
+
+def _read_md(cls: Any, path: Path) -> Any:
+    try:
+        return cls.from_file(str(path))
+    except FileNotFoundError as e:
+        raise EnvironmentError_(f"{path}: missing (the signed metadata chain is broken)", hint=_RESTORE_HINT) from e
+    except OSError as e:
+        raise EnvironmentError_(f"{path}: cannot read it: {e.strerror or e}") from e
+    except Exception as e:  # noqa: BLE001 - python-tuf's DeserializationError, ValueError, KeyError, ...
+        raise EnvironmentError_(f"{path}: not valid TUF metadata ({type(e).__name__}: {e})", hint=_RESTORE_HINT) from e
+
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
 
@@ -158,14 +173,20 @@ class Repository:
         return (self.metadata_dir / f"{version}.root.json").read_bytes()
 
     def load(self) -> State:
+        """The current state, following timestamp → snapshot → targets; damaged or missing files are an
+        :class:`EnvironmentError_` naming the file (never a traceback)."""
         self._require_init()
         versions = self.root_versions()
-        root = Metadata[Root].from_file(str(self.metadata_dir / f"{versions[-1]}.root.json"))
-        ts = Metadata[Timestamp].from_file(str(self.metadata_dir / "timestamp.json"))
-        snap = Metadata[Snapshot].from_file(
-            str(self.metadata_dir / f"{ts.signed.snapshot_meta.version}.snapshot.json"))
+        if not versions:
+            raise EnvironmentError_(f"{self.metadata_dir}: timestamp.json exists but no N.root.json",
+                                    hint=_RESTORE_HINT)
+        root = _read_md(Metadata[Root], self.metadata_dir / f"{versions[-1]}.root.json")
+        ts = _read_md(Metadata[Timestamp], self.metadata_dir / "timestamp.json")
+        snap = _read_md(Metadata[Snapshot], self.metadata_dir / f"{ts.signed.snapshot_meta.version}.snapshot.json")
+        if "targets.json" not in snap.signed.meta:
+            raise EnvironmentError_(f"{self.metadata_dir}: the snapshot names no targets.json", hint=_RESTORE_HINT)
         tv = snap.signed.meta["targets.json"].version
-        targets = Metadata[Targets].from_file(str(self.metadata_dir / f"{tv}.targets.json"))
+        targets = _read_md(Metadata[Targets], self.metadata_dir / f"{tv}.targets.json")
         return State(root, targets, snap, ts)
 
     # ---- signing --------------------------------------------------------------------------------
