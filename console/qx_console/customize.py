@@ -529,7 +529,7 @@ class ResetScreen(BaseScreen):
         yield from self.compose_title()
         with Vertical(classes="panel") as v:
             v.border_title = "Reset to factory defaults"
-            yield Static("This removes the hostname, network, SSH and update settings stored on the data\n"
+            yield Static("This removes the hostname, network, SSH and update settings stored on the data "
                          "partition. Virtual machines are kept. Type this host's name to confirm:")
             yield Static("", id="expect")
             yield from _row("Hostname", "confirm", "")

@@ -118,3 +118,102 @@ def test_factory_default_network_needs_nothing() -> None:
 
 def test_parse_dns_list() -> None:
     assert hc.parse_dns_list(" 1.1.1.1, 9.9.9.9 ;2001:db8::1 ") == ("1.1.1.1", "9.9.9.9", "2001:db8::1")
+
+
+# -- the rules added for issue 11 ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("addr,why", [
+    ("127.0.0.5", "loopback"), ("169.254.10.1", "link-local"), ("240.0.0.1", "reserved"),
+    ("224.0.0.1", "multicast"), ("0.0.0.0", "unspecified"), ("255.255.255.255", "broadcast"),
+])
+def test_unusable_ipv4_as_address_gateway_and_dns(addr: str, why: str) -> None:
+    errs = errors_of(net(ipv4=IPv4Config("static", addr, 24, "")))
+    assert why in errs["network.ipv4.address"]
+    errs = errors_of(net(ipv4=IPv4Config("static", "192.0.2.10", 24, addr)))
+    assert why in errs["network.ipv4.gateway"]
+    errs = errors_of(net(dns=(addr,)))
+    assert why in errs["network.dns"]
+
+
+@pytest.mark.parametrize("addr,why", [("::1", "loopback"), ("fe80::10", "link-local"), ("ff02::1", "multicast"),
+                                      ("::ffff:192.0.2.1", "reserved")])
+def test_unusable_ipv6_as_address_and_dns(addr: str, why: str) -> None:
+    errs = errors_of(net(ipv6=IPv6Config("static", addr, 64, "")))
+    assert why in errs["network.ipv6.address"]
+    assert why in errors_of(net(dns=(addr,)))["network.dns"]
+
+
+def test_ipv6_link_local_gateway_stays_allowed_but_not_loopback() -> None:
+    hc.validate(net(ipv6=IPv6Config("static", "2001:db8::10", 64, "fe80::1")))
+    assert "loopback" in errors_of(net(ipv6=IPv6Config("static", "2001:db8::10", 64, "::1")))["network.ipv6.gateway"]
+
+
+def test_hostname_length_is_the_kernels_64() -> None:
+    hc.validate(replace(GOOD, hostname="a" * 60 + ".com"))  # 64: the limit
+    errs = errors_of(replace(GOOD, hostname="a" * 61 + ".com"))
+    assert errs["hostname"] == "is 65 characters long"
+    # a search domain may be longer (a DNS name, not the kernel's host name)
+    hc.validate(net(search_domain="a" * 60 + "." + "b" * 60 + ".example.com"))
+
+
+@pytest.mark.parametrize("name", ["1234", "10.0.0.1", "host.123"])
+def test_all_numeric_hostname_is_refused(name: str) -> None:
+    assert "all digits" in errors_of(replace(GOOD, hostname=name))["hostname"]
+
+
+def test_vlan_interface_name_fits_the_kernels_15_characters() -> None:
+    hc.validate(net(nic="enp0s31f6", vlan=4000))  # enp0s31f6.4000: 14
+    hc.validate(net(nic="enx012345678", vlan=42))  # enx012345678.42: 15, the limit
+    long = errors_of(net(nic="enx0123456789", vlan=42))  # enx0123456789.42: 16
+    assert "16 characters; Linux allows 15" in long["network.vlan"]
+
+
+def test_field_error_text_is_ascii() -> None:
+    e = hc.FieldError("network.vlan", "is bad", "use 1-4094")
+    assert str(e) == "network.vlan: is bad - use 1-4094" and str(e).isascii()
+
+
+@pytest.mark.parametrize("text", ["\u0663", "\u00b2", "\uff11", "+5", "-1", "2 4", "0x10"])
+def test_parse_int_takes_ascii_digits_only(text: str) -> None:
+    value, err = hc.parse_int(text, "network.ipv4.prefix", "enter 1-32")
+    assert value is None and err is not None and err.field == "network.ipv4.prefix"
+
+
+def test_parse_int_empty_is_an_error_only_when_required() -> None:
+    assert hc.parse_int(" 24 ", "f", "h") == (24, None)
+    value, err = hc.parse_int("", "network.ipv4.prefix", "enter 1-32")
+    assert value is None and err is not None and err.message == "is empty"
+    assert hc.parse_int("", "network.vlan", "h", required=False) == (None, None)
+
+
+def test_ssh_timeout_rule() -> None:
+    assert hc.check_ssh_timeout(0) is None and hc.check_ssh_timeout(1440) is None
+    assert hc.check_ssh_timeout(1441) is not None and hc.check_ssh_timeout(True) is not None
+
+
+@pytest.mark.parametrize("value", ["-f", "--help", "-c1", "a b", "host;reboot", ""])
+def test_lookup_name_and_ping_target_are_never_options(value: str) -> None:
+    assert hc.check_lookup_name(value) is not None
+    assert hc.check_ping_target(value) is not None
+
+
+def test_lookup_name_and_ping_target_accept_names_and_addresses() -> None:
+    assert hc.check_lookup_name("quantix-os.org") is None
+    for ok in ("192.0.2.1", "2001:db8::1", "gw.example.com"):
+        assert hc.check_ping_target(ok) is None, ok
+    assert "not an IP address" in hc.check_ping_target("192.0.2.300").message
+
+
+@pytest.mark.parametrize("pattern,ok", [("", True), ("ssh|sshd", True), ("error (code 5)", True),
+                                        ("([unclosed", False), ("*bad", False), ("a\x1b[2J", False)])
+def test_log_filter_rule(pattern: str, ok: bool) -> None:
+    assert (hc.check_log_filter(pattern) is None) == ok
+
+
+def test_answer_file_gets_the_same_address_rules() -> None:
+    with pytest.raises(ValidationError) as ei:
+        hc.parse_host_config({"hostname": "h1", "network": {"nic": "eth0", "ipv4": {
+            "mode": "static", "address": "127.0.0.1", "prefix": 8}, "dns": ["169.254.0.1"]}})
+    fields = {e.field for e in ei.value.errors}
+    assert {"network.ipv4.address", "network.dns"} <= fields
