@@ -299,8 +299,36 @@ class _Run:
             self.seconds[self.step] = time.monotonic() - self._t
 
 
-def execute(p: Plan, progress: ProgressFn | None = None, *, log_path: Path | None = DEFAULT_LOG) -> Result:
+LOCK_FILE = Path("/run/quantix/install.lock")
+
+
+@contextlib.contextmanager
+def _exclusive(lock_file: Path) -> Iterator[None]:
+    """One install at a time on this machine (tty1, the serial console and an unattended run could
+    otherwise write the same disk at once): an flock held for the whole install."""
+    import fcntl
+
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise EnvironmentError_("another installation is running on this machine",
+                                    hint="wait for it to finish (its progress is on the console)") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def execute(p: Plan, progress: ProgressFn | None = None, *, log_path: Path | None = DEFAULT_LOG,
+            lock_file: Path = LOCK_FILE) -> Result:
     """Carry out ``p``. Raises :class:`InstallError` (the step, the cause, the log) on failure."""
+    with _exclusive(lock_file):
+        return _execute(p, progress, log_path)
+
+
+def _execute(p: Plan, progress: ProgressFn | None, log_path: Path | None) -> Result:
     run = _Run(p, progress, log_path)
     run.log(f"installing Quantix OS {p.payload.version} on {p.disk.path} ({p.disk.stable_path}), mode {p.mode}")
     try:

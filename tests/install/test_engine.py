@@ -257,3 +257,18 @@ def test_a_damaged_payload_is_refused_before_the_disk_is_touched(tmp_path: Path,
     assert res.returncode == 2, res.stderr
     assert "does not match its SHA256SUMS entry" in res.stderr and "verify medium" in res.stderr
     assert _table(disk) == []
+
+
+def test_a_second_install_while_one_runs_is_refused(tmp_path: Path, loop_disk: Callable[..., LoopDisk]) -> None:
+    import fcntl
+
+    from qx_install import engine
+
+    payload = make_payload(tmp_path / "payload")
+    disk = loop_disk(300)
+    engine.LOCK_FILE.parent.mkdir(parents=True, exist_ok=True)
+    with open(engine.LOCK_FILE, "a") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)   # as a running install (tty1, serial or unattended) holds it
+        res = _install(tmp_path, disk, payload, _answer())
+    assert res.returncode == 3 and "another installation is running" in res.stderr, res.stderr
+    assert _table(disk) == []
