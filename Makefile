@@ -5,7 +5,8 @@
 #   make boot-iso     the same with the ISO
 #   make repro-check  build again and compare the root slot and UKI bit for bit
 #   make size         artifact sizes and where the root's bytes go
-# Variables: ACCEL=auto|kvm|tcg (boot), MEMORY=MiB (boot), SECURITY_EPOCH=N (image),
+# Variables: ACCEL=auto|kvm|tcg (boot), MEMORY=MiB (boot), SECURITY_EPOCH=N (image), FAST=1 (image:
+#            a development build, fast compression, same formats),
 #            TUF_ROOT=root.json (image: the update trust anchor), PYTEST_ARGS=...
 
 SHELL := /bin/bash
@@ -20,6 +21,7 @@ ACCEL ?= auto
 MEMORY ?= 3072
 SECURITY_EPOCH ?= 0
 TUF_ROOT ?=
+FAST ?=
 PYTEST_ARGS ?=
 
 ifeq ($(filter $(ACCEL),auto kvm tcg),)
@@ -35,7 +37,7 @@ endif
 .PHONY: help image test unit e2e boot boot-iso repro-check size host-deps host-deps-test venv lock clean
 
 help:
-	@sed -n '2,9p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,10p' Makefile | sed 's/^# \{0,1\}//'
 
 host-deps:
 	@image/host-deps.sh build
@@ -53,7 +55,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	@touch $@
 
 image: host-deps venv
-	@$(QXB) image --security-epoch $(SECURITY_EPOCH) $(if $(TUF_ROOT),--tuf-root $(abspath $(TUF_ROOT)))
+	@$(QXB) image --security-epoch $(SECURITY_EPOCH) $(if $(TUF_ROOT),--tuf-root $(abspath $(TUF_ROOT))) $(if $(FAST),--fast)
 
 repro-check: host-deps venv
 	@$(QXB) repro-check

@@ -15,19 +15,22 @@ from qx_build import erofs
 from qx_build.hashing import CHUNK, sha256_file
 from qx_build.progress import Progress
 
-ZSTD_LEVEL = 19
+# zstd levels per build profile: a release is what hosts download (the smallest payload); a fast build
+# (make image FAST=1) has the same format, only a lower level, for development and test loops.
+ZSTD_LEVELS = {"release": 19, "fast": 3}
 
 
-def compress_root(root_partition: Path, out: Path) -> dict[str, object]:
+def compress_root(root_partition: Path, out: Path, *, profile: str = "release") -> dict[str, object]:
     """Compress the erofs filesystem bytes (not the slot padding) of ``root_partition`` to ``out``."""
     fs_size = erofs.filesystem_size(root_partition)
-    log.step(f"payload: zstd -{ZSTD_LEVEL} of {fs_size / 1024**2:.0f} MiB of erofs")
+    level = ZSTD_LEVELS[profile]
+    log.step(f"payload: zstd -{level} ({profile} build) of {fs_size / 1024**2:.0f} MiB of erofs")
     zstd = r.require("zstd")
     bar = Progress("compressing root", fs_size)
     tmp = out.with_name(out.name + ".part")
     with root_partition.open("rb") as src, tmp.open("wb") as dst:
         # Streamed through a pipe so the progress bar tracks real input consumption.
-        proc = subprocess.Popen([zstd, f"-{ZSTD_LEVEL}", "-T0", "-q", "-c"], stdin=subprocess.PIPE, stdout=dst)
+        proc = subprocess.Popen([zstd, f"-{level}", "-T0", "-q", "-c"], stdin=subprocess.PIPE, stdout=dst)
         assert proc.stdin is not None
         remaining = fs_size
         try:
@@ -50,6 +53,7 @@ def compress_root(root_partition: Path, out: Path) -> dict[str, object]:
         "uncompressed_size": fs_size,
         "uncompressed_sha256": sha256_file(root_partition, limit=fs_size, label="hashing root"),
         "slot_size_min": fs_size,
+        "compression": {"format": "zstd", "level": level, "profile": profile},
     }
 
 

@@ -26,6 +26,7 @@ class BuildOptions:
     incremental: bool = True
     check_network: bool = True
     tuf_root: Path | None = None
+    profile: str = "release"        # "fast": lower zstd levels, same formats (make image FAST=1)
 
 
 def work_dir(build_dir: Path) -> Path:
@@ -63,7 +64,7 @@ def run(opts: BuildOptions) -> Release:
     # The disk image is large but sparse: rename it rather than copy it.
     mk.disk.rename(rel.disk)
     esp.install_slot_a_entry(rel.disk, version=version, base_cmdline=cmdline, source_date_epoch=int(epoch))
-    root_info = artifacts.compress_root(mk.disk.with_suffix(".root.raw"), rel.root_payload)
+    root_info = artifacts.compress_root(mk.disk.with_suffix(".root.raw"), rel.root_payload, profile=opts.profile)
 
     arts: dict[str, dict[str, object]] = {
         "root": {**artifacts.describe(rel.root_payload), **root_info},
@@ -79,7 +80,8 @@ def run(opts: BuildOptions) -> Release:
     if opts.with_iso:
         # The installer's payload carries the manifest as it stands before the ISO (no ISO hash in it).
         rel.manifest.write_text(json.dumps(manifest(), indent=2, sort_keys=True) + "\n")
-        payload = installpayload.assemble(rel, mkosi_dir=disk_dir, out=work / "payload")
+        payload = installpayload.assemble(rel, mkosi_dir=disk_dir, out=work / "payload",
+                                          zstd_level=artifacts.ZSTD_LEVELS[opts.profile])
         iso.make_iso(live_disk=live_dir / f"quantix-os_{version}.raw", out=rel.iso, version=version,
                      source_date_epoch=int(epoch), payload_dir=payload)
         arts["iso"] = artifacts.describe(rel.iso)
@@ -89,7 +91,7 @@ def run(opts: BuildOptions) -> Release:
     artifacts.write_sha256sums(rel.sha256sums, files)
 
     final = publish(rel, opts.build_dir)
-    log.step(f"done in {time.monotonic() - started:.0f} s: {final.disk.parent}")
+    log.step(f"done in {time.monotonic() - started:.0f} s ({opts.profile} build): {final.disk.parent}")
     for f in final.files():
         if f.exists():
             log.get("build").info("  %-40s %10.1f MiB", f.name, f.stat().st_size / 1024**2)

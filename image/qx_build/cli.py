@@ -31,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     img = sub.add_parser("image", help="build the disk image, ISO and update artifacts")
     img.add_argument("--no-iso", action="store_true", help="skip the live ISO (faster)")
     img.add_argument("--security-epoch", default="0", help="security epoch of this release (default 0)")
+    img.add_argument("--fast", action="store_true",
+                     help="development build: fast zstd levels, same formats (the size report says so)")
     img.add_argument("--tuf-root", type=Path, default=None,
                      help="the update repository's root.json, shipped as the host's trust anchor")
     sub.add_parser("repro-check", help="rebuild and compare root slot and UKI bit for bit")
@@ -56,7 +58,7 @@ def _main(argv: list[str]) -> int:
 
         epoch = _int_arg("SECURITY_EPOCH", args.security_epoch, 0, 1_000_000)
         build.run(build.BuildOptions(build_dir=build_dir, security_epoch=epoch, with_iso=not args.no_iso,
-                                     tuf_root=args.tuf_root))
+                                     tuf_root=args.tuf_root, profile="fast" if args.fast else "release"))
         return 0
     if args.command == "repro-check":
         from qx_build import repro

@@ -27,7 +27,8 @@ MKOSI_VAR_TAR = "quantix-factory-var.tar"
 MKOSI_BOOTLOADER = "quantix-systemd-bootx64.efi"
 
 
-def assemble(rel: Release, *, mkosi_dir: Path, out: Path, repart_dir: Path = REPO / "image/repart") -> Path:
+def assemble(rel: Release, *, mkosi_dir: Path, out: Path, repart_dir: Path = REPO / "image/repart",
+             zstd_level: int = 19) -> Path:
     """Write the payload directory ``out`` (replaced whole) and return it."""
     log.step("install payload: root, UKI, manifest, boot loader, factory /var, partition definitions")
     for f in (mkosi_dir / MKOSI_VAR_TAR, mkosi_dir / MKOSI_BOOTLOADER):
@@ -41,7 +42,7 @@ def assemble(rel: Release, *, mkosi_dir: Path, out: Path, repart_dir: Path = REP
         _link_or_copy(src, tmp / src.name)   # large, and never rewritten after this point
     shutil.copyfile(rel.manifest, tmp / rel.manifest.name)  # the release manifest is rewritten after the ISO
     shutil.copyfile(mkosi_dir / MKOSI_BOOTLOADER, tmp / BOOTLOADER)
-    r.run(["zstd", "-q", "-19", "-T0", "-f", "-o", str(tmp / DATA), str(mkosi_dir / MKOSI_VAR_TAR)])
+    r.run(["zstd", "-q", f"-{zstd_level}", "-T0", "-f", "-o", str(tmp / DATA), str(mkosi_dir / MKOSI_VAR_TAR)])
     for conf in sorted(repart_dir.glob("*.conf")):
         shutil.copyfile(conf, tmp / REPART / conf.name)
     desc = {"format": FORMAT, "version": rel.version, "root": rel.root_payload.name, "uki": rel.uki.name,

@@ -35,6 +35,9 @@ def report(build_dir: Path, top: int = 20) -> str:
     for name, a in m["artifacts"].items():
         extra = f" (uncompressed {a['uncompressed_size'] / 1024**2:.1f} MiB)" if "uncompressed_size" in a else ""
         lines.append(f"  {name:5} {a['file']:42} {a['size'] / 1024**2:9.1f} MiB{extra}")
+    comp = m["artifacts"]["root"].get("compression", {"profile": "release", "level": 19})
+    lines.insert(1, f"  build profile: {comp['profile']} (zstd -{comp['level']})"
+                 + ("" if comp["profile"] == "release" else " — NOT a release build: payload sizes are larger"))
     payload = m["artifacts"]["root"]["size"] + m["artifacts"]["uki"]["size"]
     verdict = "within" if payload <= PAYLOAD_GOAL else "OVER"
     lines.append(f"  update payload (root + UKI): {payload / 1000**2:.1f} MB — {verdict} the 150 MB goal")
