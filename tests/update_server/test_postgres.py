@@ -128,3 +128,65 @@ def test_database_outage_is_503_on_the_api_and_hosts_still_get_metadata(tmp_path
         if s is not None:
             s.stop()
         cluster.stop()
+
+
+@pytest.mark.root
+def test_two_servers_on_one_database_and_data_dir(pg_cluster: Any, pg_url: str, tmp_path: Path,
+                                                  make_release: Any) -> None:
+    """The multi-server deployment: two processes share the PostgreSQL database and the data directory.
+    A token made once works on both, a publish through one is served by the other, check-ins sent to
+    both at once all land, a revoke takes effect on both, and concurrent publishes stay serialized."""
+    import threading
+
+    data = tmp_path / "data"
+    a = start_server(data, database=pg_url)
+    b = start_server(data, database=pg_url)
+    try:
+        token = a.token(*ALL)
+        h = {"Authorization": f"Bearer {token}"}
+        qx_release(b, token, "keys", "init")
+        errors: list[BaseException] = []
+
+        def pub(server: Any, version: str) -> None:
+            try:
+                qx_release(server, token, "publish", str(make_release(version)))
+            except BaseException as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=pub, args=(srv, v)) for srv, v in ((a, "0.2.0"), (b, "0.3.0"))]
+        checkin = {"Authorization": f"Bearer {b.token('checkin')}"}
+
+        def hosts(server: Any, first: int) -> None:
+            try:
+                for i in range(first, first + 40):
+                    body = {"host_id": f"n{i:03d}", "version": "0.1.0", "slot": "a", "channel": "dev",
+                            "health": "good"}
+                    r = requests.post(server.url + "/v1/checkin", json=body, headers=checkin, timeout=10)
+                    assert r.status_code == 204, r.text
+            except BaseException as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        threads += [threading.Thread(target=hosts, args=(a, 0)), threading.Thread(target=hosts, args=(b, 40))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        root_v1 = requests.get(a.url + "/metadata/1.root.json", timeout=5).content
+        for srv in (a, b):
+            assert len(verify_repo(srv.url, root_v1, tmp_path)) == 4
+            fleet = requests.get(srv.url + "/v1/fleet", headers=h, timeout=10).json()
+            assert fleet["summary"]["total"] == 80
+        ts = requests.get(a.url + "/metadata/timestamp.json", timeout=5).json()
+        assert ts["signed"]["version"] == 3  # init + two publishes, none lost
+        cli = [sys.executable, "-m", "qx_update_server.cli", "token"]
+        where = ["--data-dir", str(data), "--database", pg_url]
+        listing = subprocess.run([*cli, "list", "--json", *where], capture_output=True, text=True, check=True, cwd=ROOT)
+        token_id = next(r["id"] for r in json.loads(listing.stdout) if "publish" in r["scopes"])
+        revoke = subprocess.run([*cli, "revoke", *where, token_id], capture_output=True, text=True, cwd=ROOT)
+        assert revoke.returncode == 0, revoke.stderr
+        for srv in (a, b):
+            assert requests.get(srv.url + "/v1/releases", headers=h, timeout=5).status_code == 401
+    finally:
+        a.stop()
+        b.stop()

@@ -325,8 +325,33 @@ class CheckinBody(BaseModel):
     last_error: str | None = Field(None, max_length=4000)
 
 
+class ListenerSplit:
+    """With a separate admin listener, the public one serves only what hosts use.
+
+    ``qx-update-server serve --listen PUBLIC --admin-listen ADMIN``: requests that arrive on any socket
+    but ``admin_address`` may reach only :data:`PUBLIC_LISTENER_PATHS` (the repository, the health
+    check and host check-ins); the admin API and the admin page answer 404 there. So the public port
+    can face the internet while the admin one stays on an internal network.
+    """
+
+    def __init__(self, app: ASGIApp, admin_address: tuple[str, int]) -> None:
+        self.app = app
+        self.admin_address = admin_address
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and tuple(scope.get("server") or ())[:2] != self.admin_address:
+            path = scope["path"]
+            if not (path.startswith(("/metadata/", "/targets/")) or path in ("/healthz", "/v1/checkin")):
+                await _reply(scope, receive, send, 404, f"{path} is not served on the public listener",
+                             "the admin API and page are on the server's --admin-listen address")
+                return
+        await self.app(scope, receive, send)
+
+
 def create_app(data_dir: Path, *, database: str | None = None, root_keys_dir: Path | None = None,
-               max_upload: int = DEFAULT_MAX_UPLOAD, refresh_interval: float = 600.0) -> FastAPI:
+               max_upload: int = DEFAULT_MAX_UPLOAD, refresh_interval: float = 600.0,
+               admin_address: tuple[str, int] | None = None) -> FastAPI:
+    """The service. ``admin_address``: the (host, port) of a separate admin listener (see ListenerSplit)."""
     repo = Repository(data_dir, root_keys_dir=root_keys_dir)
     storage = open_storage(data_dir, database)
     staging = Staging(data_dir)
@@ -543,6 +568,8 @@ def create_app(data_dir: Path, *, database: str | None = None, root_keys_dir: Pa
     app.mount("/admin/static", StaticFiles(directory=STATIC), name="admin-static")
     app.add_middleware(AuthMiddleware, storage=storage)
     app.add_middleware(SecurityHeaders)
+    if admin_address is not None:
+        app.add_middleware(ListenerSplit, admin_address=admin_address)
     # Outermost: the metadata hosts poll is answered before auth and routing (it is public anyway).
     app.add_middleware(MetadataFastPath, directory=repo.metadata_dir)
     return app

@@ -26,11 +26,11 @@ from pathlib import Path
 from qx_common import log
 from qx_common.cli import entry
 from qx_common.errors import EnvironmentError_, UserError
-from qx_update_server import serving
+from qx_update_server import serving, tls
 from qx_update_server.storage import SCOPE_HELP, SCOPES, Storage, open_storage, redact_url
 
 
-def parse_listen(value: str) -> tuple[str, int]:
+def parse_listen(value: str, flag: str = "--listen") -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     host = host.strip("[]")
     try:
@@ -39,7 +39,8 @@ def parse_listen(value: str) -> tuple[str, int]:
         if not sep or not 0 < p < 65536:
             raise ValueError
     except ValueError as e:
-        raise UserError(f"--listen: {value!r} is not ADDRESS:PORT", hint="e.g. --listen 127.0.0.1:8400") from e
+        raise UserError(f"{flag}: {value!r} is not ADDRESS:PORT",
+                        hint=f"an IP address and a port, e.g. {flag} 127.0.0.1:8400") from e
     return host, p
 
 
@@ -78,22 +79,19 @@ def check_data_dir(path: Path) -> Path:
     return path
 
 
-def _tls(args: argparse.Namespace) -> tuple[str, str] | None:
+def _tls(args: argparse.Namespace, hosts: list[str]) -> tuple[str, str] | None:
+    """The (cert, key) files to serve HTTPS with, or None for plain HTTP. Call after check_data_dir."""
     if (args.tls_cert is None) != (args.tls_key is None):
         raise UserError("--tls-cert and --tls-key: give both or neither", hint="e.g. --tls-cert cert.pem --tls-key key.pem")
-    if args.tls_cert is None:
+    if args.tls_cert is not None and args.tls_self_signed:
+        raise UserError("--tls-self-signed: not with --tls-cert", hint="use your certificate or a self-signed one")
+    if args.tls_cert is not None:
+        return tls.check_pair(args.tls_cert, args.tls_key)
+    if not args.tls_self_signed:
         return None
-    import ssl
-
-    for flag, f in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
-        if not f.is_file():
-            raise UserError(f"{flag} {f}: no such file", hint="give PEM files")
-    try:
-        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(str(args.tls_cert), str(args.tls_key))
-    except (ssl.SSLError, OSError) as e:
-        raise UserError(f"--tls-cert/--tls-key: cannot load them: {e}",
-                        hint="the certificate and the key must be PEM files that belong together") from e
-    return str(args.tls_cert), str(args.tls_key)
+    cert, key, fp, created = tls.self_signed(args.data_dir / "tls", hosts)
+    log.step(f"TLS certificate {cert} ({'created now, ' if created else ''}SHA-256 fingerprint {fp})")
+    return str(cert), str(key)
 
 
 def _manage(args: argparse.Namespace, storage: Storage) -> int:
@@ -143,6 +141,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("serve", help="run the HTTP service")
     s.add_argument("--listen", default="127.0.0.1:8400", help="ADDRESS:PORT (default 127.0.0.1:8400)")
+    s.add_argument("--admin-listen", metavar="ADDRESS:PORT",
+                   help="serve the admin API and page only here; --listen then serves only what hosts use "
+                        "(metadata, targets, check-ins, /healthz), so it can face the internet")
     s.add_argument("--data-dir", type=Path, required=True, help="repository, keys and database live here")
     s.add_argument("--database", metavar="URL",
                    help="where tokens, releases, audit log and fleet live: postgresql://USER:PASSWORD@HOST:PORT/DB "
@@ -160,6 +161,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="seconds without a byte while a request body is sent (default %(default)s)")
     s.add_argument("--tls-cert", type=Path, help="PEM certificate (chain) to serve HTTPS with; needs --tls-key")
     s.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    s.add_argument("--tls-self-signed", action="store_true",
+                   help="serve HTTPS with DATA_DIR/tls/cert.pem, made on the first start (fingerprint printed)")
     scopes_help = "scopes (what each allows):\n" + "\n".join(f"  {k:<8} {v}" for k, v in SCOPE_HELP.items())
     t = sub.add_parser("token", help="API tokens: create, list, revoke", description=scopes_help,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -211,17 +214,28 @@ def run(argv: list[str]) -> int:
                              unit=" seconds")
     idle_timeout = _number("--idle-timeout", args.idle_timeout, 0.5, 3600, default=serving.IDLE_TIMEOUT,
                            unit=" seconds")
-    tls = _tls(args)
     data_dir = check_data_dir(args.data_dir)
+    admin = parse_listen(args.admin_listen, "--admin-listen") if args.admin_listen else None
+    tls_files = _tls(args, [host] + ([admin[0]] if admin else []))
+    if admin == (host, port):
+        raise UserError("--admin-listen: must differ from --listen", hint="e.g. --admin-listen 127.0.0.1:8401")
     sock = serving.bind(host, port)  # before anything else: "port in use" is said at once, nothing started
+    sockets = [sock]
+    admin_address = None
+    if admin:
+        admin_sock = serving.bind(*admin, flag="--admin-listen")
+        sockets.append(admin_sock)
+        admin_address = admin_sock.getsockname()[:2]
 
     from qx_update_server.app import create_app  # imported late: token management should not pay for it
     app = create_app(data_dir, database=args.database, root_keys_dir=args.root_keys_dir,
-                     max_upload=max_upload, refresh_interval=refresh)
+                     max_upload=max_upload, refresh_interval=refresh, admin_address=admin_address)
     where = f"data in {data_dir}" + (f", database {redact_url(args.database)}" if args.database else "")
-    log.step(f"qx-update-server on {'https' if tls else 'http'}://{args.listen} ({where})")
-    serving.serve(app, [sock], header_timeout=header_timeout, idle_timeout=idle_timeout,
-                  max_connections=max_conn, tls=tls)
+    scheme = "https" if tls_files else "http"
+    log.step(f"qx-update-server on {scheme}://{args.listen}"
+             + (f" (public), admin on {scheme}://{args.admin_listen}" if admin else "") + f" ({where})")
+    serving.serve(app, sockets, header_timeout=header_timeout, idle_timeout=idle_timeout,
+                  max_connections=max_conn, tls=tls_files)
     return 0
 
 
