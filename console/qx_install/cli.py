@@ -100,11 +100,10 @@ def _progress_printer(prefix: str = "", status: Path | None = None):  # type: ig
 
 
 def _write_status(path: Path, data: dict[str, Any]) -> None:
+    from qx_common.fs import atomic_write
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(data))
     except OSError:
         pass  # the status file only feeds the screens; the install itself goes on
 

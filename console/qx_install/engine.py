@@ -51,7 +51,7 @@ from qx_update import bootentry, crashpoint, slotinstall, slots
 from qx_update import esp as espmod
 from qx_update import state as upstate
 from qx_update.espfat import FatFiles
-from qx_update.fsutil import atomic_write
+from qx_common.fs import atomic_write
 
 if TYPE_CHECKING:
     from qx_install.disks import Disk

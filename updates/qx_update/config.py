@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from qx_common.errors import UserError
-from qx_update.fsutil import atomic_write
+from qx_common.fs import atomic_write
 
 DEFAULT_CONFIG = Path("/usr/lib/quantix/update.toml")
 DEFAULT_OVERRIDE = Path("/var/lib/quantix/config/update.toml")

@@ -31,7 +31,7 @@ from qx_common import log
 from qx_common.errors import EnvironmentError_, ExternalError
 from qx_update import crashpoint, hashing
 from qx_update.errors import VerificationError
-from qx_update.fsutil import fsync_dir
+from qx_common.fs import fsync_dir
 from qx_update.progress import Progress
 
 CHUNK = 4 * 1024 * 1024

@@ -25,7 +25,7 @@ from typing import Protocol
 from qx_common.errors import EnvironmentError_
 from qx_update import bootentry as be
 from qx_update import crashpoint
-from qx_update.fsutil import atomic_copy, atomic_write, fsync_dir
+from qx_common.fs import atomic_copy, atomic_write, fsync_dir
 
 
 @dataclass(frozen=True)

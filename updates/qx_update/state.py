@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from qx_common.errors import EnvironmentError_
-from qx_update.fsutil import atomic_write
+from qx_common.fs import atomic_write
 
 FORMAT = 1
 HISTORY_MAX = 50
