@@ -10,7 +10,13 @@ Everything listens on 127.0.0.1 only; every loop is bounded by a request count.
 * check-in req/s: ``POST /v1/checkin`` with a bearer token (SQLite write per call), distinct hosts;
 * publish: wall time of ``qx-release publish`` for a release whose compressed root is PUBLISH_MIB
   (upload with progress, server-side SHA256SUMS + manifest check, move, sign), and the same bytes
-  copied with ``cp`` + ``sync`` as the floor.
+  copied with ``cp`` + ``sync`` as the floor;
+* metadata p50/p99 latency (``GET /metadata/timestamp.json`` on a fresh connection, as a host polls)
+  with no attack and during each attack of issue 16, each bounded in count: 20 check-ins declaring a
+  300 MiB body (valid token), 3,000 idle connections (cap 1,000), 20 full listings of a 20,000-host
+  fleet page by page;
+* the admin page's first render with 20,000 hosts in headless Chromium (navigation to the first
+  complete poll), when chromium and chromedriver are installed.
 
 The load generator is CLIENTS Python processes with keep-alive connections (http.client). On a small
 machine it competes with the server for CPU, so nginx's figure is bounded by the client; the ratio is
@@ -26,10 +32,14 @@ import json
 import multiprocessing as mp
 import os
 import shutil
+import socket
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,6 +52,7 @@ from tests.update_server.conftest import (  # noqa: E402
     start_server,
     write_release,
 )
+from qx_update_server.storage import SQLiteStorage  # noqa: E402
 
 
 def _worker(port: int, method: str, paths: list[str], n: int, headers: dict[str, str], bodies: list[bytes],
@@ -110,6 +121,96 @@ http {{ access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;
     return proc, port
 
 
+def latency_during(port: int, attack: Callable[[], None] | None, samples: int = 300) -> tuple[float, float]:
+    """p50 and p99 (ms) of ``samples`` timestamp.json GETs (fresh connection each) while ``attack`` runs."""
+    done = threading.Event()
+
+    def run_attack() -> None:
+        try:
+            if attack:
+                attack()
+        finally:
+            done.set()
+
+    t = threading.Thread(target=run_attack)
+    t.start()
+    lat: list[float] = []
+    for _ in range(samples):
+        t0 = time.perf_counter()
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        c.request("GET", "/metadata/timestamp.json")
+        r = c.getresponse()
+        r.read()
+        c.close()
+        if r.status != 200:
+            raise SystemExit(f"metadata answered {r.status} during an attack")
+        lat.append((time.perf_counter() - t0) * 1000)
+    t.join()
+    lat.sort()
+    return statistics.median(lat), lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+
+
+def attack_big_bodies(port: int, token: str) -> None:
+    for _ in range(20):
+        s = socket.create_connection(("127.0.0.1", port), timeout=30)
+        s.sendall(f"POST /v1/checkin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+                  f"Content-Type: application/json\r\nContent-Length: {300 << 20}\r\n\r\n".encode() + b"[" * (1 << 20))
+        s.recv(65536)
+        s.close()
+
+
+def attack_idle(port: int) -> None:
+    socks = []
+    try:
+        for _ in range(3000):
+            try:
+                socks.append(socket.create_connection(("127.0.0.1", port), timeout=30))
+            except OSError:
+                break
+        time.sleep(2)  # hold them while latency is sampled
+    finally:
+        for s in socks:
+            s.close()
+
+
+def attack_fleet(port: int, token: str) -> None:
+    for _ in range(20):
+        after = ""
+        while after is not None:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            c.request("GET", f"/v1/fleet?limit=2000&after={after}" if after else "/v1/fleet?limit=2000",
+                      headers={"Authorization": f"Bearer {token}"})
+            page = json.loads(c.getresponse().read())
+            c.close()
+            after = page["next"]
+
+
+def admin_first_render(url: str, token: str) -> float | None:
+    """Seconds from navigating to /admin (token already stored) to the first complete render."""
+    if not (Path("/usr/bin/chromium").exists() and Path("/usr/bin/chromedriver").exists()):
+        return None
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = "/usr/bin/chromium"
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        opts.add_argument(flag)
+    d = webdriver.Chrome(options=opts, service=Service("/usr/bin/chromedriver"))
+    try:
+        d.get(url + "/admin")
+        d.execute_script("sessionStorage.setItem('qx-token', arguments[0]);", token)
+        t0 = time.monotonic()
+        d.get(url + "/admin")
+        WebDriverWait(d, 60).until(ec.presence_of_element_located((By.CSS_SELECTOR, "body[data-loaded]")))
+        return time.monotonic() - t0
+    finally:
+        d.quit()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--requests", type=int, default=4000, help="requests per measurement (default 4000)")
@@ -163,6 +264,30 @@ def main() -> None:
         rows.append((f"publish {mib:.0f} MiB release, s", f"{pub:.2f} ({mib / pub:.0f} MiB/s)",
                      f"{cp:.2f} (cp + sync)"))
         result["publish"] = {"mib": round(mib, 1), "seconds": round(pub, 2), "cp_sync_seconds": round(cp, 2)}
+
+        # ---- attacks: a second server with the connection cap, and a 20,000-host fleet ----
+        server.stop()
+        db = SQLiteStorage(work / "data" / "server.db")
+        for i in range(20000):
+            db.checkin({"host_id": f"fleet-{i:05d}", "version": "0.1.0", "slot": "a", "channel": "stable",
+                        "health": "good", "last_error": None})
+        db.close()
+        server = start_server(work / "data", extra_args=["--max-connections", "1000", "--refresh-interval", "3600"])
+        port = int(server.url.rsplit(":", 1)[1])
+        read = server.token("read")
+        checkin2 = server.token("checkin")
+        lat: dict[str, dict[str, float]] = {}
+        for name, attack in (("none", None), ("300 MiB bodies", lambda: attack_big_bodies(port, checkin2)),
+                             ("3,000 idle connections", lambda: attack_idle(port)),
+                             ("20,000-host fleet listings", lambda: attack_fleet(port, read))):
+            p50, p99 = latency_during(port, attack)
+            lat[name] = {"p50_ms": round(p50, 1), "p99_ms": round(p99, 1)}
+            rows.append((f"metadata p50 / p99 ms, attack: {name}", f"{p50:.1f} / {p99:.1f}", "goal p99 < 100"))
+        result["metadata_latency"] = lat
+        render = admin_first_render(server.url, read)
+        if render is not None:
+            rows.append(("admin page first render, 20,000 hosts, s", f"{render:.2f}", "goal < 2"))
+            result["admin_first_render_s"] = round(render, 2)
     finally:
         if nginx is not None:
             nginx.terminate()

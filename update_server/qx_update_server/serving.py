@@ -134,7 +134,9 @@ def bind(host: str, port: int, flag: str = "--listen") -> socket.socket:
     """A socket bound to host:port (asyncio listens on it in :func:`serve`), or a :class:`UserError`
     that says what is in the way."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio turns Nagle off (TCP_NODELAY) only on sockets whose proto says TCP,
+    # and with Nagle on a kept-alive connection waits ~40 ms per response for a delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         # Bound, not yet listening: connections are refused (not left hanging) until serve() starts.
