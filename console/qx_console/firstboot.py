@@ -24,14 +24,13 @@ from typing import Any
 from rich.markup import escape
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
 from textual.widgets import Button, Input, Static
 
 from qx_common import log
 from qx_common.errors import UserError
 from qx_console import shadow
 from qx_console.network_screens import _row
-from qx_console.ui import KeyBar, describe_error, in_thread
+from qx_console.ui import ConsoleScreen, KeyBar, console_safe, describe_error, in_thread
 
 _log = log.get("console.firstboot")
 
@@ -71,8 +70,9 @@ def ask_if_locked(app: Any) -> bool:
     return False
 
 
-class FirstBootPasswordScreen(Screen[None]):
-    """Set the root password (twice); dismissed only when it is set (here, or on the other console)."""
+class FirstBootPasswordScreen(ConsoleScreen[None]):
+    """Set the root password (twice); dismissed only when it is set (here, or on the other console).
+    Only the console's own keys (:class:`~qx_console.ui.ConsoleScreen`: Tab/Shift+Tab) and these."""
 
     BINDINGS = [("escape", "blocked", ""), ("f2", "blocked", ""), ("f12", "blocked", ""),
                 ("f10", "apply", "Set password")]
@@ -102,7 +102,7 @@ class FirstBootPasswordScreen(Screen[None]):
     def say(self, text: str, css: str = "hint") -> None:
         w = self.query_one("#message", Static)
         w.set_classes(css)
-        w.update(text)
+        w.update(escape(console_safe(text)))
 
     def action_blocked(self) -> None:
         self.say("Set the root password first: nothing else on this console works without it.")
@@ -143,27 +143,25 @@ class FirstBootPasswordScreen(Screen[None]):
 
     def _done(self, set_here: bool) -> None:
         self.busy = False
-        if self.is_attached:
-            self._leave("Root password set." if set_here else
-                        "The root password was set on another console meanwhile; it was kept.")
+        self._leave("Root password set." if set_here else
+                    "The root password was set on another console meanwhile; it was kept.")
 
     def _failed(self, e: BaseException) -> None:
         self.busy = False
-        if self.is_attached:
-            self.say(f"Not set: {escape(describe_error(e))}", "error")
+        self.say(f"Not set: {describe_error(e)}", "error")
 
     def _recheck(self) -> None:
         if self.busy:
             return
         be = self.app.backend
         in_thread(self, lambda: needs_root_password(be),
-                  lambda locked: None if locked or self.busy or not self.is_attached else self._leave(
+                  lambda locked: None if locked or self.busy else self._leave(
                       "The root password was set on another console."),
                   lambda _: None, group="firstboot-check", exclusive=True)
 
     def _leave(self, note: str) -> None:
-        if self.app.screen is not self:
-            return
+        if not self.is_active:
+            return  # a dialog covers it: the next re-check leaves once that is closed
         self.dismiss(None)
         notice = getattr(self.app, "notice", None)
         if callable(notice):
