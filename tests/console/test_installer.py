@@ -414,7 +414,9 @@ async def test_interactive_wipe_install_on_a_blank_loop_disk(install_payload, lo
         assert app.result.mode == "wipe" and app.result.version == "0.9.1" and app.result.slot == "a"
         assert (tmp_path / "install.log").read_text().strip()
         await pilot.press("escape")
-        assert isinstance(app.screen, DoneScreen)
+        assert isinstance(app.screen, DoneScreen) and on_screen(app, "Quantix OS is installed. Remove")
+        await mash(pilot, app, DoneScreen)
+        assert not any(c.startswith("power") for c in be.calls)
         await pilot.press("enter")
         await until(pilot, lambda: "power reboot" in be.calls)
     # What was written: the disk holds a complete 0.9.1 named as typed, with the keyboard, the password
@@ -534,6 +536,10 @@ async def test_existing_install_choices_and_keep_data(install_payload, loop_disk
             assert s in text, s
         assert not bad_glyphs(app)
         await mash(pilot, app, ModeScreen)
+        await pilot.press("escape")
+        await wait_screen(pilot, app, DiskScreen, lambda: app.screen.listed)
+        await pilot.press("enter")
+        await wait_screen(pilot, app, ModeScreen)
         modes = app.screen.query_one("#modes", OptionList)
 
         async def pick(oid: str) -> None:
