@@ -6,22 +6,36 @@ Contract for local clients (the console, qx-update's health gate, scripts on the
 * TLS: self-signed; verify against ``/var/lib/quantix/node/tls/cert.pem`` (its SANs are
   ``127.0.0.1``, ``::1``, ``localhost`` and the hostname).
 * Auth: ``Authorization: Bearer <token>``, token in ``/var/lib/quantix/node/api-token`` (mode 0600,
-  root). Every route but ``GET /health`` answers 401 without it.
+  root). Every route but ``GET /health`` answers 401 without it, WebSocket handshakes included.
 * ``GET /health`` (no auth): 200 when every component is ok, else 503; body
   ``{"status": "ok"|"degraded", "version": ..., "components": {"libvirt"|"data"|"console":
-  {"ok": bool, "detail": str}}}``.
+  {"ok": bool, "detail": str}}}``. Each check is bounded (3 s); the libvirt detail is the latest
+  connection attempt's (a libvirtd that accepts and never answers is reported after 10 s). The
+  console is checked on a Quantix OS host (os-release ``IMAGE_ID=quantix-os``) or with
+  ``--console-ready-dir``; elsewhere (the README's development command) it is "not checked".
 * ``GET /v1/host``: ``{"hostname", "version", "slot": "a"|"b"|null (from root=PARTLABEL=root-X on the
   kernel command line), "kvm": {"usable": bool, "reason": str}, "virtualization": "kvm"|"tcg",
   "cpu_model", "cpu_cores", "cpu_threads", "memory_bytes", "uptime_s", "libvirt", ...}``.
 * ``GET /v1/hardware``: ``{"disks": [{"name", "path", "by_id": [/dev/disk/by-id/...], "size_bytes",
   "model", "serial", "rotational", "partitions": [{"name", "path", "number", "size_bytes", "fs_type",
   "label", "partlabel", "by_id"}], ...}], "nics": [...], "pci": [...], "iommu": bool}``.
-* Stop: SIGTERM is a graceful stop (open streams get 3 s), exit 0; running VMs are untouched.
-* Errors: JSON ``{"error": str, "field": str|null, "hint": str|null}``; 401, 404, 409, 413, 422,
-  502/503 when libvirtd fails or is unreachable.
+* VMs (``/v1/vms``): create, list, get, ``PATCH`` (vcpus, memory_mib, name, description, tags,
+  autostart; ``applied`` says "now" or "next_start" per field), delete (``remove_disks``, ``force``;
+  all checks before any change), start/shutdown/stop/reboot/pause/resume, stats, console address,
+  snapshots (``/v1/vms/{name}/snapshots``: tree, create with or without memory, revert, delete).
+  A volume is a disk of one VM only unless every VM declares it ``shared`` (raw volumes); volumes
+  used as disk, cdrom, kernel or initrd cannot be deleted.
+* Stop: SIGTERM is a graceful stop — event streams end at once, other open requests get up to 3 s
+  — and exit 0 within about 5 s even when libvirtd hangs; running VMs are untouched.
+* Errors: JSON ``{"error": str, "field": str|null, "hint": str|null}`` (also for WebSocket
+  handshakes refused); 401, 404, 409, 413 (JSON bodies over 1 MiB, refused before reading), 422
+  (including unknown or repeated query parameters, nesting deeper than 32, invalid Unicode,
+  duplicate keys), 502/503 when libvirtd fails or is unreachable. A 500 is a bug (logged); the
+  connection stays usable.
 
 Modules: ``settings`` · ``node`` (wiring) · ``libvirt_conn`` (reconnecting connection, event thread) ·
-``events`` (bus, SSE) · ``vmspec`` (validation) · ``domxml`` (ElementTree) · ``vms`` · ``storage`` ·
-``telemetry`` · ``hardware`` · ``metrics`` · ``auth`` · ``tls`` · ``health`` · ``api`` (routers) ·
-``bootcheck`` · ``cli``.
+``events`` (bus, SSE) · ``vmspec`` / ``vmedit`` (validation) · ``domxml`` (ElementTree) · ``vms`` ·
+``snapshots`` · ``storage`` · ``telemetry`` · ``hardware`` · ``metrics`` · ``auth`` · ``tls`` · ``health`` ·
+``api`` (routers; ``api.guards``: last-resort handler, body limit, query check; ``api.openapi``) ·
+``bootcheck`` · ``cli`` · ``serve``.
 """

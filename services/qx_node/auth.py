@@ -2,8 +2,11 @@
 
 ``ensure_token(path)`` returns the token, creating it atomically (temp file + fsync + rename,
 mode 0600 from the start) on first start. ``BearerAuth`` is a pure ASGI middleware: every HTTP
-request except ``GET /health`` needs ``Authorization: Bearer <token>``, so a route added later
-cannot forget authentication (tests enumerate the routes to prove it).
+request except ``GET /health`` and every WebSocket handshake needs ``Authorization: Bearer
+<token>``, so a route added later cannot forget authentication (tests enumerate the routes to
+prove it). A refused WebSocket handshake is answered 401 with the JSON error body (or closed with
+1008 by a server without the ASGI ``websocket.http.response`` extension); the application never
+sees it. Only ``lifespan`` passes unchecked.
 """
 
 from __future__ import annotations
@@ -62,7 +65,8 @@ class BearerAuth:
         self._expected = f"Bearer {token}".encode()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+        kind = scope["type"]
+        if kind == "lifespan" or (kind == "http" and scope["path"] in PUBLIC_PATHS):
             await self.app(scope, receive, send)
             return
         got = b""
@@ -76,7 +80,15 @@ class BearerAuth:
         body = json.dumps({"error": "missing or wrong API token", "field": "Authorization",
                            "hint": "send 'Authorization: Bearer <token>' (the token is in the node's api-token file)"
                            }).encode()
-        await send({"type": "http.response.start", "status": 401, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-            (b"www-authenticate", b'Bearer realm="qx-node"')]})
-        await send({"type": "http.response.body", "body": body})
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                   (b"www-authenticate", b'Bearer realm="qx-node"')]
+        if kind == "http":
+            await send({"type": "http.response.start", "status": 401, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+        elif kind == "websocket":
+            if "websocket.http.response" in scope.get("extensions", {}):
+                await send({"type": "websocket.http.response.start", "status": 401, "headers": headers})
+                await send({"type": "websocket.http.response.body", "body": body})
+            else:
+                await send({"type": "websocket.close", "code": 1008, "reason": "missing or wrong API token"})
+        # Any other (future) scope type is refused by not being passed on.

@@ -24,7 +24,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--pool-name", default=s.DEFAULT_POOL_NAME, help="default %(default)s")
     serve.add_argument("--virt-type", choices=("kvm", "qemu"), default=None,
                        help="domain type of new VMs (default: kvm when available, else qemu)")
-    serve.add_argument("--console-ready-dir", type=Path, default=s.DEFAULT_CONSOLE_READY_DIR)
+    serve.add_argument("--console-ready-dir", type=Path, default=None,
+                       help="where the console reports ready; checked by /health (default on a Quantix OS host: "
+                            f"{s.DEFAULT_CONSOLE_READY_DIR}; elsewhere the console is not checked)")
     serve.add_argument("--no-console-check", action="store_true", help="do not require a running console")
 
     boot = sub.add_parser("bootcheck", help="wait for /health and print boot markers")
@@ -45,12 +47,14 @@ def _main(argv: list[str]) -> int:
         return report(args.url, args.timeout, cafile=args.cacert, expect_consoles=tuple(args.expect_console))
 
     host, port = s.parse_listen(args.listen)
+    ready_dir, unchecked = s.console_check(args.console_ready_dir, args.no_console_check)
     settings = s.Settings(
         host=host,
         port=port,
         libvirt_uri=args.libvirt_uri,
         state_dir=s.prepare_dir("--state-dir", args.state_dir),
-        console_ready_dir=None if args.no_console_check else args.console_ready_dir,
+        console_ready_dir=ready_dir,
+        console_unchecked_reason=unchecked,
         pool_dir=args.pool_dir,
         pool_name=args.pool_name,
         virt_type=args.virt_type,

@@ -92,6 +92,8 @@ def build_domain_xml(spec: VmSpec, paths: Paths, virt_type: str = "kvm", arch: s
         _sub(d, "driver", name="qemu", type=fmt, cache="none", discard="unmap")
         _sub(d, "source", file=path)
         _sub(d, "target", dev=_dev_name(prefix, idx), bus=disk.bus)
+        if disk.shared:
+            _sub(d, "shareable")
     if spec.cdrom:
         idx = used.get("sd", 0)
         used["sd"] = idx + 1
@@ -125,6 +127,31 @@ class DomainInfo:
     vnc: tuple[str, int] | None
     interfaces: tuple[str, ...]
     nics: tuple[dict[str, str], ...]
+    kernel: str | None = None
+    initrd: str | None = None
+    shareable: frozenset[str] = frozenset()  # the disks (paths) declared <shareable/>
+    description: str | None = None
+    tags: tuple[str, ...] = ()
+    vcpus: int | None = None  # <vcpu>: the maximum (our VMs have current = maximum)
+    memory_kib: int | None = None  # <memory>: the maximum
+
+
+_UNIT_KIB = {"b": 1 / 1024, "bytes": 1 / 1024, "k": 1, "kib": 1, "kb": 1000 / 1024, "m": 1024, "mib": 1024,
+             "mb": 1000**2 / 1024, "g": 1024**2, "gib": 1024**2, "gb": 1000**3 / 1024, "t": 1024**3, "tib": 1024**3}
+
+
+def _kib(el: ET.Element | None) -> int | None:
+    if el is None or not (el.text or "").strip().isdigit():
+        return None
+    return int(int(el.text.strip()) * _UNIT_KIB.get(el.get("unit", "KiB").lower(), 1))  # type: ignore[union-attr]
+
+
+def qx_metadata(restart_on_crash: bool, firmware: str, tags: tuple[str, ...] = ()) -> str:
+    """Our ``<metadata>`` element, for ``setMetadata(ELEMENT, ..., "qx", QX_NS)`` (libvirt adds the namespace)."""
+    el = ET.Element("vm", {"restart-on-crash": "yes" if restart_on_crash else "no", "firmware": firmware})
+    for t in tags:
+        ET.SubElement(el, "tag").text = t
+    return ET.tostring(el, encoding="unicode")
 
 
 def read_domain_xml(xml: str) -> DomainInfo:
@@ -133,13 +160,15 @@ def read_domain_xml(xml: str) -> DomainInfo:
     restart = meta is not None and meta.get("restart-on-crash") == "yes"
     firmware = meta.get("firmware", "bios") if meta is not None else (
         "uefi" if root.find("os/loader") is not None or root.find("os").get("firmware") == "efi" else "bios")  # type: ignore[union-attr]
-    disks, cdroms = [], []
+    disks, cdroms, shareable = [], [], set()
     for d in root.findall("devices/disk"):
         src = d.find("source")
         f = src.get("file") if src is not None else None
         if not f:
             continue
-        (cdroms if d.get("device") == "cdrom" else disks).append(f)
+        (cdroms if d.get("device") in ("cdrom", "floppy") else disks).append(f)
+        if d.find("shareable") is not None:
+            shareable.add(f)
     vnc = None
     g = root.find("devices/graphics[@type='vnc']")
     if g is not None and g.get("port", "-1") not in ("-1", ""):
@@ -155,4 +184,13 @@ def read_domain_xml(xml: str) -> DomainInfo:
         nics.append({"bridge": src.get("bridge", "") if src is not None else "",
                      "mac": mac.get("address", "") if mac is not None else "",
                      "model": model.get("type", "") if model is not None else ""})
-    return DomainInfo(restart, firmware, tuple(disks), tuple(cdroms), vnc, tuple(ifaces), tuple(nics))
+    tags: tuple[str, ...] = ()
+    if meta is not None:
+        tags = tuple(t.text or "" for t in meta if t.tag in (f"{{{QX_NS}}}tag", "tag"))
+    vcpu = root.findtext("vcpu")
+    return DomainInfo(restart, firmware, tuple(disks), tuple(cdroms), vnc, tuple(ifaces), tuple(nics),
+                      kernel=(root.findtext("os/kernel") or "").strip() or None,
+                      initrd=(root.findtext("os/initrd") or "").strip() or None, shareable=frozenset(shareable),
+                      description=root.findtext("description"), tags=tags,
+                      vcpus=int(vcpu) if vcpu and vcpu.strip().isdigit() else None,
+                      memory_kib=_kib(root.find("memory")))

@@ -59,3 +59,19 @@ class BackendError(ExternalError):
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.field = None
+
+
+def printable(value: object, limit: int = 40) -> str:
+    """A client-supplied value for an error message: shortened, control characters and lone
+    surrogates escaped, so the message is one line of valid Unicode."""
+    s = str(value)
+    if len(s) > limit:
+        s = s[: limit - 3] + "..."
+    out = []
+    for ch in s:
+        o = ord(ch)
+        if o < 32 or o == 127 or 0xD800 <= o <= 0xDFFF:
+            out.append(f"\\x{o:02x}" if o < 256 else f"\\u{o:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)

@@ -6,6 +6,8 @@ reports several transitions of one domain within milliseconds (defined → start
 within one ``window`` only the latest state per domain is delivered, with the list of the
 transitions seen, so a client never misses that something happened but is not flooded.
 Slow subscribers lose the oldest events (bounded queues), never block the publisher.
+``shutdown()`` (the server is stopping) hands every subscriber ``STOP``, so streams end at once
+instead of holding the stop for its grace period.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import time
 from typing import Any
 
 QUEUE_SIZE = 1000
+STOP: dict[str, Any] = {"type": "stop"}  # the end of every stream (compared by identity)
 
 
 class EventBus:
@@ -29,6 +32,7 @@ class EventBus:
         self._pending: dict[str, dict[str, Any]] = {}
         self._timer: threading.Timer | None = None
         self.published = 0
+        self.stopping = False
 
     # -- subscribers (async side) --------------------------------------------------------------
     def subscribe(self) -> tuple[int, asyncio.Queue[dict[str, Any]]]:
@@ -75,6 +79,17 @@ class EventBus:
             pending, self._pending, self._timer = self._pending, {}, None
         for ev in pending.values():
             self.publish(ev)
+
+    def shutdown(self) -> None:
+        """End every stream (now and later subscribers); safe from a signal handler or any thread."""
+        with self._lock:
+            self.stopping = True
+            subs = list(self._subs.values())
+        for loop, q in subs:
+            try:
+                loop.call_soon_threadsafe(_put_dropping_oldest, q, STOP)
+            except RuntimeError:
+                pass
 
     def close(self) -> None:
         with self._lock:

@@ -35,11 +35,15 @@ def check_libvirt(uri: str) -> ComponentHealth:
     return ComponentHealth("libvirt", True, f"{uri}: libvirt {major}.{minor}.{micro}")
 
 
-def check_libvirt_connection(connected: bool, uri: str, version: str | None, last_error: str) -> ComponentHealth:
-    """The daemon's own (reconnecting) libvirt connection: no new connection per health call."""
-    if not connected or version is None:
-        return ComponentHealth("libvirt", False, f"{uri}: not connected: {last_error or 'no answer'}")
-    return ComponentHealth("libvirt", True, f"{uri}: libvirt {version}")
+def check_libvirt_connection(uri: str, status: tuple[bool, str]) -> ComponentHealth:
+    """The daemon's own (reconnecting) libvirt connection (``Libvirt.status()``): no RPC, no new
+    connection per health call, and the detail is the latest attempt's, with its age."""
+    ok, detail = status
+    return ComponentHealth("libvirt", ok, f"{uri}: {detail}")
+
+
+def timed_out(name: str, seconds: float) -> ComponentHealth:
+    return ComponentHealth(name, False, f"the check did not finish within {seconds:g} s")
 
 
 def check_data(state_dir: Path) -> ComponentHealth:
@@ -55,10 +59,10 @@ def check_data(state_dir: Path) -> ComponentHealth:
     return ComponentHealth("data", True, f"{state_dir}: writable")
 
 
-def check_console(ready_dir: Path | None) -> ComponentHealth:
+def check_console(ready_dir: Path | None, unchecked_reason: str = "--no-console-check") -> ComponentHealth:
     """The console writes ``<ready_dir>/<tty>.ready`` (JSON) after its first frame."""
     if ready_dir is None:
-        return ComponentHealth("console", True, "not checked (--no-console-check)")
+        return ComponentHealth("console", True, f"not checked ({unchecked_reason})")
     ttys = []
     for p in sorted(ready_dir.glob("*.ready")):
         try:

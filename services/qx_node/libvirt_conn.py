@@ -12,6 +12,12 @@ Invariants:
   reconnector thread, which reopens with exponential backoff (0.25 s … 10 s), registers the
   lifecycle and close callbacks again and runs the ``on_connect`` hooks (storage pool, the
   restart-on-crash sweep). Meanwhile ``conn()`` raises :class:`~qx_node.errors.Unavailable` (503).
+* Opening is bounded: ``libvirt.open`` has no timeout, so it runs on a thread of its own and the
+  reconnector gives up waiting after ``connect_timeout`` s (a libvirtd that accepts and never
+  answers), reports that, and keeps waiting on that one attempt (never a second thread per retry).
+  ``status()`` (health) reads no RPC and reports the latest attempt's error with its age.
+* ``close()`` returns within about 4 s whatever libvirtd does (releasing a connection to a hung
+  daemon is abandoned after 2 s).
 * Every ``libvirtError`` is turned into one of our API errors by :func:`translate` at this
   boundary; nothing above sees a libvirt exception.
 * Closing the connection never touches domains: VMs belong to libvirtd, not to us.
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -76,11 +83,15 @@ def _code(name: str) -> int | None:
 
 
 _NOT_FOUND = {_code(n) for n in ("VIR_ERR_NO_DOMAIN", "VIR_ERR_NO_STORAGE_VOL", "VIR_ERR_NO_STORAGE_POOL",
-                                 "VIR_ERR_NO_NETWORK", "VIR_ERR_NO_NODE_DEVICE")} - {None}
+                                 "VIR_ERR_NO_NETWORK", "VIR_ERR_NO_NODE_DEVICE",
+                                 "VIR_ERR_NO_DOMAIN_SNAPSHOT")} - {None}
+# OPERATION_UNSUPPORTED: possible in general, not for this object as it is (an internal snapshot of a
+# raw disk, say): the request conflicts with the VM's configuration, not a libvirt failure.
 _CONFLICT = {_code(n) for n in ("VIR_ERR_OPERATION_INVALID", "VIR_ERR_DOM_EXIST", "VIR_ERR_STORAGE_VOL_EXIST",
-                                "VIR_ERR_STORAGE_POOL_BUILT", "VIR_ERR_OPERATION_TIMEOUT")} - {None}
+                                "VIR_ERR_STORAGE_POOL_BUILT", "VIR_ERR_OPERATION_TIMEOUT",
+                                "VIR_ERR_OPERATION_UNSUPPORTED", "VIR_ERR_SNAPSHOT_EXIST")} - {None}
 _INVALID = {_code(n) for n in ("VIR_ERR_XML_ERROR", "VIR_ERR_INVALID_ARG", "VIR_ERR_CONFIG_UNSUPPORTED",
-                               "VIR_ERR_XML_DETAIL", "VIR_ERR_OVERFLOW")} - {None}
+                               "VIR_ERR_XML_DETAIL", "VIR_ERR_OVERFLOW", "VIR_ERR_ARGUMENT_UNSUPPORTED")} - {None}
 _GONE = {_code(n) for n in ("VIR_ERR_NO_CONNECT", "VIR_ERR_RPC", "VIR_ERR_INVALID_CONN",
                             "VIR_ERR_AUTH_FAILED", "VIR_ERR_AUTH_UNAVAILABLE")} - {None}
 # Drivers report some state conflicts under generic codes (INTERNAL_ERROR, OPERATION_FAILED): the
@@ -124,15 +135,61 @@ def _release(c: libvirt.virConnect, ids: list[int]) -> None:
         c.close()
 
 
+def _release_bounded(c: libvirt.virConnect, ids: list[int], timeout: float = 2.0) -> None:
+    """Release a connection, waiting at most ``timeout`` s: closing one to a hung libvirtd blocks."""
+    t = threading.Thread(target=_release, args=(c, ids), name="libvirt-release", daemon=True)
+    t.start()
+    t.join(timeout)
+
+
+def _version(v: int) -> str:
+    return f"{v // 1_000_000}.{(v // 1000) % 1000}.{v % 1000}"
+
+
+class _Attempt:
+    """One ``libvirt.open`` on a daemon thread of its own: libvirt has no connect timeout, and a
+    libvirtd that accepts and never answers would block its caller for ever. The caller waits as
+    long as it wants; an attempt that finishes late is still used (or closed if nobody wants it)."""
+
+    def __init__(self, uri: str, on_done: Callable[[], None], abandoned: threading.Event) -> None:
+        self.uri = uri
+        self.started = time.monotonic()
+        self.done = threading.Event()
+        self.conn: libvirt.virConnect | None = None
+        self.error: libvirt.libvirtError | None = None
+        self._on_done = on_done
+        self._abandoned = abandoned
+        threading.Thread(target=self._run, name="libvirt-open", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            self.conn = libvirt.open(self.uri)
+        except libvirt.libvirtError as e:
+            self.error = e
+        if self._abandoned.is_set() and self.conn is not None:
+            with contextlib.suppress(libvirt.libvirtError):
+                self.conn.close()
+            self.conn = None
+        self.done.set()
+        self._on_done()
+
+
+class _ConnectTimeout(Exception):
+    pass
+
+
 class Libvirt:
-    def __init__(self, uri: str, bus: EventBus, *, min_backoff: float = 0.25, max_backoff: float = 10.0) -> None:
+    def __init__(self, uri: str, bus: EventBus, *, min_backoff: float = 0.25, max_backoff: float = 10.0,
+                 connect_timeout: float = 10.0) -> None:
         self.uri = uri
         self.bus = bus
         self._min_backoff = min_backoff
         self._max_backoff = max_backoff
+        self.connect_timeout = connect_timeout
         self._conn: libvirt.virConnect | None = None
         self._lock = threading.Lock()
-        self._wake = threading.Event()
+        self._wake = threading.Event()  # the reconnector has work (a drop, a stop)
+        self._kick = threading.Event()  # an open attempt finished, or we are stopping
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._hooks: list[Callable[[libvirt.virConnect], None]] = []
@@ -140,8 +197,17 @@ class Libvirt:
         self._cb_ids: list[int] = []
         self._stale: list[tuple[libvirt.virConnect, list[int]]] = []
         self._thread: threading.Thread | None = None
-        self.last_error = "not connected yet"
+        self._attempt: _Attempt | None = None
+        self._error = ("not connected yet", time.monotonic())
+        self.version: str | None = None  # libvirtd's version, read once per connection
         self.connects = 0
+
+    @property
+    def last_error(self) -> str:
+        return self._error[0]
+
+    def _set_error(self, message: str) -> None:
+        self._error = (message, time.monotonic())
 
     def on_connect(self, hook: Callable[[libvirt.virConnect], None]) -> None:
         self._hooks.append(hook)
@@ -164,6 +230,17 @@ class Libvirt:
     def connected(self) -> bool:
         return self._conn is not None
 
+    def status(self) -> tuple[bool, str]:
+        """(connected, detail) for health: never an RPC, never an error older than the last attempt."""
+        if self._conn is not None and self.version is not None:
+            return True, f"libvirt {self.version}"
+        message, at = self._error
+        detail = f"not connected: {message} ({time.monotonic() - at:.0f} s ago)"
+        a = self._attempt
+        if a is not None and not a.done.is_set():
+            detail += f"; a connection attempt has been waiting {time.monotonic() - a.started:.0f} s for an answer"
+        return False, detail
+
     def conn(self) -> libvirt.virConnect:
         c = self._conn
         if c is None:
@@ -172,10 +249,12 @@ class Libvirt:
         return c
 
     def close(self) -> None:
+        """Stop reconnecting and release the connection; bounded even when libvirtd hangs."""
         self._stop.set()
         self._wake.set()
+        self._kick.set()
         if self._thread is not None:
-            self._thread.join(5)
+            self._thread.join(2)
         self._drop(reason="qx-node stopping", reconnect=False)
 
     # -- internals -----------------------------------------------------------------------------
@@ -186,36 +265,76 @@ class Libvirt:
             if self._stop.is_set():
                 return
             while self._stale:
-                _release(*self._stale.pop())
+                _release_bounded(*self._stale.pop())
             if self._conn is not None:
                 self._wake.clear()
                 continue
             try:
                 self._open()
-            except libvirt.libvirtError as e:
-                self.last_error = e.get_error_message() or str(e)
+            except (libvirt.libvirtError, _ConnectTimeout) as e:
+                if self._stop.is_set():
+                    return
+                if isinstance(e, libvirt.libvirtError):
+                    self._set_error(e.get_error_message() or str(e))
+                else:
+                    self._set_error(str(e))
                 _log.warning("libvirt: cannot connect to %s (%s); retrying in %.1f s", self.uri, self.last_error, backoff)
-                self._stop.wait(backoff)
+                self._pause(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
                 continue
             backoff = self._min_backoff
             self._wake.clear()
 
+    def _pause(self, seconds: float) -> None:
+        """Sleep, waking early when we stop or when a pending open attempt finishes."""
+        a = self._attempt
+        deadline = time.monotonic() + seconds
+        while not self._stop.is_set() and (remaining := deadline - time.monotonic()) > 0:
+            if a is not None and a.done.is_set():
+                return
+            self._kick.wait(remaining)
+            self._kick.clear()
+
+    def _open_bounded(self) -> libvirt.virConnect:
+        a = self._attempt
+        if a is None:
+            a = self._attempt = _Attempt(self.uri, self._kick.set, self._stop)
+        deadline = a.started + self.connect_timeout
+        while not a.done.is_set():
+            remaining = deadline - time.monotonic()
+            if self._stop.is_set():
+                raise _ConnectTimeout("qx-node is stopping")
+            if remaining <= 0:
+                raise _ConnectTimeout(f"libvirtd accepted the connection but has not answered within "
+                                      f"{self.connect_timeout:g} s")
+            self._kick.wait(remaining)
+            self._kick.clear()
+        self._attempt = None
+        if a.error is not None:
+            raise a.error
+        assert a.conn is not None
+        return a.conn
+
     def _open(self) -> None:
-        c = libvirt.open(self.uri)
+        c = self._open_bounded()
         try:
             c.setKeepAlive(5, 3)
         except libvirt.libvirtError:
             pass  # local drivers (test:///) have no keepalive
-        ids = [c.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None)]
+        try:
+            version = _version(c.getLibVersion())
+            ids = [c.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None)]
+        except libvirt.libvirtError:
+            _release_bounded(c, [])
+            raise
         try:
             c.registerCloseCallback(self._on_close, None)
         except libvirt.libvirtError:
             pass
         with self._lock:
-            self._conn, self._cb_ids = c, ids
+            self._conn, self._cb_ids, self.version = c, ids, version
         self.connects += 1
-        self.last_error = ""
+        self._set_error("")
         _log.info("libvirt: connected to %s", self.uri)
         for hook in self._hooks:
             try:
@@ -234,13 +353,14 @@ class Libvirt:
         if c is None:
             return
         self._connected.clear()
-        self.last_error = reason
+        self.version = None
+        self._set_error(reason)
         if closed:
             # We are on libvirt's event thread, inside its close callback: closing here could
             # deadlock. The reconnector releases the dead connection.
             self._stale.append((c, ids))
         else:
-            _release(c, ids)
+            _release_bounded(c, ids)
         _log.warning("libvirt: disconnected from %s: %s", self.uri, reason)
         self.bus.publish({"type": "connection", "state": "disconnected", "uri": self.uri, "reason": reason})
         if reconnect and not self._stop.is_set():

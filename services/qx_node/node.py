@@ -11,6 +11,7 @@ from qx_node.events import EventBus
 from qx_node.libvirt_conn import Libvirt
 from qx_node.metrics import make_registry
 from qx_node.settings import Settings
+from qx_node.snapshots import SnapshotService
 from qx_node.storage import Storage
 from qx_node.telemetry import StatsSampler
 from qx_node.vms import VmService
@@ -22,10 +23,11 @@ class Node:
         self.connect_wait = connect_wait
         self.token = auth.ensure_token(settings.token_path)
         self.bus = EventBus()
-        self.lv = Libvirt(settings.libvirt_uri, self.bus)
+        self.lv = Libvirt(settings.libvirt_uri, self.bus, connect_timeout=settings.libvirt_connect_timeout)
         self.storage = Storage(self.lv, settings.pool_dir, settings.pool_name)
         self.vms = VmService(self.lv, self.storage, settings.virt_type, kvm_usable=lambda: telemetry.kvm_usable(
             settings.kvm_device, settings.proc_cpuinfo))
+        self.snapshots = SnapshotService(self.vms)
         self.sampler = StatsSampler()
         self.registry = make_registry(self.lv, self.bus)
         self.lv.on_connect(self.storage.ensure_pool)
@@ -45,8 +47,5 @@ class Node:
             self._started = False
 
     def libvirt_version(self) -> str | None:
-        try:
-            v = self.lv.conn().getLibVersion()
-        except Exception:  # noqa: BLE001 - a version is informative only
-            return None
-        return f"{v // 1_000_000}.{(v // 1000) % 1000}.{v % 1000}"
+        """libvirtd's version (read once per connection), None while not connected."""
+        return self.lv.version if self.lv.connected else None

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qx_common.errors import EnvironmentError_, UserError
+from qx_common.version import IMAGE_ID, os_release
 
 DEFAULT_LISTEN = "0.0.0.0:8443"
 DEFAULT_LIBVIRT_URI = "qemu:///system"
@@ -35,6 +36,9 @@ class Settings:
     proc_cmdline: Path = DEFAULT_PROC_CMDLINE  # root=PARTLABEL=root-a|b: the running A/B slot
     proc_cpuinfo: Path = DEFAULT_PROC_CPUINFO  # CPU model and the vmx/svm flags
     kvm_device: Path = DEFAULT_KVM_DEVICE
+    libvirt_connect_timeout: float = 10.0  # a libvirtd that accepts and never answers is reported after this
+    # Why the console is not checked (console_ready_dir None), for /health's detail.
+    console_unchecked_reason: str = "--no-console-check"
 
     @property
     def token_path(self) -> Path:
@@ -57,6 +61,19 @@ def parse_listen(value: str) -> tuple[str, int]:
     if not 1 <= port_no <= 65535:
         raise UserError(f"--listen: port {port_no} is out of range", hint="use a port from 1 to 65535")
     return host, port_no
+
+
+def console_check(ready_dir: Path | None, disabled: bool, root: Path = Path("/")) -> tuple[Path | None, str]:
+    """(directory to check, reason when not checked). The console only exists on a Quantix OS host
+    (os-release ``IMAGE_ID=quantix-os``): elsewhere — a development machine running the README's
+    ``qx-node serve`` — it is not required unless ``--console-ready-dir`` asks for it."""
+    if disabled:
+        return None, "--no-console-check"
+    if ready_dir is not None:
+        return ready_dir, ""
+    if os_release(root).get("IMAGE_ID") == IMAGE_ID:
+        return DEFAULT_CONSOLE_READY_DIR, ""
+    return None, "not a Quantix OS host; --console-ready-dir DIR checks it"
 
 
 def prepare_dir(flag: str, path: Path) -> Path:

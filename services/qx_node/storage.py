@@ -4,14 +4,17 @@
 autostarts the pool when missing (default name ``default``, path ``/var/lib/libvirt/images``,
 ``--pool-dir`` in tests). Every volume name is validated (:func:`~qx_node.vmspec.valid_volume_name`)
 and every resolved path is checked to be a direct child of the pool directory, so no API call can
-reach a file outside the pool. Uploads are written to a hidden temporary file, fsynced and renamed:
-a failed or interrupted upload leaves nothing behind.
+reach a file outside the pool. Uploads are written to a hidden temporary file of their own, fsynced
+and linked into place (see :meth:`Storage.upload`): a failed, interrupted or concurrent upload
+leaves nothing behind and never touches another request's file.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
+import threading
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
@@ -19,9 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import libvirt
+from starlette.concurrency import run_in_threadpool as run_sync
+from starlette.requests import ClientDisconnect
 
 from qx_common import log
-from qx_node.errors import Conflict, InvalidField, NotFound, PayloadTooLarge
+from qx_node.errors import BackendError, Conflict, InvalidField, NotFound, PayloadTooLarge, Unavailable
 from qx_node.libvirt_conn import Libvirt, mapped
 from qx_node.vmspec import valid_volume_name
 
@@ -29,6 +34,7 @@ _log = log.get("node.storage")
 GiB = 1024**3
 # Keep this much free on the data partition after an upload (libvirt/qemu logs, VM state).
 UPLOAD_RESERVE = 256 * 1024**2
+WRITE_BLOCK = 1024 * 1024  # uploads are written (on a worker thread) in blocks of this size
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,8 @@ class Storage:
         self.lv = lv
         self.pool_dir = pool_dir
         self.pool_name = pool_name
+        self._uploads_lock = threading.Lock()
+        self._uploading: set[str] = set()
 
     # -- pool ---------------------------------------------------------------------------------
     def ensure_pool(self, conn: libvirt.virConnect) -> None:
@@ -109,11 +117,13 @@ class Storage:
 
     def path_of(self, name: str, field: str) -> str:
         """The absolute path of an existing volume, guaranteed to be inside the pool directory."""
-        vol = self._vol(name, field)
-        with mapped(f"volume '{name}'"):
-            path = vol.path()
-        self._check_inside(path, field)
-        return path
+        return self.resolve(name, field).path
+
+    def resolve(self, name: str, field: str) -> Volume:
+        """An existing volume (path guaranteed inside the pool directory); errors name ``field``."""
+        vol = self._describe(self._vol(name, field))
+        self._check_inside(vol.path, field)
+        return vol
 
     def _check_inside(self, path: str, field: str) -> None:
         real = Path(os.path.realpath(path))
@@ -164,40 +174,105 @@ class Storage:
         _log.info("storage: deleted volume %s", name)
 
     async def upload(self, name: str, chunks: AsyncIterator[bytes], length: int | None) -> Volume:
-        """Write an uploaded file (an ISO) into the pool atomically, then make libvirt see it."""
+        """Write an uploaded file (an ISO) into the pool atomically, then make libvirt see it.
+
+        Refused before a byte is written when libvirtd or the pool is not there (503), when the
+        name exists or is being uploaded by another request (409) or does not fit (413). Each
+        request writes its own temporary file (a random name, ``O_EXCL``) and removes only that one;
+        the finished file is linked into place, which fails instead of replacing a file that appeared
+        meanwhile. File I/O runs on worker threads, in blocks of ``WRITE_BLOCK``: the event loop
+        keeps serving other requests during an upload.
+        """
         valid_volume_name(name)
+        await run_sync(self._pool)  # 503 while libvirtd is unreachable: nothing is written
+        with self._uploads_lock:
+            if name in self._uploading:
+                raise Conflict(f"name: an upload of '{name}' is already in progress", field="name",
+                               hint="wait for it to finish, or upload under another name")
+            self._uploading.add(name)
+        try:
+            return await self._upload(name, chunks, length)
+        finally:
+            with self._uploads_lock:
+                self._uploading.discard(name)
+
+    async def _upload(self, name: str, chunks: AsyncIterator[bytes], length: int | None) -> Volume:
         target = self.pool_dir / name
-        if target.exists():
+        try:
+            exists = await run_sync(os.path.lexists, target)
+            free = await run_sync(lambda: shutil.disk_usage(self.pool_dir).free) - UPLOAD_RESERVE
+        except OSError as e:
+            raise Unavailable(f"storage pool directory {self.pool_dir}: {e.strerror}",
+                              hint="the pool's directory is missing or unreadable: check the data partition") from e
+        if exists:
             raise Conflict(f"name: volume '{name}' already exists", field="name",
                            hint="choose another name or delete the volume first")
-        free = shutil.disk_usage(self.pool_dir).free - UPLOAD_RESERVE
         if length is not None and length > free:
             raise PayloadTooLarge(f"upload of {length} bytes does not fit: {max(free, 0)} bytes free in the pool")
-        tmp = self.pool_dir / f".{name}.upload-{os.getpid()}"
+        tmp = self.pool_dir / f".{name}.upload-{secrets.token_hex(8)}"
+        fd = await run_sync(os.open, tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         written = 0
         try:
-            with open(tmp, "xb") as f:
+            try:
+                buf = bytearray()
                 async for chunk in chunks:
                     written += len(chunk)
                     if written > free:
                         raise PayloadTooLarge(f"upload exceeds the {max(free, 0)} bytes free in the pool")
-                    f.write(chunk)
-                f.flush()
-                os.fsync(f.fileno())
+                    buf += chunk
+                    if len(buf) >= WRITE_BLOCK:
+                        await run_sync(write_all, fd, bytes(buf))
+                        buf.clear()
+                if buf:
+                    await run_sync(write_all, fd, bytes(buf))
+            except ClientDisconnect:
+                raise InvalidField(f"body: the client disconnected after {written} bytes", field="body") from None
             if length is not None and written != length:
                 raise InvalidField(f"body: received {written} of {length} bytes", field="body")
-            os.chmod(tmp, 0o644)
-            os.rename(tmp, target)
-            dfd = os.open(self.pool_dir, os.O_DIRECTORY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            await run_sync(sync, fd)
+            await run_sync(self._place, tmp, target, name)
         finally:
-            tmp.unlink(missing_ok=True)
+            await run_sync(_close_and_remove, fd, tmp)  # our own temporary file, never another's
         _log.info("storage: uploaded %s (%d bytes)", name, written)
+        return await run_sync(self._describe_file, name, target, written)
+
+    def _place(self, tmp: Path, target: Path, name: str) -> None:
+        os.chmod(tmp, 0o644)
+        try:
+            os.link(tmp, target)  # unlike rename, never replaces a file that appeared meanwhile
+        except FileExistsError:
+            raise Conflict(f"name: volume '{name}' already exists", field="name",
+                           hint="another request created it during this upload") from None
+        sync_dir(self.pool_dir)
+
+    def _describe_file(self, name: str, target: Path, size: int) -> Volume:
         try:
             return self._describe(self._vol(name))
-        except NotFound:
-            # Drivers without a real pool backend (test:///) cannot see files: report the file.
-            return Volume(name, str(target), "raw", written, written)
+        except (NotFound, Unavailable, BackendError):
+            # The file is in place; drivers without a real pool backend (test:///), or a libvirtd that
+            # went away meanwhile, do not show it yet: report the file itself.
+            return Volume(name, str(target), "raw", size, size)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def sync(fd: int) -> None:
+    os.fsync(fd)
+
+
+def sync_dir(path: Path) -> None:
+    dfd = os.open(path, os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def _close_and_remove(fd: int, tmp: Path) -> None:
+    os.close(fd)
+    tmp.unlink(missing_ok=True)

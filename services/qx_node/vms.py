@@ -8,7 +8,13 @@
 * ``create`` is all-or-nothing: volumes it created and a domain it defined are removed again if a
   later step fails.
 * ``delete`` keeps the VM's disks unless ``remove_disks`` is asked, and refuses a running VM
-  unless ``force`` (which powers it off first).
+  unless ``force`` (which powers it off first). Every check (state, each disk to remove not used
+  by another VM) comes before the first change: a refused delete leaves the VM and all its disks.
+* One writer per volume: a volume attached as a disk is used by no other VM (and not twice by one)
+  unless every VM declares that disk ``shared``; cdrom, kernel and initrd volumes are read-only
+  and may be shared, but not with a disk. ``users_of`` covers all four uses, so a volume a VM
+  boots from cannot be deleted. Checks and changes that attach or free volumes run under one
+  lock, so two requests cannot both pass the check.
 * Restart-on-crash: libvirt's ``<on_crash>restart`` covers guest panics; for a QEMU process that
   died (stopped/crashed, stopped/failed) ``on_lifecycle`` starts the VM again, and
   ``sweep_crashed`` does the same on every (re)connect for crashes that happened while qx-node
@@ -17,20 +23,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import contextlib
+import os
 import threading
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import libvirt
 
 from qx_common import log
 from qx_node import domxml
-from qx_node.errors import Conflict, NotFound
+from qx_node.errors import ApiError, BackendError, Conflict, InvalidField, NotFound
 from qx_node.libvirt_conn import STATES, Libvirt, mapped
 from qx_node.storage import GiB, Storage
+from qx_node.vmedit import VmEdit
 from qx_node.vmspec import VmSpec, valid_vm_name
 
 _log = log.get("node.vms")
@@ -38,6 +46,47 @@ _RUNNING = {libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED, libvirt.VIR_
             libvirt.VIR_DOMAIN_PMSUSPENDED}
 _SHUTOFF_CRASHED = getattr(libvirt, "VIR_DOMAIN_SHUTOFF_CRASHED", 3)
 _SHUTOFF_FAILED = getattr(libvirt, "VIR_DOMAIN_SHUTOFF_FAILED", 6)
+
+
+@dataclass(frozen=True)
+class Use:
+    """One VM's use of a file: as a ``disk`` (written), ``cdrom``, ``kernel`` or ``initrd`` (read)."""
+
+    vm: str
+    role: str
+    shared: bool = False
+
+
+def _uses(name: str, dom: libvirt.virDomain) -> Iterator[tuple[str, Use]]:
+    """(real path, use) of every file in the VM's live and next-boot configuration."""
+    xmls = [dom.XMLDesc(0)]
+    if dom.isActive() and dom.isPersistent():
+        xmls.append(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    for xml in xmls:
+        x = domxml.read_domain_xml(xml)
+        for p in x.disks:
+            yield os.path.realpath(p), Use(name, "disk", p in x.shareable)
+        for p in x.cdroms:
+            yield os.path.realpath(p), Use(name, "cdrom")
+        if x.kernel:
+            yield os.path.realpath(x.kernel), Use(name, "kernel")
+        if x.initrd:
+            yield os.path.realpath(x.initrd), Use(name, "initrd")
+
+
+def _undefine(dom: libvirt.virDomain) -> None:
+    """Undefine with its NVRAM, managed save and snapshot metadata; drivers that lack some of these
+    flags (test:///) get the ones they know."""
+    flags = [libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+             | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA, libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA, 0]
+    for i, f in enumerate(flags):
+        try:
+            dom.undefineFlags(f)
+            return
+        except libvirt.libvirtError as e:
+            if i == len(flags) - 1 or e.get_error_code() not in (libvirt.VIR_ERR_INVALID_ARG,
+                                                                   libvirt.VIR_ERR_NO_SUPPORT):
+                raise
 
 
 class VmService:
@@ -51,6 +100,8 @@ class VmService:
         self.kvm_usable = kvm_usable or (lambda: True)
         self._cpu_prev: dict[str, tuple[float, int]] = {}
         self._lock = threading.Lock()
+        # Held from the checks to the change by every operation that attaches or frees volumes.
+        self._mutate = threading.RLock()
         self.crash_restarts = 0
 
     # -- lookup -------------------------------------------------------------------------------
@@ -103,8 +154,19 @@ class VmService:
         info = self.summary(dom)
         with mapped(f"VM '{name}'"):
             x = domxml.read_domain_xml(dom.XMLDesc(0))
+            cfg = x
+            if dom.isActive() and dom.isPersistent():
+                cfg = domxml.read_domain_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
         info.update(restart_on_crash=x.restart_on_crash, firmware=x.firmware, disks=list(x.disks),
-                    cdroms=list(x.cdroms), nics=list(x.nics), console=self._console(x, info["state"]))
+                    cdroms=list(x.cdroms), nics=list(x.nics), console=self._console(x, info["state"]),
+                    description=cfg.description, tags=list(cfg.tags))
+        # Changes saved for the next start that the running VM does not have yet.
+        pending: dict[str, int] = {}
+        if cfg.vcpus is not None and cfg.vcpus != info["vcpus"]:
+            pending["vcpus"] = cfg.vcpus
+        if cfg.memory_kib is not None and cfg.memory_kib // 1024 != info["memory_mib"]:
+            pending["memory_mib"] = cfg.memory_kib // 1024
+        info["pending"] = pending
         return info
 
     @staticmethod
@@ -114,8 +176,63 @@ class VmService:
         host, port = x.vnc
         return {"type": "vnc", "host": host, "port": port}
 
+    # -- attachments ----------------------------------------------------------------------------
+    def attachments(self, exclude: str | None = None) -> dict[str, list[Use]]:
+        """Every use of a file by a defined VM (live and next-boot configuration), by real path;
+        ``exclude``: the UUID of a VM to leave out."""
+        with mapped("VM list"):
+            doms = self.lv.conn().listAllDomains(0)
+        out: dict[str, list[Use]] = {}
+        for d in doms:
+            with contextlib.suppress(libvirt.libvirtError):
+                if exclude is not None and d.UUIDString() == exclude:
+                    continue
+                name = d.name()
+                for use_path, use in _uses(name, d):
+                    out.setdefault(use_path, [])
+                    if use not in out[use_path]:
+                        out[use_path].append(use)
+        return out
+
+    def users_of(self, path: str) -> list[str]:
+        """Names of the defined VMs that use ``path`` as a disk, cdrom, kernel or initrd."""
+        return sorted({u.vm for u in self.attachments().get(os.path.realpath(path), [])})
+
+    def delete_volume(self, name: str) -> None:
+        """Delete a pool volume unless a VM uses it (disk, cdrom, kernel or initrd)."""
+        with self._mutate:
+            vol = self.storage.get(name)
+            self.storage.delete(name, in_use_by=self.users_of(vol.path))
+
+    def _check_free(self, wanted: list[tuple[str, str, str, bool]], exclude: str | None = None) -> None:
+        """``wanted``: (field, path, role, shared) of the volumes a VM is about to use. A disk is written
+        to: nobody else may use its volume unless every VM declares the disk shared. Read-only uses
+        (cdrom, kernel, initrd) may be shared freely, but not with a disk."""
+        if not wanted:
+            return
+        uses = self.attachments(exclude)
+        for field, path, role, shared in wanted:
+            others = uses.get(os.path.realpath(path), [])
+            if not others:
+                continue
+            vol = os.path.basename(path)
+            names = ", ".join(sorted({u.vm for u in others}))
+            if role == "disk":
+                if shared and all(u.role == "disk" and u.shared for u in others):
+                    continue
+                raise Conflict(f"{field}: volume '{vol}' is already used by VM(s) {names}", field=field,
+                               hint="a disk belongs to one VM; to share a raw volume, declare \"shared\": true "
+                                    "on the disk of every VM that attaches it")
+            if any(u.role == "disk" for u in others):
+                raise Conflict(f"{field}: volume '{vol}' is a disk of VM(s) {names}", field=field,
+                               hint="a volume written to as a disk cannot also be read as media")
+
     # -- create / delete ----------------------------------------------------------------------
     def create(self, spec: VmSpec) -> dict[str, Any]:
+        with self._mutate:  # checks and definition are one step against other creates and deletes
+            return self._create(spec)
+
+    def _create(self, spec: VmSpec) -> dict[str, Any]:
         conn = self.lv.conn()
         try:
             conn.lookupByName(spec.name)
@@ -123,12 +240,20 @@ class VmService:
             pass
         else:
             raise Conflict(f"name: VM '{spec.name}' already exists", field="name", hint="choose another name")
-        # Resolve what must exist before creating anything.
-        existing = {i: self.storage.path_of(d.volume, f"disks[{i}].volume")
+        # Resolve what must exist, and check it is free to use, before creating anything.
+        existing = {i: self.storage.resolve(d.volume, f"disks[{i}].volume")
                     for i, d in enumerate(spec.disks) if d.volume}
+        for i, vol in existing.items():
+            if spec.disks[i].shared and vol.format != "raw":
+                raise InvalidField(f"disks[{i}].shared: volume '{vol.name}' is {vol.format}; only raw volumes "
+                                   "can be shared", field=f"disks[{i}].shared",
+                                   hint="create the shared volume with format raw")
         cdrom = self.storage.path_of(spec.cdrom, "cdrom") if spec.cdrom else None
         kernel = self.storage.path_of(spec.kernel, "kernel") if spec.kernel else None
         initrd = self.storage.path_of(spec.initrd, "initrd") if spec.initrd else None
+        wanted = [(f"disks[{i}].volume", v.path, "disk", spec.disks[i].shared) for i, v in existing.items()]
+        wanted += [(f, p, f, False) for f, p in (("cdrom", cdrom), ("kernel", kernel), ("initrd", initrd)) if p]
+        self._check_free(wanted)
         virt_type = self._virt_type()
         created: list[str] = []
         dom = None
@@ -136,7 +261,7 @@ class VmService:
             paths = []
             for i, d in enumerate(spec.disks):
                 if d.volume:
-                    paths.append(existing[i])
+                    paths.append(existing[i].path)
                     continue
                 assert d.size_gib is not None
                 vol = self.storage.create(f"{spec.name}-disk{i}.qcow2", d.size_gib * GiB, "qcow2",
@@ -153,7 +278,7 @@ class VmService:
         except BaseException:
             if dom is not None:
                 with contextlib.suppress(libvirt.libvirtError):
-                    dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+                    _undefine(dom)
             for v in created:
                 with contextlib.suppress(Exception):
                     self.storage.delete(v)
@@ -162,51 +287,75 @@ class VmService:
         return self.get(spec.name)
 
     def delete(self, name: str, *, remove_disks: bool = False, force: bool = False) -> dict[str, Any]:
+        """All checks first (state, every disk to remove): a refused delete changes nothing."""
+        with self._mutate:
+            return self._delete(name, remove_disks, force)
+
+    def _delete(self, name: str, remove_disks: bool, force: bool) -> dict[str, Any]:
         dom = self._dom(name)
         with mapped(f"VM '{name}'"):
-            if self._running(dom):
-                if not force:
-                    raise Conflict(f"VM '{name}' is running", hint="stop it first, or pass force=true")
-                dom.destroy()
-            disks = domxml.read_domain_xml(dom.XMLDesc(0)).disks
-            try:
-                dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
-                                  | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
-            except libvirt.libvirtError:
-                dom.undefine()  # drivers without those flags (test:///)
-        removed = []
+            running = self._running(dom)
+            if running and not force:
+                raise Conflict(f"VM '{name}' is running", hint="stop it first, or pass force=true")
+            disks = list(dict.fromkeys(path for path, u in _uses(name, dom) if u.role == "disk"))
+        to_remove: list[str] = []
+        kept: list[str] = []
         if remove_disks:
-            for path in disks:
-                vol_name = path.rsplit("/", 1)[-1]
-                if path.rsplit("/", 1)[0] != str(self.storage.pool_dir):
-                    continue  # never delete a file we do not own
-                with contextlib.suppress(NotFound):
-                    self.storage.delete(vol_name, in_use_by=self.users_of(path))
-                    removed.append(vol_name)
-        _log.info("vms: deleted %s (disks %s)", name, "removed" if remove_disks else "kept")
+            with mapped(f"VM '{name}'"):
+                uses = self.attachments(exclude=dom.UUIDString())
+            pool = os.path.realpath(self.storage.pool_dir)
+            for real in disks:
+                if os.path.dirname(real) != pool:
+                    kept.append(real)  # never delete a file the pool does not own
+                    continue
+                others = uses.get(real, [])
+                if others:
+                    raise Conflict(f"VM '{name}': its disk '{os.path.basename(real)}' is also used by VM(s) "
+                                   f"{', '.join(sorted({u.vm for u in others}))}; nothing was deleted",
+                                   field="remove_disks",
+                                   hint="detach the disk from the other VM(s) first, or delete with remove_disks=false")
+                to_remove.append(os.path.basename(real))
+        with mapped(f"VM '{name}'"):
+            if running:
+                dom.destroy()
+            _undefine(dom)
         self._cpu_prev.pop(name, None)
-        return {"name": name, "deleted": True, "removed_volumes": removed}
-
-    def users_of(self, path: str) -> list[str]:
-        """Names of the defined VMs whose disks include ``path``."""
-        users = []
-        with mapped("VM list"):
-            for d in self.lv.conn().listAllDomains(0):
-                with contextlib.suppress(libvirt.libvirtError):
-                    x = domxml.read_domain_xml(d.XMLDesc(0))
-                    if path in x.disks or path in x.cdroms:
-                        users.append(d.name())
-        return users
+        removed, failed = [], []
+        for vol_name in to_remove:
+            try:
+                self.storage.delete(vol_name)
+                removed.append(vol_name)
+            except NotFound:
+                pass  # already gone
+            except ApiError as e:
+                failed.append(f"{vol_name} ({e.message})")
+        _log.info("vms: deleted %s (disks %s)", name, "removed" if remove_disks else "kept")
+        if failed:
+            raise BackendError(f"VM '{name}' was deleted, but not its volume(s) {'; '.join(failed)}",
+                               hint="delete them with DELETE /v1/storage/volumes/{name}")
+        return {"name": name, "deleted": True, "removed_volumes": removed, "kept_outside_pool": kept}
 
     # -- power --------------------------------------------------------------------------------
     def action(self, name: str, action: str) -> dict[str, Any]:
         dom = self._dom(name)
         with mapped(f"VM '{name}'"):
             running = self._running(dom)
+            paused = dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED
             if action == "start":
                 if running:
-                    raise Conflict(f"VM '{name}' is already running")
+                    raise Conflict(f"VM '{name}' is already running" + (" (paused)" if paused else ""),
+                                   hint="POST .../resume continues a paused VM" if paused else None)
                 dom.create()
+            elif action == "pause":
+                if not running:
+                    raise Conflict(f"VM '{name}' is not running", hint="start it first")
+                if paused:
+                    raise Conflict(f"VM '{name}' is already paused")
+                dom.suspend()
+            elif action == "resume":
+                if not paused:
+                    raise Conflict(f"VM '{name}' is not paused (state {STATES.get(dom.state()[0], 'unknown')})")
+                dom.resume()
             else:
                 if not running:
                     raise Conflict(f"VM '{name}' is not running", hint="start it first")
@@ -219,6 +368,104 @@ class VmService:
                 else:
                     raise NotFound(f"action '{action}' does not exist")
         return self.summary(dom)
+
+    # -- edit ---------------------------------------------------------------------------------
+    def edit(self, name: str, e: VmEdit) -> dict[str, Any]:
+        """Apply an edit. Everything is checked first (a rename needs the VM shut off and the name
+        free); then description, tags, autostart, vCPUs, memory and last the name are applied.
+        ``applied`` says, per field, "now" (in effect, and kept) or "next_start" (saved; the running
+        VM cannot take it live: more vCPUs or memory than it started with, or a hot-unplug QEMU
+        refused)."""
+        with self._mutate:
+            dom = self._dom(name)
+            what = f"VM '{name}'"
+            with mapped(what):
+                active = bool(dom.isActive())
+                if not dom.isPersistent():
+                    raise Conflict(f"{what} is transient (not defined in libvirt) and cannot be edited")
+                cfg = domxml.read_domain_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+            rename = e.name is not None and e.name != name
+            if rename:
+                if active:
+                    raise Conflict(f"name: {what} must be shut off to be renamed", field="name",
+                                   hint="shut it down or stop it first")
+                assert e.name is not None
+                with mapped(what):
+                    if dom.snapshotNum(0):
+                        raise Conflict(f"name: {what} has snapshots; libvirt cannot rename such a VM", field="name",
+                                       hint="delete its snapshots first (GET .../snapshots lists them)")
+                try:
+                    self.lv.conn().lookupByName(e.name)
+                except libvirt.libvirtError:
+                    pass
+                else:
+                    raise Conflict(f"name: VM '{e.name}' already exists", field="name", hint="choose another name")
+            applied: dict[str, str] = {}
+            live_cfg = [libvirt.VIR_DOMAIN_AFFECT_CONFIG] + ([libvirt.VIR_DOMAIN_AFFECT_LIVE] if active else [])
+            with mapped(what):
+                if e.description is not None:
+                    for f in live_cfg:
+                        dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_DESCRIPTION, e.description or None, None, None, f)
+                    applied["description"] = "now"
+                if e.tags is not None:
+                    meta = domxml.qx_metadata(cfg.restart_on_crash, cfg.firmware, e.tags)
+                    for f in live_cfg:
+                        dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, meta, "qx", domxml.QX_NS, f)
+                    applied["tags"] = "now"
+                if e.autostart is not None:
+                    dom.setAutostart(int(e.autostart))
+                    applied["autostart"] = "now"
+                if e.vcpus is not None:
+                    applied["vcpus"] = self._set_vcpus(dom, e.vcpus, cfg.vcpus or 1, active)
+                if e.memory_mib is not None:
+                    applied["memory_mib"] = self._set_memory(dom, e.memory_mib * 1024, cfg.memory_kib or 0, active)
+                if rename:
+                    assert e.name is not None
+                    dom.rename(e.name, 0)
+                    applied["name"] = "now"
+                    self._cpu_prev.pop(name, None)
+        new_name = e.name if rename and e.name else name
+        _log.info("vms: edited %s (%s)", new_name, ", ".join(f"{k} {v}" for k, v in applied.items()))
+        return {**self.get(new_name), "applied": applied}
+
+    @staticmethod
+    def _set_vcpus(dom: libvirt.virDomain, n: int, cfg_max: int, active: bool) -> str:
+        cfg, maximum = libvirt.VIR_DOMAIN_AFFECT_CONFIG, libvirt.VIR_DOMAIN_VCPU_MAXIMUM
+        if n > cfg_max:  # the maximum first: the count may never exceed it
+            dom.setVcpusFlags(n, cfg | maximum)
+            dom.setVcpusFlags(n, cfg)
+        else:
+            dom.setVcpusFlags(n, cfg)
+            dom.setVcpusFlags(n, cfg | maximum)
+        if not active:
+            return "now"
+        try:
+            if dom.vcpusFlags(libvirt.VIR_DOMAIN_AFFECT_LIVE) != n:
+                dom.setVcpusFlags(n, libvirt.VIR_DOMAIN_AFFECT_LIVE)  # hot(un)plug within the boot-time maximum
+        except libvirt.libvirtError as e:
+            _log.info("vms: vCPUs of %s not changed live (%s): at the next start", dom.name(), e.get_error_message())
+            return "next_start"
+        return "now"
+
+    @staticmethod
+    def _set_memory(dom: libvirt.virDomain, kib: int, cfg_max_kib: int, active: bool) -> str:
+        cfg, maximum = libvirt.VIR_DOMAIN_AFFECT_CONFIG, libvirt.VIR_DOMAIN_MEM_MAXIMUM
+        if kib > cfg_max_kib:
+            dom.setMemoryFlags(kib, cfg | maximum)
+            dom.setMemoryFlags(kib, cfg)
+        else:
+            dom.setMemoryFlags(kib, cfg)
+            dom.setMemoryFlags(kib, cfg | maximum)
+        if not active:
+            return "now"
+        if kib > dom.info()[1]:
+            return "next_start"  # above the memory the VM started with: no hotplug
+        try:
+            dom.setMemoryFlags(kib, libvirt.VIR_DOMAIN_AFFECT_LIVE)  # the balloon
+        except libvirt.libvirtError as e:
+            _log.info("vms: memory of %s not changed live (%s): at the next start", dom.name(), e.get_error_message())
+            return "next_start"
+        return "now"
 
     # -- stats --------------------------------------------------------------------------------
     def stats(self, name: str) -> dict[str, Any]:

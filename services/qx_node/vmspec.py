@@ -6,6 +6,10 @@ either returns a :class:`VmSpec` whose every field is in range, or raises
 to fix it. Unknown keys are refused too (a typo must not be silently ignored). Names are restricted
 to a safe alphabet, so they can never escape the storage pool directory; the domain XML is built
 with ElementTree from these values (never by string formatting), so no value can inject XML.
+Patterns are applied with ``fullmatch`` (``re``'s ``$`` also matches before a final newline, so
+``"web\n"`` would pass a ``match``); the ``^…$`` forms are the OpenAPI/JSON-Schema patterns.
+One spec may not name a volume twice (a disk twice, or a disk that is also its cdrom, kernel or
+initrd); sharing a volume between VMs is declared per disk with ``"shared": true`` (raw volumes).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from qx_node.errors import InvalidField
+from qx_node.errors import InvalidField, printable
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 VOLUME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,126}$")
@@ -35,6 +39,7 @@ class DiskSpec:
     size_gib: int | None
     volume: str | None
     bus: str = "virtio"
+    shared: bool = False  # <shareable/>: the volume may be attached to other VMs that declare it too
 
 
 @dataclass(frozen=True)
@@ -113,24 +118,24 @@ def _str(d: dict[str, Any], key: str, path: str, *, pattern: re.Pattern[str] | N
         raise _bad(where, "must be a string", hint=hint)
     if choices is not None and v not in choices:
         raise _bad(where, f"'{_short(v)}' is not one of {', '.join(choices)}", hint=hint)
-    if pattern is not None and not pattern.match(v):
+    if pattern is not None and not pattern.fullmatch(v):
         raise _bad(where, f"'{_short(v)}' is not a valid name", hint=hint)
     return v
 
 
 def _short(v: str) -> str:
-    return v if len(v) <= 40 else v[:37] + "..."
+    return printable(v, 40)
 
 
 def valid_volume_name(name: str, field_name: str = "name") -> str:
-    if not isinstance(name, str) or not VOLUME_RE.match(name):
+    if not isinstance(name, str) or not VOLUME_RE.fullmatch(name):
         raise _bad(field_name, f"'{_short(str(name))}' is not a valid volume name",
                    hint="1-127 characters: letters, digits, '_', '.', '+', '-'; not starting with '.' or '-'")
     return name
 
 
 def valid_vm_name(name: str, field_name: str = "name") -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise _bad(field_name, f"'{_short(str(name))}' is not a valid VM name",
                    hint="1-63 characters: letters, digits, '_', '.', '-'; starting with a letter or digit")
     return name
@@ -139,6 +144,23 @@ def valid_vm_name(name: str, field_name: str = "name") -> str:
 _VOL_HINT = "the name of a volume in the storage pool (GET /v1/storage/volumes)"
 _TOP = {"name", "vcpus", "memory_mib", "firmware", "disks", "nics", "cdrom", "boot", "kernel", "initrd",
         "cmdline", "autostart", "restart_on_crash", "start"}
+
+
+DISK_KEYS = {"size_gib", "volume", "bus", "shared"}
+
+
+def parse_disk(rd: Any, p: str) -> DiskSpec:
+    dd = _obj(rd, p, DISK_KEYS)
+    if ("size_gib" in dd) == ("volume" in dd):
+        raise _bad(p, "give exactly one of size_gib (new qcow2 volume) or volume (existing volume)")
+    size = _int(dd, "size_gib", p, 1, MAX_DISK_GIB) if "size_gib" in dd else None
+    vol = _str(dd, "volume", p, pattern=VOLUME_RE, hint=_VOL_HINT)
+    bus = _str(dd, "bus", p, choices=("virtio", "sata", "scsi"), default="virtio")
+    shared = _bool(dd, "shared", p, False)
+    if shared and vol is None:
+        raise _bad(f"{p}.shared", "is for an existing raw volume",
+                   hint="create a raw volume (POST /v1/storage/volumes), then attach it with volume and shared")
+    return DiskSpec(size_gib=size, volume=vol, bus=bus or "virtio", shared=shared)
 
 
 def parse_vm_spec(body: Any) -> VmSpec:
@@ -158,13 +180,7 @@ def parse_vm_spec(body: Any) -> VmSpec:
     disks = []
     for i, rd in enumerate(raw_disks):
         p = f"disks[{i}]"
-        dd = _obj(rd, p, {"size_gib", "volume", "bus"})
-        if ("size_gib" in dd) == ("volume" in dd):
-            raise _bad(p, "give exactly one of size_gib (new qcow2 volume) or volume (existing volume)")
-        size = _int(dd, "size_gib", p, 1, MAX_DISK_GIB) if "size_gib" in dd else None
-        vol = _str(dd, "volume", p, pattern=VOLUME_RE, hint=_VOL_HINT)
-        bus = _str(dd, "bus", p, choices=("virtio", "sata", "scsi"), default="virtio")
-        disks.append(DiskSpec(size_gib=size, volume=vol, bus=bus or "virtio"))
+        disks.append(parse_disk(rd, p))
 
     raw_nics = d.get("nics", [])
     if not isinstance(raw_nics, list):
@@ -180,7 +196,7 @@ def parse_vm_spec(body: Any) -> VmSpec:
         mac = _str(nd, "mac", p)
         if mac is not None:
             mac = mac.lower()
-            if not MAC_RE.match(mac) or int(mac[:2], 16) & 1:
+            if not MAC_RE.fullmatch(mac) or int(mac[:2], 16) & 1:
                 raise _bad(f"{p}.mac", f"'{_short(mac)}' is not a unicast MAC address",
                            hint="six hex pairs, for example 52:54:00:12:34:56")
         assert bridge is not None
@@ -200,6 +216,17 @@ def parse_vm_spec(body: Any) -> VmSpec:
         raise _bad("boot", "'cdrom' needs a cdrom volume", hint="set cdrom to an ISO volume name")
     if boot == "disk" and not disks and not kernel and "boot" in d:
         raise _bad("boot", "'disk' needs at least one disk")
+    named: dict[str, str] = {}
+    for where, vol in [(f"disks[{i}].volume", dk.volume) for i, dk in enumerate(disks)] + [
+            ("cdrom", cdrom), ("kernel", kernel), ("initrd", initrd)]:
+        if vol is None:
+            continue
+        first = named.get(vol)
+        # Read-only uses (cdrom, kernel, initrd) may name one file; a disk is written to.
+        if first is not None and (where.startswith("disks") or first.startswith("disks")):
+            raise _bad(where, f"volume '{vol}' is already {first} of this VM",
+                       hint="a volume can be attached once per VM")
+        named.setdefault(vol, where)
     return VmSpec(
         name=name, vcpus=vcpus, memory_mib=memory, firmware=firmware or "bios", disks=tuple(disks),
         nics=tuple(nics), cdrom=cdrom, boot=boot or default_boot, kernel=kernel, initrd=initrd, cmdline=cmdline,
@@ -222,7 +249,8 @@ VM_SPEC_SCHEMA: dict[str, Any] = {
             "type": "object", "additionalProperties": False, "properties": {
                 "size_gib": {"type": "integer", "minimum": 1, "maximum": MAX_DISK_GIB},
                 "volume": {"type": "string", "pattern": VOLUME_RE.pattern},
-                "bus": {"enum": ["virtio", "sata", "scsi"], "default": "virtio"}}}},
+                "bus": {"enum": ["virtio", "sata", "scsi"], "default": "virtio"},
+                "shared": {"type": "boolean", "default": False}}}},
         "nics": {"type": "array", "maxItems": MAX_NICS, "items": {
             "type": "object", "required": ["bridge"], "additionalProperties": False, "properties": {
                 "bridge": {"type": "string", "pattern": BRIDGE_RE.pattern},

@@ -3,20 +3,27 @@
 * ``settings`` — a node on libvirt's in-process ``test:///default`` driver, state and pool in tmp.
 * ``api`` — a TestClient around the app (lifespan run: the node is connected), with ``api.hdr``.
 * ``live`` — the real thing: uvicorn serving the app over TLS on 127.0.0.1 in a thread.
+* ``RawClient`` — one verified TLS connection spoken to with h11, for what an HTTP library hides:
+  keep-alive across requests, a response that comes before the body was sent.
 """
 
 from __future__ import annotations
 
+import json
 import socket
+import ssl
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import h11
 import pytest
 import uvicorn
+from fastapi import FastAPI
 
 warnings.filterwarnings("ignore", message=".*httpx.*", category=DeprecationWarning)
 from fastapi.testclient import TestClient  # noqa: E402
@@ -82,13 +89,17 @@ class Live:
 
 
 class LiveServer:
-    """uvicorn with TLS in a thread, exactly as ``qx-node serve`` runs it."""
+    """uvicorn with TLS in a thread, exactly as ``qx-node serve`` runs it. ``customize(app)`` may add
+    routes before it serves (a test's own WebSocket route, say)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, customize: Callable[[FastAPI], None] | None = None) -> None:
         self.port = free_port()
         key, cert = ensure_cert(settings.tls_dir)
         self.node = Node(settings)
-        cfg = uvicorn.Config(create_app(self.node), host="127.0.0.1", port=self.port, ssl_keyfile=str(key),
+        app = create_app(self.node)
+        if customize is not None:
+            customize(app)
+        cfg = uvicorn.Config(app, host="127.0.0.1", port=self.port, ssl_keyfile=str(key),
                              ssl_certfile=str(cert), log_level="warning", access_log=False,
                              timeout_graceful_shutdown=1)
         self.server = uvicorn.Server(cfg)
@@ -109,3 +120,85 @@ class LiveServer:
 def live(settings: Settings) -> Iterator[Live]:
     with LiveServer(settings) as lv:
         yield lv
+
+
+@dataclass
+class RawResponse:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body.decode("utf-8"))  # strict: invalid UTF-8 fails the test
+
+
+class RawClient:
+    """HTTP/1.1 over one TLS connection (verified against the node's certificate), kept open."""
+
+    def __init__(self, live: Live, timeout: float = 10.0) -> None:
+        ctx = ssl.create_default_context(cafile=str(live.cert))
+        port = int(live.url.rsplit(":", 1)[1])
+        raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.sock = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+        self.conn = h11.Connection(h11.CLIENT)
+        self.auth = live.auth
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> RawClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self, method: str, target: str | bytes, headers: dict[str, str] | None = None,
+              auth: bool = True) -> None:
+        """Send the request line and headers only (a body, if any, follows with ``data``/``end``)."""
+        if self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE:
+            self.conn.start_next_cycle()
+        hdrs = [("host", "127.0.0.1")] + list((headers or {}).items())
+        if auth:
+            hdrs += list(self.auth.items())
+        self.sock.sendall(self.conn.send(h11.Request(method=method, target=target, headers=hdrs)))
+
+    def data(self, chunk: bytes) -> None:
+        self.sock.sendall(self.conn.send(h11.Data(data=chunk)))
+
+    def end(self) -> None:
+        self.sock.sendall(self.conn.send(h11.EndOfMessage()))
+
+    def response(self) -> RawResponse:
+        status, headers, body = 0, {}, bytearray()
+        while True:
+            ev = self.conn.next_event()
+            if ev is h11.NEED_DATA:
+                data = self.sock.recv(65536)
+                self.conn.receive_data(data)
+                if not data and self.conn.their_state is not h11.DONE:
+                    raise ConnectionError("the server closed the connection")
+                continue
+            if isinstance(ev, h11.Response):
+                status = ev.status_code
+                headers = {k.decode().lower(): v.decode("latin-1") for k, v in ev.headers}
+            elif isinstance(ev, h11.Data):
+                body += ev.data
+            elif isinstance(ev, (h11.EndOfMessage, h11.ConnectionClosed)):
+                return RawResponse(status, headers, bytes(body))
+
+    def request(self, method: str, target: str | bytes, body: bytes | None = None,
+                headers: dict[str, str] | None = None, auth: bool = True) -> RawResponse:
+        hdrs = dict(headers or {})
+        if body is not None:
+            hdrs.setdefault("content-length", str(len(body)))
+            hdrs.setdefault("content-type", "application/json")
+        self.start(method, target, hdrs, auth)
+        if body:
+            self.data(body)
+        self.end()
+        return self.response()
+
+    @property
+    def reusable(self) -> bool:
+        """The server kept the connection open for another request."""
+        return self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE

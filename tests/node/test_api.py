@@ -15,7 +15,7 @@ from tests.node.test_vmspec import json_values, spec_like
 
 
 def _fill(path: str) -> str:
-    return path.replace("{name}", "nothing-here")
+    return path.replace("{name}", "nothing-here").replace("{snapshot}", "nothing-here")
 
 
 def _all_routes(routes: Any) -> list[tuple[str, str]]:

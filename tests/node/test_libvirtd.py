@@ -7,6 +7,10 @@ that its ACPI power-button watcher is armed. libvirtd is then restarted: the nod
 itself, lifecycle events keep arriving on the SSE stream and the VM keeps running. ``POST
 /v1/vms/{name}/shutdown`` (ACPI power button) must make the guest power itself off (shutoff with
 reason "shutdown", no forced stop), then the VM is deleted with its disk.
+
+A second test takes snapshots of such a VM: a disk-only one while shut off (reverting brings back the
+disk content written before it, checked with ``qemu-io``) and one with memory while running
+(reverting to it while shut off leaves the VM running).
 """
 
 from __future__ import annotations
@@ -224,6 +228,64 @@ def test_vm_through_a_real_libvirtd(daemons: Daemons, pool: Path, tmp_path: Path
         finally:
             c.delete("/v1/vms/qx-crash", params={"force": "true"})
             c.delete("/v1/vms/qx-it", params={"remove_disks": "true", "force": "true"})
+            c.close()
+            import libvirt
+
+            conn = libvirt.open(URI)
+            try:
+                p = conn.storagePoolLookupByName("qx-test-pool")
+                if p.isActive():
+                    p.destroy()
+                p.undefine()
+            except libvirt.libvirtError:
+                pass
+            conn.close()
+
+
+def _qemu_io(image: Path, command: str) -> str:
+    r = subprocess.run(["qemu-io", "-f", "qcow2", "-c", command, str(image)], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0 and "failed" not in r.stdout + r.stderr, (command, r.stdout, r.stderr)
+    return r.stdout
+
+
+def test_snapshots_through_a_real_libvirtd(daemons: Daemons, pool: Path, tmp_path: Path) -> None:
+    """Internal qcow2 snapshots on QEMU: reverting brings the disk's content back (written with qemu-io
+    while the VM is shut off), and a snapshot with memory brings the VM back running."""
+    settings = make_settings(tmp_path, URI, pool_name="qx-test-pool")
+    settings = type(settings)(**{**settings.__dict__, "pool_dir": pool})
+    guest.build_guest(pool)
+    with LiveServer(settings) as live:
+        c = httpx.Client(verify=str(live.cert), headers=live.auth, base_url=live.url, timeout=120)
+        try:
+            spec = {"name": "qx-snap", "memory_mib": 128, "disks": [{"size_gib": 1}], "start": False,
+                    "kernel": guest.KERNEL_NAME, "initrd": guest.INITRD_NAME, "cmdline": guest.CMDLINE}
+            assert c.post("/v1/vms", json=spec).status_code == 201
+            disk = pool / "qx-snap-disk0.qcow2"
+            _qemu_io(disk, "write -P 0xaa 0 64k")
+            r = c.post("/v1/vms/qx-snap/snapshots", json={"name": "before"})
+            assert r.status_code == 201 and r.json()["memory"] is False, r.text
+            _qemu_io(disk, "write -P 0xbb 0 64k")
+            _qemu_io(disk, "read -P 0xbb 0 64k")
+            r = c.post("/v1/vms/qx-snap/snapshots/before/revert")
+            assert r.status_code == 200 and r.json()["state"] == "shutoff", r.text
+            _qemu_io(disk, "read -P 0xaa 0 64k")  # the content at the snapshot is back
+
+            # With memory: taken running, reverted to while shut off, the VM is running again.
+            assert c.post("/v1/vms/qx-snap/start").status_code == 200
+            r = c.post("/v1/vms/qx-snap/snapshots", json={"name": "running", "description": "booted"})
+            assert r.status_code == 201 and r.json()["memory"] is True and r.json()["parent"] == "before", r.text
+            assert c.post("/v1/vms/qx-snap/stop").status_code == 200
+            r = c.post("/v1/vms/qx-snap/snapshots/running/revert")
+            assert r.status_code == 200 and r.json()["state"] == "running", r.text
+            tree = c.get("/v1/vms/qx-snap/snapshots").json()
+            assert tree["current"] == "running" and [s["name"] for s in tree["snapshots"]] == ["before"]
+            assert [s["name"] for s in tree["snapshots"][0]["children"]] == ["running"]
+            assert c.delete("/v1/vms/qx-snap/snapshots/running").status_code == 200
+            r = c.delete("/v1/vms/qx-snap", params={"remove_disks": "true", "force": "true"})
+            assert r.status_code == 200 and r.json()["removed_volumes"] == ["qx-snap-disk0.qcow2"], r.text
+        finally:
+            c.delete("/v1/vms/qx-snap", params={"remove_disks": "true", "force": "true"})
             c.close()
             import libvirt
 

@@ -9,12 +9,15 @@ bad flags are one ``error:`` + ``hint:`` (no traceback) and SIGTERM is a clean s
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import ssl
 import stat
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,17 +94,21 @@ class Runner:
     def run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*_command(), *args], capture_output=True, text=True, env=_env(), timeout=timeout)
 
-    def start(self) -> Served:
-        port = free_port()
+    def start(self, uri: str = "test:///default", argv: list[str] | None = None, state: Path | None = None,
+              port: int | None = None) -> Served:
+        """``qx-node serve`` with our usual flags, or with ``argv`` (then ``state`` and ``port`` say
+        where its --state-dir and --listen point)."""
+        port = port or free_port()
+        state = state or self.state
         n = len(self.procs)
         out, err = self.tmp / f"serve-{n}.out", self.tmp / f"serve-{n}.err"
+        if argv is None:
+            argv = ["serve", "--listen", f"127.0.0.1:{port}", "--libvirt-uri", uri,
+                    "--state-dir", str(state), "--pool-dir", str(self.pool), "--no-console-check"]
         with out.open("wb") as o, err.open("wb") as e:  # files, not pipes: a full pipe would block the server
-            proc = subprocess.Popen(
-                [*_command(), "serve", "--listen", f"127.0.0.1:{port}", "--libvirt-uri", "test:///default",
-                 "--state-dir", str(self.state), "--pool-dir", str(self.pool), "--no-console-check"],
-                stdin=subprocess.DEVNULL, stdout=o, stderr=e, env=_env())
+            proc = subprocess.Popen([*_command(), *argv], stdin=subprocess.DEVNULL, stdout=o, stderr=e, env=_env())
         self.procs.append(proc)
-        served = Served(proc, f"https://127.0.0.1:{port}", port, self.state, err)
+        served = Served(proc, f"https://127.0.0.1:{port}", port, state, err)
 
         def answers() -> bool:
             if proc.poll() is not None:
@@ -242,3 +249,82 @@ def test_unwritable_tls_dir_is_an_error_not_a_bug(runner: Runner) -> None:
     assert len(errors) == 1 and "TLS" in errors[0] and "internal error" not in errors[0], r.stderr
     assert any("hint:" in ln and "--state-dir" in ln for ln in r.stderr.splitlines()), r.stderr
     assert "Traceback" not in r.stderr, r.stderr
+
+
+def test_sigterm_ends_event_streams_at_once(runner: Runner) -> None:
+    """Open SSE streams are ended when the stop begins (not cut after the 3 s grace)."""
+    node = runner.start()
+    token = node.token_path.read_text().strip()
+    lines: list[str] = []
+    ended: dict[str, object] = {}
+    first = threading.Event()
+
+    def read() -> None:
+        try:
+            with node.client() as c, c.stream("GET", f"{node.url}/v1/events",
+                                             headers={"Authorization": f"Bearer {token}"}, timeout=30) as r:
+                for line in r.iter_lines():
+                    lines.append(line)
+                    if line.startswith("data: "):
+                        first.set()
+            ended["clean"] = True
+        except httpx.HTTPError as e:
+            ended["error"] = repr(e)
+
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    assert first.wait(20), lines
+    start = time.monotonic()
+    rc = node.stop()
+    took = time.monotonic() - start
+    t.join(10)
+    assert rc == 0, node.stderr()
+    assert took < 2.0, f"SIGTERM took {took:.1f} s with an open event stream"
+    assert ended == {"clean": True}, ended  # the stream ended properly, it was not cut
+    assert "Traceback" not in node.stderr(), node.stderr()
+
+
+def test_sigterm_is_prompt_while_libvirtd_hangs(runner: Runner) -> None:
+    from tests.node.test_liveness import SilentLibvirtd
+
+    sock = runner.tmp / "libvirt-sock"
+    silent = SilentLibvirtd(sock)
+    try:
+        node = runner.start(uri=f"qemu+unix:///system?socket={sock}")
+        with node.client() as c:
+            body = c.get(f"{node.url}/health").json()
+        assert body["components"]["libvirt"]["ok"] is False
+        start = time.monotonic()
+        rc = node.stop()
+        took = time.monotonic() - start
+        assert rc == 0, node.stderr()
+        assert took < 3.5, f"SIGTERM took {took:.1f} s while libvirtd hung"
+    finally:
+        silent.close()
+
+
+def _readme_dev_command() -> list[str]:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    m = re.search(r"For development: `qx-node (serve [^`]+)`", readme)
+    assert m, "README.md no longer shows a development command for qx-node"
+    return m.group(1).split()
+
+
+def test_health_is_ok_for_the_readmes_development_command(runner: Runner) -> None:
+    """The README's own command (only its port and directories moved into the test's tmp)."""
+    from qx_common.version import IMAGE_ID, os_release
+
+    if os_release().get("IMAGE_ID") == IMAGE_ID:
+        pytest.skip("on a Quantix OS host the console is checked, as it should be")
+    argv = _readme_dev_command()
+    assert "--no-console-check" not in argv
+    port = free_port()
+    state = runner.tmp / "qxn"
+    flags = {"--listen": f"127.0.0.1:{port}", "--state-dir": str(state), "--pool-dir": str(state / "pool")}
+    argv = [flags.get(argv[i - 1], a) if i else a for i, a in enumerate(argv)]
+    node = runner.start(argv=argv, state=state, port=port)
+    with node.client() as c:
+        r = c.get(f"{node.url}/health")
+    assert r.status_code == 200, r.text
+    assert r.json()["components"]["console"]["detail"].startswith("not checked (not a Quantix OS host"), r.text
+    assert node.stop() == 0

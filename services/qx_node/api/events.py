@@ -17,6 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from qx_common.errors import QxError
+from qx_node.events import STOP
 from qx_node.node import Node
 
 router = APIRouter(tags=["events"])
@@ -43,7 +44,7 @@ async def events(request: Request) -> StreamingResponse:
             except QxError as e:
                 snap = {"type": "snapshot", "vms": None, "error": e.message}
             yield "retry: 2000\n\n" + _frame(snap)
-            while True:
+            while not node.bus.stopping:
                 try:
                     ev = await asyncio.wait_for(queue.get(), KEEPALIVE)
                 except asyncio.TimeoutError:
@@ -51,6 +52,8 @@ async def events(request: Request) -> StreamingResponse:
                         return
                     yield ": keepalive\n\n"
                     continue
+                if ev is STOP:
+                    return
                 yield _frame(ev)
         finally:
             node.bus.unsubscribe(sid)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
+import anyio
+import anyio.to_thread
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from qx_common.version import product_version
 from qx_node import hardware, health, metrics, telemetry
+from qx_node.api.errors import SafeJSONResponse
 from qx_node.node import Node
 
 router = APIRouter()
@@ -19,23 +23,32 @@ def _node(request: Request) -> Node:
     return request.app.state.node  # type: ignore[no-any-return]
 
 
-@router.get("/health", tags=["health"], summary="Per-component health; 200 only when every component is ok")
+HEALTH_CHECK_TIMEOUT = 3.0
+
+
+async def _bounded(name: str, fn: Callable[..., health.ComponentHealth], *args: Any) -> health.ComponentHealth:
+    """A check on a worker thread, abandoned (reported as failed) after HEALTH_CHECK_TIMEOUT s."""
+    try:
+        with anyio.fail_after(HEALTH_CHECK_TIMEOUT):
+            return await anyio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
+    except TimeoutError:
+        return health.timed_out(name, HEALTH_CHECK_TIMEOUT)
+
+
+@router.get("/health", tags=["health"], summary="Per-component health; 200 only when every component is ok",
+            response_model=None)
 async def get_health(request: Request) -> JSONResponse:
     node = _node(request)
     s = node.settings
-
-    def libvirt_check() -> health.ComponentHealth:
-        return health.check_libvirt_connection(node.lv.connected, s.libvirt_uri, node.libvirt_version(),
-                                               node.lv.last_error)
-
-    components = await asyncio.gather(
-        asyncio.to_thread(libvirt_check),
-        asyncio.to_thread(health.check_data, s.state_dir),
-        asyncio.to_thread(health.check_console, s.console_ready_dir),
-    )
-    body = health.overall(list(components))
+    components = [
+        health.check_libvirt_connection(s.libvirt_uri, node.lv.status()),  # no I/O
+        *await asyncio.gather(_bounded("data", health.check_data, s.state_dir),
+                              _bounded("console", health.check_console, s.console_ready_dir,
+                                       s.console_unchecked_reason)),
+    ]
+    body = health.overall(components)
     body["version"] = product_version()
-    return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
+    return SafeJSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
 
 
 @router.get("/v1/host", tags=["host"], summary="Host facts: version, running A/B slot, CPU, memory, KVM usability")

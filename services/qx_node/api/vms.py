@@ -1,23 +1,33 @@
-"""Routes: /v1/vms — create, list, inspect, power actions, stats, console, delete."""
+"""Routes: /v1/vms — create, list, inspect, edit, power actions (with pause/resume), snapshots, stats,
+console, delete."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from qx_node.api.errors import json_body
-from qx_node.node import Node
+from qx_node.api.errors import SafeJSONResponse, json_body
 from qx_node.errors import Conflict
-from qx_node.vmspec import VM_SPEC_SCHEMA, parse_vm_spec
+from qx_node.node import Node
+from qx_node.vmedit import VM_EDIT_SCHEMA, parse_vm_edit
+from qx_node.snapshots import SNAPSHOT_SCHEMA, parse_snapshot_request
+from qx_node.vmspec import NAME_RE, VM_SPEC_SCHEMA, parse_vm_spec
 
 router = APIRouter(prefix="/v1/vms", tags=["vms"])
+
+VmName = Annotated[str, Path(pattern=NAME_RE.pattern, description="the VM's name")]
+SnapName = Annotated[str, Path(pattern=NAME_RE.pattern, description="the snapshot's name")]
 
 
 def _node(request: Request) -> Node:
     return request.app.state.node  # type: ignore[no-any-return]
+
+
+def _body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 @router.get("", summary="List VMs")
@@ -26,53 +36,90 @@ def list_vms(request: Request) -> list[dict[str, Any]]:
 
 
 @router.post("", status_code=201, summary="Create (and by default start) a VM from a spec",
-             openapi_extra={"requestBody": {"required": True,
-                                            "content": {"application/json": {"schema": VM_SPEC_SCHEMA}}}})
+             openapi_extra=_body(VM_SPEC_SCHEMA))
 async def create_vm(request: Request) -> JSONResponse:
     spec = parse_vm_spec(await json_body(request))
     vm = await run_in_threadpool(_node(request).vms.create, spec)
-    return JSONResponse(vm, status_code=201, headers={"Location": f"/v1/vms/{spec.name}"})
+    return SafeJSONResponse(vm, status_code=201, headers={"Location": f"/v1/vms/{spec.name}"})
 
 
 @router.get("/{name}", summary="One VM")
-def get_vm(request: Request, name: str) -> dict[str, Any]:
+def get_vm(request: Request, name: VmName) -> dict[str, Any]:
     return _node(request).vms.get(name)
 
 
-@router.delete("/{name}", summary="Delete a VM (disks are kept unless remove_disks=true)")
-def delete_vm(request: Request, name: str, remove_disks: bool = Query(False),
+@router.patch("/{name}", summary="Edit a VM: vcpus, memory (live where possible), name, description, tags, "
+                                 "autostart; 'applied' says what took effect now and what at the next start",
+              openapi_extra=_body(VM_EDIT_SCHEMA))
+async def edit_vm(request: Request, name: VmName) -> JSONResponse:
+    edit = parse_vm_edit(await json_body(request))
+    vm = await run_in_threadpool(_node(request).vms.edit, name, edit)
+    return SafeJSONResponse(vm, headers={"Location": f"/v1/vms/{vm['name']}"})
+
+
+@router.delete("/{name}", summary="Delete a VM (disks are kept unless remove_disks=true); "
+                                  "nothing is deleted when any part is refused")
+def delete_vm(request: Request, name: VmName,
+              remove_disks: bool = Query(False, description="also delete the VM's disks (volumes in the pool)"),
               force: bool = Query(False, description="power off a running VM first")) -> dict[str, Any]:
     return _node(request).vms.delete(name, remove_disks=remove_disks, force=force)
 
 
-@router.post("/{name}/start", summary="Start")
-def start_vm(request: Request, name: str) -> dict[str, Any]:
-    return _node(request).vms.action(name, "start")
+def _action(action: str, summary: str) -> None:
+    def route(request: Request, name: VmName) -> dict[str, Any]:
+        return _node(request).vms.action(name, action)
+
+    route.__name__ = f"{action}_vm"
+    router.add_api_route(f"/{{name}}/{action}", route, methods=["POST"], summary=summary)
 
 
-@router.post("/{name}/shutdown", summary="ACPI shutdown (the guest decides)")
-def shutdown_vm(request: Request, name: str) -> dict[str, Any]:
-    return _node(request).vms.action(name, "shutdown")
-
-
-@router.post("/{name}/stop", summary="Power off at once")
-def stop_vm(request: Request, name: str) -> dict[str, Any]:
-    return _node(request).vms.action(name, "stop")
-
-
-@router.post("/{name}/reboot", summary="ACPI reboot")
-def reboot_vm(request: Request, name: str) -> dict[str, Any]:
-    return _node(request).vms.action(name, "reboot")
+for _a, _s in (("start", "Start"), ("shutdown", "ACPI shutdown (the guest decides)"),
+               ("stop", "Power off at once"), ("reboot", "ACPI reboot"),
+               ("pause", "Pause (the VM keeps its memory, its vCPUs stop)"), ("resume", "Resume a paused VM")):
+    _action(_a, _s)
 
 
 @router.get("/{name}/stats", summary="CPU, memory, disk and NIC counters; cpu_percent since the last call")
-def vm_stats(request: Request, name: str) -> dict[str, Any]:
+def vm_stats(request: Request, name: VmName) -> dict[str, Any]:
     return _node(request).vms.stats(name)
 
 
 @router.get("/{name}/console", summary="Address of the VM's VNC console (loopback on the host)")
-def vm_console(request: Request, name: str) -> dict[str, Any]:
+def vm_console(request: Request, name: VmName) -> dict[str, Any]:
     vm = _node(request).vms.get(name)
     if vm["console"] is None:
         raise Conflict(f"VM '{name}' has no console now (state {vm['state']})", hint="start the VM first")
     return vm["console"]  # type: ignore[no-any-return]
+
+
+# -- snapshots --------------------------------------------------------------------------------
+@router.get("/{name}/snapshots", tags=["snapshots"], summary="The VM's snapshots as a tree, and the current one")
+def list_snapshots(request: Request, name: VmName) -> dict[str, Any]:
+    return _node(request).snapshots.tree(name)
+
+
+@router.post("/{name}/snapshots", tags=["snapshots"], status_code=201,
+             summary="Take a snapshot (with the memory of a running VM unless memory=false)",
+             openapi_extra=_body(SNAPSHOT_SCHEMA))
+async def create_snapshot(request: Request, name: VmName) -> JSONResponse:
+    req = parse_snapshot_request(await json_body(request))
+    snap = await run_in_threadpool(_node(request).snapshots.create, name, req)
+    return SafeJSONResponse(snap, status_code=201,
+                            headers={"Location": f"/v1/vms/{name}/snapshots/{snap['name']}"})
+
+
+@router.get("/{name}/snapshots/{snapshot}", tags=["snapshots"], summary="One snapshot")
+def get_snapshot(request: Request, name: VmName, snapshot: SnapName) -> dict[str, Any]:
+    return _node(request).snapshots.get(name, snapshot)
+
+
+@router.post("/{name}/snapshots/{snapshot}/revert", tags=["snapshots"],
+             summary="Revert the VM to the snapshot (disks, and memory and power state when it has them)")
+def revert_snapshot(request: Request, name: VmName, snapshot: SnapName) -> dict[str, Any]:
+    return _node(request).snapshots.revert(name, snapshot)
+
+
+@router.delete("/{name}/snapshots/{snapshot}", tags=["snapshots"],
+               summary="Delete a snapshot (its children then hang from its parent)")
+def delete_snapshot(request: Request, name: VmName, snapshot: SnapName) -> dict[str, Any]:
+    return _node(request).snapshots.delete(name, snapshot)

@@ -1,0 +1,133 @@
+"""The OpenAPI document as the API really behaves (``GET /openapi.json``).
+
+FastAPI's generated document is completed here: the bearer security scheme (required everywhere
+but ``GET /health``), the real error body ``{"error", "field", "hint"}`` (``Error``) for every
+error status a route can answer instead of FastAPI's validation shape, and response schemas of
+the main objects. Path parameter patterns come from the routes (``Path(pattern=...)``), request
+body schemas from the parsers' modules (``VM_SPEC_SCHEMA``...).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object", "required": ["error", "field", "hint"], "additionalProperties": False,
+    "properties": {
+        "error": {"type": "string", "description": "what went wrong, naming the field"},
+        "field": {"type": ["string", "null"], "description": "the part of the request at fault"},
+        "hint": {"type": ["string", "null"], "description": "how to fix it"},
+    },
+}
+_STATUS_TEXT = {
+    "401": "missing or wrong API token",
+    "404": "the VM, volume or snapshot does not exist",
+    "409": "exists already, or the current state forbids it",
+    "413": "the body is too large (JSON bodies: 1 MiB), or the upload does not fit",
+    "422": "a parameter or body field is invalid (named in field)",
+    "502": "libvirt failed",
+    "503": "libvirtd is not reachable; qx-node reconnects by itself",
+}
+
+_OBJ = {"type": "object"}
+VM_SUMMARY = {"type": "object", "required": ["name", "uuid", "state", "vcpus", "memory_mib", "autostart"],
+              "properties": {"name": {"type": "string"}, "uuid": {"type": "string"},
+                             "state": {"enum": ["nostate", "running", "blocked", "paused", "shutdown", "shutoff",
+                                                "crashed", "pmsuspended", "unknown"]},
+                             "vcpus": {"type": "integer"}, "memory_mib": {"type": "integer"},
+                             "autostart": {"type": "boolean"}, "persistent": {"type": "boolean"}}}
+VM = {"allOf": [{"$ref": "#/components/schemas/VmSummary"}, {"type": "object", "properties": {
+    "restart_on_crash": {"type": "boolean"}, "firmware": {"enum": ["bios", "uefi"]},
+    "disks": {"type": "array", "items": {"type": "string"}}, "cdroms": {"type": "array", "items": {"type": "string"}},
+    "nics": {"type": "array", "items": _OBJ}, "console": {"type": ["object", "null"]},
+    "description": {"type": ["string", "null"]}, "tags": {"type": "array", "items": {"type": "string"}},
+    "pending": {"type": "object", "description": "saved changes the running VM gets at its next start"},
+    "applied": {"type": "object", "description": "(PATCH) per field: now | next_start",
+                "additionalProperties": {"enum": ["now", "next_start"]}}}}]}
+VOLUME = {"type": "object", "required": ["name", "path", "format", "capacity", "allocation"],
+          "properties": {"name": {"type": "string"}, "path": {"type": "string"}, "format": {"type": "string"},
+                         "capacity": {"type": "integer"}, "allocation": {"type": "integer"}}}
+SNAPSHOT = {"type": "object", "required": ["name", "memory", "parent"], "properties": {
+    "name": {"type": "string"}, "description": {"type": ["string", "null"]}, "created": {"type": ["integer", "null"]},
+    "state": {"type": ["string", "null"]}, "memory": {"type": "boolean"}, "parent": {"type": ["string", "null"]},
+    "current": {"type": "boolean"}, "children": {"type": "array"}}}
+HEALTH = {"type": "object", "required": ["status", "version", "components"], "properties": {
+    "status": {"enum": ["ok", "degraded"]}, "version": {"type": "string"},
+    "components": {"type": "object", "additionalProperties": {
+        "type": "object", "required": ["ok", "detail"],
+        "properties": {"ok": {"type": "boolean"}, "detail": {"type": "string"}}}}}}
+
+_REF = "#/components/schemas/"
+# (method, path) -> (status, schema) of the success answer.
+_SUCCESS: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
+    ("get", "/v1/vms"): ("200", {"type": "array", "items": {"$ref": _REF + "VmSummary"}}),
+    ("post", "/v1/vms"): ("201", {"$ref": _REF + "Vm"}),
+    ("get", "/v1/vms/{name}"): ("200", {"$ref": _REF + "Vm"}),
+    ("patch", "/v1/vms/{name}"): ("200", {"$ref": _REF + "Vm"}),
+    ("get", "/v1/storage/volumes"): ("200", {"type": "array", "items": {"$ref": _REF + "Volume"}}),
+    ("post", "/v1/storage/volumes"): ("201", {"$ref": _REF + "Volume"}),
+    ("get", "/v1/storage/volumes/{name}"): ("200", {"$ref": _REF + "Volume"}),
+    ("put", "/v1/storage/isos/{name}"): ("201", {"$ref": _REF + "Volume"}),
+    ("post", "/v1/vms/{name}/snapshots"): ("201", {"$ref": _REF + "Snapshot"}),
+    ("get", "/v1/vms/{name}/snapshots/{snapshot}"): ("200", {"$ref": _REF + "Snapshot"}),
+    ("get", "/health"): ("200", {"$ref": _REF + "Health"}),
+}
+for _a in ("start", "shutdown", "stop", "reboot", "pause", "resume"):
+    _SUCCESS[("post", f"/v1/vms/{{name}}/{_a}")] = ("200", {"$ref": _REF + "VmSummary"})
+
+
+def _error(status: str) -> dict[str, Any]:
+    return {"description": _STATUS_TEXT.get(status, "error"),
+            "content": {"application/json": {"schema": {"$ref": _REF + "Error"}}}}
+
+
+def complete(doc: dict[str, Any]) -> dict[str, Any]:
+    comps = doc.setdefault("components", {})
+    schemas = comps.setdefault("schemas", {})
+    for fastapi_shape in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(fastapi_shape, None)
+    schemas.update(Error=ERROR_SCHEMA, VmSummary=VM_SUMMARY, Vm=VM, Volume=VOLUME, Snapshot=SNAPSHOT, Health=HEALTH)
+    comps["securitySchemes"] = {"bearerAuth": {
+        "type": "http", "scheme": "bearer",
+        "description": "the token in the node's api-token file (/var/lib/quantix/node/api-token)"}}
+    doc["security"] = [{"bearerAuth": []}]
+    for path, ops in doc.get("paths", {}).items():
+        for method, op in ops.items():
+            if not isinstance(op, dict) or "responses" not in op:
+                continue
+            responses: dict[str, Any] = op["responses"]
+            ok = _SUCCESS.get((method, path))
+            if ok is not None:
+                status, schema = ok
+                entry = responses.setdefault(status, {"description": "success"})
+                entry["content"] = {"application/json": {"schema": schema}}
+            if path == "/health":
+                op["security"] = []  # public
+                responses["503"] = {"description": "a component is not ok (same body)",
+                                    "content": {"application/json": {"schema": {"$ref": _REF + "Health"}}}}
+                continue
+            codes = {"401", "422"}
+            if "{" in path:
+                codes.add("404")
+            if path.startswith(("/v1/vms", "/v1/storage", "/v1/events")):
+                codes |= {"502", "503"}
+            if method in ("post", "put", "patch", "delete") and path.startswith(("/v1/vms", "/v1/storage")):
+                codes.add("409")
+            if "requestBody" in op:
+                codes.add("413")
+            for code in sorted(codes):
+                responses[code] = _error(code)
+    return doc
+
+
+def install(app: FastAPI) -> None:
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = complete(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,265 @@
+"""The OpenAPI document against the real server: it declares what the API does (bearer security,
+the ``{"error", "field", "hint"}`` error body, path parameter patterns, request and response
+schemas), and a schema-driven fuzz run over every documented operation finds no 5xx.
+
+The fuzzer (hypothesis; schemathesis is not in requirements.lock) builds each request from the
+document alone: path parameters from their patterns (or a small set of names, so that requests
+meet each other's objects), query parameters from their schemas plus unknown ones, bodies from
+the request body schema — valid ones, and ones broken on purpose (a wrong type, a missing or an
+extra key, any JSON at all). It runs on the live node (uvicorn, TLS, test:///default), several
+requests per example on one keep-alive connection.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import ssl
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from tests.node.conftest import Live
+from tests.node.test_vmspec import json_values
+
+REF = "#/components/schemas/"
+
+
+@pytest.fixture
+def client(live: Live) -> Iterator[httpx.Client]:
+    ctx = ssl.create_default_context(cafile=str(live.cert))
+    with httpx.Client(base_url=live.url, verify=ctx, headers=live.auth, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture
+def doc(client: httpx.Client) -> dict[str, Any]:
+    r = client.get("/openapi.json")
+    assert r.status_code == 200
+    return r.json()  # type: ignore[no-any-return]
+
+
+def _ops(doc: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            yield method, path, op
+
+
+def test_security_scheme_and_public_health(doc: dict[str, Any]) -> None:
+    assert doc["components"]["securitySchemes"] == {"bearerAuth": {
+        "type": "http", "scheme": "bearer", "description": doc["components"]["securitySchemes"]["bearerAuth"]["description"]}}
+    assert doc["security"] == [{"bearerAuth": []}]
+    for method, path, op in _ops(doc):
+        if path == "/health":
+            assert op["security"] == []
+        else:
+            assert "security" not in op or op["security"] == [{"bearerAuth": []}], (method, path)
+            assert op["responses"]["401"]["content"]["application/json"]["schema"] == {"$ref": REF + "Error"}
+
+
+def test_errors_are_documented_as_they_are_sent(doc: dict[str, Any], client: httpx.Client) -> None:
+    assert "HTTPValidationError" not in json.dumps(doc) and "ValidationError" not in doc["components"]["schemas"]
+    error = doc["components"]["schemas"]["Error"]
+    assert set(error["required"]) == set(error["properties"]) == {"error", "field", "hint"}
+    for method, path, op in _ops(doc):
+        for status, resp in op["responses"].items():
+            if int(status) >= 400 and path != "/health":
+                assert resp["content"]["application/json"]["schema"] == {"$ref": REF + "Error"}, (method, path, status)
+        if path != "/health":
+            assert "422" in op["responses"], (method, path)
+    # And the server really sends that shape, for each status the document names.
+    samples = {
+        401: client.get("/v1/host", headers={"Authorization": "Bearer wrong"}),
+        404: client.get("/v1/vms/nothing-here"),
+        409: client.post("/v1/vms/test/start"),
+        413: client.post("/v1/vms", content=b"x" * (2 * 1024 * 1024)),
+        422: client.get("/v1/vms", params={"colour": "red"}),
+    }
+    for status, r in samples.items():
+        assert r.status_code == status, (status, r.text)
+        body = r.json()
+        assert set(body) == {"error", "field", "hint"} and isinstance(body["error"], str), body
+
+
+def test_path_parameters_have_patterns(doc: dict[str, Any]) -> None:
+    seen = 0
+    for method, path, op in _ops(doc):
+        for p in op.get("parameters", []):
+            if p["in"] != "path":
+                continue
+            seen += 1
+            pattern = p["schema"].get("pattern")
+            assert pattern, (method, path, p["name"])
+            assert not re.fullmatch(pattern, "a/b") and not re.fullmatch(pattern, "../x")
+            assert not re.fullmatch(pattern, "ok\n"), "JSON Schema '$' must not allow a newline"
+    assert seen >= 20
+
+
+def test_bodies_and_success_answers_have_schemas(doc: dict[str, Any]) -> None:
+    bodies = {(m, p) for m, p, op in _ops(doc) if "requestBody" in op}
+    assert {("post", "/v1/vms"), ("patch", "/v1/vms/{name}"), ("post", "/v1/storage/volumes"),
+            ("put", "/v1/storage/isos/{name}"), ("post", "/v1/vms/{name}/snapshots")} <= bodies
+    get_vm = doc["paths"]["/v1/vms/{name}"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert get_vm == {"$ref": REF + "Vm"}
+    assert doc["components"]["schemas"]["VmSummary"]["properties"]["state"]["enum"]
+
+
+# -- the fuzz run ---------------------------------------------------------------------------------
+VM_NAMES = ["test", "fz-a", "fz-b"]
+VOLUME_NAMES = ["fz.qcow2", "fz-raw.img", "fz-a-disk0.qcow2", "fz.iso"]
+SNAP_NAMES = ["s1", "s2"]
+
+
+def _resolve(doc: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in schema:
+        schema = doc["components"]["schemas"][schema["$ref"].removeprefix(REF)]
+    return schema
+
+
+def from_schema(doc: dict[str, Any], schema: dict[str, Any], name: str = "") -> st.SearchStrategy[Any]:
+    """Values valid for a (JSON-Schema subset) schema: enum, string (pattern, maxLength), integer
+    (minimum, maximum), boolean, array (items, maxItems), object (properties, required)."""
+    schema = _resolve(doc, schema)
+    if "enum" in schema:
+        return st.sampled_from(schema["enum"])
+    kind = schema.get("type")
+    if kind == "string":
+        if schema.get("format") == "binary":
+            return st.binary(max_size=2048)
+        if name in ("name",) and schema.get("pattern"):
+            pool = VOLUME_NAMES if "+" in schema["pattern"] else VM_NAMES + SNAP_NAMES
+            return st.sampled_from(pool) | st.from_regex(schema["pattern"], fullmatch=True)
+        if name in ("volume", "cdrom", "kernel", "initrd"):
+            return st.sampled_from(VOLUME_NAMES) | st.from_regex(schema["pattern"], fullmatch=True)
+        if schema.get("pattern"):
+            return st.from_regex(schema["pattern"], fullmatch=True)
+        size = min(schema.get("maxLength", 50), 50)
+        printable = st.characters(blacklist_categories=("Cc", "Cs"))
+        return st.text(printable, max_size=size) | st.text(max_size=size)
+    if kind == "integer":
+        lo, hi = schema.get("minimum", -(2**40)), schema.get("maximum", 2**40)
+        small = st.integers(lo, min(hi, lo + 8))
+        return small | st.integers(lo, hi)
+    if kind == "boolean":
+        return st.booleans()
+    if kind == "array":
+        return st.lists(from_schema(doc, schema.get("items", {}), name), max_size=min(schema.get("maxItems", 3), 3))
+    if kind == "object" or "properties" in schema:
+        props = schema.get("properties", {})
+        required = set(schema.get("required", []))
+        return st.fixed_dictionaries(
+            {k: from_schema(doc, v, k) for k, v in props.items() if k in required},
+            optional={k: from_schema(doc, v, k) for k, v in props.items() if k not in required},
+        ).filter(lambda d: len(d) >= schema.get("minProperties", 0))
+    return json_values
+
+
+def _broken(doc: dict[str, Any], schema: dict[str, Any]) -> st.SearchStrategy[Any]:
+    """A body that breaks the schema on purpose."""
+    schema = _resolve(doc, schema)
+    good = from_schema(doc, schema)
+    props = list(schema.get("properties", {}))
+    out = [json_values]
+    if props:
+        out.append(st.builds(lambda d, k, v: {**d, k: v}, good, st.sampled_from(props), json_values))  # wrong type
+        out.append(st.builds(lambda d, k: {x: y for x, y in d.items() if x != k}, good, st.sampled_from(props)))
+        out.append(st.builds(lambda d, k: {**d, k: 1}, good, st.text(min_size=1, max_size=12)))  # unknown key
+    return st.one_of(out)
+
+
+def _minimal(doc: dict[str, Any], schema: dict[str, Any]) -> st.SearchStrategy[Any]:
+    """The required fields and at most two others: bodies that have a chance to succeed."""
+    schema = _resolve(doc, schema)
+    props = schema.get("properties", {})
+    required = set(schema.get("required", []))
+    if not props:
+        return from_schema(doc, schema)
+    optional = sorted(set(props) - required - {"disks", "nics", "kernel", "initrd", "cmdline", "cdrom"})
+
+    def build(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+        return {**base, **extra}
+
+    extras = st.lists(st.sampled_from(optional), max_size=2, unique=True).flatmap(
+        lambda keys: st.fixed_dictionaries({k: from_schema(doc, props[k], k) for k in keys})) if optional else st.just({})
+    base = st.fixed_dictionaries({k: from_schema(doc, props[k], k) for k in required})
+    return st.builds(build, base, extras).filter(lambda d: len(d) >= schema.get("minProperties", 0))
+
+
+def _operations(doc: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    out = []
+    for method, path, op in _ops(doc):
+        content = op["responses"].get("200", {}).get("content", {})
+        if "text/event-stream" in content:
+            continue  # an endless stream: test_live covers it
+        out.append((method, path, op))
+    return out
+
+
+@st.composite
+def requests_(draw: Any, doc: dict[str, Any]) -> tuple[str, str, dict[str, Any], Any]:
+    method, path, op = draw(st.sampled_from(_operations(doc)))
+    values = {}
+    query: dict[str, Any] = {}
+    for p in op.get("parameters", []):
+        schema = p["schema"]
+        if p["in"] == "path":
+            if p["name"] == "snapshot":
+                pool = SNAP_NAMES
+            elif path.startswith("/v1/vms"):
+                pool = VM_NAMES
+            else:
+                pool = VOLUME_NAMES
+            strat = st.sampled_from(pool) | st.from_regex(schema["pattern"], fullmatch=True)
+            values[p["name"]] = draw(strat)
+        elif p["in"] == "query" and draw(st.booleans()):
+            query[p["name"]] = draw(from_schema(doc, schema) | st.text(max_size=8))
+    if draw(st.integers(0, 9)) == 9:
+        query[draw(st.text(min_size=1, max_size=10))] = draw(st.text(max_size=10))  # unknown
+    target = path.format(**values)
+    kw: dict[str, Any] = {"params": {k: ("true" if v else "false") if isinstance(v, bool) else v
+                                     for k, v in query.items()}}
+    content = op.get("requestBody", {}).get("content", {})
+    if "application/json" in content:
+        schema = content["application/json"]["schema"]
+        body = draw(st.one_of(_minimal(doc, schema), from_schema(doc, schema), _broken(doc, schema)))
+        kw["content"] = json.dumps(body).encode()
+        kw["headers"] = {"content-type": "application/json"}
+    elif "application/octet-stream" in content:
+        kw["content"] = draw(st.binary(max_size=4096))
+    return method.upper(), target, kw, path
+
+
+def _ensure_objects(c: httpx.Client) -> None:
+    """Bring back what earlier requests deleted, so that requests keep meeting real objects: two
+    volumes, a running VM with a disk and a snapshot, a shut-off VM."""
+    for name, fmt in (("fz.qcow2", "qcow2"), ("fz-raw.img", "raw")):
+        if c.get(f"/v1/storage/volumes/{name}").status_code == 404:
+            c.post("/v1/storage/volumes", json={"name": name, "size_gib": 1, "format": fmt})
+    if c.get("/v1/vms/fz-a").status_code == 404:
+        c.post("/v1/vms", json={"name": "fz-a", "memory_mib": 64, "disks": [{"size_gib": 1}]})
+    if c.get("/v1/vms/fz-b").status_code == 404:
+        c.post("/v1/vms", json={"name": "fz-b", "memory_mib": 64, "start": False})
+    if c.get("/v1/vms/fz-a/snapshots/s1").status_code == 404:
+        c.post("/v1/vms/fz-a/snapshots", json={"name": "s1"})
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                 HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data())
+def test_schema_driven_fuzz_never_gets_a_5xx(live: Live, client: httpx.Client, doc: dict[str, Any],
+                                             data: st.DataObject) -> None:
+    _ensure_objects(client)
+    for _ in range(6):
+        method, target, kw, template = data.draw(requests_(doc))
+        r = client.request(method, target, **kw)
+        event(f"{method} {template} {r.status_code}")
+        assert r.status_code < 500, (method, target, kw, r.status_code, r.text[:500])
+        if r.status_code >= 400:
+            body = r.json()
+            assert set(body) == {"error", "field", "hint"}, (method, target, body)
+        elif r.headers.get("content-type", "").startswith("application/json"):
+            r.json()
