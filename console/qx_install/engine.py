@@ -368,10 +368,10 @@ def _wipe(run: _Run) -> str:
         _write_definitions(p.payload, defs)
         run.begin("partition disk")
         run.log(f"systemd-repart: new partition table on {p.disk.path}")
-        # --offline: repart fills the ESP with mcopy and the data partition with mkfs.ext4 -d, mounting
-        # nothing (works where the kernel lacks vfat); it then leaves the table re-read to us.
-        r.run(["systemd-repart", "--dry-run=no", "--empty=force", "--no-pager", "--seed=random", "--offline=yes",
-               f"--definitions={defs}", f"--root={stage}", p.disk.path])
+        offline = _repart_offline()
+        run.log(f"systemd-repart --offline={offline}")
+        r.run(["systemd-repart", "--dry-run=no", "--empty=force", "--no-pager", "--seed=random",
+               f"--offline={offline}", f"--definitions={defs}", f"--root={stage}", p.disk.path])
         _reread_table(p.disk.path)
     parts = _partitions(p.disk.path)
     crashpoint.reached("install-partitioned")
@@ -530,6 +530,20 @@ def _write_definitions(payload: Payload, out: Path) -> None:
                 continue
             lines.append(f"{key}={value}")
         (out / d.file).write_text("\n".join(lines) + "\n")
+
+
+def _repart_offline() -> str:
+    """How repart fills the new filesystems. Online (mounting them) where the kernel has vfat — on the
+    installer ISO, whose /var/tmp is RAM: offline, repart would build each filesystem in a temp file
+    the size of its partition there. Offline (mkfs -d, mcopy: nothing mounted) where vfat cannot be
+    mounted, as on kernels without it."""
+    r.run(["modprobe", "-q", "vfat"], check=False) if r.which("modprobe") else None
+    try:
+        has_vfat = any(line.split()[-1] == "vfat" for line in Path("/proc/filesystems").read_text().splitlines()
+                       if line.strip())
+    except OSError:
+        has_vfat = False
+    return "no" if has_vfat else "yes"
 
 
 def _reread_table(disk: str) -> None:
