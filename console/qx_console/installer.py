@@ -26,8 +26,15 @@ step; steps that do not apply are skipped, and skipped again on the way back):
    :class:`~qx_console.installer_screens.DoneScreen` (remove the medium, Enter restarts through
    :meth:`HostBackend.power`) or :class:`~qx_console.installer_screens.FailureScreen` (cause, step, log).
 
-Unattended: ``InstallerApp(backend, answer=...)`` shows only the progress of :meth:`unattended_job` — the
-seam where the answer file's install runs (same engine, ``source="answer-file"``).
+Unattended, two ways:
+
+* ``InstallerApp(backend, answer=...)`` runs the answer file's install itself and shows only its progress
+  (:meth:`unattended_job`: same engine, ``source="answer-file"``; then the answer's ``after``).
+* On the live ISO, ``qx-install auto`` (``qx-install-auto.service``) installs in a process of its own and
+  keeps ``/run/quantix/install/status.json`` current. The installer watches that file (``status_file``):
+  once it appears, the console shows that install's progress and outcome instead of the interactive
+  steps (:meth:`follow_job`) — unless the operator's own install already runs. It never starts a second
+  install, and it does not reboot: the service does, as its answer file says.
 
 Invariants: nothing is written to any disk before the operator pressed Install on the confirm screen
 (every earlier step only reads); the clear-text root password never leaves the password screen (the
@@ -38,6 +45,7 @@ or stopped from the keyboard (Live is the way out).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -50,6 +58,7 @@ from rich.markup import escape
 from textual.app import App
 
 from qx_common import log
+from qx_common.errors import QxError
 from qx_console.app import TERMINAL_SIGNALS
 from qx_console.backend import HostBackend
 from qx_console.hostconfig import HostConfig
@@ -63,6 +72,30 @@ _log = log.get("console.installer")
 
 # The app's return value when the operator chose to use the live system instead of installing.
 LIVE = "live"
+
+# Where qx-install auto reports its unattended install (qx_install.cli.STATUS_FILE).
+STATUS_FILE = Path("/run/quantix/install/status.json")
+FOLLOW_POLL_S = 0.5  # how often the progress of qx-install auto is read from its status file
+WATCH_S = 1.0        # how often the interactive installer looks whether qx-install auto has started
+
+
+class UnattendedFailed(QxError):
+    """qx-install auto stopped (read from its status file): the message, the step and the log."""
+
+    def __init__(self, message: str, *, step: str, log_path: str | None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint or None)
+        self.step = step
+        self.log_path = log_path
+
+
+def read_status(path: Path) -> dict[str, Any] | None:
+    """qx-install auto's status (``state``: running / done / failed); None while there is none. A file
+    being replaced or not yet valid JSON reads as None (it is written atomically; the next read has it)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("state") in ("running", "done", "failed") else None
 
 MODES = ("wipe", "keep-data", "upgrade")
 
@@ -121,6 +154,7 @@ class InstallerApp(App[str | None], inherit_bindings=False):
         only_disks: Collection[str] | None = None,
         log_path: Path | None = None,
         answer: Any = None,
+        status_file: Path | None = STATUS_FILE,
     ) -> None:
         super().__init__()
         self.backend = backend
@@ -130,6 +164,9 @@ class InstallerApp(App[str | None], inherit_bindings=False):
         self.disk_include = tuple(disk_include) + (self.only_disks or ())
         self.log_path = log_path
         self.answer = answer
+        self.status_file = status_file
+        self.followed = False  # qx-install auto's install was (or is being) shown: never switch to it twice
+        self._stop = threading.Event()  # set when the app ends: the follow loop stops waiting
         self.choices = Choices()
         self.payload: Any = None  # qx_install.payload.Payload once found
         self.payload_error: BaseException | None = None
@@ -154,6 +191,60 @@ class InstallerApp(App[str | None], inherit_bindings=False):
             return
         self.push_screen(WelcomeScreen())
         self._search_payload()
+        if self.status_file is not None:
+            self._watch()
+            self.set_interval(WATCH_S, self._watch)
+
+    def on_unmount(self) -> None:
+        self._stop.set()
+
+    # -- qx-install auto (a separate process) ----------------------------------------------------------
+    def _watch(self) -> None:
+        """Timer: has qx-install auto started (its status file appeared)? Read in a worker."""
+        if self.followed or self.installing or self.status_file is None:
+            return
+        path = self.status_file
+        self.run_worker(lambda: self._watched(read_status(path)), thread=True, group="watch", exclusive=True,
+                        exit_on_error=False)
+
+    def _watched(self, status: dict[str, Any] | None) -> None:
+        if status is not None:
+            try:
+                self.call_from_thread(self.follow_unattended)
+            except RuntimeError:  # the app has stopped meanwhile
+                pass
+
+    def follow_unattended(self) -> None:
+        """Show qx-install auto's install in place of the interactive steps (UI thread)."""
+        from qx_console.installer_screens import ProgressScreen
+
+        if self.followed or self.installing:
+            return
+        self.followed = self.installing = True
+        self.push_screen(ProgressScreen(self.follow_job, title="Unattended installation (answer file)"))
+
+    def follow_job(self, progress: Callable[[Any], None]) -> Any:
+        """Worker thread: report qx-install auto's progress until it is done (an engine ``Result``) or failed
+        (:class:`UnattendedFailed`)."""
+        from qx_install import engine
+
+        assert self.status_file is not None
+        while not self._stop.is_set() and self.is_running:
+            st = read_status(self.status_file)
+            if st is not None and st["state"] == "done":
+                return engine.Result(mode=str(st.get("mode", "")), disk=str(st.get("disk", "")),
+                                     version=str(st.get("version", "")), slot=str(st.get("slot", "")),
+                                     log_path=None)
+            if st is not None and st["state"] == "failed":
+                raise UnattendedFailed(str(st.get("message", "the unattended install failed")),
+                                       step=str(st.get("step", "")), log_path=st.get("log") or None,
+                                       hint=str(st.get("hint", "")) or None)
+            if st is not None:
+                progress(engine.Progress(str(st.get("step", "")), int(st.get("index", 0) or 0),
+                                         int(st.get("total", 0) or 0), int(st.get("done", 0) or 0),
+                                         int(st.get("size", 0) or 0), str(st.get("message", ""))))
+            self._stop.wait(FOLLOW_POLL_S)
+        raise UnattendedFailed("the console stopped following the unattended install", step="", log_path=None)
 
     def _search_payload(self) -> None:
         self.payload, self.payload_error = None, None
@@ -358,6 +449,7 @@ class StepProgress:
     done: int = 0
     size: int = 0
     message: str = ""
+    index: int = 0  # the engine's 1-based step number (0: not reported yet)
     started: bool = False
     finished: bool = False
 
@@ -397,6 +489,7 @@ class ProgressBoard:
             r.started = r.finished = True
         row = self.rows[pos]
         row.started = True
+        row.index = int(p.index or 0) or pos + 1
         row.done, row.size, row.message = int(p.done or 0), int(p.size or 0), str(p.message or "")
 
     def finish(self) -> None:

@@ -610,8 +610,10 @@ class ProgressScreen(StepScreen):
         self.query_one("#steps", Static).update("\n".join(rows))
         cur = b.current
         if cur is not None:
-            n = b.rows.index(cur) + 1
-            self.query_one("#overall", Static).update(f"Step {n} of {max(b.total, len(b.rows))}: {escape(cur.step)}")
+            # The engine's own step number: a followed install (qx-install auto) may skip rows between reads.
+            n = cur.index or b.rows.index(cur) + 1
+            self.query_one("#overall", Static).update(
+                f"Step {n} of {max(b.total, len(b.rows), n)}: {escape(console_safe(cur.step))}")
             self.query_one("#now", Static).update(escape(console_safe(cur.message[:74])))
 
     def action_back(self) -> None:

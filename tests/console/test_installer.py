@@ -43,6 +43,7 @@ def make_app(payload_dir: Path | None, tmp_path: Path, **kw) -> tuple[InstallerA
     media = [payload_dir] if payload_dir is not None else [tmp_path / "no-medium"]
     kw.setdefault("only_disks", ())
     kw.setdefault("boot_medium", ())
+    kw.setdefault("status_file", tmp_path / "install-status.json")  # qx-install auto's, not this machine's
     app = InstallerApp(be, media_dirs=media, log_path=tmp_path / "install.log", **kw)
     return app, be
 
@@ -473,6 +474,7 @@ def test_progress_board_rows() -> None:
     assert b.rows[0].fraction == 0.25 and b.current.message == "checking the installation medium"
     b.update(Progress("partition disk", 3, 3, 1, 4, "repart"))
     assert [r.finished for r in b.rows] == [True, True, False] and b.rows[2].fraction == 0.25
+    assert b.current.index == 3
     b.update(Progress("unplanned step", 4, 4, 0, 0, ""))  # steps the plan did not list are added
     assert [r.step for r in b.rows][-1] == "unplanned step" and b.total == 4
     b.finish()
@@ -649,3 +651,70 @@ async def test_unattended_without_a_matching_disk_fails_with_the_candidates(inst
         await wait_screen(pilot, app, FailureScreen, lambda: on_screen(app, "Cause:"), timeout=60)
         assert on_screen(app, "NO-SUCH-DISK") and not bad_glyphs(app)
         assert not any(c.startswith("power") for c in be.calls)
+
+
+# -- qx-install auto (the ISO's unattended service, another process): the console follows it -----------------
+def write_status(path: Path, **data) -> None:
+    """As qx-install auto writes it (qx_install.cli._write_status: JSON, replaced atomically)."""
+    import json
+    import os
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+async def test_follows_qx_install_auto_from_the_welcome_screen(install_payload, tmp_path: Path) -> None:
+    status = tmp_path / "install-status.json"
+    app, be = make_app(install_payload.dir, tmp_path, status_file=status)
+    async with app.run_test(size=SIZE) as pilot:
+        await welcome(pilot, app)
+        # qx-install auto found an answer file and started (after the console did).
+        write_status(status, state="running", step="verify medium", index=1, total=6, done=5, size=10,
+                     message="checking the installation medium")
+        await wait_screen(pilot, app, ProgressScreen, lambda: on_screen(app, "checking the installation medium"))
+        text = frame_text(app)
+        assert "Unattended installation (answer file)" in text and "Step 1 of 6: verify medium" in text
+        assert "[###############...............]  50 %" in text and not bad_glyphs(app)
+        for key in ("escape", "enter", "f9", "f10", "ctrl+q"):
+            await pilot.press(key)
+            assert isinstance(app.screen, ProgressScreen) and app.is_running
+        write_status(status, state="running", step="partition disk", index=3, total=6, done=0, size=0,
+                     message="partition disk")
+        await until(pilot, lambda: on_screen(app, "Step 3 of 6: partition disk"))
+        write_status(status, state="done", version="0.9.1", disk="/dev/vdb", after="reboot")
+        await wait_screen(pilot, app, DoneScreen, lambda: on_screen(app, "Quantix OS 0.9.1 is installed on"))
+        assert on_screen(app, "/dev/vdb")
+        assert not any(c.startswith("power") for c in be.calls)  # the service reboots, as its answer says
+
+
+async def test_a_failed_qx_install_auto_is_shown_then_the_interactive_installer(install_payload,
+                                                                               tmp_path: Path) -> None:
+    status = tmp_path / "install-status.json"
+    log = tmp_path / "auto.log"
+    log.write_text("12:00:00 step 2/6: prepare\n12:00:01 FAILED at 'plan': no disk matches\n")
+    write_status(status, state="failed", step="plan", message="install.disk: no disk matches serial=X",
+                 hint="the candidates are listed above", log=str(log))
+    app, be = make_app(install_payload.dir, tmp_path, status_file=status)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_screen(pilot, app, FailureScreen, lambda: on_screen(app, "Last lines of the log"))
+        text = frame_text(app)
+        assert "Cause: install.disk: no disk matches serial=X" in text and "Step:  plan" in text
+        assert f"Log:   {log}" in text and "FAILED at 'plan'" in text and not bad_glyphs(app)
+        await push(pilot, "#again")
+        await wait_screen(pilot, app, DiskScreen, lambda: app.screen.listed)
+        # The same (failed) status is not followed a second time.
+        await pilot.press("escape")
+        await wait_screen(pilot, app, WelcomeScreen)
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, WelcomeScreen) and app.followed
+
+
+async def test_no_status_file_means_interactive(install_payload, tmp_path: Path) -> None:
+    status = tmp_path / "install-status.json"
+    status.write_text("{not json")  # being written / garbage: ignored
+    app, _ = make_app(install_payload.dir, tmp_path, status_file=status)
+    async with app.run_test(size=SIZE) as pilot:
+        await welcome(pilot, app)
+        await pilot.press("f10")
+        await wait_screen(pilot, app, DiskScreen)
+        assert not app.followed

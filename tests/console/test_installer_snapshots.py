@@ -65,7 +65,8 @@ def fixed_loops(tmp_path: Path) -> Iterator[dict[str, str]]:
 
 def make(payload_dir: Path, loops: dict[str, str], tmp_path: Path) -> InstallerApp:
     return InstallerApp(MemoryBackend(), media_dirs=[payload_dir], only_disks=list(loops.values()),
-                        boot_medium=[loops["medium"]], log_path=tmp_path / "install.log")
+                        boot_medium=[loops["medium"]], log_path=tmp_path / "install.log",
+                        status_file=tmp_path / "install-status.json")
 
 
 def _as_on_a_linux_console(pilot) -> None:
