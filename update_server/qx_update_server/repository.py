@@ -518,7 +518,11 @@ class Repository:
                         version=rel.version, artifact=art.artifact, channels=contract.channels_up_to(channel),
                         security_epoch=rel.security_epoch, slot_size=rel.slot_size, slot_sha256=rel.slot_sha256,
                         kernel_cmdline=rel.kernel_cmdline, rollout_start=now, notes=notes)
-                    tmp = vdir / f".{art.name}.tmp-{os.getpid()}"
+                    # Staged outside the served tree (same filesystem, so the rename is atomic): a file
+                    # being copied is never downloadable under targets/, not even by a guessed name.
+                    tmp_dir = self.data_dir / ".publishing"
+                    tmp_dir.mkdir(exist_ok=True)
+                    tmp = tmp_dir / f"{art.name}.tmp-{os.getpid()}"
                     written.append(tmp)
                     if move and art.path.stat().st_dev == vdir.stat().st_dev:
                         os.replace(art.path, tmp)
