@@ -147,7 +147,7 @@ def test_promote_from_the_page_and_see_a_checkin(server, browser, tmp_path, make
     assert r.status_code == 204
     cells = wait.until(lambda d: fleet_row(d, "node-7"))  # the page polls
     assert cells[:4] == ["node-7", "0.2.0", "b", "beta"]
-    assert cells[5:] == ["bad", "gate: qx-node /health timed out"]
+    assert cells[5:] == ["bad", "gate: qx-node /health timed out", "unverified"]  # no host key sent
 
 
 def test_yank_from_the_page(server, browser, tmp_path, make_release):

@@ -101,7 +101,9 @@ function renderFleet(page) {
   const tbody = $("#fleet-table tbody"); tbody.replaceChildren();
   for (const h of hosts) {
     tbody.append(el("tr", {"data-host": h.host_id}, el("td", {}, h.host_id), el("td", {}, h.version), el("td", {}, h.slot),
-      el("td", {}, h.channel), el("td", {}, h.last_seen), el("td", {class: "health-" + h.health}, h.health), el("td", {}, h.last_error || "")));
+      el("td", {}, h.channel), el("td", {}, h.last_seen), el("td", {class: "health-" + h.health}, h.health), el("td", {}, h.last_error || ""),
+      el("td", {class: "identity-" + h.identity, title: h.identity === "key" ? "bound to the host's key" :
+        "no host key: any check-in token may report this host id"}, h.identity === "key" ? "key" : "unverified")));
   }
 }
 
