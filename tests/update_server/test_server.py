@@ -6,14 +6,12 @@ After every change python-tuf's ngclient verifies the repository through the ser
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
-import pytest
 import requests
 
 from qx_update_server.app import create_app, is_public, route_scope

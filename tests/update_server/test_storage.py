@@ -23,7 +23,6 @@ from qx_update_server.storage import (
     PostgresStorage,
     SQLiteStorage,
     Storage,
-    Token,
     open_storage,
     parse_postgres_url,
     redact_url,

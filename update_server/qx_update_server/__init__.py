@@ -11,10 +11,14 @@ Design (docs/update-format.md section 2 is the contract with the OTA client):
   - :mod:`.release`    — reading and verifying a build's release files (manifest + SHA256SUMS).
   - :mod:`.keys`       — ed25519 key files: online keys and the offline root keys (outside the served dir).
   - :mod:`.fsutil`     — atomic writes and the test-only crash hook.
-  - :mod:`.repository` — the TUF repository: init, publish, promote, yank, rollout, re-sign, rotate.
+  - :mod:`.repository` — the TUF repository: init, publish, promote, yank, remove, rollout, re-sign, rotate;
+    the retention rule that keeps the signed targets within what every host accepts.
   - :mod:`.storage`    — the storage interface (tokens, releases, audit log, fleet) and its backends:
     SQLite in the data dir (default) or PostgreSQL (``serve --database postgresql://…``).
   - :mod:`.app`        — the HTTP service (FastAPI): public static repository, authenticated API, admin page.
-  - :mod:`.cli`        — ``qx-update-server`` (serve, token).
+  - :mod:`.metadata_http` — ``GET /metadata/…`` answered from memory before routing.
+  - :mod:`.serving`    — uvicorn with header/idle timeouts and a connection cap; binding with clear errors.
+  - :mod:`.tls`        — the operator's certificate, or a self-signed one made on first start.
+  - :mod:`.cli`        — ``qx-update-server`` (serve, token create/list/revoke, host forget).
   - :mod:`.release_cli`— ``qx-release``, the release engineer's client.
 """

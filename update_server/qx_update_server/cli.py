@@ -75,7 +75,7 @@ def check_data_dir(path: Path) -> Path:
                                 hint="create it, or choose a directory this user can write") from e
     if not os.access(path, os.W_OK | os.X_OK):
         raise EnvironmentError_(f"--data-dir {path}: this user cannot write to it",
-                                hint=f"chown it to the user running qx-update-server, or choose another directory")
+                                hint="chown it to the user running qx-update-server, or choose another directory")
     return path
 
 
