@@ -441,7 +441,8 @@ class UpdatesScreen(BaseScreen):
             v.border_title = "Updates (qx-update)"
             yield Static("Reading update status...", id="slots")
             yield from _row("Channel", "channel", "")
-            yield Horizontal(Button("Check now", id="check"), Button("Apply update", id="apply"),
+            # Short labels: the four buttons fit a 60-column terminal.
+            yield Horizontal(Button("Check", id="check"), Button("Apply", id="apply"),
                              Button("Roll back", id="rollback"), Button("Set channel", id="setchannel"),
                              classes="buttons")
             yield Static("", id="progress")

@@ -30,10 +30,10 @@ from qx_console.ui import ConsoleScreen, KeyBar, SecretInput, console_safe, from
 V4_MODES = ("dhcp", "static")
 V6_MODES = ("auto", "off", "static")
 
-# form field id -> schema field path(s) whose errors are shown under it
+# form field id -> schema field path(s) whose errors are shown under it; in the form's order (top to
+# bottom: the form scrolls to the first one with an error)
 FIELDS: dict[str, tuple[str, ...]] = {
     "nic": ("network.nic",),
-    "vlan": ("network.vlan",),
     "v4addr": ("network.ipv4.address",),
     "v4prefix": ("network.ipv4.prefix",),
     "v4gw": ("network.ipv4.gateway",),
@@ -43,6 +43,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "dns": ("network.dns",),
     "search": ("network.search_domain",),
     "hostname": ("hostname",),
+    "vlan": ("network.vlan",),
 }
 
 
@@ -261,7 +262,11 @@ class NetworkScreen(BaseScreen):
             self.say(f"Not applied: {len(err.errors)} field(s) need fixing. Nothing was written.", "error")
             if first is not None:
                 first.focus(scroll_visible=False)
-                self.query_one("#form", VerticalScroll).scroll_to_widget(first, animate=False, top=False)
+                # The error line sits right under its field: in view, both are.
+                line = self.query_one(f"#err-{first.id}")
+                # After the refresh: the line has just got its text (and its height).
+                form = self.query_one("#form", VerticalScroll)
+                self.call_after_refresh(form.scroll_to_widget, line, animate=False, top=False)
         else:
             self.say("")
 

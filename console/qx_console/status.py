@@ -6,7 +6,7 @@ It refreshes itself from a thread worker every ``refresh_s`` seconds; the UI nev
 from __future__ import annotations
 
 from textual.app import ComposeResult
-from textual.containers import Vertical
+from textual.containers import Vertical, VerticalScroll
 from rich.markup import escape
 from textual.widgets import Static
 
@@ -57,7 +57,9 @@ def source_of(st: HostStatus, *keys: str, default: str = "default") -> str:
     return default
 
 
-def render_status(st: HostStatus) -> str:
+def render_status(st: HostStatus, width: int = 80) -> str:
+    """The status text for a terminal ``width`` columns wide (narrower than 72: the certificate
+    fingerprint goes on lines of its own instead of beside its label)."""
     from rich.markup import escape
 
     lines: list[str] = []
@@ -79,9 +81,14 @@ def render_status(st: HostStatus) -> str:
         upd = f"[yellow]{escape(st.update_detail)[:56]}[/]"
     else:
         upd = f"channel {escape(st.update_channel or '?')}; " + fmt_update(st)
+    tail: list[str] = []  # lines below the table (a narrow terminal's fingerprint)
     if st.node_cert is not None:
         fp = st.node_cert.fingerprint_lines()
-        cert = [("API cert", f"SHA-256 {escape(fp[0])}")] + [("", f"        {escape(more)}") for more in fp[1:]]
+        if width >= 72:
+            cert = [("API cert", f"SHA-256 {escape(fp[0])}")] + [("", f"        {escape(more)}") for more in fp[1:]]
+        else:
+            cert = [("API cert", "SHA-256 (below)")]
+            tail = [f"  {escape(part)}" for part in fp]
     else:
         cert = [("API cert", f"[yellow]{escape((st.node_cert_detail or 'unknown')[:60])}[/]")]
     rows = [
@@ -97,6 +104,7 @@ def render_status(st: HostStatus) -> str:
         *cert,
     ]
     lines += [f"{k:<14}{v}" for k, v in rows]
+    lines += tail
     return console_safe("\n".join(lines))
 
 
@@ -106,11 +114,13 @@ class StatusScreen(ConsoleScreen[None]):
 
     def compose(self) -> ComposeResult:
         yield Static("Quantix OS", id="titlebar")
-        with Vertical(classes="panel", id="status-panel") as v:
+        # Scrolls (Up/Down) where the terminal is too short for all of it (60x20).
+        with VerticalScroll(classes="panel", id="status-panel") as v:
             v.border_title = "Status"
             yield Static("Gathering host status...", id="status")
-        yield Static("", id="notice", classes="hint")
-        yield KeyBar("F2 Customize system   F12 Shut down/Restart   Ctrl+R Refresh")
+        with Vertical(id="bottom"):
+            yield Static("", id="notice", classes="hint")
+            yield KeyBar("F2 Customize system   F12 Shut down/Restart   Ctrl+R Refresh")
 
     def on_mount(self) -> None:
         self.set_interval(self.app.refresh_s, self.action_refresh)
@@ -125,7 +135,7 @@ class StatusScreen(ConsoleScreen[None]):
     def _show(self, st: HostStatus) -> None:
         title = escape(console_safe(f"{st.product} {st.version}"))
         self.query_one("#titlebar", Static).update(title)
-        self.query_one("#status", Static).update(f"[b]{title}[/b]\n" + render_status(st))
+        self.query_one("#status", Static).update(f"[b]{title}[/b]\n" + render_status(st, self.size.width))
         self.app.first_status_shown(st)
 
     def _failed(self, e: BaseException) -> None:

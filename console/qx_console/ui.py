@@ -76,9 +76,16 @@ Screen { background: black; color: white; }
 * { scrollbar-size: 1 1; scrollbar-background: black; scrollbar-color: blue; scrollbar-color-hover: blue;
     scrollbar-color-active: cyan; scrollbar-corner-color: black; }
 #titlebar { dock: top; height: 1; background: blue; color: white; text-style: bold; padding: 0 1; }
-KeyBar { dock: bottom; height: 1; background: white; color: black; padding: 0 1; }
+/* Two lines where one does not hold the keys (60 columns): a key is never cut off. */
+KeyBar { dock: bottom; height: auto; max-height: 3; background: white; color: black; padding: 0 1; }
 .panel { border: double white; border-title-color: yellow; border-title-style: bold; padding: 0 1;
          height: auto; }
+/* The status panel takes the room there is and scrolls (Up/Down) when the terminal is shorter. */
+#status-panel { height: auto; max-height: 100%; }
+/* The status screen's notice line sits right above its key bar (two widgets docked to one edge would
+   overlap: they share one docked box). */
+#bottom { dock: bottom; height: auto; }
+#bottom > KeyBar { dock: none; }
 .form-row { height: 1; margin: 0; }
 .label { width: 22; color: white; }
 .source { color: cyan; width: auto; }
