@@ -208,6 +208,7 @@ def test_remove_through_cli(server, tmp_path, make_release):
     assert verify_repo(server.url, root_v1, tmp_path) == {}
     again = qx_release(server, token, "publish", str(make_release("0.2.0")), check=False)
     assert again.returncode == 2 and "0.2.0 was published before and has been retired (removed)" in again.stderr
+    assert "retired (no longer signed): 0.2.0 (removed)" in qx_release(server, token, "list").stdout
     twice = qx_release(server, token, "remove", "0.2.0", check=False)
     assert twice.returncode == 2 and "already removed" in twice.stderr
     yank_only = {"Authorization": f"Bearer {server.token('read')}"}

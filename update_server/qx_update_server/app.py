@@ -411,7 +411,10 @@ def create_app(data_dir: Path, *, database: str | None = None, root_keys_dir: Pa
         for r in repo.releases():
             rec = records.get(r["version"], {})
             out.append(r | {"published_by": rec.get("published_by"), "published_at": rec.get("published_at")})
-        return {"initialized": True, "releases": out, "channels": list(CHANNELS)}
+        # Releases that left the signed set (retention or remove): no host sees them; listed for the record.
+        retired = [{"version": v} | r for v, r in sorted(repo.retired().items(), key=lambda kv: kv[1]["at"],
+                                                          reverse=True)[:100]]
+        return {"initialized": True, "releases": out, "channels": list(CHANNELS), "retired": retired}
 
     @app.post("/v1/uploads")
     def new_upload(_: Token = Depends(need("publish"))) -> dict[str, Any]:

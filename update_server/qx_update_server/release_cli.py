@@ -274,6 +274,10 @@ def _human(cmd: str, out: Any) -> str:
             roll = f"{float(ro['fraction']) * 100:g}%" + (" paused" if ro["paused"] else "")
             chans = "YANKED" if r["yanked"] else ",".join(r["channels"])
             lines.append(f"{r['version']:<14} {chans:<18} {roll:<16} {r['security_epoch']:<6} {r['notes'][:40]}")
+        retired = out.get("retired") or []
+        if retired:
+            lines.append("retired (no longer signed): " + ", ".join(f"{r['version']} ({r['reason']})" for r in retired[:10])
+                         + (f" and {len(retired) - 10} more" if len(retired) > 10 else ""))
         return "\n".join(lines)
     if cmd == "keys":
         lines = []
