@@ -6,7 +6,8 @@ Contract for local clients (the console, qx-update's health gate, scripts on the
 * TLS: self-signed; verify against ``/var/lib/quantix/node/tls/cert.pem`` (its SANs are
   ``127.0.0.1``, ``::1``, ``localhost`` and the hostname).
 * Auth: ``Authorization: Bearer <token>``, token in ``/var/lib/quantix/node/api-token`` (mode 0600,
-  root). Every route but ``GET /health`` answers 401 without it, WebSocket handshakes included.
+  root). Every route but ``GET /health`` answers 401 without it, WebSocket handshakes included
+  (a console WebSocket also takes its one-time ticket instead).
 * ``GET /health`` (no auth): 200 when every component is ok, else 503; body
   ``{"status": "ok"|"degraded", "version": ..., "components": {"libvirt"|"data"|"console":
   {"ok": bool, "detail": str}}}``. Each check is bounded (3 s); the libvirt detail is the latest
@@ -22,7 +23,10 @@ Contract for local clients (the console, qx-update's health gate, scripts on the
 * VMs (``/v1/vms``): create, list, get, ``PATCH`` (vcpus, memory_mib, name, description, tags,
   autostart; ``applied`` says "now" or "next_start" per field), delete (``remove_disks``, ``force``;
   all checks before any change), start/shutdown/stop/reboot/pause/resume, stats, console address,
-  snapshots (``/v1/vms/{name}/snapshots``: tree, create with or without memory, revert, delete).
+  snapshots (``/v1/vms/{name}/snapshots``: tree, create with or without memory, revert, delete),
+  consoles (``POST /v1/vms/{name}/console?kind=vnc|serial`` gives a one-time ticket valid 30 s for
+  the WebSocket ``/v1/vms/{name}/console/{kind}?ticket=...``: VNC for noVNC, or the serial port;
+  proxied to loopback only).
   A volume is a disk of one VM only unless every VM declares it ``shared`` (raw volumes); volumes
   used as disk, cdrom, kernel or initrd cannot be deleted.
 * Stop: SIGTERM is a graceful stop — event streams end at once, other open requests get up to 3 s
@@ -35,7 +39,8 @@ Contract for local clients (the console, qx-update's health gate, scripts on the
 
 Modules: ``settings`` · ``node`` (wiring) · ``libvirt_conn`` (reconnecting connection, event thread) ·
 ``events`` (bus, SSE) · ``vmspec`` / ``vmedit`` (validation) · ``domxml`` (ElementTree) · ``vms`` ·
-``snapshots`` · ``storage`` · ``telemetry`` · ``hardware`` · ``metrics`` · ``auth`` · ``tls`` · ``health`` ·
-``api`` (routers; ``api.guards``: last-resort handler, body limit, query check; ``api.openapi``) ·
+``snapshots`` · ``console`` (tickets, endpoints) · ``storage`` · ``telemetry`` · ``hardware`` ·
+``metrics`` · ``auth`` · ``tls`` · ``health`` · ``api`` (routers; ``api.guards``: last-resort
+handler, body limit, query check; ``api.openapi``; ``api.console``: the WebSocket proxies) ·
 ``bootcheck`` · ``cli`` · ``serve``.
 """

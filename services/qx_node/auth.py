@@ -6,7 +6,8 @@ request except ``GET /health`` and every WebSocket handshake needs ``Authorizati
 <token>``, so a route added later cannot forget authentication (tests enumerate the routes to
 prove it). A refused WebSocket handshake is answered 401 with the JSON error body (or closed with
 1008 by a server without the ASGI ``websocket.http.response`` extension); the application never
-sees it. Only ``lifespan`` passes unchecked.
+sees it. Only ``lifespan`` passes unchecked, and — through ``admit`` — a console WebSocket
+handshake that presents a valid one-time ticket (browsers cannot send the header there).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import hmac
 import json
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,9 +62,13 @@ def ensure_token(path: Path) -> str:
 
 
 class BearerAuth:
-    def __init__(self, app: Any, token: str) -> None:
+    """``admit(scope)``, when given, may let a request in without the token: the console's one-time
+    WebSocket tickets (:meth:`qx_node.console.Tickets.admit`)."""
+
+    def __init__(self, app: Any, token: str, admit: Callable[[dict[str, Any]], bool] | None = None) -> None:
         self.app = app
         self._expected = f"Bearer {token}".encode()
+        self._admit = admit
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]
@@ -74,7 +80,7 @@ class BearerAuth:
             if k == b"authorization":
                 got = v
                 break
-        if hmac.compare_digest(got, self._expected):
+        if hmac.compare_digest(got, self._expected) or (not got and self._admit is not None and self._admit(scope)):
             await self.app(scope, receive, send)
             return
         body = json.dumps({"error": "missing or wrong API token", "field": "Authorization",

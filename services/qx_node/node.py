@@ -7,6 +7,7 @@ libvirtd is down — it reconnects) → serve → ``node.close()``. Closing neve
 from __future__ import annotations
 
 from qx_node import auth, telemetry
+from qx_node.console import Tickets
 from qx_node.events import EventBus
 from qx_node.libvirt_conn import Libvirt
 from qx_node.metrics import make_registry
@@ -28,6 +29,7 @@ class Node:
         self.vms = VmService(self.lv, self.storage, settings.virt_type, kvm_usable=lambda: telemetry.kvm_usable(
             settings.kvm_device, settings.proc_cpuinfo))
         self.snapshots = SnapshotService(self.vms)
+        self.tickets = Tickets()
         self.sampler = StatsSampler()
         self.registry = make_registry(self.lv, self.bus)
         self.lv.on_connect(self.storage.ensure_pool)

@@ -10,7 +10,8 @@ reason "shutdown", no forced stop), then the VM is deleted with its disk.
 
 A second test takes snapshots of such a VM: a disk-only one while shut off (reverting brings back the
 disk content written before it, checked with ``qemu-io``) and one with memory while running
-(reverting to it while shut off leaves the VM running).
+(reverting to it while shut off leaves the VM running). A third opens the VM's consoles through the
+API's WebSocket proxy with one-time tickets: the guest's serial output, and QEMU's VNC greeting.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 import tty
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -286,6 +288,57 @@ def test_snapshots_through_a_real_libvirtd(daemons: Daemons, pool: Path, tmp_pat
             assert r.status_code == 200 and r.json()["removed_volumes"] == ["qx-snap-disk0.qcow2"], r.text
         finally:
             c.delete("/v1/vms/qx-snap", params={"remove_disks": "true", "force": "true"})
+            c.close()
+            import libvirt
+
+            conn = libvirt.open(URI)
+            try:
+                p = conn.storagePoolLookupByName("qx-test-pool")
+                if p.isActive():
+                    p.destroy()
+                p.undefine()
+            except libvirt.libvirtError:
+                pass
+            conn.close()
+
+
+def test_consoles_through_a_real_libvirtd(daemons: Daemons, pool: Path, tmp_path: Path) -> None:
+    """The console proxy with a real guest: its serial output (the guest's READY marker) read through the
+    WebSocket, and QEMU's own VNC server greeting through the VNC WebSocket — both opened with a
+    one-time ticket and no Authorization header, as a browser would."""
+    import ssl
+
+    import websocket  # websocket-client
+
+    settings = make_settings(tmp_path, URI, pool_name="qx-test-pool")
+    settings = type(settings)(**{**settings.__dict__, "pool_dir": pool})
+    guest.build_guest(pool)
+    with LiveServer(settings) as live:
+        c = httpx.Client(verify=str(live.cert), headers=live.auth, base_url=live.url, timeout=60)
+        sslopt = {"cert_reqs": ssl.CERT_REQUIRED, "ca_certs": str(live.cert)}
+        wss = live.url.replace("https://", "wss://")
+        try:
+            spec = {"name": "qx-con", "memory_mib": 128, "kernel": guest.KERNEL_NAME, "initrd": guest.INITRD_NAME,
+                    "cmdline": guest.CMDLINE}
+            assert c.post("/v1/vms", json=spec).status_code == 201
+            t = c.post("/v1/vms/qx-con/console", params={"kind": "serial"}).json()
+            ws = websocket.create_connection(wss + t["url"], sslopt=sslopt, timeout=90)
+            try:
+                seen = b""
+                deadline = time.monotonic() + 90
+                while guest.READY.encode() not in seen and time.monotonic() < deadline:
+                    seen += ws.recv() or b""
+                assert guest.READY.encode() in seen, seen[-2000:]
+            finally:
+                ws.close()
+            t = c.post("/v1/vms/qx-con/console").json()
+            ws = websocket.create_connection(wss + t["url"], sslopt=sslopt, timeout=30, subprotocols=["binary"])
+            try:
+                assert ws.recv().startswith(b"RFB 003.")
+            finally:
+                ws.close()
+        finally:
+            c.delete("/v1/vms/qx-con", params={"force": "true"})
             c.close()
             import libvirt
 

@@ -53,6 +53,10 @@ SNAPSHOT = {"type": "object", "required": ["name", "memory", "parent"], "propert
     "name": {"type": "string"}, "description": {"type": ["string", "null"]}, "created": {"type": ["integer", "null"]},
     "state": {"type": ["string", "null"]}, "memory": {"type": "boolean"}, "parent": {"type": ["string", "null"]},
     "current": {"type": "boolean"}, "children": {"type": "array"}}}
+TICKET = {"type": "object", "required": ["vm", "kind", "ticket", "expires_in", "url"], "properties": {
+    "vm": {"type": "string"}, "kind": {"enum": ["vnc", "serial"]}, "ticket": {"type": "string"},
+    "expires_in": {"type": "number", "description": "seconds; the ticket is used up by the handshake"},
+    "url": {"type": "string", "description": "the WebSocket to open (wss://...) with the ticket"}}}
 HEALTH = {"type": "object", "required": ["status", "version", "components"], "properties": {
     "status": {"enum": ["ok", "degraded"]}, "version": {"type": "string"},
     "components": {"type": "object", "additionalProperties": {
@@ -73,6 +77,7 @@ _SUCCESS: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
     ("post", "/v1/vms/{name}/snapshots"): ("201", {"$ref": _REF + "Snapshot"}),
     ("get", "/v1/vms/{name}/snapshots/{snapshot}"): ("200", {"$ref": _REF + "Snapshot"}),
     ("get", "/health"): ("200", {"$ref": _REF + "Health"}),
+    ("post", "/v1/vms/{name}/console"): ("201", {"$ref": _REF + "ConsoleTicket"}),
 }
 for _a in ("start", "shutdown", "stop", "reboot", "pause", "resume"):
     _SUCCESS[("post", f"/v1/vms/{{name}}/{_a}")] = ("200", {"$ref": _REF + "VmSummary"})
@@ -88,7 +93,8 @@ def complete(doc: dict[str, Any]) -> dict[str, Any]:
     schemas = comps.setdefault("schemas", {})
     for fastapi_shape in ("HTTPValidationError", "ValidationError"):
         schemas.pop(fastapi_shape, None)
-    schemas.update(Error=ERROR_SCHEMA, VmSummary=VM_SUMMARY, Vm=VM, Volume=VOLUME, Snapshot=SNAPSHOT, Health=HEALTH)
+    schemas.update(Error=ERROR_SCHEMA, VmSummary=VM_SUMMARY, Vm=VM, Volume=VOLUME, Snapshot=SNAPSHOT, Health=HEALTH,
+                   ConsoleTicket=TICKET)
     comps["securitySchemes"] = {"bearerAuth": {
         "type": "http", "scheme": "bearer",
         "description": "the token in the node's api-token file (/var/lib/quantix/node/api-token)"}}
