@@ -16,11 +16,12 @@ import pytest
 from textual.widgets import OptionList
 
 from qx_console.app import ConsoleApp
-from qx_console.customize import CustomizeScreen, LoginScreen, NodeApiScreen
+from qx_console.customize import ConfirmScreen, CustomizeScreen, LoginScreen, NodeApiScreen
 from qx_console.memory import MemoryBackend, MemoryState
 from qx_console.network_screens import NetworkScreen
 from qx_console.screenshot import LINUX_PALETTE
 from qx_console.status import StatusScreen
+from qx_console.ui import ErrorScreen
 
 from .helpers import bad_glyphs, on_screen, until
 
@@ -103,11 +104,69 @@ def test_snapshot_node_api(snap_compare) -> None:
     assert snap_compare(make(), terminal_size=SIZE, run_before=_node_api)
 
 
+async def _network_errors(pilot) -> None:
+    from .test_app import fill_network
+
+    await _network(pilot)
+    await fill_network(pilot, pilot.app, v4addr="127.0.0.1", v4prefix="", v4gw="169.254.0.1")
+    pilot.app.screen.query_one("#nic", OptionList).focus()
+    await pilot.press("f10")
+    await until(pilot, lambda: on_screen(pilot.app, "Nothing was written") and on_screen(pilot.app, "loopback"))
+    _as_on_a_linux_console(pilot)
+
+
+async def _login_refused(pilot) -> None:
+    await _status(pilot)
+    await pilot.press("f2")
+    await until(pilot, lambda: isinstance(pilot.app.screen, LoginScreen))
+    await pilot.press(*"wrong", "enter")
+    await until(pilot, lambda: on_screen(pilot.app, "root password: incorrect"))
+    _as_on_a_linux_console(pilot)
+
+
+async def _error_panel(pilot) -> None:
+    from qx_common.errors import ExternalError
+
+    await _customize(pilot)
+    pilot.app.show_error("Restart failed", ExternalError(
+        "systemctl restart systemd-networkd.service: Job for systemd-networkd.service failed \u2014 see "
+        "\u201csystemctl status\u201d", hint="look at View System Logs > system"))
+    await until(pilot, lambda: isinstance(pilot.app.screen, ErrorScreen))
+    _as_on_a_linux_console(pilot)
+
+
+async def _confirm_dialog(pilot) -> None:
+    await _customize(pilot)
+    menu = pilot.app.screen.query_one("#menu", OptionList)
+    menu.highlighted = menu.get_option_index("restart")
+    await pilot.press("enter")
+    await until(pilot, lambda: isinstance(pilot.app.screen, ConfirmScreen))
+    _as_on_a_linux_console(pilot)
+
+
+def test_snapshot_network_form_errors(snap_compare) -> None:
+    assert snap_compare(make(), terminal_size=SIZE, run_before=_network_errors)
+
+
+def test_snapshot_login_refused(snap_compare) -> None:
+    assert snap_compare(make(), terminal_size=SIZE, run_before=_login_refused)
+
+
+def test_snapshot_error_panel(snap_compare) -> None:
+    assert snap_compare(make(), terminal_size=SIZE, run_before=_error_panel)
+
+
+def test_snapshot_confirm_dialog(snap_compare) -> None:
+    assert snap_compare(make(), terminal_size=SIZE, run_before=_confirm_dialog)
+
+
 def test_snapshot_files_use_only_the_palette() -> None:
     """The stored snapshots (what a reviewer reads) are in the Linux console's 16 colours, at 80x24."""
     files = sorted(SNAPSHOTS.glob("*.svg"))
     assert {f.stem for f in files} >= {"test_snapshot_status", "test_snapshot_customize_menu",
-                                       "test_snapshot_network_form", "test_snapshot_node_api"}
+                                       "test_snapshot_network_form", "test_snapshot_node_api",
+                                       "test_snapshot_network_form_errors", "test_snapshot_login_refused",
+                                       "test_snapshot_error_panel", "test_snapshot_confirm_dialog"}
     for f in files:
         svg = f.read_text()
         assert svg_colours(svg) <= PALETTE, f"{f.name}: {sorted(svg_colours(svg) - PALETTE)}"
