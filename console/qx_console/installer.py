@@ -126,6 +126,18 @@ class Choices:
         return not (self.mode == "upgrade" or (self.mode == "keep-data" and self.keep_config))
 
 
+def entered_fields(cfg: HostConfig) -> tuple[str, ...]:
+    """The settings the operator entered, at the provenance store's granularity: the hostname (always
+    typed or confirmed) and each network setting that differs from the factory default. The rest keep
+    the source "default" on the installed host (the status screen shows where each setting came from)."""
+    from qx_console.hostconfig import NETWORK_FIELDS, NetworkConfig
+
+    factory = NetworkConfig()
+    changed = [f for f in NETWORK_FIELDS
+               if getattr(cfg.network, f.split(".", 1)[1]) != getattr(factory, f.split(".", 1)[1])]
+    return ("hostname", *changed)
+
+
 class InstallerApp(App[str | None], inherit_bindings=False):
     """The installer. ``return_value`` is :data:`LIVE` when the operator chose the live system.
 
@@ -333,7 +345,8 @@ class InstallerApp(App[str | None], inherit_bindings=False):
         assert c.disk is not None and self.payload is not None
         return engine.plan(c.disk, payload=self.payload, mode=c.mode, host=c.host,
                            root_password_hash=c.root_password_hash, keyboard=c.keyboard,
-                           keep_config=c.keep_config, source="installer")
+                           keep_config=c.keep_config, source="installer",
+                           host_fields=entered_fields(c.host) if c.host is not None else ())
 
     def start_install(self, plan: Any) -> None:
         """Replace the confirm screen by the progress screen and run the plan; there is no way back.

@@ -435,7 +435,9 @@ async def test_interactive_wipe_install_on_a_blank_loop_disk(install_payload, lo
         stored = json.loads((cfg / "hostconfig.json").read_text())
         assert stored["network"]["ipv4"] == {"mode": "static", "address": "192.0.2.10", "prefix": 24,
                                              "gateway": "192.0.2.1"}
-        assert json.loads((cfg / "provenance.json").read_text())["hostname"] == "installer"
+        prov = json.loads((cfg / "provenance.json").read_text())
+        assert prov["hostname"] == prov["network.nic"] == prov["network.ipv4"] == prov["network.dns"] == "installer"
+        assert "network.ipv6" not in prov and "ssh" not in prov  # not entered: still the factory default
 
 
 async def test_the_progress_screen_draws_every_step(install_payload, loop_disk, tmp_path: Path) -> None:
@@ -459,6 +461,15 @@ async def test_the_progress_screen_draws_every_step(install_payload, loop_disk, 
         assert [r.step for r in scr.board.rows] == steps and all(r.finished for r in scr.board.rows)
     assert seen and all(s in seen[0] for s in steps)  # every step listed from the start
     assert not {c for s in seen for c in s if ord(c) > 126 and c not in ALLOWED_GLYPHS}
+
+
+def test_entered_fields_are_the_ones_that_differ_from_the_factory_default() -> None:
+    from qx_console.hostconfig import HostConfig, IPv4Config, NetworkConfig
+    from qx_console.installer import entered_fields
+    assert entered_fields(HostConfig()) == ("hostname",)
+    cfg = HostConfig(hostname="h1", network=NetworkConfig(nic="eno1", ipv4=IPv4Config("static", "192.0.2.10", 24),
+                                                          dns=("192.0.2.53",)))
+    assert entered_fields(cfg) == ("hostname", "network.nic", "network.ipv4", "network.dns")
 
 
 def test_progress_board_rows() -> None:
