@@ -193,9 +193,11 @@ def start_server(data_dir: Path, *, env: dict[str, str] | None = None, wait: boo
             try:
                 if requests.get(f"{url}/healthz", timeout=1).ok:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:  # refused, or accepted but not answering yet
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()  # never leave a half-started server behind
+                proc.wait()
                 raise RuntimeError(f"server did not start: {log.read_text()[-2000:]}")
             time.sleep(0.05)
     return Server(url, data_dir, proc, log, database)
