@@ -20,12 +20,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from qx_common.slot import SLOTS, root_arg  # noqa: F401 - SLOTS is part of this module's API
+
 SORT_KEY = "quantix-os"
 ENTRY_PREFIX = "quantix-"
 UKI_DIR = "EFI/quantix"
 ENTRIES_DIR = "loader/entries"
 LOADER_CONF = "loader/loader.conf"
-SLOTS = ("a", "b")
 
 _ENTRY_RE = re.compile(r"^quantix-(?P<slot>[ab])(?:\+(?P<left>\d+)(?:-(?P<done>\d+))?)?\.conf$")
 
@@ -70,9 +71,7 @@ def uki_path(version: str) -> str:
 
 
 def kernel_root_arg(slot: str) -> str:
-    if slot not in SLOTS:
-        raise ValueError(f"slot must be one of {SLOTS}, not {slot!r}")
-    return f"root=PARTLABEL=root-{slot}"
+    return root_arg(slot)
 
 
 def slot_cmdline(base_cmdline: str, slot: str) -> str:

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import fcntl
 import os
-import re
 import stat
 import subprocess
 from pathlib import Path
 
 from qx_common import run as r
+from qx_common.slot import slot_from_cmdline
 from qx_common.errors import EnvironmentError_, ExternalError, InternalError
 from qx_update import crashpoint, hashing
 from qx_update.errors import VerificationError
@@ -28,7 +28,6 @@ from qx_update.progress import Observer, Progress
 
 CHUNK = 4 * 1024 * 1024
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
-_ROOT_RE = re.compile(r"(?:^|\s)root=PARTLABEL=root-(?P<slot>[ab])(?:\s|$)")
 
 
 def other(slot: str) -> str:
@@ -43,12 +42,12 @@ def running_slot(configured: str, cmdline: Path = Path("/proc/cmdline")) -> str:
         text = cmdline.read_text()
     except OSError as e:
         raise EnvironmentError_(f"cannot read {cmdline}: {e.strerror}") from e
-    m = _ROOT_RE.search(text)
-    if not m:
+    found = slot_from_cmdline(text)
+    if found is None:
         raise EnvironmentError_(
             "cannot tell which slot is running: the kernel command line has no root=PARTLABEL=root-a|b",
             hint='outside a Quantix host, set running_slot = "a" (or "b") in the config file')
-    return m.group("slot")
+    return found
 
 
 def size_of(path: Path) -> int:
