@@ -22,8 +22,11 @@ import json
 import os
 import signal
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+from textual import events
 from textual.app import App
 from textual.binding import Binding
 
@@ -41,6 +44,14 @@ _log = log.get("console")
 # moments before raw mode.)
 TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
 
+IDLE_LOGOUT_S = 600.0  # a Customize session (or a login prompt) left alone this long is closed
+
+
+def login_backoff_s(failures: int) -> float:
+    """Seconds the login refuses further tries after ``failures`` wrong passwords in a row: two are
+    free (typos), then 5 s doubling up to 5 min (guessing at the console becomes hopeless)."""
+    return 0.0 if failures < 3 else min(300.0, 5.0 * 2 ** (failures - 3))
+
 
 class ConsoleApp(App[None], inherit_bindings=False):
     TITLE = "Quantix OS"
@@ -55,12 +66,26 @@ class ConsoleApp(App[None], inherit_bindings=False):
         ready_file: Path | None = None,
         refresh_s: float = 5.0,
         confirm_seconds: float = CONFIRM_SECONDS,
+        idle_logout_s: float = IDLE_LOGOUT_S,
+        idle_check_s: float = 5.0,
+        login_backoff: Callable[[int], float] = login_backoff_s,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``idle_logout_s``: Customize (and any login prompt) closes after this long without a key,
+        checked every ``idle_check_s``; ``login_backoff(failures)``: how long the login refuses tries
+        after that many wrong passwords; ``clock``: monotonic seconds (both timers read it)."""
         super().__init__()
         self.backend = backend
         self.ready_file = ready_file
         self.refresh_s = refresh_s
         self.confirm_seconds = confirm_seconds
+        self.idle_logout_s = idle_logout_s
+        self.idle_check_s = idle_check_s
+        self.login_backoff = login_backoff
+        self.clock = clock
+        self.last_input = clock()
+        self.failed_logins = 0  # wrong passwords in a row (any login prompt of this console)
+        self.login_blocked_until = 0.0  # clock() before which the login refuses to check a password
         self.ready_written = False
         self.recovered_network = False
         self.errors: list[BaseException] = []
@@ -75,6 +100,35 @@ class ConsoleApp(App[None], inherit_bindings=False):
                   what="Reverting an unconfirmed network change")
         from qx_console.firstboot import ask_if_locked  # raw image: no root password yet, ask for one first
         ask_if_locked(self)
+        self.set_interval(self.idle_check_s, self.logout_if_idle)
+
+    # -- idle logout -------------------------------------------------------------------------------
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, (events.Key, events.MouseDown)):
+            self.last_input = self.clock()
+        await super().on_event(event)
+
+    def logout_if_idle(self) -> None:
+        """Close Customize (every screen above the status screen) after ``idle_logout_s`` without a
+        key. Not during a safe apply waiting for its answer (its own timer reverts) nor over the
+        first-boot password screen (which cannot be left)."""
+        if self.clock() - self.last_input < self.idle_logout_s:
+            return
+        from qx_console.firstboot import FirstBootPasswordScreen
+        from qx_console.network_screens import SafeApplyScreen
+
+        stack = self.screen_stack
+        if any(isinstance(s, FirstBootPasswordScreen) or (isinstance(s, SafeApplyScreen) and s.outcome is None)
+               for s in stack):
+            return
+        status = next((s for s in stack if isinstance(s, StatusScreen)), None)
+        if status is None or status is self.screen:
+            return
+        # Once: the pops complete after this returns, and the next check must not pop again.
+        self.last_input = self.clock()
+        status.pop_until_active()
+        minutes = self.idle_logout_s / 60
+        self.notice(f"Logged out after {minutes:g} min without a key press.")
 
     def _recovered(self, reverted: bool) -> None:
         self.recovered_network = reverted

@@ -48,21 +48,38 @@ class LoginScreen(ConsoleModal[bool]):
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if self.checking:
             return
+        app = self.app
+        wait = getattr(app, "login_blocked_until", 0.0) - app.clock() if hasattr(app, "clock") else 0.0
+        if wait > 0:
+            # Back-off after wrong passwords: not even checked (and so not counted).
+            self.query_one("#password", Input).value = ""
+            self.query_one("#err-password", Static).update(
+                f"  Too many wrong passwords: try again in {wait:.0f} s")
+            return
         self.checking = True
         pw = event.value
-        be = self.app.backend
+        be = app.backend
         self.query_one("#err-password", Static).update("  Checking...")
         in_thread(self, lambda: be.verify_root_password(pw), self._checked, self._failed,
                   what="The password check")
 
     def _checked(self, ok: bool) -> None:
         self.checking = False
+        app = self.app
         if ok:
+            app.failed_logins = 0
             self.close(True)
-        else:
-            inp = self.query_one("#password", Input)
-            inp.value = ""
-            self.query_one("#err-password", Static).update("  root password: incorrect - try again")
+            return
+        inp = self.query_one("#password", Input)
+        inp.value = ""
+        msg = "  root password: incorrect - try again"
+        if hasattr(app, "login_backoff"):
+            app.failed_logins += 1
+            wait = app.login_backoff(app.failed_logins)
+            app.login_blocked_until = app.clock() + wait
+            if wait > 0:
+                msg = f"  root password: incorrect - {app.failed_logins} wrong in a row: wait {wait:.0f} s"
+        self.query_one("#err-password", Static).update(msg)
 
     def _failed(self, e: BaseException) -> None:
         self.checking = False

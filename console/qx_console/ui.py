@@ -22,6 +22,7 @@ from __future__ import annotations
 import inspect
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from rich.text import Text
@@ -71,50 +72,9 @@ def console_safe(text: str) -> str:
     return "".join(out)
 
 
-CSS = """
-Screen { background: black; color: white; }
-* { scrollbar-size: 1 1; scrollbar-background: black; scrollbar-color: blue; scrollbar-color-hover: blue;
-    scrollbar-color-active: cyan; scrollbar-corner-color: black; }
-#titlebar { dock: top; height: 1; background: blue; color: white; text-style: bold; padding: 0 1; }
-/* Two lines where one does not hold the keys (60 columns): a key is never cut off. */
-KeyBar { dock: bottom; height: auto; max-height: 3; background: white; color: black; padding: 0 1; }
-.panel { border: double white; border-title-color: yellow; border-title-style: bold; padding: 0 1;
-         height: auto; }
-/* The status panel takes the room there is and scrolls (Up/Down) when the terminal is shorter. */
-#status-panel { height: auto; max-height: 100%; }
-/* The status screen's notice line sits right above its key bar (two widgets docked to one edge would
-   overlap: they share one docked box). */
-#bottom { dock: bottom; height: auto; }
-#bottom > KeyBar { dock: none; }
-.form-row { height: 1; margin: 0; }
-.label { width: 22; color: white; }
-.source { color: cyan; width: auto; }
-.error { color: red; text-style: bold; height: auto; }
-.ok { color: green; }
-.hint { color: yellow; height: auto; }
-/* An input scrolls its text sideways: a scrollbar (the rule for every widget above) would take its
-   only line and hide text longer than the field. */
-Input { border: none; height: 1; background: blue; color: white; padding: 0 1; width: 1fr;
-        scrollbar-size: 0 0; }
-Input:focus { background: cyan; color: black; border: none; }
-Input.-invalid { border: none; background: red; }
-Input:disabled { background: black; color: white; opacity: 1; }
-Button { border: none; height: 1; min-width: 10; background: white; color: black; margin: 0 1 0 0;
-         padding: 0 1; text-style: none; }
-Button:focus { background: cyan; color: black; text-style: none; }
-Button:hover { border: none; }
-Button.-active { border: none; }
-OptionList { border: solid white; background: black; height: auto; max-height: 14; padding: 0; }
-OptionList:focus { border: double yellow; }
-OptionList > .option-list--option-highlighted { background: white; color: black; text-style: none; }
-RichLog { border: solid white; background: black; }
-ModalScreen { align: center middle; background: black 60%; }
-.dialog { width: 70; max-width: 100%; height: auto; max-height: 100%; border: double yellow;
-          background: black; padding: 0 1; }
-.dialog-error { width: 76; max-width: 100%; height: auto; max-height: 100%; border: double red;
-                background: black; padding: 0 1; overflow-y: auto; }
-.buttons { height: 1; margin-top: 1; }
-"""
+# The stylesheet lives in console.tcss (beside this module; installed as package data).
+CSS_FILE = Path(__file__).with_name("console.tcss")
+CSS = CSS_FILE.read_text()
 
 # Keys every screen of the console understands. Textual's own screen bindings (Ctrl+C copies the
 # selection to the terminal's clipboard) are not inherited: see ConsoleScreen.
