@@ -97,7 +97,7 @@ def _main(argv: list[str]) -> int:
     if installer:
         from qx_console.installer import LIVE, InstallerApp
 
-        inst = InstallerApp(backend, media_dirs=args.media, only_disks=args.disk)
+        inst = InstallerApp(backend, media_dirs=args.media, only_disks=args.disk, ready_file=ready)
         inst.run()
         if inst.return_value != LIVE:
             # The installer has no quit key: only a crash ends it. Non-zero so systemd restarts it.

@@ -167,9 +167,11 @@ class InstallerApp(App[str | None], inherit_bindings=False):
         log_path: Path | None = None,
         answer: Any = None,
         status_file: Path | None = STATUS_FILE,
+        ready_file: Path | None = None,
     ) -> None:
         super().__init__()
         self.backend = backend
+        self.ready_file = ready_file  # /run/quantix/console/<tty>.ready: this terminal's console is up
         self.media_dirs = media_dirs
         self.boot_medium = boot_medium
         self.only_disks = tuple(only_disks) if only_disks is not None else None
@@ -197,6 +199,7 @@ class InstallerApp(App[str | None], inherit_bindings=False):
             # after Textual's driver installed its own SIGTSTP handler).
             for sig in TERMINAL_SIGNALS:
                 signal.signal(sig, signal.SIG_IGN)
+        self.call_after_refresh(self._report_console_ready)
         if self.answer is not None:
             self.installing = True
             self.push_screen(ProgressScreen(self.unattended_job, title="Unattended installation"))
@@ -209,6 +212,13 @@ class InstallerApp(App[str | None], inherit_bindings=False):
 
     def on_unmount(self) -> None:
         self._stop.set()
+
+    def _report_console_ready(self) -> None:
+        """The first frame is on the screen: this terminal's console is up (qx-node's health reads it)."""
+        from qx_common.version import product_version
+        from qx_console.readiness import write_ready
+
+        write_ready(self.ready_file, product_version())
 
     # -- qx-install auto (a separate process) ----------------------------------------------------------
     def _watch(self) -> None:

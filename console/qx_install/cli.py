@@ -179,6 +179,9 @@ def _cmd_auto(args: argparse.Namespace) -> int:
         return 0
     where, data = found
     say = _console_line
+    # At once, before anything slow: the installer screens see an unattended install is under way and
+    # do not offer an interactive one meanwhile.
+    _write_status(status, {"state": "running", "step": "answer", "message": f"answer file from {where}"})
     say(f"QUANTIX-INSTALL-ANSWER source={where}")
     try:
         ans = answer.parse(data, source=where)
@@ -208,7 +211,8 @@ def _cmd_auto(args: argparse.Namespace) -> int:
         return e.exit_code
     secs = " ".join(f"{k.replace(' ', '_')}={v:.1f}" for k, v in res.seconds.items())
     say(f"QUANTIX-INSTALL-DONE version={res.version} disk={res.disk} slot={res.slot} after={ans.install.after} {secs}")
-    _write_status(status, {"state": "done", "version": res.version, "disk": res.disk, "after": ans.install.after})
+    _write_status(status, {"state": "done", "version": res.version, "disk": res.disk, "after": ans.install.after,
+                           "mode": res.mode, "slot": res.slot})
     if ans.install.after in ("reboot", "poweroff") and not args.no_power:
         r.run(["systemctl", "--no-block", ans.install.after])
     return 0

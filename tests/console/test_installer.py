@@ -83,6 +83,20 @@ async def test_welcome_shows_the_release_layouts_and_keys(install_payload, tmp_p
         await mash(pilot, app, WelcomeScreen)
 
 
+async def test_the_installer_reports_its_console_ready_like_the_status_console(install_payload,
+                                                                            tmp_path: Path) -> None:
+    """On the ISO the installer is the console of tty1/ttyS0: qx-node's health reads the same file."""
+    import json as _json
+    import os as _os
+
+    ready = tmp_path / "run" / "ttyS0.ready"
+    app, _ = make_app(install_payload.dir, tmp_path, ready_file=ready)
+    async with app.run_test(size=SIZE) as pilot:
+        await welcome(pilot, app)
+        await until(pilot, ready.exists)
+        assert _json.loads(ready.read_text())["pid"] == _os.getpid()
+
+
 async def test_layout_is_applied_at_once(install_payload, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Enter on a layout runs loadkeys (kbd; a stand-in records the call) and keeps the choice."""
     import os
