@@ -14,7 +14,7 @@ from pathlib import Path
 PRODUCT_NAME = "Quantix OS"
 IMAGE_ID = "quantix-os"
 
-_VERSION_RE = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:[-~]([0-9A-Za-z.]+))?$")
+_VERSION_RE = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:[-~]([0-9A-Za-z.]+))?")
 
 
 def parse_os_release(text: str) -> dict[str, str]:
@@ -43,12 +43,12 @@ def os_release(root: Path = Path("/")) -> dict[str, str]:
 
 
 def is_valid_version(version: str) -> bool:
-    return bool(_VERSION_RE.match(version))
+    return isinstance(version, str) and bool(_VERSION_RE.fullmatch(version))
 
 
 def version_key(version: str) -> tuple[int, int, int, int, str]:
     """Sort key: a pre-release (``1.2.0-rc1``) sorts before its release (``1.2.0``)."""
-    m = _VERSION_RE.match(version)
+    m = _VERSION_RE.fullmatch(version)
     if not m:
         raise ValueError(f"not a version: {version!r} (expected MAJOR.MINOR.PATCH[-PRERELEASE])")
     major, minor, patch, pre = m.groups()

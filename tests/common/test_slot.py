@@ -44,3 +44,13 @@ def test_qx_update_agrees(tmp_path: Path, cmdline: str, slot: str | None) -> Non
             running_slot("auto", f)
     else:
         assert running_slot("auto", f) == slot
+
+
+def test_a_version_with_a_trailing_newline_is_not_a_version() -> None:
+    from qx_common.version import is_valid_version, version_key
+
+    assert is_valid_version("1.2.0") and is_valid_version("1.2.0-rc.1")
+    for bad in ("1.2.0\n", " 1.2.0", "1.2", "01.2.0", "1.2.0-", ""):
+        assert not is_valid_version(bad), repr(bad)
+    with pytest.raises(ValueError):
+        version_key("1.2.0\n")
