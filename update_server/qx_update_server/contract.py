@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 from qx_common.errors import UserError
+from qx_common.version import is_valid_version
 
 CHANNELS: tuple[str, ...] = ("dev", "beta", "stable")
 ARTIFACTS: tuple[str, ...] = ("root", "uki")
@@ -35,14 +36,13 @@ MAX_SECURITY_EPOCH = 1_000_000
 MAX_SLOT_SIZE = 1 << 40  # 1 TiB: far above any root slot, small enough to stay an exact integer anywhere
 MAX_MANIFEST_BYTES = 4 << 20  # the build manifest (package list): uploaded, stored, never signed
 MAX_SUMS_BYTES = 64 << 10  # SHA256SUMS: a handful of lines
-_VERSION_RE = re.compile(r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(?:[-~][0-9A-Za-z.]+)?")
 _CMDLINE_RE = re.compile(r"[\x20-\x7e]*")  # printable ASCII: no newline or control byte reaches the kernel
 _NOTES_BAD = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # control characters other than tab and newline
 
 
 def check_version(version: object, field: str = "version") -> str:
     """``MAJOR.MINOR.PATCH[-PRE]``, the whole string (no trailing newline), at most MAX_VERSION_LEN."""
-    if not isinstance(version, str) or len(version) > MAX_VERSION_LEN or not _VERSION_RE.fullmatch(version):
+    if not isinstance(version, str) or len(version) > MAX_VERSION_LEN or not is_valid_version(version):
         raise UserError(f"{field}: {version!r} is not MAJOR.MINOR.PATCH[-PRE] of at most {MAX_VERSION_LEN} "
                         "characters", hint="e.g. 1.2.0 or 1.3.0-rc1, with nothing before or after it")
     return version
