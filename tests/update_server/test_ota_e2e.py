@@ -73,6 +73,16 @@ def test_host_checks_in_after_check_apply_and_gate_and_a_failed_checkin_never_fa
     host.json("check")
     seen = fleet()["0123456789abcdef0123456789abcdef"]
     assert (seen["version"], seen["slot"], seen["channel"], seen["health"]) == ("1.0.0", "a", "stable", "unknown")
+    # The host sent its own key (made once, kept 0600 in its state directory): the server bound it.
+    key_file = host.state_dir / "host-key"
+    assert seen["identity"] == "key" and key_file.stat().st_mode & 0o777 == 0o600
+    # Another host's check-in with this host's id and a different key is refused, and this one's is not.
+    impostor = requests.post(server.url + "/v1/checkin", timeout=5, json={
+        "host_id": "0123456789abcdef0123456789abcdef", "version": "9.9.9", "slot": "a", "channel": "stable",
+        "health": "good", "last_error": None},
+        headers={"Authorization": f"Bearer {server.token('checkin')}", "X-Quantix-Host-Key": "x" * 43})
+    assert impostor.status_code in (403, 409), impostor.text
+    assert fleet()["0123456789abcdef0123456789abcdef"]["version"] == "1.0.0"
 
     assert host.json("apply")["applied"]["version"] == "1.1.0"
     assert host.json("status")["last_checkin"]["event"] == "apply"

@@ -21,6 +21,27 @@ from typing import Any
 
 _log = logging.getLogger("qx-update")
 TIMEOUT = 5.0  # s: a check-in must not hold up a boot's health gate
+HOST_KEY_HEADER = "X-Quantix-Host-Key"
+HOST_KEY_FILE = "host-key"   # in the state directory (data partition), mode 0600
+
+
+def host_key(state_dir: Path) -> str:
+    """This host's own check-in secret: made once (random, 43 URL-safe characters), then kept. The server
+    binds it to the host id at the first check-in, so another host's token cannot report as this host."""
+    import secrets
+
+    from qx_common.fs import atomic_write
+
+    path = state_dir / HOST_KEY_FILE
+    try:
+        key = path.read_text().strip()
+        if len(key) >= 32:
+            return key
+    except OSError:
+        pass
+    key = secrets.token_urlsafe(32)
+    atomic_write(path, key + "\n", mode=0o600)
+    return key
 
 
 def read_token(path: Path) -> str | None:
@@ -42,12 +63,16 @@ def health_of(gate: dict[str, Any] | None, rollback: dict[str, Any] | None) -> s
     return "unknown"
 
 
-def send(server_url: str, token: str, body: dict[str, Any], timeout: float = TIMEOUT) -> tuple[bool, str]:
+def send(server_url: str, token: str, body: dict[str, Any], timeout: float = TIMEOUT, *,
+         key: str | None = None) -> tuple[bool, str]:
     """POST the check-in; returns (ok, what happened) and never raises for transport or HTTP errors."""
     if not server_url.startswith(("http://", "https://")):
         return False, f"not sent: {server_url or 'no server_url'} is not an http(s) server"
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    if key:
+        headers[HOST_KEY_HEADER] = key
     req = urllib.request.Request(server_url + "v1/checkin", data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+                                 headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - URL scheme checked above
             return True, f"HTTP {resp.status}"

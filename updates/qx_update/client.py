@@ -122,7 +122,12 @@ class Client:
                 "channel": self.cfg.channel,
                 "health": checkin.health_of(self.st.gate.get(running), self.st.rollback),
                 "last_error": (self.st.last_error or {}).get("message")}
-        ok, detail = checkin.send(self.cfg.server_url, token, body)
+        try:
+            key: str | None = checkin.host_key(self.cfg.state_dir)
+        except OSError as e:  # best effort: report without the key (the server may flag the host)
+            _log.warning("cannot keep the host's check-in key: %s", e)
+            key = None
+        ok, detail = checkin.send(self.cfg.server_url, token, body, key=key)
         if not ok:
             _log.warning("fleet check-in failed (%s); updates are not affected", detail)
         self.st.last_checkin = {"at": state.now_iso(), "event": event, "ok": ok, "detail": detail}
