@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import platform
-import re
 import socket
 import threading
 import time
@@ -23,6 +22,7 @@ from typing import Any
 
 import psutil
 
+from qx_common.slot import slot_from_cmdline
 from qx_common.version import product_version
 from qx_node.settings import DEFAULT_KVM_DEVICE, DEFAULT_PROC_CMDLINE, DEFAULT_PROC_CPUINFO
 
@@ -30,18 +30,13 @@ MIN_WINDOW = 0.2  # seconds between two samples for a meaningful rate
 MAX_AGE = 60.0  # older previous samples are too coarse: sample afresh
 
 
-# The same rule as qx-update's running_slot (updates/qx_update/slots.py): the slot is whatever the
-# kernel was told to mount as root. Kept in step by hand, since qx-node does not depend on qx-update.
-_ROOT_RE = re.compile(r"(?:^|\s)root=PARTLABEL=root-(?P<slot>[ab])(?:\s|$)")
-
-
 def running_slot(cmdline: Path) -> str | None:
-    """The booted A/B slot ("a" or "b"), or None when not booted from a Quantix slot (e.g. a dev machine)."""
+    """The booted A/B slot ("a" or "b"), or None when not booted from a Quantix slot (e.g. a dev machine).
+    The rule is qx_common.slot's, the one every package uses."""
     try:
-        m = _ROOT_RE.search(cmdline.read_text())
+        return slot_from_cmdline(cmdline.read_text())
     except OSError:
         return None
-    return m.group("slot") if m else None
 
 
 def _read(path: Path) -> str:

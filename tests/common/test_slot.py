@@ -54,3 +54,12 @@ def test_a_version_with_a_trailing_newline_is_not_a_version() -> None:
         assert not is_valid_version(bad), repr(bad)
     with pytest.raises(ValueError):
         version_key("1.2.0\n")
+
+
+@pytest.mark.parametrize("cmdline, slot", CASES)
+def test_qx_node_agrees(tmp_path: Path, cmdline: str, slot: str | None) -> None:
+    from qx_node.telemetry import running_slot
+
+    f = tmp_path / "cmdline"
+    f.write_text(cmdline)
+    assert running_slot(f) == slot
