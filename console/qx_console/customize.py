@@ -127,8 +127,8 @@ MENU: list[tuple[str, str]] = [
 
 class CustomizeScreen(BaseScreen):
     TITLE_TEXT = "System Customization"
-    KEYS = "Up/Down Select   Enter Open   Esc Log out   F12 Shut down/Restart"
-    BINDINGS = [("escape", "back", "Back"), ("f12", "app.power", "Power")]
+    HINTS = "Up/Down Select   Enter Open"
+    BINDINGS = [("escape", "back", "Log out"), ("f12", "app.power", "Shut down/Restart")]
 
     def compose(self) -> ComposeResult:
         yield from self.compose_title()
@@ -290,7 +290,7 @@ class NodeApiScreen(BaseScreen):
     which stays hidden until the operator asks for it (it grants full control of this host)."""
 
     TITLE_TEXT = "Node API Certificate and Token"
-    KEYS = "Tab Next  Enter Press  Esc Back"
+    HINTS = "Tab Next   Enter Press"
     HIDDEN = "API token: hidden (whoever reads it can manage this host)."
 
     def compose(self) -> ComposeResult:
@@ -337,9 +337,8 @@ class NodeApiScreen(BaseScreen):
 
 class LogsScreen(BaseScreen):
     TITLE_TEXT = "System Logs"
-    KEYS = "S Source  F Follow  / Filter  Esc Back"
-    BINDINGS = [("escape", "back", "Back"), ("s", "source", "Source"), ("f", "follow", "Follow"),
-                ("slash", "filter", "Filter")]
+    BINDINGS = [("s", "source", "Source"), ("f", "follow", "Follow"), ("slash", "filter", "Filter"),
+                ("escape", "back", "Back")]
 
     def __init__(self) -> None:
         super().__init__()
@@ -409,7 +408,7 @@ class LogsScreen(BaseScreen):
 
 class ServicesScreen(BaseScreen):
     TITLE_TEXT = "Services"
-    KEYS = "Enter Restart selected service   Esc Back"
+    HINTS = "Enter Restart selected service"
 
     def compose(self) -> ComposeResult:
         yield from self.compose_title()
@@ -450,7 +449,7 @@ class ServicesScreen(BaseScreen):
 
 class UpdatesScreen(BaseScreen):
     TITLE_TEXT = "Updates"
-    KEYS = "Tab Next  Enter Press  Esc Back"
+    HINTS = "Tab Next   Enter Press"
 
     def compose(self) -> ComposeResult:
         yield from self.compose_title()

@@ -11,9 +11,11 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import replace
+from typing import Any
 
 from rich.markup import escape
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widget import Widget
 from textual.widgets import Button, Input, OptionList, Static
@@ -25,7 +27,7 @@ from qx_console.hostconfig import (
     check_ping_target, parse_dns_list, parse_int, validate,
 )
 from qx_console.safeapply import ApplyOutcome, safe_apply
-from qx_console.ui import ConsoleScreen, KeyBar, SecretInput, console_safe, from_thread, in_thread
+from qx_console.ui import ConsoleScreen, KeyBar, SecretInput, console_safe, from_thread, in_thread, keys_text
 
 V4_MODES = ("dhcp", "static")
 V6_MODES = ("auto", "off", "static")
@@ -52,7 +54,14 @@ class BaseScreen(ConsoleScreen[None]):
 
     BINDINGS = [("escape", "back", "Back")]
     TITLE_TEXT = ""
+    HINTS = ""  # keys the screen's widgets handle (Tab, Enter, Up/Down); the rest come from BINDINGS
     KEYS = "Esc Back"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Generated from the real bindings; a class that writes KEYS itself keeps its own text.
+        if "KEYS" not in cls.__dict__:
+            cls.KEYS = keys_text(cls.HINTS, cls.BINDINGS)
 
     def compose_title(self) -> ComposeResult:
         yield Static(f"Quantix OS - {self.TITLE_TEXT}", id="titlebar")
@@ -102,8 +111,8 @@ ALL_NICS_LABEL = "All adapters: DHCP on every wired NIC (factory default)"
 
 class NetworkScreen(BaseScreen):
     TITLE_TEXT = "Configure Management Network"
-    KEYS = "Tab Next  Enter Select  F10 Apply  Esc Back"
-    BINDINGS = [("escape", "back", "Back"), ("f10", "apply", "Apply")]
+    HINTS = "Tab Next   Enter Select"
+    BINDINGS = [("f10", "apply", "Apply"), ("escape", "back", "Back")]
 
     def __init__(self) -> None:
         super().__init__()
@@ -287,8 +296,8 @@ class SafeApplyScreen(BaseScreen):
     """Runs safe apply; while waiting for the operator: K keeps, R reverts, silence reverts."""
 
     TITLE_TEXT = "Applying Network Configuration"
-    KEYS = "K Keep this configuration   R Revert now"
-    BINDINGS = [("k", "keep", "Keep"), ("r", "revert", "Revert"), ("escape", "back", "Back")]
+    BINDINGS = [("k", "keep", "Keep this configuration"), ("r", "revert", "Revert now"),
+                Binding("escape", "back", "Back", show=False)]  # only once the outcome is known
 
     def __init__(self, cfg: HostConfig) -> None:
         super().__init__()
@@ -368,7 +377,7 @@ class SafeApplyScreen(BaseScreen):
 
 class TestNetworkScreen(BaseScreen):
     TITLE_TEXT = "Test Management Network"
-    KEYS = "Enter Run tests   Esc Back"
+    HINTS = "Enter Run tests"
 
     def compose(self) -> ComposeResult:
         yield from self.compose_title()

@@ -11,7 +11,7 @@ from rich.markup import escape
 from textual.widgets import Static
 
 from qx_console.backend import Health, HostStatus
-from qx_console.ui import ConsoleScreen, KeyBar, console_safe, describe_error, in_thread
+from qx_console.ui import ConsoleScreen, KeyBar, console_safe, describe_error, in_thread, keys_text
 
 
 def fmt_bytes(n: float) -> str:
@@ -109,7 +109,7 @@ def render_status(st: HostStatus, width: int = 80) -> str:
 
 
 class StatusScreen(ConsoleScreen[None]):
-    BINDINGS = [("f2", "app.customize", "Customize"), ("f12", "app.power", "Shut down/Restart"),
+    BINDINGS = [("f2", "app.customize", "Customize system"), ("f12", "app.power", "Shut down/Restart"),
                 ("ctrl+r", "refresh", "Refresh")]
 
     def compose(self) -> ComposeResult:
@@ -120,7 +120,7 @@ class StatusScreen(ConsoleScreen[None]):
             yield Static("Gathering host status...", id="status")
         with Vertical(id="bottom"):
             yield Static("", id="notice", classes="hint")
-            yield KeyBar("F2 Customize system   F12 Shut down/Restart   Ctrl+R Refresh")
+            yield KeyBar(keys_text("", self.BINDINGS))
 
     def on_mount(self) -> None:
         self.set_interval(self.app.refresh_s, self.action_refresh)

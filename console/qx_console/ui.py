@@ -113,6 +113,31 @@ class KeyBar(Static):
     """The bottom line naming the keys of the current screen (instead of Textual's Footer)."""
 
 
+_KEY_NAMES = {"escape": "Esc", "slash": "/", "enter": "Enter", "tab": "Tab", "up": "Up", "down": "Down",
+              "pageup": "PgUp", "pagedown": "PgDn", "home": "Home", "end": "End", "space": "Space"}
+
+
+def key_label(key: str) -> str:
+    """A binding's key as the key bar names it: ``escape`` -> ``Esc``, ``f10`` -> ``F10``,
+    ``ctrl+r`` -> ``Ctrl+R`` (the first of several keys bound together)."""
+    k = key.split(",")[0].strip()
+    if k.startswith("ctrl+"):
+        return "Ctrl+" + key_label(k[5:])
+    if k in _KEY_NAMES:
+        return _KEY_NAMES[k]
+    return k.upper() if len(k) == 1 or (k[0] == "f" and k[1:].isdigit()) else k.capitalize()
+
+
+def keys_text(hints: str, bindings: Any) -> str:
+    """The key bar of a screen: ``hints`` (keys its widgets handle: Tab, Enter, Up/Down) and then every
+    shown binding of ``bindings`` (``BINDINGS``) in its order, so a key bar cannot name a key the
+    screen does not have."""
+    parts = [hints] if hints else []
+    parts += [f"{key_label(b.key)} {b.description}" for b in Binding.make_bindings(bindings)
+              if b.show and b.description]
+    return "   ".join(parts)
+
+
 def describe_error(e: BaseException) -> str:
     if isinstance(e, QxError):
         text = e.message + (f"\nHint: {e.hint}" if e.hint else "")

@@ -471,3 +471,27 @@ async def test_reset_shows_the_new_name_and_needs_it_typed_again() -> None:
         text = frame_text(app)
         assert any(line.strip("║ ") == "quantix" for line in text.splitlines()) and "qx-demo" not in text
         assert app.screen.query_one("#confirm", Input).value == ""
+
+
+# -- key bars come from the real bindings ---------------------------------------------------------------
+
+
+def test_key_bars_name_only_real_bindings() -> None:
+    """Each screen's key bar is generated from its BINDINGS (plus the keys its widgets handle), and every
+    binding it names leads to an action that exists."""
+    from qx_console import customize, network_screens
+    from qx_console.network_screens import BaseScreen
+    from qx_console.ui import ConsoleModal, keys_text
+    from textual.binding import Binding
+
+    screens = [c for m in (customize, network_screens) for c in vars(m).values()
+               if isinstance(c, type) and issubclass(c, (BaseScreen, ConsoleModal)) and c.__module__ == m.__name__]
+    assert len(screens) >= 14
+    for cls in screens + [StatusScreen, ConsoleApp]:
+        if issubclass(cls, BaseScreen):
+            assert cls.KEYS == keys_text(cls.HINTS, cls.BINDINGS), cls.__name__
+        for b in Binding.make_bindings(cls.BINDINGS):
+            ns, _, action = b.action.rpartition(".")
+            target = {"app": ConsoleApp, "": cls}[ns]
+            assert callable(getattr(target, f"action_{action.split('(')[0]}", None)), (cls.__name__, b.action)
+    assert StatusScreen.BINDINGS and "Ctrl+R Refresh" in keys_text("", StatusScreen.BINDINGS)
