@@ -18,8 +18,6 @@ service) and SIGHUP (the line hung up; systemd starts a fresh console) still end
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import threading
 import time
@@ -31,6 +29,7 @@ from textual.app import App
 from textual.binding import Binding
 
 from qx_common import log
+from qx_console.readiness import write_ready
 from qx_console.backend import HostBackend, HostStatus
 from qx_console.customize import CustomizeScreen, LoginScreen, PowerScreen
 from qx_console.safeapply import CONFIRM_SECONDS, recover_interrupted
@@ -99,7 +98,10 @@ class ConsoleApp(App[None], inherit_bindings=False):
         in_thread(self.screen, lambda: recover_interrupted(self.backend), self._recovered,
                   what="Reverting an unconfirmed network change")
         from qx_console.firstboot import ask_if_locked  # raw image: no root password yet, ask for one first
-        ask_if_locked(self)
+        if ask_if_locked(self):
+            # The console is up and asking for the first root password: that is ready too (the status
+            # screen beneath it shows nothing until then, and qx-node's health must not wait for it).
+            self.first_status_shown(None)
         self.set_interval(self.idle_check_s, self.logout_if_idle)
 
     # -- idle logout -------------------------------------------------------------------------------
@@ -181,15 +183,9 @@ class ConsoleApp(App[None], inherit_bindings=False):
             self.call_after_refresh(self._write_ready, status)
 
     def _write_ready(self, status: HostStatus | None) -> None:
-        if self.ready_file is None:
-            return
-        try:
-            self.ready_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.ready_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"pid": os.getpid(), "version": status.version if status else ""}))
-            os.replace(tmp, self.ready_file)
-        except OSError as e:
-            _log.warning("cannot write %s: %s", self.ready_file, e)
+        from qx_common.version import product_version
+
+        write_ready(self.ready_file, status.version if status else product_version())
 
     # -- actions ---------------------------------------------------------------------------------
     def action_customize(self) -> None:

@@ -157,3 +157,18 @@ async def test_memory_backend_never_asks() -> None:
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: isinstance(app.screen, StatusScreen) and on_screen(app, "10.0.2.15"))
         assert not any(isinstance(s, FirstBootPasswordScreen) for s in app.screen_stack)
+
+
+async def test_the_console_asking_for_the_first_password_is_ready_for_the_node(hostroot: Path,
+                                                                               tmp_path: Path) -> None:
+    """qx-node's health (and so a new slot's health gate) counts the console up while it asks."""
+    import json
+    import os
+
+    lock_root(hostroot)
+    ready = tmp_path / "ready" / "ttyS0.ready"
+    app = ConsoleApp(backend(hostroot), refresh_s=3600, ready_file=ready)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, FirstBootPasswordScreen))
+        await until(pilot, ready.exists)
+        assert json.loads(ready.read_text())["pid"] == os.getpid()
