@@ -13,10 +13,11 @@ import argparse
 import os
 from pathlib import Path
 
+from qx_common import hostpaths
 from qx_common.cli import entry
 from qx_common.errors import UserError
 
-DEFAULT_READY_DIR = Path("/run/quantix/console")
+DEFAULT_READY_DIR = hostpaths.CONSOLE_READY_DIR
 LIVE_FLAG = "quantix.live=1"
 
 

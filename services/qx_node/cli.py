@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from qx_common import hostpaths
 from qx_common.cli import entry
 from qx_node import settings as s
 
@@ -31,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
 
     boot = sub.add_parser("bootcheck", help="wait for /health and print boot markers")
     boot.add_argument("--url", default="https://127.0.0.1:8443/health")
-    boot.add_argument("--cacert", type=Path, default=s.DEFAULT_STATE_DIR / "tls" / "cert.pem",
+    boot.add_argument("--cacert", type=Path, default=hostpaths.node_cert(s.DEFAULT_STATE_DIR),
                       help="CA to verify the node's certificate (default %(default)s)")
     boot.add_argument("--timeout", type=float, default=300.0)
     boot.add_argument("--expect-console", action="append", default=[], metavar="TTY",

@@ -20,6 +20,7 @@ from types import FrameType
 
 import uvicorn
 
+from qx_common import hostpaths
 from qx_common import log
 from qx_common.errors import EnvironmentError_, InternalError
 from qx_node.api import create_app
@@ -69,7 +70,7 @@ def ensure_cert_apart(tls_dir: Path) -> tuple[Path, Path]:
     """``tls.ensure_cert`` in a forked child, so that ``cryptography`` (~8 MiB resident) is never
     loaded into the long-running daemon; its errors come back as they were raised. Called before
     any thread exists."""
-    key, cert = tls_dir / "key.pem", tls_dir / "cert.pem"
+    key, cert = tls_dir / hostpaths.NODE_KEY_NAME, tls_dir / hostpaths.NODE_CERT_NAME
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never returns

@@ -8,13 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from qx_common import hostpaths
 from qx_common.errors import EnvironmentError_, UserError
 from qx_common.version import IMAGE_ID, os_release
 
 DEFAULT_LISTEN = "0.0.0.0:8443"
 DEFAULT_LIBVIRT_URI = "qemu:///system"
-DEFAULT_STATE_DIR = Path("/var/lib/quantix/node")
-DEFAULT_CONSOLE_READY_DIR = Path("/run/quantix/console")
+DEFAULT_STATE_DIR = hostpaths.NODE_STATE_DIR
+DEFAULT_CONSOLE_READY_DIR = hostpaths.CONSOLE_READY_DIR
 DEFAULT_POOL_DIR = Path("/var/lib/libvirt/images")
 DEFAULT_POOL_NAME = "default"
 # Host facts are read from these; tests point them at files of their own.
@@ -42,11 +43,11 @@ class Settings:
 
     @property
     def token_path(self) -> Path:
-        return self.state_dir / "api-token"
+        return hostpaths.node_token(self.state_dir)
 
     @property
     def tls_dir(self) -> Path:
-        return self.state_dir / "tls"
+        return hostpaths.node_tls_dir(self.state_dir)
 
 
 def parse_listen(value: str) -> tuple[str, int]:

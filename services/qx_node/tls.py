@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from qx_common import hostpaths
 from qx_common.errors import EnvironmentError_
 from qx_node.auth import atomic_write
 
@@ -39,7 +40,7 @@ def _covers(cert_path: Path, dns: list[str]) -> bool:
 
 
 def ensure_cert(tls_dir: Path) -> tuple[Path, Path]:
-    key_path, cert_path = tls_dir / "key.pem", tls_dir / "cert.pem"
+    key_path, cert_path = tls_dir / hostpaths.NODE_KEY_NAME, tls_dir / hostpaths.NODE_CERT_NAME
     dns, ips = _names()
     if key_path.exists() and _covers(cert_path, dns):
         return key_path, cert_path

@@ -21,6 +21,7 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from qx_common import hostpaths
 from qx_common.errors import UserError
 from qx_common.fs import atomic_write
 
@@ -43,7 +44,7 @@ class Config:
     running_slot: str = "auto"              # "a"/"b", or "auto" (root=PARTLABEL=root-X on /proc/cmdline)
     host_id_file: Path = Path("/etc/machine-id")
     health_url: str = "https://127.0.0.1:8443/health"
-    health_ca: Path = Path("/var/lib/quantix/node/tls/cert.pem")
+    health_ca: Path = hostpaths.node_cert()
     gate_timeout: float = 600.0
     maintenance_window: str = ""            # "HH:MM-HH:MM" (local time), empty = any time
     tries: int = 3                          # systemd boot-assessment tries of a new slot

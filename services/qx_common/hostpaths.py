@@ -1,0 +1,37 @@
+"""The host's well-known files — one definition for every package that reads or writes them.
+
+qx-node creates its identity on first start (``api-token``, 0600, and ``tls/{key,cert}.pem`` under its
+state directory); the console shows the certificate's fingerprint and the token; qx-update's health gate
+trusts that certificate; every console writes ``<tty>.ready`` under :data:`CONSOLE_READY_DIR` for
+qx-node's health. Paths are absolute on a host; tests and the console's ``--root`` put a prefix in front
+(:func:`under`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+NODE_STATE_DIR = Path("/var/lib/quantix/node")
+NODE_TOKEN_NAME = "api-token"
+NODE_TLS_DIR_NAME = "tls"
+NODE_CERT_NAME = "cert.pem"
+NODE_KEY_NAME = "key.pem"
+CONSOLE_READY_DIR = Path("/run/quantix/console")
+CONFIG_DIR = Path("/var/lib/quantix/config")
+
+
+def node_token(state_dir: Path = NODE_STATE_DIR) -> Path:
+    return state_dir / NODE_TOKEN_NAME
+
+
+def node_tls_dir(state_dir: Path = NODE_STATE_DIR) -> Path:
+    return state_dir / NODE_TLS_DIR_NAME
+
+
+def node_cert(state_dir: Path = NODE_STATE_DIR) -> Path:
+    return node_tls_dir(state_dir) / NODE_CERT_NAME
+
+
+def under(root: Path, path: Path) -> Path:
+    """``path`` (absolute on a host) inside the root directory ``root``."""
+    return root / path.relative_to("/")
