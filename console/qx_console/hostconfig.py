@@ -373,6 +373,13 @@ def parse_network(d: Mapping[str, Any], where: str = "network") -> NetworkConfig
                     "dns": list, "search_domain": str}, where)
     v4 = _take(top.pop("ipv4", {}), {"mode": str, "address": str, "prefix": int, "gateway": str}, f"{where}.ipv4")
     v6 = _take(top.pop("ipv6", {}), {"mode": str, "address": str, "prefix": int, "gateway": str}, f"{where}.ipv6")
+    # A static address needs its prefix written out: a missing one is an error, never a silent /24 or /64.
+    missing = [FieldError(f"{where}.{fam}.prefix", "is missing for a static address",
+                          f"add prefix = {default} (or the length of your subnet)")
+               for fam, d, default in (("ipv4", v4, 24), ("ipv6", v6, 64))
+               if d.get("mode") == "static" and "prefix" not in d]
+    if missing:
+        raise ValidationError(missing)
     dns = top.pop("dns", [])
     if not all(isinstance(x, str) for x in dns):
         raise ValidationError([FieldError(f"{where}.dns", "must be a list of addresses", "e.g. [\"192.0.2.53\"]")])

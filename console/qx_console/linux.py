@@ -19,11 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from qx_common import log
+from qx_common import hostpaths, log
 from qx_common.errors import EnvironmentError_, ExternalError, QxError, UserError
 from qx_common.run import run, which
 from qx_common.version import PRODUCT_NAME, product_version
-from qx_node.settings import DEFAULT_STATE_DIR as NODE_STATE_DIR
 from qx_update import bootentry
 
 from qx_console import shadow
@@ -39,11 +38,10 @@ from qx_console.store import ConfigStore
 
 _log = log.get("console.linux")
 
-# What qx-node writes under its --state-dir on its first start (qx_node.settings: token_path, tls_dir;
-# qx_node.tls: cert.pem). Relative: the backend's root directory is put in front.
-NODE_DIR = NODE_STATE_DIR.relative_to("/")
-NODE_CERT = NODE_DIR / "tls" / "cert.pem"
-NODE_TOKEN = NODE_DIR / "api-token"
+# What qx-node writes on its first start (qx_common.hostpaths, the one definition the node uses too).
+# Relative: the backend's root directory is put in front.
+NODE_CERT = hostpaths.node_cert().relative_to("/")
+NODE_TOKEN = hostpaths.node_token().relative_to("/")
 
 
 def read_node_cert(path: Path) -> NodeCert:
@@ -421,6 +419,8 @@ class LinuxBackend(HostBackend):
     def logs(self, source: str, grep: str = "", lines: int = 200) -> list[str]:
         if source not in LOG_SOURCES:
             raise UserError(f"log source: '{source}' is unknown", hint="choose one of " + ", ".join(LOG_SOURCES))
+        if grep and (err := check_log_filter(grep)):
+            raise UserError(f"{err.field}: {err.message}", hint=err.hint)
         if which("journalctl") is None:
             raise Unavailable("journalctl is not installed on this host")
         argv = ["journalctl", "--no-pager", "-q", "-o", "short-iso", "-n", str(lines)]
@@ -429,8 +429,6 @@ class LinuxBackend(HostBackend):
         argv += {"system": [], "kernel": ["-k"], "qx-node": ["-u", "qx-node.service"],
                  "qx-update": ["-u", "qx-update*"]}[source]
         if grep:
-            if (err := check_log_filter(grep)):
-                raise UserError(f"{err.field}: {err.message}", hint=err.hint)
             argv += [f"--grep={grep}", "--case-sensitive=no"]
         p = run(argv, check=False, timeout=20)
         # journalctl exits 1 when --grep matched nothing, but also when it could not search: only

@@ -217,3 +217,15 @@ def test_answer_file_gets_the_same_address_rules() -> None:
             "mode": "static", "address": "127.0.0.1", "prefix": 8}, "dns": ["169.254.0.1"]}})
     fields = {e.field for e in ei.value.errors}
     assert {"network.ipv4.address", "network.dns"} <= fields
+
+
+def test_answer_file_static_address_without_prefix_is_refused() -> None:
+    """Not a silent /24 or /64: the answer file must say the prefix."""
+    with pytest.raises(ValidationError) as ei:
+        hc.parse_host_config({"hostname": "h1", "network": {
+            "nic": "eth0", "ipv4": {"mode": "static", "address": "192.0.2.10", "gateway": "192.0.2.1"},
+            "ipv6": {"mode": "static", "address": "2001:db8::10"}, "dns": ["192.0.2.53"]}})
+    assert {e.field for e in ei.value.errors} == {"network.ipv4.prefix", "network.ipv6.prefix"}
+    assert "add prefix = 24" in ei.value.errors[0].hint
+    # DHCP needs none
+    hc.parse_host_config({"hostname": "h1", "network": {"nic": "eth0", "ipv4": {"mode": "dhcp"}}})

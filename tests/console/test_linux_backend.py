@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from qx_common.errors import EnvironmentError_
+from qx_common.errors import EnvironmentError_, UserError
 from qx_console.backend import Unavailable
 from qx_console.clients import NodeClient, UpdateClient
 from qx_console.hostconfig import HostConfig, SshConfig
@@ -343,3 +343,28 @@ async def test_app_shows_fingerprint_and_token_on_request_on_the_real_backend(ho
         assert on_screen(app, fp[48:]) and token not in frame_text(app)
         await push(pilot, "#show")
         await until(pilot, lambda: on_screen(app, f"API token: {token}"))
+
+
+def test_option_like_probe_targets_never_reach_a_command(hostroot: Path) -> None:
+    """ping/getent are never started with an option-like target (the result says why)."""
+    be = LinuxBackend(hostroot)
+    r = be.ping("-f", "custom")
+    assert not r.ok and "is not valid" in r.detail
+    r = be.resolve("--help")
+    assert not r.ok and "is not valid" in r.detail
+
+
+def test_invalid_log_filter_is_an_error_not_no_entries(hostroot: Path) -> None:
+    be = LinuxBackend(hostroot)
+    with pytest.raises(UserError) as ei:
+        be.logs("system", "([unclosed")
+    assert ei.value.message.startswith("logs.filter: is not a valid pattern")
+
+
+def test_restart_ssh_is_refused_while_ssh_access_is_off(hostroot: Path) -> None:
+    """Services -> ssh must not turn SSH on behind its setting (checked before any systemctl)."""
+    be = LinuxBackend(hostroot)
+    assert be.load_config()[0].ssh.enabled is False
+    with pytest.raises(UserError) as ei:
+        be.restart_service("ssh")
+    assert "SSH access is turned off" in ei.value.message and "SSH Access" in (ei.value.hint or "")
