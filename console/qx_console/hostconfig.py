@@ -24,7 +24,7 @@ from typing import Any
 
 from qx_common.errors import UserError
 
-SOURCES = ("answer-file", "console", "api", "dhcp", "default")
+SOURCES = ("installer", "answer-file", "console", "api", "dhcp", "default")
 Provenance = dict[str, str]
 
 _HOST_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")

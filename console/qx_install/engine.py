@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from qx_install.disks import Disk
 
 MODES = ("wipe", "keep-data", "upgrade")
-SOURCES = ("installer", "answer-file")
+SOURCES = ("installer", "answer-file")   # of hostconfig.SOURCES: who set a setting at install time
 LABELS = {"esp": "esp", "a": "root-a", "b": "root-b", "data": "quantix-data"}
 INSTALL_MARKER = "lib/quantix/install.json"          # relative to the data partition (= /var)
 UPDATE_STATE = "lib/quantix/update/state.json"       # qx_update.config.Config.state_dir on a host

@@ -272,3 +272,10 @@ def test_a_second_install_while_one_runs_is_refused(tmp_path: Path, loop_disk: C
         res = _install(tmp_path, disk, payload, _answer())
     assert res.returncode == 3 and "another installation is running" in res.stderr, res.stderr
     assert _table(disk) == []
+
+
+def test_install_sources_are_provenance_sources() -> None:
+    from qx_console import hostconfig
+    from qx_install import engine
+
+    assert set(engine.SOURCES) <= set(hostconfig.SOURCES)
