@@ -53,8 +53,13 @@ def test_disk_image_boots_to_console_and_healthy_node(release: Release, guest_fa
     # the serial line as an operator would; then the status screen shows the version and the guest's
     # real DHCP address, and the new password opens F2.
     offset = guest.wait_for(r"This host has no root password yet", 120).end()
-    guest.send_keys(FIRST_PASSWORD + "\r")
-    guest.send_keys(FIRST_PASSWORD + "\r")
+    stars = r"\*{%d}" % len(FIRST_PASSWORD)
+    guest.send_keys(FIRST_PASSWORD)
+    offset = guest.wait_for(stars, 120, after=offset).end()      # the field redrawn with every character
+    guest.send_keys("\t")
+    guest.send_keys(FIRST_PASSWORD)
+    offset = guest.wait_for(stars, 120, after=offset).end()
+    guest.send_keys("\x1b[21~")   # F10: Set password
     guest.wait_for(rf"Quantix OS {re.escape(release.version)}", 120, after=offset)
     guest.wait_for(r"10\.0\.2\.15", 120, after=offset)
     at = len(guest.log())
