@@ -23,11 +23,8 @@ def _mount(guest_log: str, target: str) -> dict[str, str]:
     return found[-1]
 
 
-FIRST_PASSWORD = "first-boot-pw1"
-
-
 def test_disk_image_boots_to_console_and_healthy_node(release: Release, guest_factory) -> None:
-    guest = guest_factory(disk=release.disk, interactive=True)
+    guest = guest_factory(disk=release.disk)
     node = guest.wait_for(r"QUANTIX-NODE-HEALTHY version=(\S+) health=(\{.*\})", BOOT_TIMEOUT,
                           fail=BOOT_FAILED)
     print(f"disk image: node healthy {guest.elapsed():.0f} s after QEMU start")
@@ -49,24 +46,11 @@ def test_disk_image_boots_to_console_and_healthy_node(release: Release, guest_fa
     efi = _mount(log, "/efi")
     assert efi["fstype"] == "vfat", efi
     assert "quantix-a.conf" in log
-    # A raw image has no root password: the console asks for one, once, before anything else. Typed on
-    # the serial line as an operator would; then the status screen shows the version and the guest's
-    # real DHCP address, and the new password opens F2.
-    offset = guest.wait_for(r"This host has no root password yet", 120).end()
-    stars = r"\*{%d}" % len(FIRST_PASSWORD)
-    guest.send_keys(FIRST_PASSWORD)
-    offset = guest.wait_for(stars, 120, after=offset).end()      # the field redrawn with every character
-    guest.send_keys("\t")
-    guest.send_keys(FIRST_PASSWORD)
-    offset = guest.wait_for(stars, 120, after=offset).end()
-    guest.send_keys("\x1b[21~")   # F10: Set password
-    guest.wait_for(rf"Quantix OS {re.escape(release.version)}", 120, after=offset)
-    guest.wait_for(r"10\.0\.2\.15", 120, after=offset)
-    at = len(guest.log())
-    guest.send_keys("\x1bOQ")   # F2, as a vt220 sends it
-    guest.wait_for(r"root password of this host", 120, after=at)
-    guest.send_keys(FIRST_PASSWORD + "\r")
-    guest.wait_for(r"System Customization", 120, after=at)
+    # A raw image has no root password: the console asks for one, once, before anything else (setting it
+    # and the status screen beneath are Pilot-tested in tests/console/test_firstboot.py; the status
+    # screen's address and an F2 login over serial are proven on the installed host, test_install.py).
+    guest.wait_for(r"This host has no root password yet", 120)
+    guest.wait_for(r"F10 Set password", 60)
 
 
 def test_iso_boots_live_to_console_and_healthy_node(release: Release, guest_factory) -> None:
