@@ -21,37 +21,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from qx_common.fs import atomic_write  # noqa: F401 - also this module's API (shadow, keyboard use it)
 from qx_console import hostconfig, networkd
 from qx_console.hostconfig import HostConfig, Provenance
 
 CONFIG_DIR = "var/lib/quantix/config"
-
-
-def atomic_write(path: Path, data: str | bytes, mode: int = 0o644) -> None:
-    """Replace ``path`` (following a symlink to its target) with ``data`` atomically."""
-    target = Path(os.path.realpath(path))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    raw = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
-            f.flush()
-            os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dfd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def snapshot_dir(path: Path) -> dict[str, str]:

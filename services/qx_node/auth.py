@@ -14,33 +14,16 @@ from __future__ import annotations
 
 import hmac
 import json
-import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from qx_common.errors import EnvironmentError_
+from qx_common.fs import atomic_write
+
 
 PUBLIC_PATHS = frozenset({"/health"})
-
-
-def atomic_write(path: Path, data: bytes, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, mode)
-    os.rename(tmp, path)
-    dfd = os.open(path.parent, os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def ensure_token(path: Path) -> str:

@@ -20,7 +20,7 @@ from cryptography.x509.oid import NameOID
 
 from qx_common import hostpaths
 from qx_common.errors import EnvironmentError_
-from qx_node.auth import atomic_write
+from qx_common.fs import atomic_write
 
 
 def _names() -> tuple[list[str], list[str]]:

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from securesystemslib.signer import CryptoSigner
 
 from qx_common.errors import EnvironmentError_
-from qx_update_server.fsutil import atomic_write
+from qx_common.fs import atomic_write
 
 
 class KeyDir:

@@ -1,7 +1,7 @@
 """``GET /metadata/<file>``: the hot path every host polls, answered from memory before routing.
 
 Invariant: the bytes sent are exactly one complete version of the file on disk. Metadata files are
-only ever replaced by rename (:func:`qx_update_server.fsutil.atomic_write`), so a file's identity
+only ever replaced by rename (:func:`qx_common.fs.atomic_write`), so a file's identity
 ``(inode, mtime_ns, size)`` changes with every new version. Each request costs one ``stat``; the file
 is read again only when that identity differs from the cached one. A rename between the ``stat`` and
 the read at worst caches new bytes under the old identity, which the next ``stat`` corrects.

@@ -73,7 +73,8 @@ from qx_common import log
 from qx_common.errors import EnvironmentError_, InternalError, UserError
 from qx_common.version import version_key
 from qx_update_server import contract
-from qx_update_server.fsutil import atomic_write, crashpoint, fsync_dir
+from qx_common.fs import atomic_write, fsync_dir
+from qx_update_server.fsutil import crashpoint
 from qx_update_server.keys import KeyDir
 from qx_update_server.release import Release, sha256_file
 

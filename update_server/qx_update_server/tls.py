@@ -18,7 +18,7 @@ import ssl
 from pathlib import Path
 
 from qx_common.errors import UserError
-from qx_update_server.fsutil import atomic_write
+from qx_common.fs import atomic_write
 
 
 def check_pair(cert: Path, key: Path) -> tuple[str, str]:
