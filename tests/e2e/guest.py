@@ -10,7 +10,6 @@ import re
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 from qx_build import qemu
 
@@ -37,7 +36,6 @@ class BootedGuest:
                                     serial2_log=self.agent, guest_services=list(guest_services or []),
                                     serial_socket=self.socket, drives=list(drives or []))
         self.proc: subprocess.Popen[bytes] | None = None
-        self._sock: Any = None
         self.started = 0.0
 
     def start(self) -> None:
@@ -91,18 +89,17 @@ class BootedGuest:
     def send_keys(self, data: str | bytes) -> None:
         """Type on the console's serial line (as a terminal would send it: F2 is ESC O Q on a vt220).
 
-        One connection to QEMU's serial socket for the guest's lifetime: a reconnect per call lost
-        bytes at the seams (a field's Tab or Enter sent alone never arrived)."""
+        A short connection per call: QEMU also sends the console's output to a connected client, and a
+        connection kept open and never read fills up and stalls the guest's serial output."""
         import socket
 
         assert self.socket is not None, "start the guest with interactive=True"
-        if self._sock is None:
-            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self._sock.connect(str(self.socket))
         raw = data.encode() if isinstance(data, str) else data
-        for b in raw:   # one byte at a time, as a human types: a burst can be split mid-sequence
-            self._sock.sendall(bytes([b]))
-            time.sleep(0.05)  # pacing of typed bytes on the serial line, not a wait for the guest
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(str(self.socket))
+            for b in raw:   # one byte at a time, as a human types: a burst can be split mid-sequence
+                s.sendall(bytes([b]))
+                time.sleep(0.02)  # pacing of typed bytes on a 115200 line, not a wait for the guest
 
     def wait_exit(self, timeout: float) -> int:
         """Wait for QEMU to exit (the guest powered off); its exit code."""
@@ -116,9 +113,6 @@ class BootedGuest:
         return time.monotonic() - self.started
 
     def stop(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=30)
