@@ -4,8 +4,9 @@ Screens never touch files, commands or sockets; they call a :class:`HostBackend`
 
 * :class:`qx_console.linux.LinuxBackend` — the real one. It takes a root directory prefix (``/`` on a
   host; a temporary directory in tests), an optional network namespace to run network commands in,
-  and an :class:`~qx_console.linux.Activator` (networkd on a host, ``ip`` inside a test namespace).
-  The file writing is the same code in every case; only the activation step differs.
+  and an :class:`~qx_console.host.network.Activator` (networkd on a host, ``ip`` inside a test namespace).
+  The file writing is the same code in every case; only the activation step differs. Its host work is
+  split by concern in :mod:`qx_console.host` (network, accounts/SSH, systemd/journal, updates, power).
 * :class:`qx_console.memory.MemoryBackend` — an in-memory implementation of the same interface for
   UI tests, snapshots and the benchmark (fixed state, no clock, no host data).
 

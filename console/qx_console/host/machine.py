@@ -1,0 +1,68 @@
+"""What the machine reports about itself: CPU load, memory, uptime, the running hostname and the booted
+A/B slot with its blessing (``root=PARTLABEL=root-<slot>`` on the kernel command line, the slot's boot
+entry on the ESP). Read-only; a missing or odd file is shown as unknown, never an error.
+
+:meth:`Machine.cpu_percent` is the load since the previous call (``None`` on the first one): the status
+screen calls it once per refresh.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+
+from qx_update import bootentry
+
+from qx_console.host.context import HostContext
+
+ESP_DIRS = ("efi", "boot", "boot/efi")
+
+
+class Machine:
+    def __init__(self, ctx: HostContext) -> None:
+        self.ctx = ctx
+        self._cpu_prev: tuple[int, int] | None = None
+
+    def cpu_percent(self) -> float | None:
+        line = self.ctx.read("proc/stat").split("\n", 1)[0].split()
+        if len(line) < 5 or line[0] != "cpu":
+            return None
+        vals = [int(x) for x in line[1:]]
+        idle, total = vals[3] + (vals[4] if len(vals) > 4 else 0), sum(vals)
+        prev, self._cpu_prev = self._cpu_prev, (idle, total)
+        if prev is None or total == prev[1]:
+            return None
+        return 100.0 * (1 - (idle - prev[0]) / (total - prev[1]))
+
+    def memory(self) -> tuple[int, int]:
+        """(used, total) bytes; used = total - MemAvailable."""
+        info = {}
+        for line in self.ctx.read("proc/meminfo").splitlines():
+            k, _, v = line.partition(":")
+            info[k] = int(v.split()[0]) * 1024 if v.split() else 0
+        total = info.get("MemTotal", 0)
+        return total - info.get("MemAvailable", total), total
+
+    def uptime_s(self) -> float:
+        try:
+            return float((self.ctx.read("proc/uptime", "0").split() or ["0"])[0])
+        except ValueError:
+            return 0.0
+
+    def hostname(self) -> str:
+        return self.ctx.read("proc/sys/kernel/hostname").strip() or socket.gethostname()
+
+    def slot(self) -> tuple[str, bool | None]:
+        """("A"/"B", blessed?) of the booted slot; ("?", None) when the command line does not say."""
+        m = re.search(r"root=PARTLABEL=root-([ab])\b", self.ctx.read("proc/cmdline"))
+        if not m:
+            return "?", None
+        slot = m.group(1)
+        for esp in ESP_DIRS:
+            d = self.ctx.path(esp) / bootentry.ENTRIES_DIR
+            if d.is_dir():
+                for p in d.iterdir():
+                    e = bootentry.parse_entry_name(p.name)
+                    if e and e.slot == slot:
+                        return slot.upper(), e.blessed
+        return slot.upper(), None
