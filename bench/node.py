@@ -152,7 +152,7 @@ def main() -> int:
     ap.add_argument("--libvirt-uri", default="test:///default")
     args = ap.parse_args()
 
-    sys.path[:0] = [str(REPO / "services")]
+    sys.path[:0] = [str(REPO / "services"), str(REPO / "common")]
     from qx_node.tls import ensure_cert
 
     work = Path(tempfile.mkdtemp(prefix="qx-node-bench-"))
@@ -164,7 +164,7 @@ def main() -> int:
     node = subprocess.Popen([py, "-m", "qx_node", "serve", "--listen", f"127.0.0.1:{port}",
                              "--libvirt-uri", args.libvirt_uri, "--state-dir", str(work / "state"),
                              "--pool-dir", str(work / "pool"), "--pool-name", "qx-bench", "--no-console-check"],
-                            env={**os.environ, "PYTHONPATH": str(REPO / "services")})
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "services"), str(REPO / "common")])})
     try:
         base = f"https://127.0.0.1:{port}"
         wait_up(f"{base}/health", cert, node)

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "updates"), str(REPO / "services")]
+sys.path[:0] = [str(REPO), str(REPO / "updates"), str(REPO / "common")]
 
 from tests.updates.conftest import make_host  # noqa: E402
 from tests.updates.httpserver import serve  # noqa: E402

@@ -43,7 +43,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "update_server"), str(REPO / "services")]
+sys.path[:0] = [str(REPO), str(REPO / "update_server"), str(REPO / "common")]
 
 from tests.update_server.conftest import (  # noqa: E402
     ALL,

@@ -16,7 +16,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = {
-    "qx_common": REPO / "services/qx_common",
+    "qx_common": REPO / "common/qx_common",
     "qx_node": REPO / "services/qx_node",
     "qx_console": REPO / "console/qx_console",
     "qx_install": REPO / "console/qx_install",

@@ -54,7 +54,7 @@ class Host:
     def run(self, *args: str, env: dict[str, str] | None = None, check: bool = True,
             timeout: float = 120) -> subprocess.CompletedProcess[str]:
         full_env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            [str(REPO_ROOT / d) for d in ("updates", "services")] + [str(REPO_ROOT)]), **(env or {})}
+            [str(REPO_ROOT / d) for d in ("updates", "common")] + [str(REPO_ROOT)]), **(env or {})}
         full_env.pop("QX_DEBUG", None)
         proc = subprocess.run([sys.executable, "-m", "qx_update", "--config", str(self.config), *args],
                               capture_output=True, text=True, env=full_env, timeout=timeout, check=False)
