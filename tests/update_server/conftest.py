@@ -34,6 +34,7 @@ from typing import Any
 
 import pytest
 import requests
+from fastapi import FastAPI
 from tuf.api.metadata import Metadata, Targets
 from tuf.ngclient import Updater
 
@@ -274,3 +275,9 @@ def qx_release(server: Server, token: str, *args: str, check: bool = True) -> su
     if check and p.returncode != 0:
         raise AssertionError(f"qx-release {args} failed ({p.returncode}): {p.stderr}")
     return p
+
+
+def app_routes(app: FastAPI) -> list[tuple[str, str]]:
+    """(METHOD, path) of every route the app answers, from its OpenAPI description (the public view of
+    the route table; the description is not served: ``openapi_url`` is off)."""
+    return sorted((m.upper(), path) for path, ops in app.openapi()["paths"].items() for m in ops)

@@ -15,7 +15,9 @@ Design (docs/update-format.md section 2 is the contract with the OTA client):
     the retention rule that keeps the signed targets within what every host accepts.
   - :mod:`.storage`    — the storage interface (tokens, releases, audit log, fleet) and its backends:
     SQLite in the data dir (default) or PostgreSQL (``serve --database postgresql://…``).
-  - :mod:`.app`        — the HTTP service (FastAPI): public static repository, authenticated API, admin page.
+  - :mod:`.app`        — the HTTP service (FastAPI): composes the routers of :mod:`.api` (one module per
+    area: public, releases, keys, fleet; guards before routing; one error shape from :mod:`.errors`).
+  - :mod:`.staging`    — uploads in progress, shared by every server process on the data directory.
   - :mod:`.metadata_http` — ``GET /metadata/…`` answered from memory before routing.
   - :mod:`.serving`    — uvicorn with header/idle timeouts and a connection cap; binding with clear errors.
   - :mod:`.tls`        — the operator's certificate, or a self-signed one made on first start.

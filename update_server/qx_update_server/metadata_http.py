@@ -13,6 +13,7 @@ files) still go through StaticFiles, which streams them.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections import OrderedDict
@@ -24,6 +25,9 @@ PREFIX = "/metadata/"
 # 1.root.json, root.json, 12.targets.json, 7.snapshot.json, timestamp.json — never a path
 _NAME = re.compile(r"^(?:[0-9]{1,12}\.)?(?:root|targets|snapshot|timestamp)\.json$")
 MAX_CACHED = 64
+# The one error shape of the server (qx_update_server.api.errors), written out: this path runs before it.
+_NOT_FOUND = json.dumps({"error": "no such metadata file", "field": None,
+                         "hint": "hosts fetch timestamp.json, then the versioned files it names"}).encode()
 MAX_CACHED_FILE = 8 << 20
 
 
@@ -42,7 +46,7 @@ class MetadataFastPath:
         name = scope["path"][len(PREFIX):]
         data = self._get(name) if _NAME.match(name) else None
         if data is None:
-            await _respond(send, 404, b'{"error":"not found"}', head=False)
+            await _respond(send, 404, _NOT_FOUND, head=False)
             return
         await _respond(send, 200, data, head=scope["method"] == "HEAD")
 

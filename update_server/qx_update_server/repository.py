@@ -74,6 +74,7 @@ from qx_common.errors import EnvironmentError_, InternalError, UserError
 from qx_common.version import version_key
 from qx_update_server import contract
 from qx_common.fs import atomic_write, fsync_dir
+from qx_update_server.errors import NotFound
 from qx_update_server.fsutil import crashpoint
 from qx_update_server.keys import KeyDir
 from qx_update_server.release import Release, sha256_file
@@ -568,7 +569,7 @@ class Repository:
                 if version in self.retired():
                     raise UserError(f"version: {version} was already removed from the signed targets",
                                     hint="see qx-release list")
-                raise UserError(f"version: {version} is not published", hint="see qx-release list")
+                raise NotFound(f"version: {version} is not published", field="version", hint="see qx-release list")
             for p in paths:
                 del targets.targets[p]
             self._retire({version: "removed"}, now)
@@ -584,7 +585,7 @@ class Repository:
             hits = [tf for tf in targets.targets.values()
                     if (tf.custom or {}).get("quantix", {}).get("version") == version]
             if not hits:
-                raise UserError(f"version: {version} is not published", hint="see qx-release list")
+                raise NotFound(f"version: {version} is not published", field="version", hint="see qx-release list")
             for tf in hits:
                 q = dict(tf.custom["quantix"])
                 fn(q, now)
