@@ -9,15 +9,14 @@ still delay the next status refresh.
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import requests
 
-from qx_common.errors import ExternalError
-from qx_common.run import clean_env, run, which
+from qx_common.errors import EnvironmentError_, ExternalError
+from qx_common.run import run, spawn, which
 
 from qx_console.backend import ProgressFn, SlotInfo, Unavailable, UpdateState
 
@@ -105,29 +104,29 @@ class UpdateClient:
         """Stream ``apply --json``: every line with done/total (or percent) moves the progress bar."""
         self._require()
         argv = [*self.command, "--json", "apply"]
-        # run() cannot stream; this is the one streaming call, with run()'s clean environment.
-        try:
-            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
-        except OSError as e:
-            raise Unavailable(f"cannot run qx-update: {e.strerror}") from e
+        # The one streaming call: spawn() gives it run()'s clean environment and keeps stderr off a pipe.
         last: dict[str, Any] = {}
         text = ""
         progress(0.0, "installing into the other slot...")
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            text += line
-            try:
-                ev = json.loads(line)
-            except ValueError:
-                continue
-            if not isinstance(ev, dict):
-                continue
-            last = ev
-            frac = _fraction(ev)
-            if frac is not None:
-                progress(frac, str(ev.get("message") or ev.get("phase") or ""))
-        err = proc.stderr.read() if proc.stderr else ""
-        rc = proc.wait()
+        try:
+            with spawn(argv, text=True, check=False, wait_timeout=None) as proc:
+                assert proc.stdout is not None
+                for line in proc.stdout:
+                    text += line
+                    try:
+                        ev = json.loads(line)
+                    except ValueError:
+                        continue
+                    if not isinstance(ev, dict):
+                        continue
+                    last = ev
+                    frac = _fraction(ev)
+                    if frac is not None:
+                        progress(frac, str(ev.get("message") or ev.get("phase") or ""))
+        except EnvironmentError_ as e:
+            raise Unavailable(f"qx-update apply: {e}") from e
+        err = proc.stderr_text()
+        rc = proc.returncode
         last = _last_json(text) or last
         if rc != 0:
             msg = last.get("error") or (err.strip().splitlines() or [f"exit code {rc}"])[-1]

@@ -16,13 +16,13 @@ span concerns (``save_config``: store + running hostname; ``reset_config``: stor
 
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 from qx_common import log
 from qx_common.errors import QxError
+from qx_common.run import CompletedProcess
 from qx_common.version import PRODUCT_NAME, product_version
 
 from qx_console.backend import (
@@ -83,7 +83,7 @@ class LinuxBackend(HostBackend):
         return self.accounts.shadow_file
 
     def cmd(self, argv: list[str], *, check: bool = True, timeout: float = 15,
-            net: bool = True) -> subprocess.CompletedProcess[str]:
+            net: bool = True) -> CompletedProcess[str]:
         return self.ctx.cmd(argv, check=check, timeout=timeout, net=net)
 
     def addresses(self) -> list[tuple[str, str]]:

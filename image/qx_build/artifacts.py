@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import subprocess
 from pathlib import Path
 
 from qx_common import log
@@ -28,26 +27,25 @@ def compress_root(root_partition: Path, out: Path, *, profile: str = "release") 
     zstd = r.require("zstd")
     bar = Progress("compressing root", fs_size)
     tmp = out.with_name(out.name + ".part")
-    with root_partition.open("rb") as src, tmp.open("wb") as dst:
-        # Streamed through a pipe so the progress bar tracks real input consumption.
-        proc = subprocess.Popen([zstd, f"-{level}", "-T0", "-q", "-c"], stdin=subprocess.PIPE, stdout=dst)
-        assert proc.stdin is not None
-        remaining = fs_size
-        try:
-            while remaining:
-                chunk = src.read(min(CHUNK, remaining))
-                if not chunk:
-                    raise ExternalError(f"{root_partition}: ended before the erofs filesystem did")
-                proc.stdin.write(chunk)
-                remaining -= len(chunk)
-                bar.update(len(chunk))
-        finally:
-            proc.stdin.close()
-            rc = proc.wait()
+    try:
+        with root_partition.open("rb") as src, tmp.open("wb") as dst:
+            # Streamed through a pipe so the progress bar tracks real input consumption; a zstd that
+            # dies mid-stream is reported by spawn() as zstd's failure with its stderr, not a broken pipe.
+            with r.spawn([zstd, f"-{level}", "-T0", "-q", "-c"], stdin=r.PIPE, stdout=dst,
+                         wait_timeout=None) as proc:
+                assert proc.stdin is not None
+                remaining = fs_size
+                while remaining:
+                    chunk = src.read(min(CHUNK, remaining))
+                    if not chunk:
+                        raise ExternalError(f"{root_partition}: ended before the erofs filesystem did")
+                    proc.stdin.write(chunk)
+                    remaining -= len(chunk)
+                    bar.update(len(chunk))
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # never leave a half-written payload behind
+        raise
     bar.close()
-    if rc != 0:
-        tmp.unlink(missing_ok=True)
-        raise ExternalError(f"zstd failed with exit code {rc} while compressing the root payload")
     tmp.rename(out)
     return {
         "uncompressed_size": fs_size,

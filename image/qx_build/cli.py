@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import subprocess
 import tempfile
 from pathlib import Path
 
+from qx_common import run as r
 from qx_common.cli import entry
 from qx_common.errors import UserError
 from qx_build.paths import REPO, Release, read_version
@@ -83,8 +83,8 @@ def _main(argv: list[str]) -> int:
             m.prepare()
             argv_q = m.argv()
             print(f"booting {target.name} with {qemu.resolve_accel(args.accel).upper()} — Ctrl-A X quits")
-            # Interactive: QEMU owns the terminal until the operator quits it.
-            return subprocess.call(argv_q)
+            # Interactive: QEMU owns the terminal until the operator quits it (nothing captured).
+            return r.run(argv_q, check=False, capture=False).returncode
     raise AssertionError(args.command)
 
 

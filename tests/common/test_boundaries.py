@@ -72,3 +72,25 @@ def test_the_rule_catches_a_crossing(tmp_path: Path, pkg: str, imp: str) -> None
     f = tmp_path / "probe.py"
     f.write_text(f"import {imp}\n")
     assert any(top in FORBIDDEN[pkg] for _, n in _imports(f) for top in [n.split(".")[0]])
+
+
+# Every external command goes through qx_common.run (run() or spawn()): the clean environment, the
+# command logged, failures as our errors with stderr's tail. Only that module may import subprocess.
+RUNS_COMMANDS = PACKAGES["qx_common"] / "run.py"
+
+
+def _subprocess_imports(files: list[Path]) -> list[str]:
+    return [f"{f.relative_to(REPO) if f.is_relative_to(REPO) else f}:{line}: imports {name}; use qx_common.run"
+            for f in files if f != RUNS_COMMANDS
+            for line, name in _imports(f) if name.split(".")[0] == "subprocess"]
+
+
+def test_only_qx_common_run_imports_subprocess() -> None:
+    assert _subprocess_imports([f for root in PACKAGES.values() for f in sorted(root.rglob("*.py"))]) == []
+
+
+def test_the_subprocess_rule_catches_an_import(tmp_path: Path) -> None:
+    (tmp_path / "a.py").write_text("import subprocess\n")
+    (tmp_path / "b.py").write_text("from subprocess import Popen\n")
+    found = _subprocess_imports([tmp_path / "a.py", tmp_path / "b.py", RUNS_COMMANDS])
+    assert {m.split(":")[0] for m in found} == {str(tmp_path / "a.py"), str(tmp_path / "b.py")}

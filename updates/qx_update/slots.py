@@ -16,7 +16,6 @@ from __future__ import annotations
 import fcntl
 import os
 import stat
-import subprocess
 from pathlib import Path
 
 from qx_common import run as r
@@ -112,68 +111,54 @@ def write_payload(payload: Path, slot: Path, *, slot_size: int, slot_sha256: str
     h = hashing.BackgroundHasher(["sha256"])
     written = 0
     # Streamed through a pipe rather than `zstd -o`: we count and hash every byte, and stop at the
-    # signed size (a decompression bomb cannot run past the slot).
-    proc = subprocess.Popen([zstd, "-d", "-c", "-q", str(payload)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=r.clean_env(), bufsize=0)
-    assert proc.stdout is not None
-    pipe = proc.stdout.fileno()
-    try:
-        fcntl.fcntl(pipe, F_SETPIPE_SZ, 1024 * 1024)  # fewer wake-ups between zstd and us
-    except OSError:
-        pass
+    # signed size (a decompression bomb cannot run past the slot). spawn() kills zstd if we stop early
+    # (bomb, crash point, error) and otherwise waits for its real exit status after EOF.
     fd = os.open(slot, os.O_WRONLY | os.O_CLOEXEC)
     try:
-        while True:
-            # A new buffer per chunk: the hasher thread may still be reading the previous one.
-            mv = memoryview(bytearray(CHUNK))
-            # Fill a whole chunk before hashing and writing: big writes, few syscalls.
-            n = 0
-            while n < CHUNK:
-                got = os.readv(pipe, [mv[n:]])
-                if not got:
+        with r.spawn([zstd, "-d", "-c", "-q", str(payload)], check=False) as proc:
+            assert proc.stdout is not None
+            pipe = proc.stdout.fileno()
+            try:
+                fcntl.fcntl(pipe, F_SETPIPE_SZ, 1024 * 1024)  # fewer wake-ups between zstd and us
+            except OSError:
+                pass
+            while True:
+                # A new buffer per chunk: the hasher thread may still be reading the previous one.
+                mv = memoryview(bytearray(CHUNK))
+                # Fill a whole chunk before hashing and writing: big writes, few syscalls.
+                n = 0
+                while n < CHUNK:
+                    got = os.readv(pipe, [mv[n:]])
+                    if not got:
+                        break
+                    n += got
+                if not n:
                     break
-                n += got
-            if not n:
-                break
-            block = mv[:n]
-            if written + n > slot_size:
-                raise VerificationError(f"the payload decompresses to more than the signed {slot_size} bytes")
-            view = block
-            while view:
-                w = os.write(fd, view)
-                view = view[w:]
-            h.update(block)
-            written += n
-            bar.update(n)
-            if written >= CHUNK and written - n < CHUNK:
-                os.fsync(fd)
-                crashpoint.reached("write")
-            if n < CHUNK:
-                break
-        os.fsync(fd)
-        _drop_cache(fd)
-        digest = h.hexdigests()["sha256"]
-        # We saw EOF on the pipe, but zstd may not have exited yet: wait for its real exit status
-        # (killing it here would turn a clean finish into a spurious "exit -9").
-        finished = True
-    except BaseException:
-        finished = False
-        raise
+                block = mv[:n]
+                if written + n > slot_size:
+                    raise VerificationError(f"the payload decompresses to more than the signed {slot_size} bytes")
+                view = block
+                while view:
+                    w = os.write(fd, view)
+                    view = view[w:]
+                h.update(block)
+                written += n
+                bar.update(n)
+                if written >= CHUNK and written - n < CHUNK:
+                    os.fsync(fd)
+                    crashpoint.reached("write")
+                if n < CHUNK:
+                    break
+            os.fsync(fd)
+            _drop_cache(fd)
+            digest = h.hexdigests()["sha256"]
     finally:
         h.close()
         os.close(fd)
-        proc.stdout.close()
-        if not finished and proc.poll() is None:
-            proc.kill()  # we stopped early (bomb, crash point, error): zstd's output is no longer wanted
-        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-        try:
-            rc = proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            rc = proc.wait()
     bar.close()
-    if rc != 0 and written <= slot_size:
-        raise ExternalError(f"zstd could not decompress the payload (exit {rc}): {err.strip()[-300:]}")
+    if proc.returncode != 0:
+        raise ExternalError(f"zstd could not decompress the payload (exit {proc.returncode}): "
+                            f"{proc.stderr_text().strip()[-300:]}")
     if written != slot_size:
         raise VerificationError(f"the payload decompressed to {written} bytes, the signed slot size is {slot_size}")
     if digest != slot_sha256:

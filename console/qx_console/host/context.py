@@ -6,13 +6,12 @@ Invariant: nothing here changes the host; the concern modules do, each through :
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from qx_common import log
 from qx_common.errors import QxError
-from qx_common.run import run
+from qx_common.run import CompletedProcess, run
 
 from qx_console.hostconfig import HostConfig, Provenance
 from qx_console.store import ConfigStore
@@ -42,7 +41,7 @@ class HostContext:
         except (OSError, UnicodeDecodeError):
             return default
 
-    def cmd(self, argv: list[str], *, check: bool = True, timeout: float = 15, net: bool = False) -> subprocess.CompletedProcess[str]:
+    def cmd(self, argv: list[str], *, check: bool = True, timeout: float = 15, net: bool = False) -> CompletedProcess[str]:
         """Run ``argv`` through :func:`qx_common.run.run`; ``net=True`` runs it in the namespace, if any."""
         if net and self.netns:
             argv = ["ip", "netns", "exec", self.netns, *argv]

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from typing import Any
 
 from qx_common import log
 from qx_common.errors import EnvironmentError_, QxError, UserError
+from qx_common.run import CompletedProcess
 
 from qx_console.backend import Nic, ProbeResult
 from qx_console.hostconfig import NETWORK_FIELDS, HostConfig, check_lookup_name, check_ping_target, validate
@@ -77,7 +77,7 @@ class Network:
         self.ctx = ctx
         self.activator = activator or NetworkdActivator()
 
-    def cmd(self, argv: list[str], *, check: bool = True, timeout: float = 15) -> subprocess.CompletedProcess[str]:
+    def cmd(self, argv: list[str], *, check: bool = True, timeout: float = 15) -> CompletedProcess[str]:
         """A network command: inside the namespace, if any."""
         return self.ctx.cmd(argv, check=check, timeout=timeout, net=True)
 
