@@ -29,7 +29,7 @@ from fastapi import FastAPI
 
 from qx_common import log
 from qx_common.errors import QxError
-from qx_update_server.api import errors, fleet, keys, public, releases
+from qx_update_server.api import errors, fleet, keys, public, releases, rootkeys
 from qx_update_server.api.deps import Services
 from qx_update_server.api.guards import AuthMiddleware, ListenerSplit, SecurityHeaders, is_public, route_scope
 from qx_update_server.metadata_http import MetadataFastPath
@@ -43,7 +43,7 @@ _log = log.get("update_server.app")
 
 DEFAULT_MAX_UPLOAD = 4 << 30  # per file; a root payload is ~0.5 GiB today
 # Every route of the app, by area (tests enumerate them; a route outside these would escape those tests).
-ROUTERS = (public.router, releases.router, keys.router, fleet.router)
+ROUTERS = (public.router, releases.router, keys.router, rootkeys.router, fleet.router)
 
 
 def create_app(data_dir: Path, *, database: str | None = None, root_keys_dir: Path | None = None,

@@ -1,5 +1,6 @@
 """``qx-update-server``: run the service, and manage API tokens on the server's machine.
 
+    qx-update-server init --data-dir /srv/qx-updates --root OFFLINE/root.json --online-keys OFFLINE/online-keys
     qx-update-server serve --listen 127.0.0.1:8400 --data-dir /srv/qx-updates
     qx-update-server token create --data-dir DIR --name ci --scopes publish,promote,read [--expires-days 90]
     qx-update-server token list --data-dir DIR          qx-update-server token revoke --data-dir DIR ID|NAME
@@ -10,6 +11,12 @@ Tokens, release records, the audit log and the fleet live in SQLite in the data 
 ``--database postgresql://USER:PASSWORD@HOST:PORT/DATABASE`` they live in PostgreSQL instead (tables
 created on first start; the password may come from PGPASSWORD). Give ``token create`` the same
 --database as ``serve``. The repository and the keys stay in the data dir either way.
+
+``init`` sets a repository up from root metadata and online keys made offline (``qx-release keys init
+--offline DIR`` on an administrator's machine): no root private key ever reaches the server, and a
+server set up this way refuses to start while one is found in its data directory. Without ``init``,
+``qx-release keys init`` (API) makes the server generate every key itself, root keys included — a
+development shortcut only (``keys status`` says "on this server (development)").
 """
 
 from __future__ import annotations
@@ -134,6 +141,69 @@ def _manage(args: argparse.Namespace, storage: Storage) -> int:
     return 0
 
 
+DEV_TOKEN_FILE = "dev-release-token"
+
+
+def _dev(args: argparse.Namespace) -> int:
+    """``make update-server``: set a data directory up from the development keys once, then serve it.
+
+    The same path as production (``init`` from an offline directory; the root keys are not copied to
+    the server), only the "offline" directory is ``build/keys`` on this machine. A release token with
+    every scope but ``checkin`` is written to ``DATA_DIR/dev-release-token`` (0600) on first use.
+    """
+    from qx_update_server.repository import Repository
+
+    parse_listen(args.listen)  # a bad flag is said before anything is set up
+    root = args.keys / "root.json"
+    if not root.is_file():
+        raise UserError(f"--keys {args.keys}: no root.json", hint="make the development keys: make image (or "
+                                                                  "qx-build dev-keys)")
+    data_dir = check_data_dir(args.data_dir)
+    repo = Repository(data_dir)
+    if not repo.initialized():
+        repo.setup_offline(root, args.keys / "online-keys")
+    elif repo.root_bytes(1) != (args.keys / "1.root.json").read_bytes():
+        raise UserError(f"--data-dir {data_dir}: was set up with other keys than {args.keys}",
+                        hint=f"images built now trust {root}: remove {data_dir} to start a server on these keys")
+    token_file = data_dir / DEV_TOKEN_FILE
+    if not token_file.exists():
+        storage = open_storage(data_dir, None)
+        try:
+            secret = storage.create_token(f"dev-release-{os.getpid()}", ["publish", "promote", "yank", "rollout",
+                                                                       "keys", "read"])
+        finally:
+            storage.close()
+        from qx_common.fs import atomic_write
+
+        atomic_write(token_file, secret + "\n", mode=0o600)
+    port = parse_listen(args.listen)[1]
+    url = f"http://{args.listen}"
+    log.step("development update server (keys in " + str(args.keys) + " — development keys, never for shipped hosts)")
+    log.step(f"publish a build: .venv/bin/qx-release --server {url} --token-file {token_file} "
+             "publish --channel stable build/")
+    log.step(f"a host booted with make boot reaches this machine as 10.0.2.2: on the host, put "
+             f"server_url = \"http://10.0.2.2:{port}/\" into /var/lib/quantix/config/update.toml, then qx-update check")
+    return run(["serve", "--listen", args.listen, "--data-dir", str(data_dir),
+                "--refresh-interval", args.refresh_interval])
+
+
+def _check_root_keys(data_dir: Path, root_keys_dir: Path | None) -> None:
+    """A server set up from an offline root refuses to start while a root private key is in its data
+    directory (someone copied it there); a development setup, whose root keys are here by design, says so."""
+    from qx_update_server.repository import Repository
+
+    repo = Repository(data_dir, root_keys_dir=root_keys_dir)
+    found = repo.root_private_keys()
+    if found and repo.root_offline():
+        raise EnvironmentError_(
+            f"--data-dir {data_dir}: holds a root private key ({found[0]}); this repository's root keys are "
+            "offline and must never be on the server",
+            hint="move the file to the offline media (or destroy it if it is a copy), then start again")
+    if found:
+        log.step(f"WARNING: development setup — the root private keys are on this server ({found[0].parent}); "
+                 "for production set up with offline root keys: qx-update-server init (docs/update-format.md §2.3)")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="qx-update-server", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -185,6 +255,19 @@ def _parser() -> argparse.ArgumentParser:
     tr = tsub.add_parser("revoke", help="revoke a token (by id or name) at once")
     storage_args(tr)
     tr.add_argument("token", help="the token's id (tok_…) or name")
+    i = sub.add_parser("init", help="set the repository up from an offline root and the online keys "
+                                    "(qx-release keys init --offline DIR made both)")
+    i.add_argument("--data-dir", type=Path, required=True)
+    i.add_argument("--root", type=Path, required=True,
+                   help="the offline directory's root.json (its N.root.json files are read next to it)")
+    i.add_argument("--online-keys", type=Path, required=True,
+                   help="the offline directory's online-keys/ (timestamp, snapshot, targets private keys)")
+    d = sub.add_parser("dev", help="development: a local server on the keys make image made (build/keys); "
+                                   "set up on first use, with a release token file; then serve (make update-server)")
+    d.add_argument("--keys", type=Path, required=True, help="the development key directory (build/keys)")
+    d.add_argument("--data-dir", type=Path, required=True, help="the server's data (build/update-server)")
+    d.add_argument("--listen", default="127.0.0.1:8400", help="ADDRESS:PORT (default 127.0.0.1:8400)")
+    d.add_argument("--refresh-interval", default="600", help=argparse.SUPPRESS)
     h = sub.add_parser("host", help="host identities")
     hsub = h.add_subparsers(dest="hcmd", required=True)
     hf = hsub.add_parser("forget", help="unbind a host's key (a reinstalled host binds a new one at its next check-in)")
@@ -195,6 +278,18 @@ def _parser() -> argparse.ArgumentParser:
 
 def run(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
+    if args.cmd == "init":
+        from qx_update_server.repository import Repository  # tuf only when needed
+
+        if not args.online_keys.is_dir():
+            raise UserError(f"--online-keys {args.online_keys}: not a directory",
+                            hint="give the online-keys/ directory that qx-release keys init --offline wrote")
+        repo = Repository(check_data_dir(args.data_dir))
+        version = repo.setup_offline(args.root, args.online_keys)
+        log.step(f"repository set up in {args.data_dir} (root version {version}; root keys stay offline)")
+        return 0
+    if args.cmd == "dev":
+        return _dev(args)
     if args.cmd in ("token", "host"):
         if args.database is None:
             check_data_dir(args.data_dir)
@@ -227,6 +322,7 @@ def run(argv: list[str]) -> int:
         sockets.append(admin_sock)
         admin_address = admin_sock.getsockname()[:2]
 
+    _check_root_keys(data_dir, args.root_keys_dir)
     from qx_update_server.app import create_app  # imported late: token management should not pay for it
     app = create_app(data_dir, database=args.database, root_keys_dir=args.root_keys_dir,
                      max_upload=max_upload, refresh_interval=refresh, admin_address=admin_address)

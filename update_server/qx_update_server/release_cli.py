@@ -6,6 +6,15 @@
     qx-release list                             qx-release keys init|rotate|status
     qx-release export DIR                       (a complete, verified offline copy of the repository)
 
+Offline root keys (on an administrator's machine; no server needed but for push-root):
+
+    qx-release keys init --offline DIR [--root-keys 3 --threshold 2]   root + online keys, root version 1
+    qx-release keys sign-root --offline DIR [--new-root-keys N --threshold M] [--expires-days D]
+    qx-release --server URL keys push-root --offline DIR               upload the newest root (scope keys)
+
+``keys init`` without ``--offline`` asks the server to generate every key itself, root keys included:
+a development shortcut, not for production (docs/update-format.md §2.3).
+
 ``--server`` also comes from ``QX_RELEASE_SERVER``; the token from ``QX_RELEASE_TOKEN``, a file
 (``--token-file`` or ``QX_RELEASE_TOKEN_FILE``) or ``--token`` (least preferred: argv shows in ps).
 ``--json`` prints the server's answer as JSON on stdout (progress stays on stderr).
@@ -28,7 +37,7 @@ import requests
 from qx_common.cli import entry
 from qx_common.errors import EnvironmentError_, ExternalError, UserError
 from qx_update_server import contract, release
-from qx_update_server.progress import Progress
+from qx_common.progress import Progress
 
 CHUNK = 1 << 20
 TIMEOUT = (10, 600)
@@ -256,11 +265,23 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("list")
     k = sub.add_parser("keys")
     ks = k.add_subparsers(dest="kcmd", required=True)
-    ki = ks.add_parser("init")
+    ki = ks.add_parser("init", help="--offline DIR: make root and online keys here (production); without: the "
+                                    "server makes every key, root keys included (development only)")
+    ki.add_argument("--offline", type=Path, metavar="DIR",
+                    help="a new directory on offline media: root-keys/ (keep offline), online-keys/ (for the "
+                         "server), N.root.json and root.json")
     ki.add_argument("--root-keys", type=int, default=1, help="number of root keys (default 1)")
     ki.add_argument("--threshold", type=int, default=1, help="root keys needed to sign a new root")
-    ks.add_parser("rotate")
+    ks.add_parser("rotate", help="development setups only: the server replaces every key itself")
     ks.add_parser("status")
+    kr = ks.add_parser("sign-root", help="sign the next root version in an offline directory (new expiry, "
+                                         "optionally new root keys), with the threshold of old and new root keys")
+    kr.add_argument("--offline", type=Path, metavar="DIR", required=True)
+    kr.add_argument("--new-root-keys", type=int, metavar="N", help="replace the root keys by N new ones")
+    kr.add_argument("--threshold", type=int, metavar="M", help="root keys needed from now on (default: unchanged)")
+    kr.add_argument("--expires-days", type=int, default=365, help="the new root's lifetime (default 365)")
+    kp = ks.add_parser("push-root", help="upload the offline directory's newest root to the server (scope keys)")
+    kp.add_argument("--offline", type=Path, metavar="DIR", required=True)
     e = sub.add_parser("export")
     e.add_argument("dir", type=Path)
     return p
@@ -296,8 +317,36 @@ def _human(cmd: str, out: Any) -> str:
     return json.dumps(out, indent=2)
 
 
+def _offline(args: argparse.Namespace) -> Any | None:
+    """``keys init --offline`` and ``keys sign-root``: local work on the offline directory, no server."""
+    from qx_update_server import rootkeys
+
+    if args.cmd != "keys" or not (args.kcmd == "sign-root" or args.kcmd == "init" and args.offline):
+        return None
+    if args.kcmd == "init":
+        md = rootkeys.init(args.offline, root_keys=args.root_keys, threshold=args.threshold)
+    else:
+        md = rootkeys.sign_root(args.offline, new_root_keys=args.new_root_keys, threshold=args.threshold,
+                                expires_days=args.expires_days)
+    root = md.signed
+    d = rootkeys.OfflineDir(args.offline)
+    return {"directory": str(args.offline), "root_version": root.version, "root_json": str(d.root_json),
+            "root_threshold": root.roles["root"].threshold, "root_keyids": root.roles["root"].keyids,
+            "expires": root.expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "next": (f"keep {d.root_keys.path} offline; set the server up with: qx-update-server init --data-dir DIR "
+                     f"--root {d.root_json} --online-keys {d.online_keys.path}") if args.kcmd == "init" else
+                    f"upload it: qx-release --server URL keys push-root --offline {args.offline}"}
+
+
 def run(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
+    local = _offline(args)
+    if local is not None:
+        print(json.dumps(local, indent=2, sort_keys=True) if args.json else
+              f"root version {local['root_version']} (threshold {local['root_threshold']} of "
+              f"{len(local['root_keyids'])} root keys, expires {local['expires']}) in {local['root_json']}\n"
+              f"next: {local['next']}")
+        return 0
     if not args.server:
         raise UserError("--server: not given", hint="pass --server URL or set QX_RELEASE_SERVER")
     token = read_token(args)
@@ -325,6 +374,11 @@ def run(argv: list[str]) -> int:
             out = c.call("POST", "/v1/keys/init", json={"root_keys": args.root_keys, "threshold": args.threshold})
         elif args.kcmd == "rotate":
             out = c.call("POST", "/v1/keys/rotate")
+        elif args.kcmd == "push-root":
+            from qx_update_server import rootkeys
+
+            newest = rootkeys.OfflineDir(args.offline).newest()  # the server checks it again, against its root
+            out = c.call("POST", "/v1/keys/root", json={"root": newest.to_dict()})
         else:
             out = c.call("GET", "/v1/keys/status")
     else:

@@ -56,10 +56,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from securesystemslib.signer import CryptoSigner
 from tuf.api.exceptions import UnsignedMetadataError
 from tuf.api.serialization.json import CanonicalJSONSerializer
 from tuf.api.metadata import (
+    DelegatedRole,
+    Delegations,
     Metadata,
     MetaFile,
     Root,
@@ -72,6 +75,7 @@ from tuf.api.metadata import (
 from qx_common import log
 from qx_common.errors import EnvironmentError_, InternalError, UserError
 from qx_common.version import version_key
+from qx_update.repo import release_role, role_version
 from qx_update_server import contract
 from qx_common.fs import atomic_write, fsync_dir
 from qx_update_server.errors import NotFound
@@ -124,12 +128,20 @@ def utcnow() -> dt.datetime:
 
 @dataclass
 class State:
-    """The current signed metadata, as reachable from ``timestamp.json``."""
+    """The current signed metadata, as reachable from ``timestamp.json``.
+
+    ``targets`` is the *flat view* every operation reads and edits: all release targets of every
+    delegated role (and of the top-level role, for a repository signed before delegations), copies, with
+    the top-level version and the earliest expiry of them all. :meth:`Repository._commit` splits it
+    back into roles. ``top`` and ``roles`` are the signed files as they are on disk.
+    """
 
     root: Metadata[Root]
     targets: Metadata[Targets]
     snapshot: Metadata[Snapshot]
     timestamp: Metadata[Timestamp]
+    top: Metadata[Targets]
+    roles: dict[str, Metadata[Targets]]
 
 
 class Repository:
@@ -188,8 +200,20 @@ class Repository:
         if "targets.json" not in snap.signed.meta:
             raise EnvironmentError_(f"{self.metadata_dir}: the snapshot names no targets.json", hint=_RESTORE_HINT)
         tv = snap.signed.meta["targets.json"].version
-        targets = _read_md(Metadata[Targets], self.metadata_dir / f"{tv}.targets.json")
-        return State(root, targets, snap, ts)
+        top = _read_md(Metadata[Targets], self.metadata_dir / f"{tv}.targets.json")
+        roles: dict[str, Metadata[Targets]] = {}
+        for name in top.signed.delegations.roles or {} if top.signed.delegations else {}:
+            meta = snap.signed.meta.get(f"{name}.json")
+            if meta is None:
+                raise EnvironmentError_(f"{self.metadata_dir}: the snapshot names no {name}.json", hint=_RESTORE_HINT)
+            roles[name] = _read_md(Metadata[Targets], self.metadata_dir / f"{meta.version}.{name}.json")
+        flat = Targets(version=top.signed.version,
+                       expires=min([top.signed.expires, *(md.signed.expires for md in roles.values())]))
+        # Copies: an operation edits the flat view, and _commit compares it with the roles as signed.
+        for md in [top, *roles.values()]:
+            for path, tf in md.signed.targets.items():
+                flat.targets[path] = TargetFile.from_dict(copy.deepcopy(tf.to_dict()), path)
+        return State(root, Metadata(flat), snap, ts, top, roles)
 
     # ---- signing --------------------------------------------------------------------------------
 
@@ -221,22 +245,7 @@ class Repository:
         roots = [state.root.signed] + ([next_root] if next_root else [])
         snap = state.snapshot.signed
         if targets is not None:
-            old_size = (self.metadata_dir / f"{state.targets.signed.version}.targets.json").stat().st_size
-            targets.version = state.targets.signed.version + 1
-            targets.expires = now + LIFETIME["targets"]
-            md_t = Metadata(targets)
-            self._sign(md_t, roots, "targets")
-            data = md_t.to_bytes()
-            # Checked on the signed bytes, before anything is written. A change that does not grow the
-            # file (yank, remove, re-sign) is always allowed, so an oversized repository can recover.
-            if len(data) > contract.TARGETS_MAX_BYTES and len(data) > old_size:
-                raise UserError(
-                    f"targets metadata: {len(data)} bytes would be over the limit of {contract.TARGETS_MAX_BYTES} "
-                    f"(hosts refuse more than {contract.CLIENT_TARGETS_MAX_LENGTH})",
-                    hint="remove releases no host needs (qx-release remove VERSION) or yank them, then retry")
-            atomic_write(self.metadata_dir / f"{targets.version}.targets.json", data)
-            crashpoint("targets")
-            snap.meta["targets.json"] = MetaFile(version=targets.version)
+            self._commit_targets(state, targets, roots, now)
         if targets is not None or resign_snapshot:
             snap.version += 1
             snap.expires = now + LIFETIME["snapshot"]
@@ -252,6 +261,67 @@ class Repository:
         self._sign(md_ts, roots, "timestamp")
         self._write("timestamp.json", md_ts)
         crashpoint("timestamp")
+
+    def _commit_targets(self, state: State, flat: Targets, roots: list[Root], now: dt.datetime) -> None:
+        """Split the flat view into one delegated role per release; write each role that changed, then the
+        top-level targets if it changed; record them in the (not yet signed) snapshot.
+
+        A role (or the top-level) is written again when its content differs, when it is not signed by
+        exactly the keys that sign now (a key rotation), or when it expires within RENEW — so a promote
+        rewrites one release's role, and hosts download only that. Release roles are signed by the
+        online targets keys (the top-level delegates to those same keys), each with a terminating
+        delegation for the paths ``<version>/*``.
+        """
+        snap = state.snapshot.signed
+        keyids = {s.public_key.keyid for s in self._online_signers(roots, "targets")}
+        wanted: dict[str, dict[str, TargetFile]] = {}
+        for path, tf in flat.targets.items():
+            q = _quantix(tf)
+            if q is None:
+                raise InternalError(f"target {path}: not a Quantix release target")
+            wanted.setdefault(release_role(q["version"]), {})[path] = tf
+        for name, tfs in wanted.items():
+            cur = state.roles.get(name)
+            role = Targets(version=1, expires=now + LIFETIME["targets"], targets=dict(tfs))
+            if cur is not None:
+                if not _stale(cur, keyids, now) and _same(cur.signed, role):
+                    continue
+                role.version = cur.signed.version + 1
+            md = Metadata(role)
+            self._sign(md, roots, "targets")
+            data = md.to_bytes()
+            atomic_write(self.metadata_dir / f"{role.version}.{name}.json", data)
+            # With its length, a host never downloads more than the role's size for it.
+            snap.meta[f"{name}.json"] = MetaFile(version=role.version, length=len(data))
+        for name in set(state.roles) - set(wanted):
+            snap.meta.pop(f"{name}.json", None)
+        crashpoint("roles")
+
+        keys = {k: root.keys[k] for root in roots for k in root.roles["targets"].keyids}
+        threshold = state.root.signed.roles["targets"].threshold
+        delegated = {name: DelegatedRole(name=name, keyids=sorted(keys), threshold=threshold, terminating=True,
+                                         paths=[f"{role_version(name)}/*"])
+                     for name in sorted(wanted, key=lambda n: version_key(role_version(n) or "0.0.0"), reverse=True)}
+        top = Targets(version=state.top.signed.version, expires=now + LIFETIME["targets"],
+                      targets=old_client_targets(flat),
+                      delegations=Delegations(keys=dict(keys), roles=delegated) if delegated else None)
+        if not _stale(state.top, keyids, now) and _same(state.top.signed, top):
+            return
+        top.version += 1
+        md_t = Metadata(top)
+        self._sign(md_t, roots, "targets")
+        data = md_t.to_bytes()
+        old_size = (self.metadata_dir / f"{state.top.signed.version}.targets.json").stat().st_size
+        # Checked on the signed bytes, before anything is written. A change that does not grow the
+        # file (yank, remove, re-sign) is always allowed, so an oversized repository can recover.
+        if len(data) > contract.TARGETS_MAX_BYTES and len(data) > old_size:
+            raise UserError(
+                f"targets metadata: {len(data)} bytes would be over the limit of {contract.TARGETS_MAX_BYTES} "
+                f"(hosts refuse more than {contract.CLIENT_TARGETS_MAX_LENGTH})",
+                hint="remove releases no host needs (qx-release remove VERSION) or yank them, then retry")
+        atomic_write(self.metadata_dir / f"{top.version}.targets.json", data)
+        crashpoint("targets")
+        snap.meta["targets.json"] = MetaFile(version=top.version)
 
     # ---- keys -----------------------------------------------------------------------------------
 
@@ -295,6 +365,153 @@ class Repository:
         crashpoint("root")
         atomic_write(self.metadata_dir / "root.json", data)
 
+    # ---- offline root keys (docs/update-format.md §2.3) -----------------------------------------
+
+    @property
+    def _offline_marker(self) -> Path:
+        return self.data_dir / "keys" / "root-offline"
+
+    def root_offline(self) -> bool:
+        """True when this repository was set up from an offline root (``qx-update-server init``)."""
+        return self._offline_marker.is_file()
+
+    def setup_offline(self, root_file: Path, online_keys_dir: Path, *, now: dt.datetime | None = None) -> int:
+        """Set up the repository from an administrator's root and online keys; no root key comes here.
+
+        ``root_file`` is the offline directory's ``root.json``; when its version is N > 1, the versions
+        1…N-1 are read from ``<n>.root.json`` next to it and each must follow from the one before (a host
+        that ships version 1 walks the same chain). ``online_keys_dir`` holds ``<keyid>.pem`` files: at
+        least a threshold for each of targets, snapshot and timestamp; a root private key there is
+        refused. Writes the online keys, the marker, then metadata in the order of :meth:`init`.
+        Returns the root version.
+        """
+        from qx_update_server import rootkeys  # the offline side's own checks, shared
+
+        now = now or utcnow()
+        newest = rootkeys.read_root(root_file, "--root")
+        chain = [newest] if newest.signed.version == 1 else [
+            rootkeys.read_root(root_file.with_name(f"{v}.root.json"), "--root")
+            for v in range(1, newest.signed.version)] + [newest]
+        first = chain[0].signed
+        if first.version != 1:
+            raise UserError(f"--root: {root_file.with_name('1.root.json')} is version {first.version}, not 1",
+                            hint="give the root.json of an offline directory made by qx-release keys init --offline")
+        try:
+            first.verify_delegate(Root.type, chain[0].signed_bytes, chain[0].signatures)
+        except UnsignedMetadataError as e:
+            raise UserError(f"--root: root version 1 is not signed by a threshold of its own root keys ({e})",
+                            hint="give the root.json that qx-release keys init --offline wrote") from e
+        for prev, md in zip(chain, chain[1:]):
+            rootkeys.verify_rotation(prev.signed, md, f"--root: {md.signed.version}.root.json")
+        root = newest.signed
+        if root.is_expired(now):
+            raise UserError(f"--root: root version {root.version} expired at {contract.iso_z(root.expires)}",
+                            hint="sign a new root version offline: qx-release keys sign-root --offline DIR")
+        if not root.consistent_snapshot:
+            raise UserError("--root: consistent_snapshot is false; this server serves consistent snapshots only",
+                            hint="make the root with qx-release keys init --offline")
+        root_keyids = {k for md in chain for k in md.signed.roles[Root.type].keyids}
+        found: dict[str, CryptoSigner] = {}
+        for pem in sorted(online_keys_dir.glob("*.pem")) if online_keys_dir.is_dir() else []:
+            try:  # by content: whatever the file is called, a root key is refused
+                signer = CryptoSigner(load_pem_private_key(pem.read_bytes(), None))
+            except (OSError, ValueError, TypeError) as e:
+                raise UserError(f"--online-keys: {pem} is not an unencrypted private key ({e})",
+                                hint="give the online-keys/ directory that qx-release keys init --offline wrote") from e
+            if signer.public_key.keyid in root_keyids:
+                raise UserError(f"--online-keys: {pem} is a root private key; root keys never go to the server",
+                                hint="pass the offline directory's online-keys/ only; keep root-keys/ offline")
+            found[signer.public_key.keyid] = signer
+        for role in ONLINE_ROLES:
+            have = [k for k in root.roles[role].keyids if k in found]
+            if len(have) < root.roles[role].threshold:
+                raise UserError(f"--online-keys: {online_keys_dir} holds {len(have)} of the {role} keys the root "
+                                f"names ({root.roles[role].threshold} needed)",
+                                hint="give the online-keys/ directory of the same offline directory as --root")
+        with self.locked():
+            if self.initialized():
+                raise UserError(f"--data-dir {self.data_dir}: the repository is already set up",
+                                hint="a new root goes through qx-release keys push-root; a new server needs a "
+                                     "new data directory")
+            self.online_keys.path.mkdir(parents=True, exist_ok=True)
+            os.chmod(self.online_keys.path, 0o700)
+            for keyid, signer in found.items():
+                if any(keyid in root.roles[r].keyids for r in ONLINE_ROLES):
+                    atomic_write(self.online_keys.path / f"{keyid}.pem", signer.private_bytes, mode=0o600)
+            atomic_write(self._offline_marker, b"root keys are offline: this server never holds one\n", mode=0o600)
+            self.metadata_dir.mkdir(parents=True, exist_ok=True)
+            for md in chain:
+                atomic_write(self.metadata_dir / f"{md.signed.version}.root.json", md.to_bytes())
+            atomic_write(self.metadata_dir / "root.json", newest.to_bytes())
+            self.targets_dir.mkdir(parents=True, exist_ok=True)
+            md_t = Metadata(Targets(version=1, expires=now + LIFETIME["targets"]))
+            self._sign(md_t, [root], "targets")
+            self._write("1.targets.json", md_t)
+            md_s = Metadata(Snapshot(version=1, expires=now + LIFETIME["snapshot"], meta={"targets.json": MetaFile(1)}))
+            self._sign(md_s, [root], "snapshot")
+            self._write("1.snapshot.json", md_s)
+            md_ts = Metadata(Timestamp(version=1, expires=now + LIFETIME["timestamp"], snapshot_meta=MetaFile(1)))
+            self._sign(md_ts, [root], "timestamp")
+            self._write("timestamp.json", md_ts)
+        _log.info("repository set up from an offline root (version %d) in %s", root.version, self.data_dir)
+        return root.version
+
+    def accept_root(self, data: bytes, *, now: dt.datetime | None = None) -> int:
+        """Serve a root version signed offline, after checking it as a client will; returns its version.
+
+        Refused (UserError, nothing written) unless it is version N+1 of the current root N, signed by a
+        threshold of N's root keys and of its own, not expired, with consistent snapshots, and naming
+        online keys this server holds. Then: the chain signed for both roots, ``N+1.root.json``,
+        ``root.json``, the chain re-signed — the order of :meth:`rotate`, which :meth:`repair` finishes.
+        """
+        from qx_update_server import rootkeys
+
+        now = now or utcnow()
+        md = rootkeys.parse_root(data, "root")
+        with self.locked():
+            state = self.load()
+            rootkeys.verify_rotation(state.root.signed, md, "root")
+            new = md.signed
+            if new.is_expired(now):
+                raise UserError(f"root: version {new.version} expired at {contract.iso_z(new.expires)}",
+                                hint="sign it again with a later expiry (qx-release keys sign-root --expires-days)")
+            if not new.consistent_snapshot:
+                raise UserError("root: consistent_snapshot is false; this server serves consistent snapshots only")
+            for role in ONLINE_ROLES:
+                have = self.online_keys.signers(new.roles[role].keyids)
+                if len(have) < new.roles[role].threshold:
+                    raise UserError(f"root: names {role} keys this server does not hold "
+                                    f"({len(have)} of {new.roles[role].threshold} present in {self.online_keys.path})",
+                                    hint="keep the online keys when signing a new root (qx-release keys sign-root "
+                                         "does), or set up a new server with them")
+            self._commit(state, targets=Targets.from_dict(copy.deepcopy(state.targets.signed.to_dict())),
+                         now=now, next_root=new)
+            atomic_write(self.metadata_dir / f"{new.version}.root.json", md.to_bytes())
+            crashpoint("root")
+            atomic_write(self.metadata_dir / "root.json", md.to_bytes())
+            self._resign_all(now)
+        _log.info("root version %d accepted (signed offline)", new.version)
+        return new.version
+
+    def root_private_keys(self) -> list[Path]:
+        """Every file in the data directory that holds a private key of a root role (any version)."""
+        if not self.initialized():
+            return []
+        root_keyids: set[str] = set()
+        for v in self.root_versions():
+            root_keyids |= set(_read_md(Metadata[Root], self.metadata_dir / f"{v}.root.json")
+                               .signed.roles[Root.type].keyids)
+        out = []
+        # By content, not by name: a key file renamed or copied elsewhere in the data directory counts too.
+        for pem in sorted(self.data_dir.rglob("*.pem")):
+            try:
+                keyid = CryptoSigner(load_pem_private_key(pem.read_bytes(), None)).public_key.keyid
+            except Exception:  # noqa: BLE001 - not a private key (a certificate), encrypted, unreadable
+                continue
+            if keyid in root_keyids:
+                out.append(pem)
+        return out
+
     def rotate(self, *, now: dt.datetime | None = None) -> int:
         """New root keys and online keys in root version N+1, signed by old and new root keys.
 
@@ -302,6 +519,10 @@ class Repository:
         from then on trust only the new keys. Needs ``threshold`` of the current root keys.
         """
         now = now or utcnow()
+        if self.root_offline():
+            raise UserError("keys rotate: this server's root keys are offline; it cannot sign a root",
+                            hint="sign the new root offline and upload it: qx-release keys sign-root, then "
+                                 "qx-release keys push-root")
         with self.locked():
             state = self.load()
             old = state.root.signed
@@ -355,9 +576,12 @@ class Repository:
             state = self.load()
             root = state.root.signed
             try:
-                for role, md in (("targets", state.targets), ("snapshot", state.snapshot),
+                for role, md in (("targets", state.top), ("snapshot", state.snapshot),
                                  ("timestamp", state.timestamp)):
                     root.verify_delegate(role, CanonicalJSONSerializer().serialize(md.signed), md.signatures)
+                for name, md in state.roles.items():
+                    state.top.signed.verify_delegate(name, CanonicalJSONSerializer().serialize(md.signed),
+                                                     md.signatures)
                 if root.version > 1 and self.metadata_dir.joinpath("root.json").read_bytes() != \
                         self.root_bytes(root.version):
                     raise UnsignedMetadataError("root.json is not the newest root")
@@ -366,12 +590,19 @@ class Repository:
                 atomic_write(self.metadata_dir / "root.json", self.root_bytes(root.version))
                 self._resign_all(now or utcnow())
                 return True
+            if any(_quantix(tf) and release_role(q["version"]) not in state.roles
+                   for tf in state.top.signed.targets.values() if (q := _quantix(tf))):
+                # Signed before delegated roles existed: move every release into its own role once.
+                _log.warning("repository: moving releases into delegated targets roles")
+                self._resign_all(now or utcnow())
+                return True
             return False
 
     def key_status(self, now: dt.datetime | None = None) -> dict[str, Any]:
         now = now or utcnow()
         state = self.load()
         root = state.root.signed
+        offline = self.root_offline()
         roles: dict[str, Any] = {}
         for role, md in (("root", state.root), ("targets", state.targets), ("snapshot", state.snapshot),
                          ("timestamp", state.timestamp)):
@@ -386,12 +617,16 @@ class Repository:
                 "keyids": keyids,
                 "keys_present": len(keydir.signers(keyids)),
                 # Online roles renew themselves; root needs an operator with the offline keys.
-                "warning": (f"root expires in {left.days} days: run qx-release keys rotate"
+                "warning": (f"root expires in {left.days} days: run " + (
+                    "qx-release keys sign-root --offline DIR, then keys push-root" if offline
+                    else "qx-release keys rotate")
                             if role == "root" and left < RENEW["root"] else
                             f"{role} expires in {left} and was not renewed: is the server running?"
                             if role != "root" and left < RENEW[role] / 2 else None),
             }
-        return {"roles": roles, "root_keys_dir": str(self.root_keys.path)}
+        return {"roles": roles, "root_keys_dir": str(self.root_keys.path),
+                # Development setups keep root keys on the server (keys init through the API); say so.
+                "root_keys": "offline" if offline else "on this server (development)"}
 
     def refresh(self, *, now: dt.datetime | None = None) -> list[str]:
         """Re-sign online roles that expire within RENEW; returns the roles written (timestamp last)."""
@@ -443,13 +678,23 @@ class Repository:
     def _gc(self, now: dt.datetime) -> None:
         """Delete old metadata versions and unreferenced target files. Call with the lock held."""
         state = self.load()
-        current = {"targets": state.targets.signed.version, "snapshot": state.snapshot.signed.version}
-        for p in self.metadata_dir.iterdir():
-            m = re.fullmatch(r"(\d+)\.(targets|snapshot)\.json", p.name)
-            if m and int(m.group(1)) <= current[m.group(2)] - KEEP_METADATA_VERSIONS:
-                p.unlink(missing_ok=True)
+        current = {"targets": state.top.signed.version, "snapshot": state.snapshot.signed.version}
+        current |= {name: md.signed.version for name, md in state.roles.items()}
         signed = {q["version"] for tf in state.targets.signed.targets.values() if (q := _quantix(tf))}
         retired = self.retired()
+        for p in self.metadata_dir.iterdir():
+            m = re.fullmatch(r"(\d+)\.(targets|snapshot|release-[^/]+)\.json", p.name)
+            if not m:
+                continue
+            if m.group(2) in current:
+                if int(m.group(1)) <= current[m.group(2)] - KEEP_METADATA_VERSIONS:
+                    p.unlink(missing_ok=True)
+                continue
+            # A role no longer signed: its files go with its release's files (a host may be mid-refresh).
+            r = retired.get(role_version(m.group(2)) or "")
+            if r is None or now - dt.datetime.strptime(r["at"], "%Y-%m-%dT%H:%M:%SZ").replace(
+                    tzinfo=dt.timezone.utc) >= RETIRED_FILES_GRACE:
+                p.unlink(missing_ok=True)
         if not self.targets_dir.is_dir():
             return
         for d in self.targets_dir.iterdir():
@@ -633,6 +878,30 @@ class Repository:
 def _quantix(tf: TargetFile) -> dict[str, Any] | None:
     q = (tf.custom or {}).get("quantix")
     return q if isinstance(q, dict) else None
+
+
+def _stale(md: Metadata[Targets], keyids: set[str], now: dt.datetime) -> bool:
+    """Must be signed again: not signed by exactly ``keyids`` (a rotation), or expiring within RENEW."""
+    return set(md.signatures) != keyids or md.signed.expires - now < RENEW["targets"]
+
+
+def _same(a: Targets, b: Targets) -> bool:
+    """The same signed content, version and expiry aside."""
+    da, db = a.to_dict(), b.to_dict()
+    return all(da.get(k) == db.get(k) for k in ("targets", "delegations"))
+
+
+def old_client_targets(flat: Targets) -> dict[str, TargetFile]:
+    """What the top-level targets lists itself, for clients that read no delegated role (qx-update
+    before delegations): the newest release on each channel, so such a host can still reach a release
+    whose qx-update walks the delegations. At most len(CHANNELS) releases: the top-level stays small."""
+    newest: dict[str, str] = {}
+    for q in _by_version(flat).values():
+        for ch in q["channels"]:
+            if not q["yanked"] and (ch not in newest or version_key(q["version"]) > version_key(newest[ch])):
+                newest[ch] = q["version"]
+    keep = set(newest.values())
+    return {p: tf for p, tf in flat.targets.items() if (q := _quantix(tf)) and q["version"] in keep}
 
 
 def _by_version(targets: Targets) -> dict[str, dict[str, Any]]:

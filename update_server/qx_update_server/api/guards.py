@@ -66,6 +66,7 @@ ROUTE_SCOPES: tuple[tuple[str, re.Pattern[str], str], ...] = tuple(
         ("POST", rf"/v1/releases/{_SEG}/rollout", "rollout"),
         ("POST", r"/v1/keys/init", "keys"),
         ("POST", r"/v1/keys/rotate", "keys"),
+        ("POST", r"/v1/keys/root", "keys"),
         ("GET", r"/v1/keys/status", "read"),
         ("POST", r"/v1/checkin", "checkin"),
         ("GET", r"/v1/fleet", "read"),

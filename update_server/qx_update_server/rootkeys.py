@@ -1,0 +1,215 @@
+"""Offline TUF root keys: created and used on an administrator's machine, never on the update server.
+
+``qx-release keys init --offline DIR`` and ``qx-release keys sign-root --offline DIR`` work on a
+directory that belongs on offline media::
+
+    DIR/root-keys/<keyid>.pem     root private keys: the secret that stays offline (files 0600, dir 0700)
+    DIR/online-keys/<keyid>.pem   the timestamp, snapshot and targets keys: copied to the update server
+                                  (``qx-update-server init --online-keys``); may be deleted here afterwards
+    DIR/<N>.root.json             every root version signed here (1 = what hosts start from)
+    DIR/root.json                 the newest root (the image's trust anchor: make image TUF_ROOT=DIR/root.json)
+
+Invariants:
+
+* ``init`` builds the whole directory under a temporary sibling and renames it into place: DIR either
+  does not exist (or is empty) or holds a complete, self-signed version 1 — so a second ``init`` on the
+  same DIR is refused and never overwrites keys, and a crashed one leaves nothing half-made.
+* ``sign_root`` writes ``N+1.root.json`` only after checking it the way a TUF client will: signed by a
+  threshold of root N's root keys *and* a threshold of its own (TUF's rule for a root rotation).
+  ``root.json`` is replaced last. The server checks the same again before it serves the new root
+  (:meth:`qx_update_server.repository.Repository.accept_root`).
+
+Only python-tuf's public Metadata API (``tuf.api.metadata``) and securesystemslib's ``CryptoSigner``.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from securesystemslib.signer import CryptoSigner
+from tuf.api.exceptions import UnsignedMetadataError
+from tuf.api.metadata import Metadata, Root
+
+from qx_common.errors import EnvironmentError_, UserError
+from qx_common.fs import atomic_write
+from qx_update_server.keys import KeyDir
+
+ONLINE_ROLES = ("targets", "snapshot", "timestamp")
+ROOT_LIFETIME_DAYS = 365
+MAX_KEYS = 16
+
+
+@dataclass(frozen=True)
+class OfflineDir:
+    """The paths of an offline key directory (see the module docstring)."""
+
+    path: Path
+
+    @property
+    def root_keys(self) -> KeyDir:
+        return KeyDir(self.path / "root-keys")
+
+    @property
+    def online_keys(self) -> KeyDir:
+        return KeyDir(self.path / "online-keys")
+
+    @property
+    def root_json(self) -> Path:
+        return self.path / "root.json"
+
+    def versions(self) -> list[int]:
+        out = []
+        for p in self.path.glob("*.root.json"):
+            m = re.fullmatch(r"(\d+)\.root\.json", p.name)
+            if m:
+                out.append(int(m.group(1)))
+        return sorted(out)
+
+    def root_file(self, version: int) -> Path:
+        return self.path / f"{version}.root.json"
+
+    def newest(self) -> Metadata[Root]:
+        """The newest root signed here; a UserError naming DIR when there is none."""
+        versions = self.versions()
+        if not versions:
+            raise UserError(f"--offline {self.path}: holds no N.root.json",
+                            hint="create the offline keys first: qx-release keys init --offline DIR")
+        return read_root(self.root_file(versions[-1]))
+
+
+def read_root(path: Path, flag: str = "--offline") -> Metadata[Root]:
+    """Root metadata from ``path``; a UserError naming the file for anything else."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise UserError(f"{flag}: cannot read {path}: {e.strerror or e}") from e
+    return parse_root(data, f"{flag}: {path}")
+
+
+def parse_root(data: bytes, what: str) -> Metadata[Root]:
+    try:
+        md = Metadata.from_bytes(data)
+    except Exception as e:  # noqa: BLE001 - python-tuf's DeserializationError and what it wraps
+        raise UserError(f"{what}: not TUF metadata ({type(e).__name__}: {e})",
+                        hint="give the root.json that qx-release keys init/sign-root wrote") from e
+    if not isinstance(md.signed, Root):
+        raise UserError(f"{what}: is {md.signed.type} metadata, not root",
+                        hint="give the root.json that qx-release keys init/sign-root wrote")
+    return md
+
+
+def check_counts(root_keys: int, threshold: int) -> None:
+    if not 1 <= root_keys <= MAX_KEYS:
+        raise UserError(f"--root-keys: {root_keys} must be from 1 to {MAX_KEYS}", hint="e.g. --root-keys 3")
+    if not 1 <= threshold <= root_keys:
+        raise UserError(f"--threshold: {threshold} must be from 1 to the number of root keys ({root_keys})",
+                        hint=f"e.g. --root-keys {max(root_keys, 3)} --threshold 2")
+
+
+def verify_rotation(old: Root, new: Metadata[Root], what: str) -> None:
+    """TUF's rule for root N+1: its version follows, a threshold of N's root keys and of its own signed it."""
+    if new.signed.version != old.version + 1:
+        raise UserError(f"{what}: is root version {new.signed.version}, the current root is version {old.version}",
+                        hint=f"sign version {old.version + 1} (qx-release keys sign-root on the newest root)")
+    for who, root in (("the current root's", old), ("its own", new.signed)):
+        try:
+            root.verify_delegate(Root.type, new.signed_bytes, new.signatures)
+        except UnsignedMetadataError as e:
+            raise UserError(
+                f"{what}: root version {new.signed.version} is not signed by a threshold of {who} root keys "
+                f"({root.roles[Root.type].threshold} needed: {e})",
+                hint="sign it with enough root keys: qx-release keys sign-root --offline DIR with the "
+                     "current root keys in DIR/root-keys") from e
+
+
+def init(directory: Path, *, root_keys: int = 1, threshold: int = 1, online_keys: int = 1,
+         now: dt.datetime | None = None) -> Metadata[Root]:
+    """Create root and online keys and root version 1 in ``directory`` (new or empty); return the root."""
+    check_counts(root_keys, threshold)
+    if not 1 <= online_keys <= MAX_KEYS:
+        raise UserError(f"--online-keys: {online_keys} must be from 1 to {MAX_KEYS}")
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        raise UserError(f"--offline {directory}: already exists and is not an empty directory",
+                        hint="keys are never overwritten: give a new directory (sign-root makes new root versions)")
+    now = (now or dt.datetime.now(dt.timezone.utc)).replace(microsecond=0)
+    tmp = directory.with_name(f".{directory.name}.init-{os.getpid()}")
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True, mode=0o700)
+        od = OfflineDir(tmp)
+        root = Root(expires=now + dt.timedelta(days=ROOT_LIFETIME_DAYS), consistent_snapshot=True)
+        signers = [od.root_keys.generate() for _ in range(root_keys)]
+        for s in signers:
+            root.add_key(s.public_key, Root.type)
+        root.roles[Root.type].threshold = threshold
+        # One key per online role by default; the roles' threshold stays 1 (the server signs alone).
+        for role in ONLINE_ROLES:
+            for _ in range(online_keys):
+                root.add_key(od.online_keys.generate().public_key, role)
+        md = Metadata(root)
+        for i, s in enumerate(signers):
+            md.sign(s, append=i > 0)
+        data = md.to_bytes()
+        atomic_write(od.root_file(1), data)
+        atomic_write(od.root_json, data)
+        if directory.exists():
+            directory.rmdir()  # empty (checked above); the rename below needs it gone
+        os.rename(tmp, directory)
+    except OSError as e:
+        raise EnvironmentError_(f"--offline {directory}: cannot write the keys: {e.strerror or e}",
+                                hint="choose a directory this user can write") from e
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return md
+
+
+def sign_root(directory: Path, *, new_root_keys: int | None = None, threshold: int | None = None,
+              expires_days: int = ROOT_LIFETIME_DAYS, now: dt.datetime | None = None) -> Metadata[Root]:
+    """Sign root version N+1 in ``directory``: a new expiry, and with ``new_root_keys`` new root keys.
+
+    Signed by every current root key found in ``DIR/root-keys`` (at least the threshold) and by the
+    new root keys. The online keys stay: the server must hold the keys of the root it serves.
+    """
+    if not 1 <= expires_days <= 3650:
+        raise UserError(f"--expires-days: {expires_days} must be from 1 to 3650", hint="e.g. --expires-days 365")
+    od = OfflineDir(directory)
+    current = od.newest()
+    old = current.signed
+    old_role = old.roles[Root.type]
+    old_signers = od.root_keys.signers(old_role.keyids)
+    if len(old_signers) < old_role.threshold:
+        raise UserError(
+            f"--offline {directory}: root version {old.version} needs {old_role.threshold} of its root keys to sign "
+            f"version {old.version + 1}; {len(old_signers)} found in {od.root_keys.path}",
+            hint="bring the other root key files (named <keyid>.pem) into that directory; nothing was written")
+    now = (now or dt.datetime.now(dt.timezone.utc)).replace(microsecond=0)
+    new = Root.from_dict(copy.deepcopy(old.to_dict()))  # to_dict shares lists with the object
+    new.version = old.version + 1
+    new.expires = now + dt.timedelta(days=expires_days)
+    signers: dict[str, CryptoSigner] = {s.public_key.keyid: s for s in old_signers}
+    if new_root_keys is not None:
+        check_counts(new_root_keys, threshold if threshold is not None else old_role.threshold)
+        for keyid in list(new.roles[Root.type].keyids):
+            new.revoke_key(keyid, Root.type)
+        for _ in range(new_root_keys):
+            s = od.root_keys.generate()  # written before the root that names it: a crash leaves a spare file
+            new.add_key(s.public_key, Root.type)
+            signers[s.public_key.keyid] = s
+        new.roles[Root.type].threshold = threshold if threshold is not None else old_role.threshold
+    elif threshold is not None:
+        check_counts(len(new.roles[Root.type].keyids), threshold)
+        new.roles[Root.type].threshold = threshold
+    md = Metadata(new)
+    for i, s in enumerate(signers.values()):
+        md.sign(s, append=i > 0)
+    verify_rotation(old, md, f"--offline {directory}")
+    data = md.to_bytes()
+    atomic_write(od.root_file(new.version), data)
+    atomic_write(od.root_json, data)
+    return md
