@@ -5,9 +5,12 @@
 #   make boot-iso     the same with the ISO
 #   make repro-check  build again and compare the root slot and UKI bit for bit
 #   make size         artifact sizes and where the root's bytes go
+#   make update-server  a local update server on the development keys of build/keys (what make image
+#                     ships without TUF_ROOT); prints how to publish build/ to it
 # Variables: ACCEL=auto|kvm|tcg (boot), MEMORY=MiB (boot), SECURITY_EPOCH=N (image), FAST=1 (image:
 #            a development build, fast compression, same formats),
-#            TUF_ROOT=root.json (image: the update trust anchor), PYTEST_ARGS=...
+#            TUF_ROOT=root.json (image: the update trust anchor; default: development keys in build/keys),
+#            UPDATE_LISTEN=127.0.0.1:8400 (update-server), PYTEST_ARGS=...
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -21,6 +24,7 @@ ACCEL ?= auto
 MEMORY ?= 3072
 SECURITY_EPOCH ?= 0
 TUF_ROOT ?=
+UPDATE_LISTEN ?= 127.0.0.1:8400
 FAST ?=
 PYTEST_ARGS ?=
 
@@ -34,10 +38,10 @@ ifeq ($(shell [[ "$(SECURITY_EPOCH)" =~ ^[0-9]+$$ ]] && echo ok),)
 $(error SECURITY_EPOCH=$(SECURITY_EPOCH) is not a whole number >= 0)
 endif
 
-.PHONY: help image test unit e2e boot boot-iso repro-check size host-deps host-deps-test venv lock clean
+.PHONY: help image test unit e2e boot boot-iso repro-check size update-server host-deps host-deps-test venv lock clean
 
 help:
-	@sed -n '2,10p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,13p' Makefile | sed 's/^# \{0,1\}//'
 
 host-deps:
 	@image/host-deps.sh build
@@ -56,6 +60,11 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 
 image: host-deps venv
 	@$(QXB) image --security-epoch $(SECURITY_EPOCH) $(if $(TUF_ROOT),--tuf-root $(abspath $(TUF_ROOT))) $(if $(FAST),--fast)
+
+# The development keys are made here too when no image was built yet (the same build/keys).
+update-server: venv
+	@$(QXB) dev-keys >/dev/null
+	@$(VENV)/bin/qx-update-server dev --keys build/keys --data-dir build/update-server --listen $(UPDATE_LISTEN)
 
 repro-check: host-deps venv
 	@$(QXB) repro-check

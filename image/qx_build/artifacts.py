@@ -60,7 +60,9 @@ def describe(path: Path) -> dict[str, object]:
 
 
 def build_manifest(*, version: str, security_epoch: int, source_date_epoch: int, kernel_cmdline: str,
-                   mkosi_manifest: Path, artifacts: dict[str, dict[str, object]]) -> dict[str, object]:
+                   mkosi_manifest: Path, artifacts: dict[str, dict[str, object]],
+                   update_trust: dict[str, object] | None = None) -> dict[str, object]:
+    """``update_trust``: :func:`qx_build.trust.stage`'s record (which keys the image's TUF root is from)."""
     packages = json.loads(mkosi_manifest.read_text()).get("packages", [])
     return {
         "format": 1,
@@ -75,6 +77,7 @@ def build_manifest(*, version: str, security_epoch: int, source_date_epoch: int,
         "packages": sorted(({"name": p["name"], "version": p["version"]} for p in packages),
                            key=lambda p: p["name"]),
         "artifacts": artifacts,
+        "update_trust": update_trust or {"keys": "none"},
     }
 
 

@@ -45,7 +45,9 @@ def run(opts: BuildOptions) -> Release:
     version = read_version()
     epoch = read_mkosi_setting("SourceDateEpoch")
     preflight.check_all(opts.build_dir, network=opts.check_network)
-    trust.stage(opts.tuf_root, work_dir(REPO / "build") / "trust")
+    # Without TUF_ROOT: the development keys in build/keys (made once), named on every build and in
+    # the manifest, so a default image still takes updates (from make update-server).
+    trust_record = trust.stage(opts.tuf_root, work_dir(REPO / "build") / "trust", dev_keys=opts.build_dir / "keys")
 
     work = work_dir(opts.build_dir)
     disk_dir, live_dir, out = work / "disk", work / "live", work / "out"
@@ -75,7 +77,8 @@ def run(opts: BuildOptions) -> Release:
     def manifest() -> dict[str, object]:
         return artifacts.build_manifest(
             version=version, security_epoch=opts.security_epoch, source_date_epoch=int(epoch),
-            kernel_cmdline=cmdline, mkosi_manifest=disk_dir / f"quantix-os_{version}.manifest", artifacts=arts)
+            kernel_cmdline=cmdline, mkosi_manifest=disk_dir / f"quantix-os_{version}.manifest", artifacts=arts,
+            update_trust=trust_record)
 
     if opts.with_iso:
         # The installer's payload carries the manifest as it stands before the ISO (no ISO hash in it).
@@ -92,6 +95,8 @@ def run(opts: BuildOptions) -> Release:
 
     final = publish(rel, opts.build_dir)
     log.step(f"done in {time.monotonic() - started:.0f} s ({opts.profile} build): {final.disk.parent}")
+    if trust_record["keys"] == "development":
+        log.step(f"WARNING: {trust.DEV_WARNING}")  # again at the end, where it is read
     for f in final.files():
         if f.exists():
             log.get("build").info("  %-40s %10.1f MiB", f.name, f.stat().st_size / 1024**2)

@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="development build: fast zstd levels, same formats (the size report says so)")
     img.add_argument("--tuf-root", type=Path, default=None,
                      help="the update repository's root.json, shipped as the host's trust anchor")
+    sub.add_parser("dev-keys", help="make the development update keys in BUILD_DIR/keys (once) and print "
+                                    "their root.json (make update-server)")
     sub.add_parser("repro-check", help="rebuild and compare root slot and UKI bit for bit")
     sub.add_parser("size", help="report artifact sizes and the root's largest directories")
     boot = sub.add_parser("boot", help="boot the disk image (or --iso) in QEMU on this terminal")
@@ -59,6 +61,11 @@ def _main(argv: list[str]) -> int:
         epoch = _int_arg("SECURITY_EPOCH", args.security_epoch, 0, 1_000_000)
         build.run(build.BuildOptions(build_dir=build_dir, security_epoch=epoch, with_iso=not args.no_iso,
                                      tuf_root=args.tuf_root, profile="fast" if args.fast else "release"))
+        return 0
+    if args.command == "dev-keys":
+        from qx_build import trust
+
+        print(trust.ensure_dev_keys(build_dir / "keys"))
         return 0
     if args.command == "repro-check":
         from qx_build import repro
