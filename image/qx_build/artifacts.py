@@ -12,7 +12,7 @@ from qx_common.errors import ExternalError
 from qx_common.version import IMAGE_ID, PRODUCT_NAME
 from qx_build import erofs
 from qx_build.hashing import CHUNK, sha256_file
-from qx_build.progress import Progress
+from qx_common.progress import Progress
 
 # zstd levels per build profile: a release is what hosts download (the smallest payload); a fast build
 # (make image FAST=1) has the same format, only a lower level, for development and test loops.

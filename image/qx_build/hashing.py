@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 
 from qx_common.errors import ExternalError
-from qx_build.progress import Progress
+from qx_common.progress import Progress
 
 CHUNK = 4 * 1024 * 1024
 

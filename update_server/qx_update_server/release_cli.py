@@ -37,7 +37,7 @@ import requests
 from qx_common.cli import entry
 from qx_common.errors import EnvironmentError_, ExternalError, UserError
 from qx_update_server import contract, release
-from qx_update_server.progress import Progress
+from qx_common.progress import Progress
 
 CHUNK = 1 << 20
 TIMEOUT = (10, 600)

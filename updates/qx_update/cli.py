@@ -13,7 +13,7 @@ from qx_common import run as r
 from qx_common.cli import entry
 from qx_common.errors import ExternalError, UserError
 from qx_update import config as cfgmod
-from qx_update import progress as progress_mod
+from qx_common import progress as progress_mod
 from qx_update.client import Client, dumps, reboot_plan
 
 

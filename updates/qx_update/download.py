@@ -32,7 +32,7 @@ from qx_common.errors import EnvironmentError_, ExternalError
 from qx_update import crashpoint, hashing
 from qx_update.errors import VerificationError
 from qx_common.fs import fsync_dir
-from qx_update.progress import Progress
+from qx_common.progress import Progress
 
 CHUNK = 4 * 1024 * 1024
 SYNC_EVERY = 32 * 1024 * 1024

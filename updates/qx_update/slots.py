@@ -23,7 +23,7 @@ from qx_common.slot import slot_from_cmdline
 from qx_common.errors import EnvironmentError_, ExternalError, InternalError
 from qx_update import crashpoint, hashing
 from qx_update.errors import VerificationError
-from qx_update.progress import Observer, Progress
+from qx_common.progress import Observer, Progress
 
 CHUNK = 4 * 1024 * 1024
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
