@@ -27,6 +27,22 @@ Contract for local clients (the console, qx-update's health gate, scripts on the
   consoles (``POST /v1/vms/{name}/console?kind=vnc|serial`` gives a one-time ticket valid 30 s for
   the WebSocket ``/v1/vms/{name}/console/{kind}?ticket=...``: VNC for noVNC, or the serial port;
   proxied to loopback only).
+  ``POST /v1/vms/{name}/clone`` (shut-off VMs: full sparse copy of the disks, new UUID and MACs) is a
+  task; ``POST /v1/vms`` and ``POST .../snapshots`` are too with ``?background=true``: 202 at once,
+  ``Location: /v1/tasks/{id}``.
+* Tasks (``/v1/tasks``, newest first; ``GET /v1/tasks/{id}``; ``POST /v1/tasks/{id}/cancel`` for
+  clone, create and ISO upload): ``{"id", "kind", "target", "state": running|succeeded|failed|cancelled,
+  "progress" (percent), "result", "error": {"status", "error", "field", "hint"}, ...}``; ``task``
+  events on ``/v1/events`` (start, progress, end). In memory only: running ones plus the last 100
+  finished. An ISO upload is a task while its body streams (``X-Qx-Task`` header on the answer).
+* Capacity: a start (or create/clone with start) whose memory does not fit — host memory minus a
+  reserve (5 %, at most 1 GiB) minus what running VMs are given — and new disks whose full size does
+  not fit in the pool are 409 naming the field, with needed and free; ``GET /v1/host/capacity``;
+  ``PATCH /v1/host/settings`` (``overcommit_memory``, ``overcommit_disk``, ``memory_reserve_mib``;
+  kept in ``<state>/host-settings.json``).
+* Host: ``POST /v1/host/maintenance {"enabled", "stop_vms": none|shutdown|stop}`` (kept across
+  restarts; while on, no VM starts, restart-on-crash included); ``POST /v1/host/reboot|shutdown``
+  (``{"force"}``): 202, done a second later by systemctl; 409 while VMs run outside maintenance.
   A volume is a disk of one VM only unless every VM declares it ``shared`` (raw volumes); volumes
   used as disk, cdrom, kernel or initrd cannot be deleted.
 * Stop: SIGTERM is a graceful stop — event streams end at once, other open requests get up to 3 s
@@ -39,8 +55,9 @@ Contract for local clients (the console, qx-update's health gate, scripts on the
 
 Modules: ``settings`` · ``node`` (wiring) · ``libvirt_conn`` (reconnecting connection, event thread) ·
 ``events`` (bus, SSE) · ``vmspec`` / ``vmedit`` (validation) · ``domxml`` (ElementTree) · ``vms`` ·
-``snapshots`` · ``console`` (tickets, endpoints) · ``storage`` · ``telemetry`` · ``hardware`` ·
+``snapshots`` · ``clone`` · ``tasks`` · ``hostops`` (capacity, settings, maintenance, power) ·
+``console`` (tickets, endpoints) · ``storage`` · ``telemetry`` · ``hardware`` ·
 ``metrics`` · ``auth`` · ``tls`` · ``health`` · ``api`` (routers; ``api.guards``: last-resort
-handler, body limit, query check; ``api.openapi``; ``api.console``: the WebSocket proxies) ·
+handler, body limit, query check; ``api.openapi``; ``api.console``: the WebSocket proxies; ``api.tasks``, ``api.hostctl``) ·
 ``bootcheck`` · ``cli`` · ``serve``.
 """

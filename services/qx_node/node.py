@@ -1,34 +1,42 @@
 """The running node: one object owning the event bus, the libvirt connection and the services.
 
-Call order: ``node = Node(settings)`` → ``node.start()`` (token, TLS, libvirt; never fails because
+Call order: ``node = Node(settings, power=...)`` (tests pass an in-memory :class:`~qx_node.hostops.HostPower`;
+the default runs systemctl) → ``node.start()`` (token, TLS, libvirt; never fails because
 libvirtd is down — it reconnects) → serve → ``node.close()``. Closing never stops a VM.
 """
 
 from __future__ import annotations
 
 from qx_node import auth, telemetry
+from qx_node.clone import Cloner
 from qx_node.console import Tickets
 from qx_node.events import EventBus
+from qx_node.hostops import HostConfig, HostPower, SystemdPower
 from qx_node.libvirt_conn import Libvirt
 from qx_node.metrics import make_registry
 from qx_node.settings import Settings
 from qx_node.snapshots import SnapshotService
 from qx_node.storage import Storage
+from qx_node.tasks import Tasks
 from qx_node.telemetry import StatsSampler
 from qx_node.vms import VmService
 
 
 class Node:
-    def __init__(self, settings: Settings, *, connect_wait: float = 5.0) -> None:
+    def __init__(self, settings: Settings, *, connect_wait: float = 5.0, power: HostPower | None = None) -> None:
         self.settings = settings
         self.connect_wait = connect_wait
         self.token = auth.ensure_token(settings.token_path)
         self.bus = EventBus()
+        self.config = HostConfig(settings.state_dir)
+        self.power: HostPower = power if power is not None else SystemdPower()
+        self.tasks = Tasks(self.bus.publish)
         self.lv = Libvirt(settings.libvirt_uri, self.bus, connect_timeout=settings.libvirt_connect_timeout)
         self.storage = Storage(self.lv, settings.pool_dir, settings.pool_name)
         self.vms = VmService(self.lv, self.storage, settings.virt_type, kvm_usable=lambda: telemetry.kvm_usable(
-            settings.kvm_device, settings.proc_cpuinfo))
+            settings.kvm_device, settings.proc_cpuinfo), config=self.config)
         self.snapshots = SnapshotService(self.vms)
+        self.cloner = Cloner(self.vms, self.tasks)
         self.tickets = Tickets()
         self.sampler = StatsSampler()
         self.registry = make_registry(self.lv, self.bus)

@@ -28,6 +28,7 @@ from starlette.requests import ClientDisconnect
 from qx_common import log
 from qx_node.errors import BackendError, Conflict, InvalidField, NotFound, PayloadTooLarge, Unavailable
 from qx_node.libvirt_conn import Libvirt, mapped
+from qx_node.tasks import Task
 from qx_node.vmspec import valid_volume_name
 
 _log = log.get("node.storage")
@@ -173,7 +174,8 @@ class Storage:
             vol.delete(0)
         _log.info("storage: deleted volume %s", name)
 
-    async def upload(self, name: str, chunks: AsyncIterator[bytes], length: int | None) -> Volume:
+    async def upload(self, name: str, chunks: AsyncIterator[bytes], length: int | None,
+                     task: Task | None = None) -> Volume:
         """Write an uploaded file (an ISO) into the pool atomically, then make libvirt see it.
 
         Refused before a byte is written when libvirtd or the pool is not there (503), when the
@@ -181,7 +183,8 @@ class Storage:
         request writes its own temporary file (a random name, ``O_EXCL``) and removes only that one;
         the finished file is linked into place, which fails instead of replacing a file that appeared
         meanwhile. File I/O runs on worker threads, in blocks of ``WRITE_BLOCK``: the event loop
-        keeps serving other requests during an upload.
+        keeps serving other requests during an upload. ``task`` gets the progress (when the length
+        is known) and can cancel the upload between blocks (a 409; nothing is left).
         """
         valid_volume_name(name)
         await run_sync(self._pool)  # 503 while libvirtd is unreachable: nothing is written
@@ -191,12 +194,13 @@ class Storage:
                                hint="wait for it to finish, or upload under another name")
             self._uploading.add(name)
         try:
-            return await self._upload(name, chunks, length)
+            return await self._upload(name, chunks, length, task)
         finally:
             with self._uploads_lock:
                 self._uploading.discard(name)
 
-    async def _upload(self, name: str, chunks: AsyncIterator[bytes], length: int | None) -> Volume:
+    async def _upload(self, name: str, chunks: AsyncIterator[bytes], length: int | None,
+                      task: Task | None) -> Volume:
         target = self.pool_dir / name
         try:
             exists = await run_sync(os.path.lexists, target)
@@ -223,6 +227,10 @@ class Storage:
                     if len(buf) >= WRITE_BLOCK:
                         await run_sync(write_all, fd, bytes(buf))
                         buf.clear()
+                        if task is not None:
+                            task.check()
+                            if length:
+                                task.progress(0.99 * written / length, f"received {written // (1024 * 1024)} MiB")
                 if buf:
                     await run_sync(write_all, fd, bytes(buf))
             except ClientDisconnect:

@@ -19,6 +19,10 @@
   died (stopped/crashed, stopped/failed) ``on_lifecycle`` starts the VM again, and
   ``sweep_crashed`` does the same on every (re)connect for crashes that happened while qx-node
   or libvirtd was down. Nothing else here ever stops or starts a VM on its own.
+* Admission (:mod:`qx_node.hostops`): every path that starts a VM (start, create/clone with
+  start, restart-on-crash) goes through :meth:`VmService._admit` — refused in maintenance mode, or
+  when the memory does not fit — and new disks through :meth:`VmService.check_disk_space`. A VM
+  being cloned (source or target) is ``busy``: it cannot be started, edited or deleted meanwhile.
 """
 
 from __future__ import annotations
@@ -34,10 +38,12 @@ from typing import Any
 import libvirt
 
 from qx_common import log
-from qx_node import domxml
+from qx_node import domxml, hostops
 from qx_node.errors import ApiError, BackendError, Conflict, InvalidField, NotFound
+from qx_node.hostops import HostConfig
 from qx_node.libvirt_conn import STATES, Libvirt, mapped
 from qx_node.storage import GiB, Storage
+from qx_node.tasks import Task
 from qx_node.vmedit import VmEdit
 from qx_node.vmspec import VmSpec, valid_vm_name
 
@@ -91,9 +97,11 @@ def _undefine(dom: libvirt.virDomain) -> None:
 
 class VmService:
     def __init__(self, lv: Libvirt, storage: Storage, virt_type: str | None = None,
-                 kvm_usable: Callable[[], bool] | None = None) -> None:
+                 kvm_usable: Callable[[], bool] | None = None, config: HostConfig | None = None) -> None:
         self.lv = lv
         self.storage = storage
+        self.config = config  # None: no admission control (unit use without a host)
+        self.busy: dict[str, str] = {}  # VM name -> why it must not be touched (a clone in progress)
         self.virt_type = virt_type  # None: the best the host offers (kvm, else qemu, else the first)
         # libvirt lists 'kvm' whenever /dev/kvm exists; under software-nested KVM (no vmx/svm) such
         # guests die at start, so the default follows our own check (telemetry.kvm_status).
@@ -132,6 +140,41 @@ class VmService:
     @staticmethod
     def _running(dom: libvirt.virDomain) -> bool:
         return dom.state()[0] in _RUNNING
+
+    # -- admission ------------------------------------------------------------------------------
+    def memory_use(self) -> dict[str, int]:
+        """Host memory and what running VMs are given (MiB), from libvirt."""
+        conn = self.lv.conn()
+        with mapped("host memory"):
+            total = int(conn.getInfo()[1])
+            doms = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+        committed = 0
+        for d in doms:
+            with contextlib.suppress(libvirt.libvirtError):
+                committed += int(d.info()[2]) // 1024
+        return {"total_mib": total, "committed_mib": committed}
+
+    def _admit(self, name: str, memory_mib: int, field: str = "memory_mib") -> None:
+        """May VM ``name`` (needing ``memory_mib``) start now? 409 when not."""
+        if name in self.busy:
+            raise Conflict(f"VM '{name}' is {self.busy[name]}", hint="wait for its task to end (GET /v1/tasks)")
+        if self.config is None:
+            return
+        s = self.config.current
+        if s.maintenance:
+            raise Conflict(f"the host is in maintenance mode: VM '{name}' cannot start",
+                           hint='leave it first: POST /v1/host/maintenance {"enabled": false}')
+        use = self.memory_use()
+        hostops.memory_fit(use["total_mib"], use["committed_mib"], memory_mib, s, field)
+
+    def check_disk_space(self, needed_bytes: int, field: str) -> None:
+        if self.config is None or needed_bytes <= 0:
+            return
+        hostops.disk_fit(int(self.storage.pool_info()["available"]), needed_bytes, self.config.current, field)
+
+    def _not_busy(self, name: str) -> None:
+        if name in self.busy:
+            raise Conflict(f"VM '{name}' is {self.busy[name]}", hint="wait for its task to end (GET /v1/tasks)")
 
     def summary(self, dom: libvirt.virDomain) -> dict[str, Any]:
         with mapped(f"VM '{dom.name()}'"):
@@ -228,11 +271,12 @@ class VmService:
                                hint="a volume written to as a disk cannot also be read as media")
 
     # -- create / delete ----------------------------------------------------------------------
-    def create(self, spec: VmSpec) -> dict[str, Any]:
+    def create(self, spec: VmSpec, task: Task | None = None) -> dict[str, Any]:
+        """``task``: report progress per disk and stop (undoing everything) when it is cancelled."""
         with self._mutate:  # checks and definition are one step against other creates and deletes
-            return self._create(spec)
+            return self._create(spec, task)
 
-    def _create(self, spec: VmSpec) -> dict[str, Any]:
+    def _create(self, spec: VmSpec, task: Task | None) -> dict[str, Any]:
         conn = self.lv.conn()
         try:
             conn.lookupByName(spec.name)
@@ -240,6 +284,11 @@ class VmService:
             pass
         else:
             raise Conflict(f"name: VM '{spec.name}' already exists", field="name", hint="choose another name")
+        if spec.name in self.busy:
+            raise Conflict(f"name: VM '{spec.name}' is {self.busy[spec.name]}", field="name", hint="choose another name")
+        if spec.start:
+            self._admit(spec.name, spec.memory_mib)
+        self.check_disk_space(sum((d.size_gib or 0) * GiB for d in spec.disks if not d.volume), "disks")
         # Resolve what must exist, and check it is free to use, before creating anything.
         existing = {i: self.storage.resolve(d.volume, f"disks[{i}].volume")
                     for i, d in enumerate(spec.disks) if d.volume}
@@ -264,10 +313,16 @@ class VmService:
                     paths.append(existing[i].path)
                     continue
                 assert d.size_gib is not None
+                if task is not None:
+                    task.check()
+                    task.progress(i / (len(spec.disks) + 1), f"creating disk {i}")
                 vol = self.storage.create(f"{spec.name}-disk{i}.qcow2", d.size_gib * GiB, "qcow2",
                                           field=f"disks[{i}]")
                 created.append(vol.name)
                 paths.append(vol.path)
+            if task is not None:
+                task.check()
+                task.progress(len(spec.disks) / (len(spec.disks) + 1), "defining the VM")
             xml = domxml.build_domain_xml(spec, domxml.Paths(tuple(paths), cdrom, kernel, initrd), virt_type)
             with mapped(f"VM '{spec.name}'"):
                 dom = conn.defineXML(xml)
@@ -293,6 +348,7 @@ class VmService:
 
     def _delete(self, name: str, remove_disks: bool, force: bool) -> dict[str, Any]:
         dom = self._dom(name)
+        self._not_busy(name)
         with mapped(f"VM '{name}'"):
             running = self._running(dom)
             if running and not force:
@@ -345,6 +401,7 @@ class VmService:
                 if running:
                     raise Conflict(f"VM '{name}' is already running" + (" (paused)" if paused else ""),
                                    hint="POST .../resume continues a paused VM" if paused else None)
+                self._admit(name, int(dom.info()[2]) // 1024)  # the memory it is given at start
                 dom.create()
             elif action == "pause":
                 if not running:
@@ -378,6 +435,7 @@ class VmService:
         refused)."""
         with self._mutate:
             dom = self._dom(name)
+            self._not_busy(name)
             what = f"VM '{name}'"
             with mapped(what):
                 active = bool(dom.isActive())
@@ -517,6 +575,9 @@ class VmService:
             dom = self.lv.conn().lookupByName(name)
             xml = dom.XMLDesc(0)
             if not domxml.read_domain_xml(xml).restart_on_crash or self._running(dom):
+                return
+            if self.config is not None and self.config.current.maintenance:
+                _log.warning("vms: %s crashed; not restarted (the host is in maintenance mode)", name)
                 return
             _log.warning("vms: %s crashed; restarting it (restart-on-crash)", name)
             dom.create()

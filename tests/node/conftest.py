@@ -3,6 +3,8 @@
 * ``settings`` — a node on libvirt's in-process ``test:///default`` driver, state and pool in tmp.
 * ``api`` — a TestClient around the app (lifespan run: the node is connected), with ``api.hdr``.
 * ``live`` — the real thing: uvicorn serving the app over TLS on 127.0.0.1 in a thread.
+* ``MemoryPower`` — the host's reboot/poweroff boundary in memory (systemctl cannot run here, and
+  a fuzzed ``POST /v1/host/reboot`` must never reach the machine): every node the fixtures make has one.
 * ``RawClient`` — one verified TLS connection spoken to with h11, for what an HTTP library hides:
   keep-alive across requests, a response that comes before the body was sent.
 """
@@ -44,6 +46,22 @@ def settings(tmp_path: Path) -> Settings:
     return make_settings(tmp_path)
 
 
+class MemoryPower:
+    """:class:`qx_node.hostops.HostPower` in memory: records the actions asked for, in order."""
+
+    def __init__(self) -> None:
+        self.actions: list[str] = []
+        self.done = threading.Event()
+
+    def reboot(self) -> None:
+        self.actions.append("reboot")
+        self.done.set()
+
+    def poweroff(self) -> None:
+        self.actions.append("poweroff")
+        self.done.set()
+
+
 class Api(TestClient):
     node: Node
     hdr: dict[str, str]
@@ -51,7 +69,7 @@ class Api(TestClient):
 
 @pytest.fixture
 def api(settings: Settings) -> Iterator[Api]:
-    node = Node(settings)
+    node = Node(settings, power=MemoryPower())
     with Api(create_app(node), raise_server_exceptions=False) as c:
         c.node = node
         c.hdr = {"Authorization": f"Bearer {node.token}"}
@@ -95,7 +113,8 @@ class LiveServer:
     def __init__(self, settings: Settings, customize: Callable[[FastAPI], None] | None = None) -> None:
         self.port = free_port()
         key, cert = ensure_cert(settings.tls_dir)
-        self.node = Node(settings)
+        self.power = MemoryPower()
+        self.node = Node(settings, power=self.power)
         app = create_app(self.node)
         if customize is not None:
             customize(app)

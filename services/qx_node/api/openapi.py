@@ -23,7 +23,7 @@ ERROR_SCHEMA: dict[str, Any] = {
 }
 _STATUS_TEXT = {
     "401": "missing or wrong API token",
-    "404": "the VM, volume or snapshot does not exist",
+    "404": "the VM, volume, snapshot or task does not exist",
     "409": "exists already, or the current state forbids it",
     "413": "the body is too large (JSON bodies: 1 MiB), or the upload does not fit",
     "422": "a parameter or body field is invalid (named in field)",
@@ -57,6 +57,21 @@ TICKET = {"type": "object", "required": ["vm", "kind", "ticket", "expires_in", "
     "vm": {"type": "string"}, "kind": {"enum": ["vnc", "serial"]}, "ticket": {"type": "string"},
     "expires_in": {"type": "number", "description": "seconds; the ticket is used up by the handshake"},
     "url": {"type": "string", "description": "the WebSocket to open (wss://...) with the ticket"}}}
+TASK = {"type": "object", "required": ["id", "kind", "target", "state", "progress", "url"], "properties": {
+    "id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+    "kind": {"enum": ["create", "clone", "snapshot", "upload", "maintenance"]},
+    "target": {"type": "string", "description": "the VM or volume it works on"},
+    "state": {"enum": ["running", "succeeded", "failed", "cancelled"]},
+    "progress": {"type": "number", "minimum": 0, "maximum": 100}, "message": {"type": "string"},
+    "cancellable": {"type": "boolean"}, "cancel_requested": {"type": "boolean"},
+    "created": {"type": "number"}, "finished": {"type": ["number", "null"]},
+    "result": {"type": ["object", "null"], "description": "what the synchronous call would have answered"},
+    "error": {"type": ["object", "null"], "description": "{status, error, field, hint} when failed or cancelled"},
+    "url": {"type": "string"}}}
+HOST_SETTINGS = {"type": "object", "required": ["overcommit_memory", "overcommit_disk", "memory_reserve_mib",
+                                                "maintenance"], "properties": {
+    "overcommit_memory": {"type": "boolean"}, "overcommit_disk": {"type": "boolean"},
+    "memory_reserve_mib": {"type": ["integer", "null"]}, "maintenance": {"type": "boolean"}}}
 HEALTH = {"type": "object", "required": ["status", "version", "components"], "properties": {
     "status": {"enum": ["ok", "degraded"]}, "version": {"type": "string"},
     "components": {"type": "object", "additionalProperties": {
@@ -78,7 +93,17 @@ _SUCCESS: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
     ("get", "/v1/vms/{name}/snapshots/{snapshot}"): ("200", {"$ref": _REF + "Snapshot"}),
     ("get", "/health"): ("200", {"$ref": _REF + "Health"}),
     ("post", "/v1/vms/{name}/console"): ("201", {"$ref": _REF + "ConsoleTicket"}),
+    ("get", "/v1/tasks"): ("200", {"type": "array", "items": {"$ref": _REF + "Task"}}),
+    ("get", "/v1/tasks/{id}"): ("200", {"$ref": _REF + "Task"}),
+    ("post", "/v1/tasks/{id}/cancel"): ("202", {"$ref": _REF + "Task"}),
+    ("post", "/v1/vms/{name}/clone"): ("202", {"$ref": _REF + "Task"}),
+    ("get", "/v1/host/settings"): ("200", {"$ref": _REF + "HostSettings"}),
+    ("patch", "/v1/host/settings"): ("200", {"$ref": _REF + "HostSettings"}),
+    ("get", "/v1/host/maintenance"): ("200", {"type": "object", "required": ["maintenance"],
+                                              "properties": {"maintenance": {"type": "boolean"}}}),
 }
+# Routes that can also answer 202 with a task (background=true, or maintenance with stop_vms).
+_TASK_202 = {("post", "/v1/vms"), ("post", "/v1/vms/{name}/snapshots"), ("post", "/v1/host/maintenance")}
 for _a in ("start", "shutdown", "stop", "reboot", "pause", "resume"):
     _SUCCESS[("post", f"/v1/vms/{{name}}/{_a}")] = ("200", {"$ref": _REF + "VmSummary"})
 
@@ -94,7 +119,7 @@ def complete(doc: dict[str, Any]) -> dict[str, Any]:
     for fastapi_shape in ("HTTPValidationError", "ValidationError"):
         schemas.pop(fastapi_shape, None)
     schemas.update(Error=ERROR_SCHEMA, VmSummary=VM_SUMMARY, Vm=VM, Volume=VOLUME, Snapshot=SNAPSHOT, Health=HEALTH,
-                   ConsoleTicket=TICKET)
+                   ConsoleTicket=TICKET, Task=TASK, HostSettings=HOST_SETTINGS)
     comps["securitySchemes"] = {"bearerAuth": {
         "type": "http", "scheme": "bearer",
         "description": "the token in the node's api-token file (/var/lib/quantix/node/api-token)"}}
@@ -109,6 +134,9 @@ def complete(doc: dict[str, Any]) -> dict[str, Any]:
                 status, schema = ok
                 entry = responses.setdefault(status, {"description": "success"})
                 entry["content"] = {"application/json": {"schema": schema}}
+            if (method, path) in _TASK_202:
+                responses["202"] = {"description": "accepted: the task (its URL also in Location)",
+                                    "content": {"application/json": {"schema": {"$ref": _REF + "Task"}}}}
             if path == "/health":
                 op["security"] = []  # public
                 responses["503"] = {"description": "a component is not ok (same body)",
@@ -117,9 +145,10 @@ def complete(doc: dict[str, Any]) -> dict[str, Any]:
             codes = {"401", "422"}
             if "{" in path:
                 codes.add("404")
-            if path.startswith(("/v1/vms", "/v1/storage", "/v1/events")):
+            if path.startswith(("/v1/vms", "/v1/storage", "/v1/events", "/v1/host/")):
                 codes |= {"502", "503"}
-            if method in ("post", "put", "patch", "delete") and path.startswith(("/v1/vms", "/v1/storage")):
+            if method in ("post", "put", "patch", "delete") and path.startswith(
+                    ("/v1/vms", "/v1/storage", "/v1/tasks", "/v1/host/")):
                 codes.add("409")
             if "requestBody" in op:
                 codes.add("413")

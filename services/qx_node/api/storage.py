@@ -91,5 +91,9 @@ async def upload_iso(request: Request, name: IsoName) -> JSONResponse:
         raise InvalidField(f"name: '{name}' must end in .iso", field="name")
     length = request.headers.get("content-length")
     n = int(length) if length and length.isascii() and length.isdigit() else None
-    vol = await _node(request).storage.upload(name, request.stream(), n)
-    return SafeJSONResponse(vol.to_json(), status_code=201)
+    node = _node(request)
+    # A task too, so that other clients see the upload's progress (GET /v1/tasks, SSE) and can cancel it.
+    with node.tasks.track("upload", name, cancellable=True) as task:
+        vol = await node.storage.upload(name, request.stream(), n, task)
+        task.result = vol.to_json()
+    return SafeJSONResponse(vol.to_json(), status_code=201, headers={"X-Qx-Task": task.url})

@@ -10,8 +10,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from qx_node.api.errors import SafeJSONResponse, json_body
+from qx_node.clone import CLONE_SCHEMA, parse_clone
 from qx_node.errors import Conflict
 from qx_node.node import Node
+from qx_node.tasks import Task
 from qx_node.vmedit import VM_EDIT_SCHEMA, parse_vm_edit
 from qx_node.snapshots import SNAPSHOT_SCHEMA, parse_snapshot_request
 from qx_node.vmspec import NAME_RE, VM_SPEC_SCHEMA, parse_vm_spec
@@ -30,6 +32,15 @@ def _body(schema: dict[str, Any]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
+_BACKGROUND = Query(False, description="return 202 at once with the task (Location: /v1/tasks/{id}); "
+                                       "progress on GET /v1/tasks/{id} and as 'task' events on /v1/events")
+
+
+def accepted(task: Task) -> JSONResponse:
+    """202 with the task, its URL in Location."""
+    return SafeJSONResponse(task.to_json(), status_code=202, headers={"Location": task.url})
+
+
 @router.get("", summary="List VMs")
 def list_vms(request: Request) -> list[dict[str, Any]]:
     return _node(request).vms.list()
@@ -37,9 +48,12 @@ def list_vms(request: Request) -> list[dict[str, Any]]:
 
 @router.post("", status_code=201, summary="Create (and by default start) a VM from a spec",
              openapi_extra=_body(VM_SPEC_SCHEMA))
-async def create_vm(request: Request) -> JSONResponse:
+async def create_vm(request: Request, background: bool = _BACKGROUND) -> JSONResponse:
     spec = parse_vm_spec(await json_body(request))
-    vm = await run_in_threadpool(_node(request).vms.create, spec)
+    node = _node(request)
+    if background:
+        return accepted(node.tasks.start("create", spec.name, lambda t: node.vms.create(spec, t), cancellable=True))
+    vm = await run_in_threadpool(node.vms.create, spec)
     return SafeJSONResponse(vm, status_code=201, headers={"Location": f"/v1/vms/{spec.name}"})
 
 
@@ -55,6 +69,16 @@ async def edit_vm(request: Request, name: VmName) -> JSONResponse:
     edit = parse_vm_edit(await json_body(request))
     vm = await run_in_threadpool(_node(request).vms.edit, name, edit)
     return SafeJSONResponse(vm, headers={"Location": f"/v1/vms/{vm['name']}"})
+
+
+@router.post("/{name}/clone", status_code=202,
+             summary="Clone a shut-off VM (full copy of its disks, new UUID and MACs) as a task: 202 at once, "
+                     "Location: /v1/tasks/{id}; refused at once (4xx) when it cannot be done",
+             openapi_extra=_body(CLONE_SCHEMA))
+async def clone_vm(request: Request, name: VmName) -> JSONResponse:
+    req = parse_clone(await json_body(request))
+    node = _node(request)
+    return accepted(await run_in_threadpool(node.cloner.clone, name, req))
 
 
 @router.delete("/{name}", summary="Delete a VM (disks are kept unless remove_disks=true); "
@@ -101,9 +125,13 @@ def list_snapshots(request: Request, name: VmName) -> dict[str, Any]:
 @router.post("/{name}/snapshots", tags=["snapshots"], status_code=201,
              summary="Take a snapshot (with the memory of a running VM unless memory=false)",
              openapi_extra=_body(SNAPSHOT_SCHEMA))
-async def create_snapshot(request: Request, name: VmName) -> JSONResponse:
+async def create_snapshot(request: Request, name: VmName, background: bool = _BACKGROUND) -> JSONResponse:
     req = parse_snapshot_request(await json_body(request))
-    snap = await run_in_threadpool(_node(request).snapshots.create, name, req)
+    node = _node(request)
+    if background:  # saving a running VM's memory takes as long as writing its RAM out
+        await run_in_threadpool(node.vms._dom, name)  # 404 now, not in the task
+        return accepted(node.tasks.start("snapshot", name, lambda t: node.snapshots.create(name, req)))
+    snap = await run_in_threadpool(node.snapshots.create, name, req)
     return SafeJSONResponse(snap, status_code=201,
                             headers={"Location": f"/v1/vms/{name}/snapshots/{snap['name']}"})
 

@@ -1,0 +1,311 @@
+"""Long operations as tasks, clone, capacity admission, maintenance mode and host power — on the real
+server (uvicorn, TLS) against libvirt's test:///default, with real files in the pool.
+
+The test driver keeps no disk files of its own: where a disk's content matters (clone), the test
+writes the file at the volume's path first, as a real pool would hold it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import libvirt
+import pytest
+
+from tests.node.conftest import Live, LiveServer, MemoryPower, RawClient, make_settings, wait_for
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[LiveServer]:
+    srv = LiveServer(make_settings(tmp_path))
+    with srv:
+        srv.node.tasks.interval = 0.0  # every 1 % of progress is an event (the default throttles to 2/s)
+        yield srv
+
+
+@pytest.fixture
+def live(server: LiveServer) -> Live:
+    return server.live
+
+
+@pytest.fixture
+def client(live: Live) -> Iterator[httpx.Client]:
+    ctx = ssl.create_default_context(cafile=str(live.cert))
+    with httpx.Client(base_url=live.url, verify=ctx, headers=live.auth, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture
+def lv() -> Iterator[libvirt.virConnect]:
+    conn = libvirt.open("test:///default")
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+class Events:
+    """The SSE stream, read on a thread into a queue."""
+
+    def __init__(self, live: Live) -> None:
+        self.q: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.stop = threading.Event()
+        self.live = live
+        threading.Thread(target=self._read, daemon=True).start()
+        assert self.q.get(timeout=10)["type"] == "snapshot"
+
+    def _read(self) -> None:
+        ctx = ssl.create_default_context(cafile=str(self.live.cert))
+        with httpx.Client(verify=ctx, timeout=60) as c, \
+                c.stream("GET", f"{self.live.url}/v1/events", headers=self.live.auth) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: "):
+                    self.q.put(json.loads(line[6:]))
+                if self.stop.is_set():
+                    return
+
+    def until(self, cond: Any, timeout: float = 30) -> list[dict[str, Any]]:
+        seen: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while not seen or not cond(seen[-1]):
+            seen.append(self.q.get(timeout=max(deadline - time.monotonic(), 0.01)))
+        return seen
+
+
+def _finished(client: httpx.Client, url: str, timeout: float = 60) -> dict[str, Any]:
+    return wait_for(lambda: (t := client.get(url).json())["state"] != "running" and t, timeout,  # type: ignore[no-any-return]
+                    f"task {url} to end")
+
+
+def _disk_with_data(client: httpx.Client, vm: str, data: dict[int, bytes], size: int, **spec: Any) -> Path:
+    r = client.post("/v1/vms", json={"name": vm, "memory_mib": 64, "start": False, "disks": [{"size_gib": 1}],
+                                     **spec})
+    assert r.status_code == 201, r.text
+    path = Path(r.json()["disks"][0])
+    with open(path, "wb") as f:  # sparse: only the given extents hold data
+        f.truncate(size)
+        for off, chunk in data.items():
+            f.seek(off)
+            f.write(chunk)
+    return path
+
+
+# -- clone ---------------------------------------------------------------------------------------
+def test_clone_copies_disks_gives_new_identity_and_reports_progress(live: Live, client: httpx.Client,
+                                                                     lv: libvirt.virConnect) -> None:
+    head, tail = os.urandom(24 * MiB), os.urandom(MiB)
+    src = _disk_with_data(client, "src", {0: head, 900 * MiB: tail}, 1024 * MiB,
+                          nics=[{"bridge": "br0", "mac": "52:54:00:12:34:56"}])
+    assert client.patch("/v1/vms/src", json={"description": "the original"}).status_code == 200
+    events = Events(live)
+    try:
+        r = client.post("/v1/vms/src/clone", json={"name": "copy"})
+        assert r.status_code == 202, r.text
+        task = r.json()
+        assert r.headers["location"] == task["url"] == f"/v1/tasks/{task['id']}"
+        assert task["kind"] == "clone" and task["target"] == "src" and task["cancellable"]
+        seen = events.until(lambda e: e.get("type") == "task" and e["task"]["state"] != "running")
+    finally:
+        events.stop.set()
+    done = client.get(task["url"]).json()
+    assert done["state"] == "succeeded" and done["progress"] == 100, done
+    mine = [e["task"] for e in seen if e.get("type") == "task" and e["task"]["id"] == task["id"]]
+    progress = [t["progress"] for t in mine if t["state"] == "running"]
+    assert len(progress) >= 3 and progress == sorted(progress) and 0 < max(progress) < 100, progress
+    assert mine[-1]["state"] == "succeeded" and mine[-1]["result"]["name"] == "copy"
+
+    a, b = client.get("/v1/vms/src").json(), client.get("/v1/vms/copy").json()
+    assert a["uuid"] != b["uuid"] and b["description"] == "the original" and b["state"] == "shutoff"
+    assert a["nics"][0]["mac"] == "52:54:00:12:34:56" and b["nics"][0]["mac"] not in ("", a["nics"][0]["mac"])
+    new = Path(b["disks"][0])
+    assert new != src and new.parent == src.parent and new.name == "copy-disk0.qcow2"
+    with open(new, "rb") as f:
+        assert f.read(len(head)) == head
+        f.seek(900 * MiB)
+        assert f.read(len(tail)) == tail
+    assert new.stat().st_size == src.stat().st_size
+    assert new.stat().st_blocks * 512 < 100 * MiB  # the hole stayed a hole
+    assert not [p for p in src.parent.iterdir() if ".clone-" in p.name]
+    assert lv.lookupByName("copy").UUIDString() == b["uuid"]
+
+
+def test_clone_is_refused_at_once_when_it_cannot_be_done(client: httpx.Client) -> None:
+    _disk_with_data(client, "src", {0: b"x" * 4096}, MiB)
+    assert client.post("/v1/vms/src/clone", json={"name": "src"}).json()["field"] == "name"
+    r = client.post("/v1/vms/src/clone", json={"name": "test"})
+    assert r.status_code == 409 and r.json()["field"] == "name" and "exists" in r.json()["error"]
+    r = client.post("/v1/vms/test/clone", json={"name": "t2"})  # running
+    assert r.status_code == 409 and "shut" in r.json()["hint"]
+    assert client.post("/v1/vms/nope/clone", json={"name": "t3"}).status_code == 404
+    r = client.post("/v1/vms/src/clone", json={"name": "c", "colour": 1})
+    assert r.status_code == 422 and r.json()["field"] == "colour"
+    assert client.get("/v1/vms/t2").status_code == 404
+    assert client.get("/v1/tasks").json() == []  # refused before any task was made
+
+
+def test_cancelled_clone_leaves_nothing(live: Live, client: httpx.Client) -> None:
+    src = _disk_with_data(client, "big", {0: os.urandom(256 * MiB)}, 256 * MiB)
+    events = Events(live)
+    try:
+        r = client.post("/v1/vms/big/clone", json={"name": "big2"})
+        assert r.status_code == 202
+        url = r.json()["url"]
+        # Cancel on the first progress event: the copy is 64 blocks long, and stops at the next one.
+        events.until(lambda e: e.get("type") == "task" and e["task"]["progress"] > 0)
+        r = client.post(f"{url}/cancel")
+        assert r.status_code == 202 and r.json()["cancel_requested"], r.text
+    finally:
+        events.stop.set()
+    t = _finished(client, url)
+    assert t["state"] == "cancelled" and t["error"]["status"] == 409, t
+    assert client.get("/v1/vms/big2").status_code == 404
+    assert sorted(p.name for p in src.parent.iterdir()) == ["big-disk0.qcow2"]  # no copy, no temp file
+    assert client.get("/v1/storage/volumes/big2-disk0.qcow2").status_code == 404
+    assert client.post(f"{url}/cancel").status_code == 409  # ended already
+    # The source is free again.
+    assert client.post("/v1/vms/big/start").status_code == 200
+
+
+# -- background create / snapshot, the task list ---------------------------------------------------
+def test_background_create_and_snapshot_return_202_with_a_task(client: httpx.Client, server: LiveServer) -> None:
+    r = client.post("/v1/vms", params={"background": "true"},
+                    json={"name": "bg", "memory_mib": 64, "disks": [{"size_gib": 2}, {"size_gib": 1}]})
+    assert r.status_code == 202 and r.headers["location"] == r.json()["url"], r.text
+    t = _finished(client, r.json()["url"])
+    assert t["state"] == "succeeded" and t["result"]["name"] == "bg" and len(t["result"]["disks"]) == 2
+    # A failure is the same error the synchronous call gives, kept in the task.
+    r = client.post("/v1/vms?background=true", json={"name": "bg", "memory_mib": 64})
+    t = _finished(client, r.json()["url"])
+    assert t["state"] == "failed" and t["error"]["status"] == 409 and t["error"]["field"] == "name", t
+    r = client.post("/v1/vms/bg/snapshots?background=true", json={"name": "s1"})
+    assert r.status_code == 202
+    t = _finished(client, r.json()["url"])
+    assert t["state"] == "succeeded" and t["result"]["memory"] is True and t["result"]["name"] == "s1"
+    assert client.post("/v1/vms/nope/snapshots?background=true", json={"name": "s"}).status_code == 404
+    r = client.post(f"{t['url']}/cancel")
+    assert r.status_code == 409 and "succeeded" in r.json()["error"]
+    assert client.get("/v1/tasks/" + "f" * 32).status_code == 404
+    assert client.get("/v1/tasks/not-an-id").status_code == 422
+
+    # History is bounded: finished tasks beyond it are forgotten, oldest first.
+    server.node.tasks.history = 3
+    urls = [client.post("/v1/vms?background=true", json={"name": f"h{i}", "memory_mib": 16, "start": False})
+            .json()["url"] for i in range(5)]
+    for u in urls[-1:]:
+        _finished(client, u)
+    wait_for(lambda: all(t["state"] != "running" for t in client.get("/v1/tasks").json()), 20, "tasks to end")
+    listed = client.get("/v1/tasks").json()
+    assert len(listed) == 3 and listed[0]["url"] == urls[-1]  # newest first
+    assert client.get(urls[0]).status_code == 404
+
+
+# -- ISO upload as a task ---------------------------------------------------------------------------
+def test_upload_is_a_task_with_progress_and_can_be_cancelled(live: Live, client: httpx.Client) -> None:
+    with RawClient(live) as c:
+        c.start("PUT", "/v1/storage/isos/slow.iso", {"content-length": str(8 * MiB),
+                                                      "content-type": "application/octet-stream"})
+        c.data(b"\0" * (2 * MiB + 1))  # two blocks written, the upload then waits for the rest
+        task = wait_for(lambda: next((t for t in client.get("/v1/tasks").json()
+                                      if t["kind"] == "upload" and t["progress"] >= 12), None), 10, "upload progress")
+        assert task["state"] == "running" and task["target"] == "slow.iso" and task["progress"] < 100
+        assert client.post(f"{task['url']}/cancel").status_code == 202
+        c.data(b"\0" * (2 * MiB))  # the next block sees the cancel
+        r = c.response()
+    assert r.status == 409 and "cancelled" in r.json()["error"], r.body
+    assert client.get(task["url"]).json()["state"] == "cancelled"
+    assert not list(live.node.storage.pool_dir.glob("*slow.iso*"))
+    r = client.put("/v1/storage/isos/ok.iso", content=b"iso" * 1000)
+    assert r.status_code == 201 and client.get(r.headers["x-qx-task"]).json()["state"] == "succeeded"
+
+
+# -- capacity -------------------------------------------------------------------------------------------
+def test_vms_that_do_not_fit_are_refused_unless_overcommit(live: Live, client: httpx.Client,
+                                                           tmp_path: Path) -> None:
+    cap = client.get("/v1/host/capacity").json()
+    # The test driver's host: 3 GiB, 2 GiB of them given to its running 'test' VM, 5 % reserved.
+    assert cap["memory"]["total_mib"] == 3072 and cap["memory"]["committed_mib"] == 2048
+    free = cap["memory"]["free_mib"]
+    assert free == 3072 - 2048 - 153 and cap["memory"]["reserve_mib"] == 153
+    r = client.post("/v1/vms", json={"name": "big", "memory_mib": free + 1})
+    assert r.status_code == 409 and r.json()["field"] == "memory_mib", r.text
+    assert f"{free + 1} MiB" in r.json()["error"] and f"{free} MiB are free" in r.json()["error"]
+    assert "overcommit_memory" in r.json()["hint"]
+    assert client.get("/v1/vms/big").status_code == 404  # nothing defined
+    # Defined without starting is fine; starting it is refused the same way.
+    assert client.post("/v1/vms", json={"name": "big", "memory_mib": free + 1, "start": False}).status_code == 201
+    r = client.post("/v1/vms/big/start")
+    assert r.status_code == 409 and r.json()["field"] == "memory_mib"
+    # Disks: the full size must fit in the pool.
+    avail = cap["disk"]["available"]
+    r = client.post("/v1/vms", json={"name": "fat", "memory_mib": 16, "start": False,
+                                     "disks": [{"size_gib": avail // 1024**3 + 1}]})
+    assert r.status_code == 409 and r.json()["field"] == "disks" and "overcommit_disk" in r.json()["hint"]
+    assert client.get("/v1/storage/volumes/fat-disk0.qcow2").status_code == 404
+
+    r = client.patch("/v1/host/settings", json={"overcommit_memory": True, "overcommit_disk": True})
+    assert r.status_code == 200 and r.json()["overcommit_memory"] is True
+    assert json.loads((tmp_path / "state" / "host-settings.json").read_text())["overcommit_memory"] is True
+    assert client.post("/v1/vms/big/start").status_code == 200
+    r = client.post("/v1/vms", json={"name": "fat", "memory_mib": 16, "start": False,
+                                     "disks": [{"size_gib": avail // 1024**3 + 1}]})
+    assert r.status_code == 201, r.text
+    r = client.patch("/v1/host/settings", json={"overcommit_memory": "yes"})
+    assert r.status_code == 422 and r.json()["field"] == "overcommit_memory"
+    assert client.patch("/v1/host/settings", json={}).status_code == 422
+
+
+# -- maintenance and power ---------------------------------------------------------------------------------
+def test_maintenance_stops_vms_refuses_starts_and_guards_reboot(server: LiveServer, client: httpx.Client,
+                                                              lv: libvirt.virConnect) -> None:
+    power: MemoryPower = server.power
+    assert client.post("/v1/vms", json={"name": "m1", "memory_mib": 64}).status_code == 201
+    r = client.post("/v1/host/reboot")
+    assert r.status_code == 409 and r.json()["field"] == "force" and "m1" in r.json()["error"]
+    assert power.actions == []
+
+    r = client.post("/v1/host/maintenance", json={"enabled": True, "stop_vms": "stop"})
+    assert r.status_code == 202, r.text
+    t = _finished(client, r.headers["location"])
+    assert t["state"] == "succeeded" and {"m1", "test"} <= set(t["result"]["stopped"]), t
+    assert t["result"]["still_running"] == []
+    assert lv.lookupByName("m1").state()[0] == libvirt.VIR_DOMAIN_SHUTOFF
+    assert client.get("/v1/host/maintenance").json() == {"maintenance": True}
+    r = client.post("/v1/vms/m1/start")
+    assert r.status_code == 409 and "maintenance" in r.json()["error"] and "enabled" in r.json()["hint"]
+    assert client.post("/v1/vms", json={"name": "m2", "memory_mib": 64}).status_code == 409
+    assert client.post("/v1/vms", json={"name": "m2", "memory_mib": 64, "start": False}).status_code == 201
+
+    # Kept across a restart of qx-node (a new node on the same state directory).
+    settings = server.node.settings
+    from qx_node.node import Node
+
+    assert Node(settings, power=MemoryPower()).config.current.maintenance is True
+
+    r = client.post("/v1/host/reboot")
+    assert r.status_code == 202 and r.json()["action"] == "reboot"
+    assert power.done.wait(10) and power.actions == ["reboot"]
+
+    assert client.post("/v1/host/maintenance", json={"enabled": False}).json() == {"maintenance": False}
+    assert client.post("/v1/vms/m1/start").status_code == 200
+    assert client.post("/v1/host/shutdown", json={}).status_code == 409
+    power.done.clear()
+    r = client.post("/v1/host/shutdown", json={"force": True})
+    assert r.status_code == 202
+    assert power.done.wait(10) and power.actions == ["reboot", "poweroff"]
+    for bad, field in (({"enabled": "yes"}, "enabled"), ({}, "enabled"), ({"enabled": False, "stop_vms": "stop"}, "stop_vms"),
+                       ({"enabled": True, "stop_vms": "kill"}, "stop_vms")):
+        r = client.post("/v1/host/maintenance", json=bad)
+        assert r.status_code == 422 and r.json()["field"] == field, (bad, r.text)
+    r = client.post("/v1/host/reboot", json={"force": 1})
+    assert r.status_code == 422 and r.json()["field"] == "force"
