@@ -11,7 +11,7 @@ Screens never touch files, commands or sockets; they call a :class:`HostBackend`
   UI tests, snapshots and the benchmark (fixed state, no clock, no host data).
 
 Every method may block (commands, HTTP); the app calls them from thread workers only. Failures are
-raised as :mod:`qx_common.errors` types; "this feature is not on this host" is :class:`Unavailable`.
+raised as :mod:`qx_common.errors` types; "this feature is not on this host" is :class:`BackendUnavailable`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from qx_common.errors import EnvironmentError_, UserError
 from qx_console.hostconfig import HostConfig, NetworkConfig, Provenance
 
 
-class Unavailable(EnvironmentError_):
+class BackendUnavailable(EnvironmentError_):
     """A feature's backing service/command is not present on this host (the reason is the message)."""
 
 
@@ -246,12 +246,12 @@ class HostBackend(abc.ABC):
     # -- the qx-node API's identity (files qx-node writes on its first start) --------------------
     @abc.abstractmethod
     def node_certificate(self) -> NodeCert:
-        """qx-node's TLS certificate; :class:`Unavailable` until qx-node has created it."""
+        """qx-node's TLS certificate; :class:`BackendUnavailable` until qx-node has created it."""
 
     @abc.abstractmethod
     def node_api_token(self) -> str:
         """qx-node's API bearer token (a secret: shown only on the operator's explicit request);
-        :class:`Unavailable` until qx-node has created it."""
+        :class:`BackendUnavailable` until qx-node has created it."""
 
     # -- logs and services ------------------------------------------------------------------
     @abc.abstractmethod

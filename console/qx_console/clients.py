@@ -1,7 +1,7 @@
 """Clients of the other Quantix services: the qx-node API and the qx-update command.
 
 Both are optional from the console's point of view: a node that is down shows as "unreachable",
-an absent or failing ``qx-update`` as :class:`~qx_console.backend.Unavailable` with the reason.
+an absent or failing ``qx-update`` as :class:`~qx_console.backend.BackendUnavailable` with the reason.
 Neither ever fakes a result. Short timeouts: these are called from workers, but a stuck call would
 still delay the next status refresh.
 """
@@ -18,7 +18,7 @@ import requests
 from qx_common.errors import EnvironmentError_, ExternalError
 from qx_common.run import run, spawn, which
 
-from qx_console.backend import ProgressFn, SlotInfo, Unavailable, UpdateState
+from qx_console.backend import ProgressFn, SlotInfo, BackendUnavailable, UpdateState
 
 NODE_URL = "https://127.0.0.1:8443"
 
@@ -69,22 +69,22 @@ class UpdateClient:
 
     def _require(self) -> None:
         if "/" not in self.command[0] and which(self.command[0]) is None:
-            raise Unavailable(f"'{self.command[0]}' is not installed on this host")
+            raise BackendUnavailable(f"'{self.command[0]}' is not installed on this host")
         if "/" in self.command[0] and not Path(self.command[0]).exists():
-            raise Unavailable(f"'{self.command[0]}' is not installed on this host")
+            raise BackendUnavailable(f"'{self.command[0]}' is not installed on this host")
 
     def _call(self, args: list[str], timeout: float | None = None) -> dict[str, Any]:
         self._require()
         try:
             proc = run([*self.command, "--json", *args], check=False, timeout=timeout or self.timeout_s)
         except ExternalError as e:
-            raise Unavailable(f"qx-update {args[0]}: {e}") from e
+            raise BackendUnavailable(f"qx-update {args[0]}: {e}") from e
         data = _last_json(proc.stdout)
         if proc.returncode != 0:
             msg = (data or {}).get("error") or (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise ExternalError(f"qx-update {args[0]} failed: {msg}")
         if data is None:
-            raise Unavailable(f"qx-update {args[0]} printed no JSON")
+            raise BackendUnavailable(f"qx-update {args[0]} printed no JSON")
         return data
 
     def status(self) -> UpdateState:
@@ -124,7 +124,7 @@ class UpdateClient:
                     if frac is not None:
                         progress(frac, str(ev.get("message") or ev.get("phase") or ""))
         except EnvironmentError_ as e:
-            raise Unavailable(f"qx-update apply: {e}") from e
+            raise BackendUnavailable(f"qx-update apply: {e}") from e
         err = proc.stderr_text()
         rc = proc.returncode
         last = _last_json(text) or last

@@ -13,7 +13,7 @@ from textual.widgets.option_list import Option
 
 from qx_common.errors import UserError
 from qx_console import shadow
-from qx_console.backend import LOG_SOURCES, NodeCert, ServiceState, Unavailable, UpdateState
+from qx_console.backend import LOG_SOURCES, NodeCert, ServiceState, BackendUnavailable, UpdateState
 from qx_console.hostconfig import check_log_filter, parse_int
 from qx_console.network_screens import BaseScreen, NetworkScreen, TestNetworkScreen, _row
 from qx_console.ui import ConsoleModal, KeyBar, console_safe, describe_error, from_thread, in_thread, text_bar
@@ -315,7 +315,7 @@ class NodeApiScreen(BaseScreen):
         self.query_one("#cert", Static).update("\n".join(lines))
 
     def _no_cert(self, e: BaseException) -> None:
-        kind = "Not available" if isinstance(e, Unavailable) else "Error"
+        kind = "Not available" if isinstance(e, BackendUnavailable) else "Error"
         self.query_one("#cert", Static).update(f"[yellow]TLS certificate: {kind}:[/] {escape(describe_error(e))}")
 
     def on_screen_suspend(self) -> None:
@@ -474,7 +474,7 @@ class UpdatesScreen(BaseScreen):
                   group="update-status", exclusive=True)
 
     def _unavailable(self, e: BaseException) -> None:
-        kind = "Not available" if isinstance(e, Unavailable) else "Error"
+        kind = "Not available" if isinstance(e, BackendUnavailable) else "Error"
         self.query_one("#slots", Static).update(f"[yellow]{kind}:[/] {escape(describe_error(e))}\n"
                                                 "Updates cannot be checked or applied from this console now.")
         for b in self.query(Button):

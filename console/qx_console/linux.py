@@ -26,7 +26,7 @@ from qx_common.run import CompletedProcess
 from qx_common.version import PRODUCT_NAME, product_version
 
 from qx_console.backend import (
-    Health, HostBackend, HostStatus, Nic, NodeCert, ProbeResult, ProgressFn, ServiceState, Unavailable,
+    Health, HostBackend, HostStatus, Nic, NodeCert, ProbeResult, ProgressFn, ServiceState, BackendUnavailable,
     UpdateState,
 )
 from qx_console.clients import NODE_URL, NodeClient, UpdateClient
@@ -112,7 +112,7 @@ class LinuxBackend(HostBackend):
         cert_detail = ""
         try:
             cert = self.accounts.node_certificate()
-        except Unavailable:
+        except BackendUnavailable:
             cert_detail = "not created yet (qx-node has not started)"
         except QxError as e:
             cert_detail = e.message

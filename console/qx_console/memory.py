@@ -16,7 +16,7 @@ from qx_common.errors import UserError
 from qx_console import networkd
 from qx_console.backend import (
     LOG_SOURCES, SERVICES, Health, HostBackend, HostStatus, Nic, NodeCert, ProbeResult, ProgressFn, ServiceState,
-    SlotInfo, Unavailable, UpdateState, check_ssh_restart,
+    SlotInfo, BackendUnavailable, UpdateState, check_ssh_restart,
 )
 from qx_console.hostconfig import (
     NETWORK_FIELDS, HostConfig, Provenance, SshConfig, check_log_filter, check_lookup_name, check_ping_target,
@@ -162,12 +162,12 @@ class MemoryBackend(HostBackend):
 
     def node_certificate(self) -> NodeCert:
         if self.s.node_cert is None:
-            raise Unavailable("qx-node has not created its TLS certificate yet")
+            raise BackendUnavailable("qx-node has not created its TLS certificate yet")
         return self.s.node_cert
 
     def node_api_token(self) -> str:
         if self.s.node_token is None:
-            raise Unavailable("qx-node has not created its API token yet")
+            raise BackendUnavailable("qx-node has not created its API token yet")
         self._log("node_api_token")
         return self.s.node_token
 
@@ -186,7 +186,7 @@ class MemoryBackend(HostBackend):
 
     def _updates(self) -> None:
         if not self.s.updates_available:
-            raise Unavailable("'qx-update' is not installed on this host")
+            raise BackendUnavailable("'qx-update' is not installed on this host")
 
     def update_status(self) -> UpdateState:
         self._updates()

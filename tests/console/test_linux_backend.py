@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from qx_common.errors import EnvironmentError_, UserError
-from qx_console.backend import Unavailable
+from qx_console.backend import BackendUnavailable
 from qx_console.clients import NodeClient, UpdateClient
 from qx_console.hostconfig import HostConfig, SshConfig
 from qx_console.linux import NODE_CERT, NODE_TOKEN, LinuxBackend
@@ -173,7 +173,7 @@ async def test_status_screen_says_what_qx_update_found(tmp_path: Path, hostroot:
 
 def test_absent_qx_update_is_unavailable(hostroot: Path) -> None:
     be = LinuxBackend(hostroot, updates=UpdateClient(["qx-update-not-installed"]))
-    with pytest.raises(Unavailable, match="not installed"):
+    with pytest.raises(BackendUnavailable, match="not installed"):
         be.update_status()
 
 
@@ -290,9 +290,9 @@ def test_node_api_token_written_by_qx_node(hostroot: Path) -> None:
 
 def test_node_identity_missing_or_broken_names_the_file(hostroot: Path) -> None:
     be = LinuxBackend(hostroot)
-    with pytest.raises(Unavailable, match=r"TLS certificate yet \(.*/var/lib/quantix/node/tls/cert.pem is missing"):
+    with pytest.raises(BackendUnavailable, match=r"TLS certificate yet \(.*/var/lib/quantix/node/tls/cert.pem is missing"):
         be.node_certificate()
-    with pytest.raises(Unavailable, match=r"API token yet \(.*/var/lib/quantix/node/api-token is missing"):
+    with pytest.raises(BackendUnavailable, match=r"API token yet \(.*/var/lib/quantix/node/api-token is missing"):
         be.node_api_token()
     (hostroot / NODE_CERT).parent.mkdir(parents=True)
     (hostroot / NODE_CERT).write_text("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n")

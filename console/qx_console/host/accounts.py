@@ -16,7 +16,7 @@ from qx_common import hostpaths
 from qx_common.errors import EnvironmentError_, QxError
 
 from qx_console import shadow
-from qx_console.backend import NodeCert, ServiceState, Unavailable
+from qx_console.backend import NodeCert, ServiceState, BackendUnavailable
 from qx_console.hostconfig import SshConfig, validate
 from qx_console.host.context import HostContext
 from qx_console.host.systemd import Systemd
@@ -38,7 +38,7 @@ def read_node_cert(path: Path) -> NodeCert:
     try:
         pem = path.read_bytes()
     except FileNotFoundError:
-        raise Unavailable(f"qx-node has not created its TLS certificate yet ({path} is missing)",
+        raise BackendUnavailable(f"qx-node has not created its TLS certificate yet ({path} is missing)",
                           hint="qx-node creates it when it starts: check qx-node under Services") from None
     except OSError as e:
         raise EnvironmentError_(f"{path}: cannot read the node certificate: {e.strerror}") from e
@@ -61,7 +61,7 @@ def read_node_token(path: Path) -> str:
     try:
         token = path.read_text().strip()
     except FileNotFoundError:
-        raise Unavailable(f"qx-node has not created its API token yet ({path} is missing)",
+        raise BackendUnavailable(f"qx-node has not created its API token yet ({path} is missing)",
                           hint="qx-node creates it when it starts: check qx-node under Services") from None
     except (OSError, UnicodeDecodeError) as e:
         raise EnvironmentError_(f"{path}: cannot read the API token: {getattr(e, 'strerror', None) or e}") from e

@@ -13,7 +13,7 @@ from pathlib import Path
 from qx_common.errors import ExternalError, QxError, UserError
 from qx_common.run import which
 
-from qx_console.backend import LOG_SOURCES, SERVICES, ServiceState, Unavailable, check_ssh_restart
+from qx_console.backend import LOG_SOURCES, SERVICES, ServiceState, BackendUnavailable, check_ssh_restart
 from qx_console.hostconfig import check_log_filter
 from qx_console.host.context import HostContext
 
@@ -67,7 +67,7 @@ class Systemd:
         if grep and (err := check_log_filter(grep)):
             raise UserError(f"{err.field}: {err.message}", hint=err.hint)
         if which("journalctl") is None:
-            raise Unavailable("journalctl is not installed on this host")
+            raise BackendUnavailable("journalctl is not installed on this host")
         argv = ["journalctl", "--no-pager", "-q", "-o", "short-iso", "-n", str(lines)]
         if self.ctx.root != Path("/"):
             argv += ["--root", str(self.ctx.root)]
