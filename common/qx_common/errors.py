@@ -7,13 +7,16 @@
 * :class:`ExternalError` — a command or remote service we depend on failed. Exit code 4.
 * :class:`InternalError` — our own bug. Exit code 70 (EX_SOFTWARE).
 
+Each package's own errors subclass one of these — one tree, so :func:`qx_common.cli.main_wrapper` maps
+every one to its exit code: ``qx_node.errors`` (API errors by HTTP status), ``qx_update.errors``
+(:class:`VerificationError`, an ExternalError with exit code 5: a refused release),
+``qx_update_server.errors``, ``qx_console.backend.BackendUnavailable``, ``qx_install.engine.InstallError``.
+
 Foreign exceptions are wrapped at the boundary with ``raise SomeQxError(...) from e``, so the cause is
 kept for ``--debug`` but never shown to an operator as a traceback.
 """
 
 from __future__ import annotations
-
-from typing import NoReturn
 
 
 class QxError(Exception):
@@ -52,9 +55,4 @@ class InternalError(QxError):
     """A bug in Quantix itself."""
 
     exit_code = 70
-
-
-def die(message: str, *, hint: str | None = None, kind: type[QxError] = UserError) -> NoReturn:
-    """Stop the current command with a one-line error (and an optional hint)."""
-    raise kind(message, hint=hint)
 

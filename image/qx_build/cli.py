@@ -8,7 +8,7 @@ from pathlib import Path
 
 from qx_common import run as r
 from qx_common.cli import entry
-from qx_common.errors import UserError
+from qx_common.errors import ExternalError, UserError
 from qx_build.paths import REPO, Release, read_version
 
 
@@ -47,6 +47,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _main(argv: list[str]) -> int:
+    try:
+        return _command(argv)
+    except OSError as e:
+        # A file step of the build failed (disk full, a file removed under us, a path that is not a
+        # directory): the machine's state, not a bug in qx-build — an error with a hint, not exit 70.
+        where = f"{e.filename}: " if e.filename else ""
+        raise ExternalError(f"{where}{e.strerror or e}",
+                            hint="check free space (df -h) and the build directory, then run the command again") from e
+
+
+def _command(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     build_dir: Path = args.build_dir.resolve()
     if args.command == "preflight":

@@ -72,8 +72,9 @@ class Token:
     host_id: str | None = None  # a check-in token bound to one host: it may report only that host
 
 
-class HostIdentityError(Exception):
-    """A check-in for a host whose bound identity does not match (see :meth:`Storage.checkin`)."""
+class HostIdentityError(UserError):
+    """A check-in for a host whose bound identity does not match (see :meth:`Storage.checkin`); the
+    fleet route answers it as 403."""
 
 
 class Storage(Protocol):
