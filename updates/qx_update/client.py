@@ -88,7 +88,8 @@ class Client:
                             hint="qx-update --config FILE with server_url = ..., or apply --from <offline copy>")
         from qx_update import repo
 
-        return repo.open_repo(trusted_root=self.cfg.trusted_root, metadata_dir=self.cfg.metadata_dir, base_url=base)
+        return repo.open_repo(trusted_root=self.cfg.trusted_root, metadata_dir=self.cfg.metadata_dir, base_url=base,
+                              download_deadline=self.cfg.download_deadline)
 
     def _choose(self, rp: repo.Repo, e: esp.Esp, running: str) -> tuple[releases.Choice, float]:
         seconds = rp.refresh()
@@ -276,9 +277,10 @@ class Client:
             raise VerificationError(f"{rel.uki_path}: its signed metadata does not describe release {rel.version}")
         log.step(f"downloading {rel.version}")
         payload = download.fetch(rel.root, rp.target_url(rel.root), self.cfg.download_dir, label="root",
-                                 progress=self.progress, crash_point="download")
+                                 progress=self.progress, crash_point="download",
+                                 deadline=self.cfg.download_deadline)
         uki = download.fetch(uki_info, rp.target_url(uki_info), self.cfg.download_dir, label="uki",
-                             progress=self.progress)
+                             progress=self.progress, deadline=self.cfg.download_deadline)
         crashpoint.reached("downloaded")
         slot_path = self.cfg.slots[target]
         slots.guard_not_running(slot_path, self.cfg.slots[running])

@@ -28,7 +28,7 @@ from qx_common.fs import atomic_write
 DEFAULT_CONFIG = Path("/usr/lib/quantix/update.toml")
 DEFAULT_OVERRIDE = Path("/var/lib/quantix/config/update.toml")
 CHANNELS = ("dev", "beta", "stable")
-OVERRIDABLE = ("channel", "server_url", "maintenance_window", "tries", "gate_timeout")
+OVERRIDABLE = ("channel", "server_url", "maintenance_window", "tries", "gate_timeout", "download_deadline")
 _WINDOW_RE = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
 
 
@@ -48,6 +48,7 @@ class Config:
     gate_timeout: float = 600.0
     maintenance_window: str = ""            # "HH:MM-HH:MM" (local time), empty = any time
     tries: int = 3                          # systemd boot-assessment tries of a new slot
+    download_deadline: float = 3600.0       # s an artifact download may take in all (qx_update.deadline)
     # A token with the server's "checkin" scope: present = report to the fleet view (qx_update.checkin).
     checkin_token_file: Path = Path("/var/lib/quantix/config/update-checkin-token")
     override: Path = DEFAULT_OVERRIDE
@@ -141,6 +142,11 @@ def _apply(cfg: Config, data: dict[str, object], src: Path, *, override: bool) -
         elif key == "gate_timeout":
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                 raise _bad(src, key, f"is {value!r}", "give a number of seconds > 0")
+            changes[key] = float(value)
+        elif key == "download_deadline":
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 1 <= value <= 86400:
+                raise _bad(src, key, f"is {value!r}",
+                           "give the seconds one download may take, from 1 to 86400 (default 3600)")
             changes[key] = float(value)
         elif key == "tries":
             if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 10:

@@ -12,6 +12,9 @@ complete the length and the digests are compared with the signed ones — the sa
 lacks falls back to exactly that call). A mismatch after a resume discards the file and downloads once
 more from zero, a mismatch of a fresh download is a refusal; either way nothing reaches a slot.
 The verified file is renamed to ``<sha256>.<name>``; later runs reuse it after re-verifying.
+Each download has an overall deadline (``deadline``, update.toml's ``download_deadline``; see
+:mod:`qx_update.deadline`): a server trickling bytes fails it with an error naming the deadline, and what
+arrived stays in the ``.part`` file for the next run.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from tuf.api.metadata import TargetFile
 from qx_common import log
 from qx_common.errors import EnvironmentError_, ExternalError
 from qx_update import crashpoint, hashing
+from qx_update.deadline import DEFAULT_DEADLINE, Deadline
 from qx_update.errors import VerificationError
 from qx_common.fs import fsync_dir
 from qx_common.progress import Progress
@@ -111,8 +115,8 @@ def _hash_prefix(path: Path, length: int, hasher: hashing.BackgroundHasher) -> N
             length -= len(block)
 
 
-def _open_stream(url: str, offset: int) -> tuple[int, object]:
-    """(offset the body starts at, iterator of chunks)."""
+def _open_stream(url: str, offset: int, deadline: Deadline | None = None) -> tuple[int, object]:
+    """(offset the body starts at, iterator of chunks); ``deadline`` shuts the response down when it passes."""
     if url.startswith("file://"):
         f = Path(unquote(urlparse(url).path)).open("rb")
         f.seek(offset)
@@ -130,6 +134,8 @@ def _open_stream(url: str, offset: int) -> tuple[int, object]:
                                timeout=urllib3.Timeout(connect=TIMEOUT[0], read=TIMEOUT[1]))
     except urllib3.exceptions.HTTPError as e:
         raise ExternalError(f"cannot download {url}: {e}", hint="check the network; the download resumes next time") from e
+    if deadline is not None:
+        deadline.watch(resp)
     if resp.status == 416 and offset:
         resp.release_conn()
         return -1, iter(())
@@ -147,8 +153,10 @@ def _open_stream(url: str, offset: int) -> tuple[int, object]:
 
 
 def fetch(info: TargetFile, url: str, dest_dir: Path, *, label: str, progress: bool = True,
-          crash_point: str | None = None) -> Path:
-    """Download (or resume, or reuse) target ``info`` from ``url``; return the verified file."""
+          crash_point: str | None = None, deadline: float = DEFAULT_DEADLINE) -> Path:
+    """Download (or resume, or reuse) target ``info`` from ``url``; return the verified file.
+
+    ``deadline``: seconds the download may take in all (each attempt); past it, an ExternalError."""
     dest_dir.mkdir(parents=True, exist_ok=True)
     sha = _sha(info)
     done = dest_dir / f"{sha}.{Path(info.path).name}"
@@ -161,7 +169,8 @@ def fetch(info: TargetFile, url: str, dest_dir: Path, *, label: str, progress: b
         except tufx.LengthOrHashMismatchError:
             done.unlink()
     for attempt in (1, 2):
-        resumed, digests = _download(info, url, part, label=label, progress=progress, crash_point=crash_point)
+        resumed, digests = _download(info, url, part, label=label, progress=progress, crash_point=crash_point,
+                                     deadline=deadline)
         try:
             _check(info, part, digests)
         except tufx.LengthOrHashMismatchError as e:
@@ -178,7 +187,7 @@ def fetch(info: TargetFile, url: str, dest_dir: Path, *, label: str, progress: b
 
 
 def _download(info: TargetFile, url: str, part: Path, *, label: str, progress: bool,
-              crash_point: str | None) -> tuple[bool, dict[str, str] | None]:
+              crash_point: str | None, deadline: float = DEFAULT_DEADLINE) -> tuple[bool, dict[str, str] | None]:
     """Bring ``part`` to the signed length; return (resumed, digests of its bytes or None)."""
     have = part.stat().st_size if part.exists() else 0
     if have > info.length:
@@ -189,8 +198,9 @@ def _download(info: TargetFile, url: str, part: Path, *, label: str, progress: b
     else:
         hasher = hashing.BackgroundHasher(info.hashes)
     try:
-        resumed = _download_into(info, url, part, have, hasher, label=label, progress=progress,
-                                 crash_point=crash_point)
+        with Deadline(deadline, f"download of {info.path}") as dl:
+            resumed = _download_into(info, url, part, have, hasher, label=label, progress=progress,
+                                     crash_point=crash_point, deadline=dl)
         return resumed, hasher.hexdigests() if hasher else None
     finally:
         if hasher:
@@ -198,14 +208,14 @@ def _download(info: TargetFile, url: str, part: Path, *, label: str, progress: b
 
 
 def _download_into(info: TargetFile, url: str, part: Path, have: int, hasher: hashing.BackgroundHasher | None, *,
-                   label: str, progress: bool, crash_point: str | None) -> bool:
+                   label: str, progress: bool, crash_point: str | None, deadline: Deadline | None = None) -> bool:
     if have == info.length:
         if hasher:
             _hash_prefix(part, have, hasher)
         return True
-    start, chunks = _open_stream(url, have)
+    start, chunks = _open_stream(url, have, deadline)
     if start == -1:  # the server could not continue from our offset: start over
-        have, (start, chunks) = 0, _open_stream(url, 0)
+        have, (start, chunks) = 0, _open_stream(url, 0, deadline)
         part.unlink(missing_ok=True)
     resumed = False
     if start and start == have:
@@ -245,8 +255,13 @@ def _download_into(info: TargetFile, url: str, part: Path, have: int, hasher: ha
                     syncer.kick()
                     synced = got
         except urllib3.exceptions.HTTPError as e:
+            if deadline is not None and deadline.expired:
+                raise deadline.error(got) from e
             raise ExternalError(f"download of {info.path} interrupted at {got} bytes: {e}",
                                 hint="run the update again: it resumes where it stopped") from e
+        if deadline is not None and deadline.expired and got < info.length:
+            # The shutdown can also look like the end of the body: a short file, not a tampered one.
+            raise deadline.error(got)
         syncer.wait()
         os.fsync(fd)
     finally:

@@ -25,6 +25,7 @@ from tuf.api.metadata import Metadata, TargetFile, Targets
 from tuf.ngclient import FetcherInterface, Updater, UpdaterConfig
 
 from qx_common.errors import EnvironmentError_, ExternalError, UserError
+from qx_update.deadline import DEFAULT_DEADLINE, METADATA_DEADLINE, DeadlineFetcher
 from qx_update.errors import VerificationError
 
 USER_AGENT = "qx-update"
@@ -132,8 +133,12 @@ class Repo:
         return self.target_base_url + path
 
 
-def open_repo(*, trusted_root: Path, metadata_dir: Path, base_url: str) -> Repo:
-    """An ngclient Updater bootstrapped from the image's trusted root (newest cached root preferred)."""
+def open_repo(*, trusted_root: Path, metadata_dir: Path, base_url: str,
+              download_deadline: float = DEFAULT_DEADLINE) -> Repo:
+    """An ngclient Updater bootstrapped from the image's trusted root (newest cached root preferred).
+
+    Each metadata file must arrive within ``download_deadline`` (at most METADATA_DEADLINE): a server
+    trickling bytes is a slow-retrieval attack (:mod:`qx_update.deadline`)."""
     try:
         shipped = trusted_root.read_bytes()
     except FileNotFoundError as e:
@@ -156,7 +161,8 @@ def open_repo(*, trusted_root: Path, metadata_dir: Path, base_url: str) -> Repo:
             except (ValueError, tufx.RepositoryError):
                 bootstrap = shipped
     base = base_url.rstrip("/") + "/"
-    fetcher = DirFetcher() if base.startswith("file://") else None
+    fetcher: FetcherInterface = DirFetcher() if base.startswith("file://") else DeadlineFetcher(
+        min(download_deadline, METADATA_DEADLINE), app_user_agent=USER_AGENT)
     try:
         updater = Updater(str(metadata_dir), base + "metadata/", None, base + "targets/", fetcher=fetcher,
                           config=UpdaterConfig(app_user_agent=USER_AGENT), bootstrap=bootstrap)
