@@ -7,7 +7,8 @@ Design (docs/update-format.md section 2 is the contract with the OTA client):
   and can be down without stopping updates that are already published.
 * Modules, one concern each:
 
-  - :mod:`.contract`   — channels and the ``custom.quantix`` target metadata (section 2 of the contract).
+  - :mod:`.contract`   — the size budget and retention limits; the release contract itself (channels,
+    ``custom.quantix``) is :mod:`qx_update.contract`, the client's, imported here.
   - :mod:`.release`    — reading and verifying a build's release files (manifest + SHA256SUMS).
   - :mod:`.keys`       — ed25519 key files: online keys and the offline root keys (outside the served dir).
   - :mod:`.fsutil`     — atomic writes and the test-only crash hook.

@@ -13,6 +13,7 @@ from qx_common import run as r
 from qx_common.cli import entry
 from qx_common.errors import ExternalError, UserError
 from qx_update import config as cfgmod
+from qx_update.contract import CHANNELS
 from qx_common import progress as progress_mod
 from qx_update.client import Client, dumps, reboot_plan
 
@@ -36,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     chs = ch.add_subparsers(dest="action", required=True)
     chs.add_parser("show")
     cs = chs.add_parser("set")
-    cs.add_argument("name", choices=cfgmod.CHANNELS)
+    cs.add_argument("name", choices=CHANNELS)
     g = sub.add_parser("gate", help="(boot) wait for the health gates before boot-complete.target")
     g.add_argument("--timeout", type=float, help="seconds (default: gate_timeout of the config)")
     g.add_argument("--no-reboot", action="store_true", help="do not reboot a counted boot that fails")

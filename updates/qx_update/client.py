@@ -30,7 +30,7 @@ from qx_common import log
 from qx_common import run as r
 from qx_common.errors import EnvironmentError_, QxError, UserError
 from qx_update import config as cfgmod
-from qx_update import crashpoint, esp, slotinstall, slots, state
+from qx_update import contract, crashpoint, esp, slotinstall, slots, state
 from qx_update.errors import VerificationError
 
 # download/repo/releases (tuf, urllib3: ~0.15 s of imports) and health are imported where they are
@@ -272,8 +272,11 @@ class Client:
             return {"applied": None, "slot": target, "next_boot": target, "skipped": choice.skipped,
                     "message": f"{rel.version} is already installed in slot {target.upper()}: reboot to start it"}
         uki_info = rp.targetinfo(rel.uki_path)
-        uq = (uki_info.unrecognized_fields.get("custom") or {}).get("quantix") or {}
-        if uq.get("artifact") != "uki" or uq.get("version") != rel.version or uq.get("slot_sha256") != rel.slot_sha256:
+        try:
+            uq = contract.ReleaseTarget.from_custom(contract.quantix_of(uki_info.unrecognized_fields.get("custom")))
+        except contract.ContractError as err:
+            raise VerificationError(f"{rel.uki_path}: its signed metadata is malformed: {err.message}") from err
+        if uq.artifact != "uki" or uq.version != rel.version or uq.slot_sha256 != rel.slot_sha256:
             raise VerificationError(f"{rel.uki_path}: its signed metadata does not describe release {rel.version}")
         log.step(f"downloading {rel.version}")
         payload = download.fetch(rel.root, rp.target_url(rel.root), self.cfg.download_dir, label="root",

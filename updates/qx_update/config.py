@@ -24,10 +24,10 @@ from pathlib import Path
 from qx_common import hostpaths
 from qx_common.errors import UserError
 from qx_common.fs import atomic_write
+from qx_update.contract import CHANNELS
 
 DEFAULT_CONFIG = Path("/usr/lib/quantix/update.toml")
 DEFAULT_OVERRIDE = Path("/var/lib/quantix/config/update.toml")
-CHANNELS = ("dev", "beta", "stable")
 OVERRIDABLE = ("channel", "server_url", "maintenance_window", "tries", "gate_timeout", "download_deadline")
 _WINDOW_RE = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
 

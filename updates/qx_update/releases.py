@@ -1,34 +1,60 @@
 """Choosing the release to install (docs/update-format.md §3), from verified targets only.
 
 Pure functions over :class:`tuf.api.metadata.TargetFile` objects: no I/O, so every rule is tested
-directly. :func:`choose` returns the newest candidate and, for ``check``/``status``, why the other
-releases were passed over.
+directly. A target's ``custom.quantix`` is read only through :mod:`qx_update.contract`; one outside the
+contract (a field missing, out of bounds or of the wrong type) is skipped with the field named.
+:func:`choose` returns the newest candidate and, for ``check``/``status``, why the other releases were
+passed over.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import datetime as dt
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from tuf.api.metadata import TargetFile
 
-from qx_common.version import is_valid_version, version_key
+from qx_common.version import version_key
+from qx_update.contract import ContractError, ReleaseTarget, Rollout, decode_fraction, quantix_of, target_path
 
 
 @dataclass(frozen=True)
 class Release:
-    version: str
+    """A candidate: its root target (what is downloaded) and its signed fields (:mod:`qx_update.contract`)."""
+
     root: TargetFile
-    uki_path: str
-    security_epoch: int
-    slot_size: int
-    slot_sha256: str
-    kernel_cmdline: str
-    notes: str
+    fields: ReleaseTarget
+
+    @property
+    def version(self) -> str:
+        return self.fields.version
+
+    @property
+    def uki_path(self) -> str:
+        return target_path(self.version, "uki")
+
+    @property
+    def security_epoch(self) -> int:
+        return self.fields.security_epoch
+
+    @property
+    def slot_size(self) -> int:
+        return self.fields.slot_size
+
+    @property
+    def slot_sha256(self) -> str:
+        return self.fields.slot_sha256
+
+    @property
+    def kernel_cmdline(self) -> str:
+        return self.fields.kernel_cmdline
+
+    @property
+    def notes(self) -> str:
+        return self.fields.notes
 
     def summary(self) -> dict[str, Any]:
         return {"version": self.version, "security_epoch": self.security_epoch, "slot_size": self.slot_size,
@@ -47,48 +73,31 @@ def rollout_position(host_id: str, version: str) -> float:
 
 
 def parse_fraction(value: object) -> float | None:
-    """The rollout fraction in [0, 1]. TUF signs canonical JSON, which has no floats, so a signed
-    fraction is an int (0 or 1) or a decimal string ("0.25"); a float is accepted for other envelopes."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            return None
-    if not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        return None
-    return float(value)
-
-
-def _parse_time(value: object) -> dt.datetime | None:
-    if not isinstance(value, str):
-        return None
+    """The rollout fraction in [0, 1] (:func:`qx_update.contract.decode_fraction`), None when malformed."""
     try:
-        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        return decode_fraction(value)
+    except ContractError:
         return None
 
 
-def rollout_reason(rollout: object, host_id: str, version: str, now: dt.datetime) -> str | None:
-    """None when this host is eligible; else why not."""
+def rollout_reason(rollout: Rollout | Mapping[str, Any] | None, host_id: str, version: str,
+                   now: dt.datetime) -> str | None:
+    """None when this host is eligible; else why not. A raw mapping is read through the contract."""
     if rollout is None:
         return None
-    if not isinstance(rollout, dict):
-        return "rollout metadata is malformed"
-    if rollout.get("paused"):
+    if not isinstance(rollout, Rollout):
+        try:
+            rollout = Rollout.from_custom(rollout)
+        except ContractError as e:
+            return f"rollout metadata is malformed ({e.message})"
+    if rollout.paused:
         return "rollout paused"
-    start = _parse_time(rollout.get("start")) if rollout.get("start") is not None else None
-    if rollout.get("start") is not None and start is None:
-        return "rollout start is malformed"
+    start = rollout.start_time()
     if start is not None and now < start:
-        return f"rollout starts at {rollout['start']}"
-    fraction = parse_fraction(rollout.get("fraction", 1))
-    if fraction is None:
-        return "rollout fraction is malformed"
+        return f"rollout starts at {rollout.start}"
     pos = rollout_position(host_id, version)
-    if not pos < fraction:
-        return f"not yet in the staged rollout (host at {pos:.3f}, rollout at {fraction:.3f})"
+    if not pos < rollout.fraction:
+        return f"not yet in the staged rollout (host at {pos:.3f}, rollout at {rollout.fraction:.3f})"
     return None
 
 
@@ -101,42 +110,34 @@ def choose(targets: dict[str, TargetFile], *, channel: str, running_version: str
     choice = Choice(None)
     best: Release | None = None
     for path, info in sorted(targets.items()):
-        q = info.unrecognized_fields.get("custom", {}).get("quantix") if isinstance(
-            info.unrecognized_fields.get("custom"), dict) else None
-        if not isinstance(q, dict) or q.get("artifact") != "root":
+        q = quantix_of(info.unrecognized_fields.get("custom"))
+        if q is None or q.get("artifact") != "root":
             continue
-        version = q.get("version")
-        if not isinstance(version, str) or not is_valid_version(version):
-            choice.skipped.append({"version": str(version), "reason": f"{path}: malformed version"})
+        try:
+            rel = ReleaseTarget.from_custom(q)
+        except ContractError as e:  # signed, yet outside the contract: never installed, and said why
+            choice.skipped.append({"version": str(q.get("version")), "reason": f"{path}: malformed: {e.message}"})
             continue
+        version = rel.version
 
         def skip(reason: str, version: str = version) -> None:
             choice.skipped.append({"version": version, "reason": reason})
 
-        channels = q.get("channels", [])
-        epoch = q.get("security_epoch")
-        size = q.get("slot_size")
-        if q.get("yanked"):
+        if rel.yanked:
             skip("yanked")
         elif version in refused:
             skip(f"this host rolled back from it ({refused[version]}); 'qx-update allow {version}' retries it")
-        elif not isinstance(channels, list) or channel not in channels:
+        elif channel not in rel.channels:
             skip(f"not on channel {channel}")
         elif version_key(version) <= version_key(running_version):
             skip(f"not newer than the running {running_version}")
-        elif not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < floor:
-            skip(f"security epoch {epoch} is below this host's floor {floor}")
-        elif not isinstance(size, int) or isinstance(size, bool) or size <= 0 or size > slot_capacity:
-            skip(f"needs a {size}-byte slot, the inactive slot has {slot_capacity}")
-        elif not isinstance(q.get("slot_sha256"), str) or not isinstance(q.get("kernel_cmdline"), str):
-            skip("slot_sha256 or kernel_cmdline missing")
-        elif (why := rollout_reason(q.get("rollout"), host_id, version, now)) is not None:
+        elif rel.security_epoch < floor:
+            skip(f"security epoch {rel.security_epoch} is below this host's floor {floor}")
+        elif rel.slot_size > slot_capacity:
+            skip(f"needs a {rel.slot_size}-byte slot, the inactive slot has {slot_capacity}")
+        elif (why := rollout_reason(rel.rollout, host_id, version, now)) is not None:
             skip(why)
-        else:
-            rel = Release(version=version, root=info, uki_path=f"{version}/quantix-os_{version}.efi",
-                          security_epoch=epoch, slot_size=size, slot_sha256=q["slot_sha256"],
-                          kernel_cmdline=q["kernel_cmdline"], notes=str(q.get("notes", "")))
-            if best is None or version_key(version) > version_key(best.version):
-                best = rel
+        elif best is None or version_key(version) > version_key(best.version):
+            best = Release(root=info, fields=rel)
     choice.release = best
     return choice
