@@ -4,7 +4,7 @@ qx-node creates its identity on first start (``api-token``, 0600, and ``tls/{key
 state directory); the console shows the certificate's fingerprint and the token; qx-update's health gate
 trusts that certificate; every console writes ``<tty>.ready`` under :data:`CONSOLE_READY_DIR` for
 qx-node's health. Paths are absolute on a host; tests and the console's ``--root`` put a prefix in front
-(:func:`under`).
+(the console's ``HostContext.path``).
 """
 
 from __future__ import annotations
@@ -30,8 +30,3 @@ def node_tls_dir(state_dir: Path = NODE_STATE_DIR) -> Path:
 
 def node_cert(state_dir: Path = NODE_STATE_DIR) -> Path:
     return node_tls_dir(state_dir) / NODE_CERT_NAME
-
-
-def under(root: Path, path: Path) -> Path:
-    """``path`` (absolute on a host) inside the root directory ``root``."""
-    return root / path.relative_to("/")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from qx_common.errors import UserError
@@ -55,9 +55,6 @@ class ValidationError(UserError):
         assert errors
         super().__init__(str(errors[0]), hint=errors[0].hint or None)
         self.errors = errors
-
-    def for_field(self, name: str) -> FieldError | None:
-        return next((e for e in self.errors if e.field == name), None)
 
 
 @dataclass(frozen=True)
@@ -400,10 +397,6 @@ def to_dict(cfg: HostConfig) -> dict[str, Any]:
     d = asdict(cfg)
     d["network"]["dns"] = list(cfg.network.dns)
     return d
-
-
-def with_network(cfg: HostConfig, net: NetworkConfig) -> HostConfig:
-    return replace(cfg, network=net)
 
 
 def parse_dns_list(text: str) -> tuple[str, ...]:

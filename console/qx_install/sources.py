@@ -288,11 +288,3 @@ def _read_bounded(path: Path, where: str) -> bytes:
         raise _too_large(where)
     return data
 
-
-def read_cmdline(path: Path = Path("/proc/cmdline")) -> str:
-    """The kernel command line ("" when it cannot be read: then it names no answer file)."""
-    try:
-        return path.read_text(errors="replace")
-    except OSError:
-        return ""
-

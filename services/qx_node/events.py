@@ -46,10 +46,6 @@ class EventBus:
         with self._lock:
             self._subs.pop(sid, None)
 
-    @property
-    def subscriber_count(self) -> int:
-        return len(self._subs)
-
     # -- publishers (any thread) ---------------------------------------------------------------
     def publish(self, event: dict[str, Any]) -> None:
         event = {"seq": next(self._seq), "time": time.time(), **event}

@@ -20,21 +20,6 @@ class ComponentHealth:
     detail: str
 
 
-def check_libvirt(uri: str) -> ComponentHealth:
-    try:
-        import libvirt  # imported lazily: the module is heavy and may be missing in some tools
-
-        conn = libvirt.open(uri)
-        try:
-            ver = conn.getLibVersion()
-        finally:
-            conn.close()
-    except Exception as e:  # noqa: BLE001 - any failure of the foreign library is a health result
-        return ComponentHealth("libvirt", False, f"{uri}: {e}")
-    major, minor, micro = ver // 1_000_000, (ver // 1000) % 1000, ver % 1000
-    return ComponentHealth("libvirt", True, f"{uri}: libvirt {major}.{minor}.{micro}")
-
-
 def check_libvirt_connection(uri: str, status: tuple[bool, str]) -> ComponentHealth:
     """The daemon's own (reconnecting) libvirt connection (``Libvirt.status()``): no RPC, no new
     connection per health call, and the detail is the latest attempt's, with its age."""

@@ -29,7 +29,6 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import libvirt
 
@@ -223,9 +222,6 @@ class Libvirt:
         self._thread.start()
         self._connected.wait(wait)
 
-    def wait_connected(self, timeout: float) -> bool:
-        return self._connected.wait(timeout)
-
     @property
     def connected(self) -> bool:
         return self._conn is not None
@@ -381,6 +377,3 @@ class Libvirt:
                 listener(conn, dom, ev, det)
             except Exception as e:  # noqa: BLE001 - never let a listener kill libvirt's event thread
                 _log.error("libvirt: lifecycle listener failed: %s", e)
-
-    def debug_state(self) -> dict[str, Any]:
-        return {"uri": self.uri, "connected": self.connected, "connects": self.connects, "last_error": self.last_error}

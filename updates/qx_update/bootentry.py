@@ -106,10 +106,6 @@ def parse_entry(text: str) -> dict[str, str]:
     return out
 
 
-def with_tries(name: EntryName, tries: int) -> EntryName:
-    return EntryName(name.slot, tries, None)
-
-
 def mark_bad(name: EntryName) -> EntryName:
     """The name systemd-boot gives an entry whose tries ran out (``+0-N``): sorted last, not booted."""
     done = (name.tries_done or 0) + (name.tries_left or 0)
