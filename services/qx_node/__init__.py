@@ -27,6 +27,9 @@ Contract for local clients (the console, qx-update's health gate, scripts on the
   consoles (``POST /v1/vms/{name}/console?kind=vnc|serial`` gives a one-time ticket valid 30 s for
   the WebSocket ``/v1/vms/{name}/console/{kind}?ticket=...``: VNC for noVNC, or the serial port;
   proxied to loopback only).
+  devices (``POST .../disks`` new or existing volume, ``DELETE .../disks/{dev}?remove_volume=``,
+  ``POST .../nics`` bridge or network, ``DELETE .../nics/{mac}``, ``PUT|DELETE .../cdrom`` insert or
+  eject an ISO; the definition always, the running VM where possible: ``applied`` says which),
   ``POST /v1/vms/{name}/clone`` (shut-off VMs: full sparse copy of the disks, new UUID and MACs) is a
   task; ``POST /v1/vms`` and ``POST .../snapshots`` are too with ``?background=true``: 202 at once,
   ``Location: /v1/tasks/{id}``.
@@ -55,7 +58,7 @@ Contract for local clients (the console, qx-update's health gate, scripts on the
 
 Modules: ``settings`` · ``node`` (wiring) · ``libvirt_conn`` (reconnecting connection, event thread) ·
 ``events`` (bus, SSE) · ``vmspec`` / ``vmedit`` (validation) · ``domxml`` (ElementTree) · ``vms`` ·
-``snapshots`` · ``clone`` · ``tasks`` · ``hostops`` (capacity, settings, maintenance, power) ·
+``snapshots`` · ``devices`` · ``clone`` · ``tasks`` · ``hostops`` (capacity, settings, maintenance, power) ·
 ``console`` (tickets, endpoints) · ``storage`` · ``telemetry`` · ``hardware`` ·
 ``metrics`` · ``auth`` · ``tls`` · ``health`` · ``api`` (routers; ``api.guards``: last-resort
 handler, body limit, query check; ``api.openapi``; ``api.console``: the WebSocket proxies; ``api.tasks``, ``api.hostctl``) ·

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from qx_node import auth, telemetry
 from qx_node.clone import Cloner
+from qx_node.devices import DeviceService
 from qx_node.console import Tickets
 from qx_node.events import EventBus
 from qx_node.hostops import HostConfig, HostPower, SystemdPower
@@ -37,6 +38,7 @@ class Node:
             settings.kvm_device, settings.proc_cpuinfo), config=self.config)
         self.snapshots = SnapshotService(self.vms)
         self.cloner = Cloner(self.vms, self.tasks)
+        self.devices = DeviceService(self.vms)
         self.tickets = Tickets()
         self.sampler = StatsSampler()
         self.registry = make_registry(self.lv, self.bus)

@@ -26,7 +26,7 @@ from fastapi import FastAPI, WebSocket
 
 from tests.node.conftest import Live, LiveServer, RawClient
 
-FILL = {"name": "nothing-here", "snapshot": "nothing-here", "id": "0" * 32}
+FILL = {"name": "nothing-here", "snapshot": "nothing-here", "id": "0" * 32, "dev": "vdz", "mac": "52:54:00:00:00:99"}
 
 
 def _ssl(live: Live) -> Any:
@@ -201,7 +201,7 @@ def test_path_names_with_a_trailing_newline_are_refused(client: httpx.Client, li
 def test_unknown_query_parameters_are_refused_naming_them(client: httpx.Client, live: Live) -> None:
     for method, path, op in _operations(live):
         declared = {p["name"] for p in op.get("parameters", []) if p["in"] == "query"}
-        target = (path.format(name="test", snapshot="nothing-here", id="0" * 32) if "isos" not in path
+        target = (path.format(**{**FILL, "name": "test"}) if "isos" not in path
                   else path.format(name="x.iso"))
         r = client.request(method, target, params={"remove_disk": "true"})  # a typo of remove_disks
         assert r.status_code == 422, (method, path, r.text)

@@ -112,7 +112,7 @@ def test_bodies_and_success_answers_have_schemas(doc: dict[str, Any]) -> None:
 VM_NAMES = ["test", "fz-a", "fz-b"]
 VOLUME_NAMES = ["fz.qcow2", "fz-raw.img", "fz-a-disk0.qcow2", "fz.iso"]
 SNAP_NAMES = ["s1", "s2"]
-TASK_IDS = ["0" * 32]  # and the ids of real tasks, refreshed by _ensure_objects
+TASK_IDS = ["0" * 32] * 5  # then the ids of real tasks, refreshed by _ensure_objects
 
 
 def _resolve(doc: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
@@ -212,6 +212,10 @@ def requests_(draw: Any, doc: dict[str, Any]) -> tuple[str, str, dict[str, Any],
                 pool = SNAP_NAMES
             elif p["name"] == "id":
                 pool = list(TASK_IDS)
+            elif p["name"] == "dev":
+                pool = ["vda", "vdb", "sda"]
+            elif p["name"] == "mac":
+                pool = ["52:54:00:00:00:01"]
             elif path.startswith("/v1/vms"):
                 pool = VM_NAMES
             else:
@@ -248,7 +252,8 @@ def _ensure_objects(c: httpx.Client) -> None:
         c.post("/v1/vms", json={"name": "fz-b", "memory_mib": 64, "start": False})
     if c.get("/v1/vms/fz-a/snapshots/s1").status_code == 404:
         c.post("/v1/vms/fz-a/snapshots", json={"name": "s1"})
-    TASK_IDS[1:] = [t["id"] for t in c.get("/v1/tasks").json()[:4]]
+    ids = [t["id"] for t in c.get("/v1/tasks").json()[:4]]
+    TASK_IDS[1:] = ids + [f"{i:x}" * 32 for i in range(4 - len(ids))]  # always 5: hypothesis needs a fixed shape
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,

@@ -11,6 +11,8 @@ from fastapi.responses import JSONResponse
 
 from qx_node.api.errors import SafeJSONResponse, json_body
 from qx_node.clone import CLONE_SCHEMA, parse_clone
+from qx_node.devices import (CDROM_SCHEMA, DISK_DEV_RE, DISK_SCHEMA, NIC_SCHEMA, parse_cdrom, parse_disk_body,
+                             parse_nic)
 from qx_node.errors import Conflict
 from qx_node.node import Node
 from qx_node.tasks import Task
@@ -21,6 +23,8 @@ from qx_node.vmspec import NAME_RE, VM_SPEC_SCHEMA, parse_vm_spec
 router = APIRouter(prefix="/v1/vms", tags=["vms"])
 
 VmName = Annotated[str, Path(pattern=NAME_RE.pattern, description="the VM's name")]
+DiskDev = Annotated[str, Path(pattern=DISK_DEV_RE, description="the disk's device name (vdb, sda...)")]
+Mac = Annotated[str, Path(pattern=r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$", description="the NIC's MAC address")]
 SnapName = Annotated[str, Path(pattern=NAME_RE.pattern, description="the snapshot's name")]
 
 
@@ -114,6 +118,50 @@ def vm_console(request: Request, name: VmName) -> dict[str, Any]:
     if vm["console"] is None:
         raise Conflict(f"VM '{name}' has no console now (state {vm['state']})", hint="start the VM first")
     return vm["console"]  # type: ignore[no-any-return]
+
+
+# -- devices ---------------------------------------------------------------------------------------
+_LIVE = " 'applied' says whether the running VM has it now or gets it at the next start."
+
+
+@router.post("/{name}/disks", tags=["devices"], summary="Add a disk: a new qcow2 volume (size_gib) or an existing "
+                                                        "volume." + _LIVE, openapi_extra=_body(DISK_SCHEMA))
+async def add_disk(request: Request, name: VmName) -> JSONResponse:
+    spec = parse_disk_body(await json_body(request))
+    vm = await run_in_threadpool(_node(request).devices.add_disk, name, spec)
+    return SafeJSONResponse(vm, headers={"Location": f"/v1/vms/{name}"})
+
+
+@router.delete("/{name}/disks/{dev}", tags=["devices"], summary="Remove a disk (its volume is kept unless "
+                                                                "remove_volume=true, which needs the VM shut off)." + _LIVE)
+def remove_disk(request: Request, name: VmName, dev: DiskDev,
+                remove_volume: bool = Query(False, description="also delete the volume (VM shut off)")) -> dict[str, Any]:
+    return _node(request).devices.remove_disk(name, dev, remove_volume)
+
+
+@router.post("/{name}/nics", tags=["devices"], summary="Add a NIC on a host bridge or a libvirt network." + _LIVE,
+             openapi_extra=_body(NIC_SCHEMA))
+async def add_nic(request: Request, name: VmName) -> JSONResponse:
+    req = parse_nic(await json_body(request))
+    vm = await run_in_threadpool(_node(request).devices.add_nic, name, req)
+    return SafeJSONResponse(vm, headers={"Location": f"/v1/vms/{name}"})
+
+
+@router.delete("/{name}/nics/{mac}", tags=["devices"], summary="Remove the NIC with this MAC address." + _LIVE)
+def remove_nic(request: Request, name: VmName, mac: Mac) -> dict[str, Any]:
+    return _node(request).devices.remove_nic(name, mac)
+
+
+@router.put("/{name}/cdrom", tags=["devices"], summary="Insert an ISO (a CD-ROM drive is added if the VM has none)."
+            + _LIVE, openapi_extra=_body(CDROM_SCHEMA))
+async def insert_media(request: Request, name: VmName) -> JSONResponse:
+    volume = parse_cdrom(await json_body(request))
+    return SafeJSONResponse(await run_in_threadpool(_node(request).devices.insert, name, volume))
+
+
+@router.delete("/{name}/cdrom", tags=["devices"], summary="Eject the ISO (the drive stays)." + _LIVE)
+def eject_media(request: Request, name: VmName) -> dict[str, Any]:
+    return _node(request).devices.eject(name)
 
 
 # -- snapshots --------------------------------------------------------------------------------
