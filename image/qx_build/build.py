@@ -1,4 +1,4 @@
-"""One full build: preflight → wheels → mkosi (disk, live) → ESP entry → artifacts → publish.
+"""One full build: preflight → wheels → mkosi (disk) → ESP entry → artifacts → live ESP + ISO → publish.
 
 Outputs land in ``build/`` only at the very end, by rename (see :mod:`qx_build`). ``build/.work`` keeps
 intermediate trees between runs so warm builds are fast; it is never part of a release.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from qx_common import log
 from qx_common.errors import ExternalError
-from qx_build import artifacts, esp, installpayload, iso, mkosi, pe, preflight, trust, wheels
+from qx_build import artifacts, esp, installpayload, iso, live, mkosi, pe, preflight, trust, wheels
 from qx_build.paths import REPO, Release, read_mkosi_setting, read_version
 
 
@@ -55,10 +55,6 @@ def run(opts: BuildOptions) -> Release:
     out.mkdir(parents=True)
 
     mk = build_disk(version, disk_dir, epoch, incremental=opts.incremental)
-    if opts.with_iso:
-        mkosi.build("live", version=version, output_dir=live_dir, source_date_epoch=epoch,
-                    incremental=opts.incremental)
-
     rel = Release(version, out)
     mk_uki = mk.disk.with_suffix(".efi")
     cmdline = pe.cmdline(mk_uki)
@@ -85,7 +81,9 @@ def run(opts: BuildOptions) -> Release:
         rel.manifest.write_text(json.dumps(manifest(), indent=2, sort_keys=True) + "\n")
         payload = installpayload.assemble(rel, mkosi_dir=disk_dir, out=work / "payload",
                                           zstd_level=artifacts.ZSTD_LEVELS[opts.profile])
-        iso.make_iso(live_disk=live_dir / f"quantix-os_{version}.raw", out=rel.iso, version=version,
+        live_disk = live.build_esp(disk_dir, mk.disk.with_suffix(".vmlinuz"), live_dir,
+                                   source_date_epoch=int(epoch))
+        iso.make_iso(live_disk=live_disk, out=rel.iso, version=version,
                      source_date_epoch=int(epoch), payload_dir=payload)
         arts["iso"] = artifacts.describe(rel.iso)
     manifest_data = manifest()

@@ -1,4 +1,4 @@
-"""The hybrid ISO: the live variant's ESP as the El Torito EFI image *and* as a GPT partition.
+"""The hybrid ISO: the live system's ESP (:mod:`qx_build.live`) as the El Torito EFI image *and* as a GPT partition.
 
 The ESP image is a file inside the ISO9660 volume (``boot/efiboot.img``), because UEFI firmware
 (EDK2/OVMF) sizes a no-emulation boot image from the ISO9660 volume: an image outside the volume (an
@@ -24,7 +24,7 @@ def extract_esp(live_disk: Path, out: Path) -> None:
     esps = [p for p in gpt.read_table(live_disk) if p.type == gpt.ESP_TYPE]
     if len(esps) != 1:
         raise ExternalError(f"{live_disk}: expected one ESP, found {len(esps)}",
-                            hint="the live variant's mkosi output is not what qx-build expects: make clean; make image")
+                            hint="the live ESP is not what qx-build expects: make clean; make image")
     part = esps[0]
     with live_disk.open("rb") as src, out.open("wb") as dst:
         src.seek(part.start)

@@ -1,4 +1,7 @@
-"""Running mkosi for our two variants: ``disk`` (A/B GPT image) and ``live`` (UKI for the ISO)."""
+"""Running mkosi: one build, the ``disk`` variant (A/B GPT image).
+
+The live system of the ISO is made from that build's tree (:mod:`qx_build.live`), not by a second run.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from qx_common import log
 from qx_common import run as r
 from qx_build.paths import REPO
 
-VARIANTS = ("disk", "live")
+VARIANTS = ("disk",)
 
 
 def build(variant: str, *, version: str, output_dir: Path, source_date_epoch: str,
@@ -18,9 +21,6 @@ def build(variant: str, *, version: str, output_dir: Path, source_date_epoch: st
     if variant not in VARIANTS:
         raise ValueError(variant)
     argv: list[str] = ["mkosi", "--image-version", version, "--output-dir", str(output_dir)]
-    if variant == "live":
-        # Scalar settings: the command line wins over mkosi.conf. Lists: image/live resets them.
-        argv += ["--format", "esp", "--split-artifacts=no", "--include", str(REPO / "image/live")]
     if not incremental:
         argv += ["--incremental=no"]
     if force:
