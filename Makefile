@@ -79,8 +79,9 @@ boot-iso: venv
 	@$(QXB) boot --iso --accel $(ACCEL) --memory $(MEMORY)
 
 # The whole suite. The image is built first (incremental when nothing changed); e2e tests boot it.
+# --durations: the slowest tests are named at the end of every run (where the suite's time goes).
 test: host-deps-test venv image
-	@$(PY) -m pytest $(PYTEST_ARGS)
+	@$(PY) -m pytest --durations=25 $(PYTEST_ARGS)
 
 # Faster loops while developing: only unit/integration tests, or only e2e.
 unit: host-deps-test venv

@@ -1,6 +1,7 @@
 """Image benchmarks, each run side by side with a bare baseline in the same run (noisy machines).
 
-    .venv/bin/python bench/image.py build   # cold + warm: `qx-build image` vs a bare mkosi build
+    .venv/bin/python bench/image.py build   # cold, and warm after a Python change (release and --fast),
+                                            # vs a bare mkosi build (cold, warm)
     .venv/bin/python bench/image.py boot [ROUNDS]  # QEMU start → console marker vs bare → login prompt
 
 The bare baseline is mkosi with the same distribution, release and package list as mkosi.conf, a
@@ -57,6 +58,13 @@ def _timed(argv: list[str], cwd: Path) -> float:
     return time.monotonic() - t0
 
 
+def _python_change() -> Path:
+    """A one-module change to our Python code (what a developer's loop rebuilds after); removed after."""
+    p = REPO / "common" / "qx_common" / "_bench_change.py"
+    p.write_text(f"# bench/image.py: a Python change ({time.time_ns()})\n")
+    return p
+
+
 def bench_build() -> dict[str, float]:
     shutil.rmtree(BARE_DIR, ignore_errors=True)
     _bare_config(BARE_DIR)
@@ -67,7 +75,16 @@ def bench_build() -> dict[str, float]:
     res["bare_cold_s"] = _timed(bare, BARE_DIR)
     res["quantix_cold_s"] = _timed(qxb, REPO)
     res["bare_warm_s"] = _timed(bare, BARE_DIR)
-    res["quantix_warm_s"] = _timed(qxb, REPO)
+    change = _python_change()
+    try:
+        res["quantix_warm_after_python_change_s"] = _timed(qxb, REPO)
+        change.write_text(f"# bench/image.py: a second Python change ({time.time_ns()})\n")
+        res["quantix_fast_warm_after_python_change_s"] = _timed([*qxb, "--fast"], REPO)
+    finally:
+        change.unlink()
+    res["ratio_warm_release_vs_bare"] = res["quantix_warm_after_python_change_s"] / res["bare_warm_s"]
+    res["ratio_warm_fast_vs_bare"] = res["quantix_fast_warm_after_python_change_s"] / res["bare_warm_s"]
+    res["ratio_cold_vs_bare"] = res["quantix_cold_s"] / res["bare_cold_s"]
     return res
 
 
