@@ -244,3 +244,45 @@ def test_offline_init_never_overwrites_keys(tmp_path):
     p = _cli("qx_update_server.release_cli", "keys", "init", "--offline", str(tmp_path / "x"), "--threshold", "2",
              check=False)
     assert p.returncode == 2 and "--threshold: 2" in p.stderr
+
+
+def test_new_online_keys_signed_offline_replace_the_old_ones(tmp_path, make_release):
+    """A leaked online key: sign-root --new-online-keys, keys add-online on the server, push-root. The
+    server refuses the root until it holds the new keys; afterwards it signs with them alone and the
+    old key files are gone; a host holding root 1 follows."""
+    off, server = offline_server(tmp_path)
+    try:
+        token = server.token(*ALL)
+        qx_release(server, token, "publish", str(make_release("0.2.0")))
+        old_online = set(_signers(off / "online-keys"))
+        out = json.loads(_cli("qx_update_server.release_cli", "--json", "keys", "sign-root", "--offline", str(off),
+                              "--new-online-keys").stdout)
+        assert "keys add-online" in out["next"]
+        new_root = Metadata[Root].from_file(str(off / "root.json")).signed
+        new_online = {k for r in ("timestamp", "snapshot", "targets") for k in new_root.roles[r].keyids}
+        assert not new_online & old_online and len(new_online) == 3
+
+        p = qx_release(server, token, "keys", "push-root", "--offline", str(off), check=False)
+        assert p.returncode == 2 and "keys this server does not hold" in p.stderr
+        assert requests.get(f"{server.url}/metadata/2.root.json", timeout=5).status_code == 404
+
+        # A root key slipped into the directory handed to the server is refused there too.
+        leaky = tmp_path / "leaky"
+        shutil.copytree(off / "online-keys", leaky)
+        shutil.copy(next((off / "root-keys").glob("*.pem")), leaky / "oops.pem")
+        p = _cli("qx_update_server.cli", "keys", "add-online", "--data-dir", str(server.data_dir),
+                 "--root", str(off / "root.json"), "--online-keys", str(leaky), check=False)
+        assert p.returncode == 2 and "is a root private key" in p.stderr
+
+        _cli("qx_update_server.cli", "keys", "add-online", "--data-dir", str(server.data_dir),
+             "--root", str(off / "root.json"), "--online-keys", str(off / "online-keys"))
+        qx_release(server, token, "keys", "push-root", "--offline", str(off))
+        held = {p.stem for p in (server.data_dir / "keys" / "online").glob("*.pem")}
+        assert held == new_online  # the replaced keys are deleted
+        ts = requests.get(f"{server.url}/metadata/timestamp.json", timeout=5).json()
+        assert {s["keyid"] for s in ts["signatures"]} <= new_online
+        qx_release(server, token, "publish", str(make_release("0.3.0")))
+        assert len(verify_repo(server.url, (off / "1.root.json").read_bytes(), tmp_path)) == 4
+    finally:
+        server.stop()
+    assert _key_material(server.data_dir, _signers(off / "root-keys")) == []

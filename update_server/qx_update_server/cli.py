@@ -2,6 +2,7 @@
 
     qx-update-server init --data-dir /srv/qx-updates --root OFFLINE/root.json --online-keys OFFLINE/online-keys
     qx-update-server serve --listen 127.0.0.1:8400 --data-dir /srv/qx-updates
+    qx-update-server keys add-online --data-dir DIR --root OFFLINE/root.json --online-keys OFFLINE/online-keys
     qx-update-server token create --data-dir DIR --name ci --scopes publish,promote,read [--expires-days 90]
     qx-update-server token list --data-dir DIR          qx-update-server token revoke --data-dir DIR ID|NAME
     qx-update-server token create --data-dir DIR --name host-n1 --scopes checkin --host n1
@@ -262,6 +263,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="the offline directory's root.json (its N.root.json files are read next to it)")
     i.add_argument("--online-keys", type=Path, required=True,
                    help="the offline directory's online-keys/ (timestamp, snapshot, targets private keys)")
+    k = sub.add_parser("keys", help="online keys for a root signed offline")
+    ksub = k.add_subparsers(dest="kcmd", required=True)
+    ka = ksub.add_parser("add-online", help="install the new online keys of a root made with qx-release keys "
+                                            "sign-root --new-online-keys, before that root is pushed")
+    ka.add_argument("--data-dir", type=Path, required=True)
+    ka.add_argument("--root", type=Path, required=True, help="the offline directory's newest root.json")
+    ka.add_argument("--online-keys", type=Path, required=True, help="the offline directory's online-keys/")
     d = sub.add_parser("dev", help="development: a local server on the keys make image made (build/keys); "
                                    "set up on first use, with a release token file; then serve (make update-server)")
     d.add_argument("--keys", type=Path, required=True, help="the development key directory (build/keys)")
@@ -290,6 +298,13 @@ def run(argv: list[str]) -> int:
         return 0
     if args.cmd == "dev":
         return _dev(args)
+    if args.cmd == "keys":
+        from qx_update_server.repository import Repository
+
+        added = Repository(check_data_dir(args.data_dir)).add_online_keys(args.root, args.online_keys)
+        log.step(f"online keys: {len(added)} added" + (f" ({', '.join(k[:12] for k in added)})" if added else "")
+                 + "; now push the root: qx-release keys push-root --offline DIR")
+        return 0
     if args.cmd in ("token", "host"):
         if args.database is None:
             check_data_dir(args.data_dir)

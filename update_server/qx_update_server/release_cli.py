@@ -9,7 +9,7 @@
 Offline root keys (on an administrator's machine; no server needed but for push-root):
 
     qx-release keys init --offline DIR [--root-keys 3 --threshold 2]   root + online keys, root version 1
-    qx-release keys sign-root --offline DIR [--new-root-keys N --threshold M] [--expires-days D]
+    qx-release keys sign-root --offline DIR [--new-root-keys N --threshold M] [--new-online-keys] [--expires-days D]
     qx-release --server URL keys push-root --offline DIR               upload the newest root (scope keys)
 
 ``keys init`` without ``--offline`` asks the server to generate every key itself, root keys included:
@@ -279,6 +279,9 @@ def _parser() -> argparse.ArgumentParser:
     kr.add_argument("--offline", type=Path, metavar="DIR", required=True)
     kr.add_argument("--new-root-keys", type=int, metavar="N", help="replace the root keys by N new ones")
     kr.add_argument("--threshold", type=int, metavar="M", help="root keys needed from now on (default: unchanged)")
+    kr.add_argument("--new-online-keys", action="store_true",
+                    help="replace the timestamp, snapshot and targets keys too (a leaked online key); give the new "
+                         "ones to the server (qx-update-server keys add-online) before push-root")
     kr.add_argument("--expires-days", type=int, default=365, help="the new root's lifetime (default 365)")
     kp = ks.add_parser("push-root", help="upload the offline directory's newest root to the server (scope keys)")
     kp.add_argument("--offline", type=Path, metavar="DIR", required=True)
@@ -327,7 +330,7 @@ def _offline(args: argparse.Namespace) -> Any | None:
         md = rootkeys.init(args.offline, root_keys=args.root_keys, threshold=args.threshold)
     else:
         md = rootkeys.sign_root(args.offline, new_root_keys=args.new_root_keys, threshold=args.threshold,
-                                expires_days=args.expires_days)
+                                new_online_keys=args.new_online_keys, expires_days=args.expires_days)
     root = md.signed
     d = rootkeys.OfflineDir(args.offline)
     return {"directory": str(args.offline), "root_version": root.version, "root_json": str(d.root_json),
@@ -335,7 +338,9 @@ def _offline(args: argparse.Namespace) -> Any | None:
             "expires": root.expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "next": (f"keep {d.root_keys.path} offline; set the server up with: qx-update-server init --data-dir DIR "
                      f"--root {d.root_json} --online-keys {d.online_keys.path}") if args.kcmd == "init" else
-                    f"upload it: qx-release --server URL keys push-root --offline {args.offline}"}
+                    (f"copy {d.online_keys.path} to the server and run there: qx-update-server keys add-online "
+                     f"--data-dir DIR --root root.json --online-keys online-keys; then " if args.new_online_keys else "")
+                    + f"upload it: qx-release --server URL keys push-root --offline {args.offline}"}
 
 
 def run(argv: list[str]) -> int:

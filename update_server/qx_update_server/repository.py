@@ -341,24 +341,7 @@ class Repository:
         if not root.consistent_snapshot:
             raise UserError("--root: consistent_snapshot is false; this server serves consistent snapshots only",
                             hint="make the root with qx-release keys init --offline")
-        root_keyids = {k for md in chain for k in md.signed.roles[Root.type].keyids}
-        found: dict[str, CryptoSigner] = {}
-        for pem in sorted(online_keys_dir.glob("*.pem")) if online_keys_dir.is_dir() else []:
-            try:  # by content: whatever the file is called, a root key is refused
-                signer = CryptoSigner(load_pem_private_key(pem.read_bytes(), None))
-            except (OSError, ValueError, TypeError) as e:
-                raise UserError(f"--online-keys: {pem} is not an unencrypted private key ({e})",
-                                hint="give the online-keys/ directory that qx-release keys init --offline wrote") from e
-            if signer.public_key.keyid in root_keyids:
-                raise UserError(f"--online-keys: {pem} is a root private key; root keys never go to the server",
-                                hint="pass the offline directory's online-keys/ only; keep root-keys/ offline")
-            found[signer.public_key.keyid] = signer
-        for role in ONLINE_ROLES:
-            have = [k for k in root.roles[role].keyids if k in found]
-            if len(have) < root.roles[role].threshold:
-                raise UserError(f"--online-keys: {online_keys_dir} holds {len(have)} of the {role} keys the root "
-                                f"names ({root.roles[role].threshold} needed)",
-                                hint="give the online-keys/ directory of the same offline directory as --root")
+        found = _online_keys_for(root, online_keys_dir, {k for md in chain for k in md.signed.roles[Root.type].keyids})
         with self.locked():
             if self.initialized():
                 raise UserError(f"--data-dir {self.data_dir}: the repository is already set up",
@@ -367,8 +350,7 @@ class Repository:
             self.online_keys.path.mkdir(parents=True, exist_ok=True)
             os.chmod(self.online_keys.path, 0o700)
             for keyid, signer in found.items():
-                if any(keyid in root.roles[r].keyids for r in ONLINE_ROLES):
-                    atomic_write(self.online_keys.path / f"{keyid}.pem", signer.private_bytes, mode=0o600)
+                atomic_write(self.online_keys.path / f"{keyid}.pem", signer.private_bytes, mode=0o600)
             atomic_write(self._offline_marker, b"root keys are offline: this server never holds one\n", mode=0o600)
             self.metadata_dir.mkdir(parents=True, exist_ok=True)
             for md in chain:
@@ -386,6 +368,31 @@ class Repository:
             self._write("timestamp.json", md_ts)
         _log.info("repository set up from an offline root (version %d) in %s", root.version, self.data_dir)
         return root.version
+
+    def add_online_keys(self, root_file: Path, online_keys_dir: Path) -> list[str]:
+        """Install the online keys a root signed offline names, *before* it is pushed (new online keys).
+
+        ``root_file`` is the offline directory's newest root: the current root, or version N+1 that
+        follows from it (checked as :meth:`accept_root` will). Only keys its timestamp, snapshot and
+        targets roles name are copied (0600); a root key among the files is refused. Returns their keyids.
+        """
+        from qx_update_server import rootkeys
+
+        md = rootkeys.read_root(root_file, "--root")
+        with self.locked():
+            current = self.load().root.signed
+            if md.signed.version != current.version:
+                rootkeys.verify_rotation(current, md, f"--root: {root_file}")
+            found = _online_keys_for(md.signed, online_keys_dir,
+                                     set(current.roles[Root.type].keyids) | set(md.signed.roles[Root.type].keyids))
+            self.online_keys.path.mkdir(parents=True, exist_ok=True)
+            added = []
+            for keyid, signer in found.items():
+                if not (self.online_keys.path / f"{keyid}.pem").exists():
+                    atomic_write(self.online_keys.path / f"{keyid}.pem", signer.private_bytes, mode=0o600)
+                    added.append(keyid)
+        _log.info("online keys added for root version %d: %s", md.signed.version, ", ".join(added) or "none new")
+        return added
 
     def accept_root(self, data: bytes, *, now: dt.datetime | None = None) -> int:
         """Serve a root version signed offline, after checking it as a client will; returns its version.
@@ -421,6 +428,12 @@ class Repository:
             crashpoint("root")
             atomic_write(self.metadata_dir / "root.json", md.to_bytes())
             self._resign_all(now)
+            # Online keys the new root no longer names (replaced, perhaps because one leaked) go now: the
+            # whole chain is signed without them.
+            named = {k for role in ONLINE_ROLES for k in new.roles[role].keyids}
+            for pem in self.online_keys.path.glob("*.pem"):
+                if pem.stem not in named:
+                    pem.unlink(missing_ok=True)
         _log.info("root version %d accepted (signed offline)", new.version)
         return new.version
 
@@ -783,6 +796,30 @@ class Repository:
                 r["paused"] = paused
             q["rollout"] = r
         return self._change(version, fn, now)
+
+
+def _online_keys_for(root: Root, online_keys_dir: Path, root_keyids: set[str]) -> dict[str, CryptoSigner]:
+    """The private keys in ``online_keys_dir`` (any file name) that ``root``'s online roles name; at least
+    each role's threshold. A root key (``root_keyids``) among the files is refused: it never goes to the server."""
+    found: dict[str, CryptoSigner] = {}
+    for pem in sorted(online_keys_dir.glob("*.pem")) if online_keys_dir.is_dir() else []:
+        try:  # by content: whatever the file is called, a root key is refused
+            signer = CryptoSigner(load_pem_private_key(pem.read_bytes(), None))
+        except (OSError, ValueError, TypeError) as e:
+            raise UserError(f"--online-keys: {pem} is not an unencrypted private key ({e})",
+                            hint="give the online-keys/ directory that qx-release keys init --offline wrote") from e
+        if signer.public_key.keyid in root_keyids:
+            raise UserError(f"--online-keys: {pem} is a root private key; root keys never go to the server",
+                            hint="pass the offline directory's online-keys/ only; keep root-keys/ offline")
+        found[signer.public_key.keyid] = signer
+    for role in ONLINE_ROLES:
+        have = [k for k in root.roles[role].keyids if k in found]
+        if len(have) < root.roles[role].threshold:
+            raise UserError(f"--online-keys: {online_keys_dir} holds {len(have)} of the {role} keys the root "
+                            f"names ({root.roles[role].threshold} needed)",
+                            hint="give the online-keys/ directory of the same offline directory as --root")
+    named = {k for role in ONLINE_ROLES for k in root.roles[role].keyids}
+    return {k: s for k, s in found.items() if k in named}
 
 
 # ---- the retention rule ---------------------------------------------------------------------------

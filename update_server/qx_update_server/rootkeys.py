@@ -170,11 +170,14 @@ def init(directory: Path, *, root_keys: int = 1, threshold: int = 1, online_keys
 
 
 def sign_root(directory: Path, *, new_root_keys: int | None = None, threshold: int | None = None,
-              expires_days: int = ROOT_LIFETIME_DAYS, now: dt.datetime | None = None) -> Metadata[Root]:
+              new_online_keys: bool = False, expires_days: int = ROOT_LIFETIME_DAYS,
+              now: dt.datetime | None = None) -> Metadata[Root]:
     """Sign root version N+1 in ``directory``: a new expiry, and with ``new_root_keys`` new root keys.
 
     Signed by every current root key found in ``DIR/root-keys`` (at least the threshold) and by the
-    new root keys. The online keys stay: the server must hold the keys of the root it serves.
+    new root keys. The online keys stay unless ``new_online_keys``: then one new key per online role is
+    written to ``DIR/online-keys`` (the server must get them, ``qx-update-server keys add-online``,
+    before the root is pushed: it serves only a root whose online keys it holds).
     """
     if not 1 <= expires_days <= 3650:
         raise UserError(f"--expires-days: {expires_days} must be from 1 to 3650", hint="e.g. --expires-days 365")
@@ -205,6 +208,11 @@ def sign_root(directory: Path, *, new_root_keys: int | None = None, threshold: i
     elif threshold is not None:
         check_counts(len(new.roles[Root.type].keyids), threshold)
         new.roles[Root.type].threshold = threshold
+    if new_online_keys:
+        for role in ONLINE_ROLES:
+            for keyid in list(new.roles[role].keyids):
+                new.revoke_key(keyid, role)
+            new.add_key(od.online_keys.generate().public_key, role)
     md = Metadata(new)
     for i, s in enumerate(signers.values()):
         md.sign(s, append=i > 0)
