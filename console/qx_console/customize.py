@@ -15,7 +15,8 @@ from qx_common.errors import UserError
 from qx_console import shadow
 from qx_console.backend import LOG_SOURCES, NodeCert, ServiceState, BackendUnavailable, UpdateState
 from qx_console.hostconfig import check_log_filter, parse_int
-from qx_console.network_screens import BaseScreen, NetworkScreen, TestNetworkScreen, _row
+from qx_console.network_menu import NetworkMenuScreen
+from qx_console.network_screens import BaseScreen, TestNetworkScreen, _row
 from qx_console.ui import ConsoleModal, KeyBar, console_safe, describe_error, from_thread, in_thread, text_bar
 
 
@@ -125,6 +126,23 @@ MENU: list[tuple[str, str]] = [
 ]
 
 
+# What each item does, for the description pane beside the menu (the highlighted item's).
+DESCRIPTIONS: dict[str, str] = {
+    "network": "Adapters, VLAN, IPv4, IPv6, DNS and hostname of the management network, applied together "
+               "with a probe and a confirmation (reverted by itself otherwise).",
+    "restore": "Put back the network configuration that was in use before the last change from this console.",
+    "test": "Ping the gateway and DNS servers and resolve a name.",
+    "restart": "Restart the management network with the current configuration.",
+    "password": "Change the root password (this console, SSH and the node API's login).",
+    "ssh": "Turn SSH access on (with an off-timer) or off; shows the host key fingerprints.",
+    "nodeapi": "The node API's TLS certificate fingerprint and its API token.",
+    "logs": "The system journal, the kernel, qx-node and qx-update; filter and follow.",
+    "services": "State of the host's services; restart one.",
+    "updates": "Installed slots, the update channel; check, apply or roll back an update.",
+    "reset": "Put every setting back to the factory default (the network goes back to DHCP).",
+}
+
+
 class CustomizeScreen(BaseScreen):
     TITLE_TEXT = "System Customization"
     HINTS = "Up/Down Select   Enter Open"
@@ -135,11 +153,15 @@ class CustomizeScreen(BaseScreen):
         with Vertical(classes="panel") as v:
             v.border_title = "System Customization"
             yield OptionList(*[Option(label, id=key) for key, label in MENU], id="menu")
+            yield Static("", id="describe", classes="describe")
         yield Static("", id="message", classes="hint")
         yield self.keybar()
 
     def on_mount(self) -> None:
         self.query_one("#menu").focus()
+
+    def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        self.query_one("#describe", Static).update(DESCRIPTIONS.get(str(event.option.id), ""))
 
     def on_screen_resume(self) -> None:
         # Also after returning from a sub-screen: a network apply may have created a previous one.
@@ -166,7 +188,7 @@ class CustomizeScreen(BaseScreen):
     def open(self, key: str) -> None:
         be = self.app.backend
         screens: dict[str, Callable[[], BaseScreen]] = {
-            "network": NetworkScreen, "test": TestNetworkScreen, "password": PasswordScreen, "ssh": SshScreen,
+            "network": NetworkMenuScreen, "test": TestNetworkScreen, "password": PasswordScreen, "ssh": SshScreen,
             "logs": LogsScreen, "services": ServicesScreen, "updates": UpdatesScreen, "reset": ResetScreen,
             "nodeapi": NodeApiScreen,
         }

@@ -73,6 +73,15 @@ class IPv6Config:
     gateway: str = ""
 
 
+# How several management adapters work together: "none" = each takes DHCP on its own (only dynamic
+# addressing, no VLAN); a team is one bond device over all of them (active-backup needs no switch
+# support; 802.3ad needs LACP on the switch ports).
+TEAM_MODES = ("none", "active-backup", "802.3ad")
+BOND_IFNAME = "qxbond0"
+MAX_NICS = 8
+SEARCH_DOMAINS_MAX = 6
+
+
 @dataclass(frozen=True)
 class NetworkConfig:
     nic: str = ""  # empty: the factory default (DHCP on every wired NIC)
@@ -80,16 +89,36 @@ class NetworkConfig:
     ipv4: IPv4Config = field(default_factory=IPv4Config)
     ipv6: IPv6Config = field(default_factory=IPv6Config)
     dns: tuple[str, ...] = ()
-    search_domain: str = ""
+    search_domain: str = ""  # one or more domains, separated by spaces (networkd's Domains=)
+    extra_nics: tuple[str, ...] = ()  # further management adapters beside ``nic``
+    team: str = "none"  # one of TEAM_MODES; a team bonds ``nic`` and ``extra_nics``
 
     @property
     def configured(self) -> bool:
         return bool(self.nic)
 
     @property
+    def nics(self) -> tuple[str, ...]:
+        """Every management adapter, ``nic`` first (empty for the factory default)."""
+        return (self.nic, *self.extra_nics) if self.nic else ()
+
+    @property
+    def teamed(self) -> bool:
+        return self.team != "none" and bool(self.extra_nics)
+
+    @property
+    def carrier(self) -> str:
+        """The device the VLAN (or the addresses) sit on: the bond of a team, else the adapter."""
+        return BOND_IFNAME if self.teamed else self.nic
+
+    @property
     def ifname(self) -> str:
         """The interface that carries the management addresses (the VLAN device if there is one)."""
-        return f"{self.nic}.{self.vlan}" if self.vlan else self.nic
+        return f"{self.carrier}.{self.vlan}" if self.vlan else self.carrier
+
+    @property
+    def search_domains(self) -> tuple[str, ...]:
+        return tuple(self.search_domain.split())
 
 
 @dataclass(frozen=True)
@@ -261,12 +290,14 @@ def _check_network(n: NetworkConfig) -> list[FieldError]:
     if not _IFNAME.match(n.nic):
         errs.append(FieldError("network.nic", f"'{n.nic}' is not an interface name",
                                "pick one of the listed network adapters"))
+    errs += _check_adapters(n)
     if (e := check_vlan(n.vlan)):
         errs.append(e)
     elif n.vlan and len(n.ifname) > IFNAMSIZ:
         errs.append(FieldError("network.vlan", f"the VLAN interface '{n.ifname}' would have {len(n.ifname)} "
                                f"characters; Linux allows {IFNAMSIZ}",
-                               f"use a VLAN id of at most {max(IFNAMSIZ - len(n.nic) - 1, 0)} digits on {n.nic}"))
+                               f"use a VLAN id of at most {max(IFNAMSIZ - len(n.carrier) - 1, 0)} digits on "
+                               f"{n.carrier}"))
     v4 = n.ipv4
     if v4.mode not in ("dhcp", "static"):
         errs.append(FieldError("network.ipv4.mode", f"'{v4.mode}' is not a mode", "use 'dhcp' or 'static'"))
@@ -319,8 +350,40 @@ def _check_network(n: NetworkConfig) -> list[FieldError]:
     if not n.dns and v4.mode == "static":
         errs.append(FieldError("network.dns", "no DNS server is given",
                                "enter at least one DNS server address (with a static address nothing supplies one)"))
-    if (e := check_domain(n.search_domain, "network.search_domain")):
-        errs.append(e)
+    domains = n.search_domains
+    if len(domains) > SEARCH_DOMAINS_MAX:
+        errs.append(FieldError("network.search_domain", f"{len(domains)} search domains are listed",
+                               f"list at most {SEARCH_DOMAINS_MAX}"))
+    for d in domains:
+        if (e := check_domain(d, "network.search_domain")):
+            errs.append(e)
+            break
+    return errs
+
+
+def _check_adapters(n: NetworkConfig) -> list[FieldError]:
+    """Several adapters: each a real name, none twice; without a team each takes DHCP on its own, so a
+    static address or a VLAN (one device to put it on) needs a single adapter or a team."""
+    errs: list[FieldError] = []
+    if n.team not in TEAM_MODES:
+        errs.append(FieldError("network.team", f"'{n.team}' is not a team mode", "use " + ", ".join(TEAM_MODES)))
+    for x in n.extra_nics:
+        if not _IFNAME.match(x):
+            errs.append(FieldError("network.extra_nics", f"'{x}' is not an interface name",
+                                   "pick the adapters from the listed ones"))
+            return errs
+    if len(set(n.nics)) != len(n.nics):
+        errs.append(FieldError("network.extra_nics", "lists an adapter twice", "check each adapter once"))
+    if len(n.nics) > MAX_NICS:
+        errs.append(FieldError("network.extra_nics", f"{len(n.nics)} adapters are chosen",
+                               f"use at most {MAX_NICS}"))
+    if n.team in TEAM_MODES[1:] and not n.extra_nics:
+        errs.append(FieldError("network.team", f"a team ({n.team}) needs at least two adapters",
+                               "check a second adapter, or set the team to 'none'"))
+    if n.extra_nics and n.team == "none" and (n.ipv4.mode == "static" or n.ipv6.mode == "static" or n.vlan):
+        what = "a VLAN" if n.vlan else "a static address"
+        errs.append(FieldError("network.extra_nics", f"several adapters without a team cannot carry {what}",
+                               "form a team (active-backup or 802.3ad), or keep one adapter"))
     return errs
 
 
@@ -367,7 +430,7 @@ def _take(d: Mapping[str, Any], allowed: dict[str, type | tuple[type, ...]], whe
 
 def parse_network(d: Mapping[str, Any], where: str = "network") -> NetworkConfig:
     top = _take(d, {"nic": str, "vlan": (int, type(None)), "ipv4": dict, "ipv6": dict,
-                    "dns": list, "search_domain": str}, where)
+                    "dns": list, "search_domain": str, "extra_nics": list, "team": str}, where)
     v4 = _take(top.pop("ipv4", {}), {"mode": str, "address": str, "prefix": int, "gateway": str}, f"{where}.ipv4")
     v6 = _take(top.pop("ipv6", {}), {"mode": str, "address": str, "prefix": int, "gateway": str}, f"{where}.ipv6")
     # A static address needs its prefix written out: a missing one is an error, never a silent /24 or /64.
@@ -380,7 +443,12 @@ def parse_network(d: Mapping[str, Any], where: str = "network") -> NetworkConfig
     dns = top.pop("dns", [])
     if not all(isinstance(x, str) for x in dns):
         raise ValidationError([FieldError(f"{where}.dns", "must be a list of addresses", "e.g. [\"192.0.2.53\"]")])
-    return NetworkConfig(ipv4=IPv4Config(**v4), ipv6=IPv6Config(**v6), dns=tuple(dns), **top)
+    extra = top.pop("extra_nics", [])
+    if not all(isinstance(x, str) for x in extra):
+        raise ValidationError([FieldError(f"{where}.extra_nics", "must be a list of adapter names",
+                                          "e.g. [\"eno2\"]")])
+    return NetworkConfig(ipv4=IPv4Config(**v4), ipv6=IPv6Config(**v6), dns=tuple(dns), extra_nics=tuple(extra),
+                         **top)
 
 
 def parse_host_config(d: Mapping[str, Any]) -> HostConfig:
@@ -396,6 +464,7 @@ def parse_host_config(d: Mapping[str, Any]) -> HostConfig:
 def to_dict(cfg: HostConfig) -> dict[str, Any]:
     d = asdict(cfg)
     d["network"]["dns"] = list(cfg.network.dns)
+    d["network"]["extra_nics"] = list(cfg.network.extra_nics)
     return d
 
 
@@ -406,4 +475,9 @@ def parse_dns_list(text: str) -> tuple[str, ...]:
 
 # Which provenance keys a change of each part touches (the console records them as "console").
 NETWORK_FIELDS = ("network.nic", "network.vlan", "network.ipv4", "network.ipv6", "network.dns",
-                  "network.search_domain")
+                  "network.search_domain", "network.extra_nics", "network.team")
+
+
+def parse_domain_list(text: str) -> str:
+    """Operator input 'a.example, b.example' -> 'a.example b.example' (the schema's search_domain)."""
+    return " ".join(parse_dns_list(text))

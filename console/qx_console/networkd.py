@@ -48,18 +48,31 @@ def _addressing(n: NetworkConfig) -> list[tuple[str, list[tuple[str, str]]]]:
 
 
 def render(n: NetworkConfig) -> dict[str, str]:
-    """The complete set of networkd files for ``n`` (empty for the factory default)."""
+    """The complete set of networkd files for ``n`` (empty for the factory default).
+
+    Layers, bottom up: the adapters (one, several each with DHCP, or the members of a team's bond),
+    then the VLAN device on the carrier (the adapter or the bond) if there is one, then the addresses."""
     if not n.configured:
         return {}
     files: dict[str, str] = {}
-    link = [("Match", [("Name", n.nic)])]
+    adapters = [("Match", [("Name", " ".join(n.nics))])]
+    if n.teamed:
+        bond: list[tuple[str, str]] = [("Mode", n.team), ("MIIMonitorSec", "100ms")]
+        if n.team == "802.3ad":
+            bond.append(("LACPTransmitRate", "fast"))
+        files[f"{PREFIX}mgmt-bond.netdev"] = _ini([("NetDev", [("Name", n.carrier), ("Kind", "bond")]),
+                                                  ("Bond", bond)])
+        files[f"{PREFIX}mgmt-members.network"] = _ini(adapters + [("Network", [("Bond", n.carrier)])])
+        carrier = [("Match", [("Name", n.carrier)])]
+    else:
+        carrier = adapters
     if n.vlan:
         vname = n.ifname
         files[f"{PREFIX}mgmt-vlan.netdev"] = _ini(
             [("NetDev", [("Name", vname), ("Kind", "vlan")]), ("VLAN", [("Id", str(n.vlan))])])
         files[f"{PREFIX}mgmt-nic.network"] = _ini(
-            link + [("Network", [("VLAN", vname), ("LinkLocalAddressing", "no"), ("DHCP", "no")])])
+            carrier + [("Network", [("VLAN", vname), ("LinkLocalAddressing", "no"), ("DHCP", "no")])])
         files[f"{PREFIX}mgmt.network"] = _ini([("Match", [("Name", vname)])] + _addressing(n))
     else:
-        files[f"{PREFIX}mgmt.network"] = _ini(link + _addressing(n))
+        files[f"{PREFIX}mgmt.network"] = _ini(carrier + _addressing(n))
     return files

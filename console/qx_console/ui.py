@@ -88,13 +88,31 @@ class ConsoleScreen(Screen[T], inherit_bindings=False):
     BINDINGS = FOCUS_KEYS
 
 
+# A dialog's keys, as on ESXi's DCUI: Up/Down move between its fields, Left/Right between its buttons
+# (a focused field or list keeps these keys for itself: a widget's own binding comes first).
+DIALOG_KEYS = [Binding("up", "app.focus_previous", "Previous field", show=False),
+               Binding("down", "app.focus_next", "Next field", show=False),
+               Binding("left", "button_step(-1)", "Previous button", show=False),
+               Binding("right", "button_step(1)", "Next button", show=False)]
+
+
 class ConsoleModal(ModalScreen[T], inherit_bindings=False):
     """Base of every dialog of the console: only the bindings the console itself declares.
 
     :meth:`close` dismisses the dialog only while it is the top screen: a result that arrives for a
     dialog the operator already left must not pop whatever screen is on top now."""
 
-    BINDINGS = FOCUS_KEYS
+    BINDINGS = FOCUS_KEYS + DIALOG_KEYS
+
+    def action_button_step(self, delta: int) -> None:
+        """Left/Right on a button: the neighbouring button of its row (nothing elsewhere)."""
+        b = self.focused
+        if not isinstance(b, Button) or b.parent is None:
+            return
+        row = [w for w in b.parent.children if isinstance(w, Button) and w.focusable]
+        i = row.index(b) + delta
+        if 0 <= i < len(row):
+            row[i].focus()
 
     def close(self, result: T | None = None) -> None:
         if self.is_active:

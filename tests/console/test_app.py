@@ -14,6 +14,7 @@ from qx_console.backend import UpdateState
 from qx_console.customize import CustomizeScreen, LoginScreen, NodeApiScreen, PowerScreen
 from qx_console.hostconfig import HostConfig, IPv4Config, IPv6Config, NetworkConfig
 from qx_console.memory import MemoryBackend, MemoryState
+from qx_console.network_menu import NetworkMenuScreen
 from qx_console.network_screens import NetworkScreen, SafeApplyScreen
 from qx_console.status import StatusScreen
 from qx_console.ui import ErrorScreen
@@ -40,6 +41,15 @@ async def login(pilot, app) -> None:
 async def open_item(pilot, app, key: str) -> None:
     menu = app.screen.query_one("#menu", OptionList)
     menu.highlighted = menu.get_option_index(key)
+    await pilot.press("enter")
+
+
+async def open_network_form(pilot, app) -> None:
+    """Customize -> Configure Management Network (the menu) -> All settings on one form."""
+    await open_item(pilot, app, "network")
+    await until(pilot, lambda: isinstance(app.screen, NetworkMenuScreen) and app.screen.draft is not None)
+    menu = app.screen.query_one("#netmenu", OptionList)
+    menu.highlighted = menu.get_option_index("form")
     await pilot.press("enter")
 
 
@@ -198,7 +208,7 @@ async def test_network_form_in_dhcp_mode_greys_out_static_fields() -> None:
     app, _ = app_with()
     async with app.run_test(size=SIZE) as pilot:
         await login(pilot, app)
-        await open_item(pilot, app, "network")
+        await open_network_form(pilot, app)
         await until(pilot, lambda: isinstance(app.screen, NetworkScreen) and on_screen(app, "eno2"))
         scr = app.screen
         await until(pilot, lambda: scr.query_one("#nic", OptionList).has_focus)
@@ -234,7 +244,7 @@ async def test_bad_network_input_shows_field_and_writes_nothing(case: str, value
     files_before = dict(be.files)
     async with app.run_test(size=SIZE) as pilot:
         await login(pilot, app)
-        await open_item(pilot, app, "network")
+        await open_network_form(pilot, app)
         await fill_network(pilot, app, **values)
         await pilot.press("f10")
         await until(pilot, lambda: on_screen(app, "Nothing was written"))
@@ -247,7 +257,7 @@ async def test_network_change_confirmed_is_kept() -> None:
     app, be = app_with()
     async with app.run_test(size=SIZE) as pilot:
         await login(pilot, app)
-        await open_item(pilot, app, "network")
+        await open_network_form(pilot, app)
         await fill_network(pilot, app, vlan="42", search="example.com")
         assert not bad_glyphs(app)
         await pilot.press("f10")
@@ -265,7 +275,7 @@ async def test_network_change_not_confirmed_reverts_by_itself() -> None:
     before = (be.s.config, dict(be.files))
     async with app.run_test(size=SIZE) as pilot:
         await login(pilot, app)
-        await open_item(pilot, app, "network")
+        await open_network_form(pilot, app)
         await fill_network(pilot, app)
         await pilot.press("f10")
         await until(pilot, lambda: on_screen(app, "not confirmed in time"))
@@ -277,7 +287,7 @@ async def test_network_change_losing_gateway_reverts() -> None:
     before = (be.s.config, dict(be.files))
     async with app.run_test(size=SIZE) as pilot:
         await login(pilot, app)
-        await open_item(pilot, app, "network")
+        await open_network_form(pilot, app)
         await fill_network(pilot, app, v4addr="10.9.0.5", v4gw="10.9.0.1")
         await pilot.press("f10")
         await until(pilot, lambda: on_screen(app, "gateway 10.9.0.1: no answer"))
@@ -290,7 +300,7 @@ async def test_revert_key_reverts_at_once() -> None:
     before = be.s.config
     async with app.run_test(size=SIZE) as pilot:
         await login(pilot, app)
-        await open_item(pilot, app, "network")
+        await open_network_form(pilot, app)
         await fill_network(pilot, app)
         await pilot.press("f10")
         await until(pilot, lambda: on_screen(app, "Press K to keep"))
@@ -496,7 +506,8 @@ async def test_errors_never_stop_the_console() -> None:
         await until(pilot, lambda: isinstance(app.screen, ErrorScreen))
         assert "nic listing exploded" in frame_text(app)
         await pilot.press("escape")
-        await until(pilot, lambda: isinstance(app.screen, NetworkScreen))
+        # the menu works on without the NIC list (hostname, DNS... stay editable)
+        await until(pilot, lambda: isinstance(app.screen, NetworkMenuScreen) and app.screen.draft is not None)
         # a bug that reaches Textual itself: shown, screens rebuilt, app still running
         app.screen.post_message(_Boom())
         await until(pilot, lambda: isinstance(app.screen, ErrorScreen) and on_screen(app, "boom in a handler"),
@@ -543,6 +554,7 @@ def _boom(self, message: _Boom) -> None:
 
 
 NetworkScreen.on__boom = _boom  # type: ignore[attr-defined]
+NetworkMenuScreen.on__boom = _boom  # type: ignore[attr-defined]
 
 
 async def test_test_network_with_dhcp_pings_the_routed_gateway() -> None:

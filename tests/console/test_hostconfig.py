@@ -86,7 +86,45 @@ def test_dns_entry_not_an_address() -> None:
 
 
 def test_search_domain() -> None:
-    assert "network.search_domain" in errors_of(net(search_domain="bad domain"))
+    assert "network.search_domain" in errors_of(net(search_domain="bad_domain"))
+    # several, separated by spaces (networkd's Domains=): each is checked, and at most six
+    hc.validate(net(search_domain="a.example b.example"))
+    assert "network.search_domain" in errors_of(net(search_domain="a.example -b.example"))
+    assert "6" in errors_of(net(search_domain=" ".join(f"d{i}.example" for i in range(7))))["network.search_domain"]
+    assert hc.parse_domain_list("a.example, b.example;c.example") == "a.example b.example c.example"
+
+
+DHCP_NET = NetworkConfig(nic="eno1", extra_nics=("eno2",))
+
+
+def test_several_adapters_take_dhcp_each_or_form_a_team() -> None:
+    hc.validate(HostConfig(network=DHCP_NET))
+    team = replace(GOOD_NET, nic="eno1", extra_nics=("eno2",), team="active-backup", vlan=12)
+    hc.validate(replace(GOOD, network=team))
+    assert team.ifname == "qxbond0.12" and team.nics == ("eno1", "eno2")
+    # without a team there is no one device for a static address or a VLAN
+    errs = errors_of(net(extra_nics=("eth1",)))
+    assert "without a team" in errs["network.extra_nics"]
+    errs = errors_of(HostConfig(network=replace(DHCP_NET, vlan=5)))
+    assert "VLAN" in errs["network.extra_nics"]
+    assert "two adapters" in errors_of(net(team="802.3ad"))["network.team"]
+    assert "team mode" in errors_of(HostConfig(network=replace(DHCP_NET, team="rr")))["network.team"]
+    assert "twice" in errors_of(HostConfig(network=replace(DHCP_NET, extra_nics=("eno1",))))["network.extra_nics"]
+    assert "interface name" in errors_of(HostConfig(network=replace(DHCP_NET, extra_nics=("a b",))))[
+        "network.extra_nics"]
+    assert "at most" in errors_of(HostConfig(network=replace(DHCP_NET, extra_nics=tuple(
+        f"eno{i}" for i in range(2, 10)))))["network.extra_nics"]
+
+
+def test_adapters_and_team_round_trip_through_a_dict() -> None:
+    cfg = replace(GOOD, network=replace(GOOD_NET, extra_nics=("eth1",), team="802.3ad"))
+    d = hc.to_dict(cfg)
+    assert d["network"]["extra_nics"] == ["eth1"] and d["network"]["team"] == "802.3ad"
+    assert hc.parse_host_config(d) == cfg
+    d["network"]["extra_nics"] = [3]
+    with pytest.raises(ValidationError) as ei:
+        hc.parse_host_config(d)
+    assert ei.value.errors[0].field == "network.extra_nics"
 
 
 def test_all_errors_are_reported_at_once() -> None:

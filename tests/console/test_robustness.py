@@ -15,13 +15,14 @@ from textual.widgets import Input, OptionList
 from qx_console.app import ConsoleApp
 from qx_console.customize import ConfirmScreen, CustomizeScreen, LoginScreen, PowerScreen
 from qx_console.memory import MemoryBackend, MemoryState
+from qx_console.network_menu import NetworkMenuScreen
 from qx_console.network_screens import NetworkScreen, SafeApplyScreen
 from qx_console.status import StatusScreen
 from qx_console.ui import ErrorScreen
 
 from .helpers import bad_glyphs, frame_text, on_screen, push, until
 from .slow import SlowBackend
-from .test_app import fill_network, login, open_item
+from .test_app import fill_network, login, open_item, open_network_form
 
 pytestmark = pytest.mark.anyio
 SIZE = (80, 24)
@@ -78,7 +79,7 @@ async def test_no_key_ends_or_leaves_any_screen() -> None:
         await still_here(pilot, app, app.screen)
         await pilot.press("escape")
         # the network apply waiting for K: still waiting after every quit key
-        await open_item(pilot, app, "network")
+        await open_network_form(pilot, app)
         await fill_network(pilot, app)
         await pilot.press("f10")
         await until(pilot, lambda: on_screen(app, "Press K to keep"))
@@ -320,7 +321,7 @@ async def test_safe_apply_cannot_be_left_and_reports_on_a_slow_host() -> None:
     app = make(be)
     async with app.run_test(size=SIZE) as pilot:
         await login(pilot, app)
-        await open_item(pilot, app, "network")
+        await open_network_form(pilot, app)
         await fill_network(pilot, app)
         be.hold()
         await pilot.press("f10")
@@ -347,7 +348,7 @@ async def test_text_longer_than_its_field_stays_visible() -> None:
     app = make()
     async with app.run_test(size=SIZE) as pilot:
         await login(pilot, app)
-        await open_item(pilot, app, "network")
+        await open_network_form(pilot, app)
         scr = await fill_network(pilot, app, search=LONG_FQDN, dns=LONG_DNS)
         for wid, value in (("search", LONG_FQDN), ("dns", LONG_DNS)):
             inp = scr.query_one(f"#{wid}", Input)
@@ -357,6 +358,8 @@ async def test_text_longer_than_its_field_stays_visible() -> None:
             await until(pilot, lambda: value[-20:] in frame_text(app))
             inp.action_home()
             await until(pilot, lambda: value[:20] in frame_text(app))
+        await pilot.press("escape")  # the form, then the network menu (nothing changed there)
+        await until(pilot, lambda: isinstance(app.screen, NetworkMenuScreen))
         await pilot.press("escape")
         await until(pilot, lambda: isinstance(app.screen, CustomizeScreen))
         await open_item(pilot, app, "password")
@@ -378,7 +381,7 @@ async def test_error_dialog_and_notice_states_keep_to_the_console_font() -> None
     app = make(MemoryBackend(st))
     async with app.run_test(size=SIZE) as pilot:
         await login(pilot, app)
-        await open_item(pilot, app, "network")
+        await open_network_form(pilot, app)
         await fill_network(pilot, app, v4addr="127.0.0.1", v4prefix="", hostname="1234", vlan="\u0663")
         await pilot.press("f10")
         await until(pilot, lambda: on_screen(app, "Nothing was written"))
@@ -386,6 +389,8 @@ async def test_error_dialog_and_notice_states_keep_to_the_console_font() -> None
         assert "loopback" in errors and "network.ipv4.prefix: is empty" in errors
         assert "hostname: '1234' is all digits" in errors and "network.vlan" in errors
         assert not bad_glyphs(app)
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, NetworkMenuScreen))
         await pilot.press("escape")
         await until(pilot, lambda: isinstance(app.screen, CustomizeScreen))
         await open_item(pilot, app, "logs")

@@ -15,7 +15,7 @@ from qx_console.status import StatusScreen
 
 from .helpers import frame_text, on_screen, push, until
 from .slow import SlowBackend
-from .test_app import fill_network, login, open_item
+from .test_app import fill_network, login, open_item, open_network_form
 
 pytestmark = pytest.mark.anyio
 SIZE = (80, 24)
@@ -64,7 +64,7 @@ async def test_idle_login_prompt_closes_but_safe_apply_is_left_to_its_own_timer(
         clock.now += 601
         await until(pilot, lambda: isinstance(app.screen, StatusScreen))
         await login(pilot, app)
-        await open_item(pilot, app, "network")
+        await open_network_form(pilot, app)
         await fill_network(pilot, app)
         await pilot.press("f10")
         await until(pilot, lambda: on_screen(app, "Press K to keep"))

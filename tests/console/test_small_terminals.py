@@ -16,7 +16,7 @@ from qx_console.memory import MemoryBackend
 from qx_console.status import StatusScreen
 
 from .helpers import bad_glyphs, frame_text, on_screen, until
-from .test_app import fill_network, login, open_item
+from .test_app import fill_network, login, open_item, open_network_form
 
 pytestmark = pytest.mark.anyio
 SIZES = [(60, 20), (80, 24)]
@@ -96,7 +96,7 @@ async def test_network_form_scrolls_to_the_first_error_and_applies_from_anywhere
     app = ConsoleApp(be, refresh_s=3600)
     async with app.run_test(size=size) as pilot:
         await login(pilot, app)
-        await open_item(pilot, app, "network")
+        await open_network_form(pilot, app)
         scr = await fill_network(pilot, app, hostname="bad_name", vlan="0")
         scr.query_one("#nic").focus()
         await pilot.press("f10")

@@ -68,8 +68,12 @@ async def _customize(pilot) -> None:
 
 
 async def _network(pilot) -> None:
+    from qx_console.network_menu import NetworkMenuScreen
+
     await _customize(pilot)
     await pilot.press("enter")
+    await until(pilot, lambda: isinstance(pilot.app.screen, NetworkMenuScreen) and pilot.app.screen.draft is not None)
+    await pilot.press("end", "enter")  # the last item: all settings on one form
     await until(pilot, lambda: isinstance(pilot.app.screen, NetworkScreen) and on_screen(pilot.app, "eno2")
                 and pilot.app.screen.query_one("#nic", OptionList).has_focus)
     _as_on_a_linux_console(pilot)
@@ -160,13 +164,63 @@ def test_snapshot_confirm_dialog(snap_compare) -> None:
     assert snap_compare(make(), terminal_size=SIZE, run_before=_confirm_dialog)
 
 
+async def _network_menu(pilot) -> None:
+    from qx_console.network_menu import NetworkMenuScreen
+
+    await _customize(pilot)
+    await pilot.press("enter")
+    await until(pilot, lambda: isinstance(pilot.app.screen, NetworkMenuScreen) and pilot.app.screen.draft is not None
+                and on_screen(pilot.app, "Now: all wired NICs"))
+    _as_on_a_linux_console(pilot)
+
+
+async def _ipv4_dialog_error(pilot) -> None:
+    from qx_console.network_menu import Ipv4Dialog
+
+    await _network_menu(pilot)
+    await pilot.press("enter")  # Network Adapters
+    await until(pilot, lambda: on_screen(pilot.app, "eno2"))
+    await pilot.press("enter", "f10")  # eno1 alone
+    await until(pilot, lambda: on_screen(pilot.app, "Now: eno1"))
+    await pilot.press("down", "down", "enter")
+    await until(pilot, lambda: isinstance(pilot.app.screen, Ipv4Dialog))
+    await pilot.press("enter", "tab", *"10.0.2.20", "tab", *"24", "tab", *"192.0.2.1", "f10")
+    await until(pilot, lambda: on_screen(pilot.app, "outside the subnet"))
+    _as_on_a_linux_console(pilot)
+
+
+async def _apply_changes_dialog(pilot) -> None:
+    from qx_console.network_menu import ApplyChangesDialog
+
+    await _network_menu(pilot)
+    await pilot.press("end", "up", "enter")  # Hostname
+    await until(pilot, lambda: on_screen(pilot.app, "host1.example.com") or on_screen(pilot.app, "qx-demo"))
+    await pilot.press("ctrl+u", *"host7", "enter", "escape")
+    await until(pilot, lambda: isinstance(pilot.app.screen, ApplyChangesDialog))
+    _as_on_a_linux_console(pilot)
+
+
+def test_snapshot_network_menu(snap_compare) -> None:
+    assert snap_compare(make(), terminal_size=SIZE, run_before=_network_menu)
+
+
+def test_snapshot_ipv4_dialog_error(snap_compare) -> None:
+    assert snap_compare(make(), terminal_size=SIZE, run_before=_ipv4_dialog_error)
+
+
+def test_snapshot_apply_changes_dialog(snap_compare) -> None:
+    assert snap_compare(make(), terminal_size=SIZE, run_before=_apply_changes_dialog)
+
+
 def test_snapshot_files_use_only_the_palette() -> None:
     """The stored snapshots (what a reviewer reads) are in the Linux console's 16 colours, at 80x24."""
     files = sorted(SNAPSHOTS.glob("*.svg"))
     assert {f.stem for f in files} >= {"test_snapshot_status", "test_snapshot_customize_menu",
                                        "test_snapshot_network_form", "test_snapshot_node_api",
                                        "test_snapshot_network_form_errors", "test_snapshot_login_refused",
-                                       "test_snapshot_error_panel", "test_snapshot_confirm_dialog"}
+                                       "test_snapshot_error_panel", "test_snapshot_confirm_dialog",
+                                       "test_snapshot_network_menu", "test_snapshot_ipv4_dialog_error",
+                                       "test_snapshot_apply_changes_dialog"}
     for f in files:
         svg = f.read_text()
         assert svg_colours(svg) <= PALETTE, f"{f.name}: {sorted(svg_colours(svg) - PALETTE)}"

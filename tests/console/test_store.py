@@ -34,6 +34,27 @@ def test_render_vlan_dhcp_ipv6_auto() -> None:
     assert "Name=eth0.42\n" in files["10-quantix-mgmt.network"] and "DHCP=yes\n" in files["10-quantix-mgmt.network"]
 
 
+def test_render_dhcp_on_several_adapters() -> None:
+    files = networkd.render(NetworkConfig(nic="eno1", extra_nics=("eno2", "eno3")))
+    assert list(files) == ["10-quantix-mgmt.network"]
+    assert "Name=eno1 eno2 eno3\n" in files["10-quantix-mgmt.network"]
+    assert "DHCP=yes\n" in files["10-quantix-mgmt.network"]
+
+
+def test_render_team_with_vlan() -> None:
+    files = networkd.render(replace(NET, nic="eno1", extra_nics=("eno2",), team="802.3ad", vlan=7))
+    assert set(files) == {"10-quantix-mgmt-bond.netdev", "10-quantix-mgmt-members.network",
+                          "10-quantix-mgmt-vlan.netdev", "10-quantix-mgmt-nic.network", "10-quantix-mgmt.network"}
+    bond = files["10-quantix-mgmt-bond.netdev"]
+    assert "Name=qxbond0\nKind=bond\n" in bond and "Mode=802.3ad\n" in bond
+    members = files["10-quantix-mgmt-members.network"]
+    assert "Name=eno1 eno2\n" in members and "Bond=qxbond0\n" in members
+    assert "Name=qxbond0\n" in files["10-quantix-mgmt-nic.network"]
+    assert "VLAN=qxbond0.7\n" in files["10-quantix-mgmt-nic.network"]
+    assert "Name=qxbond0.7\n" in files["10-quantix-mgmt.network"]
+    assert "Address=192.0.2.10/24\n" in files["10-quantix-mgmt.network"]
+
+
 def test_factory_default_renders_no_files() -> None:
     assert networkd.render(NetworkConfig()) == {}
 

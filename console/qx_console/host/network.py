@@ -41,7 +41,7 @@ class Activator:
 class NetworkdActivator(Activator):
     def activate(self, net: "Network", cfg: HostConfig) -> None:
         net.cmd(["networkctl", "reload"], timeout=30)
-        nics = [cfg.network.nic] if cfg.network.configured else [n.name for n in net.list_nics()]
+        nics = list(cfg.network.nics) or [n.name for n in net.list_nics()]
         if nics:
             net.cmd(["networkctl", "reconfigure", *nics], timeout=30)
         net.set_running_hostname(cfg.hostname)
@@ -58,8 +58,8 @@ class IpActivator(Activator):
         n = cfg.network
         if not n.configured:
             return
-        if n.ipv4.mode != "static":
-            raise EnvironmentError_("IpActivator only applies static IPv4 configurations")
+        if n.ipv4.mode != "static" or n.extra_nics:
+            raise EnvironmentError_("IpActivator only applies static IPv4 configurations on one adapter")
         dev = n.nic
         if n.vlan:
             net.cmd(["ip", "link", "add", "link", n.nic, "name", n.ifname, "type", "vlan", "id", str(n.vlan)],
