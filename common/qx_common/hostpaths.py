@@ -18,6 +18,9 @@ NODE_CERT_NAME = "cert.pem"
 NODE_KEY_NAME = "key.pem"
 CONSOLE_READY_DIR = Path("/run/quantix/console")
 CONFIG_DIR = Path("/var/lib/quantix/config")
+# Lockdown mode is on while this file exists (the console writes and removes it, with the root password):
+# sshd is stopped and not started, and qx-node refuses its host-configuration routes (423).
+LOCKDOWN_NAME = "lockdown"
 
 
 def node_token(state_dir: Path = NODE_STATE_DIR) -> Path:
@@ -30,3 +33,7 @@ def node_tls_dir(state_dir: Path = NODE_STATE_DIR) -> Path:
 
 def node_cert(state_dir: Path = NODE_STATE_DIR) -> Path:
     return node_tls_dir(state_dir) / NODE_CERT_NAME
+
+
+def lockdown_file(config_dir: Path = CONFIG_DIR) -> Path:
+    return config_dir / LOCKDOWN_NAME

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
@@ -14,10 +14,12 @@ from qx_common import log
 from qx_node import hostops
 from qx_node.api.errors import SafeJSONResponse, json_body
 from qx_node.errors import Conflict
+from qx_node.lockdown import refuse_changes_while_locked
 from qx_node.node import Node
 from qx_node.tasks import Task
 
-router = APIRouter(prefix="/v1/host", tags=["host"])
+# Lockdown mode: every change of the host refused (423) while the console has it on; reads still work.
+router = APIRouter(prefix="/v1/host", tags=["host"], dependencies=[Depends(refuse_changes_while_locked)])
 _log = log.get("node.host")
 SHUTDOWN_WAIT = 120.0  # seconds maintenance waits for guests to power off after an ACPI shutdown
 
