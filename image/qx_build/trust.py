@@ -11,6 +11,9 @@ administrator uses, run as a command: ``qx_build`` never imports the update serv
 builds, and named on every build ("development keys") and in the release manifest (``trust``), so an
 image built from a fresh checkout takes updates from ``make update-server`` on the same machine.
 
+A development image also looks for updates there: ``DEV_UPDATE_URL`` (the build machine as ``make
+boot``'s guest sees it) replaces ``server_url`` in the image's update.toml.
+
 Invariant: the staging directory holds exactly one root that is TUF root metadata signed by a threshold
 of its own root keys — a build never ships a root that no client could bootstrap from. Call order:
 ``stage(TUF_ROOT or None, trust_dir, dev_keys=build/keys)`` before mkosi; its result goes into the manifest.
@@ -30,6 +33,10 @@ from qx_common.run import run
 STAGED_NAME = "tuf-root.json"
 IMAGE_PATH = "/usr/lib/quantix/tuf-root.json"
 DEV_KEYS_NOTE = "DEVELOPMENT-KEYS.txt"
+# Where a development image looks for updates: make update-server's default port on the build machine, as
+# QEMU's user network (make boot) shows it to the guest. scripts/postinst.chroot writes it into update.toml.
+DEV_UPDATE_URL = "http://10.0.2.2:8400/"
+DEV_URL_NAME = "dev-update-url"
 DEV_WARNING = ("development keys: the update trust anchor is build/keys/root.json, whose private keys sit "
                "unprotected in build/keys/ — fine for trying updates from your own machine (make update-server), "
                "never for hosts you ship; a release build passes TUF_ROOT=<offline dir>/root.json")
@@ -102,9 +109,12 @@ def stage(root_file: Path | None, trust_dir: Path, *, dev_keys: Path | None = No
     tmp.rename(trust_dir / STAGED_NAME)
     log.step(f"trust: shipping {root_file} as {IMAGE_PATH}")
     if dev:
+        (trust_dir / DEV_URL_NAME).write_text(DEV_UPDATE_URL)
+        log.step(f"trust: the image looks for updates at {DEV_UPDATE_URL} (make update-server, seen from make boot)")
         log.step(f"WARNING: {DEV_WARNING}")
     from tuf.api.metadata import Metadata, Root
 
     root: Root = Metadata[Root].from_bytes(data).signed
     return {"keys": "development" if dev else "given", "tuf_root_sha256": hashlib.sha256(data).hexdigest(),
-            "tuf_root_version": root.version, "root_keyids": sorted(root.roles[Root.type].keyids)}
+            "tuf_root_version": root.version, "root_keyids": sorted(root.roles[Root.type].keyids)} | (
+        {"server_url": DEV_UPDATE_URL} if dev else {})

@@ -92,9 +92,12 @@ def test_a_default_build_stages_the_dev_root_and_records_it_tuf_root_overrides(t
     assert shipped == (keys / "root.json").read_bytes()
     assert record["keys"] == "development" and record["tuf_root_version"] == 1
     assert record["tuf_root_sha256"] == hashlib.sha256(shipped).hexdigest()
+    # A development image looks for updates at make update-server on the build machine.
+    assert (staged / trust.DEV_URL_NAME).read_text() == trust.DEV_UPDATE_URL == record["server_url"]
     given = _root(tmp_path)
     record = trust.stage(given, staged, dev_keys=tmp_path / "unused")
     assert (staged / trust.STAGED_NAME).read_bytes() == given.read_bytes() and record["keys"] == "given"
+    assert sorted(p.name for p in staged.iterdir()) == [trust.STAGED_NAME]  # and the image's server_url stays
     assert not (tmp_path / "unused").exists()  # TUF_ROOT given: no development keys are made
 
 

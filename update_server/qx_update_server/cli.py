@@ -182,8 +182,9 @@ def _dev(args: argparse.Namespace) -> int:
     log.step("development update server (keys in " + str(args.keys) + " — development keys, never for shipped hosts)")
     log.step(f"publish a build: .venv/bin/qx-release --server {url} --token-file {token_file} "
              "publish --channel stable build/")
-    log.step(f"a host booted with make boot reaches this machine as 10.0.2.2: on the host, put "
-             f"server_url = \"http://10.0.2.2:{port}/\" into /var/lib/quantix/config/update.toml, then qx-update check")
+    log.step(f"an image built on these keys (make image, no TUF_ROOT) looks for updates at http://10.0.2.2:8400/ "
+             f"(this machine, seen from make boot's guest); from elsewhere put server_url = \"http://<this host>:{port}/\" "
+             "into the host's /var/lib/quantix/config/update.toml; then on the host: qx-update check")
     return run(["serve", "--listen", args.listen, "--data-dir", str(data_dir),
                 "--refresh-interval", args.refresh_interval])
 
