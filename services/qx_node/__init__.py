@@ -33,6 +33,10 @@ Contract for local clients (the console, qx-update's health gate, scripts on the
   ``POST /v1/vms/{name}/clone`` (shut-off VMs: full sparse copy of the disks, new UUID and MACs) is a
   task; ``POST /v1/vms`` and ``POST .../snapshots`` are too with ``?background=true``: 202 at once,
   ``Location: /v1/tasks/{id}``.
+* Networks (``/v1/networks``): ``{"host": [bridges and VLAN interfaces], "networks": [libvirt
+  networks]}``; create ``{"name", "bridge"}`` (VMs join a host bridge) or ``{"name", "interface"}``
+  (macvtap on a NIC or VLAN interface), started and autostarted; delete refused while a VM's NIC
+  uses it. VM NICs take ``bridge`` or ``network``.
 * Tasks (``/v1/tasks``, newest first; ``GET /v1/tasks/{id}``; ``POST /v1/tasks/{id}/cancel`` for
   clone, create and ISO upload): ``{"id", "kind", "target", "state": running|succeeded|failed|cancelled,
   "progress" (percent), "result", "error": {"status", "error", "field", "hint"}, ...}``; ``task``
@@ -58,7 +62,7 @@ Contract for local clients (the console, qx-update's health gate, scripts on the
 
 Modules: ``settings`` · ``node`` (wiring) · ``libvirt_conn`` (reconnecting connection, event thread) ·
 ``events`` (bus, SSE) · ``vmspec`` / ``vmedit`` (validation) · ``domxml`` (ElementTree) · ``vms`` ·
-``snapshots`` · ``devices`` · ``clone`` · ``tasks`` · ``hostops`` (capacity, settings, maintenance, power) ·
+``snapshots`` · ``devices`` · ``networks`` · ``clone`` · ``tasks`` · ``hostops`` (capacity, settings, maintenance, power) ·
 ``console`` (tickets, endpoints) · ``storage`` · ``telemetry`` · ``hardware`` ·
 ``metrics`` · ``auth`` · ``tls`` · ``health`` · ``api`` (routers; ``api.guards``: last-resort
 handler, body limit, query check; ``api.openapi``; ``api.console``: the WebSocket proxies; ``api.tasks``, ``api.hostctl``) ·

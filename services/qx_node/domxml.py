@@ -103,8 +103,12 @@ def build_domain_xml(spec: VmSpec, paths: Paths, virt_type: str = "kvm", arch: s
         _sub(d, "target", dev=_dev_name("sd", idx), bus="sata")
         _sub(d, "readonly")
     for nic in spec.nics:
-        i = _sub(devs, "interface", type="bridge")
-        _sub(i, "source", bridge=nic.bridge)
+        if nic.network:
+            i = _sub(devs, "interface", type="network")
+            _sub(i, "source", network=nic.network)
+        else:
+            i = _sub(devs, "interface", type="bridge")
+            _sub(i, "source", bridge=nic.bridge)
         _sub(i, "model", type=nic.model)
         if nic.mac:
             _sub(i, "mac", address=nic.mac)
@@ -182,6 +186,7 @@ def read_domain_xml(xml: str) -> DomainInfo:
         mac = i.find("mac")
         model = i.find("model")
         nics.append({"bridge": src.get("bridge", "") if src is not None else "",
+                     "network": src.get("network", "") if src is not None else "",
                      "mac": mac.get("address", "") if mac is not None else "",
                      "model": model.get("type", "") if model is not None else ""})
     tags: tuple[str, ...] = ()

@@ -15,6 +15,7 @@ from qx_node.events import EventBus
 from qx_node.hostops import HostConfig, HostPower, SystemdPower
 from qx_node.libvirt_conn import Libvirt
 from qx_node.metrics import make_registry
+from qx_node.networks import NetworkService
 from qx_node.settings import Settings
 from qx_node.snapshots import SnapshotService
 from qx_node.storage import Storage
@@ -39,6 +40,7 @@ class Node:
         self.snapshots = SnapshotService(self.vms)
         self.cloner = Cloner(self.vms, self.tasks)
         self.devices = DeviceService(self.vms)
+        self.networks = NetworkService(self.lv, settings.net_dir, settings.vlan_config)
         self.tickets = Tickets()
         self.sampler = StatsSampler()
         self.registry = make_registry(self.lv, self.bus)

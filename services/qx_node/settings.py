@@ -37,6 +37,9 @@ class Settings:
     proc_cmdline: Path = DEFAULT_PROC_CMDLINE  # root=PARTLABEL=root-a|b: the running A/B slot
     proc_cpuinfo: Path = DEFAULT_PROC_CPUINFO  # CPU model and the vmx/svm flags
     kvm_device: Path = DEFAULT_KVM_DEVICE
+    # The host's interfaces (bridges, VLANs) for /v1/networks; tests read another network namespace's.
+    net_dir: Path = Path("/sys/class/net")
+    vlan_config: Path = Path("/proc/net/vlan/config")
     libvirt_connect_timeout: float = 10.0  # a libvirtd that accepts and never answers is reported after this
     # Why the console is not checked (console_ready_dir None), for /health's detail.
     console_unchecked_reason: str = "--no-console-check"

@@ -303,6 +303,13 @@ class VmService:
         wanted = [(f"disks[{i}].volume", v.path, "disk", spec.disks[i].shared) for i, v in existing.items()]
         wanted += [(f, p, f, False) for f, p in (("cdrom", cdrom), ("kernel", kernel), ("initrd", initrd)) if p]
         self._check_free(wanted)
+        for i, nic in enumerate(spec.nics):
+            if nic.network:
+                try:
+                    conn.networkLookupByName(nic.network)
+                except libvirt.libvirtError as e:
+                    raise NotFound(f"nics[{i}].network: network '{nic.network}' does not exist",
+                                   field=f"nics[{i}].network", hint="GET /v1/networks lists them") from e
         virt_type = self._virt_type()
         created: list[str] = []
         dom = None

@@ -44,9 +44,10 @@ class DiskSpec:
 
 @dataclass(frozen=True)
 class NicSpec:
-    bridge: str
+    bridge: str  # "" when on a libvirt network
     model: str = "virtio"
     mac: str | None = None
+    network: str | None = None  # a libvirt network (GET /v1/networks) instead of a host bridge
 
 
 @dataclass(frozen=True)
@@ -190,8 +191,12 @@ def parse_vm_spec(body: Any) -> VmSpec:
     nics = []
     for i, rn in enumerate(raw_nics):
         p = f"nics[{i}]"
-        nd = _obj(rn, p, {"bridge", "model", "mac"})
-        bridge = _str(nd, "bridge", p, pattern=BRIDGE_RE, required=True, hint="a host bridge, for example br0")
+        nd = _obj(rn, p, {"bridge", "model", "mac", "network"})
+        network = _str(nd, "network", p, pattern=NAME_RE, hint="a libvirt network from GET /v1/networks")
+        if network is not None and "bridge" in nd:
+            raise _bad(f"{p}.network", "give a bridge or a network, not both")
+        bridge = "" if network is not None else _str(nd, "bridge", p, pattern=BRIDGE_RE, required=True,
+                                                     hint="a host bridge, for example br0 (or a network)")
         model = _str(nd, "model", p, choices=("virtio", "e1000"), default="virtio")
         mac = _str(nd, "mac", p)
         if mac is not None:
@@ -200,7 +205,7 @@ def parse_vm_spec(body: Any) -> VmSpec:
                 raise _bad(f"{p}.mac", f"'{_short(mac)}' is not a unicast MAC address",
                            hint="six hex pairs, for example 52:54:00:12:34:56")
         assert bridge is not None
-        nics.append(NicSpec(bridge=bridge, model=model or "virtio", mac=mac))
+        nics.append(NicSpec(bridge=bridge, model=model or "virtio", mac=mac, network=network))
 
     cdrom = _str(d, "cdrom", "", pattern=VOLUME_RE, hint="an ISO volume in the storage pool")
     kernel = _str(d, "kernel", "", pattern=VOLUME_RE, hint=_VOL_HINT)
@@ -252,8 +257,10 @@ VM_SPEC_SCHEMA: dict[str, Any] = {
                 "bus": {"enum": ["virtio", "sata", "scsi"], "default": "virtio"},
                 "shared": {"type": "boolean", "default": False}}}},
         "nics": {"type": "array", "maxItems": MAX_NICS, "items": {
-            "type": "object", "required": ["bridge"], "additionalProperties": False, "properties": {
+            "type": "object", "additionalProperties": False, "properties": {
                 "bridge": {"type": "string", "pattern": BRIDGE_RE.pattern},
+                "network": {"type": "string", "pattern": NAME_RE.pattern,
+                            "description": "a libvirt network instead of a bridge"},
                 "model": {"enum": ["virtio", "e1000"], "default": "virtio"},
                 "mac": {"type": "string", "pattern": MAC_RE.pattern}}}},
         "cdrom": {"type": "string", "pattern": VOLUME_RE.pattern},

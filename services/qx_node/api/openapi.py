@@ -73,6 +73,16 @@ HOST_SETTINGS = {"type": "object", "required": ["overcommit_memory", "overcommit
                                                 "maintenance"], "properties": {
     "overcommit_memory": {"type": "boolean"}, "overcommit_disk": {"type": "boolean"},
     "memory_reserve_mib": {"type": ["integer", "null"]}, "maintenance": {"type": "boolean"}}}
+NETWORK = {"type": "object", "required": ["name", "forward", "bridge", "interface", "active"], "properties": {
+    "name": {"type": "string"}, "uuid": {"type": "string"}, "forward": {"type": "string"},
+    "bridge": {"type": ["string", "null"]}, "interface": {"type": ["string", "null"]},
+    "active": {"type": "boolean"}, "autostart": {"type": "boolean"}}}
+NETWORKS = {"type": "object", "required": ["host", "networks"], "properties": {
+    "host": {"type": "array", "items": {"type": "object", "required": ["name", "kind"], "properties": {
+        "name": {"type": "string"}, "kind": {"enum": ["bridge", "vlan"]}, "mac": {"type": "string"},
+        "up": {"type": "boolean"}, "ports": {"type": "array", "items": {"type": "string"}},
+        "vlan_id": {"type": ["integer", "null"]}, "parent": {"type": ["string", "null"]}}}},
+    "networks": {"type": "array", "items": {"$ref": "#/components/schemas/Network"}}}}
 HEALTH = {"type": "object", "required": ["status", "version", "components"], "properties": {
     "status": {"enum": ["ok", "degraded"]}, "version": {"type": "string"},
     "components": {"type": "object", "additionalProperties": {
@@ -100,6 +110,9 @@ _SUCCESS: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
     ("delete", "/v1/vms/{name}/nics/{mac}"): ("200", {"$ref": _REF + "Vm"}),
     ("put", "/v1/vms/{name}/cdrom"): ("200", {"$ref": _REF + "Vm"}),
     ("delete", "/v1/vms/{name}/cdrom"): ("200", {"$ref": _REF + "Vm"}),
+    ("get", "/v1/networks"): ("200", NETWORKS),
+    ("post", "/v1/networks"): ("201", {"$ref": _REF + "Network"}),
+    ("get", "/v1/networks/{name}"): ("200", {"$ref": _REF + "Network"}),
     ("get", "/v1/tasks"): ("200", {"type": "array", "items": {"$ref": _REF + "Task"}}),
     ("get", "/v1/tasks/{id}"): ("200", {"$ref": _REF + "Task"}),
     ("post", "/v1/tasks/{id}/cancel"): ("202", {"$ref": _REF + "Task"}),
@@ -126,7 +139,7 @@ def complete(doc: dict[str, Any]) -> dict[str, Any]:
     for fastapi_shape in ("HTTPValidationError", "ValidationError"):
         schemas.pop(fastapi_shape, None)
     schemas.update(Error=ERROR_SCHEMA, VmSummary=VM_SUMMARY, Vm=VM, Volume=VOLUME, Snapshot=SNAPSHOT, Health=HEALTH,
-                   ConsoleTicket=TICKET, Task=TASK, HostSettings=HOST_SETTINGS)
+                   ConsoleTicket=TICKET, Task=TASK, HostSettings=HOST_SETTINGS, Network=NETWORK)
     comps["securitySchemes"] = {"bearerAuth": {
         "type": "http", "scheme": "bearer",
         "description": "the token in the node's api-token file (/var/lib/quantix/node/api-token)"}}
@@ -152,10 +165,10 @@ def complete(doc: dict[str, Any]) -> dict[str, Any]:
             codes = {"401", "422"}
             if "{" in path:
                 codes.add("404")
-            if path.startswith(("/v1/vms", "/v1/storage", "/v1/events", "/v1/host/")):
+            if path.startswith(("/v1/vms", "/v1/storage", "/v1/events", "/v1/host/", "/v1/networks")):
                 codes |= {"502", "503"}
             if method in ("post", "put", "patch", "delete") and path.startswith(
-                    ("/v1/vms", "/v1/storage", "/v1/tasks", "/v1/host/")):
+                    ("/v1/vms", "/v1/storage", "/v1/tasks", "/v1/host/", "/v1/networks")):
                 codes.add("409")
             if "requestBody" in op:
                 codes.add("413")
