@@ -82,9 +82,18 @@ def _ctx(cert: Path) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(cert))
 
 
+def _pct(lat: list[float]) -> dict[str, float]:
+    lat = sorted(lat)
+    if not lat:
+        return {}
+    return {"p50_ms": round(lat[len(lat) // 2], 2), "p99_ms": round(lat[max(int(len(lat) * 0.99) - 1, 0)], 2),
+            "max_ms": round(lat[-1], 2), "requests": len(lat)}
+
+
 def latency(url: str, cert: Path, headers: dict[str, str], rate: float, seconds: float,
-            until: threading.Event | None = None) -> dict[str, float]:
-    """Paced GETs for ``seconds`` s (or, with ``until``, until it is set)."""
+            until: threading.Event | None = None, samples: list[tuple[float, float]] | None = None) -> dict[str, float]:
+    """Paced GETs for ``seconds`` s (or, with ``until``, until it is set); ``samples`` gets
+    (monotonic start, ms) of each."""
     lat: list[float] = []
     with httpx.Client(verify=_ctx(cert), headers=headers, timeout=30) as c:
         for _ in range(20):  # warm-up (TLS handshake, first imports)
@@ -98,8 +107,11 @@ def latency(url: str, cert: Path, headers: dict[str, str], rate: float, seconds:
             if due > now:
                 time.sleep(due - now)
             t = time.perf_counter()
+            t0 = time.monotonic()
             c.get(url).raise_for_status()
             lat.append((time.perf_counter() - t) * 1000)
+            if samples is not None:
+                samples.append((t0, lat[-1]))
             i += 1
         achieved = i / (time.monotonic() - start)
     lat.sort()
@@ -113,9 +125,12 @@ def upload_while_listing(base: str, cert: Path, headers: dict[str, str], rate: f
     done = threading.Event()
     result: dict[str, object] = {}
 
+    body_sent: list[float] = []
+
     def body() -> Iterator[bytes]:
         for _ in range(mib):
             yield block
+        body_sent.append(time.monotonic())  # the rest until the answer is the server's fsync and link
 
     def upload() -> None:
         t = time.monotonic()
@@ -130,7 +145,12 @@ def upload_while_listing(base: str, cert: Path, headers: dict[str, str], rate: f
             done.set()
 
     threading.Thread(target=upload, daemon=True).start()
-    lat = latency(f"{base}/v1/vms", cert, headers, rate, 0, until=done)
+    samples: list[tuple[float, float]] = []
+    lat = latency(f"{base}/v1/vms", cert, headers, rate, 0, until=done, samples=samples)
+    # Split by phase: while the body streams (TLS, parsing, writes) and after it (fsync, link, describe).
+    if body_sent:
+        result["streaming"] = _pct([ms for t, ms in samples if t < body_sent[0]])
+        result["after_body"] = _pct([ms for t, ms in samples if t >= body_sent[0]])
     return {**lat, **result}
 
 
@@ -209,6 +229,11 @@ def main() -> int:
                 if "upload_s" in v:
                     note = f"(upload: HTTP {v.get('upload_status')}, {v['upload_s']} s, {v['upload_mib_per_s']} MiB/s)"
                     print(f"{'':<15} {note}")
+                    for phase in ("streaming", "after_body"):
+                        if v.get(phase):
+                            p = v[phase]
+                            print(f"{'':<15} {phase + ':':<12} p50 {p['p50_ms']} ms, p99 {p['p99_ms']} ms, "
+                                  f"max {p['max_ms']} ms over {p['requests']} requests")
     out = REPO / "bench" / "results" / f"node-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
     out.write_text(json.dumps({"args": vars(args), "cpus": os.cpu_count(), "results": results}, indent=2) + "\n")
     print(f"written {out.relative_to(REPO)}")
