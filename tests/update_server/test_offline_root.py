@@ -286,3 +286,50 @@ def test_new_online_keys_signed_offline_replace_the_old_ones(tmp_path, make_rele
     finally:
         server.stop()
     assert _key_material(server.data_dir, _signers(off / "root-keys")) == []
+
+
+def test_root_keys_held_by_different_people_cosign_a_rotation(tmp_path, make_release):
+    """Three root keys, threshold two, each on its holder's own offline media: holder A signs a draft
+    (--partial), holder B cosigns it; only then is it root version 2, and the server serves it."""
+    off, server = offline_server(tmp_path)
+    try:
+        token = server.token(*ALL)
+        holders = []
+        for i, pem in enumerate(sorted((off / "root-keys").glob("*.pem"))):
+            d = tmp_path / f"holder-{i}"
+            shutil.copytree(off, d, ignore=shutil.ignore_patterns("root-keys"))
+            (d / "root-keys").mkdir(mode=0o700)
+            shutil.copy(pem, d / "root-keys" / pem.name)
+            holders.append(d)
+        a, b, _ = holders
+        p = _cli("qx_update_server.release_cli", "keys", "sign-root", "--offline", str(a), check=False)
+        assert p.returncode == 2 and "--partial" in p.stderr  # alone, A cannot make root 2
+        out = json.loads(_cli("qx_update_server.release_cli", "--json", "keys", "sign-root", "--offline", str(a),
+                              "--partial").stdout)
+        assert out["missing"] == {"current": 1, "new": 1} and "--cosign next.root.json" in out["next"]
+        assert not (a / "2.root.json").exists()
+        # A draft is not a root: pushing A's directory still pushes nothing new (root 1 is its newest).
+        p = qx_release(server, token, "keys", "push-root", "--offline", str(a), check=False)
+        assert p.returncode == 2 and "is root version 1, the current root is version 1" in p.stderr
+        # A stranger's key adds nothing.
+        stranger = tmp_path / "stranger"
+        shutil.copytree(a, stranger, ignore=shutil.ignore_patterns("root-keys", "next.root.json"))
+        (stranger / "root-keys").mkdir()
+        p = _cli("qx_update_server.release_cli", "keys", "sign-root", "--offline", str(stranger),
+                 "--cosign", str(a / "next.root.json"), check=False)
+        assert p.returncode == 2 and "holds none of the root keys" in p.stderr
+
+        draft = b / "from-a.json"
+        shutil.copy(a / "next.root.json", draft)
+        out = json.loads(_cli("qx_update_server.release_cli", "--json", "keys", "sign-root", "--offline", str(b),
+                              "--cosign", str(draft)).stdout)
+        assert out["root_version"] == 2 and "missing" not in out and (b / "2.root.json").exists()
+        assert not draft.exists()
+        qx_release(server, token, "keys", "push-root", "--offline", str(b))
+        host = tmp_path / "host-md"
+        shipped = tmp_path / "tuf-root.json"
+        shipped.write_bytes((off / "1.root.json").read_bytes())
+        open_repo(trusted_root=shipped, metadata_dir=host, base_url=server.url).refresh()
+        assert Metadata[Root].from_file(str(host / "root.json")).signed.version == 2
+    finally:
+        server.stop()

@@ -283,6 +283,11 @@ def _parser() -> argparse.ArgumentParser:
                     help="replace the timestamp, snapshot and targets keys too (a leaked online key); give the new "
                          "ones to the server (qx-update-server keys add-online) before push-root")
     kr.add_argument("--expires-days", type=int, default=365, help="the new root's lifetime (default 365)")
+    kr.add_argument("--partial", action="store_true",
+                    help="root keys held by several people: sign what this directory can and write the draft "
+                         "DIR/next.root.json for the others to --cosign")
+    kr.add_argument("--cosign", type=Path, metavar="DRAFT",
+                    help="add this directory's root key signatures to a draft another holder made")
     kp = ks.add_parser("push-root", help="upload the offline directory's newest root to the server (scope keys)")
     kp.add_argument("--offline", type=Path, metavar="DIR", required=True)
     e = sub.add_parser("export")
@@ -326,13 +331,25 @@ def _offline(args: argparse.Namespace) -> Any | None:
 
     if args.cmd != "keys" or not (args.kcmd == "sign-root" or args.kcmd == "init" and args.offline):
         return None
+    d = rootkeys.OfflineDir(args.offline)
     if args.kcmd == "init":
         md = rootkeys.init(args.offline, root_keys=args.root_keys, threshold=args.threshold)
+    elif args.cosign is not None:
+        md = rootkeys.cosign(args.offline, args.cosign)
     else:
         md = rootkeys.sign_root(args.offline, new_root_keys=args.new_root_keys, threshold=args.threshold,
-                                new_online_keys=args.new_online_keys, expires_days=args.expires_days)
+                                new_online_keys=args.new_online_keys, expires_days=args.expires_days,
+                                partial=args.partial)
     root = md.signed
-    d = rootkeys.OfflineDir(args.offline)
+    if args.kcmd == "sign-root" and not d.root_file(root.version).exists():
+        draft = args.cosign or d.path / rootkeys.DRAFT
+        lack = rootkeys.missing(d.newest().signed, md)
+        need = " and ".join(f"{n} more of the {'current' if k == 'current' else 'new'} root keys" for k, n in lack.items())
+        return {"directory": str(args.offline), "root_version": root.version, "draft": str(draft),
+                "missing": lack, "root_threshold": root.roles["root"].threshold, "root_keyids": root.roles["root"].keyids,
+                "expires": root.expires.strftime("%Y-%m-%dT%H:%M:%SZ"), "root_json": str(draft),
+                "next": f"draft signed so far; it needs {need}: each holder runs qx-release keys sign-root "
+                        f"--offline THEIR_DIR --cosign {draft.name}"}
     return {"directory": str(args.offline), "root_version": root.version, "root_json": str(d.root_json),
             "root_threshold": root.roles["root"].threshold, "root_keyids": root.roles["root"].keyids,
             "expires": root.expires.strftime("%Y-%m-%dT%H:%M:%SZ"),

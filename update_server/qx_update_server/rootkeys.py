@@ -18,6 +18,10 @@ Invariants:
   threshold of root N's root keys *and* a threshold of its own (TUF's rule for a root rotation).
   ``root.json`` is replaced last. The server checks the same again before it serves the new root
   (:meth:`qx_update_server.repository.Repository.accept_root`).
+* Root keys held by different people: ``sign_root(partial=True)`` writes what it could sign as a
+  draft, ``DIR/next.root.json``; each other holder runs :func:`cosign` on a copy of the draft with their
+  own offline directory (which holds the root versions and their key). A draft becomes ``N+1.root.json``
+  in the directory where both thresholds are first met; until then it is never a root version.
 
 Only python-tuf's public Metadata API (``tuf.api.metadata``) and securesystemslib's ``CryptoSigner``.
 """
@@ -41,6 +45,7 @@ from qx_common.fs import atomic_write
 from qx_update_server.keys import KeyDir
 
 ONLINE_ROLES = ("targets", "snapshot", "timestamp")
+DRAFT = "next.root.json"
 ROOT_LIFETIME_DAYS = 365
 MAX_KEYS = 16
 
@@ -170,7 +175,7 @@ def init(directory: Path, *, root_keys: int = 1, threshold: int = 1, online_keys
 
 
 def sign_root(directory: Path, *, new_root_keys: int | None = None, threshold: int | None = None,
-              new_online_keys: bool = False, expires_days: int = ROOT_LIFETIME_DAYS,
+              new_online_keys: bool = False, expires_days: int = ROOT_LIFETIME_DAYS, partial: bool = False,
               now: dt.datetime | None = None) -> Metadata[Root]:
     """Sign root version N+1 in ``directory``: a new expiry, and with ``new_root_keys`` new root keys.
 
@@ -186,11 +191,12 @@ def sign_root(directory: Path, *, new_root_keys: int | None = None, threshold: i
     old = current.signed
     old_role = old.roles[Root.type]
     old_signers = od.root_keys.signers(old_role.keyids)
-    if len(old_signers) < old_role.threshold:
+    if len(old_signers) < old_role.threshold and not partial:
         raise UserError(
             f"--offline {directory}: root version {old.version} needs {old_role.threshold} of its root keys to sign "
             f"version {old.version + 1}; {len(old_signers)} found in {od.root_keys.path}",
-            hint="bring the other root key files (named <keyid>.pem) into that directory; nothing was written")
+            hint="bring the other root key files (named <keyid>.pem) into that directory, or sign with --partial "
+                 "and let the other key holders cosign; nothing was written")
     now = (now or dt.datetime.now(dt.timezone.utc)).replace(microsecond=0)
     new = Root.from_dict(copy.deepcopy(old.to_dict()))  # to_dict shares lists with the object
     new.version = old.version + 1
@@ -216,8 +222,52 @@ def sign_root(directory: Path, *, new_root_keys: int | None = None, threshold: i
     md = Metadata(new)
     for i, s in enumerate(signers.values()):
         md.sign(s, append=i > 0)
+    if partial and missing(old, md):
+        atomic_write(od.path / DRAFT, md.to_bytes())  # a draft: not a root version until both thresholds hold
+        return md
     verify_rotation(old, md, f"--offline {directory}")
     data = md.to_bytes()
     atomic_write(od.root_file(new.version), data)
     atomic_write(od.root_json, data)
+    (od.path / DRAFT).unlink(missing_ok=True)
+    return md
+
+
+def missing(old: Root, md: Metadata[Root]) -> dict[str, int]:
+    """Signatures a root N+1 still lacks: {"current": n, "new": m}, only the non-zero ones."""
+    out = {"current": old.get_verification_result(Root.type, md.signed_bytes, md.signatures).missing,
+           "new": md.signed.get_verification_result(Root.type, md.signed_bytes, md.signatures).missing}
+    return {k: v for k, v in out.items() if v}
+
+
+def cosign(directory: Path, draft: Path) -> Metadata[Root]:
+    """Add the signatures of this holder's root keys (``DIR/root-keys``) to a draft root N+1.
+
+    The draft must follow the newest root in ``directory``. Written back to ``draft`` while signatures
+    are missing; once both thresholds hold it becomes ``DIR/N+1.root.json`` and ``DIR/root.json`` (and
+    a draft inside DIR is removed). Signs only for keys the current or the new root names.
+    """
+    od = OfflineDir(directory)
+    old = od.newest().signed
+    md = read_root(draft, "--cosign")
+    if md.signed.version != old.version + 1:
+        raise UserError(f"--cosign {draft}: is root version {md.signed.version}; {directory} holds version {old.version}",
+                        hint="cosign with the offline directory of the same repository, at the version before")
+    keyids = set(old.roles[Root.type].keyids) | set(md.signed.roles[Root.type].keyids)
+    signers = od.root_keys.signers(sorted(keyids))
+    if not signers:
+        raise UserError(f"--offline {directory}: holds none of the root keys root version {old.version} or "
+                        f"{md.signed.version} names", hint=f"run cosign where such a key is ({od.root_keys.path})")
+    for s in signers:
+        md.sign(s, append=True)
+    if missing(old, md):
+        atomic_write(draft, md.to_bytes())
+        return md
+    verify_rotation(old, md, f"--cosign {draft}")
+    data = md.to_bytes()
+    atomic_write(od.root_file(md.signed.version), data)
+    atomic_write(od.root_json, data)
+    (od.path / DRAFT).unlink(missing_ok=True)
+    if draft.resolve() != (od.path / DRAFT).resolve():
+        draft.unlink(missing_ok=True)  # complete now: only DIR/N+1.root.json is the signed root
     return md
