@@ -1,21 +1,26 @@
-"""Command line of qx-update (see ``qx-update --help``); every command takes ``--json``."""
+"""Command line of qx-update (see ``qx-update --help``).
+
+With ``--json`` every command prints exactly its :mod:`qx_update.api` result serialised (with
+``schema_version``), and a failure prints an :class:`~qx_update.api.ErrorReport`; the text output is
+for people and may change.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import datetime as dt
 import sys
 from pathlib import Path
-from typing import Any
 
+from qx_common import progress as progress_mod
 from qx_common import run as r
 from qx_common.cli import entry
-from qx_common.errors import ExternalError, UserError
+from qx_common.errors import ExternalError, QxError, UserError
+from qx_update import api
 from qx_update import config as cfgmod
+from qx_update.client import Client, reboot_plan
 from qx_update.contract import CHANNELS
-from qx_common import progress as progress_mod
-from qx_update.client import Client, dumps, reboot_plan
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,39 +53,51 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _print(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
+def _print(args: argparse.Namespace, result: api.Model, text: str) -> None:
     # apply --json streams progress as JSON lines first, so its result is one line too.
-    compact = args.json and args.command == "apply"
-    print((json.dumps(data, sort_keys=True) if compact else dumps(data)) if args.json else text)
+    print(result.to_json(compact=args.command == "apply") if args.json else text)
 
 
-def _status_text(s: dict[str, Any]) -> str:
-    lines = [f"channel {s['channel']}  server {s['server_url'] or '(none)'}  "
-             f"security-epoch floor {s['security_epoch_floor']}"]
-    if s.get("esp_error"):
-        lines.append(f"ESP: {s['esp_error']}")
-    for name, sl in s["slots"].items():
-        flags = [f for f, on in (("running", sl["active"]), ("next boot", sl["next_boot"])) if on]
-        if sl["version"] is None:
+def _status_text(s: api.UpdateStatus) -> str:
+    lines = [f"channel {s.channel}  server {s.server_url or '(none)'}  "
+             f"security-epoch floor {s.security_epoch_floor}"]
+    if s.esp_error:
+        lines.append(f"ESP: {s.esp_error}")
+    for name, sl in s.slots.items():
+        flags = [f for f, on in (("running", sl.active), ("next boot", sl.next_boot)) if on]
+        if sl.version is None:
             health = "no boot entry"
-        elif sl["bad"]:
-            health = f"bad (tries used: {sl['tries_done']})"
-        elif sl["blessed"]:
+        elif sl.bad:
+            health = f"bad (tries used: {sl.tries_done})"
+        elif sl.blessed:
             health = "blessed"
         else:
-            health = f"on trial, {sl['tries_left']} tries left"
-        lines.append(f"slot {name.upper()}: {sl['version'] or '-':<12} {health:<28} {', '.join(flags)}")
-    lc = s["last_check"]
-    lines.append(f"last check: {lc['at']} {lc['result']} {lc.get('version') or ''}".rstrip() if lc else "last check: never")
-    if s["last_error"]:
-        lines.append(f"last error: {s['last_error']['at']} {s['last_error']['message']}")
-    ci = s.get("last_checkin")
+            health = f"on trial, {sl.tries_left} tries left"
+        lines.append(f"slot {name.upper()}: {sl.version or '-':<12} {health:<28} {', '.join(flags)}")
+    lc = s.last_check
+    lines.append(f"last check: {lc.at} {lc.result} {lc.version or ''}".rstrip() if lc else "last check: never")
+    if s.last_error:
+        lines.append(f"last error: {s.last_error.at} {s.last_error.message}")
+    ci = s.last_checkin
     if ci:
-        lines.append(f"last fleet check-in: {ci['at']} after {ci['event']}: {'ok' if ci['ok'] else 'FAILED'} ({ci['detail']})")
-    for version, why in sorted((s.get("refused") or {}).items()):
-        lines.append(f"refused: {version} (rolled back: {why.get('reason')}; 'qx-update allow {version}' retries it)")
-    lines.append(s["message"])
+        lines.append(f"last fleet check-in: {ci.at} after {ci.event}: {'ok' if ci.ok else 'FAILED'} ({ci.detail})")
+    for version, why in sorted(s.refused.items()):
+        lines.append(f"refused: {version} (rolled back: {why.reason}; 'qx-update allow {version}' retries it)")
+    lines.append(s.message)
     return "\n".join(lines)
+
+
+def _json_progress() -> progress_mod.Observer:
+    """An observer printing one :class:`~qx_update.api.ProgressEvent` line per whole percent of each phase."""
+    last: dict[str, int] = {}
+
+    def observe(label: str, done: int, total: int) -> None:
+        pct = int(min(done / max(total, 1), 1.0) * 100)
+        if last.get(label) != pct:
+            last[label] = pct
+            print(api.ProgressEvent(schema_version=api.SCHEMA_VERSION, phase=label, done=done, total=total,
+                                    percent=pct, message=f"{label} {pct} %").to_json(compact=True), flush=True)
+    return observe
 
 
 def _reboot(window: str, now_: bool) -> str:
@@ -93,12 +110,24 @@ def _reboot(window: str, now_: bool) -> str:
 
 
 def _main(argv: list[str]) -> int:
+    json_out = "--json" in argv
+    try:
+        return _run(argv)
+    except QxError as e:
+        if json_out:  # the same error as on stderr, for programs (exit code unchanged)
+            print(api.ErrorReport(schema_version=api.SCHEMA_VERSION, error=e.message, hint=e.hint,
+                                  exit_code=e.exit_code).to_json(compact=True), flush=True)
+        raise
+
+
+def _run(argv: list[str]) -> int:
     args = _parser().parse_args([a for a in argv if a != "--debug"])
     cfg = cfgmod.load(args.config)
-    progress = sys.stderr is not None
+    progress: bool | progress_mod.Observer = sys.stderr is not None
     if args.json:
-        progress_mod.MODE = "json" if args.command == "apply" else "off"
-        progress = args.command == "apply"
+        # Nothing but models on stdout: apply's progress as api.ProgressEvent lines, from an observer.
+        progress_mod.MODE = "off"
+        progress = _json_progress() if args.command == "apply" else False
     client = Client(cfg, progress=progress)
     if args.command in ("check", "apply", "rollback", "channel", "gate", "blessed", "checkin", "allow"):
         client.lock()
@@ -107,57 +136,48 @@ def _main(argv: list[str]) -> int:
         _print(args, s, _status_text(s))
     elif args.command == "check":
         c = client.check(args.source)
-        avail = c["available"]
-        text = (f"running {c['running_version']} on {c['channel']}: "
-                + (f"{avail['version']} is installed in the other slot: reboot to start it" if c["installed"]
-                   else f"{avail['version']} is available ({avail['download_size'] / 1024**2:.0f} MiB)" if avail
-                   else "up to date") + f"  [metadata refresh {c['metadata_refresh_s']} s]")
-        _print(args, c, text)
+        _print(args, c, f"{c.message}  [metadata refresh {c.metadata_refresh_s} s]")
     elif args.command == "apply":
         res = client.apply(args.source)
-        if res.get("applied") and (args.reboot or args.reboot_now):
-            res["reboot"] = _reboot(cfg.maintenance_window, args.reboot_now)
-        text = res.get("message") or (f"installed {res['applied']['version']} into slot {res['slot'].upper()} "
-                                      f"({res['entry']}); next boot: slot {res['next_boot'].upper()}")
-        if res.get("reboot"):
-            text += f"\n{res['reboot']}"
-        _print(args, res, text)
+        if res.applied and (args.reboot or args.reboot_now):
+            res = dataclasses.replace(res, reboot=_reboot(cfg.maintenance_window, args.reboot_now))
+        _print(args, res, res.message + (f"\n{res.reboot}" if res.reboot else ""))
     elif args.command == "rollback":
-        res = client.rollback()
+        rb = client.rollback()
         if args.reboot:
-            res["reboot"] = _reboot("", True)
-        text = (f"cancelled the update to {res['cancelled']}; next boot stays on slot {res['next_boot'].upper()}"
-                if not res["rolled_back"] else
-                f"next boot: slot {res['next_boot'].upper()} ({res['to_version']}); {res['message']}")
-        _print(args, res, text)
+            rb = dataclasses.replace(rb, reboot=_reboot("", True))
+        text = (f"cancelled the update to {rb.cancelled}; next boot stays on slot {(rb.next_boot or '?').upper()}"
+                if not rb.rolled_back else
+                f"next boot: slot {(rb.next_boot or '?').upper()} ({rb.to_version}); {rb.message}")
+        _print(args, rb, text + (f"\n{rb.reboot}" if rb.reboot else ""))
     elif args.command == "channel":
         if args.action == "show":
-            _print(args, {"channel": cfg.channel}, cfg.channel)
+            _print(args, api.ChannelResult(schema_version=api.SCHEMA_VERSION, channel=cfg.channel, file=None),
+                   cfg.channel)
         else:
-            res = client.channel_set(args.name)
-            _print(args, res, f"channel set to {res['channel']} ({res['file']})")
+            ch = client.channel_set(args.name)
+            _print(args, ch, f"channel set to {ch.channel} ({ch.file})")
     elif args.command == "gate":
-        res = client.gate(args.timeout, reboot_on_failure=not args.no_reboot)
-        _print(args, res, ("health gate passed" if res["ok"] else f"health gate FAILED: {res['reason']}"))
-        return 0 if res["ok"] else 1
+        g = client.gate(args.timeout, reboot_on_failure=not args.no_reboot)
+        _print(args, g, ("health gate passed" if g.ok else f"health gate FAILED: {g.reason}"))
+        return 0 if g.ok else 1
     elif args.command == "blessed":
-        res = client.blessed()
-        _print(args, res, f"slot {res['slot'].upper()} blessed={res['blessed']} "
-                          f"security-epoch floor {res['security_epoch_floor']}"
-                          + (f"; rolled back from {res['rollback']['from_version']}" if res.get("rollback") else ""))
+        b = client.blessed()
+        _print(args, b, f"slot {b.slot.upper()} blessed={b.blessed} security-epoch floor {b.security_epoch_floor}"
+                        + (f"; rolled back from {b.rollback.from_version}" if b.rollback else ""))
     elif args.command == "allow":
-        res = client.allow(args.version)
-        _print(args, res, res["message"])
+        al = client.allow(args.version)
+        _print(args, al, al.message)
     elif args.command == "checkin":
-        res = client.checkin("manual")
-        if res is None:
+        ci = client.checkin("manual")
+        if ci is None:
             raise UserError(f"no check-in token: {cfg.checkin_token_file} does not exist or is empty",
                             hint="create a token with the 'checkin' scope on the update server "
                                  "(qx-update-server token create --scopes checkin) and write it there")
-        if not res["ok"]:
-            raise ExternalError(f"check-in to {cfg.server_url} failed: {res['detail']}",
+        if not ci.ok:
+            raise ExternalError(f"check-in to {cfg.server_url} failed: {ci.detail}",
                                 hint="check server_url and the token; updates work without check-ins")
-        _print(args, res, f"checked in with {cfg.server_url} ({res['detail']})")
+        _print(args, ci, f"checked in with {cfg.server_url} ({ci.detail})")
     return 0
 
 

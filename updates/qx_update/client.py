@@ -8,6 +8,7 @@ apply, in this order (each step leaves the running slot the default and untouche
 4. record ``pending`` in the state (:mod:`state`) — before the switch, so a power cut cannot lose it;
 5. copy the UKI and write ``quantix-<slot>+3.conf`` (:mod:`esp`) — the switch.
 Steps 3–5 are :func:`qx_update.slotinstall.write_and_switch`, shared with the installer's upgrade.
+Every workflow returns one of :mod:`qx_update.api`'s typed results (what ``--json`` prints).
 A release whose trial boot failed its health gate is refused on this host from then on
 (``state.refused``) until ``qx-update allow VERSION``; a newer release is offered as usual.
 
@@ -18,19 +19,22 @@ floor, or records an automatic rollback with the gate's reason when the new slot
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as dt
 import fcntl
-import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from qx_common import log
 from qx_common import run as r
 from qx_common.errors import EnvironmentError_, QxError, UserError
+from qx_common.progress import Observer
 from qx_update import config as cfgmod
-from qx_update import contract, crashpoint, esp, slotinstall, slots, state
+from qx_update import api, contract, crashpoint, esp, slotinstall, slots, state
 from qx_update.errors import VerificationError
 
 # download/repo/releases (tuf, urllib3: ~0.15 s of imports) and health are imported where they are
@@ -42,7 +46,8 @@ _log = log.get("update")
 
 
 class Client:
-    def __init__(self, cfg: cfgmod.Config, *, progress: bool = True) -> None:
+    def __init__(self, cfg: cfgmod.Config, *, progress: bool | Observer = True) -> None:
+        """``progress``: draw bars (True), nothing (False), or call an observer (label, done, total)."""
         self.cfg = cfg
         self.progress = progress
         self.st = state.load(cfg.state_file)
@@ -58,8 +63,23 @@ class Client:
             os.close(fd)
             raise EnvironmentError_("another qx-update is changing this host right now",
                                     hint="wait for it to finish (systemctl status qx-update.service)") from None
-        self._lock_fd = fd
+        self._lock_fd: int | None = fd
         self.st = state.load(self.cfg.state_file)  # re-read under the lock
+
+    def unlock(self) -> None:
+        fd = getattr(self, "_lock_fd", None)
+        if fd is not None:
+            os.close(fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[Client]:
+        """The lock for an in-process caller (:mod:`qx_update.api`), released when the block ends."""
+        self.lock()
+        try:
+            yield self
+        finally:
+            self.unlock()
 
     def save(self) -> None:
         state.save(self.cfg.state_file, self.st)
@@ -102,7 +122,7 @@ class Client:
                                  refused={v: str(r.get("reason", "")) for v, r in self.st.refused.items()})
         return choice, seconds
 
-    def checkin(self, event: str) -> dict[str, Any] | None:
+    def checkin(self, event: str) -> api.CheckinResult | None:
         """Report this host to the update server's fleet view (best effort; see :mod:`qx_update.checkin`).
 
         Returns what happened, or None when no check-in token is configured."""
@@ -133,7 +153,7 @@ class Client:
             _log.warning("fleet check-in failed (%s); updates are not affected", detail)
         self.st.last_checkin = {"at": state.now_iso(), "event": event, "ok": ok, "detail": detail}
         self.save()
-        return self.st.last_checkin
+        return api.CheckinResult(schema_version=api.SCHEMA_VERSION, **self.st.last_checkin)
 
     def _record_error(self, err: QxError) -> None:
         self.st.error(err.message)
@@ -141,40 +161,45 @@ class Client:
         self.save()
 
     # -- status ------------------------------------------------------------------------------
-    def status(self) -> dict[str, Any]:
+    def status(self) -> api.UpdateStatus:
         running = self.running()
-        out: dict[str, Any] = {"channel": self.cfg.channel, "server_url": self.cfg.server_url,
-                               "running_slot": running, "security_epoch_floor": self.st.security_epoch_floor,
-                               "last_check": self.st.last_check, "last_error": self.st.last_error,
-                               "pending": None, "maintenance_window": self.cfg.maintenance_window,
-                               "refused": self.st.refused,
-                               "trusted_root": self.cfg.trusted_root.exists(), "last_checkin": self.st.last_checkin}
         try:
             e = self.esp()
             entries = e.slots()
             default = e.default_slot()
+            running_version = self.running_version(e, running)
+            esp_error = None
         except QxError as err:
-            entries, default = {}, None
-            out["esp_error"] = err.message
-        out["default_slot"] = default
-        out["pending"] = slotinstall.pending_effective(self.st, entries)
-        out["slots"] = {}
+            from qx_common.version import product_version
+
+            entries, default, running_version, esp_error = {}, None, product_version(), err.message
+        slot_status = {}
         for s in ("a", "b"):
             ent = entries.get(s)
-            out["slots"][s] = {
-                "device": str(self.cfg.slots[s]),
-                "version": ent.version if ent else None,
-                "active": s == running, "next_boot": s == default,
-                "blessed": bool(ent and ent.name.blessed), "bad": bool(ent and ent.name.bad),
-                "tries_left": ent.name.tries_left if ent else None,
-                "tries_done": ent.name.tries_done if ent else None,
-                "entry": ent.name.filename if ent else None,
-                "security_epoch": self.st.slots.get(s, {}).get("security_epoch"),
-            }
-        rb = self._detect_rollback(entries, running)
-        out["rollback"] = rb or self.st.rollback
-        out["message"] = self._message(out)
-        return out
+            slot_status[s] = api.SlotStatus(
+                device=str(self.cfg.slots[s]), version=ent.version if ent else None,
+                active=s == running, next_boot=s == default,
+                blessed=bool(ent and ent.name.blessed), bad=bool(ent and ent.name.bad),
+                tries_left=ent.name.tries_left if ent else None, tries_done=ent.name.tries_done if ent else None,
+                entry=ent.name.filename if ent else None,
+                security_epoch=self.st.slots.get(s, {}).get("security_epoch"))
+        pending = slotinstall.pending_effective(self.st, entries)
+        rb = self._detect_rollback(entries, running) or self.st.rollback
+        st = self.st
+        fields: dict[str, Any] = {
+            "schema_version": api.SCHEMA_VERSION, "channel": self.cfg.channel, "server_url": self.cfg.server_url,
+            "running_slot": running, "running_version": running_version, "default_slot": default,
+            "security_epoch_floor": st.security_epoch_floor, "maintenance_window": self.cfg.maintenance_window,
+            "trusted_root": self.cfg.trusted_root.exists(), "esp_error": esp_error,
+            "last_check": _model(api.LastCheck, st.last_check), "last_error": _model(api.ErrorRecord, st.last_error),
+            "last_checkin": _model(api.CheckinRecord, st.last_checkin),
+            "pending": _model(api.PendingUpdate, pending), "rollback": _model(api.RollbackRecord, rb),
+            "refused": {v: api.RefusedRelease(reason=str(r.get("reason", "")), at=str(r.get("at", "")))
+                        for v, r in st.refused.items()},
+            "slots": slot_status,
+        }
+        state_, message = self._verdict(fields)
+        return api.UpdateStatus(state=state_, message=message, **fields)
 
     def _detect_rollback(self, entries: dict[str, esp.SlotEntry], running: str) -> dict[str, Any] | None:
         p = slotinstall.pending_effective(self.st, entries)
@@ -191,21 +216,31 @@ class Client:
                                     "before the gate ran)",
                 "detected_at": state.now_iso()}
 
-    def _message(self, out: dict[str, Any]) -> str:
+    def _verdict(self, out: dict[str, Any]) -> tuple[api.State, str]:
+        """(state, why) for status: the first that applies, in the order of :data:`qx_update.api.State`."""
         if not out["trusted_root"]:
-            return f"no trusted root: this image was built without an update key ({self.cfg.trusted_root})"
-        rb = out["rollback"]
+            return "no-trusted-root", (f"no trusted root: this image was built without an update key "
+                                       f"({self.cfg.trusted_root})")
+        rb: api.RollbackRecord | None = out["rollback"]
         if rb:
-            return f"rolled back from {rb['from_version']} (slot {rb['from_slot'].upper()}), because {rb['reason']}"
-        p = out["pending"]
-        if p and p["slot"] != out["running_slot"] and out["default_slot"] == p["slot"]:
-            return f"{p['version']} is installed in slot {p['slot'].upper()}: reboot to start it"
-        if p and p["slot"] == out["running_slot"]:
-            return f"running {p['version']} on trial: not blessed yet"
-        return "up to date" if (out["last_check"] or {}).get("result") == "up-to-date" else "ok"
+            return "rolled-back", (f"rolled back from {rb.from_version} (slot {rb.from_slot.upper()}), "
+                                   f"because {rb.reason}")
+        p: api.PendingUpdate | None = out["pending"]
+        if p and p.slot != out["running_slot"] and out["default_slot"] == p.slot:
+            return "reboot-pending", f"{p.version} is installed in slot {p.slot.upper()}: reboot to start it"
+        if p and p.slot == out["running_slot"]:
+            return "on-trial", f"running {p.version} on trial: not blessed yet"
+        lc: api.LastCheck | None = out["last_check"]
+        if lc is None:
+            return "not-checked", "ok"
+        if lc.result == "up-to-date":
+            return "up-to-date", "up to date"
+        if lc.result == "error":
+            return "check-failed", "ok"
+        return "update-available", "ok"
 
     # -- check -------------------------------------------------------------------------------
-    def check(self, from_dir: Path | None = None) -> dict[str, Any]:
+    def check(self, from_dir: Path | None = None) -> api.CheckResult:
         running = self.running()
         e = self.esp()
         try:
@@ -222,12 +257,16 @@ class Client:
         self.checkin("check")
         waiting = e.slots().get(slots.other(running))
         installed = bool(rel and waiting and not waiting.name.bad and waiting.version == rel.version)
-        return {"running_version": self.running_version(e, running), "channel": self.cfg.channel,
-                "available": rel.summary() if rel else None, "installed": installed, "skipped": choice.skipped,
-                "metadata_refresh_s": round(seconds, 3)}
+        running_version = self.running_version(e, running)
+        found = (f"{rel.version} is installed in the other slot: reboot to start it" if rel and installed
+                 else f"{rel.version} is available ({rel.root.length / 1024**2:.0f} MiB)" if rel else "up to date")
+        return api.CheckResult(schema_version=api.SCHEMA_VERSION, running_version=running_version,
+                               channel=self.cfg.channel, available=_summary(rel), installed=installed,
+                               skipped=_skipped(choice), metadata_refresh_s=round(seconds, 3),
+                               message=f"running {running_version} on {self.cfg.channel}: {found}")
 
     # -- apply -------------------------------------------------------------------------------
-    def apply(self, from_source: Path | None = None) -> dict[str, Any]:
+    def apply(self, from_source: Path | None = None) -> api.ApplyResult:
         try:
             res = self._apply(from_source)
         except QxError as err:
@@ -240,7 +279,7 @@ class Client:
             self.checkin("apply")
         return res
 
-    def _apply(self, from_source: Path | None) -> dict[str, Any]:
+    def _apply(self, from_source: Path | None) -> api.ApplyResult:
         running = self.running()
         target = slots.other(running)
         e = self.esp()
@@ -255,7 +294,9 @@ class Client:
         rel = choice.release
         if rel is None:
             self.save()
-            return {"applied": None, "message": "no newer release for this host", "skipped": choice.skipped}
+            return api.ApplyResult(schema_version=api.SCHEMA_VERSION, applied=None, slot=None, entry=None,
+                                   next_boot=e.default_slot(), skipped=_skipped(choice),
+                                   message="no newer release for this host")
         installed = e.slots().get(target)
         if installed and not installed.name.bad and installed.version == rel.version and e.default_slot() == target:
             if slotinstall.pending_effective(self.st, e.slots()) is None:
@@ -269,8 +310,10 @@ class Client:
             self.save()
             for p in self.cfg.download_dir.glob("*"):
                 p.unlink(missing_ok=True)
-            return {"applied": None, "slot": target, "next_boot": target, "skipped": choice.skipped,
-                    "message": f"{rel.version} is already installed in slot {target.upper()}: reboot to start it"}
+            return api.ApplyResult(
+                schema_version=api.SCHEMA_VERSION, applied=None, slot=target, entry=installed.name.filename,
+                next_boot=target, skipped=_skipped(choice),
+                message=f"{rel.version} is already installed in slot {target.upper()}: reboot to start it")
         uki_info = rp.targetinfo(rel.uki_path)
         try:
             uq = contract.ReleaseTarget.from_custom(contract.quantix_of(uki_info.unrecognized_fields.get("custom")))
@@ -296,11 +339,14 @@ class Client:
             from_version=from_version, tries=self.cfg.tries, progress=self.progress)
         for p in self.cfg.download_dir.glob("*"):   # keep the cache small: the slot now holds the release
             p.unlink(missing_ok=True)
-        return {"applied": rel.summary(), "slot": target, "entry": entry.name.filename,
-                "next_boot": e.default_slot()}
+        next_boot = e.default_slot()
+        return api.ApplyResult(schema_version=api.SCHEMA_VERSION, applied=_summary(rel), slot=target,
+                               entry=entry.name.filename, next_boot=next_boot, skipped=_skipped(choice),
+                               message=f"installed {rel.version} into slot {target.upper()} ({entry.name.filename}); "
+                                       f"next boot: slot {(next_boot or '?').upper()}")
 
     # -- rollback ------------------------------------------------------------------------------
-    def rollback(self) -> dict[str, Any]:
+    def rollback(self) -> api.RollbackResult:
         running = self.running()
         other = slots.other(running)
         e = self.esp()
@@ -312,8 +358,10 @@ class Client:
             self.st.event("cancelled", slot=other, version=entries[other].version)
             self.st.pending = None
             self.save()
-            return {"rolled_back": False, "cancelled": entries[other].version, "next_boot": e.default_slot(),
-                    "message": f"cancelled the update to {entries[other].version}; slot {running.upper()} stays"}
+            return api.RollbackResult(
+                schema_version=api.SCHEMA_VERSION, rolled_back=False, cancelled=entries[other].version,
+                from_version=None, to_version=None, next_boot=e.default_slot(),
+                message=f"cancelled the update to {entries[other].version}; slot {running.upper()} stays")
         ent = entries.get(other)
         if ent is None or ent.name.bad:
             raise UserError(f"slot {other.upper()} holds no bootable release to go back to",
@@ -325,11 +373,12 @@ class Client:
         self.st.pending = None
         self.st.event("rollback", from_version=run_version, to_version=ent.version)
         self.save()
-        return {"rolled_back": True, "from_version": run_version, "to_version": ent.version,
-                "next_boot": e.default_slot(), "message": "reboot to start slot " + other.upper()}
+        return api.RollbackResult(schema_version=api.SCHEMA_VERSION, rolled_back=True, cancelled=None,
+                                  from_version=run_version, to_version=ent.version, next_boot=e.default_slot(),
+                                  message="reboot to start slot " + other.upper())
 
     # -- after boot ------------------------------------------------------------------------------
-    def gate(self, timeout: float | None = None, *, reboot_on_failure: bool = True) -> dict[str, Any]:
+    def gate(self, timeout: float | None = None, *, reboot_on_failure: bool = True) -> api.GateResult:
         """The health gate before boot-complete.target; records the verdict for this slot."""
         running = self.running()
         from qx_update import health
@@ -347,15 +396,15 @@ class Client:
             # This boot counts against the slot's tries: reboot so systemd-boot tries again or falls back.
             _log.error("health gate failed (%s): rebooting to try again", reason)
             r.run(["systemctl", "reboot"], check=False)
-        return {"ok": ok, "reason": reason, "slot": running, "counted_boot": counted}
+        return api.GateResult(schema_version=api.SCHEMA_VERSION, ok=ok, reason=reason, slot=running,
+                              counted_boot=counted)
 
-    def blessed(self) -> dict[str, Any]:
+    def blessed(self) -> api.BlessedResult:
         """After systemd-bless-boot: raise the epoch floor, clear a proven update, record a rollback."""
         running = self.running()
         e = self.esp()
         entries = e.slots()
         ent = entries.get(running)
-        out: dict[str, Any] = {"slot": running, "blessed": bool(ent and ent.name.blessed)}
         rb = self._detect_rollback(entries, running)
         if rb:
             self.st.rollback = rb
@@ -363,7 +412,6 @@ class Client:
             self.st.pending = None
             self.st.error(f"rolled back from {rb['from_version']}, because {rb['reason']}")
             self.st.event("rolled-back", **{k: rb[k] for k in ("from_version", "reason")})
-            out["rollback"] = rb
         if ent and ent.name.blessed:
             epoch = self.st.slots.get(running, {}).get("security_epoch")
             if isinstance(epoch, int) and epoch > self.st.security_epoch_floor:
@@ -372,12 +420,14 @@ class Client:
             if self.st.pending and self.st.pending["slot"] == running:
                 self.st.event("blessed", version=self.st.pending["version"], slot=running)
                 self.st.pending = None
-        out["security_epoch_floor"] = self.st.security_epoch_floor
         self.save()
         self.checkin("blessed")
-        return out
+        return api.BlessedResult(schema_version=api.SCHEMA_VERSION, slot=running,
+                                 blessed=bool(ent and ent.name.blessed),
+                                 security_epoch_floor=self.st.security_epoch_floor,
+                                 rollback=_model(api.RollbackRecord, rb))
 
-    def allow(self, version: str) -> dict[str, Any]:
+    def allow(self, version: str) -> api.AllowResult:
         """An operator clears a refused release: the next check may offer it again."""
         if version not in self.st.refused:
             raise UserError(f"{version} is not refused on this host",
@@ -385,13 +435,15 @@ class Client:
         why = self.st.refused.pop(version)
         self.st.event("allowed", version=version, was=why.get("reason"))
         self.save()
-        return {"allowed": version, "message": f"{version} may be offered again"}
+        return api.AllowResult(schema_version=api.SCHEMA_VERSION, allowed=version,
+                               message=f"{version} may be offered again")
 
-    def channel_set(self, name: str) -> dict[str, Any]:
+    def channel_set(self, name: str) -> api.ChannelResult:
         self.cfg = cfgmod.set_override(self.cfg, "channel", name)
         self.st.event("channel", channel=name)
         self.save()
-        return {"channel": self.cfg.channel, "file": str(self.cfg.override)}
+        return api.ChannelResult(schema_version=api.SCHEMA_VERSION, channel=self.cfg.channel,
+                                 file=str(self.cfg.override))
 
 
 def reboot_plan(window: str, now: dt.datetime) -> str | None:
@@ -402,5 +454,30 @@ def reboot_plan(window: str, now: dt.datetime) -> str | None:
     return start.strftime("%H:%M")
 
 
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, indent=2, sort_keys=True)
+_M = TypeVar("_M", bound=api.Model)
+
+
+def _model(cls: type[_M], record: dict[str, Any] | None) -> _M | None:
+    """A state.json record as its typed model (None stays None). The state is this package's own file;
+    a record that does not fit is reported as the broken state it is."""
+    if record is None:
+        return None
+    # Only the fields this release knows: the data partition outlives a slot, so a newer qx-update
+    # (before a rollback to this one) may have written fields this one does not have.
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    try:
+        return cls.from_dict({k: v for k, v in record.items() if k in known}, f"state.json {cls.__name__}")
+    except api.SchemaError as e:
+        raise EnvironmentError_(f"the update state is inconsistent: {e.message}",
+                                hint="restore state.json from a backup, or remove it to start over") from e
+
+
+def _summary(rel: releases.Release | None) -> api.ReleaseSummary | None:
+    if rel is None:
+        return None
+    return api.ReleaseSummary(version=rel.version, security_epoch=rel.security_epoch, slot_size=rel.slot_size,
+                              download_size=rel.root.length, notes=rel.notes)
+
+
+def _skipped(choice: releases.Choice) -> list[api.SkippedRelease]:
+    return [api.SkippedRelease(version=s["version"], reason=s["reason"]) for s in choice.skipped]

@@ -36,7 +36,7 @@ from qx_update import crashpoint, hashing
 from qx_update.deadline import DEFAULT_DEADLINE, Deadline
 from qx_update.errors import VerificationError
 from qx_common.fs import fsync_dir
-from qx_common.progress import Progress
+from qx_common.progress import Observer, Progress
 
 CHUNK = 4 * 1024 * 1024
 SYNC_EVERY = 32 * 1024 * 1024
@@ -152,7 +152,7 @@ def _open_stream(url: str, offset: int, deadline: Deadline | None = None) -> tup
     return start, resp.stream(CHUNK, decode_content=False)
 
 
-def fetch(info: TargetFile, url: str, dest_dir: Path, *, label: str, progress: bool = True,
+def fetch(info: TargetFile, url: str, dest_dir: Path, *, label: str, progress: bool | Observer = True,
           crash_point: str | None = None, deadline: float = DEFAULT_DEADLINE) -> Path:
     """Download (or resume, or reuse) target ``info`` from ``url``; return the verified file.
 
@@ -186,7 +186,7 @@ def fetch(info: TargetFile, url: str, dest_dir: Path, *, label: str, progress: b
     raise AssertionError("unreachable")
 
 
-def _download(info: TargetFile, url: str, part: Path, *, label: str, progress: bool,
+def _download(info: TargetFile, url: str, part: Path, *, label: str, progress: bool | Observer,
               crash_point: str | None, deadline: float = DEFAULT_DEADLINE) -> tuple[bool, dict[str, str] | None]:
     """Bring ``part`` to the signed length; return (resumed, digests of its bytes or None)."""
     have = part.stat().st_size if part.exists() else 0
@@ -208,7 +208,7 @@ def _download(info: TargetFile, url: str, part: Path, *, label: str, progress: b
 
 
 def _download_into(info: TargetFile, url: str, part: Path, have: int, hasher: hashing.BackgroundHasher | None, *,
-                   label: str, progress: bool, crash_point: str | None, deadline: Deadline | None = None) -> bool:
+                   label: str, progress: bool | Observer, crash_point: str | None, deadline: Deadline | None = None) -> bool:
     if have == info.length:
         if hasher:
             _hash_prefix(part, have, hasher)

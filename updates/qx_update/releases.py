@@ -56,10 +56,6 @@ class Release:
     def notes(self) -> str:
         return self.fields.notes
 
-    def summary(self) -> dict[str, Any]:
-        return {"version": self.version, "security_epoch": self.security_epoch, "slot_size": self.slot_size,
-                "download_size": self.root.length, "notes": self.notes}
-
 
 @dataclass
 class Choice:
