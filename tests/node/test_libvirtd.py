@@ -351,3 +351,70 @@ def test_consoles_through_a_real_libvirtd(daemons: Daemons, pool: Path, tmp_path
             except libvirt.libvirtError:
                 pass
             conn.close()
+
+
+def test_clone_devices_and_capacity_through_a_real_libvirtd(daemons: Daemons, pool: Path, tmp_path: Path) -> None:
+    """Clone on QEMU: the copy's disk holds the source's content (qemu-io), it gets a new UUID and
+    boots (the guest's READY marker on its serial port); a virtio disk is hot-plugged into the
+    running clone and an ISO inserted live; a VM bigger than the host's memory is refused with 409."""
+    import libvirt
+
+    settings = make_settings(tmp_path, URI, pool_name="qx-test-pool")
+    settings = type(settings)(**{**settings.__dict__, "pool_dir": pool})
+    guest.build_guest(pool)
+    with LiveServer(settings) as live:
+        c = httpx.Client(verify=str(live.cert), headers=live.auth, base_url=live.url, timeout=120)
+        try:
+            spec = {"name": "qx-src", "memory_mib": 128, "disks": [{"size_gib": 1}], "start": False,
+                    "kernel": guest.KERNEL_NAME, "initrd": guest.INITRD_NAME, "cmdline": guest.CMDLINE}
+            assert c.post("/v1/vms", json=spec).status_code == 201
+            _qemu_io(pool / "qx-src-disk0.qcow2", "write -P 0xcc 1M 64k")
+            r = c.post("/v1/vms/qx-src/clone", json={"name": "qx-copy"})
+            assert r.status_code == 202, r.text
+            task = wait_for(lambda: (t := c.get(r.headers["location"]).json())["state"] != "running" and t, 120,
+                            "the clone task")
+            assert task["state"] == "succeeded", task
+            copy_disk = pool / "qx-copy-disk0.qcow2"
+            _qemu_io(copy_disk, "read -P 0xcc 1M 64k")
+            src, copy = c.get("/v1/vms/qx-src").json(), c.get("/v1/vms/qx-copy").json()
+            assert src["uuid"] != copy["uuid"] and copy["disks"] == [str(copy_disk)]
+
+            # A medium for the clone's new CD-ROM drive, then boot it.
+            assert c.post("/v1/storage/volumes", json={"name": "media.iso", "size_gib": 1, "format": "raw"}).status_code == 201
+            r = c.put("/v1/vms/qx-copy/cdrom", json={"volume": "media.iso"})
+            assert r.status_code == 200 and r.json()["applied"] == {"cdrom": "now"}, r.text
+            assert c.post("/v1/vms/qx-copy/start").status_code == 200
+            console = SerialPty("qx-copy")
+            try:
+                wait_for(lambda: guest.READY in console.text, 120, "the clone's guest to boot")
+            finally:
+                console.close()
+            # Live on QEMU: a hot-plugged virtio disk, an ejected medium.
+            r = c.post("/v1/vms/qx-copy/disks", json={"size_gib": 1})
+            assert r.status_code == 200, r.text
+            live_result = r.json()["applied"]["disks"]
+            conn = libvirt.open(URI)
+            try:
+                live_xml = conn.lookupByName("qx-copy").XMLDesc(0)
+            finally:
+                conn.close()
+            assert live_result == "now" and "qx-copy-disk1.qcow2" in live_xml, (live_result, live_xml)
+            r = c.delete("/v1/vms/qx-copy/cdrom")
+            assert r.status_code == 200 and r.json()["applied"] == {"cdrom": "now"} and r.json()["cdroms"] == []
+
+            host_mib = c.get("/v1/host/capacity").json()["memory"]["total_mib"]
+            r = c.post("/v1/vms", json={"name": "qx-huge", "memory_mib": host_mib, "kernel": guest.KERNEL_NAME})
+            assert r.status_code == 409 and r.json()["field"] == "memory_mib" and "free" in r.json()["error"], r.text
+        finally:
+            for vm in ("qx-copy", "qx-src", "qx-huge"):
+                c.delete(f"/v1/vms/{vm}", params={"remove_disks": "true", "force": "true"})
+            c.close()
+            conn = libvirt.open(URI)
+            try:
+                p = conn.storagePoolLookupByName("qx-test-pool")
+                if p.isActive():
+                    p.destroy()
+                p.undefine()
+            except libvirt.libvirtError:
+                pass
+            conn.close()

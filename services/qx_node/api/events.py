@@ -1,7 +1,8 @@
 """Route: /v1/events — server-sent events of VM lifecycle changes and libvirt connection state.
 
 The stream starts with a ``snapshot`` event (every VM and its state), then carries ``lifecycle``,
-``connection`` and ``restart-on-crash`` events as JSON in ``data:`` lines, with ``id:`` set to the
+``connection``, ``restart-on-crash``, ``task`` (``{"task": <the task as GET /v1/tasks/{id}>}`` when a
+task starts, progresses and ends), ``maintenance`` and ``host`` (reboot/shutdown asked) events as JSON in ``data:`` lines, with ``id:`` set to the
 event's sequence number. A comment line every 15 s keeps proxies from closing an idle stream.
 """
 
