@@ -237,6 +237,8 @@ def test_key_expiry_warnings(server_no_resign, browser, tmp_path):
     assert re.fullmatch(r"timestamp expires in [34]:\d\d:\d\d and was not renewed: is the server running\?",
                         warnings["timestamp"]), warnings
     assert browser.find_element(By.ID, "key-warnings").is_displayed()
+    # This server made its own root keys (keys init through the API): the page says it is a development setup.
+    assert browser.find_element(By.ID, "root-keys").text == "root keys: on this server (development)"
     rows = key_rows(browser)
     assert [role for role, r in rows.items() if r["expiring"]] == ["root", "timestamp"], rows
     # the table shows the expiry that is really signed in root.json

@@ -110,13 +110,20 @@ function renderFleet(page) {
 function renderKeys(k) {
   const warn = $("#key-warnings"); warn.replaceChildren();
   const table = $("#key-table"); table.replaceChildren();
-  if (!k.initialized) { warn.append(el("div", {class: "warning"}, "No signing keys yet: run qx-release keys init")); return; }
+  if (!k.initialized) {
+    warn.append(el("div", {class: "warning"}, "No signing keys yet: set the server up with offline root keys " +
+      "(qx-release keys init --offline DIR, then qx-update-server init), or for development qx-release keys init"));
+    return;
+  }
   table.append(el("tr", {}, ...["role", "version", "expires", "days left", "keys present / threshold"].map((h) => el("th", {}, h))));
   for (const [role, r] of Object.entries(k.roles)) {
     table.append(el("tr", {"data-role": role, class: r.warning ? "expiring" : ""}, el("td", {}, role), el("td", {}, r.version), el("td", {}, r.expires),
       el("td", {}, r.days_left), el("td", {}, `${r.keys_present} / ${r.threshold}`)));
     if (r.warning) warn.append(el("div", {class: "warning", "data-warning": role}, r.warning));
   }
+  // Where the root keys are: offline, or (development setups) on this server.
+  if (k.root_keys) warn.append(el("div", {id: "root-keys", class: k.root_keys === "offline" ? "note" : "warning"},
+    `root keys: ${k.root_keys}`));
 }
 
 // One refresh at a time: a refresh asked for while one runs is folded into a single follow-up, and
