@@ -8,19 +8,22 @@ still delay the next status refresh.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 
 from qx_common.errors import EnvironmentError_, ExternalError
 from qx_common.run import run, spawn, which
 
-from qx_console.backend import ProgressFn, SlotInfo, BackendUnavailable, UpdateState
+from qx_update import (ApplyResult, ChannelResult, CheckResult, ErrorReport, Model, ProgressEvent, RollbackResult,
+                       SchemaError, UpdateStatus, read_apply_line)
+
+from qx_console.backend import BackendUnavailable, ProgressFn, SlotInfo, UpdateState
 
 NODE_URL = "https://127.0.0.1:8443"
+_M = TypeVar("_M", bound=Model)
 
 
 class NodeClient:
@@ -59,9 +62,13 @@ class NodeClient:
 
 
 class UpdateClient:
-    """``qx-update --json <verb>`` (``--json`` is qx-update's global flag, before the verb); one JSON
-    document on stdout (indented). ``apply`` may also print JSON lines with done/total or percent
-    before it, which move the progress bar."""
+    """``qx-update --json <verb>`` (``--json`` is qx-update's global flag, before the verb), read through
+    qx-update's public models (exported by :mod:`qx_update`): its output is one model serialised, checked field by
+    field on reading (``schema_version`` included), so the console never guesses at keys. ``apply``
+    prints :class:`~qx_update.ProgressEvent` lines before its result, which move the progress bar.
+
+    qx-update runs as its own process: it takes the update lock and may run for minutes (apply), and
+    its exit codes and errors are the same the operator would see on a shell."""
 
     def __init__(self, command: Sequence[str] = ("qx-update",), timeout_s: float = 30.0) -> None:
         self.command = list(command)
@@ -73,135 +80,81 @@ class UpdateClient:
         if "/" in self.command[0] and not Path(self.command[0]).exists():
             raise BackendUnavailable(f"'{self.command[0]}' is not installed on this host")
 
-    def _call(self, args: list[str], timeout: float | None = None) -> dict[str, Any]:
+    def _call(self, model: type[_M], args: list[str], timeout: float | None = None) -> _M:
         self._require()
         try:
             proc = run([*self.command, "--json", *args], check=False, timeout=timeout or self.timeout_s)
         except ExternalError as e:
             raise BackendUnavailable(f"qx-update {args[0]}: {e}") from e
-        data = _last_json(proc.stdout)
         if proc.returncode != 0:
-            msg = (data or {}).get("error") or (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            raise ExternalError(f"qx-update {args[0]} failed: {msg}")
-        if data is None:
-            raise BackendUnavailable(f"qx-update {args[0]} printed no JSON")
-        return data
+            raise ExternalError(f"qx-update {args[0]} failed: {_error(proc.stdout, proc.stderr, proc.returncode)}")
+        try:
+            return model.from_json(proc.stdout)
+        except SchemaError as e:
+            raise BackendUnavailable(f"qx-update {args[0]}: {e.message}") from e
 
     def status(self) -> UpdateState:
-        return _state(self._call(["status"]))
+        return _state(self._call(UpdateStatus, ["status"]))
 
     def check(self) -> UpdateState:
-        return _state(self._call(["check"], timeout=120))
+        # The check's own result is recorded in qx-update's state (last_check): status then says the
+        # same, with the slots, so the screen shows one consistent picture.
+        self._call(CheckResult, ["check"], timeout=120)
+        return self.status()
 
     def rollback(self) -> str:
-        d = self._call(["rollback"])
-        return str(d.get("message") or "rollback scheduled: the other slot boots next")
+        return self._call(RollbackResult, ["rollback"]).message
 
     def set_channel(self, name: str) -> None:
-        self._call(["channel", "set", name])
+        self._call(ChannelResult, ["channel", "set", name])
 
     def apply(self, progress: ProgressFn) -> str:
-        """Stream ``apply --json``: every line with done/total (or percent) moves the progress bar."""
+        """Stream ``apply --json``: every progress line moves the progress bar; the last line is the result."""
         self._require()
         argv = [*self.command, "--json", "apply"]
         # The one streaming call: spawn() gives it run()'s clean environment and keeps stderr off a pipe.
-        last: dict[str, Any] = {}
-        text = ""
+        result: ApplyResult | None = None
+        failure: ErrorReport | None = None
         progress(0.0, "installing into the other slot...")
         try:
             with spawn(argv, text=True, check=False, wait_timeout=None) as proc:
                 assert proc.stdout is not None
                 for line in proc.stdout:
-                    text += line
                     try:
-                        ev = json.loads(line)
-                    except ValueError:
-                        continue
-                    if not isinstance(ev, dict):
-                        continue
-                    last = ev
-                    frac = _fraction(ev)
-                    if frac is not None:
-                        progress(frac, str(ev.get("message") or ev.get("phase") or ""))
+                        item = read_apply_line(line)
+                    except SchemaError as e:
+                        raise BackendUnavailable(f"qx-update apply: {e.message}") from e
+                    if isinstance(item, ProgressEvent):
+                        progress(item.fraction, item.message)
+                    elif isinstance(item, ApplyResult):
+                        result = item
+                    elif isinstance(item, ErrorReport):
+                        failure = item
         except EnvironmentError_ as e:
             raise BackendUnavailable(f"qx-update apply: {e}") from e
-        err = proc.stderr_text()
         rc = proc.returncode
-        last = _last_json(text) or last
         if rc != 0:
-            msg = last.get("error") or (err.strip().splitlines() or [f"exit code {rc}"])[-1]
+            msg = failure.error if failure else _error("", proc.stderr_text(), rc)
             raise ExternalError(f"qx-update apply failed: {msg}")
+        if result is None:
+            raise BackendUnavailable("qx-update apply printed no result")
         progress(1.0, "done")
-        if last.get("message"):
-            return str(last["message"])
-        applied = last.get("applied")
-        if isinstance(applied, dict) and last.get("slot"):
-            return f"installed {applied.get('version')} into slot {str(last['slot']).upper()}; reboot to start it"
-        return "qx-update apply finished"
+        return result.message
 
 
-def _fraction(ev: dict[str, Any]) -> float | None:
-    if isinstance(ev.get("percent"), (int, float)):
-        return max(0.0, min(1.0, ev["percent"] / 100))
-    done, total = ev.get("done"), ev.get("total")
-    if isinstance(done, (int, float)) and isinstance(total, (int, float)) and total > 0:
-        return max(0.0, min(1.0, done / total))
-    return None
-
-
-def _last_json(text: str) -> dict[str, Any] | None:
-    text = text.strip()
+def _error(stdout: str, stderr: str, rc: int | None) -> str:
+    """A failed command's message: its ErrorReport, else the last line it wrote on stderr."""
     try:
-        d = json.loads(text)
-        return d if isinstance(d, dict) else None
-    except ValueError:
-        pass
-    for line in reversed(text.splitlines()):
-        try:
-            d = json.loads(line)
-            if isinstance(d, dict):
-                return d
-        except ValueError:
-            continue
-    return None
+        return ErrorReport.from_json(stdout.strip().splitlines()[-1]).error
+    except (SchemaError, IndexError):
+        return (stderr.strip().splitlines() or [f"exit code {rc}"])[-1]
 
 
-def _state(d: dict[str, Any]) -> UpdateState:
-    """Accept the shapes qx-update documents: slots as a list or a {a: {...}, b: {...}} map.
-
-    ``status --json`` reports what its last check found as ``last_check`` ({at, result: up-to-date |
-    available | error, version}) and an update installed in the other slot, waiting for a reboot, as
-    ``pending`` ({slot, version, ...}; in the running slot it is the running release on trial, not an
-    update). ``check --json`` reports ``available`` ({version, ...} or null) and ``installed``."""
-    raw_slots = d.get("slots") or []
-    if isinstance(raw_slots, dict):
-        raw_slots = [dict(v, name=k) for k, v in raw_slots.items()]
-    active = str(d.get("active_slot") or d.get("running_slot") or d.get("booted_slot") or "")
-    slots = []
-    for s in raw_slots:
-        name = str(s.get("name") or s.get("slot") or "?")
-        slots.append(SlotInfo(
-            name=name,
-            version=str(s.get("version") or ""),
-            active=bool(s.get("active", name == active)),
-            blessed=s.get("blessed", s.get("good")),
-            bad=bool(s.get("bad", False)),
-        ))
-    avail = d.get("available") or d.get("update") or ""
-    if isinstance(avail, dict):
-        avail = str(avail.get("version") or "")
-    last_check = d.get("last_check") if isinstance(d.get("last_check"), dict) else {}
-    result = str(last_check.get("result") or "")
-    if not avail and result == "available":
-        avail = str(last_check.get("version") or "")
-    pending = d.get("pending") or ""
-    if isinstance(pending, dict):
-        in_running = bool(active) and str(pending.get("slot") or "") == active
-        pending = "" if in_running else str(pending.get("version") or "")
-    if d.get("installed") is True and avail:  # check: the release found is in the other slot already
-        pending = pending or str(avail)
-    running = {s.version for s in slots if s.active and s.version}
-    if str(avail) in ({str(pending)} | running):  # what the check found is installed or running already
-        avail = ""
-    return UpdateState(slots=slots, channel=str(d.get("channel") or ""), available=str(avail),
-                       pending=str(pending), last_check=result, detail=str(d.get("message") or ""), raw=d)
+def _state(st: UpdateStatus) -> UpdateState:
+    """The console's view of qx-update's status: the slots, what the last check found (unless it is
+    installed or running already) and an update installed in the other slot awaiting a reboot."""
+    slots = [SlotInfo(name=name, version=s.version or "", active=s.active, blessed=s.blessed, bad=s.bad)
+             for name, s in sorted(st.slots.items())]
+    return UpdateState(slots=slots, channel=st.channel, available=st.available or "",
+                       pending=st.awaiting_reboot or "", last_check=st.last_check.result if st.last_check else "",
+                       detail=st.message, raw=st.to_dict())

@@ -94,7 +94,7 @@ class LinuxBackend(HostBackend):
 
     # -- status: gathered from every concern ----------------------------------------------------
     def status(self) -> HostStatus:
-        slot, blessed = self.machine.slot()
+        slot = self.machine.slot()
         used, total = self.machine.memory()
         node = Health(None, "unreachable")
         libvirt = Health(None, "unknown (qx-node unreachable)")
@@ -119,7 +119,7 @@ class LinuxBackend(HostBackend):
         cfg, prov = self.load_config()
         return HostStatus(
             product=PRODUCT_NAME, version=product_version(self.root), hostname=self.machine.hostname(),
-            addresses=self.network.addresses(), active_slot=slot, blessed=blessed,
+            addresses=self.network.addresses(), active_slot=slot, blessed=up.blessed,
             cpu_percent=self.machine.cpu_percent(), mem_used=used, mem_total=total, vms_running=vms, node=node,
             libvirt=libvirt, update_channel=up.channel or cfg.update_channel, pending_update=up.pending,
             available_update=up.available, update_check=up.last_check, update_detail=up.detail,

@@ -38,8 +38,7 @@ from qx_common import log
 from qx_common import run as r
 from qx_common.errors import ExternalError, QxError, UserError
 from qx_install.answer import DiskFilter, format_size
-from qx_update import bootentry
-from qx_update.espfat import FatFiles
+from qx_update import FatFiles, read_boot_entries
 
 BY_ID = Path("/dev/disk/by-id")
 BY_LABEL = Path("/dev/disk/by-label")
@@ -347,25 +346,18 @@ def existing_install(disk_path: str) -> ExistingInstall | None:
 def _read_slots(esp: str) -> tuple[dict[str, str], str]:
     """(slot -> version, the default slot) from the ESP's boot entries; ({}, "?") when unreadable.
 
-    The ESP is read with mtools (:class:`qx_update.espfat.FatFiles`, as qx-update does), not mounted:
-    that works where the kernel has no vfat driver (build hosts) and cannot leave a FAT dirty.
+    The ESP is read by qx-update's own reader (:func:`qx_update.read_boot_entries`) through mtools
+    (:class:`qx_update.FatFiles`), not mounted: that works where the kernel has no vfat driver (build
+    hosts) and cannot leave a FAT dirty.
     """
-    fat = FatFiles(esp)
     try:
         # FatFiles.names() cannot tell "no such directory" from "not a FAT": ask once for the root.
         r.run(["mdir", "-i", esp, "-b", "::/"], env={"MTOOLS_SKIP_CHECK": "1"}, timeout=30)
-        entries: dict[bootentry.EntryName, str] = {}
-        for fname in fat.names(bootentry.ENTRIES_DIR):
-            name = bootentry.parse_entry_name(fname)
-            if name is not None:
-                text = fat.read_text(f"{bootentry.ENTRIES_DIR}/{fname}")[:_READ_LIMIT]
-                entries[name] = _printable(bootentry.parse_entry(text).get("version", ""))
+        boot = read_boot_entries(FatFiles(esp))
     except QxError as e:
         _log.debug("reading the boot entries on %s: %s", esp, e)
         return {}, "?"
-    slots = {n.slot: v for n, v in entries.items()}
-    order = bootentry.boot_order(entries)
-    return slots, (order[0].slot if order else "")
+    return {slot: _printable(v) for slot, v in boot.versions.items()}, boot.default_slot or ""
 
 
 def _read_data(data: str) -> tuple[str, bool, str]:

@@ -1,6 +1,7 @@
 """What the machine reports about itself: CPU load, memory, uptime, the running hostname and the booted
-A/B slot with its blessing (``root=PARTLABEL=root-<slot>`` on the kernel command line, the slot's boot
-entry on the ESP). Read-only; a missing or odd file is shown as unknown, never an error.
+A/B slot (``root=PARTLABEL=root-<slot>`` on the kernel command line). Whether that slot is blessed is
+qx-update's to say (its status, :mod:`qx_console.host.updates`): the console never reads the ESP.
+Read-only; a missing or odd file is shown as unknown, never an error.
 
 :meth:`Machine.cpu_percent` is the load since the previous call (``None`` on the first one): the status
 screen calls it once per refresh.
@@ -11,11 +12,7 @@ from __future__ import annotations
 import re
 import socket
 
-from qx_update import bootentry
-
 from qx_console.host.context import HostContext
-
-ESP_DIRS = ("efi", "boot", "boot/efi")
 
 
 class Machine:
@@ -52,17 +49,7 @@ class Machine:
     def hostname(self) -> str:
         return self.ctx.read("proc/sys/kernel/hostname").strip() or socket.gethostname()
 
-    def slot(self) -> tuple[str, bool | None]:
-        """("A"/"B", blessed?) of the booted slot; ("?", None) when the command line does not say."""
+    def slot(self) -> str:
+        """"A"/"B", the booted slot; "?" when the command line does not say."""
         m = re.search(r"root=PARTLABEL=root-([ab])\b", self.ctx.read("proc/cmdline"))
-        if not m:
-            return "?", None
-        slot = m.group(1)
-        for esp in ESP_DIRS:
-            d = self.ctx.path(esp) / bootentry.ENTRIES_DIR
-            if d.is_dir():
-                for p in d.iterdir():
-                    e = bootentry.parse_entry_name(p.name)
-                    if e and e.slot == slot:
-                        return slot.upper(), e.blessed
-        return slot.upper(), None
+        return m.group(1).upper() if m else "?"

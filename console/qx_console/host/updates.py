@@ -27,6 +27,7 @@ class UpdateSummary:
     available: str = ""
     last_check: str = ""
     detail: str = ""
+    blessed: bool | None = None       # the running slot's boot entry, as qx-update reads it (None: unknown)
 
 
 class Updates:
@@ -40,7 +41,9 @@ class Updates:
             us = self.client.status()
         except QxError as e:
             return UpdateSummary(detail=f"not available: {e}")
-        return UpdateSummary(us.channel, us.pending, us.available, us.last_check)
+        running = [s.blessed for s in us.slots if s.active]
+        return UpdateSummary(us.channel, us.pending, us.available, us.last_check,
+                             blessed=running[0] if running else None)
 
     def status(self) -> UpdateState:
         return self.client.status()
