@@ -333,3 +333,26 @@ def test_root_keys_held_by_different_people_cosign_a_rotation(tmp_path, make_rel
         assert Metadata[Root].from_file(str(host / "root.json")).signed.version == 2
     finally:
         server.stop()
+
+
+def test_the_development_path_says_what_it_is(tmp_path):
+    """keys init through the API (the server makes its own root keys) still works, and every place that
+    shows keys says it is a development setup; an offline setup says nothing of the kind."""
+    server = start_server(tmp_path / "dev-data")
+    try:
+        token = server.token(*ALL)
+        out = qx_release(server, token, "keys", "init").stdout
+        assert "NOTE: root keys: on this server (development)" in out
+    finally:
+        server.stop()
+    again = start_server(tmp_path / "dev-data")  # the root keys in its data dir: started, with a warning
+    again.stop()
+    assert "WARNING: development setup" in again.log.read_text()
+
+    off, offline = offline_server(tmp_path / "prod")
+    try:
+        out = qx_release(offline, offline.token("read"), "keys", "status").stdout
+        assert "root" in out and "NOTE" not in out
+    finally:
+        offline.stop()
+    assert "WARNING" not in offline.log.read_text()

@@ -313,7 +313,10 @@ def _human(cmd: str, out: Any) -> str:
         for role, r in out.get("roles", {}).items():
             lines.append(f"{role:<10} v{r['version']:<4} expires {r['expires']} ({r['days_left']} days) "
                          f"keys {r['keys_present']}/{r['threshold']}" + (f"  WARNING: {r['warning']}" if r["warning"] else ""))
-        return "\n".join(lines) or "no keys yet: qx-release keys init"
+        if out.get("root_keys") and out["root_keys"] != "offline":
+            lines.append(f"NOTE: root keys: {out['root_keys']} — for hosts you ship, set a server up with offline "
+                         "root keys (qx-release keys init --offline DIR; docs/update-format.md §2.3)")
+        return "\n".join(lines) or "no keys yet: qx-release keys init --offline DIR (or, for development, keys init)"
     if cmd == "remove":
         return f"{out['version']}: removed from the signed metadata ({out['retired']['at']})"
     if cmd == "export":
