@@ -114,6 +114,13 @@ class Cloner:
                 raise
             vms.busy[source] = f"being cloned to '{req.name}'"
             vms.busy[req.name] = f"being created as a clone of '{source}'"
+            vms.reserved.update(created)
+
+        def release() -> None:
+            with vms._mutate:
+                vms.busy.pop(source, None)
+                vms.busy.pop(req.name, None)
+                vms.reserved.difference_update(created)
 
         def work(task: Task) -> dict[str, Any]:
             try:
@@ -122,16 +129,12 @@ class Cloner:
                 self._drop(created)
                 raise
             finally:
-                with vms._mutate:
-                    vms.busy.pop(source, None)
-                    vms.busy.pop(req.name, None)
+                release()
 
         try:
             return self.tasks.start("clone", source, work, cancellable=True)
         except BaseException:  # the thread could not start: nothing may stay reserved
-            with vms._mutate:
-                vms.busy.pop(source, None)
-                vms.busy.pop(req.name, None)
+            release()
             self._drop(created)
             raise
 

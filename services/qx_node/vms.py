@@ -102,6 +102,7 @@ class VmService:
         self.storage = storage
         self.config = config  # None: no admission control (unit use without a host)
         self.busy: dict[str, str] = {}  # VM name -> why it must not be touched (a clone in progress)
+        self.reserved: set[str] = set()  # volumes a clone is writing (not deletable meanwhile)
         self.virt_type = virt_type  # None: the best the host offers (kvm, else qemu, else the first)
         # libvirt lists 'kvm' whenever /dev/kvm exists; under software-nested KVM (no vmx/svm) such
         # guests die at start, so the default follows our own check (telemetry.kvm_status).
@@ -245,6 +246,8 @@ class VmService:
         """Delete a pool volume unless a VM uses it (disk, cdrom, kernel or initrd)."""
         with self._mutate:
             vol = self.storage.get(name)
+            if name in self.reserved:
+                raise Conflict(f"volume '{name}' is being written by a clone", hint="wait for its task to end (GET /v1/tasks)")
             self.storage.delete(name, in_use_by=self.users_of(vol.path))
 
     def _check_free(self, wanted: list[tuple[str, str, str, bool]], exclude: str | None = None) -> None:
@@ -408,8 +411,11 @@ class VmService:
                 if running:
                     raise Conflict(f"VM '{name}' is already running" + (" (paused)" if paused else ""),
                                    hint="POST .../resume continues a paused VM" if paused else None)
-                self._admit(name, int(dom.info()[2]) // 1024)  # the memory it is given at start
-                dom.create()
+                # One admission at a time, held until QEMU has the memory: two starts that each fit
+                # alone but not together cannot both pass the check.
+                with self._mutate:
+                    self._admit(name, int(dom.info()[2]) // 1024)  # the memory it is given at start
+                    dom.create()
             elif action == "pause":
                 if not running:
                     raise Conflict(f"VM '{name}' is not running", hint="start it first")

@@ -163,6 +163,13 @@ def test_cancelled_clone_leaves_nothing(live: Live, client: httpx.Client) -> Non
         url = r.json()["url"]
         # Cancel on the first progress event: the copy is 64 blocks long, and stops at the next one.
         events.until(lambda e: e.get("type") == "task" and e["task"]["progress"] > 0)
+        # Meanwhile both VMs and the volume being written are off limits.
+        for method, path in (("POST", "/v1/vms/big/start"), ("DELETE", "/v1/vms/big"), ("PATCH", "/v1/vms/big"),
+                             ("DELETE", "/v1/storage/volumes/big2-disk0.qcow2")):
+            r = client.request(method, path, json={"vcpus": 2} if method == "PATCH" else None)
+            assert r.status_code == 409 and ("clon" in r.json()["error"]), (method, path, r.text)
+        r = client.post("/v1/vms", json={"name": "big2", "memory_mib": 16, "start": False})
+        assert r.status_code == 409 and r.json()["field"] == "name"
         r = client.post(f"{url}/cancel")
         assert r.status_code == 202 and r.json()["cancel_requested"], r.text
     finally:
@@ -263,6 +270,29 @@ def test_vms_that_do_not_fit_are_refused_unless_overcommit(live: Live, client: h
     r = client.patch("/v1/host/settings", json={"overcommit_memory": "yes"})
     assert r.status_code == 422 and r.json()["field"] == "overcommit_memory"
     assert client.patch("/v1/host/settings", json={}).status_code == 422
+
+
+def test_parallel_starts_cannot_overbook_memory(live: Live, client: httpx.Client) -> None:
+    """Two VMs that each fit but not together, started at the same moment by two clients: one runs."""
+    import concurrent.futures
+
+    free = client.get("/v1/host/capacity").json()["memory"]["free_mib"]
+    size = free // 2 + 16
+    for name in ("p1", "p2"):
+        assert client.post("/v1/vms", json={"name": name, "memory_mib": size, "start": False}).status_code == 201
+    barrier = threading.Barrier(2)
+
+    def start(name: str) -> int:
+        with httpx.Client(base_url=live.url, verify=ssl.create_default_context(cafile=str(live.cert)),
+                          headers=live.auth, timeout=30) as c:
+            barrier.wait()
+            return c.post(f"/v1/vms/{name}/start").status_code
+
+    with concurrent.futures.ThreadPoolExecutor(2) as ex:
+        codes = sorted(ex.map(start, ("p1", "p2")))
+    assert codes == [200, 409], codes
+    states = sorted(client.get(f"/v1/vms/{n}").json()["state"] for n in ("p1", "p2"))
+    assert states == ["running", "shutoff"]
 
 
 # -- maintenance and power ---------------------------------------------------------------------------------
