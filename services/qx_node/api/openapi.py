@@ -83,6 +83,17 @@ NETWORKS = {"type": "object", "required": ["host", "networks"], "properties": {
         "up": {"type": "boolean"}, "ports": {"type": "array", "items": {"type": "string"}},
         "vlan_id": {"type": ["integer", "null"]}, "parent": {"type": ["string", "null"]}}}},
     "networks": {"type": "array", "items": {"$ref": "#/components/schemas/Network"}}}}
+CAPACITY = {"type": "object", "required": ["memory", "disk", "maintenance"], "properties": {
+    "memory": {"type": "object", "required": ["total_mib", "committed_mib", "reserve_mib", "free_mib", "overcommit"],
+               "properties": {"total_mib": {"type": "integer"}, "committed_mib": {"type": "integer"},
+                              "reserve_mib": {"type": "integer"}, "free_mib": {"type": "integer"},
+                              "overcommit": {"type": "boolean"}}},
+    "disk": {"type": "object", "required": ["capacity", "available", "overcommit"],
+             "properties": {"capacity": {"type": "integer"}, "available": {"type": "integer"},
+                            "overcommit": {"type": "boolean"}}},
+    "maintenance": {"type": "boolean"}}}
+POWER = {"type": "object", "required": ["action", "in_seconds"], "properties": {
+    "action": {"enum": ["reboot", "shutdown"]}, "in_seconds": {"type": "number"}}}
 HEALTH = {"type": "object", "required": ["status", "version", "components"], "properties": {
     "status": {"enum": ["ok", "degraded"]}, "version": {"type": "string"},
     "components": {"type": "object", "additionalProperties": {
@@ -111,6 +122,13 @@ _SUCCESS: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
     ("put", "/v1/vms/{name}/cdrom"): ("200", {"$ref": _REF + "Vm"}),
     ("delete", "/v1/vms/{name}/cdrom"): ("200", {"$ref": _REF + "Vm"}),
     ("get", "/v1/networks"): ("200", NETWORKS),
+    ("delete", "/v1/networks/{name}"): ("200", {"type": "object", "required": ["name", "deleted"], "properties": {
+        "name": {"type": "string"}, "deleted": {"const": True}}}),
+    ("get", "/v1/host/capacity"): ("200", CAPACITY),
+    ("post", "/v1/host/maintenance"): ("200", {"type": "object", "required": ["maintenance"],
+                                               "properties": {"maintenance": {"type": "boolean"}}}),
+    ("post", "/v1/host/reboot"): ("202", POWER),
+    ("post", "/v1/host/shutdown"): ("202", POWER),
     ("post", "/v1/networks"): ("201", {"$ref": _REF + "Network"}),
     ("get", "/v1/networks/{name}"): ("200", {"$ref": _REF + "Network"}),
     ("get", "/v1/tasks"): ("200", {"type": "array", "items": {"$ref": _REF + "Task"}}),
