@@ -18,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import requests
 from cryptography.hazmat.primitives.serialization import Encoding, PrivateFormat, NoEncryption, load_pem_private_key
 from securesystemslib.signer import CryptoSigner
@@ -356,3 +357,44 @@ def test_the_development_path_says_what_it_is(tmp_path):
     finally:
         offline.stop()
     assert "WARNING" not in offline.log.read_text()
+
+
+@pytest.mark.parametrize("step", ["targets", "snapshot", "timestamp", "root"])
+def test_kill_9_during_push_root_leaves_a_repository_that_verifies_and_converges(tmp_path, make_release,
+                                                                                step, static_server):
+    """The server is killed at each step of accepting a root; the directory as the crash left it verifies
+    for a host holding root 1 (plain web server, no repair), and after a restart the rotation completes
+    (by a retried push-root, or by repair when root 2 was already written)."""
+    off, server = offline_server(tmp_path)
+    try:
+        token = server.token(*ALL)
+        qx_release(server, token, "publish", str(make_release("0.2.0")))
+    finally:
+        server.stop()
+    _cli("qx_update_server.release_cli", "keys", "sign-root", "--offline", str(off), "--new-root-keys", "2",
+         "--threshold", "1", "--new-online-keys")
+    _cli("qx_update_server.cli", "keys", "add-online", "--data-dir", str(server.data_dir), "--root",
+         str(off / "root.json"), "--online-keys", str(off / "online-keys"))
+    root_v1 = (off / "1.root.json").read_bytes()
+    crashing = start_server(server.data_dir, env={"QX_SERVER_TEST_CRASH_AT": step})
+    try:
+        p = qx_release(crashing, token, "keys", "push-root", "--offline", str(off), check=False)
+        assert p.returncode != 0
+        assert crashing.proc.wait(30) == -9, crashing.log.read_text()[-2000:]
+    finally:
+        crashing.stop()
+    assert len(verify_repo(static_server(server.data_dir / "repository"), root_v1, tmp_path)) == 2
+    again = start_server(server.data_dir)
+    try:
+        p = qx_release(again, token, "keys", "push-root", "--offline", str(off), check=False)
+        written = (server.data_dir / "repository" / "metadata" / "2.root.json").exists()
+        assert p.returncode == 0 or "is root version 2, the current root is version 2" in p.stderr, p.stderr
+        assert written
+        assert len(verify_repo(again.url, root_v1, tmp_path)) == 2
+        served = requests.get(f"{again.url}/metadata/root.json", timeout=5).json()
+        assert served["signed"]["version"] == 2
+        ts = requests.get(f"{again.url}/metadata/timestamp.json", timeout=5).json()
+        new = Metadata[Root].from_file(str(off / "root.json")).signed
+        assert {s["keyid"] for s in ts["signatures"]} <= set(new.roles["timestamp"].keyids)
+    finally:
+        again.stop()
