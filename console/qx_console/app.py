@@ -191,20 +191,19 @@ class ConsoleApp(App[None], inherit_bindings=False):
     def action_customize(self) -> None:
         if isinstance(self.screen, StatusScreen):
             # exclusive: F2 pressed twice while the host is slow asks once, opens one login.
-            in_thread(self.screen, lambda: self.backend.load_config()[0].lockdown, self._maybe_login,
-                      group="customize", exclusive=True, what="Reading the configuration")
+            in_thread(self.screen, self.backend.lockdown, self._maybe_login,
+                      group="customize", exclusive=True, what="Reading the lockdown mode")
 
     def _maybe_login(self, lockdown: bool) -> None:
         if not isinstance(self.screen, StatusScreen):
             return  # meanwhile the operator went elsewhere (F12): do not stack a second dialog
-        if lockdown:
-            self.notice("Lockdown mode: the console cannot change this host. Use the management API.")
-            return
 
         def after(ok: bool | None) -> None:
             if ok:
                 self.push_screen(CustomizeScreen())
-        self.push_screen(LoginScreen(), after)
+        # Lockdown mode keeps SSH and the API out, not the physical console: it is switched off here.
+        self.push_screen(LoginScreen("Customize system (lockdown mode is on)" if lockdown else "Customize system"),
+                         after)
 
     def action_power(self) -> None:
         if isinstance(self.screen, (PowerScreen, LoginScreen)):

@@ -129,9 +129,20 @@ LOG_SOURCES = ("system", "qx-node", "qx-update", "kernel")
 SERVICES = ("qx-node", "libvirtd", "systemd-networkd", "systemd-resolved", "ssh")
 
 
-def check_ssh_restart(enabled: bool, active: str) -> None:
+LOCKDOWN_HINT = "turn lockdown mode off under Customize > Lockdown Mode first"
+
+
+def check_ssh_enable(lockdown: bool) -> None:
+    """The rule both backends apply to turning SSH on: never while lockdown mode is on."""
+    if lockdown:
+        raise UserError("ssh: lockdown mode is on: SSH stays off", hint=LOCKDOWN_HINT)
+
+
+def check_ssh_restart(enabled: bool, active: str, lockdown: bool = False) -> None:
     """The rule both backends apply to Services -> restart ssh: SSH access off in the configuration, or
-    already turned off by its timer, is not restarted (that would turn it on, bypassing the setting)."""
+    already turned off by its timer, is not restarted (that would turn it on, bypassing the setting);
+    nor while lockdown mode is on."""
+    check_ssh_enable(lockdown)
     if not enabled:
         raise UserError("ssh: SSH access is turned off", hint="turn it on under SSH Access (with its off-timer)")
     if active not in ("active", "reloading", "activating"):
@@ -242,6 +253,27 @@ class HostBackend(abc.ABC):
 
     @abc.abstractmethod
     def ssh_fingerprints(self) -> list[str]: ...
+
+    # -- lockdown mode (qx_common.hostpaths.lockdown_file) -----------------------------------
+    @abc.abstractmethod
+    def lockdown(self) -> bool:
+        """Is lockdown mode on?"""
+
+    @abc.abstractmethod
+    def set_lockdown(self, on: bool) -> None:
+        """On: the lockdown file is written (qx-node refuses host configuration changes at once), then
+        sshd and its off-timer are stopped; SSH cannot be turned on or restarted until it is off again.
+        Off: the file is removed; SSH stays as it is (off) until turned on under SSH Access."""
+
+    # -- keyboard layout (qx_console.keyboard: the installer's list) -----------------------------
+    @abc.abstractmethod
+    def keyboard_layout(self) -> str:
+        """The stored layout (``us`` when none is stored)."""
+
+    @abc.abstractmethod
+    def set_keyboard_layout(self, name: str) -> str | None:
+        """Store ``name`` for the next boots and load it now; ``None``, or why it could not be loaded now
+        (serial line, no kbd: not an error, the stored choice still applies at the next boot)."""
 
     # -- the qx-node API's identity (files qx-node writes on its first start) --------------------
     @abc.abstractmethod

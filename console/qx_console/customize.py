@@ -12,7 +12,7 @@ from textual.widgets import Button, Input, OptionList, RichLog, Static
 from textual.widgets.option_list import Option
 
 from qx_common.errors import UserError
-from qx_console import shadow
+from qx_console import keyboard, shadow
 from qx_console.backend import LOG_SOURCES, NodeCert, ServiceState, BackendUnavailable, UpdateState
 from qx_console.hostconfig import check_log_filter, parse_int
 from qx_console.network_menu import NetworkMenuScreen
@@ -118,6 +118,8 @@ MENU: list[tuple[str, str]] = [
     ("restart", "Restart Management Network"),
     ("password", "Configure Root Password"),
     ("ssh", "SSH Access"),
+    ("lockdown", "Lockdown Mode"),
+    ("keyboard", "Keyboard Layout"),
     ("nodeapi", "Node API Certificate and Token"),
     ("logs", "View System Logs"),
     ("services", "Services"),
@@ -135,6 +137,9 @@ DESCRIPTIONS: dict[str, str] = {
     "restart": "Restart the management network with the current configuration.",
     "password": "Change the root password (this console, SSH and the node API's login).",
     "ssh": "Turn SSH access on (with an off-timer) or off; shows the host key fingerprints.",
+    "lockdown": "Lockdown mode: SSH off and refused, the node API refuses host configuration changes; "
+                "only this console (with the root password) changes the host.",
+    "keyboard": "The console keyboard layout (the installer's list): applied at once and at every boot.",
     "nodeapi": "The node API's TLS certificate fingerprint and its API token.",
     "logs": "The system journal, the kernel, qx-node and qx-update; filter and follow.",
     "services": "State of the host's services; restart one.",
@@ -190,7 +195,7 @@ class CustomizeScreen(BaseScreen):
         screens: dict[str, Callable[[], BaseScreen]] = {
             "network": NetworkMenuScreen, "test": TestNetworkScreen, "password": PasswordScreen, "ssh": SshScreen,
             "logs": LogsScreen, "services": ServicesScreen, "updates": UpdatesScreen, "reset": ResetScreen,
-            "nodeapi": NodeApiScreen,
+            "nodeapi": NodeApiScreen, "lockdown": LockdownScreen, "keyboard": KeyboardScreen,
         }
         if key in screens:
             self.app.push_screen(screens[key]())
@@ -305,6 +310,101 @@ class SshScreen(BaseScreen):
                   lambda _: (self.say("SSH enabled." if on else "SSH disabled.", "ok"), self.refresh_state()),
                   lambda e: self.say(f"Not changed: {describe_error(e)}", "error"),
                   what="Enabling SSH" if on else "Disabling SSH")
+
+
+class LockdownScreen(BaseScreen):
+    """Lockdown mode on or off. Switching asks for the root password again (a Customize session left
+    open must not be enough to open the host to SSH and the API)."""
+
+    TITLE_TEXT = "Lockdown Mode"
+    HINTS = "Enter Switch"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.on: bool | None = None  # None: not read yet
+
+    def compose(self) -> ComposeResult:
+        yield from self.compose_title()
+        with Vertical(classes="panel") as v:
+            v.border_title = "Lockdown mode"
+            yield Static("Lockdown mode: ...", id="state")
+            yield Static("While it is on, SSH is stopped and cannot be turned on, and the node API refuses "
+                         "changes of the host's configuration (HTTP 423). This console still works.",
+                         classes="hint")
+            yield Horizontal(Button("Turn lockdown on", id="switch"), classes="buttons")
+        yield Static("", id="message", classes="hint")
+        yield self.keybar()
+
+    def on_mount(self) -> None:
+        self.query_one("#switch", Button).focus()
+        self.refresh_state()
+
+    def refresh_state(self) -> None:
+        in_thread(self, self.app.backend.lockdown, self._show, group="state", exclusive=True)
+
+    def _show(self, on: bool) -> None:
+        self.on = on
+        self.query_one("#state", Static).update(f"Lockdown mode: [b]{'ON' if on else 'off'}[/b]")
+        self.query_one("#switch", Button).label = "Turn lockdown off" if on else "Turn lockdown on"
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if self.on is None:
+            return  # still reading the state
+        want = not self.on
+
+        def answered(ok: bool | None) -> None:
+            if not ok:
+                self.say("Not changed.")
+                return
+            self.say("Turning lockdown mode on..." if want else "Turning lockdown mode off...")
+            in_thread(self, lambda: self.app.backend.set_lockdown(want),
+                      lambda _: (self.say("Lockdown mode is on: SSH stopped, API changes refused." if want
+                                          else "Lockdown mode is off (SSH stays off until turned on).", "ok"),
+                                 self.refresh_state()),
+                      lambda e: self.say(f"Not changed: {describe_error(e)}", "error"),
+                      what="Switching lockdown mode")
+        self.app.push_screen(LoginScreen("Lockdown mode"), answered)
+
+
+class KeyboardScreen(BaseScreen):
+    """The console keyboard layout: Enter on a layout stores it and loads it at once."""
+
+    TITLE_TEXT = "Keyboard Layout"
+    HINTS = "Up/Down Select   Enter Apply"
+
+    def compose(self) -> ComposeResult:
+        yield from self.compose_title()
+        with Vertical(classes="panel") as v:
+            v.border_title = "Keyboard layout"
+            yield Static("Layout: ...", id="current")
+            yield OptionList(*[Option(f"{name:<4} {desc}", id=name) for name, desc in keyboard.LAYOUTS.items()],
+                             id="layouts")
+        yield Static("", id="message", classes="hint")
+        yield self.keybar()
+
+    def on_mount(self) -> None:
+        self.query_one("#layouts").focus()
+        in_thread(self, self.app.backend.keyboard_layout, self._show, group="layout", exclusive=True)
+
+    def _show(self, name: str) -> None:
+        self.query_one("#current", Static).update(
+            escape(f"Layout: {keyboard.LAYOUTS.get(name, name)} ({name})"))
+        if name in keyboard.LAYOUTS:
+            self.query_one("#layouts", OptionList).highlighted = list(keyboard.LAYOUTS).index(name)
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        name = str(event.option.id)
+        self.say(f"Applying {name}...")
+
+        def done(note: str | None) -> None:
+            self._show(name)
+            if note:
+                self.say(f"Stored for the next boots; not loaded now: {console_safe(note)}", "error")
+            else:
+                self.say(f"Keyboard layout {name} applied.", "ok")
+        in_thread(self, lambda: self.app.backend.set_keyboard_layout(name), done,
+                  lambda e: self.say(f"Not changed: {describe_error(e)}", "error"),
+                  group="set", exclusive=True, what="Setting the keyboard layout")
 
 
 class NodeApiScreen(BaseScreen):

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from qx_common.errors import UserError
+from qx_update import CHANNELS
 
 SOURCES = ("installer", "answer-file", "console", "api", "dhcp", "default")
 Provenance = dict[str, str]
@@ -32,7 +33,6 @@ IFNAMSIZ = 15  # the kernel's limit on interface names (IFNAMSIZ - 1), VLAN devi
 HOSTNAME_MAX = 64  # HOST_NAME_MAX: sethostname(2) refuses longer names
 DOMAIN_MAX = 253
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
-_CHANNEL = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 DEFAULT_HOSTNAME = "quantix"
 DEFAULT_CHANNEL = "stable"
 
@@ -133,7 +133,9 @@ class HostConfig:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     ssh: SshConfig = field(default_factory=SshConfig)
     update_channel: str = DEFAULT_CHANNEL
-    lockdown: bool = False  # True: the console's Customize menu is disabled
+    # Lockdown mode (the file qx_common.hostpaths.lockdown_file is what SSH and qx-node honour; this
+    # records it beside the other settings): SSH off, qx-node's host configuration routes refuse (423).
+    lockdown: bool = False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -395,9 +397,9 @@ def validate(cfg: HostConfig) -> None:
     errs += _check_network(cfg.network)
     if (e := check_ssh_timeout(cfg.ssh.timeout_min)):
         errs.append(e)
-    if not _CHANNEL.match(cfg.update_channel or ""):
+    if cfg.update_channel not in CHANNELS:  # the release contract's channels (qx_update), not a pattern
         errs.append(FieldError("update_channel", f"'{cfg.update_channel}' is not a channel name",
-                               "use lower-case letters, digits and '-', e.g. 'stable'"))
+                               f"use one of: {', '.join(CHANNELS)}"))
     if errs:
         raise ValidationError(errs)
 

@@ -32,6 +32,7 @@ from qx_console.backend import (
 from qx_console.clients import NODE_URL, NodeClient, UpdateClient
 from qx_console.host.accounts import NODE_CERT, NODE_TOKEN, Accounts, read_node_cert, read_node_token
 from qx_console.host.context import HostContext
+from qx_console.host.keys import Keys
 from qx_console.host.machine import Machine
 from qx_console.host.network import Activator, IpActivator, Network, NetworkdActivator
 from qx_console.host.power import Power
@@ -64,6 +65,7 @@ class LinuxBackend(HostBackend):
         self.accounts = Accounts(self.ctx, self.systemd)
         self.updates = Updates(self.ctx, updates)
         self.power_ = Power(self.ctx)
+        self.keys = Keys(self.ctx)
 
     # The context's parts, as callers and tests know them.
     @property
@@ -193,6 +195,18 @@ class LinuxBackend(HostBackend):
 
     def ssh_fingerprints(self) -> list[str]:
         return self.accounts.ssh_fingerprints()
+
+    def lockdown(self) -> bool:
+        return self.accounts.lockdown()
+
+    def set_lockdown(self, on: bool) -> None:
+        self.accounts.set_lockdown(on)
+
+    def keyboard_layout(self) -> str:
+        return self.keys.layout()
+
+    def set_keyboard_layout(self, name: str) -> str | None:
+        return self.keys.set_layout(name)
 
     def node_certificate(self) -> NodeCert:
         return self.accounts.node_certificate()

@@ -16,7 +16,7 @@ from qx_common.errors import UserError
 from qx_console import networkd
 from qx_console.backend import (
     LOG_SOURCES, SERVICES, Health, HostBackend, HostStatus, Nic, NodeCert, ProbeResult, ProgressFn, ServiceState,
-    SlotInfo, BackendUnavailable, UpdateState, check_ssh_restart,
+    SlotInfo, BackendUnavailable, UpdateState, check_ssh_enable, check_ssh_restart,
 )
 from qx_console.hostconfig import (
     NETWORK_FIELDS, HostConfig, Provenance, SshConfig, check_log_filter, check_lookup_name, check_ping_target,
@@ -47,6 +47,8 @@ class MemoryState:
         sha256=":".join(f"{(i * 37 + 11) % 256:02X}" for i in range(32)),
         names=("localhost", "qx-demo", "127.0.0.1", "::1"), not_after="2036-01-01"))
     node_token: str | None = "qxdemo-Tok3n-0123456789abcdefghijklmnopqrstu"
+    lockdown: bool = False
+    keyboard: str = "us"
 
 
 class MemoryBackend(HostBackend):
@@ -150,12 +152,35 @@ class MemoryBackend(HostBackend):
     def set_ssh(self, enabled: bool, timeout_min: int) -> None:
         new = replace(self.s.config, ssh=SshConfig(enabled, timeout_min))
         validate(new)
+        if enabled:
+            check_ssh_enable(self.s.lockdown)
         self._log(f"set_ssh {enabled} {timeout_min}")
         self.s.config = new
         self.s.ssh = ServiceState("ssh", "active" if enabled else "inactive", "running" if enabled else "dead")
 
     def ssh_state(self) -> ServiceState:
         return self.s.ssh
+
+    def lockdown(self) -> bool:
+        return self.s.lockdown
+
+    def keyboard_layout(self) -> str:
+        return self.s.keyboard
+
+    def set_keyboard_layout(self, name: str) -> str | None:
+        from qx_console.keyboard import check_layout
+        if (err := check_layout(name, "keyboard")):
+            raise UserError(str(err), hint=err.hint)
+        self._log(f"set_keyboard_layout {name}")
+        self.s.keyboard = name
+        return None
+
+    def set_lockdown(self, on: bool) -> None:
+        self._log(f"set_lockdown {on}")
+        self.s.lockdown = on
+        self.s.config = replace(self.s.config, lockdown=on)
+        if on:
+            self.s.ssh = ServiceState("ssh", "inactive", "dead")
 
     def ssh_fingerprints(self) -> list[str]:
         return ["256 SHA256:Zm9vYmFyYmF6cXV4cXV1eHF1dXhxdXV4cXV1eHF1dXg root@qx-demo (ED25519)"]
@@ -181,7 +206,7 @@ class MemoryBackend(HostBackend):
 
     def restart_service(self, name: str) -> None:
         if name == "ssh":
-            check_ssh_restart(self.s.config.ssh.enabled, self.s.ssh.active)
+            check_ssh_restart(self.s.config.ssh.enabled, self.s.ssh.active, self.s.lockdown)
         self._log(f"restart_service {name}")
 
     def _updates(self) -> None:

@@ -149,13 +149,45 @@ async def test_wrong_root_password_is_refused_inline() -> None:
         await until(pilot, lambda: isinstance(app.screen, StatusScreen))
 
 
-async def test_lockdown_disables_customize() -> None:
-    app, _ = app_with(MemoryState(config=HostConfig(hostname="locked", lockdown=True)))
+async def test_lockdown_keeps_the_console_in_and_is_switched_with_the_password() -> None:
+    """Lockdown mode keeps SSH and the API out, never the physical console: F2 says it is on, and
+    Customize > Lockdown Mode switches it, after the root password once more."""
+    app, be = app_with(MemoryState(config=HostConfig(hostname="locked", lockdown=True), lockdown=True))
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: on_screen(app, "locked"))
         await pilot.press("f2")
-        await until(pilot, lambda: on_screen(app, "Lockdown mode"))
-        assert isinstance(app.screen, StatusScreen)
+        await until(pilot, lambda: isinstance(app.screen, LoginScreen) and on_screen(app, "lockdown mode is on"))
+        await pilot.press(*"quantix-pw", "enter")
+        await until(pilot, lambda: isinstance(app.screen, CustomizeScreen))
+        # SSH cannot be turned on meanwhile
+        await open_item(pilot, app, "ssh")
+        await push(pilot, "#on")
+        await until(pilot, lambda: on_screen(app, "lockdown mode is on: SSH stays off"))
+        assert be.s.ssh.active == "inactive" and not any(c.startswith("set_ssh") for c in be.calls)
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, CustomizeScreen))
+        await open_item(pilot, app, "lockdown")
+        await until(pilot, lambda: on_screen(app, "Lockdown mode: ON"))
+        await push(pilot, "#switch")
+        await until(pilot, lambda: isinstance(app.screen, LoginScreen))
+        await pilot.press(*"wrong", "enter")
+        await until(pilot, lambda: on_screen(app, "incorrect"))
+        await pilot.press("escape")
+        await until(pilot, lambda: on_screen(app, "Not changed."))
+        assert be.s.lockdown
+        await push(pilot, "#switch")
+        await until(pilot, lambda: isinstance(app.screen, LoginScreen))
+        await pilot.press(*"quantix-pw", "enter")
+        await until(pilot, lambda: on_screen(app, "Lockdown mode: off"))
+        assert not be.s.lockdown and "set_lockdown False" in be.calls
+        # ...and on again: SSH is stopped with it
+        be.set_ssh(True, 5)
+        await push(pilot, "#switch")
+        await until(pilot, lambda: isinstance(app.screen, LoginScreen))
+        await pilot.press(*"quantix-pw", "enter")
+        await until(pilot, lambda: on_screen(app, "Lockdown mode: ON"))
+        assert be.s.lockdown and be.s.ssh.active == "inactive"
+        assert not bad_glyphs(app)
 
 
 async def test_customize_menu_lists_every_item() -> None:

@@ -62,7 +62,8 @@ async def test_no_key_ends_or_leaves_any_screen() -> None:
         await pilot.press("ctrl+u", *"quantix-pw", "enter")
         await until(pilot, lambda: isinstance(app.screen, CustomizeScreen))
         await still_here(pilot, app, app.screen)
-        for key in ("network", "test", "password", "ssh", "nodeapi", "logs", "services", "updates", "reset"):
+        for key in ("network", "test", "password", "ssh", "lockdown", "keyboard", "nodeapi", "logs", "services",
+                    "updates", "reset"):
             await open_item(pilot, app, key)
             await until(pilot, lambda: not isinstance(app.screen, CustomizeScreen))
             await pilot.pause()
@@ -250,7 +251,7 @@ async def test_f2_twice_on_a_slow_host_opens_one_login() -> None:
         await settled(pilot, app, be)
         be.hold()
         await pilot.press("f2")
-        await until(pilot, lambda: be.running("load_config"))
+        await until(pilot, lambda: be.running("lockdown"))
         await pilot.press("f2")
         await pilot.press("f12")  # meanwhile the operator asked for power instead
         await until(pilot, lambda: isinstance(app.screen, LoginScreen))

@@ -20,7 +20,8 @@ from .test_app import fill_network, login, open_item, open_network_form
 
 pytestmark = pytest.mark.anyio
 SIZES = [(60, 20), (80, 24)]
-ITEMS = ("network", "test", "password", "ssh", "nodeapi", "logs", "services", "updates", "reset")
+ITEMS = ("network", "test", "password", "ssh", "lockdown", "keyboard", "nodeapi", "logs", "services", "updates",
+         "reset")
 
 
 def squeezed(text: str) -> str:

@@ -4,7 +4,9 @@ qx-node writes on its first start; paths from :mod:`qx_common.hostpaths`, shared
 
 Invariants: sshd is started and stopped only through the systemd concern; the configuration is saved
 after systemd did what it says (a failed start leaves the old setting on disk); the token is read only
-on request and never logged.
+on request and never logged. Lockdown mode is the lockdown file (``qx_common.hostpaths.lockdown_file``):
+written before sshd is stopped (qx-node refuses host changes from that moment), and while it exists SSH
+is neither started nor restarted from here.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from pathlib import Path
 
 from qx_common import hostpaths
 from qx_common.errors import EnvironmentError_, QxError
+from qx_common.fs import atomic_write
 
 from qx_console import shadow
-from qx_console.backend import NodeCert, ServiceState, BackendUnavailable
+from qx_console.backend import BackendUnavailable, NodeCert, ServiceState, check_ssh_enable
 from qx_console.hostconfig import SshConfig, validate
 from qx_console.host.context import HostContext
 from qx_console.host.systemd import Systemd
@@ -93,6 +96,7 @@ class Accounts:
         new = replace(cfg, ssh=SshConfig(enabled=enabled, timeout_min=timeout_min))
         validate(new)
         if enabled:
+            check_ssh_enable(self.ctx.lockdown_on())
             self.systemd.start("ssh.service")
             self.systemd.stop(f"{SSH_OFF_UNIT}.timer")
             if timeout_min:
@@ -103,6 +107,26 @@ class Accounts:
 
     def ssh_state(self) -> ServiceState:
         return self.systemd.unit_state("ssh")
+
+    # -- lockdown mode -------------------------------------------------------------------------------
+    def lockdown(self) -> bool:
+        return self.ctx.lockdown_on()
+
+    def set_lockdown(self, on: bool) -> None:
+        cfg, _ = self.ctx.load_config()
+        if on:
+            # The file first: from this moment qx-node refuses host changes and SSH cannot be started.
+            atomic_write(self.ctx.lockdown_file, "on: switched from the console\n", mode=0o644)
+            self.systemd.stop("ssh.service", f"{SSH_OFF_UNIT}.timer")
+        else:
+            try:
+                self.ctx.lockdown_file.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                raise EnvironmentError_(f"{self.ctx.lockdown_file}: cannot remove it: {e.strerror}") from e
+        # The configuration says so too (the status screen's provenance); the file is what counts.
+        self.ctx.store.save(replace(cfg, lockdown=on), "console", ("lockdown",))
 
     def ssh_fingerprints(self) -> list[str]:
         out = []

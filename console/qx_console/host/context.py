@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qx_common import log
+from qx_common import hostpaths, log
 from qx_common.errors import QxError
 from qx_common.run import CompletedProcess, run
 
@@ -46,6 +46,14 @@ class HostContext:
         if net and self.netns:
             argv = ["ip", "netns", "exec", self.netns, *argv]
         return run(argv, check=check, timeout=timeout)
+
+    @property
+    def lockdown_file(self) -> Path:
+        return self.path(hostpaths.lockdown_file())
+
+    def lockdown_on(self) -> bool:
+        """Lockdown mode is on while its file exists (one definition: qx_common.hostpaths)."""
+        return self.lockdown_file.exists()
 
     def load_config(self) -> tuple[HostConfig, Provenance]:
         """The persisted configuration; an unreadable one shows as the defaults (and is logged), so the

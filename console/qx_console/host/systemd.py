@@ -55,7 +55,7 @@ class Systemd:
             raise UserError(f"service: '{name}' cannot be restarted from here", hint="pick one from the list")
         if name == "ssh":
             cfg, _ = self.ctx.load_config()
-            check_ssh_restart(cfg.ssh.enabled, self.unit_state("ssh").active)
+            check_ssh_restart(cfg.ssh.enabled, self.unit_state("ssh").active, self.ctx.lockdown_on())
             self.ctx.cmd(["systemctl", "try-restart", "ssh.service"], timeout=90)
             return
         self.ctx.cmd(["systemctl", "restart", f"{name}.service"], timeout=90)
