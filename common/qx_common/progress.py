@@ -1,24 +1,20 @@
 """The one byte progress bar of Quantix's command-line tools (qx-build, qx-update, qx-release).
 
 Call order: ``Progress(label, total)``, then ``update(n)`` for every ``n`` bytes done, then ``close()``
-once. Where it draws is chosen once per process by :data:`MODE` (a CLI sets it before any work starts):
+once. Whether it draws is chosen once per process by :data:`MODE` (a CLI sets it before any work starts):
 
 * ``"text"`` (default) — on stderr. On a terminal one line redrawn in place; elsewhere (CI, a log, a
   pipe) one line per 10 %, so logs stay short but still show movement. ``close()`` prints the size,
   the time and the rate.
-* ``"json"`` — one JSON line per whole percent on stdout: ``{"phase", "done", "total", "percent",
-  "message"}`` (qx-update apply --json; the console drives its own bar from these lines). Nothing on
-  close: the caller's final JSON document follows.
-* ``"off"`` — nothing.
+* ``"off"`` — nothing (``qx-update --json``: stdout carries only its models).
 
 Independently of the mode, ``enabled`` may be a callable (an :data:`Observer`), which then gets
 ``(label, done, total)`` on every update instead of anything being drawn — a UI (the installer) draws
-its own bar.
+its own bar, and ``qx-update apply --json`` prints its ``ProgressEvent`` lines from one.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -27,7 +23,7 @@ from typing import Literal, TextIO
 # An observer gets (label, done, total) on every update.
 Observer = Callable[[str, int, int], None]
 
-MODE: Literal["text", "json", "off"] = "text"
+MODE: Literal["text", "off"] = "text"
 
 
 def _mib(n: int) -> str:
@@ -47,7 +43,6 @@ class Progress:
         self._stream = stream
         self._start = start
         self._decile = int(start * 10 / self.total)
-        self._pct = -1
         self._t0 = time.monotonic()
 
     @property
@@ -61,13 +56,6 @@ class Progress:
         if not self.enabled or MODE == "off":
             return
         frac = min(self.done / self.total, 1.0)
-        if MODE == "json":
-            pct = int(frac * 100)
-            if pct != self._pct:
-                self._pct = pct
-                print(json.dumps({"phase": self.label, "done": self.done, "total": self.total, "percent": pct,
-                                  "message": f"{self.label} {pct} %"}), flush=True)
-            return
         out = self.stream
         if out.isatty():
             bar = "#" * int(frac * 30)

@@ -1,13 +1,12 @@
 """qx_common.progress: the one progress bar of qx-build, qx-update and qx-release, in each of its modes.
 
-The JSON lines are a contract (the console's apply screen reads them; tests/updates/test_apply.py
-checks them end to end); the text lines are for people and logs: one per 10 % off a terminal.
+The text lines are for people and logs (one per 10 % off a terminal); machine-readable progress is an
+observer's business (qx-update apply --json prints its own ProgressEvent lines from one).
 """
 
 from __future__ import annotations
 
 import io
-import json
 
 import pytest
 
@@ -51,18 +50,6 @@ def test_a_resumed_bar_does_not_repeat_what_was_already_done() -> None:
     bar.update(10)
     bar.update(35)
     assert [line.split(":")[1].split("(")[0].strip() for line in out.getvalue().splitlines()] == ["60 %", "100 %"]
-
-
-def test_json_mode_prints_one_line_per_percent_on_stdout(monkeypatch: pytest.MonkeyPatch,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(progress, "MODE", "json")
-    err = io.StringIO()
-    _run(Progress("writing slot", 1000, stream=err), 1000, 3)
-    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [e["percent"] for e in events] == list(range(0, 101))
-    assert events[-1] == {"phase": "writing slot", "done": 1000, "total": 1000, "percent": 100,
-                          "message": "writing slot 100 %"}
-    assert err.getvalue() == ""
 
 
 def test_off_mode_and_disabled_bars_draw_nothing(monkeypatch: pytest.MonkeyPatch,
