@@ -13,8 +13,9 @@ Events on the bus (``type: "task"``): one when the task starts, one when it ends
 between — at most one per ``PROGRESS_STEP`` of progress and per ``PROGRESS_INTERVAL`` seconds, so a
 fast copy cannot flood the SSE stream.
 
-Memory is bounded: running tasks are always kept; of the finished ones only the newest ``history``
-are (older ones are forgotten, ``GET /v1/tasks/{id}`` then answers 404). Tasks live in memory only:
+Memory and threads are bounded: at most ``max_running`` tasks run at once (one more is refused
+with a 409 before anything is done); running tasks are always kept; of the finished ones only the
+newest ``history`` are (older ones are forgotten, ``GET /v1/tasks/{id}`` then answers 404). Tasks live in memory only:
 a restart of qx-node forgets them (a task's effect is what the VM and volume APIs show).
 """
 
@@ -35,6 +36,7 @@ from qx_node.errors import Conflict, NotFound
 _log = log.get("node.tasks")
 
 HISTORY = 100
+MAX_RUNNING = 16
 PROGRESS_STEP = 0.01
 PROGRESS_INTERVAL = 0.5
 TASK_ID_PATTERN = r"^[0-9a-f]{32}$"
@@ -99,6 +101,7 @@ class Tasks:
         self._publish = publish
         self.history = history
         self.interval = interval  # at most one progress event per task per this many seconds
+        self.max_running = MAX_RUNNING
         self._lock = threading.Lock()
         self._tasks: OrderedDict[str, Task] = OrderedDict()  # oldest first
 
@@ -109,6 +112,10 @@ class Tasks:
     def _new(self, kind: str, target: str, cancellable: bool) -> Task:
         task = Task(self, kind, target, cancellable)
         with self._lock:
+            running = sum(1 for t in self._tasks.values() if t.state == "running")
+            if running >= self.max_running:
+                raise Conflict(f"{running} tasks are running, the most this host runs at once",
+                               hint="wait for one to end (GET /v1/tasks), then ask again")
             self._tasks[task.id] = task
         self.publish(task)
         return task

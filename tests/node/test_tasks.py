@@ -205,6 +205,13 @@ def test_background_create_and_snapshot_return_202_with_a_task(client: httpx.Cli
     assert client.get("/v1/tasks/" + "f" * 32).status_code == 404
     assert client.get("/v1/tasks/not-an-id").status_code == 422
 
+    # Running tasks are bounded too (threads): over the limit, refused before anything is done.
+    server.node.tasks.max_running = 0
+    r = client.post("/v1/vms?background=true", json={"name": "over", "memory_mib": 16, "start": False})
+    assert r.status_code == 409 and "tasks are running" in r.json()["error"], r.text
+    assert client.get("/v1/vms/over").status_code == 404
+    server.node.tasks.max_running = 16
+
     # History is bounded: finished tasks beyond it are forgotten, oldest first.
     server.node.tasks.history = 3
     urls = [client.post("/v1/vms?background=true", json={"name": f"h{i}", "memory_mib": 16, "start": False})

@@ -92,11 +92,19 @@ def get_maintenance(request: Request) -> dict[str, Any]:
 async def set_maintenance(request: Request) -> JSONResponse:
     enabled, stop = hostops.parse_maintenance(await json_body(request))
     node = _node(request)
+    before = node.config.current.maintenance
+    # On before the VMs are stopped, so that none starts again meanwhile.
     await run_in_threadpool(lambda: node.config.update(maintenance=enabled))
+    task = None
+    if stop != "none":
+        try:
+            task = node.tasks.start("maintenance", node.settings.host, lambda t: _stop_all(node, stop, t))
+        except Conflict:  # too many tasks: nothing changed
+            await run_in_threadpool(lambda: node.config.update(maintenance=before))
+            raise
     _log.warning("host: maintenance mode %s", "on" if enabled else "off")
     node.bus.publish({"type": "maintenance", "maintenance": enabled})
-    if stop != "none":
-        task = node.tasks.start("maintenance", node.settings.host, lambda t: _stop_all(node, stop, t))
+    if task is not None:
         return SafeJSONResponse(task.to_json(), status_code=202, headers={"Location": task.url})
     return SafeJSONResponse({"maintenance": enabled})
 
