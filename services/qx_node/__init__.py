@@ -40,8 +40,8 @@ Contract for local clients (the console, qx-update's health gate, scripts on the
 * Tasks (``/v1/tasks``, newest first; ``GET /v1/tasks/{id}``; ``POST /v1/tasks/{id}/cancel`` for
   clone, create and ISO upload): ``{"id", "kind", "target", "state": running|succeeded|failed|cancelled,
   "progress" (percent), "result", "error": {"status", "error", "field", "hint"}, ...}``; ``task``
-  events on ``/v1/events`` (start, progress, end). In memory only: running ones plus the last 100
-  finished. An ISO upload is a task while its body streams (``X-Qx-Task`` header on the answer).
+  events on ``/v1/events`` (start, progress, end). In memory only: running ones (at most 16 at once,
+  then 409) plus the last 100 finished. An ISO upload is a task while its body streams (``X-Qx-Task`` header on the answer).
 * Capacity: a start (or create/clone with start) whose memory does not fit — host memory minus a
   reserve (5 %, at most 1 GiB) minus what running VMs are given — and new disks whose full size does
   not fit in the pool are 409 naming the field, with needed and free; ``GET /v1/host/capacity``;
