@@ -153,9 +153,9 @@ class Cloner:
                                hint="move the disk into the pool, or clone by hand")
             try:
                 st = os.stat(real)
-            except OSError as e:
-                raise BackendError(f"disk {path} cannot be read: {e.strerror}",
-                                   hint="the volume's file is missing; check the pool (GET /v1/storage/volumes)") from e
+            except OSError as e:  # the VM's state, not a failure of ours: it cannot be cloned as it is
+                raise Conflict(f"disk {path} cannot be read: {e.strerror}",
+                               hint="the volume's file is missing; check the pool (GET /v1/storage/volumes)") from e
             ext = os.path.splitext(real)[1] or ".img"
             plan.append(_Copy(real, "", f"{new}-disk{i}{ext}", min(st.st_blocks * 512, st.st_size)))
         return plan

@@ -150,6 +150,12 @@ def test_clone_is_refused_at_once_when_it_cannot_be_done(client: httpx.Client) -
     assert client.post("/v1/vms/nope/clone", json={"name": "t3"}).status_code == 404
     r = client.post("/v1/vms/src/clone", json={"name": "c", "colour": 1})
     assert r.status_code == 422 and r.json()["field"] == "colour"
+    # A disk whose file is gone (the test driver keeps none of its own) cannot be copied.
+    assert client.post("/v1/vms", json={"name": "nofile", "memory_mib": 16, "start": False,
+                                        "disks": [{"size_gib": 1}]}).status_code == 201
+    r = client.post("/v1/vms/nofile/clone", json={"name": "t4"})
+    assert r.status_code == 409 and "cannot be read" in r.json()["error"], r.text
+    assert client.get("/v1/storage/volumes/t4-disk0.qcow2").status_code == 404
     assert client.get("/v1/vms/t2").status_code == 404
     assert client.get("/v1/tasks").json() == []  # refused before any task was made
 
