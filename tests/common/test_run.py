@@ -7,6 +7,7 @@ in the caller's block kills the child and is what the caller sees; the child get
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -142,3 +143,24 @@ def test_a_missing_program_names_the_package_to_install() -> None:
             pass
     assert "'qx-no-such-program' was not found" in str(ei.value)
     assert ei.value.hint == "install it: apt-get install qx-no-such-program"
+
+
+def test_spawn_logs_the_command_at_debug_level() -> None:
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Keep(logging.DEBUG)
+    logger = logging.getLogger("quantix.run")
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        with spawn(["sh", "-c", "exit 0", "it's"]):
+            pass
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    assert [r.getMessage() for r in records] == ["+ sh -c 'exit 0' 'it'\"'\"'s'"]
