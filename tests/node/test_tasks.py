@@ -272,6 +272,8 @@ def test_vms_that_do_not_fit_are_refused_unless_overcommit(live: Live, client: h
                                      "disks": [{"size_gib": avail // 1024**3 + 1}]})
     assert r.status_code == 409 and r.json()["field"] == "disks" and "overcommit_disk" in r.json()["hint"]
     assert client.get("/v1/storage/volumes/fat-disk0.qcow2").status_code == 404
+    r = client.post("/v1/storage/volumes", json={"name": "fat.img", "size_gib": avail // 1024**3 + 1})
+    assert r.status_code == 409 and r.json()["field"] == "size_gib"
 
     r = client.patch("/v1/host/settings", json={"overcommit_memory": True, "overcommit_disk": True})
     assert r.status_code == 200 and r.json()["overcommit_memory"] is True

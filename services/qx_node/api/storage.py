@@ -65,7 +65,13 @@ async def create_volume(request: Request) -> JSONResponse:
     fmt = body.get("format", "qcow2")
     if fmt not in ("qcow2", "raw"):
         raise InvalidField("format: must be one of qcow2, raw", field="format")
-    vol = await run_in_threadpool(_node(request).storage.create, name, size * GiB, fmt)
+    node = _node(request)
+
+    def create() -> Any:
+        node.vms.check_disk_space(size * GiB, "size_gib")  # unless overcommit_disk
+        return node.storage.create(name, size * GiB, fmt)
+
+    vol = await run_in_threadpool(create)
     return SafeJSONResponse(vol.to_json(), status_code=201)
 
 
