@@ -354,3 +354,8 @@ def test_maintenance_stops_vms_refuses_starts_and_guards_reboot(server: LiveServ
         assert r.status_code == 422 and r.json()["field"] == field, (bad, r.text)
     r = client.post("/v1/host/reboot", json={"force": 1})
     assert r.status_code == 422 and r.json()["field"] == "force"
+    # ACPI shutdown of the running VMs (the test driver's guests obey at once).
+    r = client.post("/v1/host/maintenance", json={"enabled": True, "stop_vms": "shutdown"})
+    t = _finished(client, r.headers["location"])
+    assert t["state"] == "succeeded" and "m1" in t["result"]["stopped"] and t["result"]["still_running"] == [], t
+    assert lv.lookupByName("m1").state()[0] == libvirt.VIR_DOMAIN_SHUTOFF
