@@ -136,9 +136,21 @@ def verify_repo(base_url: str, trusted_root: bytes, workdir: Path) -> dict[str, 
     updater = Updater(metadata_dir=str(md_dir), metadata_base_url=f"{base_url}/metadata/",
                       target_dir=str(tgt_dir), target_base_url=f"{base_url}/targets/", bootstrap=trusted_root)
     updater.refresh()
-    targets = Metadata[Targets].from_file(str(md_dir / "targets.json")).signed
+    top = Metadata[Targets].from_file(str(md_dir / "targets.json")).signed
+    paths = list(top.targets)
+    for name, role in (top.delegations.roles or {}).items() if top.delegations else ():
+        assert role.terminating and len(role.paths) == 1 and role.paths[0].endswith("/*"), role.to_dict()
+        v = role.paths[0].removesuffix("/*")
+        assert name == f"release-{v}"
+        mine = [f"{v}/quantix-os_{v}.efi", f"{v}/quantix-os_{v}.root.erofs.zst"]
+        # A path only the role could sign makes ngclient's walk load and verify it (the newest release of
+        # each channel is also listed by the top-level role, where the walk would stop).
+        assert updater.get_targetinfo(f"{v}/probe") is None
+        # the role (persisted by ngclient once verified) signs exactly this release's two targets
+        assert sorted(Metadata[Targets].from_file(str(md_dir / f"{name}.json")).signed.targets) == mine
+        paths += [p for p in mine if p not in paths]
     out: dict[str, dict[str, Any]] = {}
-    for path in targets.targets:
+    for path in paths:
         info = updater.get_targetinfo(path)
         assert info is not None, path
         updater.download_target(info, str(tgt_dir / path.replace("/", "_")))

@@ -9,7 +9,11 @@ refreshes the repository over HTTP and downloads what it lists.
 from __future__ import annotations
 
 import hashlib
+import http.server
 import json
+import threading
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +21,9 @@ import pytest
 from tuf.ngclient import UpdaterConfig
 
 from qx_common.errors import UserError
+from qx_common.version import version_key
+from qx_update import releases
+from qx_update import repo as qx_repo
 from qx_update_server import contract, release
 from qx_update_server.repository import Repository
 
@@ -63,13 +70,68 @@ def fast_release(base: Path, version: str, *, cmdline: str = CMDLINE_WORST, epoc
 
 
 def client_targets_length(data_dir: Path) -> int:
+    """The size of the current top-level targets metadata (what every host downloads when it changes)."""
     md = data_dir / "repository" / "metadata"
     ts = json.loads((md / "timestamp.json").read_text())["signed"]["meta"]["snapshot.json"]["version"]
     tv = json.loads((md / f"{ts}.snapshot.json").read_text())["signed"]["meta"]["targets.json"]["version"]
     return (md / f"{tv}.targets.json").stat().st_size
 
 
-def test_thousand_releases_stay_within_the_client_limit(tmp_path, static_server):
+# ---- what one host check costs, by design (docs/update-format.md §2.1) ------------------------------
+# Worst-case sizes of the signed files, every field at its maximum (notes and kernel_cmdline fully
+# escaped: 2 x 4096 and 2 x 2048 bytes per target), one ed25519 signature each:
+ROLE_MAX = 30_000  # a release's role: 2 targets x (~12.5 KB of escaped fields + ~700 B of hashes, paths, keys)
+TIMESTAMP_MAX = 1_000
+SNAPSHOT_MAX = 600 + 130 * contract.MAX_SIGNED_RELEASES  # one meta entry (name, version, length) per release
+# The top-level role: one delegation (~330 B: name, key id, path pattern) per release, plus the newest
+# release of each channel for clients that read no delegation.
+TOP_MAX = 1_500 + 330 * contract.MAX_SIGNED_RELEASES + len(contract.CHANNELS) * ROLE_MAX
+PROBE_404 = 1_000  # the next root version ngclient asks for, answered 404
+
+
+class CountingHandler(http.server.SimpleHTTPRequestHandler):
+    """A plain static web server that adds up the body bytes it sends (Content-Length of each response)."""
+
+    sent: list[tuple[str, int]]
+
+    def send_header(self, keyword: str, value: str) -> None:
+        if keyword.lower() == "content-length":
+            self.sent.append((self.path, int(value)))
+        super().send_header(keyword, value)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def counting_server() -> Iterator[Callable[[Path], tuple[str, list[tuple[str, int]]]]]:
+    servers: list[http.server.ThreadingHTTPServer] = []
+
+    def start(directory: Path) -> tuple[str, list[tuple[str, int]]]:
+        sent: list[tuple[str, int]] = []
+        handler = type("Handler", (CountingHandler,), {"sent": sent})
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(directory)))
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        servers.append(httpd)
+        return f"http://127.0.0.1:{httpd.server_address[1]}", sent
+
+    yield start
+    for s in servers:
+        s.shutdown()
+        s.server_close()
+
+
+def host_check(url: str, root: bytes, state: Path, running: str, channel: str) -> releases.Choice:
+    """One check as qx-update makes it: refresh, list what is newer than ``running`` through the
+    delegations, choose (qx_update's own repo and releases modules)."""
+    (state / "root.json").write_bytes(root)
+    rp = qx_repo.open_repo(trusted_root=state / "root.json", metadata_dir=state / "metadata", base_url=url)
+    rp.refresh()
+    return releases.choose(rp.targets(newer_than=running), channel=channel, running_version=running, floor=0,
+                           slot_capacity=1 << 40, host_id="host-1")
+
+
+def test_thousand_releases_stay_within_the_client_limit(tmp_path, static_server, counting_server):
     """1,000 publishes with the largest fields, a realistic mix of channels, rollouts and yanks."""
     repo = Repository(tmp_path / "data")
     repo.init()
@@ -85,7 +147,7 @@ def test_thousand_releases_stay_within_the_client_limit(tmp_path, static_server)
         if i % 7 == 3:
             repo.yank(v)
     size = client_targets_length(tmp_path / "data")
-    assert size <= contract.TARGETS_MAX_BYTES < UpdaterConfig().targets_max_length
+    assert size <= TOP_MAX <= contract.TARGETS_MAX_BYTES < UpdaterConfig().targets_max_length
     signed = {r["version"]: r for r in repo.releases()}
     assert len(signed) <= contract.MAX_SIGNED_RELEASES
     # what hosts of each channel could choose is still there: the newest dev release, the newest beta
@@ -101,6 +163,47 @@ def test_thousand_releases_stay_within_the_client_limit(tmp_path, static_server)
     assert len(list(repo.metadata_dir.glob("*.targets.json"))) <= 10
     with pytest.raises(UserError, match="retired"):
         repo.publish(release.load([fast_release(tmp_path / "again", "1.0.1")]), channel="dev")
+
+    # What a stable host running the newest stable release downloads for a check, measured at a real web
+    # server: bounded by the design (never the whole signed set), then only what changed.
+    url, sent = counting_server(repo.repo_dir)
+    state = tmp_path / "host"
+    state.mkdir()
+    newer = [v for v in signed if version_key(v) > version_key("1.9.50")]
+    choice = host_check(url, repo.root_bytes(1), state, "1.9.50", "stable")
+    assert choice.release is None and set(newer) <= {s["version"] for s in choice.skipped}
+    first = sum(n for _, n in sent)
+    # the roles fetched: releases newer than 1.9.50 only (the newest of each channel is in the top-level)
+    fetched = {p.split(".release-", 1)[1].removesuffix(".json") for p, _ in sent if ".release-" in p}
+    assert fetched <= set(newer) and len(fetched) >= len(newer) - len(contract.CHANNELS), (fetched, newer)
+    assert first <= PROBE_404 + TIMESTAMP_MAX + SNAPSHOT_MAX + TOP_MAX + len(newer) * ROLE_MAX, (first, sent)
+    flat = sum((repo.metadata_dir / f"{md.signed.version}.{name}.json").stat().st_size
+               for name, md in repo.load().roles.items())
+    assert first < flat  # less than the signed roles together: older releases were never fetched
+    # nothing changed: the timestamp only
+    sent.clear()
+    host_check(url, repo.root_bytes(1), state, "1.9.50", "stable")
+    unchanged = sum(n for _, n in sent)
+    assert unchanged <= PROBE_404 + TIMESTAMP_MAX and [p for p, _ in sent][-1] == "/metadata/timestamp.json"
+    # one older release changes (a rollout): this host downloads no release role at all
+    sent.clear()
+    repo.rollout("1.0.0", percent=20)
+    host_check(url, repo.root_bytes(1), state, "1.9.50", "stable")
+    assert not [p for p, _ in sent if "release-" in p or "targets.json" in p], sent
+    assert sum(n for _, n in sent) <= PROBE_404 + TIMESTAMP_MAX + SNAPSHOT_MAX
+    # a newer release changes: its role, and nothing else (it is not one the top-level lists itself)
+    top = json.loads((repo.metadata_dir / f"{repo.load().top.signed.version}.targets.json").read_text())
+    in_top = {t["custom"]["quantix"]["version"] for t in top["signed"]["targets"].values()}
+    mid = next(v for v in sorted(newer, key=version_key) if v not in in_top)
+    sent.clear()
+    repo.rollout(mid, percent=50)
+    host_check(url, repo.root_bytes(1), state, "1.9.50", "stable")
+    assert [p for p, _ in sent if "release-" in p or "targets.json" in p] == [
+        f"/metadata/{repo.load().roles[f'release-{mid}'].signed.version}.release-{mid}.json"], sent
+    assert sum(n for _, n in sent) <= PROBE_404 + TIMESTAMP_MAX + SNAPSHOT_MAX + ROLE_MAX
+    print(f"\nhost check bytes with 1,000 releases published ({len(signed)} signed): first {first}, "
+          f"unchanged {unchanged}, one newer release changed "
+          f"{sum(n for _, n in sent)}; every signed role together {flat}, top-level {size}")
 
 
 def test_cap_on_signed_releases_and_recovery(tmp_path, static_server):

@@ -50,7 +50,7 @@ def test_release_lifecycle_through_cli(server, tmp_path, make_release, static_se
     assert verify_repo(server.url, root_v1, tmp_path) == {}
 
     p = qx_release(server, token, "publish", "--channel", "dev", "--notes", "hello", str(make_release("0.2.0")))
-    assert "0.2.0: channels dev" in p.stdout and "uploading 0.2.0: 100%" in p.stderr
+    assert "0.2.0: channels dev" in p.stdout and "uploading 0.2.0: 100 %" in p.stderr
     assert verify_repo(server.url, root_v1, tmp_path)["0.2.0/quantix-os_0.2.0.efi"]["notes"] == "hello"
 
     qx_release(server, token, "promote", "0.2.0", "--to", "beta")

@@ -22,8 +22,9 @@ from pathlib import Path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 PREFIX = "/metadata/"
-# 1.root.json, root.json, 12.targets.json, 7.snapshot.json, timestamp.json — never a path
-_NAME = re.compile(r"^(?:[0-9]{1,12}\.)?(?:root|targets|snapshot|timestamp)\.json$")
+# 1.root.json, root.json, 12.targets.json, 7.snapshot.json, timestamp.json, 3.release-1.2.0.json (a
+# release's delegated targets role) — never a path
+_NAME = re.compile(r"^(?:[0-9]{1,12}\.)?(?:root|targets|snapshot|timestamp|release-[0-9A-Za-z.+-]{1,64})\.json$")
 MAX_CACHED = 64
 # The one error shape of the server (qx_update_server.api.errors), written out: this path runs before it.
 _NOT_FOUND = json.dumps({"error": "no such metadata file", "field": None,
@@ -62,7 +63,7 @@ class MetadataFastPath:
             self._cache.move_to_end(name)
             return hit[1]
         try:
-            data = path.read_bytes()  # small files (a few KB; targets.json grows ~1 KB per release)
+            data = path.read_bytes()  # small files (a few KB; a release role at most ~25 KB)
         except FileNotFoundError:
             return None
         if len(data) <= MAX_CACHED_FILE:

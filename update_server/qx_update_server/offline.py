@@ -38,6 +38,23 @@ def _chunks(path: Path) -> Iterator[bytes]:
             yield chunk
 
 
+def listed_targets(updater: Updater, metadata_dir: Path) -> list[str]:
+    """Every target path of a refreshed repository: the top-level role's and each delegated release role's,
+    each role loaded through ngclient's delegation walk (verified against the snapshot and its delegator)."""
+    top = json.loads((metadata_dir / "targets.json").read_bytes())["signed"]
+    paths = list(top["targets"])
+    for name, role in ((r["name"], r) for r in (top.get("delegations") or {}).get("roles", [])):
+        for pattern in role.get("paths", []):
+            version = pattern.removesuffix("/*")
+            # A path only this role could sign makes the walk load and verify it (the top-level role also
+            # lists the newest release of each channel, and the walk would stop there); its file lists the rest.
+            updater.get_targetinfo(f"{version}/probe")
+        local = metadata_dir / f"{name}.json"
+        if local.is_file():
+            paths.extend(p for p in json.loads(local.read_bytes())["signed"]["targets"] if p not in paths)
+    return paths
+
+
 def verify_directory(directory: Path, trusted_root: bytes) -> list[str]:
     """Refresh and download every target from ``directory``; return the verified target paths."""
     with tempfile.TemporaryDirectory() as work:
@@ -47,7 +64,7 @@ def verify_directory(directory: Path, trusted_root: bytes) -> list[str]:
             updater = Updater(str(md), f"{_BASE}metadata/", str(Path(work)), f"{_BASE}targets/",
                               fetcher=DirectoryFetcher(directory), bootstrap=trusted_root)
             updater.refresh()
-            paths = list(json.loads((md / "targets.json").read_bytes())["signed"]["targets"])
+            paths = listed_targets(updater, md)
             for p in paths:
                 info = updater.get_targetinfo(p)
                 if info is None:

@@ -212,6 +212,15 @@ def _export(c: Client, dest: Path, tmp: Path) -> dict[str, Any]:
     targets = fetch(f"/metadata/{tv}.targets.json")
     (tmp / "metadata" / f"{tv}.targets.json").write_bytes(targets)
     entries = json.loads(targets)["signed"]["targets"]
+    # Each release is signed in its own delegated role (docs/update-format.md §2.1): copy them all.
+    meta = json.loads(snap)["signed"]["meta"]
+    for role in (json.loads(targets)["signed"].get("delegations") or {}).get("roles", []):
+        name = f"{role['name']}.json"
+        if name not in meta or "/" in name:
+            raise ExternalError(f"export: the snapshot does not list the delegated role {role['name']!r}")
+        data = fetch(f"/metadata/{meta[name]['version']}.{name}")
+        (tmp / "metadata" / f"{meta[name]['version']}.{name}").write_bytes(data)
+        entries |= json.loads(data)["signed"]["targets"]
     bar = Progress("exporting targets", sum(t["length"] for t in entries.values()))
     for path, t in entries.items():
         d, _, name = path.rpartition("/")
@@ -245,13 +254,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true")
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("publish", help="upload and sign a release from a build directory")
-    s.add_argument("--channel", default="dev", choices=contract.CHANNELS)
+    s.add_argument("--channel", default="dev")
     s.add_argument("--notes", default="")
     s.add_argument("--notes-file")
     s.add_argument("files", nargs="+", help="build directory or the release's files")
     s = sub.add_parser("promote")
     s.add_argument("version")
-    s.add_argument("--to", required=True, choices=contract.CHANNELS)
+    s.add_argument("--to", required=True, choices=["dev", "beta", "stable"])
     s = sub.add_parser("yank")
     s.add_argument("version")
     s = sub.add_parser("remove", help="take a release out of the signed metadata for good")

@@ -61,6 +61,8 @@ from securesystemslib.signer import CryptoSigner
 from tuf.api.exceptions import UnsignedMetadataError
 from tuf.api.serialization.json import CanonicalJSONSerializer
 from tuf.api.metadata import (
+    DelegatedRole,
+    Delegations,
     Metadata,
     MetaFile,
     Root,
@@ -73,12 +75,14 @@ from tuf.api.metadata import (
 from qx_common import log
 from qx_common.errors import EnvironmentError_, InternalError, UserError
 from qx_common.version import version_key
+from qx_update.repo import release_role, role_version
 from qx_update_server import contract
 from qx_common.fs import atomic_write, fsync_dir
 from qx_update_server.errors import NotFound
 from qx_update_server.fsutil import crashpoint
 from qx_update_server.keys import KeyDir
 from qx_update_server.release import Release, sha256_file
+from qx_update.repo import release_role, role_version
 
 _log = log.get("update_server.repository")
 
@@ -125,12 +129,20 @@ def utcnow() -> dt.datetime:
 
 @dataclass
 class State:
-    """The current signed metadata, as reachable from ``timestamp.json``."""
+    """The current signed metadata, as reachable from ``timestamp.json``.
+
+    ``targets`` is the *flat view* every operation reads and edits: all release targets of every
+    delegated role (and of the top-level role, for a repository signed before delegations), copies, with
+    the top-level version and the earliest expiry of them all. :meth:`Repository._commit` splits it
+    back into roles. ``top`` and ``roles`` are the signed files as they are on disk.
+    """
 
     root: Metadata[Root]
     targets: Metadata[Targets]
     snapshot: Metadata[Snapshot]
     timestamp: Metadata[Timestamp]
+    top: Metadata[Targets]
+    roles: dict[str, Metadata[Targets]]
 
 
 class Repository:
@@ -189,8 +201,20 @@ class Repository:
         if "targets.json" not in snap.signed.meta:
             raise EnvironmentError_(f"{self.metadata_dir}: the snapshot names no targets.json", hint=_RESTORE_HINT)
         tv = snap.signed.meta["targets.json"].version
-        targets = _read_md(Metadata[Targets], self.metadata_dir / f"{tv}.targets.json")
-        return State(root, targets, snap, ts)
+        top = _read_md(Metadata[Targets], self.metadata_dir / f"{tv}.targets.json")
+        roles: dict[str, Metadata[Targets]] = {}
+        for name in top.signed.delegations.roles or {} if top.signed.delegations else {}:
+            meta = snap.signed.meta.get(f"{name}.json")
+            if meta is None:
+                raise EnvironmentError_(f"{self.metadata_dir}: the snapshot names no {name}.json", hint=_RESTORE_HINT)
+            roles[name] = _read_md(Metadata[Targets], self.metadata_dir / f"{meta.version}.{name}.json")
+        flat = Targets(version=top.signed.version,
+                       expires=min([top.signed.expires, *(md.signed.expires for md in roles.values())]))
+        # Copies: an operation edits the flat view, and _commit compares it with the roles as signed.
+        for md in [top, *roles.values()]:
+            for path, tf in md.signed.targets.items():
+                flat.targets[path] = TargetFile.from_dict(copy.deepcopy(tf.to_dict()), path)
+        return State(root, Metadata(flat), snap, ts, top, roles)
 
     # ---- signing --------------------------------------------------------------------------------
 
@@ -222,22 +246,7 @@ class Repository:
         roots = [state.root.signed] + ([next_root] if next_root else [])
         snap = state.snapshot.signed
         if targets is not None:
-            old_size = (self.metadata_dir / f"{state.targets.signed.version}.targets.json").stat().st_size
-            targets.version = state.targets.signed.version + 1
-            targets.expires = now + LIFETIME["targets"]
-            md_t = Metadata(targets)
-            self._sign(md_t, roots, "targets")
-            data = md_t.to_bytes()
-            # Checked on the signed bytes, before anything is written. A change that does not grow the
-            # file (yank, remove, re-sign) is always allowed, so an oversized repository can recover.
-            if len(data) > contract.TARGETS_MAX_BYTES and len(data) > old_size:
-                raise UserError(
-                    f"targets metadata: {len(data)} bytes would be over the limit of {contract.TARGETS_MAX_BYTES} "
-                    f"(hosts refuse more than {contract.CLIENT_TARGETS_MAX_LENGTH})",
-                    hint="remove releases no host needs (qx-release remove VERSION) or yank them, then retry")
-            atomic_write(self.metadata_dir / f"{targets.version}.targets.json", data)
-            crashpoint("targets")
-            snap.meta["targets.json"] = MetaFile(version=targets.version)
+            self._commit_targets(state, targets, roots, now)
         if targets is not None or resign_snapshot:
             snap.version += 1
             snap.expires = now + LIFETIME["snapshot"]
@@ -253,6 +262,67 @@ class Repository:
         self._sign(md_ts, roots, "timestamp")
         self._write("timestamp.json", md_ts)
         crashpoint("timestamp")
+
+    def _commit_targets(self, state: State, flat: Targets, roots: list[Root], now: dt.datetime) -> None:
+        """Split the flat view into one delegated role per release; write each role that changed, then the
+        top-level targets if it changed; record them in the (not yet signed) snapshot.
+
+        A role (or the top-level) is written again when its content differs, when it is not signed by
+        exactly the keys that sign now (a key rotation), or when it expires within RENEW — so a promote
+        rewrites one release's role, and hosts download only that. Release roles are signed by the
+        online targets keys (the top-level delegates to those same keys), each with a terminating
+        delegation for the paths ``<version>/*``.
+        """
+        snap = state.snapshot.signed
+        keyids = {s.public_key.keyid for s in self._online_signers(roots, "targets")}
+        wanted: dict[str, dict[str, TargetFile]] = {}
+        for path, tf in flat.targets.items():
+            q = _quantix(tf)
+            if q is None:
+                raise InternalError(f"target {path}: not a Quantix release target")
+            wanted.setdefault(release_role(q["version"]), {})[path] = tf
+        for name, tfs in wanted.items():
+            cur = state.roles.get(name)
+            role = Targets(version=1, expires=now + LIFETIME["targets"], targets=dict(tfs))
+            if cur is not None:
+                if not _stale(cur, keyids, now) and _same(cur.signed, role):
+                    continue
+                role.version = cur.signed.version + 1
+            md = Metadata(role)
+            self._sign(md, roots, "targets")
+            data = md.to_bytes()
+            atomic_write(self.metadata_dir / f"{role.version}.{name}.json", data)
+            # With its length, a host never downloads more than the role's size for it.
+            snap.meta[f"{name}.json"] = MetaFile(version=role.version, length=len(data))
+        for name in set(state.roles) - set(wanted):
+            snap.meta.pop(f"{name}.json", None)
+        crashpoint("roles")
+
+        keys = {k: root.keys[k] for root in roots for k in root.roles["targets"].keyids}
+        threshold = state.root.signed.roles["targets"].threshold
+        delegated = {name: DelegatedRole(name=name, keyids=sorted(keys), threshold=threshold, terminating=True,
+                                         paths=[f"{role_version(name)}/*"])
+                     for name in sorted(wanted, key=lambda n: version_key(role_version(n) or "0.0.0"), reverse=True)}
+        top = Targets(version=state.top.signed.version, expires=now + LIFETIME["targets"],
+                      targets=old_client_targets(flat),
+                      delegations=Delegations(keys=dict(keys), roles=delegated) if delegated else None)
+        if not _stale(state.top, keyids, now) and _same(state.top.signed, top):
+            return
+        top.version += 1
+        md_t = Metadata(top)
+        self._sign(md_t, roots, "targets")
+        data = md_t.to_bytes()
+        old_size = (self.metadata_dir / f"{state.top.signed.version}.targets.json").stat().st_size
+        # Checked on the signed bytes, before anything is written. A change that does not grow the
+        # file (yank, remove, re-sign) is always allowed, so an oversized repository can recover.
+        if len(data) > contract.TARGETS_MAX_BYTES and len(data) > old_size:
+            raise UserError(
+                f"targets metadata: {len(data)} bytes would be over the limit of {contract.TARGETS_MAX_BYTES} "
+                f"(hosts refuse more than {contract.CLIENT_TARGETS_MAX_LENGTH})",
+                hint="remove releases no host needs (qx-release remove VERSION) or yank them, then retry")
+        atomic_write(self.metadata_dir / f"{top.version}.targets.json", data)
+        crashpoint("targets")
+        snap.meta["targets.json"] = MetaFile(version=top.version)
 
     # ---- keys -----------------------------------------------------------------------------------
 
@@ -520,15 +590,24 @@ class Repository:
             state = self.load()
             root = state.root.signed
             try:
-                for role, md in (("targets", state.targets), ("snapshot", state.snapshot),
+                for role, md in (("targets", state.top), ("snapshot", state.snapshot),
                                  ("timestamp", state.timestamp)):
                     root.verify_delegate(role, CanonicalJSONSerializer().serialize(md.signed), md.signatures)
+                for name, md in state.roles.items():
+                    state.top.signed.verify_delegate(name, CanonicalJSONSerializer().serialize(md.signed),
+                                                     md.signatures)
                 if root.version > 1 and self.metadata_dir.joinpath("root.json").read_bytes() != \
                         self.root_bytes(root.version):
                     raise UnsignedMetadataError("root.json is not the newest root")
             except UnsignedMetadataError:
                 _log.warning("repository: finishing an interrupted key rotation (re-signing)")
                 atomic_write(self.metadata_dir / "root.json", self.root_bytes(root.version))
+                self._resign_all(now or utcnow())
+                return True
+            if any(_quantix(tf) and release_role(q["version"]) not in state.roles
+                   for tf in state.top.signed.targets.values() if (q := _quantix(tf))):
+                # Signed before delegated roles existed: move every release into its own role once.
+                _log.warning("repository: moving releases into delegated targets roles")
                 self._resign_all(now or utcnow())
                 return True
             return False
@@ -613,13 +692,23 @@ class Repository:
     def _gc(self, now: dt.datetime) -> None:
         """Delete old metadata versions and unreferenced target files. Call with the lock held."""
         state = self.load()
-        current = {"targets": state.targets.signed.version, "snapshot": state.snapshot.signed.version}
-        for p in self.metadata_dir.iterdir():
-            m = re.fullmatch(r"(\d+)\.(targets|snapshot)\.json", p.name)
-            if m and int(m.group(1)) <= current[m.group(2)] - KEEP_METADATA_VERSIONS:
-                p.unlink(missing_ok=True)
+        current = {"targets": state.top.signed.version, "snapshot": state.snapshot.signed.version}
+        current |= {name: md.signed.version for name, md in state.roles.items()}
         signed = {q["version"] for tf in state.targets.signed.targets.values() if (q := _quantix(tf))}
         retired = self.retired()
+        for p in self.metadata_dir.iterdir():
+            m = re.fullmatch(r"(\d+)\.(targets|snapshot|release-[^/]+)\.json", p.name)
+            if not m:
+                continue
+            if m.group(2) in current:
+                if int(m.group(1)) <= current[m.group(2)] - KEEP_METADATA_VERSIONS:
+                    p.unlink(missing_ok=True)
+                continue
+            # A role no longer signed: its files go with its release's files (a host may be mid-refresh).
+            r = retired.get(role_version(m.group(2)) or "")
+            if r is None or now - dt.datetime.strptime(r["at"], "%Y-%m-%dT%H:%M:%SZ").replace(
+                    tzinfo=dt.timezone.utc) >= RETIRED_FILES_GRACE:
+                p.unlink(missing_ok=True)
         if not self.targets_dir.is_dir():
             return
         for d in self.targets_dir.iterdir():
@@ -827,6 +916,30 @@ def _online_keys_for(root: Root, online_keys_dir: Path, root_keyids: set[str]) -
 def _quantix(tf: TargetFile) -> dict[str, Any] | None:
     q = (tf.custom or {}).get("quantix")
     return q if isinstance(q, dict) else None
+
+
+def _stale(md: Metadata[Targets], keyids: set[str], now: dt.datetime) -> bool:
+    """Must be signed again: not signed by exactly ``keyids`` (a rotation), or expiring within RENEW."""
+    return set(md.signatures) != keyids or md.signed.expires - now < RENEW["targets"]
+
+
+def _same(a: Targets, b: Targets) -> bool:
+    """The same signed content, version and expiry aside."""
+    da, db = a.to_dict(), b.to_dict()
+    return all(da.get(k) == db.get(k) for k in ("targets", "delegations"))
+
+
+def old_client_targets(flat: Targets) -> dict[str, TargetFile]:
+    """What the top-level targets lists itself, for clients that read no delegated role (qx-update
+    before delegations): the newest release on each channel, so such a host can still reach a release
+    whose qx-update walks the delegations. At most len(CHANNELS) releases: the top-level stays small."""
+    newest: dict[str, str] = {}
+    for q in _by_version(flat).values():
+        for ch in q["channels"]:
+            if not q["yanked"] and (ch not in newest or version_key(q["version"]) > version_key(newest[ch])):
+                newest[ch] = q["version"]
+    keep = set(newest.values())
+    return {p: tf for p, tf in flat.targets.items() if (q := _quantix(tf)) and q["version"] in keep}
 
 
 def _by_version(targets: Targets) -> dict[str, dict[str, Any]]:

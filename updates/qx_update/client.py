@@ -117,7 +117,10 @@ class Client:
         from qx_update import releases
 
         capacity = slots.size_of(self.cfg.slots[slots.other(running)])
-        choice = releases.choose(rp.targets(), channel=self.cfg.channel, running_version=self.running_version(e, running),
+        running_version = self.running_version(e, running)
+        # Only releases newer than the running one can be chosen: their delegated roles are all a check reads.
+        choice = releases.choose(rp.targets(newer_than=running_version), channel=self.cfg.channel,
+                                 running_version=running_version,
                                  floor=self.st.security_epoch_floor, slot_capacity=capacity, host_id=hid,
                                  refused={v: str(r.get("reason", "")) for v, r in self.st.refused.items()})
         return choice, seconds

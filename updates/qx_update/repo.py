@@ -5,6 +5,13 @@ in ``<state_dir>/metadata`` keeps the newest verified root, so root rotation is 
 undone) → :meth:`Repo.refresh` (root → timestamp → snapshot → targets with every TUF check: signatures
 and thresholds, expiry, version rollback, snapshot consistency, length limits) → :meth:`Repo.targets`.
 
+Delegated targets (docs/update-format.md §2.1): the top-level targets role delegates each release to its
+own role, ``release-<version>``, for the paths ``<version>/*``. :meth:`Repo.targets` lists the versions
+from the delegations and asks ngclient for the root target of each version newer than the running one
+(``Updater.get_targetinfo``: its delegation walk downloads and verifies that release's role, or takes it
+from the metadata cache when the snapshot says it has not changed). So a check downloads the top-level
+targets when it changed, and only the roles of releases this host could move to — never older ones.
+
 The same code serves online and offline updates: ``--from`` gives a directory (or a tarball unpacked
 into the state dir) with the repository's ``metadata/`` and ``targets/``, read by :class:`DirFetcher`
 through the same ngclient checks and the same metadata cache (an offline copy cannot roll a host back).
@@ -18,17 +25,36 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 from tuf.api import exceptions as tufx
-from tuf.api.metadata import Metadata, TargetFile, Targets
+from tuf.api.metadata import Metadata, Root, TargetFile, Targets
 from tuf.ngclient import FetcherInterface, Updater, UpdaterConfig
 
 from qx_common.errors import EnvironmentError_, ExternalError, UserError
+from qx_common.version import is_valid_version, version_key
 from qx_update.deadline import DEFAULT_DEADLINE, METADATA_DEADLINE, DeadlineFetcher
 from qx_update.errors import VerificationError
 
 USER_AGENT = "qx-update"
+RELEASE_ROLE_PREFIX = "release-"
+
+
+def release_role(version: str) -> str:
+    """The delegated targets role that signs ``version``'s targets (paths ``<version>/*``)."""
+    return RELEASE_ROLE_PREFIX + version
+
+
+def role_version(name: str) -> str | None:
+    """The version a release role signs, or None for a role that is not a release role."""
+    version = name.removeprefix(RELEASE_ROLE_PREFIX)
+    return version if name.startswith(RELEASE_ROLE_PREFIX) and is_valid_version(version) else None
+
+
+def root_target_path(version: str) -> str:
+    """The root payload's target path (docs/update-format.md §2)."""
+    return f"{version}/quantix-os_{version}.root.erofs.zst"
 
 
 class DirFetcher(FetcherInterface):
@@ -95,11 +121,10 @@ class Repo:
     metadata_dir: Path
     target_base_url: str
 
-    def refresh(self) -> float:
-        """Refresh the top-level metadata; returns the seconds it took."""
-        t0 = time.monotonic()
+    def _tuf(self, call: Any, *args: Any) -> Any:
+        """Run an ngclient call; its errors become ours (a refusal is a VerificationError)."""
         try:
-            self.updater.refresh()
+            return call(*args)
         except tufx.RepositoryError as e:
             raise VerificationError(describe_tuf_error(e)) from e
         except tufx.DownloadLengthMismatchError as e:
@@ -109,17 +134,35 @@ class Repo:
                                 hint="check server_url and the network; the installed system is unchanged") from e
         except OSError as e:
             raise EnvironmentError_(f"cannot store update metadata in {self.metadata_dir}: {e.strerror or e}") from e
+
+    def refresh(self) -> float:
+        """Refresh the top-level metadata; returns the seconds it took."""
+        t0 = time.monotonic()
+        self._tuf(self.updater.refresh)
         return time.monotonic() - t0
 
-    def targets(self) -> dict[str, TargetFile]:
-        """All top-level targets of the just-verified targets metadata."""
+    def targets(self, newer_than: str | None = None) -> dict[str, TargetFile]:
+        """The verified targets a host may choose from: the top-level role's own, and the root target of
+        every delegated release newer than ``newer_than`` (all of them when None), through ngclient's
+        delegation walk. Call after :meth:`refresh`."""
         # ngclient persists each role only after verifying it; refresh() ran in this process, so the
-        # file is exactly the targets metadata the TrustedMetadataSet accepted.
-        md = Metadata[Targets].from_file(str(self.metadata_dir / "targets.json"))
-        return dict(md.signed.targets)
+        # file is exactly the top-level targets metadata the TrustedMetadataSet accepted.
+        top = Metadata[Targets].from_file(str(self.metadata_dir / "targets.json")).signed
+        out = dict(top.targets)  # a repository signed before delegations; the newest per channel
+        delegated = top.delegations.roles or {} if top.delegations else {}
+        for name in delegated:
+            version = role_version(name)
+            if version is None or newer_than is not None and version_key(version) <= version_key(newer_than):
+                continue
+            path = root_target_path(version)
+            if path not in out:
+                info = self._tuf(self.updater.get_targetinfo, path)
+                if info is not None:
+                    out[path] = info
+        return out
 
     def targetinfo(self, path: str) -> TargetFile:
-        info = self.updater.get_targetinfo(path)
+        info = self._tuf(self.updater.get_targetinfo, path)
         if info is None:
             raise VerificationError(f"target {path} is not in the signed targets metadata")
         return info
@@ -127,7 +170,8 @@ class Repo:
     def target_url(self, info: TargetFile) -> str:
         """The download URL, hash-prefixed as ngclient does for ``consistent_snapshot`` repositories."""
         path = info.path
-        if self.updater._trusted_set.root.consistent_snapshot:  # noqa: SLF001 - same rule ngclient applies
+        # The root ngclient verified and persisted (root.json in its metadata directory) says whether.
+        if Metadata[Root].from_file(str(self.metadata_dir / "root.json")).signed.consistent_snapshot:
             dirname, sep, basename = path.rpartition("/")
             path = f"{dirname}{sep}{next(iter(info.hashes.values()))}.{basename}"
         return self.target_base_url + path
