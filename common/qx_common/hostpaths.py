@@ -21,6 +21,8 @@ CONFIG_DIR = Path("/var/lib/quantix/config")
 # Lockdown mode is on while this file exists (the console writes and removes it, with the root password):
 # sshd is stopped and not started, and qx-node refuses its host-configuration routes (423).
 LOCKDOWN_NAME = "lockdown"
+# Support bundles (qx-support-bundle, the console's Support Bundle) are written here, on the data partition.
+SUPPORT_DIR = Path("/var/lib/quantix/support")
 
 
 def node_token(state_dir: Path = NODE_STATE_DIR) -> Path:

@@ -275,6 +275,12 @@ class HostBackend(abc.ABC):
         """Store ``name`` for the next boots and load it now; ``None``, or why it could not be loaded now
         (serial line, no kbd: not an error, the stored choice still applies at the next boot)."""
 
+    # -- support bundle (qx_console.support) ---------------------------------------------------
+    @abc.abstractmethod
+    def support_bundle(self) -> str:
+        """Write a support bundle (secrets redacted) to the data partition and any mounted USB stick;
+        returns the summary to show (where it went)."""
+
     # -- the qx-node API's identity (files qx-node writes on its first start) --------------------
     @abc.abstractmethod
     def node_certificate(self) -> NodeCert:

@@ -120,6 +120,7 @@ MENU: list[tuple[str, str]] = [
     ("ssh", "SSH Access"),
     ("lockdown", "Lockdown Mode"),
     ("keyboard", "Keyboard Layout"),
+    ("support", "Support Bundle"),
     ("nodeapi", "Node API Certificate and Token"),
     ("logs", "View System Logs"),
     ("services", "Services"),
@@ -140,6 +141,8 @@ DESCRIPTIONS: dict[str, str] = {
     "lockdown": "Lockdown mode: SSH off and refused, the node API refuses host configuration changes; "
                 "only this console (with the root password) changes the host.",
     "keyboard": "The console keyboard layout (the installer's list): applied at once and at every boot.",
+    "support": "Logs, configuration (secrets removed), versions, update state and hardware in one file, "
+               "on the data partition and on a mounted USB stick (also: qx-support-bundle).",
     "nodeapi": "The node API's TLS certificate fingerprint and its API token.",
     "logs": "The system journal, the kernel, qx-node and qx-update; filter and follow.",
     "services": "State of the host's services; restart one.",
@@ -196,6 +199,7 @@ class CustomizeScreen(BaseScreen):
             "network": NetworkMenuScreen, "test": TestNetworkScreen, "password": PasswordScreen, "ssh": SshScreen,
             "logs": LogsScreen, "services": ServicesScreen, "updates": UpdatesScreen, "reset": ResetScreen,
             "nodeapi": NodeApiScreen, "lockdown": LockdownScreen, "keyboard": KeyboardScreen,
+            "support": SupportScreen,
         }
         if key in screens:
             self.app.push_screen(screens[key]())
@@ -405,6 +409,49 @@ class KeyboardScreen(BaseScreen):
         in_thread(self, lambda: self.app.backend.set_keyboard_layout(name), done,
                   lambda e: self.say(f"Not changed: {describe_error(e)}", "error"),
                   group="set", exclusive=True, what="Setting the keyboard layout")
+
+
+class SupportScreen(BaseScreen):
+    """Creates a support bundle (qx_console.support) and says where it went."""
+
+    TITLE_TEXT = "Support Bundle"
+    HINTS = "Enter Create"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.running = False
+
+    def compose(self) -> ComposeResult:
+        yield from self.compose_title()
+        with Vertical(classes="panel") as v:
+            v.border_title = "Support bundle"
+            yield Static("Logs, configuration with passwords, keys and tokens removed, versions, slot and "
+                         "update state and the hardware inventory, in one .tar.zst file. Insert and mount a "
+                         "USB stick first to get a copy on it.", classes="hint")
+            yield Horizontal(Button("Create support bundle", id="create"), classes="buttons")
+            yield Static("", id="result")
+        yield Static("", id="message", classes="hint")
+        yield self.keybar()
+
+    def on_mount(self) -> None:
+        self.query_one("#create", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if self.running:
+            return  # one bundle at a time
+        self.running = True
+        self.query_one("#result", Static).update("")
+        self.say("Collecting logs and configuration (this can take a minute)...")
+
+        def done(summary: str) -> None:
+            self.running = False
+            self.say("Support bundle written.", "ok")
+            self.query_one("#result", Static).update(escape(console_safe(summary)))
+
+        def failed(e: BaseException) -> None:
+            self.running = False
+            self.say(f"Not written: {describe_error(e)}", "error")
+        in_thread(self, self.app.backend.support_bundle, done, failed, what="Writing the support bundle")
 
 
 class NodeApiScreen(BaseScreen):

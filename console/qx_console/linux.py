@@ -202,6 +202,10 @@ class LinuxBackend(HostBackend):
     def set_lockdown(self, on: bool) -> None:
         self.accounts.set_lockdown(on)
 
+    def support_bundle(self) -> str:
+        from qx_console import support
+        return support.make_bundle(self.root).summary()
+
     def keyboard_layout(self) -> str:
         return self.keys.layout()
 

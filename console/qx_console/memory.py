@@ -164,6 +164,12 @@ class MemoryBackend(HostBackend):
     def lockdown(self) -> bool:
         return self.s.lockdown
 
+    def support_bundle(self) -> str:
+        # The in-memory host writes nothing (tests, --demo): it says what a host would have done.
+        self._log("support_bundle")
+        return ("Support bundle: /var/lib/quantix/support/qx-support-qx-demo.tar.zst (demo: not written)\n"
+                "No USB stick found: copy the file with scp, or insert a stick and create it again.")
+
     def keyboard_layout(self) -> str:
         return self.s.keyboard
 

@@ -63,7 +63,7 @@ async def test_no_key_ends_or_leaves_any_screen() -> None:
         await until(pilot, lambda: isinstance(app.screen, CustomizeScreen))
         await still_here(pilot, app, app.screen)
         for key in ("network", "test", "password", "ssh", "lockdown", "keyboard", "nodeapi", "logs", "services",
-                    "updates", "reset"):
+                    "updates", "reset", "support"):
             await open_item(pilot, app, key)
             await until(pilot, lambda: not isinstance(app.screen, CustomizeScreen))
             await pilot.pause()
@@ -166,6 +166,9 @@ SLOW_CASES: list[tuple[str, str, Action, str]] = [
     ("set channel", "updates", press("#setchannel"), "set_channel"),
     ("reset loading", "reset", None, "load_config"),
     ("reset", "reset", _reset, "reset_config"),
+    ("support bundle", "support", press("#create"), "support_bundle"),
+    ("lockdown loading", "lockdown", None, "lockdown"),
+    ("keyboard layout", "keyboard", None, "keyboard_layout"),
 ]
 
 

@@ -21,7 +21,7 @@ from .test_app import fill_network, login, open_item, open_network_form
 pytestmark = pytest.mark.anyio
 SIZES = [(60, 20), (80, 24)]
 ITEMS = ("network", "test", "password", "ssh", "lockdown", "keyboard", "nodeapi", "logs", "services", "updates",
-         "reset")
+         "reset", "support")
 
 
 def squeezed(text: str) -> str:
