@@ -366,3 +366,44 @@ def test_crash_leftovers_are_deleted_at_repair(tmp_path):
     (stray / ("0" * 64 + ".quantix-os_7.0.0.efi")).write_bytes(b"unsigned")
     repo.repair()
     assert not stray.exists()
+
+
+def test_repository_signed_before_delegations_is_converted_at_start(tmp_path, static_server):
+    """A repository whose top-level targets role signs every release itself (as before delegations): the
+    next start (repair) moves each release into its own role in one signed change, which ngclient
+    verifies with the same targets as before."""
+    from tuf.api.metadata import Metadata, MetaFile, Targets
+
+    from qx_update_server.repository import LIFETIME, utcnow
+
+    repo = Repository(tmp_path / "data")
+    repo.init()
+    for v in ("8.0.0", "8.1.0"):
+        repo.publish(release.load([fast_release(tmp_path / "b", v)]), channel="dev")
+    url = static_server(repo.repo_dir)
+    # Re-sign the state as the old layout: all targets in the top-level role, no delegation.
+    state = repo.load()
+    now = utcnow()
+    legacy = Targets(version=state.top.signed.version + 1, expires=now + LIFETIME["targets"],
+                     targets=dict(state.targets.signed.targets))
+    md = Metadata(legacy)
+    for s in repo.online_keys.signers(state.root.signed.roles["targets"].keyids):
+        md.sign(s, append=True)
+    (repo.metadata_dir / f"{legacy.version}.targets.json").write_bytes(md.to_bytes())
+    snap = state.snapshot.signed
+    snap.meta = {"targets.json": MetaFile(legacy.version)}
+    state = repo.load()
+    state.snapshot.signed.meta = snap.meta  # the commit below signs this snapshot (and a timestamp)
+    repo._commit(state, targets=None, now=now)  # noqa: SLF001 - writing the pre-delegation layout
+    old = repo.load()
+    assert old.roles == {} and len(old.top.signed.targets) == 4
+    host = verify_repo(url, repo.root_bytes(1), tmp_path)  # a client sees the old layout
+    assert len(host) == 4
+
+    assert repo.repair() is True
+    new = repo.load()
+    assert sorted(new.roles) == ["release-8.0.0", "release-8.1.0"]
+    # only the newest dev release stays listed by the top-level role itself, for older clients
+    assert sorted(new.top.signed.targets) == ["8.1.0/quantix-os_8.1.0.efi", "8.1.0/quantix-os_8.1.0.root.erofs.zst"]
+    assert verify_repo(url, repo.root_bytes(1), tmp_path) == host
+    assert repo.repair() is False  # converted once
