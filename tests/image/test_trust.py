@@ -156,3 +156,17 @@ def test_update_server_on_the_dev_keys_serves_what_the_dev_image_trusts(tmp_path
     assert pems and not {p.stem for p in pems} & set(root_keyids)
     assert not [p for p in (build / "update-server").rglob("*") if p.is_file()
                 and any((build / "keys" / "root-keys" / f"{k}.pem").read_bytes() in p.read_bytes() for k in root_keyids)]
+
+
+def test_qx_build_dev_keys_is_what_make_update_server_runs_first(tmp_path: Path) -> None:
+    """`make update-server` runs `qx-build dev-keys` before the server: keys made once, root path printed."""
+    def dev_keys() -> str:
+        qx_build = Path(sys.executable).with_name("qx-build")  # the console script, as make runs it
+        return subprocess.run([str(qx_build), "--build-dir", str(tmp_path), "dev-keys"],
+                              check=True, capture_output=True, text=True, cwd=REPO).stdout.strip()
+
+    assert dev_keys() == str(tmp_path / "keys" / "root.json")
+    before = _tree(tmp_path / "keys")
+    assert dev_keys() == str(tmp_path / "keys" / "root.json") and _tree(tmp_path / "keys") == before
+    make = (REPO / "Makefile").read_text()
+    assert "update-server: venv\n\t@$(QXB) dev-keys" in make  # from a clean checkout: the venv first
