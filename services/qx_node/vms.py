@@ -211,6 +211,7 @@ class VmService:
         if cfg.memory_kib is not None and cfg.memory_kib // 1024 != info["memory_mib"]:
             pending["memory_mib"] = cfg.memory_kib // 1024
         info["pending"] = pending
+        info["busy"] = self.busy.get(name)  # e.g. "being cloned to 'x'": a task holds it
         return info
 
     @staticmethod

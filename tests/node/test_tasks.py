@@ -176,6 +176,7 @@ def test_cancelled_clone_leaves_nothing(live: Live, client: httpx.Client) -> Non
             assert r.status_code == 409 and ("clon" in r.json()["error"]), (method, path, r.text)
         r = client.post("/v1/vms", json={"name": "big2", "memory_mib": 16, "start": False})
         assert r.status_code == 409 and r.json()["field"] == "name"
+        assert client.get("/v1/vms/big").json()["busy"] == "being cloned to 'big2'"
         r = client.post(f"{url}/cancel")
         assert r.status_code == 202 and r.json()["cancel_requested"], r.text
     finally:
@@ -187,6 +188,7 @@ def test_cancelled_clone_leaves_nothing(live: Live, client: httpx.Client) -> Non
     assert client.get("/v1/storage/volumes/big2-disk0.qcow2").status_code == 404
     assert client.post(f"{url}/cancel").status_code == 409  # ended already
     # The source is free again.
+    assert client.get("/v1/vms/big").json()["busy"] is None
     assert client.post("/v1/vms/big/start").status_code == 200
 
 

@@ -45,6 +45,7 @@ VM = {"allOf": [{"$ref": "#/components/schemas/VmSummary"}, {"type": "object", "
     "description": {"type": ["string", "null"]}, "tags": {"type": "array", "items": {"type": "string"}},
     "pending": {"type": "object", "description": "saved changes the running VM gets at its next start"},
     "device": {"type": "string", "description": "(device changes) the disk's device name or the NIC's MAC"},
+    "busy": {"type": ["string", "null"], "description": "why a task holds the VM now (a clone), else null"},
     "applied": {"type": "object", "description": "(PATCH, device changes) per field: now | next_start",
                 "additionalProperties": {"enum": ["now", "next_start"]}}}}]}
 VOLUME = {"type": "object", "required": ["name", "path", "format", "capacity", "allocation"],
