@@ -69,12 +69,15 @@ class ConsoleApp(App[None], inherit_bindings=False):
         idle_check_s: float = 5.0,
         login_backoff: Callable[[int], float] = login_backoff_s,
         clock: Callable[[], float] = time.monotonic,
+        banner: str = "",
     ) -> None:
         """``idle_logout_s``: Customize (and any login prompt) closes after this long without a key,
         checked every ``idle_check_s``; ``login_backoff(failures)``: how long the login refuses tries
-        after that many wrong passwords; ``clock``: monotonic seconds (both timers read it)."""
+        after that many wrong passwords; ``clock``: monotonic seconds (both timers read it); ``banner``:
+        a warning every screen shows in its title bar (the live system's "changes are lost")."""
         super().__init__()
         self.backend = backend
+        self.banner = banner
         self.ready_file = ready_file
         self.refresh_s = refresh_s
         self.confirm_seconds = confirm_seconds

@@ -16,9 +16,11 @@ from pathlib import Path
 from qx_common import hostpaths
 from qx_common.cli import entry
 from qx_common.errors import UserError
+from qx_console.memory import DEMO_PASSWORD
 
 DEFAULT_READY_DIR = hostpaths.CONSOLE_READY_DIR
 LIVE_FLAG = "quantix.live=1"
+LIVE_BANNER = "LIVE SYSTEM - changes are lost at reboot"
 
 
 def _ensure_window_size(cols: int = 80, rows: int = 24) -> None:
@@ -60,7 +62,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ready-dir", type=Path, default=DEFAULT_READY_DIR)
     p.add_argument("--serial", action="store_true", help="running on a serial line (80x24 if size unknown)")
     p.add_argument("--root", type=Path, default=Path("/"), help="host root directory (for tests)")
-    p.add_argument("--demo", action="store_true", help="run against a built-in demo host (changes nothing)")
+    p.add_argument("--demo", action="store_true",
+                   help="run against a built-in demo host: changes nothing and writes no file (no readiness "
+                        f"file either); its root password is '{DEMO_PASSWORD}'")
     p.add_argument("--installer", action="store_true",
                    help="run the installer (the live ISO does; also the default when the kernel command line "
                         f"has {LIVE_FLAG})")
@@ -83,7 +87,9 @@ def _main(argv: list[str]) -> int:
             tty = os.path.basename(os.ttyname(2))
         except OSError:
             tty = None
-    ready = args.ready_dir / f"{tty}.ready" if tty else None
+    # A demo is not a console of this host: it must not tell qx-node's health that one is ready, and
+    # it writes nothing at all.
+    ready = args.ready_dir / f"{tty}.ready" if tty and not args.demo else None
 
     from qx_console.backend import HostBackend
 
@@ -106,7 +112,8 @@ def _main(argv: list[str]) -> int:
 
     from qx_console.app import ConsoleApp
 
-    app = ConsoleApp(backend, ready_file=ready)
+    # The live ISO's system keeps nothing: every screen says so.
+    app = ConsoleApp(backend, ready_file=ready, banner=LIVE_BANNER if live_system(args.root) else "")
     app.run()
     # Only a crash ends the app (there is no quit key): exit non-zero so systemd restarts us.
     return app.return_code or 0

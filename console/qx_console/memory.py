@@ -24,6 +24,10 @@ from qx_console.hostconfig import (
 )
 
 
+# The demo host's root password (qx-console --demo says it in --help).
+DEMO_PASSWORD = "quantix-pw"
+
+
 @dataclass
 class MemoryState:
     config: HostConfig = field(default_factory=lambda: HostConfig(hostname="qx-demo"))
@@ -34,7 +38,7 @@ class MemoryState:
     reachable: set[str] = field(default_factory=lambda: {"10.0.2.2", "10.0.2.3"})
     # The default routes the running network has (what DHCP handed out); [] = no lease.
     gateways: list[str] = field(default_factory=lambda: ["10.0.2.2"])
-    password: str = "quantix-pw"
+    password: str = DEMO_PASSWORD
     updates_available: bool = True
     update_state: UpdateState = field(default_factory=lambda: UpdateState(
         slots=[SlotInfo("a", "1.2.3", True, True), SlotInfo("b", "1.2.2", False, True)], channel="stable",

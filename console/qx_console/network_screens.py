@@ -64,7 +64,9 @@ class BaseScreen(ConsoleScreen[None]):
             cls.KEYS = keys_text(cls.HINTS, cls.BINDINGS)
 
     def compose_title(self) -> ComposeResult:
-        yield Static(f"Quantix OS - {self.TITLE_TEXT}", id="titlebar")
+        banner = getattr(self.app, "banner", "")
+        yield Static(f"Quantix OS - {self.TITLE_TEXT}" + (f"  [{banner}]" if banner else ""), id="titlebar",
+                     markup=False)
 
     def keybar(self) -> KeyBar:
         return KeyBar(self.KEYS)

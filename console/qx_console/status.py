@@ -113,10 +113,12 @@ class StatusScreen(ConsoleScreen[None]):
                 ("ctrl+r", "refresh", "Refresh")]
 
     def compose(self) -> ComposeResult:
-        yield Static("Quantix OS", id="titlebar")
+        yield Static("Quantix OS", id="titlebar", markup=False)
         # Scrolls (Up/Down) where the terminal is too short for all of it (60x20).
         with VerticalScroll(classes="panel", id="status-panel") as v:
             v.border_title = "Status"
+            if getattr(self.app, "banner", ""):
+                yield Static(self.app.banner, id="banner", markup=False)
             yield Static("Gathering host status...", id="status")
         with Vertical(id="bottom"):
             yield Static("", id="notice", classes="hint")
@@ -134,7 +136,9 @@ class StatusScreen(ConsoleScreen[None]):
 
     def _show(self, st: HostStatus) -> None:
         title = escape(console_safe(f"{st.product} {st.version}"))
-        self.query_one("#titlebar", Static).update(title)
+        banner = getattr(self.app, "banner", "")
+        self.query_one("#titlebar", Static).update(
+            console_safe(f"{st.product} {st.version}" + (f"  [{banner}]" if banner else "")))
         self.query_one("#status", Static).update(f"[b]{title}[/b]\n" + render_status(st, self.size.width))
         self.app.first_status_shown(st)
 
