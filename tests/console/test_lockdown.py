@@ -61,3 +61,11 @@ def test_lockdown_writes_the_shared_file_stops_ssh_and_refuses_it(hostroot: Path
     be.set_lockdown(False)  # off twice is no error
     be.set_ssh(True, 10)
     assert "systemctl start ssh.service" in systemctl_log.read_text().splitlines()
+
+
+def test_the_image_keeps_sshd_down_on_the_same_file() -> None:
+    """Defence in depth on the booted image: ssh.service's drop-in names the one lockdown file."""
+    dropin = (Path(__file__).parents[2] / "image/extra/usr/lib/systemd/system/ssh.service.d"
+              / "10-quantix-lockdown.conf")
+    lines = [ln.strip() for ln in dropin.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    assert lines == ["[Unit]", f"ConditionPathExists=!{hostpaths.lockdown_file()}"]
