@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import json
 import os
 import re
 import shutil
@@ -38,7 +39,7 @@ from pathlib import Path
 
 from securesystemslib.signer import CryptoSigner
 from tuf.api.exceptions import UnsignedMetadataError
-from tuf.api.metadata import Metadata, Root
+from tuf.api.metadata import Key, Metadata, Root
 
 from qx_common.errors import EnvironmentError_, UserError
 from qx_common.fs import atomic_write
@@ -101,12 +102,49 @@ def parse_root(data: bytes, what: str) -> Metadata[Root]:
     try:
         md = Metadata.from_bytes(data)
     except Exception as e:  # noqa: BLE001 - python-tuf's DeserializationError and what it wraps
-        raise UserError(f"{what}: not TUF metadata ({type(e).__name__}: {e})",
+        raise UserError(f"{what}: not TUF metadata ({_cause(e)})",
                         hint="give the root.json that qx-release keys init/sign-root wrote") from e
     if not isinstance(md.signed, Root):
         raise UserError(f"{what}: is {md.signed.type} metadata, not root",
                         hint="give the root.json that qx-release keys init/sign-root wrote")
+    if isinstance(md.signed.version, bool):  # JSON true passes python-tuf's int check
+        raise UserError(f"{what}: version is {json.dumps(md.signed.version)}, not a number",
+                        hint="give the root.json that qx-release keys init/sign-root wrote")
+    try:
+        # What is signed is the canonical JSON of "signed": a value canonical JSON cannot hold (a float,
+        # a lone surrogate in any field, known or not) cannot carry a signature. Found here, not as a
+        # SerializationError in the middle of the signature check.
+        md.signed_bytes
+    except Exception as e:  # noqa: BLE001 - tuf's SerializationError and what it wraps
+        raise UserError(f"{what}: \"signed\" cannot be written as canonical JSON "
+                        f"({_cause(e)}): it holds a number that is not an integer or text that is not Unicode",
+                        hint="give the root.json that qx-release keys init/sign-root wrote") from e
+    check_distinct_keys(md.signed, what)
     return md
+
+
+def _cause(e: BaseException) -> str:
+    """python-tuf's (De)SerializationError says only "Failed to deserialize JSON": the reason is its cause."""
+    inner = e.__cause__ or e.__context__ or e
+    return f"{type(inner).__name__}: {inner}"[:300]
+
+
+def _key_material(key: Key) -> tuple[str, str, str]:
+    """A key's identity by content: public keys are hex or PEM text, so case and whitespace are ignored."""
+    val = {k: re.sub(r"\s+", "", v).lower() if isinstance(v, str) else v for k, v in key.keyval.items()}
+    return key.keytype, key.scheme, json.dumps(val, sort_keys=True)
+
+
+def check_distinct_keys(root: Root, what: str) -> None:
+    """Refuse one public key listed under two keyids: each keyid counts as one signature toward a
+    threshold, so a copy of one signature under the second keyid would meet "2 of N" with one key."""
+    seen: dict[tuple[str, str, str], str] = {}
+    for keyid, key in root.keys.items():
+        other = seen.setdefault(_key_material(key), keyid)
+        if other != keyid:
+            raise UserError(f"{what}: keys {other} and {keyid} are the same public key under two keyids "
+                            f"(one key would count twice toward a threshold)",
+                            hint="list each key once, under its own keyid (qx-release keys sign-root does)")
 
 
 def check_counts(root_keys: int, threshold: int) -> None:

@@ -1,0 +1,117 @@
+"""Hostile uploads of a root signed offline (``POST /v1/keys/root``, ``qx-release keys sign-root``).
+
+A real server on 127.0.0.1 set up from an offline directory (2 root keys, threshold 2). Each upload
+here is one an attacker or a broken tool could send: every one is a 400 naming ``root`` with the
+reason — never a 500 — and leaves the served metadata byte for byte as it was.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import requests
+from securesystemslib.signer import CryptoSigner
+from tuf.api.metadata import Key, Metadata, Root
+
+from .conftest import ALL, ROOT, Server, start_server
+from .test_offline_root import _signers, offline_init, server_init
+
+
+def _setup(tmp_path: Path) -> tuple[Path, Server]:
+    off = tmp_path / "admin usb"  # a space in the path, as on a labelled stick
+    offline_init(off, "--root-keys", "2", "--threshold", "2")
+    data = tmp_path / "data"
+    server_init(data, off)
+    return off, start_server(data)
+
+
+def _snapshot(server: Server) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in (server.data_dir / "repository" / "metadata").iterdir()}
+
+
+def _post(server: Server, token: str, body: bytes) -> requests.Response:
+    return requests.post(f"{server.url}/v1/keys/root", data=body, timeout=30,
+                         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+
+
+def _v2(off: Path, signers: list[CryptoSigner], edit=lambda signed: None) -> Metadata[Root]:
+    """Root version 2 from ``off``'s root 1, changed by ``edit``, signed by ``signers``."""
+    md = Metadata[Root].from_file(str(off / "root.json"))
+    md.signed.version = 2
+    edit(md.signed)
+    md.signatures.clear()
+    for i, s in enumerate(signers):
+        md.sign(s, append=i > 0)
+    return md
+
+
+def test_roots_canonical_json_cannot_hold_are_a_400_naming_root(tmp_path):
+    off, server = _setup(tmp_path)
+    try:
+        token = server.token(*ALL)
+        before = _snapshot(server)
+        good = json.loads(_v2(off, list(_signers(off / "root-keys").values())).to_bytes())
+        cases = {
+            # An unknown field python-tuf keeps: canonical JSON has no floats, and no lone surrogates.
+            "float": (lambda d: d["signed"].__setitem__("x-note", 1.5), "canonical JSON"),
+            "surrogate": (lambda d: d["signed"].__setitem__("x-note", "\ud800"), "canonical JSON"),
+            "bool version": (lambda d: d["signed"].__setitem__("version", True), "version is true"),
+            "signature twice": (lambda d: d["signatures"].append(d["signatures"][0]), "Multiple signatures"),
+        }
+        for name, (edit, message) in cases.items():
+            doc = copy.deepcopy(good)
+            edit(doc)
+            r = _post(server, token, json.dumps({"root": doc}).encode())
+            assert r.status_code == 400, (name, r.status_code, r.text)
+            assert r.json()["field"] == "root" and message in r.json()["error"], (name, r.text)
+        assert _snapshot(server) == before
+    finally:
+        server.stop()
+
+
+def test_one_key_under_two_keyids_does_not_meet_a_threshold_of_two(tmp_path):
+    """Root 2 is properly signed by root 1's two keys, but lists one new key twice (threshold 2): one
+    holder alone could then sign root 3 by copying their signature under the second keyid."""
+    off, server = _setup(tmp_path)
+    try:
+        token = server.token(*ALL)
+        before = _snapshot(server)
+        lone = CryptoSigner.generate_ed25519()
+
+        def twice(root: Root) -> None:
+            for keyid in list(root.roles[Root.type].keyids):
+                root.revoke_key(keyid, Root.type)
+            root.add_key(lone.public_key, Root.type)
+            alias = Key.from_dict("a" * 64, copy.deepcopy(lone.public_key.to_dict()))
+            root.add_key(alias, Root.type)
+            root.roles[Root.type].threshold = 2
+
+        md = _v2(off, list(_signers(off / "root-keys").values()), twice)
+        md.sign(lone, append=True)
+        doc = json.loads(md.to_bytes())
+        doc["signatures"].append({**next(s for s in doc["signatures"] if s["keyid"] == lone.public_key.keyid),
+                                  "keyid": "a" * 64})
+        r = _post(server, token, json.dumps({"root": doc}).encode())
+        assert r.status_code == 400, r.text
+        assert r.json()["field"] == "root" and "same public key under two keyids" in r.json()["error"]
+        assert _snapshot(server) == before
+    finally:
+        server.stop()
+
+
+def test_sign_root_on_an_unsignable_root_file_is_a_user_error(tmp_path):
+    off = tmp_path / "admin usb"
+    offline_init(off)
+    doc = json.loads((off / "1.root.json").read_bytes())
+    doc["signed"]["x-note"] = 0.5  # edited by hand
+    (off / "1.root.json").write_text(json.dumps(doc))
+    before = sorted(p.name for p in off.iterdir())
+    p = subprocess.run([sys.executable, "-m", "qx_update_server.release_cli", "keys", "sign-root", "--offline",
+                        str(off)], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert p.returncode == 2, p.stderr
+    assert "1.root.json" in p.stderr and "canonical JSON" in p.stderr and "Traceback" not in p.stderr
+    assert sorted(p.name for p in off.iterdir()) == before
