@@ -1,12 +1,14 @@
 """qx-update-server beside nginx serving the same repository directory, in the same run.
 
-    .venv/bin/python bench/update_server.py [--requests 4000] [--clients 2] [--publish-mib 150]
+    .venv/bin/python bench/update_server.py [--requests 4000] [--clients 2] [--publish-mib 150] [--rounds 5]
 
 Everything listens on 127.0.0.1 only; every loop is bounded by a request count.
 
 * metadata GET req/s: ``timestamp.json`` (what every host polls) and the current ``N.targets.json``,
-  from qx-update-server (uvicorn, one process) and from nginx (``worker_processes 1``) pointed at the
-  server's own ``<data-dir>/repository`` directory — the static-hosting baseline;
+  from qx-update-server (uvicorn, one process; httptools + uvloop from the "server" extra), from the same
+  server with those two hidden (h11 + asyncio, as before) and from nginx (``worker_processes 1``) pointed
+  at the server's own ``<data-dir>/repository`` directory — the static-hosting baseline; ROUNDS rounds
+  alternating the three, medians;
 * check-in req/s: ``POST /v1/checkin`` with a bearer token (SQLite write per call), distinct hosts;
 * publish: wall time of ``qx-release publish`` for a release whose compressed root is PUBLISH_MIB
   (upload with progress, server-side SHA256SUMS + manifest check, move, sign), and the same bytes
@@ -216,6 +218,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=4000, help="requests per measurement (default 4000)")
     ap.add_argument("--clients", type=int, default=2, help="concurrent keep-alive clients (default 2)")
     ap.add_argument("--publish-mib", type=int, default=150, help="compressed root size to publish (default 150)")
+    ap.add_argument("--rounds", type=int, default=5, help="alternating rounds of each GET measurement (default 5)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="qxus-bench-", dir="/var/tmp"))
     nginx = None
@@ -234,12 +237,26 @@ def main() -> None:
         snap = json.loads((work / f"data/repository/metadata/{snap_v}.snapshot.json").read_text())
         targets = f"/metadata/{snap['signed']['meta']['targets.json']['version']}.targets.json"
         nginx, nginx_port = start_nginx(work / "data/repository", work)
+        # The same server without the "server" extra (h11 and asyncio, as before it was added): importing
+        # httptools and uvloop fails in that process, so uvicorn falls back as on an installation without them.
+        shim = work / "no-c-http"
+        shim.mkdir()
+        (shim / "sitecustomize.py").write_text("import sys\nsys.modules['httptools'] = None\n"
+                                               "sys.modules['uvloop'] = None\n")
+        pure = start_server(work / "data", env={"PYTHONPATH": str(shim)})
+        pure_port = int(pure.url.rsplit(":", 1)[1])
 
         for name, path in (("timestamp.json", "/metadata/timestamp.json"), ("N.targets.json", targets)):
-            ours = load(port, "GET", [path], args.requests, args.clients)
-            base = load(nginx_port, "GET", [path], args.requests, args.clients)
-            rows.append((f"GET {name} req/s", f"{ours:,.0f}", f"{base:,.0f} (nginx)"))
-            result[f"get_{name}"] = {"qx_update_server": round(ours), "nginx": round(base)}
+            runs: dict[str, list[float]] = {"ours": [], "h11": [], "nginx": []}
+            for _ in range(args.rounds):  # alternated, so load from elsewhere hits all three alike
+                for key, p in (("ours", port), ("h11", pure_port), ("nginx", nginx_port)):
+                    runs[key].append(load(p, "GET", [path], args.requests, args.clients))
+            ours, h11, base = (statistics.median(runs[k]) for k in ("ours", "h11", "nginx"))
+            rows.append((f"GET {name} req/s (median of {args.rounds})", f"{ours:,.0f} ({ours / base:.2f}x nginx)",
+                         f"{base:,.0f} (nginx); {h11:,.0f} (h11 + asyncio: {h11 / base:.2f}x)"))
+            result[f"get_{name}"] = {"qx_update_server": round(ours), "h11_asyncio": round(h11),
+                                     "nginx": round(base), "rounds": {k: [round(x) for x in v] for k, v in runs.items()}}
+        pure.stop()
 
         n = args.requests // 2
         bodies = [[json.dumps({"host_id": f"host-{c}-{i}", "version": "0.1.0", "slot": "a", "channel": "stable",

@@ -185,6 +185,24 @@ def test_slow_headers_are_cut(limited):
     assert closed and i < len(request)  # cut before the headers could ever be complete
 
 
+def test_oversized_headers_are_cut_at_once(limited):
+    """Headers past MAX_HEADER_BYTES close the connection when they arrive, long before the header timeout
+    (the C parser has no size limit of its own; h11 is given the same one)."""
+    from qx_update_server.serving import MAX_HEADER_BYTES
+
+    s = _raw(limited)
+    t0 = time.monotonic()
+    s.sendall(b"GET /metadata/timestamp.json HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * (MAX_HEADER_BYTES + 4096))
+    s.settimeout(30)
+    try:
+        got = s.recv(65536)
+    except ConnectionResetError:
+        got = b""
+    s.close()
+    assert got == b"" or got.startswith(b"HTTP/1.1 4"), got[:100]
+    assert time.monotonic() - t0 < 1.5  # the header timeout is 2 s
+
+
 def test_body_idle_timeout(limited):
     """A request body that stops arriving does not hold the connection forever."""
     token = limited.token("checkin")

@@ -2,13 +2,16 @@
 
 uvicorn arms no timer before a connection's first request and caps nothing, so a crowd of idle or
 half-open connections (no token needed) holds file descriptors until ``accept`` fails and every host's
-metadata poll times out. :class:`GuardedH11Protocol` adds, per connection:
+metadata poll times out. :class:`_Guard` adds to uvicorn's HTTP protocol (httptools' C parser when
+the "server" extra is installed, else h11), per connection:
 
 * a **header timeout**: a request's headers must be complete within ``header_timeout`` seconds of the
   connection opening (or of the previous response ending, on a kept-alive connection) — however slowly
   the bytes drip in;
 * an **idle timeout** while a request body is being received: no byte for ``idle_timeout`` seconds
   closes the connection;
+* a **header size limit**: more than :data:`MAX_HEADER_BYTES` before the headers end closes the
+  connection (h11 is given the same limit; httptools has none of its own);
 * a **connection cap**: beyond ``max_connections`` open connections, the ones waiting longest for
   request headers are closed, a moment later (they have sent nothing the server could answer, while a
   host's connection has sent its request at once). Connections busy with a request are never closed
@@ -31,33 +34,47 @@ from typing import Any
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+try:  # the C parser, from the "server" extra (requirements.lock); without it, h11
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # pragma: no cover - depends on the installation
+    HttpToolsProtocol = None  # type: ignore[assignment,misc]
+
 from qx_common.errors import EnvironmentError_, UserError
 
 HEADER_TIMEOUT = 10.0
 IDLE_TIMEOUT = 30.0
 MAX_CONNECTIONS = 2048
-_TICK = 0.5  # s between a connection's deadline checks
+_TICK = 0.5  # s: the shortest wait before a connection's deadline is checked again
 _SWEEP_DELAY = 0.1  # s after the cap is exceeded before the longest-waiting connections are closed
 # A connection is closed by the cap only after waiting this long: a host's request, sent with its
 # connection, has been read by then even while a flood of connections keeps the loop busy.
 _MIN_WAIT = 1.0
+MAX_HEADER_BYTES = 16 << 10  # a request's headers (h11 is given the same limit); more closes the connection
 
 
-class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol plus the header/idle timeouts and the connection cap (class attributes,
-    set by :func:`protocol_class`)."""
+class _Guard:
+    """The header/idle timeouts and the connection cap, for either of uvicorn's HTTP protocols.
+
+    Mixed in before the protocol class (class attributes set by :func:`protocol_class`). The protocol
+    subclass says when a request's headers are complete (:meth:`_headers_done`) and whether a request body
+    is being received (:meth:`_receiving_body`)."""
 
     header_timeout = HEADER_TIMEOUT
     idle_timeout = IDLE_TIMEOUT
     max_connections = MAX_CONNECTIONS
     _sweep_pending = False  # one pending sweep per server (protocol_class makes a class per server)
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    connections: set[Any]
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(transport)  # type: ignore[misc]
         now = self.loop.time()
         self._waiting_since: float | None = now  # set while the next request's headers are awaited
+        self._header_bytes = 0  # received while waiting for headers (httptools has no limit of its own)
         self._last_data = now
-        self._guard: asyncio.TimerHandle | None = self.loop.call_later(_TICK, self._check)
+        self._guard: asyncio.TimerHandle | None = None
+        self._arm()
         cls = type(self)
         if len(self.connections) > self.max_connections and not cls._sweep_pending:
             # Not at once: asyncio accepts a whole batch of connections before it reads from any of
@@ -75,7 +92,7 @@ class GuardedH11Protocol(H11Protocol):
             return
         cutoff = self.loop.time() - _MIN_WAIT
         waiting = sorted((c for c in self.connections
-                          if isinstance(c, GuardedH11Protocol) and c._waiting_since is not None
+                          if isinstance(c, _Guard) and c._waiting_since is not None
                           and c._waiting_since < cutoff and not c.transport.is_closing()),
                          key=lambda c: c._waiting_since or 0.0)
         for c in waiting[:excess]:
@@ -86,20 +103,40 @@ class GuardedH11Protocol(H11Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._last_data = self.loop.time()
-        super().data_received(data)
-        if self.conn.their_state is not h11.IDLE:
-            self._waiting_since = None  # the headers are complete
+        super().data_received(data)  # type: ignore[misc]
+        if self._waiting_since is not None:
+            if self._headers_done():
+                self._waiting_since = None
+                self._header_bytes = 0
+            else:
+                self._header_bytes += len(data)
+                if self._header_bytes > MAX_HEADER_BYTES and not self.transport.is_closing():
+                    self.transport.close()  # headers larger than any client of ours sends
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if self.conn.their_state is h11.IDLE or self.conn.their_state is h11.DONE:
+        super().on_response_complete()  # type: ignore[misc]
+        if not self._receiving_body():
             self._waiting_since = self.loop.time()
+            self._header_bytes = 0
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._guard is not None:
             self._guard.cancel()
             self._guard = None
-        super().connection_lost(exc)
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def _arm(self) -> None:
+        """One timer per connection, at its next deadline (not a periodic tick: with thousands of idle
+        connections, ticks alone kept the loop busy and delayed every host's metadata request). The
+        deadline only moves later as the connection makes progress, so an early wake-up re-arms."""
+        now = self.loop.time()
+        if self._waiting_since is not None:
+            due = self._waiting_since + self.header_timeout
+        elif self._receiving_body():
+            due = self._last_data + self.idle_timeout
+        else:  # a request being answered: look again later (its body, if any, may start to stall)
+            due = now + min(self.header_timeout, self.idle_timeout)
+        self._guard = self.loop.call_at(max(due + 0.01, now + _TICK), self._check)
 
     def _check(self) -> None:
         self._guard = None
@@ -109,14 +146,57 @@ class GuardedH11Protocol(H11Protocol):
         if self._waiting_since is not None and now - self._waiting_since > self.header_timeout:
             self.transport.close()
             return
-        if self.conn.their_state is h11.SEND_BODY and now - self._last_data > self.idle_timeout:
+        if self._receiving_body() and now - self._last_data > self.idle_timeout:
             self.transport.close()
             return
-        self._guard = self.loop.call_later(_TICK, self._check)
+        self._arm()
+
+    def _headers_done(self) -> bool:
+        raise NotImplementedError
+
+    def _receiving_body(self) -> bool:
+        raise NotImplementedError
 
 
-def protocol_class(*, header_timeout: float, idle_timeout: float, max_connections: int) -> type[GuardedH11Protocol]:
-    return type("GuardedH11ProtocolConfigured", (GuardedH11Protocol,), {
+class GuardedH11Protocol(_Guard, H11Protocol):
+    """uvicorn's pure-Python h11 protocol with the guard (when httptools is not installed)."""
+
+    def _headers_done(self) -> bool:
+        return self.conn.their_state is not h11.IDLE
+
+    def _receiving_body(self) -> bool:
+        return self.conn.their_state is h11.SEND_BODY
+
+
+class GuardedHttpToolsProtocol(_Guard, HttpToolsProtocol or H11Protocol):  # type: ignore[misc]
+    """uvicorn's httptools (C parser) protocol with the guard. Only used when httptools is installed."""
+
+    _in_request = False  # between a request's headers and its end
+
+    def on_headers_complete(self) -> None:
+        self._in_request = True
+        self._headers_seen = True
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._in_request = False
+        super().on_message_complete()
+
+    def on_message_begin(self) -> None:
+        self._headers_seen = False
+        super().on_message_begin()
+
+    def _headers_done(self) -> bool:
+        return getattr(self, "_headers_seen", False)
+
+    def _receiving_body(self) -> bool:
+        return self._in_request
+
+
+def protocol_class(*, header_timeout: float, idle_timeout: float, max_connections: int) -> type[_Guard]:
+    """A guarded protocol class for one server: httptools' when it is installed, else h11's."""
+    base: type[_Guard] = GuardedHttpToolsProtocol if HttpToolsProtocol is not None else GuardedH11Protocol
+    return type("GuardedProtocolConfigured", (base,), {
         "header_timeout": header_timeout, "idle_timeout": idle_timeout, "max_connections": max_connections})
 
 
@@ -170,6 +250,6 @@ def serve(app: Any, sockets: list[socket.socket], *, header_timeout: float = HEA
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_keep_alive=5,
                             http=protocol_class(header_timeout=header_timeout, idle_timeout=idle_timeout,
                                                 max_connections=max_connections),
-                            h11_max_incomplete_event_size=16 << 10,
+                            h11_max_incomplete_event_size=MAX_HEADER_BYTES,
                             ssl_certfile=tls[0] if tls else None, ssl_keyfile=tls[1] if tls else None)
     uvicorn.Server(config).run(sockets=sockets)
