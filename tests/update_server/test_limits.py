@@ -63,10 +63,20 @@ def during(server: Server, attack: Callable[[], None], *, min_polls: int = 5) ->
     return results
 
 
-@pytest.fixture
-def limited(tmp_path) -> Iterator[Server]:
-    s = start_server(tmp_path / "data", extra_args=["--max-connections", "64", "--header-timeout", "2",
-                                                     "--idle-timeout", "2", "--refresh-interval", "3600"])
+@pytest.fixture(params=["httptools", "h11"])
+def limited(request, tmp_path) -> Iterator[Server]:
+    """A server with small limits, on each of uvicorn's HTTP protocols the guard covers: httptools (the
+    "server" extra, installed here) and h11 (an installation without it: importing httptools and uvloop
+    fails in the server process)."""
+    env = None
+    if request.param == "h11":
+        shim = tmp_path / "no-c-http"
+        shim.mkdir()
+        (shim / "sitecustomize.py").write_text("import sys\nsys.modules['httptools'] = None\n"
+                                               "sys.modules['uvloop'] = None\n")
+        env = {"PYTHONPATH": str(shim)}
+    s = start_server(tmp_path / "data", env=env, extra_args=["--max-connections", "64", "--header-timeout", "2",
+                                                              "--idle-timeout", "2", "--refresh-interval", "3600"])
     s.token("keys")  # makes the database
     requests.post(s.url + "/v1/keys/init", json={},
                   headers={"Authorization": f"Bearer {s.token('keys')}"}, timeout=10).raise_for_status()
