@@ -28,14 +28,15 @@ __all__ = [
 ]
 
 # ---- the size budget of what is signed -----------------------------------------------------------
-# Every host downloads the whole top-level targets metadata on every check, and python-tuf's ngclient
-# refuses a targets.json over UpdaterConfig.targets_max_length (5,000,000 bytes by default, what
-# qx-update uses). A repository that outgrows it stops updates for every host for good, so the server
-# bounds (1) every field of a target, at publish (the contract's bounds), and (2) the number of
-# releases kept signed, by the retention rule of ``repository.prune``. Worst case, all fields at their
-# maximum and every JSON byte escaped: MAX_SIGNED_RELEASES * 2 targets * ~10.8 KB ≈ 1.4 MB <
-# TARGETS_MAX_BYTES < the client's limit (tests/update_server/test_bounds.py signs that worst case and
-# refreshes it with ngclient).
+# Each release is signed in its own delegated role (docs/update-format.md §2.1); every host downloads the
+# top-level targets role (one delegation per release, plus the newest release of each channel) when it
+# changes, and python-tuf's ngclient refuses a role over UpdaterConfig.targets_max_length (5,000,000 bytes
+# by default, what qx-update uses). A repository that outgrows it stops updates for every host for good,
+# so the server bounds (1) every field of a target, at publish (the contract's bounds), and (2) the number
+# of releases kept signed, by the retention rule of ``repository.prune``. Worst case, all fields at their
+# maximum and every JSON byte escaped: a release role ≈ 25 KB, the top-level role ≈ 110 KB with
+# MAX_SIGNED_RELEASES releases — far below TARGETS_MAX_BYTES < the client's limit
+# (tests/update_server/test_bounds.py signs such releases and measures what a host downloads).
 CLIENT_TARGETS_MAX_LENGTH = 5_000_000  # tuf.ngclient.UpdaterConfig().targets_max_length
 TARGETS_MAX_BYTES = 2_000_000  # what the server signs at most; checked on the serialized bytes
 MAX_SIGNED_RELEASES = 64  # releases in the signed set; publish is refused beyond (yank or remove first)
