@@ -106,3 +106,17 @@ def test_public_surface_is_declared() -> None:
         assert hasattr(qx_update, name), name
     for fn in ("status", "check", "apply", "rollback", "set_channel", "load_config"):
         assert fn in qx_update.__all__
+
+
+def test_in_process_apply_and_rollback_release_the_lock(host: Host, repo: TufRepo) -> None:
+    """The entry points take qx-update's lock for their call only: the CLI can run right after."""
+    repo.add_release("1.1.0", slot_bytes=payload(3), channels=["dev", "beta", "stable"])
+    cfg = qx_update.load_config(host.config)
+    res = qx_update.apply(cfg)
+    assert res.applied is not None and res.applied.version == "1.1.0" and res.slot == "b"
+    assert api.UpdateStatus.from_json(_cli(host, "status")).awaiting_reboot == "1.1.0"
+    rb = qx_update.rollback(cfg)
+    assert rb.cancelled == "1.1.0" and rb == api.RollbackResult.from_dict(rb.to_dict())
+    again = api.ApplyResult.from_json(_cli(host, "apply").strip().splitlines()[-1])   # the lock is free again
+    assert again.applied is not None and again.applied.version == "1.1.0"
+    assert qx_update.set_channel(cfg, "beta").channel == "beta"
