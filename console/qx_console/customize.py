@@ -131,18 +131,18 @@ MENU: list[tuple[str, str]] = [
 
 # What each item does, for the description pane beside the menu (the highlighted item's).
 DESCRIPTIONS: dict[str, str] = {
-    "network": "Adapters, VLAN, IPv4, IPv6, DNS and hostname of the management network, applied together "
-               "with a probe and a confirmation (reverted by itself otherwise).",
+    "network": "Adapters, VLAN, IPv4, IPv6, DNS and hostname, applied together with a probe and your "
+               "confirmation (reverted by itself otherwise).",
     "restore": "Put back the network configuration that was in use before the last change from this console.",
     "test": "Ping the gateway and DNS servers and resolve a name.",
     "restart": "Restart the management network with the current configuration.",
     "password": "Change the root password (this console, SSH and the node API's login).",
     "ssh": "Turn SSH access on (with an off-timer) or off; shows the host key fingerprints.",
-    "lockdown": "Lockdown mode: SSH off and refused, the node API refuses host configuration changes; "
-                "only this console (with the root password) changes the host.",
+    "lockdown": "SSH off and refused, the node API refuses host configuration changes; only this console "
+                "(with the root password) changes the host.",
     "keyboard": "The console keyboard layout (the installer's list): applied at once and at every boot.",
-    "support": "Logs, configuration (secrets removed), versions, update state and hardware in one file, "
-               "on the data partition and on a mounted USB stick (also: qx-support-bundle).",
+    "support": "Logs, configuration (secrets removed), versions, updates and hardware in one file, on the "
+               "data partition and a mounted USB stick.",
     "nodeapi": "The node API's TLS certificate fingerprint and its API token.",
     "logs": "The system journal, the kernel, qx-node and qx-update; filter and follow.",
     "services": "State of the host's services; restart one.",

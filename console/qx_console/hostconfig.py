@@ -354,7 +354,8 @@ def _check_network(n: NetworkConfig) -> list[FieldError]:
                                "enter at least one DNS server address (with a static address nothing supplies one)"))
     domains = n.search_domains
     if len(domains) > SEARCH_DOMAINS_MAX:
-        errs.append(FieldError("network.search_domain", f"{len(domains)} search domains are listed",
+        errs.append(FieldError("network.search_domain",
+                               f"{len(domains)} search domains are listed; at most {SEARCH_DOMAINS_MAX} are used",
                                f"list at most {SEARCH_DOMAINS_MAX}"))
     for d in domains:
         if (e := check_domain(d, "network.search_domain")):
@@ -377,7 +378,7 @@ def _check_adapters(n: NetworkConfig) -> list[FieldError]:
     if len(set(n.nics)) != len(n.nics):
         errs.append(FieldError("network.extra_nics", "lists an adapter twice", "check each adapter once"))
     if len(n.nics) > MAX_NICS:
-        errs.append(FieldError("network.extra_nics", f"{len(n.nics)} adapters are chosen",
+        errs.append(FieldError("network.extra_nics", f"{len(n.nics)} adapters are chosen; at most {MAX_NICS} work",
                                f"use at most {MAX_NICS}"))
     if n.team in TEAM_MODES[1:] and not n.extra_nics:
         errs.append(FieldError("network.team", f"a team ({n.team}) needs at least two adapters",

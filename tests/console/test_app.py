@@ -197,7 +197,8 @@ async def test_customize_menu_lists_every_item() -> None:
         text = frame_text(app)
         for item in ("Configure Management Network", "Restore Previous Network", "Test Management Network",
                      "Restart Management Network", "Root Password", "SSH Access", "Node API Certificate and Token",
-                     "View System Logs", "Services", "Updates", "Reset System Configuration"):
+                     "View System Logs", "Services", "Updates", "Reset System Configuration", "Lockdown Mode",
+                     "Keyboard Layout", "Support Bundle"):
             assert item in text
         assert not bad_glyphs(app)
 
