@@ -129,13 +129,21 @@ def _open_stream(url: str, offset: int, deadline: Deadline | None = None) -> tup
     headers = {"User-Agent": "qx-update", "Accept-Encoding": "identity"}
     if offset:
         headers["Range"] = f"bytes={offset}-"
-    try:
-        resp = _pool(url).request("GET", url, headers=headers, preload_content=False, retries=False,
+    def send() -> urllib3.BaseHTTPResponse:
+        r = _pool(url).request("GET", url, headers=headers, preload_content=False, retries=False,
                                timeout=urllib3.Timeout(connect=TIMEOUT[0], read=TIMEOUT[1]))
+        if deadline is not None:
+            deadline.watch(r)  # in the worker: a response that comes after the deadline is shut down at once
+        return r
+
+    try:
+        # Under the deadline from the connection on: a server that trickles its headers, or a socket that
+        # never answers, is stopped by it too (not only a trickled body).
+        resp = send() if deadline is None else deadline.run(send)
     except urllib3.exceptions.HTTPError as e:
         raise ExternalError(f"cannot download {url}: {e}", hint="check the network; the download resumes next time") from e
-    if deadline is not None:
-        deadline.watch(resp)
+    if resp is None:
+        raise deadline.error()  # type: ignore[union-attr] - run() returns None only with a deadline
     if resp.status == 416 and offset:
         resp.release_conn()
         return -1, iter(())
