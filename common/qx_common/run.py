@@ -123,6 +123,10 @@ def run(
             stdout=subprocess.PIPE if capture else None,
             stderr=subprocess.PIPE if capture else None,
             text=True,
+            # Not the locale's strict codec: a command may print bytes that are not UTF-8 (a journal
+            # entry, a disk label, a file name); they become U+FFFD instead of a UnicodeDecodeError.
+            encoding="utf-8",
+            errors="replace",
             env=clean_env(env),
             cwd=cwd,
             timeout=timeout,
@@ -237,8 +241,11 @@ def spawn(
     _log.debug("+ %s", shlex.join(argv))
     with tempfile.TemporaryFile(prefix="qx-stderr-") as errfile:
         try:
+            # In text mode UTF-8 with U+FFFD for what is not (as run() does): a stray byte in the output
+            # must not become a UnicodeDecodeError in the middle of the caller's loop.
             popen = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=errfile, env=clean_env(env),
-                                     cwd=cwd, text=text, bufsize=-1 if text else 0)
+                                     cwd=cwd, text=text, bufsize=-1 if text else 0,
+                                     encoding="utf-8" if text else None, errors="replace" if text else None)
         except FileNotFoundError as e:
             raise EnvironmentError_(f"cannot run '{argv[0]}': not found") from e
         except OSError as e:
