@@ -17,7 +17,7 @@ import requests
 from securesystemslib.signer import CryptoSigner
 from tuf.api.metadata import Key, Metadata, Root
 
-from .conftest import ALL, ROOT, Server, start_server
+from .conftest import ALL, ROOT, Server, free_port, start_server
 from .test_offline_root import _signers, offline_init, server_init
 
 
@@ -115,3 +115,26 @@ def test_sign_root_on_an_unsignable_root_file_is_a_user_error(tmp_path):
     assert p.returncode == 2, p.stderr
     assert "1.root.json" in p.stderr and "canonical JSON" in p.stderr and "Traceback" not in p.stderr
     assert sorted(p.name for p in off.iterdir()) == before
+
+
+def test_a_root_key_under_any_file_name_stops_the_server_and_an_encrypted_one_is_named(tmp_path):
+    off = tmp_path / "admin usb"
+    offline_init(off)
+    data = tmp_path / "data"
+    server_init(data, off)
+    root_pem = next((off / "root-keys").glob("*.pem"))
+    (data / "keys" / "backup of root.key").write_bytes(root_pem.read_bytes())  # not called *.pem
+    p = subprocess.run([sys.executable, "-m", "qx_update_server.cli", "serve", "--listen", f"127.0.0.1:{free_port()}",
+                        "--data-dir", str(data)], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert p.returncode == 3 and "holds a root private key" in p.stderr and "backup of root.key" in p.stderr
+
+    # An administrator who protected the offline key with a passphrase: named, not an internal error.
+    from cryptography.hazmat.primitives.serialization import (BestAvailableEncryption, Encoding, PrivateFormat,
+                                                              load_pem_private_key)
+    key = load_pem_private_key(root_pem.read_bytes(), None)
+    root_pem.write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, BestAvailableEncryption(b"pw")))
+    before = sorted(x.name for x in off.iterdir())
+    p = subprocess.run([sys.executable, "-m", "qx_update_server.release_cli", "keys", "sign-root", "--offline",
+                        str(off)], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert p.returncode == 3 and root_pem.name in p.stderr and "not an unencrypted private key" in p.stderr
+    assert sorted(x.name for x in off.iterdir()) == before

@@ -45,7 +45,12 @@ class KeyDir:
             return None
         except OSError as e:
             raise EnvironmentError_(f"cannot read key {path}: {e}") from e
-        signer = CryptoSigner(load_pem_private_key(pem, None))
+        try:
+            signer = CryptoSigner(load_pem_private_key(pem, None))
+        except (ValueError, TypeError) as e:  # encrypted (TypeError), damaged, or not a key python-tuf signs with
+            raise EnvironmentError_(f"key file {path} is not an unencrypted private key ({e})",
+                                    hint="keep key files as keys init wrote them (an unencrypted PEM, protect the "
+                                         "medium instead); a damaged file: restore it from the backup") from e
         if signer.public_key.keyid != keyid:
             raise EnvironmentError_(f"key file {path} holds key {signer.public_key.keyid}, not {keyid}",
                                     hint="key files must keep the name keys init gave them")

@@ -85,6 +85,8 @@ from qx_update_server.release import Release, sha256_file
 from qx_update.repo import release_role, role_version
 
 _log = log.get("update_server.repository")
+_KEY_FILE_MAX = 64 * 1024  # root_private_keys reads files up to this size
+_PEM_PRIVATE = re.compile(rb"-----BEGIN [A-Z ]*PRIVATE KEY-----.+?-----END [A-Z ]*PRIVATE KEY-----", re.S)
 
 ONLINE_ROLES = ("targets", "snapshot", "timestamp")
 LIFETIME = {
@@ -516,14 +518,24 @@ class Repository:
             root_keyids |= set(_read_md(Metadata[Root], self.metadata_dir / f"{v}.root.json")
                                .signed.roles[Root.type].keyids)
         out = []
-        # By content, not by name: a key file renamed or copied elsewhere in the data directory counts too.
-        for pem in sorted(self.data_dir.rglob("*.pem")):
+        # By content, not by name: a key file renamed or copied anywhere in the data directory counts too,
+        # whatever it is called ("root.key", "backup"). Only small files are read (a PEM key is a few
+        # hundred bytes; artifacts are large) and no metadata: a key inside JSON would not be PEM text.
+        for path in sorted(self.data_dir.rglob("*")):
             try:
-                keyid = CryptoSigner(load_pem_private_key(pem.read_bytes(), None)).public_key.keyid
-            except Exception:  # noqa: BLE001 - not a private key (a certificate), encrypted, unreadable
-                continue
-            if keyid in root_keyids:
-                out.append(pem)
+                if path.suffix == ".json" or not path.is_file() or path.stat().st_size > _KEY_FILE_MAX:
+                    continue
+                data = path.read_bytes()
+            except OSError:
+                continue  # vanished or unreadable meanwhile: this process could not use it either
+            for block in _PEM_PRIVATE.findall(data):
+                try:
+                    keyid = CryptoSigner(load_pem_private_key(block, None)).public_key.keyid
+                except Exception:  # noqa: BLE001 - encrypted, damaged, or not a key type TUF signs with
+                    continue
+                if keyid in root_keyids:
+                    out.append(path)
+                    break
         return out
 
     def rotate(self, *, now: dt.datetime | None = None) -> int:
