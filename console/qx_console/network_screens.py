@@ -52,7 +52,9 @@ FIELDS: dict[str, tuple[str, ...]] = {
 class BaseScreen(ConsoleScreen[None]):
     """A Customize sub-screen: title bar, one panel, key bar; Esc goes back."""
 
-    BINDINGS = [("escape", "back", "Back")]
+    # Up/Down move between fields as in a dialog (ui.DIALOG_KEYS); a list or log keeps them for itself.
+    BINDINGS = [("escape", "back", "Back"), Binding("up", "app.focus_previous", "Previous field", show=False),
+                Binding("down", "app.focus_next", "Next field", show=False)]
     TITLE_TEXT = ""
     HINTS = ""  # keys the screen's widgets handle (Tab, Enter, Up/Down); the rest come from BINDINGS
     KEYS = "Esc Back"

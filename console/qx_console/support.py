@@ -52,8 +52,9 @@ JOURNAL_LINES = 20000
 REDACTED = "<redacted>"
 
 # Files never read: they hold secrets and nothing else a support engineer needs.
-_SECRET_FILE = re.compile(r"(^|/)(shadow|gshadow|shadow-|gshadow-|api-token|[^/]*key\.pem|[^/]*\.key|"
-                          r"ssh_host_[a-z0-9]+_key)$")
+# (qx-update's check-in token lives in the config directory as a bare value: any *token* / *secret* file.)
+_SECRET_FILE = re.compile(r"(^|/)(shadow|gshadow|shadow-|gshadow-|[^/]*token[^/]*|[^/]*secret[^/]*|"
+                          r"[^/]*key\.pem|[^/]*\.key|ssh_host_[a-z0-9]+_key)$")
 _CRYPT = re.compile(r"\$(?:1|2[abxy]|5|6|7|y|gy|sha1|md5)\$[./A-Za-z0-9$=,]{8,}")
 _PEM_KEY = re.compile(r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----.*?-----END \1PRIVATE KEY-----", re.S)
 _BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+")

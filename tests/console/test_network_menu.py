@@ -197,3 +197,25 @@ async def test_description_panes_follow_the_highlighted_item() -> None:
         await pilot.press("up")
         await until(pilot, lambda: "Now: qx-demo  (answer-file)" in frame_text(app))
         assert not bad_glyphs(app)
+
+
+async def test_up_down_move_between_the_fields_of_a_form() -> None:
+    from qx_console.customize import PasswordScreen
+
+    app, _ = make()
+    async with app.run_test(size=SIZE) as pilot:
+        await login(pilot, app)
+        await open_item(pilot, app, "password")
+        await until(pilot, lambda: isinstance(app.screen, PasswordScreen) and app.focused is not None)
+        assert app.focused is app.screen.query_one("#new")
+        await pilot.press("down")
+        assert app.focused is app.screen.query_one("#again")
+        await pilot.press("up")
+        assert app.focused is app.screen.query_one("#new")
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, CustomizeScreen))
+        # the menu keeps Up/Down for itself
+        menu = app.screen.query_one("#menu", OptionList)
+        before = menu.highlighted
+        await pilot.press("down")
+        assert menu.has_focus and menu.highlighted != before

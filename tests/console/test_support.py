@@ -52,10 +52,11 @@ def planted(hostroot: Path) -> dict[str, str]:
     (cfg / "notes.txt").write_text(
         f"curl -H 'Authorization: Bearer {TOKEN}' https://host\npassword={SECRET_PW}\n"
         f"root_password_hash = \"{other_hash}\"\n{embedded_key}\nthe API token is {TOKEN}\n")
+    (cfg / "update-checkin-token").write_text("qxu-checkin-9d8c7b6a5f4e3d2c1b0a\n")  # a bare value, no key=
     (cfg / "answer.json").write_text(json.dumps({"install": {"root_password_hash": other_hash},
                                                  "api": {"token": TOKEN, "secret": SECRET_PW}}))
     root_hash = (hostroot / "etc/shadow").read_text().splitlines()[0].split(":")[1]
-    return {"token": TOKEN, "pw": SECRET_PW, "root_hash": root_hash, "other_hash": other_hash,
+    return {"token": TOKEN, "pw": SECRET_PW, "checkin": "qxu-checkin-9d8c7b6a5f4e3d2c1b0a", "root_hash": root_hash, "other_hash": other_hash,
             "key": key_pem.splitlines()[1], "host_key": host_key.splitlines()[1],
             "embedded_key": embedded_key.splitlines()[1]}
 
@@ -87,7 +88,8 @@ def test_planted_secrets_never_reach_the_bundle(hostroot: Path, planted: dict[st
     assert b"<redacted>" in got["config/notes.txt"] and b"https://host" in got["config/notes.txt"]
     assert json.loads(got["update-status.json"]) == {"channel": "stable", "token": "<redacted>"}
     manifest = json.loads(got["manifest.json"])
-    for left in ("node/api-token", "node/tls/key.pem", "config/ssh/etc/ssh/ssh_host_ed25519_key"):
+    for left in ("node/api-token", "node/tls/key.pem", "config/ssh/etc/ssh/ssh_host_ed25519_key",
+                 "config/update-checkin-token"):
         assert manifest["left_out"][left] == "holds a secret: not read"
         assert left not in got
     assert "hardware/meminfo.txt" in got and any(n.startswith("logs/") for n in got)
