@@ -212,6 +212,25 @@ def test_snapshot_apply_changes_dialog(snap_compare) -> None:
     assert snap_compare(make(), terminal_size=SIZE, run_before=_apply_changes_dialog)
 
 
+async def _lockdown_password(pilot) -> None:
+    from qx_console.customize import LockdownScreen
+
+    await _customize(pilot)
+    menu = pilot.app.screen.query_one("#menu", OptionList)
+    menu.highlighted = menu.get_option_index("lockdown")
+    await pilot.press("enter")
+    await until(pilot, lambda: isinstance(pilot.app.screen, LockdownScreen) and on_screen(pilot.app, "Lockdown mode: off"))
+    await pilot.press("enter")  # Turn lockdown on: the password once more
+    await until(pilot, lambda: isinstance(pilot.app.screen, LoginScreen))
+    await pilot.press(*"wrong", "enter")
+    await until(pilot, lambda: on_screen(pilot.app, "root password: incorrect"))
+    _as_on_a_linux_console(pilot)
+
+
+def test_snapshot_lockdown_password(snap_compare) -> None:
+    assert snap_compare(make(), terminal_size=SIZE, run_before=_lockdown_password)
+
+
 def test_snapshot_files_use_only_the_palette() -> None:
     """The stored snapshots (what a reviewer reads) are in the Linux console's 16 colours, at 80x24."""
     files = sorted(SNAPSHOTS.glob("*.svg"))
@@ -220,7 +239,7 @@ def test_snapshot_files_use_only_the_palette() -> None:
                                        "test_snapshot_network_form_errors", "test_snapshot_login_refused",
                                        "test_snapshot_error_panel", "test_snapshot_confirm_dialog",
                                        "test_snapshot_network_menu", "test_snapshot_ipv4_dialog_error",
-                                       "test_snapshot_apply_changes_dialog"}
+                                       "test_snapshot_apply_changes_dialog", "test_snapshot_lockdown_password"}
     for f in files:
         svg = f.read_text()
         assert svg_colours(svg) <= PALETTE, f"{f.name}: {sorted(svg_colours(svg) - PALETTE)}"
