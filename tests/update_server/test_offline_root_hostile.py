@@ -138,3 +138,27 @@ def test_a_root_key_under_any_file_name_stops_the_server_and_an_encrypted_one_is
                         str(off)], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert p.returncode == 3 and root_pem.name in p.stderr and "not an unencrypted private key" in p.stderr
     assert sorted(x.name for x in off.iterdir()) == before
+
+
+def test_a_root_that_makes_an_online_key_a_root_key_is_refused(tmp_path):
+    """Properly signed root 2 that also lists the timestamp key as a root key: accepted, the server would
+    hold a root private key (and refuse its next start). Refused, nothing changes, the server still starts."""
+    off, server = _setup(tmp_path)
+    try:
+        token = server.token(*ALL)
+        before = _snapshot(server)
+        root1 = Metadata[Root].from_file(str(off / "root.json")).signed
+        ts = root1.roles["timestamp"].keyids[0]
+
+        def promote(root: Root) -> None:
+            root.add_key(root1.keys[ts], Root.type)
+
+        md = _v2(off, list(_signers(off / "root-keys").values()), promote)
+        r = _post(server, token, json.dumps({"root": json.loads(md.to_bytes())}).encode())
+        assert r.status_code == 400, r.text
+        assert r.json()["field"] == "root" and "both a root key and a timestamp key" in r.json()["error"]
+        assert _snapshot(server) == before
+    finally:
+        server.stop()
+    server = start_server(server.data_dir)  # a start after the refusal finds no root key
+    server.stop()

@@ -160,6 +160,16 @@ def verify_rotation(old: Root, new: Metadata[Root], what: str) -> None:
     if new.signed.version != old.version + 1:
         raise UserError(f"{what}: is root version {new.signed.version}, the current root is version {old.version}",
                         hint=f"sign version {old.version + 1} (qx-release keys sign-root on the newest root)")
+    root_keyids = set(new.signed.roles[Root.type].keyids)
+    for role in ONLINE_ROLES:
+        shared = sorted(root_keyids & set(new.signed.roles[role].keyids))
+        if shared:
+            # The server holds every online key: one that is also a root key would put a root private key
+            # on the server (which then refuses to start, rightly) — never a root a client should get.
+            raise UserError(f"{what}: key {shared[0]} is both a root key and a {role} key in root version "
+                            f"{new.signed.version}; the update server holds the {role} key, so it would hold a "
+                            f"root key", hint="root keys and online keys must be different keys (qx-release keys "
+                                              "sign-root keeps them apart)")
     for who, root in (("the current root's", old), ("its own", new.signed)):
         try:
             root.verify_delegate(Root.type, new.signed_bytes, new.signatures)
