@@ -11,13 +11,14 @@ import copy
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import requests
 from securesystemslib.signer import CryptoSigner
 from tuf.api.metadata import Key, Metadata, Root
 
-from .conftest import ALL, ROOT, Server, free_port, start_server
+from .conftest import ALL, ROOT, Server, free_port, start_server, verify_repo
 from .test_offline_root import _signers, offline_init, server_init
 
 
@@ -162,3 +163,30 @@ def test_a_root_that_makes_an_online_key_a_root_key_is_refused(tmp_path):
         server.stop()
     server = start_server(server.data_dir)  # a start after the refusal finds no root key
     server.stop()
+
+
+def test_two_concurrent_pushes_of_root_2_accept_it_once(tmp_path):
+    off, server = _setup(tmp_path)
+    try:
+        token = server.token(*ALL)
+        body = json.dumps({"root": json.loads(_v2(off, list(_signers(off / "root-keys").values())).to_bytes())})
+        barrier = threading.Barrier(4)
+        answers: list[requests.Response] = []
+
+        def push() -> None:
+            barrier.wait()
+            answers.append(_post(server, token, body.encode()))
+
+        threads = [threading.Thread(target=push) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(r.status_code for r in answers) == [200, 400, 400, 400], [r.text for r in answers]
+        assert all("is root version 2, the current root is version 2" in r.json()["error"]
+                   for r in answers if r.status_code == 400)
+        assert len(verify_repo(server.url, (off / "1.root.json").read_bytes(), tmp_path)) == 0
+        served = requests.get(f"{server.url}/metadata/root.json", timeout=5).json()
+        assert served["signed"]["version"] == 2
+    finally:
+        server.stop()

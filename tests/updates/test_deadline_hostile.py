@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 from tuf.api.metadata import TargetFile
 
-from qx_common.errors import ExternalError
-from qx_update import download
+from qx_common.errors import ExternalError, UserError
+from qx_update import config, download
 from qx_update.repo import open_repo
 
 from .tufrepo import TufRepo
@@ -163,3 +163,12 @@ def test_trickled_metadata_headers_fail_at_the_deadline(tmp_path: Path, repo: Tu
         stop.set()
     assert time.monotonic() - t0 < 8
     assert "download deadline of 2 s" in e.value.message
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e9", "0.5", "[60]", "{ s = 60 }"])
+def test_download_deadline_values_toml_allows_are_refused_by_name(tmp_path: Path, value: str) -> None:
+    f = tmp_path / "update.toml"
+    f.write_text(f"download_deadline = {value}\n")
+    with pytest.raises(UserError) as e:
+        config.load(f)
+    assert "download_deadline" in e.value.message and "from 1 to 86400" in (e.value.hint or "")
