@@ -172,3 +172,18 @@ def test_download_deadline_values_toml_allows_are_refused_by_name(tmp_path: Path
     with pytest.raises(UserError) as e:
         config.load(f)
     assert "download_deadline" in e.value.message and "from 1 to 86400" in (e.value.hint or "")
+
+
+def test_headers_then_silence_fails_at_the_deadline(tmp_path: Path, servers: list[RawServer]) -> None:
+    stop = threading.Event()
+
+    def handle(conn: socket.socket, req: bytes) -> None:
+        conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {len(BODY)}\r\n\r\n".encode() + BODY[:100])
+        stop.wait(120)  # then nothing, the connection kept open
+
+    servers.append(RawServer(handle))
+    try:
+        _fetch_fails_in_time(servers[0].url, tmp_path / "dl")
+    finally:
+        stop.set()
+    assert [p.stat().st_size for p in (tmp_path / "dl").glob("*.part")] == [100]  # kept for a resume
