@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qx_common import log
+from qx_common import hostpaths, log
 from qx_common import run as r
 from qx_common.errors import EnvironmentError_, InternalError, QxError, UserError
 from qx_console import hostconfig, keyboard, shadow
@@ -482,7 +482,7 @@ def _stage_data(run: _Run, var: Path) -> None:
     if p.writes_config:
         _write_config(run, var.parent)
     else:
-        keyboard_write(var.parent, p.keyboard)
+        keyboard.write_layout(var.parent, p.keyboard)
         run.log("no configuration given: factory defaults; the console asks for a root password on first boot")
     _write_marker(var, p, "installing")
 
@@ -500,17 +500,16 @@ def _write_config(run: _Run, root: Path) -> None:
             raise EnvironmentError_(f"{shadow_file}: the factory shadow file is missing from the payload",
                                     hint="the installation medium is incomplete: rebuild it with make image")
         shadow.set_password_hash(shadow_file, "root", p.root_password_hash)
-    keyboard_write(root, p.keyboard)
-    run.log(f"configuration written (source {p.source}): hostname {p.host.hostname}, keyboard {p.keyboard}")
-
-
-def keyboard_write(root: Path, name: str) -> None:
-    """KEYMAP for the installed host's console (``/etc/vconsole.conf`` points at the data partition)."""
-    writer = getattr(keyboard, "write_layout", None)
-    if writer is not None:
-        writer(root, name)
-    else:  # the console's keyboard module has no writer yet: the same file, written the same way
-        atomic_write(root / "var/lib/quantix/config/vconsole.conf", f"KEYMAP={name}\n")
+    keyboard.write_layout(root, p.keyboard)
+    # Lockdown is the file SSH and qx-node obey (the config field only records the choice): an answer
+    # file's ``lockdown = true`` must leave a host that boots locked down, as the console's switch does.
+    lockdown = root / str(hostpaths.lockdown_file()).lstrip("/")
+    if p.host.lockdown:
+        atomic_write(lockdown, f"on: {p.source}\n", mode=0o644)
+    else:
+        lockdown.unlink(missing_ok=True)
+    run.log(f"configuration written (source {p.source}): hostname {p.host.hostname}, keyboard {p.keyboard}, "
+            f"lockdown {'on' if p.host.lockdown else 'off'}")
 
 
 def _write_marker(var: Path, p: Plan, state: str) -> None:

@@ -66,5 +66,6 @@ Modules: ``settings`` · ``node`` (wiring) · ``libvirt_conn`` (reconnecting con
 ``console`` (tickets, endpoints) · ``storage`` · ``telemetry`` · ``hardware`` ·
 ``metrics`` · ``auth`` · ``tls`` · ``health`` · ``api`` (routers; ``api.guards``: last-resort
 handler, body limit, query check; ``api.openapi``; ``api.console``: the WebSocket proxies; ``api.tasks``, ``api.hostctl``) ·
-``bootcheck`` · ``cli`` · ``serve``.
+``lockdown`` (lockdown mode: refuse configuration changes) · ``errors`` (the error tree) · ``app``
+(the ASGI app factory) · ``bootcheck`` · ``cli`` · ``serve``.
 """

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from qx_common import hostpaths
 from qx_console import shadow
 from tests.install.conftest import VERSION, LoopDisk, make_payload
 
@@ -121,7 +122,21 @@ def test_wipe_writes_layout_slot_esp_and_configuration(tmp_path: Path, loop_disk
         assert shadow.verify(cfg / "shadow", "root", "install-pw-1")
         assert json.loads((data / "lib/quantix/install.json").read_text())["state"] == "complete"
         assert (data / "log").is_dir()  # the factory tree is there
+        assert not (cfg / hostpaths.LOCKDOWN_NAME).exists()
     assert "installed Quantix OS" in res.stdout
+
+
+def test_an_answer_files_lockdown_leaves_a_host_that_boots_locked_down(
+        tmp_path: Path, loop_disk: Callable[..., LoopDisk]) -> None:
+    # The config field only records the choice; the file is what SSH's drop-in and qx-node obey.
+    payload = make_payload(tmp_path / "payload")
+    disk = loop_disk(300)
+    _ok(_install(tmp_path, disk, payload, "lockdown = true\n" + _answer()))
+    with _data(disk.partition(4)) as data:
+        cfg = data / "lib/quantix/config"
+        assert json.loads((cfg / "hostconfig.json").read_text())["lockdown"] is True
+        assert (cfg / hostpaths.LOCKDOWN_NAME).is_file()
+        assert Path("/var") / (cfg / hostpaths.LOCKDOWN_NAME).relative_to(data) == hostpaths.lockdown_file()
 
 
 def test_the_image_partition_definitions_and_a_disk_too_small(tmp_path: Path,
