@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import shutil
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
+import pytest
 import requests
 from securesystemslib.signer import CryptoSigner
 from tuf.api.metadata import Key, Metadata, Root
@@ -190,3 +193,19 @@ def test_two_concurrent_pushes_of_root_2_accept_it_once(tmp_path):
         assert served["signed"]["version"] == 2
     finally:
         server.stop()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="mounts a tmpfs: needs root and unshare")
+def test_init_on_the_mount_point_of_the_offline_medium_is_refused_before_any_key_is_made(tmp_path):
+    """The stick's mount point as DIR: init builds DIR's contents beside it — on the parent filesystem,
+    the machine's own disk — so it is refused up front, naming a directory inside it."""
+    stick = tmp_path / "stick"
+    stick.mkdir()
+    script = ('mount -t tmpfs none "$1" && "$2" -m qx_update_server.release_cli keys init --offline "$1"; rc=$?; '
+              'ls -A "$1"; exit $rc')
+    p = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", str(stick),
+                        sys.executable], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert p.returncode == 2, p.stderr
+    assert "is a mount point" in p.stderr and f"--offline {stick / 'quantix-keys'}" in p.stderr
+    assert p.stdout == ""  # nothing on the stick
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["stick"]  # and nothing beside it

@@ -190,6 +190,12 @@ def init(directory: Path, *, root_keys: int = 1, threshold: int = 1, online_keys
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise UserError(f"--offline {directory}: already exists and is not an empty directory",
                         hint="keys are never overwritten: give a new directory (sign-root makes new root versions)")
+    if directory.is_dir() and os.path.ismount(directory):
+        # The directory is built beside DIR and renamed into place: beside a mount point is another
+        # filesystem (the machine's own disk, not the stick), where no root private key may be written.
+        raise UserError(f"--offline {directory}: is a mount point; the keys are made in a new directory on "
+                        "that filesystem",
+                        hint=f"give a directory inside it, e.g. --offline {directory / 'quantix-keys'}")
     now = (now or dt.datetime.now(dt.timezone.utc)).replace(microsecond=0)
     tmp = directory.with_name(f".{directory.name}.init-{os.getpid()}")
     try:
