@@ -209,3 +209,19 @@ def test_init_on_the_mount_point_of_the_offline_medium_is_refused_before_any_key
     assert "is a mount point" in p.stderr and f"--offline {stick / 'quantix-keys'}" in p.stderr
     assert p.stdout == ""  # nothing on the stick
     assert sorted(x.name for x in tmp_path.iterdir()) == ["stick"]  # and nothing beside it
+
+
+def test_init_removes_what_an_init_killed_before_its_rename_left(tmp_path):
+    """A killed init leaves ``.DIR.init-<pid>`` with root private keys no root names; the next init of the
+    same DIR removes it (its process is gone), and leaves one whose process still runs."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that no longer runs
+    off = tmp_path / "admin usb"
+    stale = tmp_path / f".admin usb.init-{dead.pid}"
+    (stale / "root-keys").mkdir(parents=True)
+    (stale / "root-keys" / "k.pem").write_bytes(CryptoSigner.generate_ed25519().private_bytes)
+    running = tmp_path / f".admin usb.init-{os.getpid()}"  # this test process: alive
+    running.mkdir()
+    offline_init(off)
+    assert not stale.exists() and running.exists()
+    assert (off / "root.json").is_file()

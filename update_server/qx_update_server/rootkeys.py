@@ -35,6 +35,7 @@ import os
 import re
 import shutil
 from dataclasses import dataclass
+from glob import escape as glob_escape
 from pathlib import Path
 
 from securesystemslib.signer import CryptoSigner
@@ -196,6 +197,7 @@ def init(directory: Path, *, root_keys: int = 1, threshold: int = 1, online_keys
         raise UserError(f"--offline {directory}: is a mount point; the keys are made in a new directory on "
                         "that filesystem",
                         hint=f"give a directory inside it, e.g. --offline {directory / 'quantix-keys'}")
+    _remove_dead_inits(directory)
     now = (now or dt.datetime.now(dt.timezone.utc)).replace(microsecond=0)
     tmp = directory.with_name(f".{directory.name}.init-{os.getpid()}")
     try:
@@ -226,6 +228,23 @@ def init(directory: Path, *, root_keys: int = 1, threshold: int = 1, online_keys
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return md
+
+
+def _remove_dead_inits(directory: Path) -> None:
+    """Remove what an init of the same DIR killed before its rename left (``.DIR.init-<pid>``, its process
+    gone): root private keys no root ever named, which would otherwise stay on the medium unnoticed."""
+    for tmp in directory.parent.glob(f".{glob_escape(directory.name)}.init-*"):
+        pid = tmp.name.rsplit("-", 1)[1]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # that init is still running
+        except ProcessLookupError:
+            pass
+        except (PermissionError, OverflowError):
+            continue  # someone else's process, or no such pid at all: leave it
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def sign_root(directory: Path, *, new_root_keys: int | None = None, threshold: int | None = None,
