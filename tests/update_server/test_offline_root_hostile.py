@@ -8,6 +8,7 @@ reason — never a 500 — and leaves the served metadata byte for byte as it wa
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import json
 import os
 import shutil
@@ -225,3 +226,32 @@ def test_init_removes_what_an_init_killed_before_its_rename_left(tmp_path):
     offline_init(off)
     assert not stale.exists() and running.exists()
     assert (off / "root.json").is_file()
+
+
+def test_expired_replayed_or_jumping_roots_properly_signed_are_refused(tmp_path):
+    off, server = _setup(tmp_path)
+    try:
+        token = server.token(*ALL)
+        before = _snapshot(server)
+        keys = list(_signers(off / "root-keys").values())
+
+        def expire(root: Root) -> None:
+            root.expires = dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)
+
+        def jump(root: Root) -> None:
+            root.version = 7
+
+        cases = {
+            "expired": (_v2(off, keys, expire), "expired at 2020-01-01"),
+            "replayed 1": (Metadata[Root].from_file(str(off / "1.root.json")), "is root version 1"),
+            "jumps to 7": (_v2(off, keys, jump), "is root version 7, the current root is version 1"),
+        }
+        for name, (md, message) in cases.items():
+            r = _post(server, token, json.dumps({"root": json.loads(md.to_bytes())}).encode())
+            assert r.status_code == 400 and message in r.json()["error"], (name, r.text)
+            assert r.json()["hint"], name
+        r = _post(server, server.token("publish", "read"), json.dumps({"root": {}}).encode())
+        assert r.status_code == 403, r.text
+        assert _snapshot(server) == before
+    finally:
+        server.stop()
