@@ -254,14 +254,17 @@ def test_removed_files_go_after_the_grace(tmp_path):
 
 
 def test_superseded_rule():
+    from qx_update.contract import ReleaseTarget
     from qx_update_server.repository import supersedes, utcnow
 
     now = utcnow()
 
     def q(v: str, channels: list[str], fraction: Any = 1, paused: bool = False, epoch: int = 0,
-          slot: int = 100, yanked: bool = False, start: str = "2020-01-01T00:00:00Z") -> dict[str, Any]:
-        return {"version": v, "channels": channels, "rollout": {"fraction": fraction, "paused": paused,
-                "start": start}, "security_epoch": epoch, "slot_size": slot, "yanked": yanked}
+          slot: int = 100, yanked: bool = False, start: str = "2020-01-01T00:00:00Z") -> ReleaseTarget:
+        return ReleaseTarget.from_custom({
+            "version": v, "artifact": "root", "channels": channels, "security_epoch": epoch, "slot_size": slot,
+            "slot_sha256": "0" * 64, "kernel_cmdline": "ro", "yanked": yanked,
+            "rollout": {"fraction": fraction, "paused": paused, "start": start}})
 
     old = q("1.0.0", ["dev", "beta"], epoch=1)
     assert supersedes(q("1.1.0", ["dev", "beta", "stable"], epoch=1), old, now)

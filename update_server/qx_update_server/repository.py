@@ -52,7 +52,7 @@ import shutil
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,7 @@ from tuf.api.metadata import (
 from qx_common import log
 from qx_common.errors import EnvironmentError_, InternalError, UserError
 from qx_common.version import version_key
+from qx_update.contract import ContractError, ReleaseTarget, quantix_of
 from qx_update.repo import release_role, role_version
 from qx_update_server import contract
 from qx_common.fs import atomic_write, fsync_dir
@@ -82,7 +83,6 @@ from qx_update_server.errors import NotFound
 from qx_update_server.fsutil import crashpoint
 from qx_update_server.keys import KeyDir
 from qx_update_server.release import Release, sha256_file
-from qx_update.repo import release_role, role_version
 
 _log = log.get("update_server.repository")
 _KEY_FILE_MAX = 64 * 1024  # root_private_keys reads files up to this size
@@ -282,7 +282,7 @@ class Repository:
             q = _quantix(tf)
             if q is None:
                 raise InternalError(f"target {path}: not a Quantix release target")
-            wanted.setdefault(release_role(q["version"]), {})[path] = tf
+            wanted.setdefault(release_role(q.version), {})[path] = tf
         for name, tfs in wanted.items():
             cur = state.roles.get(name)
             role = Targets(version=1, expires=now + LIFETIME["targets"], targets=dict(tfs))
@@ -616,7 +616,7 @@ class Repository:
                 atomic_write(self.metadata_dir / "root.json", self.root_bytes(root.version))
                 self._resign_all(now or utcnow())
                 return True
-            if any(_quantix(tf) and release_role(q["version"]) not in state.roles
+            if any(release_role(q.version) not in state.roles
                    for tf in state.top.signed.targets.values() if (q := _quantix(tf))):
                 # Signed before delegated roles existed: move every release into its own role once.
                 _log.warning("repository: moving releases into delegated targets roles")
@@ -706,7 +706,7 @@ class Repository:
         state = self.load()
         current = {"targets": state.top.signed.version, "snapshot": state.snapshot.signed.version}
         current |= {name: md.signed.version for name, md in state.roles.items()}
-        signed = {q["version"] for tf in state.targets.signed.targets.values() if (q := _quantix(tf))}
+        signed = {q.version for tf in state.targets.signed.targets.values() if (q := _quantix(tf))}
         retired = self.retired()
         for p in self.metadata_dir.iterdir():
             m = re.fullmatch(r"(\d+)\.(targets|snapshot|release-[^/]+)\.json", p.name)
@@ -743,11 +743,12 @@ class Repository:
         state = self.load()
         out: dict[str, dict[str, Any]] = {}
         for path, tf in state.targets.signed.targets.items():
-            q = (tf.custom or {}).get("quantix")
-            if not q:
+            q = _quantix(tf)
+            if q is None:
                 continue
-            entry = out.setdefault(q["version"], {k: v for k, v in q.items() if k != "artifact"} | {"targets": {}})
-            entry["targets"][q["artifact"]] = {"path": path, "length": tf.length, "sha256": tf.hashes["sha256"]}
+            fields = {k: v for k, v in q.to_custom().items() if k != "artifact"}
+            entry = out.setdefault(q.version, fields | {"targets": {}})
+            entry["targets"][q.artifact] = {"path": path, "length": tf.length, "sha256": tf.hashes["sha256"]}
         return sorted(out.values(), key=lambda r: version_key(r["version"]), reverse=True)
 
     def publish(self, rel: Release, *, channel: str, notes: str = "", now: dt.datetime | None = None,
@@ -775,7 +776,7 @@ class Repository:
                     f"host downloads all of them; the limit is {contract.MAX_SIGNED_RELEASES}",
                     hint="remove releases no host needs (qx-release remove VERSION), yank them, or roll a newer "
                          "release out to 100% so older ones are superseded")
-            for path in [p for p, tf in targets.targets.items() if (q := _quantix(tf)) and q["version"] in drop]:
+            for path in [p for p, tf in targets.targets.items() if (q := _quantix(tf)) and q.version in drop]:
                 del targets.targets[path]
             vdir = self.targets_dir / rel.version
             written: list[Path] = []
@@ -835,7 +836,7 @@ class Repository:
         with self.locked():
             state = self.load()
             targets = state.targets.signed
-            paths = [p for p, tf in targets.targets.items() if (q := _quantix(tf)) and q["version"] == version]
+            paths = [p for p, tf in targets.targets.items() if (q := _quantix(tf)) and q.version == version]
             if not paths:
                 if version in self.retired():
                     raise UserError(f"version: {version} was already removed from the signed targets",
@@ -853,30 +854,26 @@ class Repository:
         with self.locked():
             state = self.load()
             targets = state.targets.signed
-            hits = [tf for tf in targets.targets.values()
-                    if (tf.custom or {}).get("quantix", {}).get("version") == version]
+            hits = [(tf, q) for tf in targets.targets.values() if (q := _quantix(tf)) and q.version == version]
             if not hits:
                 raise NotFound(f"version: {version} is not published", field="version", hint="see qx-release list")
-            for tf in hits:
-                q = dict(tf.custom["quantix"])
-                fn(q, now)
-                tf.unrecognized_fields["custom"] = {**tf.custom, "quantix": q}
+            for tf, q in hits:
+                tf.unrecognized_fields["custom"] = {**tf.custom, "quantix": fn(q, now).to_custom()}
             self._commit(state, targets=targets, now=now)
             return next(r for r in self.releases() if r["version"] == version)
 
     def promote(self, version: str, *, to: str, now: dt.datetime | None = None) -> dict[str, Any]:
         contract.check_channel(to, "to")
 
-        def fn(q: dict[str, Any], _now: dt.datetime) -> None:
-            if q["yanked"]:
+        def fn(q: ReleaseTarget, _now: dt.datetime) -> ReleaseTarget:
+            if q.yanked:
                 raise UserError(f"version: {version} is yanked and cannot be promoted", hint="publish a new version")
-            q["channels"] = contract.merge_channels(q["channels"], to)
+            return replace(q, channels=tuple(contract.merge_channels(list(q.channels), to)))
         return self._change(version, fn, now)
 
     def yank(self, version: str, *, now: dt.datetime | None = None) -> dict[str, Any]:
-        def fn(q: dict[str, Any], _now: dt.datetime) -> None:
-            q["yanked"] = True
-            q["channels"] = []
+        def fn(q: ReleaseTarget, _now: dt.datetime) -> ReleaseTarget:
+            return replace(q, yanked=True, channels=())
         return self._change(version, fn, now)
 
     def rollout(self, version: str, *, percent: float | None = None, paused: bool | None = None,
@@ -886,16 +883,15 @@ class Repository:
         if percent is None and paused is None:
             raise UserError("rollout: give --percent N or --pause")
 
-        def fn(q: dict[str, Any], now_: dt.datetime) -> None:
-            if q["yanked"]:
+        def fn(q: ReleaseTarget, _now: dt.datetime) -> ReleaseTarget:
+            if q.yanked:
                 raise UserError(f"version: {version} is yanked; its rollout cannot change")
-            r = dict(q["rollout"])
+            r = q.rollout
             if percent is not None:
-                r["fraction"] = contract.encode_fraction(round(percent / 100, 6))
-                r["paused"] = False if paused is None else paused
+                r = replace(r, fraction=round(percent / 100, 6), paused=False if paused is None else paused)
             if paused is not None:
-                r["paused"] = paused
-            q["rollout"] = r
+                r = replace(r, paused=paused)
+            return replace(q, rollout=r)
         return self._change(version, fn, now)
 
 
@@ -925,9 +921,17 @@ def _online_keys_for(root: Root, online_keys_dir: Path, root_keyids: set[str]) -
 
 # ---- the retention rule ---------------------------------------------------------------------------
 
-def _quantix(tf: TargetFile) -> dict[str, Any] | None:
-    q = (tf.custom or {}).get("quantix")
-    return q if isinstance(q, dict) else None
+def _quantix(tf: TargetFile) -> ReleaseTarget | None:
+    """The release fields of a target this server signed, read through the contract's model (None for a
+    target that carries none). The server wrote them through the same model, so a ContractError here
+    means the repository on disk was changed behind its back: a bug or tampering, not bad input."""
+    q = quantix_of(tf.custom)
+    if q is None:
+        return None
+    try:
+        return ReleaseTarget.from_custom(q)
+    except ContractError as e:
+        raise InternalError(f"target {tf.path}: its signed custom.quantix breaks the contract: {e}") from e
 
 
 def _stale(md: Metadata[Targets], keyids: set[str], now: dt.datetime) -> bool:
@@ -947,53 +951,54 @@ def old_client_targets(flat: Targets) -> dict[str, TargetFile]:
     whose qx-update walks the delegations. At most len(CHANNELS) releases: the top-level stays small."""
     newest: dict[str, str] = {}
     for q in _by_version(flat).values():
-        for ch in q["channels"]:
-            if not q["yanked"] and (ch not in newest or version_key(q["version"]) > version_key(newest[ch])):
-                newest[ch] = q["version"]
+        for ch in q.channels:
+            if not q.yanked and (ch not in newest or version_key(q.version) > version_key(newest[ch])):
+                newest[ch] = q.version
     keep = set(newest.values())
-    return {p: tf for p, tf in flat.targets.items() if (q := _quantix(tf)) and q["version"] in keep}
+    return {p: tf for p, tf in flat.targets.items() if (q := _quantix(tf)) and q.version in keep}
 
 
-def _by_version(targets: Targets) -> dict[str, dict[str, Any]]:
-    """version -> its ``custom.quantix`` (root and UKI carry the same release fields)."""
-    out: dict[str, dict[str, Any]] = {}
+def _by_version(targets: Targets) -> dict[str, ReleaseTarget]:
+    """version -> its release fields (root and UKI carry the same ones)."""
+    out: dict[str, ReleaseTarget] = {}
     for tf in targets.targets.values():
         q = _quantix(tf)
-        if q:
-            out.setdefault(q["version"], q)
+        if q is not None:
+            out.setdefault(q.version, q)
     return out
 
 
-def supersedes(newer: dict[str, Any], q: dict[str, Any], now: dt.datetime) -> bool:
+def supersedes(newer: ReleaseTarget, q: ReleaseTarget, now: dt.datetime) -> bool:
     """True when no host could ever choose ``q`` while ``newer`` is signed (docs/update-format.md §3).
 
     Wherever ``q`` is a candidate, ``newer`` is one too and wins (the newest candidate wins): it is
     newer, not yanked, on every channel ``q`` is on, fully rolled out (fraction 1, started, not
     paused, so every host is eligible), not below ``q``'s security epoch, and fits every slot ``q`` fits.
     """
-    ro = newer["rollout"]
-    return (not newer["yanked"]
-            and version_key(newer["version"]) > version_key(q["version"])
-            and set(q["channels"]) <= set(newer["channels"])
-            and contract.decode_fraction(ro["fraction"]) >= 1 and not ro["paused"]
-            and ro["start"] <= contract.iso_z(now)  # same fixed-width UTC format: text order is time order
-            and newer["security_epoch"] >= q["security_epoch"]
-            and newer["slot_size"] <= q["slot_size"])
+    ro = newer.rollout
+    started = ro.start_time()
+    return (not newer.yanked
+            and version_key(newer.version) > version_key(q.version)
+            and set(q.channels) <= set(newer.channels)
+            and ro.fraction >= 1 and not ro.paused
+            and (started is None or started <= now)
+            and newer.security_epoch >= q.security_epoch
+            and newer.slot_size <= q.slot_size)
 
 
-def prune(releases: dict[str, dict[str, Any]], now: dt.datetime) -> dict[str, str]:
+def prune(releases: dict[str, ReleaseTarget], now: dt.datetime) -> dict[str, str]:
     """The retention rule: version -> reason for each release that leaves the signed set at a publish.
 
     Yanked releases leave (hosts skip them anyway; the yank itself stays signed until the next
     publish). Superseded releases (:func:`supersedes`) leave, except the newest KEEP_SUPERSEDED, which
     stay for the operator's view of recent history. Everything a host could still choose stays.
     """
-    live = [q for q in releases.values() if not q["yanked"]]
+    live = [q for q in releases.values() if not q.yanked]
     out: dict[str, str] = {}
     kept = 0
     for version in sorted(releases, key=version_key, reverse=True):
         q = releases[version]
-        if q["yanked"]:
+        if q.yanked:
             out[version] = "yanked"
         elif any(supersedes(n, q, now) for n in live):
             if kept < contract.KEEP_SUPERSEDED:
