@@ -63,3 +63,13 @@ def test_qx_node_agrees(tmp_path: Path, cmdline: str, slot: str | None) -> None:
     f = tmp_path / "cmdline"
     f.write_text(cmdline)
     assert running_slot(f) == slot
+
+
+@pytest.mark.parametrize("cmdline, slot", CASES)
+def test_the_console_agrees(tmp_path: Path, cmdline: str, slot: str | None) -> None:
+    from qx_console.host.context import HostContext
+    from qx_console.host.machine import Machine
+
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc/cmdline").write_text(cmdline)
+    assert Machine(HostContext(root=tmp_path)).slot() == (slot.upper() if slot else "?")

@@ -9,9 +9,9 @@ screen calls it once per refresh.
 
 from __future__ import annotations
 
-import re
 import socket
 
+from qx_common.slot import slot_from_cmdline
 from qx_console.host.context import HostContext
 
 
@@ -51,5 +51,5 @@ class Machine:
 
     def slot(self) -> str:
         """"A"/"B", the booted slot; "?" when the command line does not say."""
-        m = re.search(r"root=PARTLABEL=root-([ab])\b", self.ctx.read("proc/cmdline"))
-        return m.group(1).upper() if m else "?"
+        slot = slot_from_cmdline(self.ctx.read("proc/cmdline"))
+        return slot.upper() if slot else "?"
