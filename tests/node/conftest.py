@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import h11
+import httpx
+import libvirt
 import pytest
 import uvicorn
 from fastapi import FastAPI
@@ -221,3 +223,22 @@ class RawClient:
     def reusable(self) -> bool:
         """The server kept the connection open for another request."""
         return self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE
+
+
+# The HTTPS client of the live server and libvirt's own view of the test driver, for every test module
+# that does not need its own (test_networks starts its server in a network namespace).
+@pytest.fixture
+def client(live: Live) -> Iterator[httpx.Client]:
+    ctx = ssl.create_default_context(cafile=str(live.cert))
+    with httpx.Client(base_url=live.url, verify=ctx, headers=live.auth, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture
+def lv() -> Iterator[libvirt.virConnect]:
+    """libvirt's own view (the in-process test driver the node also uses)."""
+    conn = libvirt.open("test:///default")
+    try:
+        yield conn
+    finally:
+        conn.close()

@@ -64,13 +64,6 @@ def fake_vnc() -> Iterator[FakeVnc]:
 
 
 @pytest.fixture
-def client(live: Live) -> Iterator[httpx.Client]:
-    ctx = ssl.create_default_context(cafile=str(live.cert))
-    with httpx.Client(base_url=live.url, verify=ctx, headers=live.auth, timeout=30) as c:
-        yield c
-
-
-@pytest.fixture
 def vnc_vm(fake_vnc: FakeVnc) -> Iterator[str]:
     conn = libvirt.open("test:///default")
     dom = conn.defineXML(f"<domain type='test'><name>vncvm</name><memory unit='MiB'>64</memory><os><type>hvm</type>"

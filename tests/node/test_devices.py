@@ -4,31 +4,11 @@ running VM where the driver allows, with ``applied`` saying which."""
 
 from __future__ import annotations
 
-import ssl
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import libvirt
-import pytest
 
-from tests.node.conftest import Live
-
-
-@pytest.fixture
-def client(live: Live) -> Iterator[httpx.Client]:
-    ctx = ssl.create_default_context(cafile=str(live.cert))
-    with httpx.Client(base_url=live.url, verify=ctx, headers=live.auth, timeout=30) as c:
-        yield c
-
-
-@pytest.fixture
-def lv() -> Iterator[libvirt.virConnect]:
-    conn = libvirt.open("test:///default")
-    try:
-        yield conn
-    finally:
-        conn.close()
 
 
 def _cfg(lv: libvirt.virConnect, name: str) -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import re
-import ssl
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,13 +26,6 @@ from tests.node.conftest import Live
 from tests.node.test_vmspec import json_values
 
 REF = "#/components/schemas/"
-
-
-@pytest.fixture
-def client(live: Live) -> Iterator[httpx.Client]:
-    ctx = ssl.create_default_context(cafile=str(live.cert))
-    with httpx.Client(base_url=live.url, verify=ctx, headers=live.auth, timeout=30) as c:
-        yield c
 
 
 @pytest.fixture

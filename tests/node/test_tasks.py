@@ -39,22 +39,6 @@ def live(server: LiveServer) -> Live:
     return server.live
 
 
-@pytest.fixture
-def client(live: Live) -> Iterator[httpx.Client]:
-    ctx = ssl.create_default_context(cafile=str(live.cert))
-    with httpx.Client(base_url=live.url, verify=ctx, headers=live.auth, timeout=30) as c:
-        yield c
-
-
-@pytest.fixture
-def lv() -> Iterator[libvirt.virConnect]:
-    conn = libvirt.open("test:///default")
-    try:
-        yield conn
-    finally:
-        conn.close()
-
-
 class Events:
     """The SSE stream, read on a thread into a queue."""
 

@@ -4,32 +4,12 @@ tags) and snapshots (create with or without memory, list as a tree, revert, dele
 
 from __future__ import annotations
 
-import ssl
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import libvirt
 import pytest
 
-from tests.node.conftest import Live
-
-
-@pytest.fixture
-def client(live: Live) -> Iterator[httpx.Client]:
-    ctx = ssl.create_default_context(cafile=str(live.cert))
-    with httpx.Client(base_url=live.url, verify=ctx, headers=live.auth, timeout=30) as c:
-        yield c
-
-
-@pytest.fixture
-def lv() -> Iterator[libvirt.virConnect]:
-    """libvirt's own view (the in-process test driver the node also uses)."""
-    conn = libvirt.open("test:///default")
-    try:
-        yield conn
-    finally:
-        conn.close()
 
 
 def _vm(client: httpx.Client, name: str, **spec: Any) -> dict[str, Any]:
