@@ -129,6 +129,32 @@ def test_health_probe_verifies_qx_node_certificate(tmp_path: Path) -> None:
         srv.shutdown()
 
 
+def test_gate_stops_waiting_when_systemd_says_the_node_cannot_come_up() -> None:
+    """A masked or finally failed qx-node ends the wait with systemd's reason, long before the deadline."""
+    asked: list[str] = []
+    systemd = {"qx-node.service": [None, None, "qx-node.service is masked: it cannot start in this boot"]}
+
+    def down(unit: str) -> str | None:  # systemd's answers, one per poll (systemd is not PID 1 here)
+        asked.append(unit)
+        answers = systemd[unit]
+        return answers.pop(0) if len(answers) > 1 else answers[0]
+
+    ok, reason = health.wait("http://127.0.0.1:9/health", Path("/nonexistent"), timeout=3600, interval=0.01,
+                             down=down)
+    assert (ok, reason) == (False, "qx-node.service is masked: it cannot start in this boot")
+    assert asked == ["qx-node.service"] * 3
+
+    # While the unit may still come up (starting, restarting) the gate keeps polling until its deadline.
+    ok, reason = health.wait("http://127.0.0.1:9/health", Path("/nonexistent"), timeout=0.2, interval=0.05,
+                             down=lambda unit: None)
+    assert not ok and "unreachable" in reason
+
+
+def test_gate_keeps_waiting_when_systemd_cannot_be_asked() -> None:
+    # This machine's systemctl exists but systemd is not PID 1: no verdict, so no early failure.
+    assert health.unit_down("qx-node.service") is None
+
+
 def test_host_override_may_tune_boot_tries_and_gate_timeout_but_validates_them(tmp_path: Path) -> None:
     base = tmp_path / "u.toml"
     base.write_text(f'override = "{tmp_path}/ov.toml"\ntries = 3\ngate_timeout = 600\n')
