@@ -10,7 +10,8 @@
 # Variables: ACCEL=auto|kvm|tcg (boot), MEMORY=MiB (boot), SECURITY_EPOCH=N (image), FAST=1 (image:
 #            a development build, fast compression, same formats),
 #            TUF_ROOT=root.json (image: the update trust anchor; default: development keys in build/keys),
-#            UPDATE_LISTEN=127.0.0.1:8400 (update-server), PYTEST_ARGS=...
+#            UPDATE_LISTEN=127.0.0.1:8400 (update-server), PYTEST_ARGS=...,
+#            TEST_WORKERS=2 (test: pytest workers; e2e on one of them, the rest beside it)
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -27,12 +28,16 @@ TUF_ROOT ?=
 UPDATE_LISTEN ?= 127.0.0.1:8400
 FAST ?=
 PYTEST_ARGS ?=
+TEST_WORKERS ?= 2
 
 ifeq ($(filter $(ACCEL),auto kvm tcg),)
 $(error ACCEL=$(ACCEL) is not one of: auto kvm tcg (e.g. make boot ACCEL=tcg))
 endif
 ifeq ($(shell [[ "$(MEMORY)" =~ ^[0-9]+$$ ]] && echo ok),)
 $(error MEMORY=$(MEMORY) is not a number of MiB (e.g. make boot MEMORY=4096))
+endif
+ifeq ($(shell [[ "$(TEST_WORKERS)" =~ ^[1-9][0-9]*$$ ]] && echo ok),)
+$(error TEST_WORKERS=$(TEST_WORKERS) is not a number of pytest workers >= 1 (e.g. make test TEST_WORKERS=1))
 endif
 ifeq ($(shell [[ "$(SECURITY_EPOCH)" =~ ^[0-9]+$$ ]] && echo ok),)
 $(error SECURITY_EPOCH=$(SECURITY_EPOCH) is not a whole number >= 0)
@@ -41,7 +46,7 @@ endif
 .PHONY: help image test unit e2e boot boot-iso repro-check size update-server host-deps host-deps-test venv lock clean
 
 help:
-	@sed -n '2,13p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,14p' Makefile | sed 's/^# \{0,1\}//'
 
 host-deps:
 	@image/host-deps.sh build
@@ -80,8 +85,10 @@ boot-iso: venv
 
 # The whole suite. The image is built first (incremental when nothing changed); e2e tests boot it.
 # --durations: the slowest tests are named at the end of every run (where the suite's time goes).
+# The e2e scenarios run in order on one worker while the other tests share the rest (tests/conftest.py):
+# the QEMU boots are mostly waiting on one core, the unit tests fill the other.
 test: host-deps-test venv image
-	@$(PY) -m pytest --durations=25 $(PYTEST_ARGS)
+	@$(PY) -m pytest --durations=25 -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # Faster loops while developing: only unit/integration tests, or only e2e.
 unit: host-deps-test venv

@@ -13,12 +13,6 @@ from tests.e2e.guest import BootedGuest
 BOOT_TIMEOUT = 900  # TCG boots take 2.5–4 min on CI machines; this bounds a hung boot
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if "tests/e2e/" in str(item.fspath):
-            item.add_marker(pytest.mark.e2e)
-
-
 @pytest.fixture(scope="session")
 def release() -> Release:
     rel = Release(read_version(), REPO / "build")
