@@ -7,7 +7,10 @@ request except ``GET /health`` and every WebSocket handshake needs ``Authorizati
 prove it). A refused WebSocket handshake is answered 401 with the JSON error body (or closed with
 1008 by a server without the ASGI ``websocket.http.response`` extension); the application never
 sees it. Only ``lifespan`` passes unchecked, and — through ``admit`` — a console WebSocket
-handshake that presents a valid one-time ticket (browsers cannot send the header there).
+handshake that presents a valid one-time ticket (browsers cannot send the header there) — and,
+through ``session``, an HTTP request without the header that carries the web client's session cookie
+(:meth:`qx_node.api.ui.WebClient.check`: the cookie, the CSRF token and the idle expiry are checked
+there; it answers True, None for "no cookie", or the error to refuse with).
 """
 
 from __future__ import annotations
@@ -48,10 +51,12 @@ class BearerAuth:
     """``admit(scope)``, when given, may let a request in without the token: the console's one-time
     WebSocket tickets (:meth:`qx_node.console.Tickets.admit`)."""
 
-    def __init__(self, app: Any, token: str, admit: Callable[[dict[str, Any]], bool] | None = None) -> None:
+    def __init__(self, app: Any, token: str, admit: Callable[[dict[str, Any]], bool] | None = None,
+                 session: Callable[[dict[str, Any]], bool | dict[str, Any] | None] | None = None) -> None:
         self.app = app
         self._expected = f"Bearer {token}".encode()
         self._admit = admit
+        self._session = session
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]
@@ -66,13 +71,19 @@ class BearerAuth:
         if hmac.compare_digest(got, self._expected) or (not got and self._admit is not None and self._admit(scope)):
             await self.app(scope, receive, send)
             return
-        body = json.dumps({"error": "missing or wrong API token", "field": "Authorization",
-                           "hint": "send 'Authorization: Bearer <token>' (the token is in the node's api-token file)"
-                           }).encode()
+        status, error = 401, {"error": "missing or wrong API token", "field": "Authorization",
+                              "hint": "send 'Authorization: Bearer <token>' (the token is in the node's api-token file)"}
+        verdict = self._session(scope) if not got and self._session is not None else None
+        if verdict is True:
+            await self.app(scope, receive, send)
+            return
+        if isinstance(verdict, dict):
+            status, error = verdict["status"], verdict["body"]
+        body = json.dumps(error).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                    (b"www-authenticate", b'Bearer realm="qx-node"')]
         if kind == "http":
-            await send({"type": "http.response.start", "status": 401, "headers": headers})
+            await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
         elif kind == "websocket":
             if "websocket.http.response" in scope.get("extensions", {}):

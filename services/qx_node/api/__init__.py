@@ -18,7 +18,7 @@ from fastapi import Depends, FastAPI
 from fastapi.concurrency import run_in_threadpool
 
 from qx_common.version import product_version
-from qx_node.api import console, errors, events, host, hostctl, networks, openapi, storage, tasks, vms
+from qx_node.api import console, errors, events, host, hostctl, networks, openapi, storage, tasks, ui, vms
 from qx_node.api.guards import BodyLimit, CatchAll, reject_unknown_query
 from qx_node.auth import BearerAuth
 from qx_node.node import Node
@@ -47,7 +47,9 @@ def create_app(node: Node) -> FastAPI:
         app.include_router(r)
     # Innermost first: the body limit, then authentication, then the last-resort handler outside both.
     app.add_middleware(BodyLimit, limit=errors.MAX_JSON_BODY, is_upload=storage.is_upload)
-    app.add_middleware(BearerAuth, token=node.token, admit=node.tickets.admit)
+    web = ui.WebClient(node)  # the browser client: its files and sign-in (UiFront), its sessions (BearerAuth)
+    app.add_middleware(BearerAuth, token=node.token, admit=node.tickets.admit, session=web.check)
+    app.add_middleware(ui.UiFront, web=web)
     app.add_middleware(CatchAll)
     openapi.install(app)
     return app

@@ -1,0 +1,452 @@
+// The Quantix host web client: a single page on top of the node API (nothing here is possible only
+// through this page). Preact + htm (no build step), uPlot for charts, noVNC for consoles (loaded only
+// when a console opens). Sessions: the cookie is HttpOnly; the CSRF token is kept in memory only and sent
+// as X-CSRF-Token on every state-changing request. Polling requests say X-Qx-Background: 1 so that they
+// do not keep an idle session alive. See README.md beside this file.
+import { h, render } from "preact";
+import { useEffect, useRef, useState, useCallback } from "preact/hooks";
+import htm from "htm";
+
+const html = htm.bind(h);
+const STATS_EVERY_MS = 2000;
+const KEEP_POINTS = 1800; // one hour at one sample per 2 s
+
+// ---------------------------------------------------------------------------------------------- API
+let csrf = null;
+let onSignedOut = () => {};
+
+class ApiError extends Error {
+  constructor(status, body) {
+    super((body && body.error) || `HTTP ${status}`);
+    this.status = status;
+    this.field = body && body.field;
+    this.hint = body && body.hint;
+  }
+}
+
+async function api(method, path, { body, background = false } = {}) {
+  const headers = { Accept: "application/json" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (method !== "GET" && csrf) headers["X-CSRF-Token"] = csrf;
+  if (background) headers["X-Qx-Background"] = "1";
+  const r = await fetch(path, { method, headers, credentials: "same-origin", cache: "no-store",
+                                body: body === undefined ? undefined : JSON.stringify(body) });
+  const text = await r.text();
+  let doc = null;
+  try { doc = text ? JSON.parse(text) : null; } catch (_e) { doc = { error: text }; }
+  if (r.status === 401 && !path.startsWith("/ui/")) onSignedOut((doc && doc.error) || "signed out");
+  if (!r.ok) throw new ApiError(r.status, doc);
+  return doc;
+}
+
+function errText(e) {
+  if (!(e instanceof ApiError)) return String(e && e.message ? e.message : e);
+  return e.hint ? `${e.message} — ${e.hint}` : e.message;
+}
+
+// ------------------------------------------------------------------------------ live data (one each)
+const listeners = new Set();
+let events = null;
+function startEvents() {
+  if (events) return;
+  events = new EventSource("/v1/events");
+  for (const kind of ["snapshot", "lifecycle", "task", "connection", "maintenance", "host"]) {
+    events.addEventListener(kind, (ev) => {
+      let data = null;
+      try { data = JSON.parse(ev.data); } catch (_e) { return; }
+      for (const l of listeners) l(kind, data);
+    });
+  }
+}
+function stopEvents() { if (events) { events.close(); events = null; } }
+function useEvents(fn) {
+  const ref = useRef(fn);
+  ref.current = fn;
+  useEffect(() => { const l = (k, d) => ref.current(k, d); listeners.add(l); return () => listeners.delete(l); }, []);
+}
+
+const stats = { t: [], cpu: [], mem: [], last: null, subs: new Set(), timer: null };
+async function sampleStats() {
+  try {
+    const s = await api("GET", "/v1/host/stats", { background: true });
+    stats.t.push(Date.now() / 1000);
+    stats.cpu.push(s.cpu_percent);
+    stats.mem.push(s.memory.used_percent);
+    if (stats.t.length > KEEP_POINTS) { stats.t.shift(); stats.cpu.shift(); stats.mem.shift(); }
+    stats.last = s;
+    for (const f of stats.subs) f();
+  } catch (_e) { /* shown by the pages; a signed-out session stops the timer */ }
+}
+function startStats() { if (!stats.timer) { sampleStats(); stats.timer = setInterval(sampleStats, STATS_EVERY_MS); } }
+function stopStats() { clearInterval(stats.timer); stats.timer = null; }
+
+// ---------------------------------------------------------------------------------------- helpers
+function useHash() {
+  const [hash, setHash] = useState(location.hash || "#/");
+  useEffect(() => { const f = () => setHash(location.hash || "#/"); addEventListener("hashchange", f);
+                    return () => removeEventListener("hashchange", f); }, []);
+  return hash;
+}
+
+function useLoad(fn, deps = []) {
+  const [state, setState] = useState({ data: null, error: null, loading: true });
+  const reload = useCallback(async () => {
+    try { setState({ data: await fn(), error: null, loading: false }); }
+    catch (e) { setState((s) => ({ data: s.data, error: errText(e), loading: false })); }
+  }, deps);
+  useEffect(() => { reload(); }, [reload]);
+  return [state, reload];
+}
+
+const mib = (n) => (n >= 1024 ? `${(n / 1024).toFixed(n % 1024 ? 1 : 0)} GiB` : `${n} MiB`);
+function bytes(n) {
+  if (n == null) return "–";
+  const u = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
+  return `${n.toFixed(i ? 1 : 0)} ${u[i]}`;
+}
+const Err = ({ text }) => text ? html`<p class="error" role="alert">${text}</p>` : null;
+
+// ---------------------------------------------------------------------------------------- sign-in
+function SignIn({ onIn, reason }) {
+  const [useToken, setUseToken] = useState(false);
+  const [secret, setSecret] = useState("");
+  const [error, setError] = useState(reason || null);
+  const [busy, setBusy] = useState(false);
+  async function submit(ev) {
+    ev.preventDefault();
+    setBusy(true);
+    try {
+      const s = await api("POST", "/ui/login", { body: useToken ? { token: secret } : { password: secret } });
+      setSecret("");
+      onIn(s);
+    } catch (e) { setError(errText(e)); } finally { setBusy(false); }
+  }
+  return html`<main class="signin">
+    <form id="signin" onSubmit=${submit} aria-labelledby="signin-title">
+      <h1 id="signin-title">Quantix host</h1>
+      <label for="secret">${useToken ? "API token" : "Root password"}</label>
+      <input id="secret" type="password" autocomplete=${useToken ? "off" : "current-password"} required autofocus
+             value=${secret} onInput=${(e) => setSecret(e.target.value)} />
+      <button id="signin-submit" type="submit" disabled=${busy}>Sign in</button>
+      <button type="button" class="link" id="signin-mode" onClick=${() => { setUseToken(!useToken); setError(null); }}>
+        ${useToken ? "Sign in with the root password" : "Sign in with the API token"}</button>
+      <${Err} text=${error} />
+    </form></main>`;
+}
+
+// --------------------------------------------------------------------------------------- dashboard
+function Chart({ title, series, unit, id }) {
+  const el = useRef(null);
+  useEffect(() => {
+    let plot = null;
+    let cancelled = false;
+    const draw = () => { if (plot) plot.setData([stats.t.slice(), stats[series].slice()]); };
+    import("./vendor/uplot/uPlot.esm.js").then(({ default: UPlot }) => {
+      if (cancelled || !el.current) return;
+      const width = Math.max(240, el.current.clientWidth);
+      plot = new UPlot({ width, height: 160, scales: { y: { range: [0, 100] } }, legend: { show: false },
+                         series: [{}, { label: title, stroke: "#2b6cb0", fill: "rgba(43,108,176,0.12)", width: 1.5 }],
+                         axes: [{}, { values: (_u, v) => v.map((x) => `${x}${unit}`) }] },
+                       [stats.t.slice(), stats[series].slice()], el.current);
+      el.current.dataset.ready = "1";
+    });
+    stats.subs.add(draw);
+    return () => { cancelled = true; stats.subs.delete(draw); if (plot) plot.destroy(); };
+  }, []);
+  const last = stats[series].length ? stats[series][stats[series].length - 1] : null;
+  return html`<figure class="chart"><figcaption>${title}: <strong>${last == null ? "–" : `${last}${unit}`}</strong>
+    </figcaption><div id=${id} ref=${el} role="img" aria-label=${`${title}, last hour`}></div></figure>`;
+}
+
+function Dashboard() {
+  const [host] = useLoad(() => api("GET", "/v1/host"));
+  const [health, reloadHealth] = useLoad(() => fetch("/health", { cache: "no-store" }).then((r) => r.json()));
+  const [vms, reloadVms] = useLoad(() => api("GET", "/v1/vms"));
+  const [tasks, reloadTasks] = useLoad(() => api("GET", "/v1/tasks"));
+  const [, tick] = useState(0);
+  useEffect(() => { const f = () => tick((n) => n + 1); stats.subs.add(f); return () => stats.subs.delete(f); }, []);
+  useEvents((kind) => { if (kind === "lifecycle") reloadVms(); if (kind === "task") reloadTasks();
+                        if (kind === "connection") reloadHealth(); });
+  const h0 = host.data;
+  const counts = {};
+  for (const v of vms.data || []) counts[v.state] = (counts[v.state] || 0) + 1;
+  return html`<section aria-labelledby="dash-title">
+    <h1 id="dash-title">${h0 ? h0.hostname : "Host"}</h1>
+    <${Err} text=${host.error || vms.error} />
+    <div class="cards">
+      <div class="card" id="card-version"><h2>System</h2>${h0 && html`<dl>
+        <dt>Version</dt><dd>${h0.version}</dd><dt>Running slot</dt><dd>${h0.slot || "not an A/B boot"}</dd>
+        <dt>Updates</dt><dd>not reported by the node API yet (console F2 > Updates)</dd>
+        <dt>Virtualization</dt><dd>${h0.virtualization}${h0.kvm && !h0.kvm.usable ? " (KVM not usable)" : ""}</dd>
+        <dt>CPU</dt><dd>${h0.cpu_model}, ${h0.cpu_threads} threads</dd><dt>Memory</dt><dd>${bytes(h0.memory_bytes)}</dd>
+        <dt>Uptime</dt><dd>${Math.floor(h0.uptime_s / 3600)} h</dd></dl>`}</div>
+      <div class="card" id="card-health"><h2>Health: ${health.data ? health.data.status : "…"}</h2><ul class="plain">
+        ${health.data && Object.entries(health.data.components).map(([k, c]) => html`<li data-component=${k}
+          class=${c.ok ? "ok" : "bad"}><span class="dot" aria-hidden="true"></span> ${k}: ${c.ok ? "ok" : "failing"}
+          <small>${c.detail}</small></li>`)}</ul></div>
+      <div class="card" id="card-vms"><h2>Virtual machines</h2>
+        <p class="big" id="vm-total">${vms.data ? vms.data.length : "…"}</p>
+        <p>${Object.entries(counts).map(([s, n]) => html`<span class=${`state state-${s}`}>${n} ${s}</span> `)}</p>
+        <a href="#/vms">Manage VMs</a></div>
+    </div>
+    <div class="charts">
+      <${Chart} id="chart-cpu" title="CPU" series="cpu" unit="%" />
+      <${Chart} id="chart-mem" title="Memory used" series="mem" unit="%" />
+    </div>
+    <h2>Recent tasks</h2>
+    <${Tasks} list=${(tasks.data || []).slice(0, 8)} />
+  </section>`;
+}
+
+function Tasks({ list }) {
+  if (!list.length) return html`<p class="muted">No tasks yet.</p>`;
+  return html`<table class="list" id="tasks"><thead><tr><th>Task</th><th>Target</th><th>State</th><th>Progress</th>
+    </tr></thead><tbody>${list.map((t) => html`<tr key=${t.id}><td>${t.kind}</td><td>${t.target}</td>
+    <td>${t.state}${t.error ? html` <small>${t.error.error}</small>` : ""}</td>
+    <td><progress max="100" value=${t.progress || 0}>${t.progress || 0}%</progress></td></tr>`)}</tbody></table>`;
+}
+
+// -------------------------------------------------------------------------------------------- VMs
+const ACTIONS = { running: ["shutdown", "stop", "reboot", "pause"], paused: ["resume", "stop"],
+                  shutoff: ["start"], crashed: ["start", "stop"] };
+const LABEL = { start: "Start", shutdown: "Shut down", stop: "Power off", reboot: "Reboot", pause: "Pause",
+                resume: "Resume" };
+
+function VmList() {
+  const [vms, reload] = useLoad(() => api("GET", "/v1/vms"));
+  const [error, setError] = useState(null);
+  const [deleting, setDeleting] = useState(null);
+  useEvents((kind) => { if (kind === "lifecycle" || kind === "snapshot") reload(); });
+  async function act(name, action) {
+    setError(null);
+    try { await api("POST", `/v1/vms/${encodeURIComponent(name)}/${action}`); } catch (e) { setError(errText(e)); }
+    reload();
+  }
+  return html`<section aria-labelledby="vms-title">
+    <div class="bar"><h1 id="vms-title">Virtual machines</h1><a class="button" id="new-vm" href="#/vms/new">Create VM</a></div>
+    <${Err} text=${error || vms.error} />
+    ${vms.data && !vms.data.length && html`<p class="muted">No VMs yet.</p>`}
+    ${vms.data && vms.data.length > 0 && html`<table class="list" id="vm-table"><thead><tr><th>Name</th><th>State</th>
+      <th>vCPUs</th><th>Memory</th><th>Actions</th></tr></thead><tbody>
+      ${vms.data.map((v) => html`<tr key=${v.name} data-vm=${v.name} data-state=${v.state}>
+        <td>${v.name}</td><td><span class=${`state state-${v.state}`}>${v.state}</span></td><td>${v.vcpus}</td>
+        <td>${mib(v.memory_mib)}</td><td class="actions">
+        ${(ACTIONS[v.state] || []).map((a) => html`<button type="button" data-action=${a}
+            onClick=${() => act(v.name, a)}>${LABEL[a]}</button>`)}
+        ${v.state === "running" && html`<a class="button" data-action="console"
+            href=${`#/vms/${encodeURIComponent(v.name)}/console`}>Console</a>`}
+        <button type="button" class="danger" data-action="delete" onClick=${() => setDeleting(v)}>Delete</button>
+        </td></tr>`)}</tbody></table>`}
+    ${deleting && html`<${DeleteDialog} vm=${deleting} onDone=${() => { setDeleting(null); reload(); }} />`}
+  </section>`;
+}
+
+function DeleteDialog({ vm, onDone }) {
+  const ref = useRef(null);
+  const [removeDisks, setRemoveDisks] = useState(false);
+  const [error, setError] = useState(null);
+  useEffect(() => { ref.current.showModal(); }, []);
+  async function confirm(ev) {
+    ev.preventDefault();
+    const q = `remove_disks=${removeDisks}&force=${vm.state !== "shutoff"}`;
+    try { await api("DELETE", `/v1/vms/${encodeURIComponent(vm.name)}?${q}`); ref.current.close(); onDone(); }
+    catch (e) { setError(errText(e)); }
+  }
+  return html`<dialog ref=${ref} id="delete-dialog" onClose=${onDone} aria-labelledby="del-title">
+    <form onSubmit=${confirm}><h2 id="del-title">Delete ${vm.name}?</h2>
+    ${vm.state !== "shutoff" && html`<p>The VM is ${vm.state}: it is powered off first.</p>`}
+    <label><input type="checkbox" id="remove-disks" checked=${removeDisks}
+      onChange=${(e) => setRemoveDisks(e.target.checked)} /> Also delete its disks (otherwise they stay in the pool)</label>
+    <${Err} text=${error} />
+    <div class="bar"><button type="button" onClick=${() => { ref.current.close(); }}>Cancel</button>
+    <button type="submit" class="danger" id="delete-confirm">Delete</button></div></form></dialog>`;
+}
+
+function Field({ id, label, children, help }) {
+  return html`<div class="field"><label for=${id}>${label}</label>${children}${help && html`<small>${help}</small>`}</div>`;
+}
+
+function CreateVm() {
+  const [opts] = useLoad(async () => {
+    const [vols, nets] = await Promise.all([api("GET", "/v1/storage/volumes"), api("GET", "/v1/networks")]);
+    return { isos: vols.filter((v) => v.name.endsWith(".iso")).map((v) => v.name),
+             networks: nets.networks.map((n) => n.name), bridges: nets.host.map((b) => b.name) };
+  });
+  const [f, setF] = useState({ name: "", vcpus: 1, memory_mib: 1024, disk_gib: 10, iso: "", nic: "", firmware: "bios",
+                               start: true });
+  const [error, setError] = useState(null);
+  const [busy, setBusy] = useState(false);
+  const set = (k, conv = (x) => x) => (e) => setF({ ...f, [k]: conv(e.target.type === "checkbox" ? e.target.checked
+                                                                                                   : e.target.value) });
+  async function submit(ev) {
+    ev.preventDefault();
+    const spec = { name: f.name, vcpus: Number(f.vcpus), memory_mib: Number(f.memory_mib), firmware: f.firmware,
+                   start: f.start, disks: Number(f.disk_gib) > 0 ? [{ size_gib: Number(f.disk_gib) }] : [] };
+    if (f.iso) { spec.cdrom = f.iso; spec.boot = "cdrom"; }
+    if (f.nic) spec.nics = [f.nic.startsWith("bridge:") ? { bridge: f.nic.slice(7) } : { network: f.nic.slice(8) }];
+    setBusy(true); setError(null);
+    try { await api("POST", "/v1/vms", { body: spec }); location.hash = "#/vms"; }
+    catch (e) { setError(errText(e)); } finally { setBusy(false); }
+  }
+  const o = opts.data || { isos: [], networks: [], bridges: [] };
+  return html`<section aria-labelledby="new-title"><h1 id="new-title">Create a virtual machine</h1>
+    <form id="create-vm" class="form" onSubmit=${submit}>
+      <${Field} id="vm-name" label="Name" help="letters, digits, . _ -"><input id="vm-name" required
+        pattern="[A-Za-z0-9][A-Za-z0-9_.\\-]{0,62}" value=${f.name} onInput=${set("name")} /><//>
+      <${Field} id="vm-vcpus" label="vCPUs"><input id="vm-vcpus" type="number" min="1" max="256" value=${f.vcpus}
+        onInput=${set("vcpus")} /><//>
+      <${Field} id="vm-memory" label="Memory (MiB)"><input id="vm-memory" type="number" min="16" step="16"
+        value=${f.memory_mib} onInput=${set("memory_mib")} /><//>
+      <${Field} id="vm-disk" label="Disk (GiB)" help="0 for none; a new thin qcow2 volume"><input id="vm-disk"
+        type="number" min="0" max="65536" value=${f.disk_gib} onInput=${set("disk_gib")} /><//>
+      <${Field} id="vm-iso" label="ISO (boots from it)"><select id="vm-iso" value=${f.iso} onChange=${set("iso")}>
+        <option value="">none</option>${o.isos.map((i) => html`<option value=${i}>${i}</option>`)}</select><//>
+      <${Field} id="vm-nic" label="Network"><select id="vm-nic" value=${f.nic} onChange=${set("nic")}>
+        <option value="">no network adapter</option>
+        ${o.networks.map((n) => html`<option value=${`network:${n}`}>network ${n}</option>`)}
+        ${o.bridges.map((b) => html`<option value=${`bridge:${b}`}>host bridge ${b}</option>`)}</select><//>
+      <${Field} id="vm-firmware" label="Firmware"><select id="vm-firmware" value=${f.firmware}
+        onChange=${set("firmware")}><option value="bios">BIOS</option><option value="uefi">UEFI</option></select><//>
+      <label class="check"><input type="checkbox" id="vm-start" checked=${f.start} onChange=${set("start")} />
+        Start it now</label>
+      <${Err} text=${error || opts.error} />
+      <div class="bar"><a href="#/vms" class="button">Cancel</a>
+        <button type="submit" id="create-submit" disabled=${busy}>Create</button></div>
+    </form></section>`;
+}
+
+function Console({ name }) {
+  const screen = useRef(null);
+  const [status, setStatus] = useState("connecting…");
+  useEffect(() => {
+    let rfb = null;
+    let gone = false;
+    (async () => {
+      try {
+        const t = await api("POST", `/v1/vms/${encodeURIComponent(name)}/console?kind=vnc`);
+        const { default: RFB } = await import("./vendor/novnc/core/rfb.js");
+        if (gone) return;
+        rfb = new RFB(screen.current, `wss://${location.host}${t.url}`, { wsProtocols: ["binary"] });
+        rfb.scaleViewport = true;
+        rfb.addEventListener("connect", () => setStatus("connected"));
+        rfb.addEventListener("disconnect", (e) => setStatus(e.detail.clean ? "disconnected" : "connection lost"));
+      } catch (e) { setStatus(errText(e)); }
+    })();
+    return () => { gone = true; if (rfb) rfb.disconnect(); };
+  }, [name]);
+  return html`<section aria-labelledby="console-title"><div class="bar"><h1 id="console-title">Console: ${name}</h1>
+    <span id="console-status" role="status">${status}</span><a class="button" href="#/vms">Back</a></div>
+    <div id="console-screen" class="console" ref=${screen}></div></section>`;
+}
+
+// ----------------------------------------------------------------------------- storage, networks, host
+function Storage() {
+  const [pool] = useLoad(() => api("GET", "/v1/storage/pool"));
+  const [vols, reload] = useLoad(() => api("GET", "/v1/storage/volumes"));
+  const [up, setUp] = useState(null);
+  const xhrRef = useRef(null);
+  function upload(ev) {
+    ev.preventDefault();
+    const file = ev.target.elements.iso.files[0];
+    if (!file) return;
+    const xhr = new XMLHttpRequest();
+    xhrRef.current = xhr;
+    xhr.open("PUT", `/v1/storage/isos/${encodeURIComponent(file.name)}`);
+    xhr.setRequestHeader("X-CSRF-Token", csrf);
+    xhr.setRequestHeader("Content-Type", "application/octet-stream");
+    xhr.upload.onprogress = (e) => setUp({ name: file.name, pct: e.lengthComputable ? Math.round(100 * e.loaded / e.total) : 0 });
+    xhr.onload = () => { let msg = null;
+      if (xhr.status >= 300) { try { msg = JSON.parse(xhr.responseText).error; } catch (_e) { msg = `HTTP ${xhr.status}`; } }
+      setUp(msg ? { name: file.name, error: msg } : null); reload(); };
+    xhr.onerror = () => setUp({ name: file.name, error: "the upload failed (connection lost)" });
+    xhr.onabort = () => setUp({ name: file.name, error: "cancelled" });
+    setUp({ name: file.name, pct: 0 });
+    xhr.send(file);
+  }
+  const p = pool.data;
+  return html`<section aria-labelledby="storage-title"><h1 id="storage-title">Storage</h1>
+    ${p && html`<p>Pool <strong>${p.name}</strong> (${p.path}): ${bytes(p.allocation)} used of ${bytes(p.capacity)},
+      ${bytes(p.available)} free. <meter min="0" max=${p.capacity} value=${p.allocation}></meter></p>`}
+    <form id="iso-upload" class="bar" onSubmit=${upload}><label for="iso">Upload an ISO</label>
+      <input type="file" id="iso" name="iso" accept=".iso" /><button type="submit">Upload</button></form>
+    ${up && html`<p id="upload-state" role="status">${up.name}: ${up.error ? up.error : html`<progress max="100"
+      value=${up.pct}></progress> ${up.pct}% <button type="button" id="upload-cancel"
+      onClick=${() => xhrRef.current.abort()}>Cancel</button>`}</p>`}
+    <${Err} text=${vols.error || pool.error} />
+    <table class="list" id="volumes"><thead><tr><th>Volume</th><th>Size</th><th>Used</th></tr></thead><tbody>
+      ${(vols.data || []).map((v) => html`<tr key=${v.name}><td>${v.name}</td><td>${bytes(v.capacity)}</td>
+      <td>${bytes(v.allocation)}</td></tr>`)}</tbody></table></section>`;
+}
+
+function Networks() {
+  const [nets] = useLoad(() => api("GET", "/v1/networks"));
+  const n = nets.data;
+  return html`<section aria-labelledby="net-title"><h1 id="net-title">Networks</h1><${Err} text=${nets.error} />
+    ${n && html`<h2>VM networks</h2><table class="list"><thead><tr><th>Name</th><th>Kind</th><th>Active</th></tr>
+      </thead><tbody>${n.networks.map((x) => html`<tr key=${x.name}><td>${x.name}</td>
+      <td>${x.forward || ""} ${x.bridge || x.interface || ""}</td><td>${x.active ? "yes" : "no"}</td></tr>`)}</tbody></table>
+      <h2>Host bridges and VLANs</h2>${n.host.length ? html`<ul>${n.host.map((x) => html`<li>${x.name}</li>`)}</ul>`
+        : html`<p class="muted">None.</p>`}`}</section>`;
+}
+
+function Host() {
+  const [host] = useLoad(() => api("GET", "/v1/host"));
+  const [hw] = useLoad(() => api("GET", "/v1/hardware"));
+  const h0 = host.data;
+  return html`<section aria-labelledby="host-title"><h1 id="host-title">Host</h1><${Err} text=${host.error || hw.error} />
+    ${h0 && html`<dl class="facts"><dt>Hostname</dt><dd>${h0.hostname}</dd><dt>Kernel</dt><dd>${h0.kernel}</dd>
+      <dt>libvirt</dt><dd>${h0.libvirt}</dd><dt>CPU</dt><dd>${h0.cpu_model} (${h0.cpu_cores} cores)</dd></dl>`}
+    ${hw.data && html`<h2>Disks</h2><ul>${hw.data.disks.map((d) => html`<li>${d.name}: ${d.model || ""}
+      ${bytes(d.size_bytes)}</li>`)}</ul><h2>Network adapters</h2><ul>${hw.data.nics.map((n) =>
+      html`<li>${n.name}</li>`)}</ul>`}</section>`;
+}
+
+// -------------------------------------------------------------------------------------------- shell
+const PAGES = [["#/", "Dashboard"], ["#/vms", "Virtual machines"], ["#/storage", "Storage"],
+               ["#/networks", "Networks"], ["#/host", "Host"]];
+
+function Shell({ session, onOut }) {
+  const hash = useHash();
+  const [menu, setMenu] = useState(false);
+  useEffect(() => { startEvents(); startStats(); return () => { stopEvents(); stopStats(); }; }, []);
+  let page;
+  const m = hash.match(/^#\/vms\/([^/]+)\/console$/);
+  if (hash === "#/vms/new") page = html`<${CreateVm} />`;
+  else if (m) page = html`<${Console} name=${decodeURIComponent(m[1])} />`;
+  else if (hash.startsWith("#/vms")) page = html`<${VmList} />`;
+  else if (hash.startsWith("#/storage")) page = html`<${Storage} />`;
+  else if (hash.startsWith("#/networks")) page = html`<${Networks} />`;
+  else if (hash.startsWith("#/host")) page = html`<${Host} />`;
+  else page = html`<${Dashboard} />`;
+  const current = PAGES.slice().reverse().find(([p]) => hash.startsWith(p));
+  async function signOut() {
+    try { await api("POST", "/ui/logout"); } catch (_e) { /* ended anyway */ }
+    onOut(null);
+  }
+  return html`<a class="skip" href="#main">Skip to content</a>
+    <header class="top"><span class="brand">Quantix</span>
+      <button type="button" class="menu" aria-expanded=${menu} aria-controls="nav" onClick=${() => setMenu(!menu)}>Menu</button>
+      <nav id="nav" class=${menu ? "open" : ""} aria-label="Main">${PAGES.map(([p, label]) => html`<a href=${p}
+        aria-current=${current && current[0] === p ? "page" : undefined} onClick=${() => setMenu(false)}>${label}</a>`)}</nav>
+      <span class="who">${session.via === "password" ? "root" : "API token"}</span>
+      <button type="button" id="sign-out" onClick=${signOut}>Sign out</button></header>
+    <main id="main" tabindex="-1">${page}</main>`;
+}
+
+function App() {
+  const [session, setSession] = useState(undefined);
+  const [reason, setReason] = useState(null);
+  useEffect(() => {
+    onSignedOut = (why) => { csrf = null; setReason(why); setSession(null); };
+    api("GET", "/ui/session").then((s) => { csrf = s.signed_in ? s.csrf : null; setSession(s.signed_in ? s : null); })
+      .catch((e) => { setReason(errText(e)); setSession(null); });
+  }, []);
+  useEffect(() => { document.body.dataset.signedIn = session ? "1" : "0"; }, [session]);
+  if (session === undefined) return html`<p class="loading">Loading…</p>`;
+  if (!session) return html`<${SignIn} reason=${reason} onIn=${(s) => { csrf = s.csrf; setReason(null); setSession(s); }} />`;
+  return html`<${Shell} session=${session} onOut=${(why) => { csrf = null; setReason(why); setSession(null); }} />`;
+}
+
+render(html`<${App} />`, document.getElementById("app"));
