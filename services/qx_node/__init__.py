@@ -23,7 +23,8 @@ Contract for local clients (the console, qx-update's health gate, scripts on the
 * VMs (``/v1/vms``): create, list, get, ``PATCH`` (vcpus, memory_mib, name, description, tags,
   autostart; ``applied`` says "now" or "next_start" per field), delete (``remove_disks``, ``force``;
   all checks before any change), start/shutdown/stop/reboot/pause/resume, stats, console address,
-  snapshots (``/v1/vms/{name}/snapshots``: tree, create with or without memory, revert, delete),
+  snapshots (``/v1/vms/{name}/snapshots``: tree, create with or without memory, revert, delete; the VM
+  is busy — 409 for another snapshot, a revert, an edit or a delete — while one is taken),
   consoles (``POST /v1/vms/{name}/console?kind=vnc|serial`` gives a one-time ticket valid 30 s for
   the WebSocket ``/v1/vms/{name}/console/{kind}?ticket=...``: VNC for noVNC, or the serial port;
   proxied to loopback only).
@@ -38,7 +39,7 @@ Contract for local clients (the console, qx-update's health gate, scripts on the
   (macvtap on a NIC or VLAN interface), started and autostarted; delete refused while a VM's NIC
   uses it. VM NICs take ``bridge`` or ``network``.
 * Tasks (``/v1/tasks``, newest first; ``GET /v1/tasks/{id}``; ``POST /v1/tasks/{id}/cancel`` for
-  clone, create and ISO upload): ``{"id", "kind", "target", "state": running|succeeded|failed|cancelled,
+  clone, create, snapshot and ISO upload; a snapshot with memory reports the MiB of memory saved): ``{"id", "kind", "target", "state": running|succeeded|failed|cancelled,
   "progress" (percent), "result", "error": {"status", "error", "field", "hint"}, ...}``; ``task``
   events on ``/v1/events`` (start, progress, end). In memory only: running ones (at most 16 at once,
   then 409) plus the last 100 finished. An ISO upload is a task while its body streams (``X-Qx-Task`` header on the answer).

@@ -32,6 +32,11 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 insmod /lib/evdev.ko
+# qx.fill=N on the kernel command line: N MiB of random data in RAM (the rootfs is RAM), so that a
+# snapshot with memory has something to save that does not compress to nothing.
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in qx.fill=*) dd if=/dev/urandom of=/fill bs=1M count=${{arg#qx.fill=}} 2>/dev/null;; esac
+done
 insmod /lib/button.ko
 armed=0
 i=0
@@ -117,7 +122,7 @@ def build_guest(dest: Path) -> tuple[Path, Path]:
         c.add(d, stat.S_IFDIR | 0o755)
     c.add("dev/console", stat.S_IFCHR | 0o600, rdev=(5, 1))
     c.add("bin/busybox", stat.S_IFREG | 0o755, Path(busybox).read_bytes())
-    for applet in ("sh", "mount", "insmod", "read", "dd", "echo", "poweroff", "sleep", "ls"):
+    for applet in ("sh", "mount", "insmod", "read", "dd", "echo", "poweroff", "sleep", "ls", "cat"):
         c.add(f"bin/{applet}", stat.S_IFLNK | 0o777, b"busybox")
     c.add("lib/evdev.ko", stat.S_IFREG | 0o644, _module(mods, "drivers/input/evdev"))
     c.add("lib/button.ko", stat.S_IFREG | 0o644, _module(mods, "drivers/acpi/button"))

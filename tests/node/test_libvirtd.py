@@ -418,3 +418,104 @@ def test_clone_devices_and_capacity_through_a_real_libvirtd(daemons: Daemons, po
             except libvirt.libvirtError:
                 pass
             conn.close()
+
+
+def test_memory_snapshot_task_progress_races_and_cancel_through_a_real_libvirtd(
+        daemons: Daemons, pool: Path, tmp_path: Path) -> None:
+    """A snapshot with memory as a task on QEMU: a guest with 1000 MiB of random data in RAM takes seconds to
+    save, long enough to see progress events (percent and MiB saved, from the growth of its qcow2 image),
+    to race it (a second snapshot, a delete of the VM, a revert: each 409 naming the snapshot) and to cancel
+    it — after which neither libvirt nor the qcow2 image (``qemu-img snapshot -l``) holds any part of it. A
+    second one runs to its end and is really in the image, with its memory."""
+    settings = make_settings(tmp_path, URI, pool_name="qx-test-pool")
+    settings = type(settings)(**{**settings.__dict__, "pool_dir": pool})
+    guest.build_guest(pool)
+    events: queue.Queue[dict] = queue.Queue()
+    with LiveServer(settings) as live:
+        live.node.tasks.interval = 0.0  # an event per 1 % of progress (the default throttles to 2/s)
+
+        def reader() -> None:
+            try:
+                with httpx.Client(verify=str(live.cert), timeout=None) as ec, \
+                        ec.stream("GET", f"{live.url}/v1/events", headers=live.auth) as r:
+                    for line in r.iter_lines():
+                        if line.startswith("data: "):
+                            events.put(json.loads(line[6:]))
+            except httpx.HTTPError:
+                pass  # the server stops at the end of the test
+
+        threading.Thread(target=reader, daemon=True).start()
+        assert events.get(timeout=10)["type"] == "snapshot"
+
+        def task_events(task_id: str) -> Iterator[dict]:
+            while True:
+                try:
+                    e = events.get(timeout=120)
+                except queue.Empty:
+                    raise AssertionError(f"no more events of task {task_id}") from None
+                if e.get("type") == "task" and e["task"]["id"] == task_id:
+                    yield e["task"]
+
+        c = httpx.Client(verify=str(live.cert), headers=live.auth, base_url=live.url, timeout=120)
+        disk = pool / "qx-mem-disk0.qcow2"
+        try:
+            spec = {"name": "qx-mem", "memory_mib": 1536, "disks": [{"size_gib": 1}], "kernel": guest.KERNEL_NAME,
+                    "initrd": guest.INITRD_NAME, "cmdline": guest.CMDLINE + " qx.fill=1000"}
+            assert c.post("/v1/vms", json=spec).status_code == 201
+            console = SerialPty("qx-mem")
+            try:
+                wait_for(lambda: guest.READY in console.text, 180, "the guest to fill its RAM and be ready")
+            finally:
+                console.close()
+
+            r = c.post("/v1/vms/qx-mem/snapshots", params={"background": "true"}, json={"name": "doomed"})
+            assert r.status_code == 202 and r.json()["cancellable"], r.text
+            url, tid = r.json()["url"], r.json()["id"]
+            seen = next(t for t in task_events(tid) if 0 < t["progress"] < 100)
+            assert seen["state"] == "running" and "MiB of memory (at most 1536 MiB)" in seen["message"], seen
+            r = c.post(f"{url}/cancel")
+            assert r.status_code == 202 and r.json()["cancel_requested"], r.text
+            # Until it has ended (libvirt cannot stop an internal snapshot half-way) and been deleted, the VM
+            # is busy: refused at once, nothing waits on libvirt's job lock.
+            for method, path, body in (("POST", "/v1/vms/qx-mem/snapshots", {"name": "second"}),
+                                       ("DELETE", "/v1/vms/qx-mem", None),
+                                       ("PATCH", "/v1/vms/qx-mem", {"description": "x"})):
+                r = c.request(method, path, json=body)
+                assert r.status_code == 409 and "taking snapshot 'doomed'" in r.json()["error"], (method, path, r.text)
+            final = next(t for t in task_events(tid) if t["state"] != "running")
+            assert final["state"] == "cancelled" and final["error"]["status"] == 409, final
+            assert c.get("/v1/vms/qx-mem/snapshots").json()["count"] == 0
+            image = subprocess.run(["qemu-img", "snapshot", "-l", "-U", str(disk)], capture_output=True, text=True,
+                                   timeout=60)
+            assert image.returncode == 0 and "doomed" not in image.stdout, image.stdout + image.stderr
+            assert c.get("/v1/vms/qx-mem").json()["busy"] is None
+
+            # To its end: progress on the way, the snapshot in libvirt and in the image, with memory.
+            r = c.post("/v1/vms/qx-mem/snapshots", params={"background": "true"}, json={"name": "kept"})
+            assert r.status_code == 202, r.text
+            tid = r.json()["id"]
+            progress = []
+            for t in task_events(tid):
+                progress.append(t["progress"])
+                if t["state"] != "running":
+                    break
+            assert t["state"] == "succeeded" and t["result"]["memory"] is True and t["progress"] == 100, t
+            assert any(0 < p < 100 for p in progress), progress
+            assert progress == sorted(progress), progress
+            image = subprocess.run(["qemu-img", "snapshot", "-l", "-U", str(disk)], capture_output=True, text=True,
+                                   timeout=60)
+            assert "kept" in image.stdout, image.stdout
+        finally:
+            c.delete("/v1/vms/qx-mem", params={"remove_disks": "true", "force": "true"})
+            c.close()
+            import libvirt
+
+            conn = libvirt.open(URI)
+            try:
+                p = conn.storagePoolLookupByName("qx-test-pool")
+                if p.isActive():
+                    p.destroy()
+                p.undefine()
+            except libvirt.libvirtError:
+                pass
+            conn.close()

@@ -177,6 +177,24 @@ def test_cancelled_clone_leaves_nothing(live: Live, client: httpx.Client) -> Non
 
 
 # -- background create / snapshot, the task list ---------------------------------------------------
+def test_a_cancelled_snapshot_leaves_no_snapshot(client: httpx.Client, server: LiveServer) -> None:
+    """The snapshot service with a task cancelled before libvirt is asked (the real libvirtd test cancels
+    one half-way): Cancelled, no snapshot, the VM free again — with memory and disk-only."""
+    from qx_node.snapshots import SnapshotRequest
+    from qx_node.tasks import Cancelled
+
+    assert client.post("/v1/vms", json={"name": "cs", "memory_mib": 64, "disks": [{"size_gib": 1}]}).status_code == 201
+    node = server.node
+    for memory in (True, False):
+        with pytest.raises(Cancelled):
+            with node.tasks.track("snapshot", "cs", cancellable=True) as task:
+                node.tasks.cancel(task.id)
+                node.snapshots.create("cs", SnapshotRequest(f"c-{memory}".lower(), memory=memory), task)
+        assert client.get(task.url).json()["state"] == "cancelled"
+        assert client.get("/v1/vms/cs/snapshots").json()["count"] == 0
+        assert client.get("/v1/vms/cs").json()["busy"] is None
+
+
 def test_background_create_and_snapshot_return_202_with_a_task(client: httpx.Client, server: LiveServer) -> None:
     r = client.post("/v1/vms", params={"background": "true"},
                     json={"name": "bg", "memory_mib": 64, "disks": [{"size_gib": 2}, {"size_gib": 1}]})
@@ -191,6 +209,8 @@ def test_background_create_and_snapshot_return_202_with_a_task(client: httpx.Cli
     assert r.status_code == 202
     t = _finished(client, r.json()["url"])
     assert t["state"] == "succeeded" and t["result"]["memory"] is True and t["result"]["name"] == "s1"
+    assert t["progress"] == 100 and t["message"] == "done" and r.json()["cancellable"], t
+    assert client.get("/v1/vms/bg").json()["busy"] is None  # busy only while it was taken
     assert client.post("/v1/vms/nope/snapshots?background=true", json={"name": "s"}).status_code == 404
     r = client.post(f"{t['url']}/cancel")
     assert r.status_code == 409 and "succeeded" in r.json()["error"]

@@ -178,7 +178,8 @@ async def create_snapshot(request: Request, name: VmName, background: bool = _BA
     node = _node(request)
     if background:  # saving a running VM's memory takes as long as writing its RAM out
         await run_in_threadpool(node.vms._dom, name)  # 404 now, not in the task
-        return accepted(node.tasks.start("snapshot", name, lambda t: node.snapshots.create(name, req)))
+        return accepted(node.tasks.start("snapshot", name, lambda t: node.snapshots.create(name, req, t),
+                                         cancellable=True))
     snap = await run_in_threadpool(node.snapshots.create, name, req)
     return SafeJSONResponse(snap, status_code=201,
                             headers={"Location": f"/v1/vms/{name}/snapshots/{snap['name']}"})
