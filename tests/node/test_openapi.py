@@ -7,7 +7,10 @@ document alone: path parameters from their patterns (or a small set of names, so
 meet each other's objects), query parameters from their schemas plus unknown ones, bodies from
 the request body schema — valid ones, and ones broken on purpose (a wrong type, a missing or an
 extra key, any JSON at all). It runs on the live node (uvicorn, TLS, test:///default), several
-requests per example on one keep-alive connection.
+requests per example on one keep-alive connection, and checks every answer against the document: its
+status is documented for that operation, its media type too, and a JSON body fits the schema
+(:func:`schema_errors`, a validator of the JSON Schema subset the document uses: jsonschema is not in
+requirements.lock, and a keyword it does not know fails rather than passes).
 """
 
 from __future__ import annotations
@@ -98,6 +101,106 @@ def test_bodies_and_success_answers_have_schemas(doc: dict[str, Any]) -> None:
     get_vm = doc["paths"]["/v1/vms/{name}"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
     assert get_vm == {"$ref": REF + "Vm"}
     assert doc["components"]["schemas"]["VmSummary"]["properties"]["state"]["enum"]
+    # Every success answer of every route has a schema of its own — never FastAPI's placeholder for a
+    # "-> dict[str, Any]" route (an object with any properties, titled "Response ...").
+    for method, path, op in _ops(doc):
+        ok = {st: r for st, r in op["responses"].items() if st.startswith("2")}
+        assert ok, (method, path)
+        for status, resp in ok.items():
+            content = resp.get("content")
+            assert content, (method, path, status)
+            for media, body in content.items():
+                schema = body.get("schema", {})
+                assert schema and not schema.get("title", "").startswith("Response"), (method, path, status, media)
+                if media == "application/json":
+                    assert "$ref" in schema or "required" in schema or schema.get("type") == "array", (method, path)
+
+
+# -- validating answers against the document ---------------------------------------------------------
+_TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
+_IGNORED = {"description", "title", "format"}
+
+
+def schema_errors(doc: dict[str, Any], schema: dict[str, Any], value: Any, where: str = "$") -> list[str]:
+    """Where ``value`` breaks ``schema`` (the JSON Schema subset our document uses). A keyword this does
+    not know is an error itself, so the document cannot grow a rule this check silently skips."""
+    unknown = set(schema) - _IGNORED - {"$ref", "allOf", "enum", "const", "type", "properties", "required",
+                                        "additionalProperties", "items", "pattern", "minimum", "maximum",
+                                        "maxLength", "minLength"}
+    if unknown:
+        return [f"{where}: the schema uses {sorted(unknown)}, which this validator does not check"]
+    if "$ref" in schema:
+        return schema_errors(doc, _resolve(doc, {"$ref": schema["$ref"]}), value, where)
+    errs: list[str] = []
+    for sub in schema.get("allOf", []):
+        errs += schema_errors(doc, sub, value, where)
+    if "enum" in schema and value not in schema["enum"]:
+        errs.append(f"{where}: {value!r} is not one of {schema['enum']}")
+    if "const" in schema and value != schema["const"]:
+        errs.append(f"{where}: {value!r} is not {schema['const']!r}")
+    if "type" in schema:
+        kinds = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+        fits = any((k == "integer" and isinstance(value, int) and not isinstance(value, bool))
+                   or (k == "number" and isinstance(value, (int, float)) and not isinstance(value, bool))
+                   or (k in _TYPES and isinstance(value, _TYPES[k])) for k in kinds)
+        if not fits:
+            return errs + [f"{where}: {type(value).__name__} {value!r:.80} is not {kinds}"]
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        errs += [f"{where}: '{k}' is missing" for k in schema.get("required", []) if k not in value]
+        extra = schema.get("additionalProperties", True)
+        for k, v in value.items():
+            if k in props:
+                errs += schema_errors(doc, props[k], v, f"{where}.{k}")
+            elif extra is False:
+                errs.append(f"{where}: '{k}' is not allowed")
+            elif isinstance(extra, dict):
+                errs += schema_errors(doc, extra, v, f"{where}.{k}")
+    if isinstance(value, list) and "items" in schema:
+        for i, v in enumerate(value):
+            errs += schema_errors(doc, schema["items"], v, f"{where}[{i}]")
+    if isinstance(value, str):
+        if "pattern" in schema and not re.search(schema["pattern"], value):
+            errs.append(f"{where}: {value!r:.80} does not match {schema['pattern']}")
+        if len(value) > schema.get("maxLength", len(value)) or len(value) < schema.get("minLength", 0):
+            errs.append(f"{where}: length {len(value)} is out of bounds")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value < schema.get("minimum", value) or value > schema.get("maximum", value):
+            errs.append(f"{where}: {value} is out of bounds")
+    return errs
+
+
+def answer_errors(doc: dict[str, Any], method: str, template: str, r: httpx.Response) -> list[str]:
+    """Where an answer differs from what the document says this operation answers."""
+    op = doc["paths"][template][method.lower()]
+    resp = op["responses"].get(str(r.status_code))
+    if resp is None:
+        return [f"status {r.status_code} is not documented (documented: {sorted(op['responses'])})"]
+    media = r.headers.get("content-type", "").split(";")[0].strip()
+    content = resp.get("content", {})
+    if media not in content:
+        return [f"status {r.status_code}: media type {media!r} is not documented ({sorted(content)})"]
+    if media != "application/json":
+        return []
+    return schema_errors(doc, content[media]["schema"], r.json())
+
+
+def test_the_validator_catches_a_wrong_answer(doc: dict[str, Any]) -> None:
+    vm = {"name": "x", "uuid": "u", "state": "running", "vcpus": 1, "memory_mib": 64, "autostart": False}
+    assert schema_errors(doc, {"$ref": REF + "VmSummary"}, vm) == []
+    assert schema_errors(doc, {"$ref": REF + "VmSummary"}, {**vm, "state": "sleepy"})
+    assert schema_errors(doc, {"$ref": REF + "VmSummary"}, {**vm, "vcpus": True})
+    assert schema_errors(doc, {"$ref": REF + "VmSummary"}, {k: v for k, v in vm.items() if k != "uuid"})
+    assert schema_errors(doc, {"$ref": REF + "Error"}, {"error": "e", "field": None, "hint": None, "x": 1})
+    assert schema_errors(doc, {"type": "string", "oneOf": []}, "x")  # a keyword it does not know
+
+
+@pytest.mark.parametrize("path", ["/v1/host", "/v1/host/stats", "/v1/hardware", "/v1/storage/pool", "/health",
+                                  "/v1/vms", "/v1/networks", "/v1/host/capacity", "/v1/host/settings", "/metrics"])
+def test_read_only_answers_match_the_document(doc: dict[str, Any], client: httpx.Client, path: str) -> None:
+    r = client.get(path)
+    assert r.status_code in (200, 503), r.text  # /health: 503 names a component that is not ok (same body)
+    assert answer_errors(doc, "GET", path, r) == []
 
 
 # -- the fuzz run ---------------------------------------------------------------------------------
@@ -259,6 +362,8 @@ def test_schema_driven_fuzz_never_gets_a_5xx(live: Live, client: httpx.Client, d
         r = client.request(method, target, **kw)
         event(f"{method} {template} {r.status_code}")
         assert r.status_code < 500, (method, target, kw, r.status_code, r.text[:500])
+        problems = answer_errors(doc, method, template, r)
+        assert not problems, (method, target, r.status_code, problems, r.text[:500])
         if r.status_code >= 400:
             body = r.json()
             assert set(body) == {"error", "field", "hint"}, (method, target, body)

@@ -2,9 +2,11 @@
 
 FastAPI's generated document is completed here: the bearer security scheme (required everywhere
 but ``GET /health``), the real error body ``{"error", "field", "hint"}`` (``Error``) for every
-error status a route can answer instead of FastAPI's validation shape, and response schemas of
-the main objects. Path parameter patterns come from the routes (``Path(pattern=...)``), request
-body schemas from the parsers' modules (``VM_SPEC_SCHEMA``...).
+error status a route can answer instead of FastAPI's validation shape, the response schema of every
+JSON answer (``_SUCCESS``; a route missing there fails tests/node/test_openapi.py, whose fuzz run
+validates every answer against the document) and the media type of the two answers that are not JSON
+(``/metrics``, ``/v1/events``). Path parameter patterns come from the routes (``Path(pattern=...)``),
+request body schemas from the parsers' modules (``VM_SPEC_SCHEMA``...).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ _STATUS_TEXT = {
     "409": "exists already, or the current state forbids it",
     "413": "the body is too large (JSON bodies: 1 MiB), or the upload does not fit",
     "422": "a parameter or body field is invalid (named in field)",
+    "423": "the host is in lockdown mode: its configuration cannot be changed through the API",
     "502": "libvirt failed",
     "503": "libvirtd is not reachable; qx-node reconnects by itself",
 }
@@ -101,6 +104,59 @@ HEALTH = {"type": "object", "required": ["status", "version", "components"], "pr
         "type": "object", "required": ["ok", "detail"],
         "properties": {"ok": {"type": "boolean"}, "detail": {"type": "string"}}}}}}
 
+_INT, _STR, _BOOL, _NUM = {"type": "integer"}, {"type": "string"}, {"type": "boolean"}, {"type": "number"}
+_STRS = {"type": "array", "items": _STR}
+
+
+def _object(required: dict[str, Any], optional: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An object with these required and optional properties (more may come in later versions)."""
+    return {"type": "object", "required": sorted(required), "properties": {**required, **(optional or {})}}
+
+
+HOST = _object({"hostname": _STR, "version": _STR, "slot": {"enum": ["a", "b", None]}, "kernel": _STR, "arch": _STR,
+                "cpu_model": _STR, "cpu_cores": {"type": ["integer", "null"]},
+                "cpu_threads": {"type": ["integer", "null"]}, "memory_bytes": _INT, "boot_time": _NUM,
+                "uptime_s": _NUM, "libvirt": {"type": ["string", "null"]},
+                "kvm": _object({"usable": _BOOL, "reason": _STR}), "virtualization": {"enum": ["kvm", "tcg"]}})
+HOST_STATS = _object(
+    {"window_s": _NUM, "cpu_percent": _NUM, "load": {"type": "array", "items": _NUM},
+     "memory": _object({"total_bytes": _INT, "available_bytes": _INT, "used_percent": _NUM})},
+    {"disk": _object({"read_bytes_per_s": _INT, "write_bytes_per_s": _INT}),
+     "net": _object({"rx_bytes_per_s": _INT, "tx_bytes_per_s": _INT})})
+_PARTITION = _object({"name": _STR, "path": _STR, "number": {"type": ["integer", "null"]}, "size_bytes": _INT,
+                      "fs_type": _STR, "label": _STR, "partlabel": _STR, "by_id": _STRS})
+HARDWARE = _object({
+    "disks": {"type": "array", "items": _object(
+        {"name": _STR, "path": _STR, "by_id": _STRS, "size_bytes": _INT, "model": _STR, "serial": _STR,
+         "rotational": _BOOL, "partitions": {"type": "array", "items": _PARTITION}},
+        {"removable": _BOOL, "bus": _STR, "wwn": _STR})},
+    "nics": {"type": "array", "items": _object(
+        {"name": _STR, "mac": _STR, "ipv4": _STRS, "ipv6": _STRS, "state": _STR, "mtu": _INT,
+         "speed_mbps": {"type": ["integer", "null"]}, "physical": _BOOL, "bridge": _BOOL, "driver": _STR})},
+    "pci": {"type": "array", "items": _object(
+        {"address": _STR, "vendor_id": _STR, "device_id": _STR, "class": _STR, "vendor": _STR, "device": _STR,
+         "driver": {"type": ["string", "null"]}, "iommu_group": {"type": ["integer", "null"]}})},
+    "iommu": _BOOL})
+VM_STATS = _object(
+    {"name": _STR, "state": _STR, "vcpus": _INT, "cpu_time_ns": _INT, "memory_max_bytes": _INT, "memory_bytes": _INT,
+     "cpu_percent": {"type": ["number", "null"], "description": "since the previous stats call; null on the first"},
+     "memory": {"type": "object", "additionalProperties": _INT, "description": "libvirt's memory stats, bytes"},
+     "disks": {"type": "array", "items": _object({"path": _STR, "read_bytes": _INT, "write_bytes": _INT,
+                                                  "read_requests": _INT, "write_requests": _INT})},
+     "interfaces": {"type": "array", "items": _object({"device": _STR, "rx_bytes": _INT, "rx_packets": _INT,
+                                                       "tx_bytes": _INT, "tx_packets": _INT})}})
+VM_CONSOLE = _object({"type": {"const": "vnc"}, "host": _STR, "port": _INT})
+VM_DELETED = _object({"name": _STR, "deleted": {"const": True}, "removed_volumes": _STRS,
+                      "kept_outside_pool": _STRS})
+SNAPSHOT_NODE = {"allOf": [{"$ref": "#/components/schemas/Snapshot"}, {"type": "object", "properties": {
+    "children": {"type": "array", "items": {"$ref": "#/components/schemas/SnapshotNode"}}}}]}
+SNAPSHOT_TREE = _object({"vm": _STR, "current": {"type": ["string", "null"]}, "count": _INT,
+                         "snapshots": {"type": "array", "items": {"$ref": "#/components/schemas/SnapshotNode"}}})
+SNAPSHOT_REVERTED = _object({"vm": _STR, "snapshot": _STR, "reverted": {"const": True}, "state": _STR})
+SNAPSHOT_DELETED = _object({"vm": _STR, "snapshot": _STR, "deleted": {"const": True}})
+POOL = _object({"name": _STR, "path": _STR, "capacity": _INT, "allocation": _INT, "available": _INT})
+VOLUME_DELETED = _object({"name": _STR, "deleted": {"const": True}})
+
 _REF = "#/components/schemas/"
 # (method, path) -> (status, schema) of the success answer.
 _SUCCESS: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
@@ -140,7 +196,23 @@ _SUCCESS: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
     ("patch", "/v1/host/settings"): ("200", {"$ref": _REF + "HostSettings"}),
     ("get", "/v1/host/maintenance"): ("200", {"type": "object", "required": ["maintenance"],
                                               "properties": {"maintenance": {"type": "boolean"}}}),
+    ("get", "/v1/host"): ("200", HOST),
+    ("get", "/v1/host/stats"): ("200", HOST_STATS),
+    ("get", "/v1/hardware"): ("200", HARDWARE),
+    ("delete", "/v1/vms/{name}"): ("200", VM_DELETED),
+    ("get", "/v1/vms/{name}/stats"): ("200", VM_STATS),
+    ("get", "/v1/vms/{name}/console"): ("200", VM_CONSOLE),
+    ("get", "/v1/vms/{name}/snapshots"): ("200", {"$ref": _REF + "SnapshotTree"}),
+    ("post", "/v1/vms/{name}/snapshots/{snapshot}/revert"): ("200", SNAPSHOT_REVERTED),
+    ("delete", "/v1/vms/{name}/snapshots/{snapshot}"): ("200", SNAPSHOT_DELETED),
+    ("get", "/v1/storage/pool"): ("200", POOL),
+    ("delete", "/v1/storage/volumes/{name}"): ("200", VOLUME_DELETED),
 }
+# Answers that are not JSON: their media type and a string schema.
+_TEXT = {("get", "/metrics"): ("text/plain", "Prometheus text exposition format 0.0.4"),
+         ("get", "/v1/events"): ("text/event-stream", "server-sent events, one JSON object per 'data:' line")}
+# Reads that answer 409 when the object's state has no such thing (a shut-off VM has no console).
+_GET_CONFLICT = {("get", "/v1/vms/{name}/console")}
 # Routes that can also answer 202 with a task (background=true, or maintenance with stop_vms).
 _TASK_202 = {("post", "/v1/vms"), ("post", "/v1/vms/{name}/snapshots"), ("post", "/v1/host/maintenance")}
 for _a in ("start", "shutdown", "stop", "reboot", "pause", "resume"):
@@ -158,7 +230,8 @@ def complete(doc: dict[str, Any]) -> dict[str, Any]:
     for fastapi_shape in ("HTTPValidationError", "ValidationError"):
         schemas.pop(fastapi_shape, None)
     schemas.update(Error=ERROR_SCHEMA, VmSummary=VM_SUMMARY, Vm=VM, Volume=VOLUME, Snapshot=SNAPSHOT, Health=HEALTH,
-                   ConsoleTicket=TICKET, Task=TASK, HostSettings=HOST_SETTINGS, Network=NETWORK)
+                   ConsoleTicket=TICKET, Task=TASK, HostSettings=HOST_SETTINGS, Network=NETWORK,
+                   SnapshotNode=SNAPSHOT_NODE, SnapshotTree=SNAPSHOT_TREE)
     comps["securitySchemes"] = {"bearerAuth": {
         "type": "http", "scheme": "bearer",
         "description": "the token in the node's api-token file (/var/lib/quantix/node/api-token)"}}
@@ -173,6 +246,10 @@ def complete(doc: dict[str, Any]) -> dict[str, Any]:
                 status, schema = ok
                 entry = responses.setdefault(status, {"description": "success"})
                 entry["content"] = {"application/json": {"schema": schema}}
+            text = _TEXT.get((method, path))
+            if text is not None:
+                responses.setdefault("200", {"description": "success"})["content"] = {
+                    text[0]: {"schema": {"type": "string", "description": text[1]}}}
             if (method, path) in _TASK_202:
                 responses["202"] = {"description": "accepted: the task (its URL also in Location)",
                                     "content": {"application/json": {"schema": {"$ref": _REF + "Task"}}}}
@@ -187,8 +264,11 @@ def complete(doc: dict[str, Any]) -> dict[str, Any]:
             if path.startswith(("/v1/vms", "/v1/storage", "/v1/events", "/v1/host/", "/v1/networks")):
                 codes |= {"502", "503"}
             if method in ("post", "put", "patch", "delete") and path.startswith(
-                    ("/v1/vms", "/v1/storage", "/v1/tasks", "/v1/host/", "/v1/networks")):
+                    ("/v1/vms", "/v1/storage", "/v1/tasks", "/v1/host/", "/v1/networks")) \
+                    or (method, path) in _GET_CONFLICT:
                 codes.add("409")
+            if method in ("post", "put", "patch", "delete") and path.startswith("/v1/host/"):
+                codes.add("423")  # qx_node.lockdown guards every change of the host
             if "requestBody" in op:
                 codes.add("413")
             for code in sorted(codes):
