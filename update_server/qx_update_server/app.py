@@ -14,8 +14,8 @@
 Tokens are managed by ``qx-update-server token …`` on the server machine, not over HTTP.
 
 Middleware order, outermost first: ``MetadataFastPath`` (``GET /metadata/…`` from memory, the path every
-host polls) → ``ListenerSplit`` (with ``--admin-listen``) → ``SecurityHeaders`` → ``AuthMiddleware`` →
-the routers.
+host polls; under httptools :mod:`.serving` answers it even before ASGI, from the same ``MetadataFiles``)
+→ ``ListenerSplit`` (with ``--admin-listen``) → ``SecurityHeaders`` → ``AuthMiddleware`` → the routers.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from qx_common.errors import QxError
 from qx_update_server.api import errors, fleet, keys, public, releases, rootkeys
 from qx_update_server.api.deps import Services
 from qx_update_server.api.guards import AuthMiddleware, ListenerSplit, SecurityHeaders, is_public, route_scope
-from qx_update_server.metadata_http import MetadataFastPath
+from qx_update_server.metadata_http import MetadataFastPath, MetadataFiles
 from qx_update_server.repository import Repository
 from qx_update_server.staging import Staging
 from qx_update_server.storage import open_storage
@@ -91,5 +91,7 @@ def create_app(data_dir: Path, *, database: str | None = None, root_keys_dir: Pa
     if admin_address is not None:
         app.add_middleware(ListenerSplit, admin_address=admin_address)
     # Outermost: the metadata hosts poll is answered before auth and routing (it is public anyway).
-    app.add_middleware(MetadataFastPath, directory=repo.metadata_dir)
+    # serving.serve answers the same files from the HTTP parser when httptools is installed (one cache).
+    app.state.metadata_files = MetadataFiles(repo.metadata_dir)
+    app.add_middleware(MetadataFastPath, files=app.state.metadata_files)
     return app

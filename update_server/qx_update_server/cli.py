@@ -347,7 +347,7 @@ def run(argv: list[str]) -> int:
     log.step(f"qx-update-server on {scheme}://{args.listen}"
              + (f" (public), admin on {scheme}://{args.admin_listen}" if admin else "") + f" ({where})")
     serving.serve(app, sockets, header_timeout=header_timeout, idle_timeout=idle_timeout,
-                  max_connections=max_conn, tls=tls_files)
+                  max_connections=max_conn, tls=tls_files, metadata=app.state.metadata_files)
     return 0
 
 

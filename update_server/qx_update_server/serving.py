@@ -40,6 +40,7 @@ except ImportError:  # pragma: no cover - depends on the installation
     HttpToolsProtocol = None  # type: ignore[assignment,misc]
 
 from qx_common.errors import EnvironmentError_, UserError
+from qx_update_server.metadata_http import RAW_TARGET, MetadataFiles, raw_response
 
 HEADER_TIMEOUT = 10.0
 IDLE_TIMEOUT = 30.0
@@ -169,22 +170,83 @@ class GuardedH11Protocol(_Guard, H11Protocol):
 
 
 class GuardedHttpToolsProtocol(_Guard, HttpToolsProtocol or H11Protocol):  # type: ignore[misc]
-    """uvicorn's httptools (C parser) protocol with the guard. Only used when httptools is installed."""
+    """uvicorn's httptools (C parser) protocol with the guard, and the metadata raw path. Only used when
+    httptools is installed.
+
+    **Raw path**: a ``GET``/``HEAD`` whose target is exactly ``/metadata/<name>`` (no body) is answered
+    here, from the parser's callbacks, with one write (:func:`.metadata_http.raw_response`) — no ASGI
+    scope, request cycle or task. It is taken only while no ASGI request of the connection is pending
+    (``_asgi_pending``), so responses keep the requests' order; otherwise the request goes to uvicorn and
+    :class:`.metadata_http.MetadataFastPath` answers it the same. The connection's bookkeeping after the
+    response (keep-alive timer, the guard's header timeout) is uvicorn's own ``on_response_complete``.
+    What this reads of the parser is httptools' public API (``get_method``, ``get_http_version``,
+    ``should_keep_alive``); the URL and headers are taken from the callbacks as they pass through.
+    """
 
     _in_request = False  # between a request's headers and its end
+    metadata: MetadataFiles | None = None  # set by protocol_class; None: every request goes to ASGI
+    _asgi_pending = 0  # requests handed to uvicorn whose response is not complete yet
+    _raw: bytes | None = None  # the metadata name of the request being answered by the raw path
+    _target = b""
+    _if_none_match: bytes | None = None
+    _has_body = False
+
+    def on_message_begin(self) -> None:
+        self._headers_seen = False
+        self._target = b""
+        self._if_none_match = None
+        self._has_body = False
+        super().on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        if len(self._target) < 256:  # longer is never a metadata name; uvicorn keeps the whole URL
+            self._target += url
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lname = name.lower()
+        if lname == b"if-none-match":
+            self._if_none_match = value if self._if_none_match is None else self._if_none_match + b"," + value
+        elif lname == b"transfer-encoding" or (lname == b"content-length" and value.strip() != b"0"):
+            self._has_body = True
+        super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._in_request = True
         self._headers_seen = True
+        if self.metadata is not None and not self._asgi_pending and not self._has_body:
+            m = RAW_TARGET.match(self._target)
+            if (m is not None and self.parser.get_method() in (b"GET", b"HEAD")
+                    and not self.parser.should_upgrade()):
+                self._raw = m.group(1)  # answered in on_message_complete, right after (no body)
+                return
+        self._asgi_pending += 1
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         self._in_request = False
-        super().on_message_complete()
+        name, self._raw = self._raw, None
+        if name is None:
+            super().on_message_complete()
+            return
+        assert self.metadata is not None
+        keep_alive = self.parser.should_keep_alive() and self.parser.get_http_version() != "1.0"
+        self.transport.write(raw_response(self.metadata, name, head=self.parser.get_method() == b"HEAD",
+                                          if_none_match=self._if_none_match, keep_alive=keep_alive))
+        if not keep_alive:
+            self.transport.close()
+        self._raw_done = True
+        try:
+            self.on_response_complete()
+        finally:
+            self._raw_done = False
 
-    def on_message_begin(self) -> None:
-        self._headers_seen = False
-        super().on_message_begin()
+    _raw_done = False
+
+    def on_response_complete(self) -> None:
+        if not self._raw_done and self._asgi_pending:
+            self._asgi_pending -= 1
+        super().on_response_complete()
 
     def _headers_done(self) -> bool:
         return getattr(self, "_headers_seen", False)
@@ -193,11 +255,14 @@ class GuardedHttpToolsProtocol(_Guard, HttpToolsProtocol or H11Protocol):  # typ
         return self._in_request
 
 
-def protocol_class(*, header_timeout: float, idle_timeout: float, max_connections: int) -> type[_Guard]:
-    """A guarded protocol class for one server: httptools' when it is installed, else h11's."""
+def protocol_class(*, header_timeout: float, idle_timeout: float, max_connections: int,
+                   metadata: MetadataFiles | None = None) -> type[_Guard]:
+    """A guarded protocol class for one server: httptools' when it is installed, else h11's.
+    ``metadata``: the files the httptools protocol answers ``/metadata/…`` from without ASGI."""
     base: type[_Guard] = GuardedHttpToolsProtocol if HttpToolsProtocol is not None else GuardedH11Protocol
     return type("GuardedProtocolConfigured", (base,), {
-        "header_timeout": header_timeout, "idle_timeout": idle_timeout, "max_connections": max_connections})
+        "header_timeout": header_timeout, "idle_timeout": idle_timeout, "max_connections": max_connections,
+        "metadata": metadata})
 
 
 def raise_fd_limit(wanted: int) -> int:
@@ -240,8 +305,9 @@ def bind(host: str, port: int, flag: str = "--listen") -> socket.socket:
 
 def serve(app: Any, sockets: list[socket.socket], *, header_timeout: float = HEADER_TIMEOUT,
           idle_timeout: float = IDLE_TIMEOUT, max_connections: int = MAX_CONNECTIONS,
-          tls: tuple[str, str] | None = None) -> None:
-    """Run ``app`` on the already bound ``sockets`` until SIGINT/SIGTERM."""
+          tls: tuple[str, str] | None = None, metadata: MetadataFiles | None = None) -> None:
+    """Run ``app`` on the already bound ``sockets`` until SIGINT/SIGTERM. ``metadata``: the app's
+    :class:`.metadata_http.MetadataFiles`, answered from the HTTP parser (see GuardedHttpToolsProtocol)."""
     import uvicorn
 
     soft = raise_fd_limit(2 * max_connections + 256)
@@ -249,7 +315,10 @@ def serve(app: Any, sockets: list[socket.socket], *, header_timeout: float = HEA
     max_connections = max(16, min(max_connections, (soft - 256) // 2))
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_keep_alive=5,
                             http=protocol_class(header_timeout=header_timeout, idle_timeout=idle_timeout,
-                                                max_connections=max_connections),
+                                                max_connections=max_connections, metadata=metadata),
+                            # no X-Forwarded-* rewriting: nothing here reads the client address, and it
+                            # was one more ASGI wrapper on every request
+                            proxy_headers=False,
                             h11_max_incomplete_event_size=MAX_HEADER_BYTES,
                             ssl_certfile=tls[0] if tls else None, ssl_keyfile=tls[1] if tls else None)
     uvicorn.Server(config).run(sockets=sockets)
