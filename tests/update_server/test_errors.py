@@ -60,6 +60,25 @@ BAD_INPUT: dict[tuple[str, str], list[tuple[dict[str, Any], int]]] = {
           "headers": {"X-Quantix-Host-Key": "short"}}, 400)],
     ("GET", "/v1/fleet"): [({"params": {"limit": 0}}, 400), ({"params": {"limit": "x"}}, 422)],
     ("GET", "/v1/audit"): [({"params": {"limit": "x"}}, 422)],
+    ("GET", "/v1/tokens"): [],
+    ("POST", "/v1/tokens"): [
+        ({"json": {}}, 422),
+        ({"json": {"name": "x", "scopes": []}}, 422),
+        ({"json": {"name": "x", "scopes": "read"}}, 422),
+        ({"json": {"name": "x", "scopes": ["read"], "expires_days": 0}}, 422),
+        ({"json": {"name": "x", "scopes": ["read"], "expires_days": "soon"}}, 422),
+        ({"json": {"name": "tok_x", "scopes": ["read"]}}, 400),
+        ({"json": {"name": "a b", "scopes": ["read"]}}, 400),
+        ({"json": {"name": "x", "scopes": ["root"]}}, 400),
+        ({"json": {"name": "x", "scopes": ["read"], "host_id": "h1"}}, 400),  # --host: checkin only
+        ({"json": {"name": "x", "scopes": ["checkin"], "host_id": "../h"}}, 422),
+        ({"data": b'{"name": "\xff", "scopes": ["read"]}', "headers": {"Content-Type": "application/json"}}, 400),
+        ({"data": b"[" * 20000, "headers": {"Content-Type": "application/json"}}, 400),
+        ({"data": b"[" * 20000 + b"]" * 20000, "headers": {"Content-Type": "application/json"}}, 400)],
+    ("POST", "/v1/tokens/{token_id}/revoke"): [
+        ({"path": "/v1/tokens/tok_000000000000/revoke"}, 404),
+        ({"path": "/v1/tokens/ci/revoke"}, 404),
+        ({"path": "/v1/tokens/" + "x" * 300 + "/revoke"}, 404)],
 }
 
 
@@ -67,7 +86,7 @@ BAD_INPUT: dict[tuple[str, str], list[tuple[dict[str, Any], int]]] = {
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str, str]]:
     """One server for the module, with keys, a token with every scope and one with none that matters."""
     s = start_server(tmp_path_factory.mktemp("errors") / "data")
-    full = s.token(*ALL)
+    full = s.token(*ALL, "tokens")
     r = requests.post(s.url + "/v1/keys/init", json={}, headers={"Authorization": f"Bearer {full}"}, timeout=30)
     assert r.ok, r.text
     yield s, full, s.token("checkin")

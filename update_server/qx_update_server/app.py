@@ -6,12 +6,14 @@
 * :mod:`.api.releases` — ``/v1/releases…`` and ``/v1/uploads…`` (list, publish, promote, yank, remove, rollout);
 * :mod:`.api.keys`     — ``/v1/keys/…``;
 * :mod:`.api.fleet`    — ``/v1/checkin``, ``/v1/fleet``, ``/v1/audit``;
+* :mod:`.api.tokens`   — ``/v1/tokens…`` (list, create, revoke; scope ``tokens``);
 * :mod:`.api.guards`   — authentication (deny by default), scopes and body limits before any body byte is
   read, the public/admin listener split, security headers;
 * :mod:`.api.errors`   — the one error shape ``{"error", "field", "hint"}`` for every response, statuses
   from the errors' classes (:mod:`qx_update_server.errors`).
 
-Tokens are managed by ``qx-update-server token …`` on the server machine, not over HTTP.
+Tokens are managed by ``qx-update-server token …`` on the server machine, or over HTTP by a token with
+the ``tokens`` scope (:mod:`.api.tokens`: it grants at most its own scopes).
 
 Middleware order, outermost first: ``MetadataFastPath`` (``GET /metadata/…`` from memory, the path every
 host polls; under httptools :mod:`.serving` answers it even before ASGI, from the same ``MetadataFiles``)
@@ -29,7 +31,7 @@ from fastapi import FastAPI
 
 from qx_common import log
 from qx_common.errors import QxError
-from qx_update_server.api import errors, fleet, keys, public, releases, rootkeys
+from qx_update_server.api import errors, fleet, keys, public, releases, rootkeys, tokens
 from qx_update_server.api.deps import Services
 from qx_update_server.api.guards import AuthMiddleware, ListenerSplit, SecurityHeaders, is_public, route_scope
 from qx_update_server.metadata_http import MetadataFastPath, MetadataFiles
@@ -43,7 +45,7 @@ _log = log.get("update_server.app")
 
 DEFAULT_MAX_UPLOAD = 4 << 30  # per file; a root payload is ~0.5 GiB today
 # Every route of the app, by area (tests enumerate them; a route outside these would escape those tests).
-ROUTERS = (public.router, releases.router, keys.router, rootkeys.router, fleet.router)
+ROUTERS = (public.router, releases.router, keys.router, rootkeys.router, fleet.router, tokens.router)
 
 
 def create_app(data_dir: Path, *, database: str | None = None, root_keys_dir: Path | None = None,

@@ -38,7 +38,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from qx_common.errors import EnvironmentError_, ExternalError, UserError
 
-SCOPES = ("publish", "promote", "yank", "rollout", "keys", "read", "checkin")
+SCOPES = ("publish", "promote", "yank", "rollout", "keys", "read", "checkin", "tokens")
 # What each scope allows (docs/update-format.md section 2.2; `qx-update-server token --help`).
 SCOPE_HELP = {
     "publish": "upload release files and publish them (signs a new release onto the dev/beta/stable channel given)",
@@ -48,6 +48,8 @@ SCOPE_HELP = {
     "keys": "create the repository's signing keys and rotate them (root and online keys): the most powerful scope",
     "read": "list releases, the fleet, the audit log and key status",
     "checkin": "report a host's version and health (what hosts use; give each host its own with --host)",
+    "tokens": "list, create and revoke API tokens over HTTP (the admin page); a token creates tokens only "
+              "with scopes it holds itself",
 }
 TOKEN_ID_LEN = 12  # hex digits of a token id ("tok_" + these): printed, listed, named in the audit log
 LAST_USED_EVERY = 60.0  # s: a token's last_used is written at most this often (not one write per request)

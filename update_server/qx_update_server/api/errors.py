@@ -85,8 +85,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, e: StarletteHTTPException) -> JSONResponse:
-        # Raised by the framework itself only: unknown paths (404), methods (405), static files.
-        hint = {404: "see docs/update-format.md section 2.2 for the server's paths",
+        # Raised by the framework itself only: unknown paths (404), methods (405), static files, and a body
+        # that is not JSON at all (400: invalid UTF-8, say).
+        hint = {400: "send the body as JSON in UTF-8, with Content-Type: application/json",
+                404: "see docs/update-format.md section 2.2 for the server's paths",
                 405: "see docs/update-format.md section 2.2 for each path's method"}.get(e.status_code)
         message = f"{request.method} {request.url.path}: {str(e.detail)[:200]}"
         return JSONResponse(error_body(message, None, hint), status_code=e.status_code, headers=e.headers)

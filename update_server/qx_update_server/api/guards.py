@@ -71,6 +71,9 @@ ROUTE_SCOPES: tuple[tuple[str, re.Pattern[str], str], ...] = tuple(
         ("POST", r"/v1/checkin", "checkin"),
         ("GET", r"/v1/fleet", "read"),
         ("GET", r"/v1/audit", "read"),
+        ("GET", r"/v1/tokens", "tokens"),
+        ("POST", r"/v1/tokens", "tokens"),
+        ("POST", rf"/v1/tokens/{_SEG}/revoke", "tokens"),
     ))
 _STREAMED = re.compile(rf"/v1/uploads/{_SEG}/{_SEG}")  # PUT: the handler streams it with its own limit
 
