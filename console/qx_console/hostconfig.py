@@ -79,6 +79,7 @@ class IPv6Config:
 TEAM_MODES = ("none", "active-backup", "802.3ad")
 BOND_IFNAME = "qxbond0"
 MAX_NICS = 8
+MAX_VM_VLANS = 64
 SEARCH_DOMAINS_MAX = 6
 
 
@@ -92,6 +93,9 @@ class NetworkConfig:
     search_domain: str = ""  # one or more domains, separated by spaces (networkd's Domains=)
     extra_nics: tuple[str, ...] = ()  # further management adapters beside ``nic``
     team: str = "none"  # one of TEAM_MODES; a team bonds ``nic`` and ``extra_nics``
+    # VLANs of the management adapter (or team) offered to VMs: each is a VLAN device on the carrier and a
+    # bridge without host addresses (vm_vlan_bridge), which qx-node's libvirt networks put VM NICs on.
+    vm_vlans: tuple[int, ...] = ()
 
     @property
     def configured(self) -> bool:
@@ -115,6 +119,16 @@ class NetworkConfig:
     def ifname(self) -> str:
         """The interface that carries the management addresses (the VLAN device if there is one)."""
         return f"{self.carrier}.{self.vlan}" if self.vlan else self.carrier
+
+    @staticmethod
+    def vm_vlan_device(vid: int) -> str:
+        """The VLAN device of VM VLAN ``vid`` (qxvlan4094 at most: within Linux's 15 characters)."""
+        return f"qxvlan{vid}"
+
+    @staticmethod
+    def vm_vlan_bridge(vid: int) -> str:
+        """The bridge VMs on VLAN ``vid`` join (qx-node names it in its libvirt network)."""
+        return f"qxbr{vid}"
 
     @property
     def search_domains(self) -> tuple[str, ...]:
@@ -285,14 +299,39 @@ def check_domain(value: str, fld: str) -> FieldError | None:
     return check_hostname(value, fld, max_len=DOMAIN_MAX)
 
 
+def _check_vm_vlans(n: NetworkConfig) -> list[FieldError]:
+    """VM VLANs: valid ids, each once, at most MAX_VM_VLANS, never the management VLAN itself, and on an
+    adapter or a team (several adapters each on DHCP have no one device to carry them)."""
+    errs: list[FieldError] = []
+    bad = [v for v in n.vm_vlans if check_vlan(v, "network.vm_vlans") is not None]
+    if bad:
+        errs.append(FieldError("network.vm_vlans", f"'{bad[0]}' is not a usable VLAN id", "use 1-4094"))
+    if len(set(n.vm_vlans)) != len(n.vm_vlans):
+        errs.append(FieldError("network.vm_vlans", "lists a VLAN twice", "list each VLAN once"))
+    if len(n.vm_vlans) > MAX_VM_VLANS:
+        errs.append(FieldError("network.vm_vlans", f"{len(n.vm_vlans)} VLANs; at most {MAX_VM_VLANS}",
+                               "remove the VLANs no VM uses"))
+    if n.vlan is not None and n.vlan in n.vm_vlans:
+        errs.append(FieldError("network.vm_vlans", f"VLAN {n.vlan} is the management VLAN",
+                               "VMs join the management network through its own bridge; pick another VLAN"))
+    if n.vm_vlans and n.extra_nics and n.team == "none":
+        errs.append(FieldError("network.vm_vlans", "several adapters without a team cannot carry VM VLANs",
+                               "form a team (active-backup or 802.3ad), or keep one adapter"))
+    return errs
+
+
 def _check_network(n: NetworkConfig) -> list[FieldError]:
     errs: list[FieldError] = []
     if not n.configured:
+        if n.vm_vlans:
+            errs.append(FieldError("network.vm_vlans", "VM VLANs need the management adapter chosen",
+                                   "choose the management network adapter first (F2 > Network)"))
         return errs  # factory default: nothing else to check
     if not _IFNAME.match(n.nic):
         errs.append(FieldError("network.nic", f"'{n.nic}' is not an interface name",
                                "pick one of the listed network adapters"))
     errs += _check_adapters(n)
+    errs += _check_vm_vlans(n)
     if (e := check_vlan(n.vlan)):
         errs.append(e)
     elif n.vlan and len(n.ifname) > IFNAMSIZ:
@@ -433,7 +472,7 @@ def _take(d: Mapping[str, Any], allowed: dict[str, type | tuple[type, ...]], whe
 
 def parse_network(d: Mapping[str, Any], where: str = "network") -> NetworkConfig:
     top = _take(d, {"nic": str, "vlan": (int, type(None)), "ipv4": dict, "ipv6": dict,
-                    "dns": list, "search_domain": str, "extra_nics": list, "team": str}, where)
+                    "dns": list, "search_domain": str, "extra_nics": list, "team": str, "vm_vlans": list}, where)
     v4 = _take(top.pop("ipv4", {}), {"mode": str, "address": str, "prefix": int, "gateway": str}, f"{where}.ipv4")
     v6 = _take(top.pop("ipv6", {}), {"mode": str, "address": str, "prefix": int, "gateway": str}, f"{where}.ipv6")
     # A static address needs its prefix written out: a missing one is an error, never a silent /24 or /64.
@@ -450,8 +489,11 @@ def parse_network(d: Mapping[str, Any], where: str = "network") -> NetworkConfig
     if not all(isinstance(x, str) for x in extra):
         raise ValidationError([FieldError(f"{where}.extra_nics", "must be a list of adapter names",
                                           "e.g. [\"eno2\"]")])
+    vm_vlans = top.pop("vm_vlans", [])
+    if not all(isinstance(x, int) and not isinstance(x, bool) for x in vm_vlans):
+        raise ValidationError([FieldError(f"{where}.vm_vlans", "must be a list of VLAN ids", "e.g. [20, 30]")])
     return NetworkConfig(ipv4=IPv4Config(**v4), ipv6=IPv6Config(**v6), dns=tuple(dns), extra_nics=tuple(extra),
-                         **top)
+                         vm_vlans=tuple(vm_vlans), **top)
 
 
 def parse_host_config(d: Mapping[str, Any]) -> HostConfig:
@@ -468,6 +510,7 @@ def to_dict(cfg: HostConfig) -> dict[str, Any]:
     d = asdict(cfg)
     d["network"]["dns"] = list(cfg.network.dns)
     d["network"]["extra_nics"] = list(cfg.network.extra_nics)
+    d["network"]["vm_vlans"] = list(cfg.network.vm_vlans)
     return d
 
 
@@ -478,7 +521,7 @@ def parse_dns_list(text: str) -> tuple[str, ...]:
 
 # Which provenance keys a change of each part touches (the console records them as "console").
 NETWORK_FIELDS = ("network.nic", "network.vlan", "network.ipv4", "network.ipv6", "network.dns",
-                  "network.search_domain", "network.extra_nics", "network.team")
+                  "network.search_domain", "network.extra_nics", "network.team", "network.vm_vlans")
 
 
 def parse_domain_list(text: str) -> str:

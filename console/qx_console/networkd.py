@@ -5,6 +5,12 @@ The output is a dict ``{filename: text}`` for the persistent network directory
 ``10-quantix-*`` so they sort before the factory default ``99-quantix-default.network`` in
 ``/usr/lib/systemd/network`` and win for the chosen NIC. An unconfigured network (no NIC chosen)
 renders to no files at all: the factory default (DHCP on every wired NIC) applies.
+
+VM VLANs (``network.vm_vlans``) ride on the same carrier: the carrier's ``.network`` lists each VLAN
+device (``VLAN=qxvlanN``: networkd attaches a VLAN only through the .network of its parent, which is why
+they are rendered here and nowhere else), each VLAN device is the one port of its bridge ``qxbrN``, and
+neither has a host address (``LinkLocalAddressing=no``, no DHCP, no RA): the host offers VMs the VLAN
+and stays off it. The bridge comes up without carrier so VMs can join before the switch port is up.
 """
 
 from __future__ import annotations
@@ -66,13 +72,34 @@ def render(n: NetworkConfig) -> dict[str, str]:
         carrier = [("Match", [("Name", n.carrier)])]
     else:
         carrier = adapters
+    vm_vlans = [("VLAN", n.vm_vlan_device(v)) for v in n.vm_vlans]
     if n.vlan:
         vname = n.ifname
         files[f"{PREFIX}mgmt-vlan.netdev"] = _ini(
             [("NetDev", [("Name", vname), ("Kind", "vlan")]), ("VLAN", [("Id", str(n.vlan))])])
         files[f"{PREFIX}mgmt-nic.network"] = _ini(
-            carrier + [("Network", [("VLAN", vname), ("LinkLocalAddressing", "no"), ("DHCP", "no")])])
+            carrier + [("Network", [("VLAN", vname), *vm_vlans, ("LinkLocalAddressing", "no"), ("DHCP", "no")])])
         files[f"{PREFIX}mgmt.network"] = _ini([("Match", [("Name", vname)])] + _addressing(n))
     else:
-        files[f"{PREFIX}mgmt.network"] = _ini(carrier + _addressing(n))
+        sections = _addressing(n)
+        sections[0] = (sections[0][0], [*sections[0][1], *vm_vlans])
+        files[f"{PREFIX}mgmt.network"] = _ini(carrier + sections)
+    files.update(_vm_vlans(n))
+    return files
+
+
+def _vm_vlans(n: NetworkConfig) -> dict[str, str]:
+    """Per VM VLAN: its VLAN device (a port of its bridge only) and its bridge (no host address)."""
+    files: dict[str, str] = {}
+    no_host = [("LinkLocalAddressing", "no"), ("DHCP", "no"), ("IPv6AcceptRA", "no")]
+    for vid in n.vm_vlans:
+        dev, br = n.vm_vlan_device(vid), n.vm_vlan_bridge(vid)
+        files[f"{PREFIX}vm-vlan{vid}.netdev"] = _ini([("NetDev", [("Name", dev), ("Kind", "vlan")]),
+                                                     ("VLAN", [("Id", str(vid))])])
+        files[f"{PREFIX}vm-vlan{vid}.network"] = _ini([("Match", [("Name", dev)]),
+                                                      ("Network", [("Bridge", br), *no_host])])
+        files[f"{PREFIX}vm-br{vid}.netdev"] = _ini([("NetDev", [("Name", br), ("Kind", "bridge")])])
+        files[f"{PREFIX}vm-br{vid}.network"] = _ini([("Match", [("Name", br)]),
+                                                    ("Network", [*no_host, ("ConfigureWithoutCarrier", "yes")]),
+                                                    ("Link", [("RequiredForOnline", "no")])])
     return files

@@ -55,6 +55,60 @@ def test_render_team_with_vlan() -> None:
     assert "Address=192.0.2.10/24\n" in files["10-quantix-mgmt.network"]
 
 
+def test_render_vm_vlans_on_the_adapter_and_beside_a_management_vlan() -> None:
+    """VM VLANs: each a VLAN device listed by the carrier's .network (networkd attaches VLANs only there)
+    and the one port of its bridge; neither the VLAN nor the bridge has a host address."""
+    body = lambda text: text.split("\n", 1)[1]  # noqa: E731 - without the 'written by' header
+    files = networkd.render(replace(NET, vm_vlans=(20, 4094)))
+    assert set(files) == {"10-quantix-mgmt.network"} | {f"10-quantix-vm-{k}{v}.{ext}" for v in (20, 4094)
+                                                          for k, ext in (("vlan", "netdev"), ("vlan", "network"),
+                                                                         ("br", "netdev"), ("br", "network"))}
+    mgmt = files["10-quantix-mgmt.network"]
+    assert "VLAN=qxvlan20\nVLAN=qxvlan4094\n" in mgmt and "Address=192.0.2.10/24\n" in mgmt
+    assert body(files["10-quantix-vm-vlan20.netdev"]) == "\n[NetDev]\nName=qxvlan20\nKind=vlan\n\n[VLAN]\nId=20\n"
+    no_host = "LinkLocalAddressing=no\nDHCP=no\nIPv6AcceptRA=no\n"
+    assert body(files["10-quantix-vm-vlan20.network"]) == (
+        f"\n[Match]\nName=qxvlan20\n\n[Network]\nBridge=qxbr20\n{no_host}")
+    assert body(files["10-quantix-vm-br20.netdev"]) == "\n[NetDev]\nName=qxbr20\nKind=bridge\n"
+    assert body(files["10-quantix-vm-br20.network"]) == (
+        f"\n[Match]\nName=qxbr20\n\n[Network]\n{no_host}ConfigureWithoutCarrier=yes\n\n[Link]\n"
+        "RequiredForOnline=no\n")
+    assert all(len(NetworkConfig.vm_vlan_device(v)) <= 15 for v in (1, 4094))  # Linux's IFNAMSIZ - 1
+    # With a management VLAN (on a team): the VM VLANs sit on the carrier beside it, not on the management VLAN.
+    team = networkd.render(replace(NET, nic="eno1", extra_nics=("eno2",), team="active-backup", vlan=7,
+                                   vm_vlans=(30,)))
+    assert "VLAN=qxbond0.7\nVLAN=qxvlan30\n" in team["10-quantix-mgmt-nic.network"]
+    assert "qxvlan30" not in team["10-quantix-mgmt.network"]
+    # Nothing of it without VM VLANs: the rendering of every existing configuration is unchanged.
+    assert networkd.render(NET) == networkd.render(replace(NET, vm_vlans=()))
+
+
+@pytest.mark.parametrize(("network", "words"), [
+    (NetworkConfig(vm_vlans=(20,)), "management adapter"),
+    (replace(NET, vm_vlans=(0,)), "usable VLAN"), (replace(NET, vm_vlans=(4095,)), "usable VLAN"),
+    (replace(NET, vm_vlans=(20, 20)), "twice"), (replace(NET, vlan=20, vm_vlans=(20,)), "management VLAN"),
+    (replace(NET, vm_vlans=tuple(range(1, 66))), "at most 64"),
+    (NetworkConfig(nic="eno1", extra_nics=("eno2",), vm_vlans=(20,)), "without a team"),
+])
+def test_vm_vlans_are_validated(network: NetworkConfig, words: str) -> None:
+    with pytest.raises(ValidationError) as e:
+        ConfigStore(Path("/nonexistent")).save(replace(CFG, network=network), "test", ())
+    assert any(err.field == "network.vm_vlans" and words in err.message for err in e.value.errors), e.value.errors
+
+
+def test_vm_vlans_round_trip_and_reject_a_wrong_type() -> None:
+    from qx_console.hostconfig import parse_host_config, to_dict
+
+    cfg = replace(CFG, network=replace(NET, vm_vlans=(20, 30)))
+    assert parse_host_config(to_dict(cfg)) == cfg
+    for bad in (["20"], [True], "20"):
+        d = to_dict(cfg)
+        d["network"]["vm_vlans"] = bad
+        with pytest.raises(ValidationError) as e:
+            parse_host_config(d)
+        assert e.value.errors[0].field == "network.vm_vlans"
+
+
 def test_factory_default_renders_no_files() -> None:
     assert networkd.render(NetworkConfig()) == {}
 
