@@ -43,7 +43,8 @@ ifeq ($(shell [[ "$(SECURITY_EPOCH)" =~ ^[0-9]+$$ ]] && echo ok),)
 $(error SECURITY_EPOCH=$(SECURITY_EPOCH) is not a whole number >= 0)
 endif
 
-.PHONY: help image test unit e2e boot boot-iso repro-check size update-server host-deps host-deps-test venv lock clean
+.PHONY: help image test unit e2e boot boot-iso repro-check size update-server host-deps host-deps-test venv lock clean \
+        web-assets web-assets-check
 
 help:
 	@sed -n '2,14p' Makefile | sed 's/^# \{0,1\}//'
@@ -94,12 +95,20 @@ test: host-deps-test venv image
 unit: host-deps-test venv
 	@$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
 
+# qx-node's web client: copy the npm libraries of services/qx_node/web/package-lock.json into its vendor/
+# (committed; only needed after a version change, and only this needs npm: apt-get install npm).
+web-assets:
+	@services/qx_node/web/vendor.sh
+
+web-assets-check:
+	@services/qx_node/web/vendor.sh --check
+
 e2e: host-deps-test venv
 	@$(PY) -m pytest -m e2e $(PYTEST_ARGS)
 
 # Regenerate the locks from pyproject.toml (needs network to PyPI).
 lock: venv
-	@$(VENV)/bin/uv pip compile pyproject.toml --extra test --extra build --extra postgres --extra server --generate-hashes \
+	@$(VENV)/bin/uv pip compile pyproject.toml --extra test --extra build --extra postgres --extra server --extra publish --generate-hashes \
 	    --python-version 3.11 --universal -o requirements.lock -q
 	@$(VENV)/bin/uv pip compile pyproject.toml --generate-hashes --python-version 3.13 \
 	    --python-platform x86_64-manylinux_2_28 --no-emit-package libvirt-python --no-emit-package netifaces \
