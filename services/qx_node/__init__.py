@@ -35,9 +35,12 @@ Contract for local clients (the console, qx-update's health gate, scripts on the
   task; ``POST /v1/vms`` and ``POST .../snapshots`` are too with ``?background=true``: 202 at once,
   ``Location: /v1/tasks/{id}``.
 * Networks (``/v1/networks``): ``{"host": [bridges and VLAN interfaces], "networks": [libvirt
-  networks]}``; create ``{"name", "bridge"}`` (VMs join a host bridge) or ``{"name", "interface"}``
-  (macvtap on a NIC or VLAN interface), started and autostarted; delete refused while a VM's NIC
-  uses it. VM NICs take ``bridge`` or ``network``.
+  networks]}``; create ``{"name", "bridge"}`` (VMs join a host bridge), ``{"name", "interface"}``
+  (macvtap on a NIC or VLAN interface) or ``{"name", "vlan"}`` (a VLAN of the management adapter: the
+  host configuration gets VLAN device ``qxvlanN`` and bridge ``qxbrN`` through the console's program
+  ``qx_console.vmnet`` — networkd files, safe apply — and the network is put on that bridge; one network
+  per VLAN; deleting it takes the VLAN off the host), started and autostarted; delete refused while a
+  VM's NIC uses it. VM NICs take ``bridge`` or ``network``.
 * Tasks (``/v1/tasks``, newest first; ``GET /v1/tasks/{id}``; ``POST /v1/tasks/{id}/cancel`` for
   clone, create, snapshot and ISO upload; a snapshot with memory reports the MiB of memory saved): ``{"id", "kind", "target", "state": running|succeeded|failed|cancelled,
   "progress" (percent), "result", "error": {"status", "error", "field", "hint"}, ...}``; ``task``

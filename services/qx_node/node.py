@@ -40,7 +40,7 @@ class Node:
         self.snapshots = SnapshotService(self.vms)
         self.cloner = Cloner(self.vms, self.tasks)
         self.devices = DeviceService(self.vms)
-        self.networks = NetworkService(self.lv, settings.net_dir, settings.vlan_config)
+        self.networks = NetworkService(self.lv, settings.net_dir, settings.vlan_config, settings.host_vlan_cmd)
         self.tickets = Tickets()
         self.sampler = StatsSampler()
         self.registry = make_registry(self.lv, self.bus)

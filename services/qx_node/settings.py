@@ -5,6 +5,7 @@ Files under ``state_dir``: ``api-token`` (0600) and ``tls/{key,cert}.pem``, crea
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,10 @@ class Settings:
     # The host's interfaces (bridges, VLANs) for /v1/networks; tests read another network namespace's.
     net_dir: Path = Path("/sys/class/net")
     vlan_config: Path = Path("/proc/net/vlan/config")
+    # How a VLAN network's host side is made (``POST /v1/networks {"vlan"}``): the console's program,
+    # the one home of host networking (qx_console.vmnet: networkd files with safe apply); run, not imported.
+    # It gets "add|remove VID" appended. Tests add --root DIR --files-only.
+    host_vlan_cmd: tuple[str, ...] = (sys.executable, "-m", "qx_console.vmnet")
     libvirt_connect_timeout: float = 10.0  # a libvirtd that accepts and never answers is reported after this
     # Why the console is not checked (console_ready_dir None), for /health's detail.
     console_unchecked_reason: str = "--no-console-check"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import socket
 import ssl
+import sys
 import threading
 import time
 import warnings
@@ -39,6 +40,10 @@ from qx_node.tls import ensure_cert  # noqa: E402
 
 
 def make_settings(tmp: Path, uri: str = "test:///default", **kw: object) -> Settings:
+    # The host's VLANs through the console's real program, on a host root under tmp and without activation
+    # (no networkd here): never the build machine's own /var/lib/quantix/config.
+    kw.setdefault("host_vlan_cmd", (sys.executable, "-m", "qx_console.vmnet", "--root", str(tmp / "hostroot"),
+                                    "--files-only"))
     return Settings(host="127.0.0.1", port=0, libvirt_uri=uri, state_dir=tmp / "state", console_ready_dir=None,
                     pool_dir=tmp / "pool", **kw)  # type: ignore[arg-type]
 

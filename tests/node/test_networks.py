@@ -1,13 +1,19 @@
 """Networks for VMs on the real server (uvicorn, TLS) and test:///default: the host side is a real
 bridge with a port, made in a network namespace of the test's own (its sysfs read through
 ``/proc/<pid>/root``); libvirt networks are created on it, VMs get NICs on them, and a network in
-use cannot be deleted."""
+use cannot be deleted.
+
+VLAN networks go through the console's real program (qx_console.vmnet) on a host root under tmp with
+``--files-only``: the host configuration and its networkd files are checked, not their bring-up (this
+kernel has no 8021q, and networkd does not run here)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import ssl
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +21,10 @@ import httpx
 import libvirt
 import pytest
 
+from qx_common import hostpaths
+from qx_console import networkd
+from qx_console.hostconfig import HostConfig, IPv4Config, NetworkConfig
+from qx_console.store import ConfigStore, snapshot_dir
 from qx_node.networks import vlans
 from tests.node.conftest import LiveServer, make_settings
 
@@ -58,7 +68,7 @@ def test_host_bridges_listed_networks_created_and_used_by_vms(client: httpx.Clie
     r = client.post("/v1/networks", json={"name": "lan", "bridge": "br7"})
     assert r.status_code == 201 and r.headers["location"] == "/v1/networks/lan", r.text
     assert r.json() | {"uuid": ""} == {"name": "lan", "uuid": "", "forward": "bridge", "bridge": "br7",
-                                       "interface": None, "active": True, "autostart": True}
+                                       "interface": None, "active": True, "autostart": True, "vlan": None}
     conn = libvirt.open("test:///default")
     try:
         net = conn.networkLookupByName("lan")
@@ -102,3 +112,68 @@ def test_vlan_ids_and_parents_come_from_8021q(tmp_path: Path) -> None:
                    "eth0.10        | 10  | eth0\nmgmt           | 300  | bond0\n")
     assert vlans(cfg) == {"eth0.10": (10, "eth0"), "mgmt": (300, "bond0")}
     assert vlans(tmp_path / "absent") == {}
+
+
+def test_vlan_networks_through_the_host_network_configuration(client: httpx.Client, tmp_path: Path) -> None:
+    store = ConfigStore(tmp_path / "hostroot")
+    # No management adapter chosen (the factory default): the host cannot carry a VLAN, nothing is made.
+    r = client.post("/v1/networks", json={"name": "v20", "vlan": 20})
+    assert r.status_code == 409 and r.json()["field"] == "vlan" and "management adapter" in r.json()["error"], r.text
+    assert client.get("/v1/networks/v20").status_code == 404 and not store.config_file.exists()
+    for bad in (0, 4095, "20", True, None, 2**70):
+        r = client.post("/v1/networks", json={"name": "bad", "vlan": bad})
+        assert r.status_code == 422 and r.json()["field"] == "vlan", (bad, r.text)
+    r = client.post("/v1/networks", json={"name": "bad", "vlan": 20, "bridge": "br7"})
+    assert r.status_code == 422 and r.json()["field"] == "bridge", r.text
+
+    net = NetworkConfig(nic="eno1", ipv4=IPv4Config("static", "192.0.2.10", 24, "192.0.2.1"), dns=("192.0.2.53",))
+    store.save(HostConfig(hostname="h1", network=net), "test", ())
+    r = client.post("/v1/networks", json={"name": "v20", "vlan": 20})
+    assert r.status_code == 201, r.text
+    assert r.json() | {"uuid": ""} == {"name": "v20", "uuid": "", "forward": "bridge", "bridge": "qxbr20",
+                                       "interface": None, "active": True, "autostart": True, "vlan": 20}
+    # The host configuration has it, and its networkd files are exactly the console's rendering of it.
+    cfg = store.load()
+    assert cfg.network.vm_vlans == (20,) and cfg.network.ipv4 == net.ipv4
+    assert snapshot_dir(store.network_dir) == networkd.render(cfg.network)
+    assert "VLAN=qxvlan20\n" in snapshot_dir(store.network_dir)["10-quantix-mgmt.network"]
+    assert store.has_previous()  # written as every network change is: the previous one kept
+
+    r = client.post("/v1/networks", json={"name": "v20b", "vlan": 20})
+    assert r.status_code == 409 and r.json()["field"] == "vlan" and "'v20'" in r.json()["error"], r.text
+    # Two clients adding VLANs at once: both land (one read-modify-write of the configuration at a time).
+    answers: list[int] = []
+    ctx = ssl.create_default_context(cafile=str(hostpaths.node_cert(tmp_path / "state")))
+
+    def add(vid: int) -> None:
+        with httpx.Client(base_url=str(client.base_url), verify=ctx, headers=dict(client.headers), timeout=60) as c:
+            answers.append(c.post("/v1/networks", json={"name": f"v{vid}", "vlan": vid}).status_code)
+    threads = [threading.Thread(target=add, args=(vid,)) for vid in (21, 22, 23)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert answers == [201, 201, 201] and store.load().network.vm_vlans == (20, 21, 22, 23)
+
+    # A VM on it keeps it; deleting the network takes the VLAN off the host again.
+    assert client.post("/v1/vms", json={"name": "vv", "memory_mib": 64, "nics": [{"network": "v20"}]}).status_code == 201
+    r = client.delete("/v1/networks/v20")
+    assert r.status_code == 409 and "vv" in r.json()["error"]
+    assert store.load().network.vm_vlans == (20, 21, 22, 23)
+    assert client.delete("/v1/vms/vv", params={"force": "true"}).status_code == 200
+    for vid in (20, 21, 22, 23):
+        assert client.delete(f"/v1/networks/v{vid}").status_code == 200
+    assert store.load().network.vm_vlans == ()
+    assert snapshot_dir(store.network_dir) == networkd.render(net)
+    assert json.loads(store.config_file.read_text())["network"]["vm_vlans"] == []
+
+
+def test_vlan_networks_are_host_changes_refused_in_lockdown(tmp_path: Path) -> None:
+    lock = tmp_path / "lockdown"
+    lock.write_text("")
+    with LiveServer(make_settings(tmp_path), customize=lambda app: setattr(app.state, "lockdown_file", lock)) as live:
+        ctx = ssl.create_default_context(cafile=str(live.cert))
+        with httpx.Client(base_url=live.url, verify=ctx, headers=live.auth, timeout=30) as c:
+            r = c.post("/v1/networks", json={"name": "v20", "vlan": 20})
+            assert r.status_code == 423 and r.json()["field"] == "vlan" and "lockdown" in r.json()["error"], r.text
+            assert not (tmp_path / "hostroot").exists()  # the console's program never ran

@@ -9,6 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from qx_node.api.errors import SafeJSONResponse, json_body
+from qx_node.lockdown import Locked, is_locked, lockdown_path
 from qx_node.networks import NETWORK_SCHEMA, parse_network
 from qx_node.node import Node
 from qx_node.vmspec import NAME_RE
@@ -21,17 +22,29 @@ def _node(request: Request) -> Node:
     return request.app.state.node  # type: ignore[no-any-return]
 
 
+def _refuse_while_locked(request: Request) -> None:
+    """A VLAN network changes the host's network configuration: refused in lockdown mode, like every
+    host change (qx_node.lockdown); networks on existing bridges and interfaces are VM configuration."""
+    if is_locked(lockdown_path(request)):
+        raise Locked("vlan: the host is in lockdown mode: its network configuration cannot be changed through "
+                     "the API", field="vlan", hint="turn lockdown mode off at the host's console, then retry")
+
+
 @router.get("", summary="Host bridges and VLAN interfaces (host) and the libvirt networks VMs can join (networks)")
 def list_networks(request: Request) -> dict[str, Any]:
     return _node(request).networks.list()
 
 
-@router.post("", status_code=201, summary="Create a network for VMs: on a host bridge (bridge) or as macvtap on a "
-                                          "host interface such as a VLAN (interface); started and autostarted",
+@router.post("", status_code=201, summary="Create a network for VMs: on a host bridge (bridge), as macvtap on a "
+                                          "host interface (interface), or on a VLAN of the management adapter "
+                                          "(vlan: the host's networkd configuration gets the VLAN and bridge "
+                                          "qxbr<vlan>, applied safely); started and autostarted",
              openapi_extra={"requestBody": {"required": True,
                                             "content": {"application/json": {"schema": NETWORK_SCHEMA}}}})
 async def create_network(request: Request) -> JSONResponse:
     req = parse_network(await json_body(request))
+    if req.vlan is not None:
+        _refuse_while_locked(request)
     net = await run_in_threadpool(_node(request).networks.create, req)
     return SafeJSONResponse(net, status_code=201, headers={"Location": f"/v1/networks/{req.name}"})
 
@@ -44,5 +57,7 @@ def get_network(request: Request, name: NetName) -> dict[str, Any]:
 @router.delete("/{name}", summary="Delete a network (refused while a VM has a NIC on it)")
 def delete_network(request: Request, name: NetName) -> dict[str, Any]:
     node = _node(request)
+    if node.networks.get(name)["vlan"] is not None:
+        _refuse_while_locked(request)
     with node.vms._mutate:  # no NIC can be added on it between the check and the delete
         return node.networks.delete(name)

@@ -80,7 +80,8 @@ HOST_SETTINGS = {"type": "object", "required": ["overcommit_memory", "overcommit
 NETWORK = {"type": "object", "required": ["name", "forward", "bridge", "interface", "active"], "properties": {
     "name": {"type": "string"}, "uuid": {"type": "string"}, "forward": {"type": "string"},
     "bridge": {"type": ["string", "null"]}, "interface": {"type": ["string", "null"]},
-    "active": {"type": "boolean"}, "autostart": {"type": "boolean"}}}
+    "active": {"type": "boolean"}, "autostart": {"type": "boolean"},
+    "vlan": {"type": ["integer", "null"], "description": "the management adapter's VLAN it carries (bridge qxbrN)"}}}
 NETWORKS = {"type": "object", "required": ["host", "networks"], "properties": {
     "host": {"type": "array", "items": {"type": "object", "required": ["name", "kind"], "properties": {
         "name": {"type": "string"}, "kind": {"enum": ["bridge", "vlan"]}, "mac": {"type": "string"},
@@ -257,6 +258,7 @@ def complete(doc: dict[str, Any]) -> dict[str, Any]:
                 op["security"] = []  # public
                 responses["503"] = {"description": "a component is not ok (same body)",
                                     "content": {"application/json": {"schema": {"$ref": _REF + "Health"}}}}
+                responses["422"] = _error("422")  # an unknown query parameter, as on every route
                 continue
             codes = {"401", "422"}
             if "{" in path:
@@ -267,8 +269,9 @@ def complete(doc: dict[str, Any]) -> dict[str, Any]:
                     ("/v1/vms", "/v1/storage", "/v1/tasks", "/v1/host/", "/v1/networks")) \
                     or (method, path) in _GET_CONFLICT:
                 codes.add("409")
-            if method in ("post", "put", "patch", "delete") and path.startswith("/v1/host/"):
-                codes.add("423")  # qx_node.lockdown guards every change of the host
+            if method in ("post", "put", "patch", "delete") and path.startswith("/v1/host/") \
+                    or (method, path) in (("post", "/v1/networks"), ("delete", "/v1/networks/{name}")):
+                codes.add("423")  # qx_node.lockdown guards every change of the host (VLAN networks too)
             if "requestBody" in op:
                 codes.add("413")
             for code in sorted(codes):
