@@ -207,3 +207,34 @@ def test_no_torn_or_dangling_metadata_while_resigning(md_server: Server) -> None
         writer.join()
     assert not errors, errors[:5]
     assert signed[0] >= 3  # the reads really raced new versions
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_pipelined_flood_without_reading_stays_bounded(md_server: Server) -> None:
+    """400,000 pipelined metadata GETs (~20 MB sent, ~500 MB of answers) from a client that never reads: the
+    server stops reading instead of buffering every answer, and still answers other hosts."""
+    host, port = md_server.url.removeprefix("http://").split(":")
+    before = _rss_kib(md_server.proc.pid)
+    req = b"GET /metadata/timestamp.json HTTP/1.1\r\nHost: x\r\n\r\n"
+    flood = socket.create_connection((host, int(port)), timeout=10)
+    flood.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    flood.settimeout(5)
+    sent = 0
+    try:
+        for _ in range(400):
+            flood.sendall(req * 1000)
+            sent += 1000
+    except TimeoutError:
+        pass  # the server stopped reading: the backpressure this test is about
+    try:
+        assert _get(md_server, "/metadata/timestamp.json")[0] == 200
+        grown = _rss_kib(md_server.proc.pid) - before
+        assert grown < 40 * 1024, f"server grew by {grown} KiB with {sent} requests unread"
+    finally:
+        flood.close()

@@ -176,8 +176,9 @@ class GuardedHttpToolsProtocol(_Guard, HttpToolsProtocol or H11Protocol):  # typ
     **Raw path**: a ``GET``/``HEAD`` whose target is exactly ``/metadata/<name>`` (no body) is answered
     here, from the parser's callbacks, with one write (:func:`.metadata_http.raw_response`) — no ASGI
     scope, request cycle or task. It is taken only while no ASGI request of the connection is pending
-    (``_asgi_pending``), so responses keep the requests' order; otherwise the request goes to uvicorn and
-    :class:`.metadata_http.MetadataFastPath` answers it the same. The connection's bookkeeping after the
+    (``_asgi_pending``), so responses keep the requests' order, and while the connection's write buffer is
+    empty, so unread answers cannot pile up (uvicorn's flow control handles those); otherwise the request
+    goes to uvicorn and :class:`.metadata_http.MetadataFastPath` answers it the same. The connection's bookkeeping after the
     response (keep-alive timer, the guard's header timeout) is uvicorn's own ``on_response_complete``.
     What this reads of the parser is httptools' public API (``get_method``, ``get_http_version``,
     ``should_keep_alive``); the URL and headers are taken from the callbacks as they pass through.
@@ -214,7 +215,10 @@ class GuardedHttpToolsProtocol(_Guard, HttpToolsProtocol or H11Protocol):  # typ
     def on_headers_complete(self) -> None:
         self._in_request = True
         self._headers_seen = True
-        if self.metadata is not None and not self._asgi_pending and not self._has_body:
+        # Only onto an empty write buffer: a client pipelining requests without reading the answers gets
+        # them through uvicorn, whose flow control stops reading until it reads (the raw path has none).
+        if (self.metadata is not None and not self._asgi_pending and not self._has_body
+                and not self.transport.get_write_buffer_size()):
             m = RAW_TARGET.match(self._target)
             if (m is not None and self.parser.get_method() in (b"GET", b"HEAD")
                     and not self.parser.should_upgrade()):
