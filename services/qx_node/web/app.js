@@ -69,14 +69,17 @@ function useEvents(fn) {
   useEffect(() => { const l = (k, d) => ref.current(k, d); listeners.add(l); return () => listeners.delete(l); }, []);
 }
 
-const stats = { t: [], cpu: [], mem: [], last: null, subs: new Set(), timer: null };
+const stats = { t: [], cpu: [], mem: [], disk: [], net: [], last: null, subs: new Set(), timer: null };
+const SERIES = ["cpu", "mem", "disk", "net"];
 async function sampleStats() {
   try {
     const s = await api("GET", "/v1/host/stats", { background: true });
     stats.t.push(Date.now() / 1000);
     stats.cpu.push(s.cpu_percent);
     stats.mem.push(s.memory.used_percent);
-    if (stats.t.length > KEEP_POINTS) { stats.t.shift(); stats.cpu.shift(); stats.mem.shift(); }
+    stats.disk.push(s.disk.read_bytes_per_s + s.disk.write_bytes_per_s);
+    stats.net.push(s.net.rx_bytes_per_s + s.net.tx_bytes_per_s);
+    if (stats.t.length > KEEP_POINTS) { stats.t.shift(); for (const k of SERIES) stats[k].shift(); }
     stats.last = s;
     for (const f of stats.subs) f();
   } catch (_e) { /* shown by the pages; a signed-out session stops the timer */ }
@@ -150,6 +153,7 @@ function SignIn({ onIn, reason }) {
 
 // --------------------------------------------------------------------------------------- dashboard
 function Chart({ title, series, unit, id }) {
+  const fmt = (x) => (unit === "%" ? `${x}%` : `${bytes(x)}/s`);
   const el = useRef(null);
   useEffect(() => {
     let plot = null;
@@ -158,9 +162,10 @@ function Chart({ title, series, unit, id }) {
     import("./vendor/uplot/uPlot.esm.js").then(({ default: UPlot }) => {
       if (cancelled || !el.current) return;
       const width = Math.max(240, el.current.clientWidth);
-      plot = new UPlot({ width, height: 160, scales: { y: { range: [0, 100] } }, legend: { show: false },
+      const y = unit === "%" ? { range: [0, 100] } : { range: (_u, _min, max) => [0, Math.max(1024, max)] };
+      plot = new UPlot({ width, height: 160, scales: { y }, legend: { show: false },
                          series: [{}, { label: title, stroke: "#2b6cb0", fill: "rgba(43,108,176,0.12)", width: 1.5 }],
-                         axes: [{}, { values: (_u, v) => v.map((x) => `${x}${unit}`) }] },
+                         axes: [{}, { size: 70, values: (_u, v) => v.map(fmt) }] },
                        [stats.t.slice(), stats[series].slice()], el.current);
       el.current.dataset.ready = "1";
     });
@@ -168,7 +173,7 @@ function Chart({ title, series, unit, id }) {
     return () => { cancelled = true; stats.subs.delete(draw); if (plot) plot.destroy(); };
   }, []);
   const last = stats[series].length ? stats[series][stats[series].length - 1] : null;
-  return html`<figure class="chart"><figcaption>${title}: <strong>${last == null ? "–" : `${last}${unit}`}</strong>
+  return html`<figure class="chart"><figcaption>${title}: <strong>${last == null ? "–" : fmt(last)}</strong>
     </figcaption><div id=${id} ref=${el} role="img" aria-label=${`${title}, last hour`}></div></figure>`;
 }
 
@@ -207,6 +212,8 @@ function Dashboard() {
     <div class="charts">
       <${Chart} id="chart-cpu" title="CPU" series="cpu" unit="%" />
       <${Chart} id="chart-mem" title="Memory used" series="mem" unit="%" />
+      <${Chart} id="chart-disk" title="Disk I/O" series="disk" unit="B/s" />
+      <${Chart} id="chart-net" title="Network" series="net" unit="B/s" />
     </div>
     <h2>Recent tasks</h2>
     <${Tasks} list=${(tasks.data || []).slice(0, 8)} />
@@ -373,7 +380,7 @@ function Storage() {
     xhr.upload.onprogress = (e) => setUp({ name: file.name, pct: e.lengthComputable ? Math.round(100 * e.loaded / e.total) : 0 });
     xhr.onload = () => { let msg = null;
       if (xhr.status >= 300) { try { msg = JSON.parse(xhr.responseText).error; } catch (_e) { msg = `HTTP ${xhr.status}`; } }
-      setUp(msg ? { name: file.name, error: msg } : null); reload(); };
+      setUp(msg ? { name: file.name, error: msg } : { name: file.name, done: true }); reload(); };
     xhr.onerror = () => setUp({ name: file.name, error: "the upload failed (connection lost)" });
     xhr.onabort = () => setUp({ name: file.name, error: "cancelled" });
     setUp({ name: file.name, pct: 0 });
@@ -385,7 +392,7 @@ function Storage() {
       ${bytes(p.available)} free. <meter min="0" max=${p.capacity} value=${p.allocation}></meter></p>`}
     <form id="iso-upload" class="bar" onSubmit=${upload}><label for="iso">Upload an ISO</label>
       <input type="file" id="iso" name="iso" accept=".iso" /><button type="submit">Upload</button></form>
-    ${up && html`<p id="upload-state" role="status">${up.name}: ${up.error ? up.error : html`<progress max="100"
+    ${up && html`<p id="upload-state" role="status">${up.name}: ${up.error ? up.error : up.done ? "uploaded" : html`<progress max="100"
       value=${up.pct}></progress> ${up.pct}% <button type="button" id="upload-cancel"
       onClick=${() => xhrRef.current.abort()}>Cancel</button>`}</p>`}
     <${Err} text=${vols.error || pool.error} />
@@ -408,8 +415,34 @@ function Networks() {
 function Host() {
   const [host] = useLoad(() => api("GET", "/v1/host"));
   const [hw] = useLoad(() => api("GET", "/v1/hardware"));
+  const [maint, reloadMaint] = useLoad(() => api("GET", "/v1/host/maintenance"));
+  const [error, setError] = useState(null);
+  const [note, setNote] = useState(null);
+  useEvents((kind) => { if (kind === "maintenance") reloadMaint(); });
+  async function run(fn) { setError(null); try { setNote(await fn()); } catch (e) { setError(errText(e)); } }
+  const toggle = () => run(async () => {
+    const on = !(maint.data && maint.data.maintenance);
+    const stop = on ? document.getElementById("maint-stop").value : "none";
+    await api("POST", "/v1/host/maintenance", { body: { enabled: on, stop_vms: stop } });
+    reloadMaint();
+    return on ? "Maintenance mode is on: no VM starts." : "Maintenance mode is off.";
+  });
+  const power = (action) => run(async () => {
+    if (!confirm(`${action === "reboot" ? "Reboot" : "Shut down"} this host now?`)) return null;
+    await api("POST", `/v1/host/${action}`, { body: { force: false } });
+    return `The host will ${action === "reboot" ? "reboot" : "shut down"} in a moment.`;
+  });
   const h0 = host.data;
-  return html`<section aria-labelledby="host-title"><h1 id="host-title">Host</h1><${Err} text=${host.error || hw.error} />
+  const inMaint = maint.data && maint.data.maintenance;
+  return html`<section aria-labelledby="host-title"><h1 id="host-title">Host</h1><${Err} text=${host.error || hw.error || error} />
+    ${note && html`<p role="status" id="host-note">${note}</p>`}
+    <h2>Maintenance and power</h2>
+    <div class="bar" id="host-power"><span id="maint-state">Maintenance mode: ${maint.data ? (inMaint ? "on" : "off") : "…"}</span>
+      ${!inMaint && html`<label>Running VMs: <select id="maint-stop"><option value="none">keep running</option>
+        <option value="shutdown">shut down</option><option value="stop">power off</option></select></label>`}
+      <button type="button" id="maint-toggle" onClick=${toggle}>${inMaint ? "Leave" : "Enter"} maintenance mode</button>
+      <button type="button" class="danger" id="host-reboot" onClick=${() => power("reboot")}>Reboot</button>
+      <button type="button" class="danger" id="host-shutdown" onClick=${() => power("shutdown")}>Shut down</button></div>
     ${h0 && html`<dl class="facts"><dt>Hostname</dt><dd>${h0.hostname}</dd><dt>Kernel</dt><dd>${h0.kernel}</dd>
       <dt>libvirt</dt><dd>${h0.libvirt}</dd><dt>CPU</dt><dd>${h0.cpu_model} (${h0.cpu_cores} cores)</dd></dl>`}
     ${hw.data && html`<h2>Disks</h2><ul>${hw.data.disks.map((d) => html`<li>${d.name}: ${d.model || ""}
