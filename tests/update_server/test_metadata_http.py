@@ -218,7 +218,9 @@ def _rss_kib(pid: int) -> int:
 
 def test_pipelined_flood_without_reading_stays_bounded(md_server: Server) -> None:
     """400,000 pipelined metadata GETs (~20 MB sent, ~500 MB of answers) from a client that never reads: the
-    server stops reading instead of buffering every answer, and still answers other hosts."""
+    server stops reading (or drops the connection) instead of buffering every answer, and still answers
+    other hosts. (Measured: the guard's header limit ends such a connection after one read chunk, whose
+    answers fit the kernel's socket buffers; the raw path's empty-buffer rule is a second bound.)"""
     host, port = md_server.url.removeprefix("http://").split(":")
     before = _rss_kib(md_server.proc.pid)
     req = b"GET /metadata/timestamp.json HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -230,8 +232,8 @@ def test_pipelined_flood_without_reading_stays_bounded(md_server: Server) -> Non
         for _ in range(400):
             flood.sendall(req * 1000)
             sent += 1000
-    except TimeoutError:
-        pass  # the server stopped reading: the backpressure this test is about
+    except (TimeoutError, ConnectionResetError, BrokenPipeError):
+        pass  # the server stopped reading, or dropped the connection: either bounds what it holds
     try:
         assert _get(md_server, "/metadata/timestamp.json")[0] == 200
         grown = _rss_kib(md_server.proc.pid) - before

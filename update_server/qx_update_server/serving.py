@@ -215,8 +215,9 @@ class GuardedHttpToolsProtocol(_Guard, HttpToolsProtocol or H11Protocol):  # typ
     def on_headers_complete(self) -> None:
         self._in_request = True
         self._headers_seen = True
-        # Only onto an empty write buffer: a client pipelining requests without reading the answers gets
-        # them through uvicorn, whose flow control stops reading until it reads (the raw path has none).
+        # Only onto an empty write buffer: answers a client does not read go through uvicorn's flow control
+        # (the raw path has none of its own). Defensive: today the kernel's socket buffers absorb a read
+        # chunk's answers and the guard's header limit drops a connection whose chunk ends mid-request.
         if (self.metadata is not None and not self._asgi_pending and not self._has_body
                 and not self.transport.get_write_buffer_size()):
             m = RAW_TARGET.match(self._target)
