@@ -8,6 +8,10 @@ Contract for local clients (the console, qx-update's health gate, scripts on the
 * Auth: ``Authorization: Bearer <token>``, token in ``/var/lib/quantix/node/api-token`` (mode 0600,
   root). Every route but ``GET /health`` answers 401 without it, WebSocket handshakes included
   (a console WebSocket also takes its one-time ticket instead).
+* Web client (browsers): ``GET /`` and ``/ui/...`` (public files, strict CSP); ``POST /ui/login``
+  ``{"password"}`` (root's, as the console checks it; refused in lockdown mode) or ``{"token"}`` gives the
+  session cookie ``__Host-qx_session``, with which every route answers as with the token — state-changing
+  requests only with ``X-CSRF-Token`` (``api.ui``, ``websession``; ``web/README.md``).
 * ``GET /health`` (no auth): 200 when every component is ok, else 503; body
   ``{"status": "ok"|"degraded", "version": ..., "components": {"libvirt"|"data"|"console":
   {"ok": bool, "detail": str}}}``. Each check is bounded (3 s); the libvirt detail is the latest
@@ -68,8 +72,8 @@ Modules: ``settings`` · ``node`` (wiring) · ``libvirt_conn`` (reconnecting con
 ``events`` (bus, SSE) · ``vmspec`` / ``vmedit`` (validation) · ``domxml`` (ElementTree) · ``vms`` ·
 ``snapshots`` · ``devices`` · ``networks`` · ``clone`` · ``tasks`` · ``hostops`` (capacity, settings, maintenance, power) ·
 ``console`` (tickets, endpoints) · ``storage`` · ``telemetry`` · ``hardware`` ·
-``metrics`` · ``auth`` · ``tls`` · ``health`` · ``api`` (routers; ``api.guards``: last-resort
-handler, body limit, query check; ``api.openapi``; ``api.console``: the WebSocket proxies; ``api.tasks``, ``api.hostctl``) ·
+``metrics`` · ``auth`` · ``websession`` (web sessions, CSRF, lockout) · ``tls`` · ``health`` · ``api`` (routers; ``api.guards``: last-resort
+handler, body limit, query check; ``api.openapi``; ``api.console``: the WebSocket proxies; ``api.tasks``, ``api.hostctl``; ``api.ui``: the web client's files and sign-in) ·
 ``lockdown`` (lockdown mode: refuse configuration changes) · ``errors`` (the error tree) · ``app``
 (the ASGI app factory) · ``bootcheck`` · ``cli`` · ``serve``.
 """
