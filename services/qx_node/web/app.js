@@ -46,6 +46,16 @@ function errText(e) {
 
 // ------------------------------------------------------------------------------ live data (one each)
 const listeners = new Set();
+const RECENT = 20;
+const recent = []; // the newest events of this page's stream, newest first
+function describe(kind, d) {
+  if (kind === "lifecycle") return `VM ${d.vm}: ${d.event} (${d.detail}), now ${d.state}`;
+  if (kind === "task") return `task ${d.task.kind} ${d.task.target}: ${d.task.state} ${d.task.progress || 0}%`;
+  if (kind === "connection") return `libvirt ${d.state}${d.reason ? `: ${d.reason}` : ""}`;
+  if (kind === "maintenance") return `maintenance mode ${d.maintenance ? "on" : "off"}`;
+  if (kind === "host") return `host ${d.action} requested`;
+  return kind;
+}
 let events = null;
 function startEvents() {
   if (events) return;
@@ -54,6 +64,10 @@ function startEvents() {
     events.addEventListener(kind, (ev) => {
       let data = null;
       try { data = JSON.parse(ev.data); } catch (_e) { return; }
+      if (kind !== "snapshot") {
+        recent.unshift({ kind, time: data.time, text: describe(kind, data) });
+        recent.length = Math.min(recent.length, RECENT);
+      }
       for (const l of listeners) l(kind, data);
     });
   }
@@ -185,7 +199,7 @@ function Dashboard() {
   const [, tick] = useState(0);
   useEffect(() => { const f = () => tick((n) => n + 1); stats.subs.add(f); return () => stats.subs.delete(f); }, []);
   useEvents((kind) => { if (kind === "lifecycle") reloadVms(); if (kind === "task") reloadTasks();
-                        if (kind === "connection") reloadHealth(); });
+                        if (kind === "connection") reloadHealth(); tick((n) => n + 1); });
   const h0 = host.data;
   useMark("qx:dashboard", h0 && vms.data && health.data);
   const counts = {};
@@ -217,6 +231,10 @@ function Dashboard() {
     </div>
     <h2>Recent tasks</h2>
     <${Tasks} list=${(tasks.data || []).slice(0, 8)} />
+    <h2>Recent events</h2>
+    ${recent.length ? html`<ul id="events" class="plain">${recent.map((e) => html`<li>
+      <time>${new Date(e.time * 1000).toLocaleTimeString()}</time> ${e.text}</li>`)}</ul>`
+      : html`<p class="muted">No events since this page opened.</p>`}
   </section>`;
 }
 

@@ -134,6 +134,9 @@ def test_sign_in_create_start_stop_delete(web: WebLive, browser: Browser, lv: li
     browser.click("tr[data-vm='web1'] button[data-action='start']")
     browser.wait.until(lambda d: vm_state(browser, "web1") == "running")
     assert lv.lookupByName("web1").isActive()
+    browser.click("a[href='#/']")  # the dashboard lists what its event stream has seen
+    browser.text("#events", "VM web1: started")
+    browser.click("a[href='#/vms']")
     browser.click("tr[data-vm='web1'] button[data-action='stop']")
     browser.wait.until(lambda d: vm_state(browser, "web1") == "shutoff")
     assert not lv.lookupByName("web1").isActive()
