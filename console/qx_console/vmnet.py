@@ -8,8 +8,9 @@ error names the field).
 
 Call order, the console's own (one home for host networking):
 
-1. load the stored :class:`~qx_console.hostconfig.HostConfig`, change ``network.vm_vlans`` (adding a
-   VLAN that is there, or removing one that is not, changes nothing and says so);
+1. load the stored :class:`~qx_console.hostconfig.HostConfig` (an unreadable one is an error, exit 4:
+   a change never builds on defaults), change ``network.vm_vlans`` (adding a VLAN that is there, or
+   removing one that is not, changes nothing and says so);
 2. :func:`qx_console.safeapply.safe_apply`: validate, write (the current files kept as "previous"),
    mark pending, activate (networkd reload and reconfigure), probe the gateway and DNS — a failure
    restores the previous configuration. The confirmation step is the caller's request itself: no
@@ -30,7 +31,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from qx_common.cli import main_wrapper
-from qx_common.errors import ExternalError, UserError
+from qx_common.errors import ExternalError, QxError, UserError
 
 from qx_console.hostconfig import HostConfig, NetworkConfig, check_vlan, validate
 from qx_console.linux import LinuxBackend
@@ -61,7 +62,11 @@ def change(cfg: HostConfig, action: str, vid: int) -> HostConfig:
 def _main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     backend = LinuxBackend(args.root)
-    cfg, _ = backend.ctx.load_config()
+    try:  # not load_config(): the console shows defaults for an unreadable file, a change must not build on them
+        cfg = backend.store.load()
+    except (QxError, ValueError) as e:
+        raise ExternalError(f"the stored host configuration cannot be read: {e}",
+                            hint="nothing was changed; set the network again at the host's console") from e
     new = change(cfg, args.action, args.vlan)
     out = {"vlan": args.vlan, "bridge": NetworkConfig.vm_vlan_bridge(args.vlan), "vm_vlans": list(new.network.vm_vlans),
            "changed": new != cfg}

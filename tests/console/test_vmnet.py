@@ -50,3 +50,14 @@ def test_add_twice_remove_and_refusals(tmp_path: Path, capsys: pytest.CaptureFix
     assert snapshot_dir(store.network_dir) == networkd.render(NET)
     rc, out, _ = _run(tmp_path, capsys, "remove", "5")
     assert rc == 0 and out is not None and out["changed"] is False
+
+
+def test_an_unreadable_configuration_is_never_replaced(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = ConfigStore(tmp_path)
+    store.save(HostConfig(network=NET), "console", ())
+    for text in ('{"network": {"nic": "eno1", "vm_vlans": [', '{"network": {"nic": "eno1", "vm_vlans": [2], "x": 1}}'):
+        store.config_file.write_text(text)
+        for action in ("add", "remove"):
+            rc, out, err = _run(tmp_path, capsys, action, "2")
+            assert rc == 4 and out is None and "cannot be read" in err, err
+            assert store.config_file.read_text() == text
