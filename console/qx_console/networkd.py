@@ -63,12 +63,24 @@ def render(n: NetworkConfig) -> dict[str, str]:
     files: dict[str, str] = {}
     adapters = [("Match", [("Name", " ".join(n.nics))])]
     if n.teamed:
+        # systemd.netdev(5) [Bond]: the mode as the schema names it (active-backup | 802.3ad), link
+        # monitoring every 100 ms (the default 0 would never notice a dead member), LACP at the fast rate.
         bond: list[tuple[str, str]] = [("Mode", n.team), ("MIIMonitorSec", "100ms")]
         if n.team == "802.3ad":
             bond.append(("LACPTransmitRate", "fast"))
         files[f"{PREFIX}mgmt-bond.netdev"] = _ini([("NetDev", [("Name", n.carrier), ("Kind", "bond")]),
                                                   ("Bond", bond)])
-        files[f"{PREFIX}mgmt-members.network"] = _ini(adapters + [("Network", [("Bond", n.carrier)])])
+        # Members carry no address of their own (no DHCP, link-local or RA: systemd.network(5)); the
+        # bond has them. In active-backup the management adapter ``nic`` is the primary (PrimarySlave=,
+        # valid in that mode only, so it gets a .network of its own and the others match without it).
+        member = [("Bond", n.carrier), ("DHCP", "no"), ("LinkLocalAddressing", "no"), ("IPv6AcceptRA", "no")]
+        others = n.nics
+        if n.team == "active-backup":
+            files[f"{PREFIX}mgmt-primary.network"] = _ini([("Match", [("Name", n.nic)]),
+                                                          ("Network", [*member, ("PrimarySlave", "yes")])])
+            others = n.extra_nics
+        files[f"{PREFIX}mgmt-members.network"] = _ini([("Match", [("Name", " ".join(others))]),
+                                                      ("Network", member)])
         carrier = [("Match", [("Name", n.carrier)])]
     else:
         carrier = adapters
