@@ -275,7 +275,8 @@ function VmList() {
         ${(ACTIONS[v.state] || []).map((a) => html`<button type="button" data-action=${a}
             onClick=${() => act(v.name, a)}>${LABEL[a]}</button>`)}
         ${v.state === "running" && html`<a class="button" data-action="console"
-            href=${`#/vms/${encodeURIComponent(v.name)}/console`}>Console</a>`}
+            href=${`#/vms/${encodeURIComponent(v.name)}/console`}>Console</a><a class="button" data-action="serial"
+            href=${`#/vms/${encodeURIComponent(v.name)}/serial`}>Serial</a>`}
         <button type="button" class="danger" data-action="delete" onClick=${() => setDeleting(v)}>Delete</button>
         </td></tr>`)}</tbody></table>`}
     ${deleting && html`<${DeleteDialog} vm=${deleting} onDone=${() => { setDeleting(null); reload(); }} />`}
@@ -380,6 +381,52 @@ function Console({ name }) {
     <div id="console-screen" class="console" ref=${screen}></div></section>`;
 }
 
+// The serial console: the guest's first serial port as text (ANSI control sequences dropped, the last
+// SERIAL_KEEP characters kept); keys typed on the focused pane go to the guest as they are.
+const SERIAL_KEEP = 200000;
+const KEYS = { Enter: "\r", Backspace: "\x7f", Tab: "\t", Escape: "\x1b", ArrowUp: "\x1b[A", ArrowDown: "\x1b[B",
+               ArrowRight: "\x1b[C", ArrowLeft: "\x1b[D", Home: "\x1b[H", End: "\x1b[F", Delete: "\x1b[3~" };
+function Serial({ name }) {
+  const pane = useRef(null);
+  const ws = useRef(null);
+  const [text, setText] = useState("");
+  const [status, setStatus] = useState("connecting…");
+  useEffect(() => {
+    let gone = false;
+    const dec = new TextDecoder();
+    (async () => {
+      try {
+        const t = await api("POST", `/v1/vms/${encodeURIComponent(name)}/console?kind=serial`);
+        if (gone) return;
+        const sock = new WebSocket(`wss://${location.host}${t.url}`);
+        sock.binaryType = "arraybuffer";
+        ws.current = sock;
+        sock.onopen = () => setStatus("connected");
+        sock.onclose = () => setStatus("disconnected");
+        sock.onmessage = (ev) => {
+          const chunk = typeof ev.data === "string" ? ev.data : dec.decode(ev.data, { stream: true });
+          const clean = chunk.replace(/\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Za-z0-9]|\r/g, "");
+          setText((old) => (old + clean).slice(-SERIAL_KEEP));
+        };
+      } catch (e) { setStatus(errText(e)); }
+    })();
+    return () => { gone = true; if (ws.current) ws.current.close(); };
+  }, [name]);
+  useEffect(() => { if (pane.current) pane.current.scrollTop = pane.current.scrollHeight; }, [text]);
+  function key(ev) {
+    const sock = ws.current;
+    if (!sock || sock.readyState !== WebSocket.OPEN) return;
+    let data = KEYS[ev.key];
+    if (ev.ctrlKey && ev.key.length === 1) data = String.fromCharCode(ev.key.toUpperCase().charCodeAt(0) - 64);
+    else if (!data && ev.key.length === 1 && !ev.metaKey && !ev.altKey) data = ev.key;
+    if (data) { ev.preventDefault(); sock.send(data); }
+  }
+  return html`<section aria-labelledby="serial-title"><div class="bar"><h1 id="serial-title">Serial console: ${name}</h1>
+    <span id="serial-status" role="status">${status}</span><a class="button" href="#/vms">Back</a></div>
+    <pre id="serial-screen" class="serial" tabindex="0" ref=${pane} onKeyDown=${key}
+      aria-label="serial console output; type here to send keys">${text}</pre></section>`;
+}
+
 // ----------------------------------------------------------------------------- storage, networks, host
 function Storage() {
   const [pool] = useLoad(() => api("GET", "/v1/storage/pool"));
@@ -477,9 +524,10 @@ function Shell({ session, onOut }) {
   const [menu, setMenu] = useState(false);
   useEffect(() => { startEvents(); startStats(); return () => { stopEvents(); stopStats(); }; }, []);
   let page;
-  const m = hash.match(/^#\/vms\/([^/]+)\/console$/);
+  const m = hash.match(/^#\/vms\/([^/]+)\/(console|serial)$/);
   if (hash === "#/vms/new") page = html`<${CreateVm} />`;
-  else if (m) page = html`<${Console} name=${decodeURIComponent(m[1])} />`;
+  else if (m && m[2] === "console") page = html`<${Console} name=${decodeURIComponent(m[1])} />`;
+  else if (m) page = html`<${Serial} name=${decodeURIComponent(m[1])} />`;
   else if (hash.startsWith("#/vms")) page = html`<${VmList} />`;
   else if (hash.startsWith("#/storage")) page = html`<${Storage} />`;
   else if (hash.startsWith("#/networks")) page = html`<${Networks} />`;
