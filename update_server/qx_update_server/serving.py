@@ -193,16 +193,16 @@ class GuardedHttpToolsProtocol(_Guard, HttpToolsProtocol or H11Protocol):  # typ
     _has_body = False
 
     def on_message_begin(self) -> None:
+        # uvicorn's own on_message_begin/on_url/on_header (its per-request scope) run only for a request
+        # that goes to ASGI: replayed, in order, by on_headers_complete. A raw answer costs none of them.
         self._headers_seen = False
         self._target = b""
+        self._header_list: list[tuple[bytes, bytes]] = []
         self._if_none_match = None
         self._has_body = False
-        super().on_message_begin()
 
     def on_url(self, url: bytes) -> None:
-        if len(self._target) < 256:  # longer is never a metadata name; uvicorn keeps the whole URL
-            self._target += url
-        super().on_url(url)
+        self._target += url  # bounded by the guard's header limit, like the headers
 
     def on_header(self, name: bytes, value: bytes) -> None:
         lname = name.lower()
@@ -210,7 +210,7 @@ class GuardedHttpToolsProtocol(_Guard, HttpToolsProtocol or H11Protocol):  # typ
             self._if_none_match = value if self._if_none_match is None else self._if_none_match + b"," + value
         elif lname == b"transfer-encoding" or (lname == b"content-length" and value.strip() != b"0"):
             self._has_body = True
-        super().on_header(name, value)
+        self._header_list.append((name, value))
 
     def on_headers_complete(self) -> None:
         self._in_request = True
@@ -225,6 +225,10 @@ class GuardedHttpToolsProtocol(_Guard, HttpToolsProtocol or H11Protocol):  # typ
                     and not self.parser.should_upgrade()):
                 self._raw = m.group(1)  # answered in on_message_complete, right after (no body)
                 return
+        super().on_message_begin()
+        super().on_url(self._target)
+        for name, value in self._header_list:
+            super().on_header(name, value)
         self._asgi_pending += 1
         super().on_headers_complete()
 
