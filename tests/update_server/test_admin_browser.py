@@ -285,3 +285,32 @@ def test_fleet_is_paged_and_the_page_is_locked_down(server, browser, tmp_path):
     wait.until(lambda d: rows()[:1] == ["h-200"])
     # the page's script ran under the CSP without a violation (none is inline)
     assert not [e for e in browser.get_log("browser") if "Content Security Policy" in e.get("message", "")]
+
+
+def test_tokens_listed_and_revoked_from_the_page(server, browser):
+    admin = server.token(*ALL, "tokens", name="page-admin")
+    leaked = server.token("read", name="leaked")
+    auth = {"Authorization": f"Bearer {leaked}"}
+    assert requests.get(server.url + "/v1/releases", headers=auth, timeout=5).status_code == 200
+    leaked_id = next(t["id"] for t in requests.get(server.url + "/v1/tokens", timeout=5, headers={
+        "Authorization": f"Bearer {admin}"}).json()["tokens"] if t["name"] == "leaked")
+    wait = open_admin(browser, server, admin)
+    row = browser.find_element(By.CSS_SELECTOR, f'tr[data-token="{leaked_id}"]')
+    cells = [td.text for td in row.find_elements(By.TAG_NAME, "td")]
+    assert cells[:3] == [leaked_id, "leaked", "read"] and cells[6] == "active"
+    assert leaked not in browser.page_source and admin not in browser.page_source  # no secret on the page
+
+    click(wait, f'[data-action="revoke-{leaked_id}"]')
+    dialog = wait.until(ec.alert_is_present())
+    assert dialog.text.startswith(f"Revoke token leaked ({leaked_id})?")
+    dialog.accept()
+    wait.until(lambda d: d.find_element(By.CSS_SELECTOR, f'tr[data-token="{leaked_id}"] td:nth-child(7)')
+               .text.startswith("revoked "))
+    assert browser.find_element(By.ID, "status").text == "revoke leaked: done"
+    assert requests.get(server.url + "/v1/releases", headers=auth, timeout=5).status_code == 401
+
+    # a token without the tokens scope still gets the page; the tokens section says why it is empty
+    browser.execute_script("sessionStorage.clear();")
+    wait = open_admin(browser, server, server.token("read"))
+    assert "lacks the tokens scope" in browser.find_element(By.ID, "tokens-note").text
+    assert not browser.find_elements(By.CSS_SELECTOR, "#token-table tbody tr")

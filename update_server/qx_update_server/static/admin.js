@@ -126,6 +126,25 @@ function renderKeys(k) {
     `root keys: ${k.root_keys}`));
 }
 
+// Tokens (scope "tokens"): listed without secrets; any can be revoked here (a leaked one at once).
+// Created only with qx-update-server token create or POST /v1/tokens: a secret never appears on this page.
+function renderTokens(data) {
+  const tbody = $("#token-table tbody"); tbody.replaceChildren();
+  if (data === null) { $("#tokens-note").textContent = "this token lacks the tokens scope: tokens are not shown"; return; }
+  $("#tokens-note").textContent = "";
+  const now = new Date().toISOString().slice(0, 19) + "Z";
+  for (const t of data.tokens) {
+    const state = t.revoked ? "revoked " + t.revoked : (t.expires && t.expires <= now ? "expired" : "active");
+    const revoke = t.revoked ? "" : el("button", {type: "button", "data-action": "revoke-" + t.id, onclick: () => {
+      if (confirm(`Revoke token ${t.name} (${t.id})? Every request with it is refused from now on.`))
+        act("POST", `/v1/tokens/${encodeURIComponent(t.id)}/revoke`, undefined, "revoke " + t.name);
+    }}, "revoke");
+    tbody.append(el("tr", {"data-token": t.id}, el("td", {}, t.id), el("td", {}, t.name), el("td", {}, t.scopes.join(",")),
+      el("td", {}, t.created), el("td", {}, t.expires || "never"), el("td", {}, t.last_used || "-"),
+      el("td", {}, state + (t.host_id ? ` (host ${t.host_id})` : "")), el("td", {}, revoke)));
+  }
+}
+
 // One refresh at a time: a refresh asked for while one runs is folded into a single follow-up, and
 // the periodic one is scheduled 3 s after the previous one *ended* — so a slow server never piles up
 // overlapping requests (setInterval would).
@@ -136,8 +155,9 @@ let timer = null;
 async function refreshOnce() {
   if (!token) { status("enter an API token (scope read; promote/yank/rollout to change releases)"); return; }
   try {
-    const [rels, fleet, keys] = await Promise.all([api("GET", "/v1/releases"), api("GET", fleetPath()), api("GET", "/v1/keys/status")]);
-    renderChannels(rels); renderFleet(fleet); renderKeys(keys);
+    const [rels, fleet, keys, tokens] = await Promise.all([api("GET", "/v1/releases"), api("GET", fleetPath()),
+      api("GET", "/v1/keys/status"), api("GET", "/v1/tokens").catch(() => null)]);
+    renderChannels(rels); renderFleet(fleet); renderKeys(keys); renderTokens(tokens);
     document.body.dataset.loaded = String(Date.now());
   } catch (e) { status(e.message, true); }
 }
