@@ -4,7 +4,8 @@
 
 Everything listens on 127.0.0.1 only; every loop is bounded by a request count.
 
-* metadata GET req/s: ``timestamp.json`` (what every host polls) and the current ``N.targets.json``,
+* metadata GET req/s and the server's CPU time per request (user + system of its processes, from
+  /proc — what decides the rate when other load competes for the CPUs): ``timestamp.json`` (what every host polls) and the current ``N.targets.json``,
   from qx-update-server (uvicorn, one process; httptools + uvloop from the "server" extra), from the same
   server with those two hidden (h11 + asyncio, as before) and from nginx (``worker_processes 1``) pointed
   at the server's own ``<data-dir>/repository`` directory — the static-hosting baseline; ROUNDS rounds
@@ -89,6 +90,23 @@ def load(port: int, method: str, paths: list[str], total: int, clients: int, *,
     if bad:
         raise SystemExit(f"{bad} of {per * clients} {method} requests failed")
     return per * clients / elapsed
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its children (nginx's worker is the master's child)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pids = [pid]
+    while pids:
+        p = pids.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{p}/task").iterdir():
+                pids += [int(c) for c in (task / "children").read_text().split()]
+        except FileNotFoundError:
+            pass
+    return total
 
 
 def start_nginx(root: Path, work: Path) -> tuple[subprocess.Popen[bytes], int]:
@@ -246,16 +264,24 @@ def main() -> None:
         pure = start_server(work / "data", env={"PYTHONPATH": str(shim)})
         pure_port = int(pure.url.rsplit(":", 1)[1])
 
+        pids = {"ours": server.proc.pid, "h11": pure.proc.pid, "nginx": nginx.pid}
         for name, path in (("timestamp.json", "/metadata/timestamp.json"), ("N.targets.json", targets)):
             runs: dict[str, list[float]] = {"ours": [], "h11": [], "nginx": []}
+            cpu: dict[str, list[float]] = {"ours": [], "h11": [], "nginx": []}  # server CPU µs per request
             for _ in range(args.rounds):  # alternated, so load from elsewhere hits all three alike
                 for key, p in (("ours", port), ("h11", pure_port), ("nginx", nginx_port)):
+                    c0 = cpu_seconds(pids[key])
                     runs[key].append(load(p, "GET", [path], args.requests, args.clients))
+                    cpu[key].append((cpu_seconds(pids[key]) - c0) / args.requests * 1e6)
             ours, h11, base = (statistics.median(runs[k]) for k in ("ours", "h11", "nginx"))
+            c_ours, c_h11, c_base = (statistics.median(cpu[k]) for k in ("ours", "h11", "nginx"))
             rows.append((f"GET {name} req/s (median of {args.rounds})", f"{ours:,.0f} ({ours / base:.2f}x nginx)",
                          f"{base:,.0f} (nginx); {h11:,.0f} (h11 + asyncio: {h11 / base:.2f}x)"))
+            rows.append((f"GET {name} server CPU µs/request (median)", f"{c_ours:.0f}",
+                         f"{c_base:.0f} (nginx); {c_h11:.0f} (h11 + asyncio)"))
             result[f"get_{name}"] = {"qx_update_server": round(ours), "h11_asyncio": round(h11),
-                                     "nginx": round(base), "rounds": {k: [round(x) for x in v] for k, v in runs.items()}}
+                                     "nginx": round(base), "rounds": {k: [round(x) for x in v] for k, v in runs.items()},
+                                     "cpu_us_per_request": {k: [round(x) for x in v] for k, v in cpu.items()}}
         pure.stop()
 
         n = args.requests // 2
