@@ -270,7 +270,8 @@ function VmList() {
     ${vms.data && vms.data.length > 0 && html`<table class="list" id="vm-table"><thead><tr><th>Name</th><th>State</th>
       <th>vCPUs</th><th>Memory</th><th>Actions</th></tr></thead><tbody>
       ${vms.data.map((v) => html`<tr key=${v.name} data-vm=${v.name} data-state=${v.state}>
-        <td>${v.name}</td><td><span class=${`state state-${v.state}`}>${v.state}</span></td><td>${v.vcpus}</td>
+        <td><a href=${`#/vms/${encodeURIComponent(v.name)}`} data-action="open">${v.name}</a></td>
+        <td><span class=${`state state-${v.state}`}>${v.state}</span></td><td>${v.vcpus}</td>
         <td>${mib(v.memory_mib)}</td><td class="actions">
         ${(ACTIONS[v.state] || []).map((a) => html`<button type="button" data-action=${a}
             onClick=${() => act(v.name, a)}>${LABEL[a]}</button>`)}
@@ -302,6 +303,89 @@ function DeleteDialog({ vm, onDone }) {
     <${Err} text=${error} />
     <div class="bar"><button type="button" onClick=${() => { ref.current.close(); }}>Cancel</button>
     <button type="submit" class="danger" id="delete-confirm">Delete</button></div></form></dialog>`;
+}
+
+// One VM: edit (vCPUs, memory, description, autostart: "applied" says now or at the next start),
+// snapshots (tree flattened with depth; create, revert, delete), clone (a task: its progress is shown).
+function VmDetail({ name }) {
+  const path = `/v1/vms/${encodeURIComponent(name)}`;
+  const [vm, reloadVm] = useLoad(() => api("GET", path), [name]);
+  const [snaps, reloadSnaps] = useLoad(() => api("GET", `${path}/snapshots`), [name]);
+  const [edit, setEdit] = useState(null);
+  const [snapName, setSnapName] = useState("");
+  const [cloneName, setCloneName] = useState("");
+  const [task, setTask] = useState(null);
+  const [error, setError] = useState(null);
+  const [note, setNote] = useState(null);
+  useEvents((kind, d) => {
+    if (kind === "lifecycle" && d.vm === name) reloadVm();
+    if (kind === "task" && task && d.task.id === task.id) { setTask(d.task); if (d.task.state !== "running") reloadVm(); }
+  });
+  useEffect(() => { if (vm.data && !edit) setEdit({ vcpus: vm.data.vcpus, memory_mib: vm.data.memory_mib,
+    description: vm.data.description || "", autostart: vm.data.autostart }); }, [vm.data]);
+  async function run(fn) { setError(null); setNote(null); try { await fn(); } catch (e) { setError(errText(e)); } }
+  const save = (ev) => { ev.preventDefault(); run(async () => {
+    const body = {};
+    for (const k of ["vcpus", "memory_mib"]) if (Number(edit[k]) !== vm.data[k]) body[k] = Number(edit[k]);
+    if (edit.description !== (vm.data.description || "")) body.description = edit.description;
+    if (edit.autostart !== vm.data.autostart) body.autostart = edit.autostart;
+    if (!Object.keys(body).length) { setNote("Nothing changed."); return; }
+    const r = await api("PATCH", path, { body });
+    const when = r.applied ? Object.entries(r.applied).map(([k, v]) => `${k}: ${v === "now" ? "now" : "at the next start"}`) : [];
+    setNote(`Saved${when.length ? ` (${when.join(", ")})` : ""}.`);
+    reloadVm();
+  }); };
+  const snapshot = (ev) => { ev.preventDefault(); run(async () => {
+    await api("POST", `${path}/snapshots`, { body: { name: snapName } }); setSnapName(""); reloadSnaps(); }); };
+  const revert = (s) => run(async () => {
+    if (!confirm(`Revert ${name} to snapshot ${s}? Its current state is lost.`)) return;
+    await api("POST", `${path}/snapshots/${encodeURIComponent(s)}/revert`); reloadSnaps(); reloadVm(); });
+  const dropSnap = (s) => run(async () => {
+    if (!confirm(`Delete snapshot ${s}?`)) return;
+    await api("DELETE", `${path}/snapshots/${encodeURIComponent(s)}`); reloadSnaps(); });
+  const clone = (ev) => { ev.preventDefault(); run(async () => {
+    setTask(await api("POST", `${path}/clone`, { body: { name: cloneName } })); }); };
+  const flat = [];
+  const walk = (list, depth) => { for (const sn of list || []) { flat.push({ ...sn, depth }); walk(sn.children, depth + 1); } };
+  walk(snaps.data && snaps.data.snapshots, 0);
+  const v = vm.data;
+  const set = (k, conv = (x) => x) => (e) => setEdit({ ...edit, [k]: conv(e.target.type === "checkbox" ? e.target.checked
+                                                                                                        : e.target.value) });
+  return html`<section aria-labelledby="vm-title"><div class="bar"><h1 id="vm-title">${name}</h1>
+    <a class="button" href="#/vms">Back</a></div>
+    <${Err} text=${error || vm.error} />${note && html`<p role="status" id="vm-note">${note}</p>`}
+    ${v && html`<p>State <span class=${`state state-${v.state}`} id="vm-state">${v.state}</span> · firmware ${v.firmware}
+      · disks ${v.disks.length} · NICs ${v.nics.length}${v.cdroms.length ? ` · CD ${v.cdroms.join(", ")}` : ""}</p>`}
+    ${edit && html`<h2>Settings</h2><form id="vm-edit" class="form" onSubmit=${save}>
+      <${Field} id="edit-vcpus" label="vCPUs"><input id="edit-vcpus" type="number" min="1" max="256" value=${edit.vcpus}
+        onInput=${set("vcpus")} /><//>
+      <${Field} id="edit-memory" label="Memory (MiB)"><input id="edit-memory" type="number" min="16" value=${edit.memory_mib}
+        onInput=${set("memory_mib")} /><//>
+      <${Field} id="edit-description" label="Description"><input id="edit-description" maxlength="4096"
+        value=${edit.description} onInput=${set("description")} /><//>
+      <label class="check"><input type="checkbox" id="edit-autostart" checked=${edit.autostart}
+        onChange=${set("autostart")} /> Start when the host boots</label>
+      <div class="bar"><button type="submit" id="edit-save">Save</button></div></form>`}
+    <h2>Snapshots</h2>
+    <form id="snap-create" class="bar" onSubmit=${snapshot}><label for="snap-name">New snapshot</label>
+      <input id="snap-name" required pattern="[A-Za-z0-9][A-Za-z0-9_.\\-]{0,62}" value=${snapName}
+        onInput=${(e) => setSnapName(e.target.value)} /><button type="submit">Take snapshot</button></form>
+    ${flat.length ? html`<table class="list" id="snapshots"><thead><tr><th>Snapshot</th><th>Taken</th><th>Actions</th></tr>
+      </thead><tbody>${flat.map((sn) => html`<tr key=${sn.name} data-snapshot=${sn.name}>
+      <td class=${`depth-${Math.min(sn.depth, 5)}`}>${sn.name}${snaps.data.current === sn.name ? " (current)" : ""}</td>
+      <td>${sn.created ? new Date(sn.created * 1000).toLocaleString() : ""}</td><td class="actions">
+      <button type="button" data-action="revert" onClick=${() => revert(sn.name)}>Revert</button>
+      <button type="button" class="danger" data-action="delete" onClick=${() => dropSnap(sn.name)}>Delete</button></td>
+      </tr>`)}</tbody></table>` : html`<p class="muted">No snapshots.</p>`}
+    <h2>Clone</h2>
+    <form id="clone" class="bar" onSubmit=${clone}><label for="clone-name">New VM's name</label>
+      <input id="clone-name" required pattern="[A-Za-z0-9][A-Za-z0-9_.\\-]{0,62}" value=${cloneName}
+        onInput=${(e) => setCloneName(e.target.value)} /><button type="submit" disabled=${v && v.state !== "shutoff"}>Clone</button>
+      ${v && v.state !== "shutoff" && html`<small>only a shut-off VM can be cloned</small>`}</form>
+    ${task && html`<p id="clone-task" role="status">Clone to ${task.target || cloneName}: ${task.state}
+      <progress max="100" value=${task.progress || 0}></progress> ${task.progress || 0}%
+      ${task.error ? ` — ${task.error.error}` : ""}</p>`}
+  </section>`;
 }
 
 function Field({ id, label, children, help }) {
@@ -528,6 +612,7 @@ function Shell({ session, onOut }) {
   if (hash === "#/vms/new") page = html`<${CreateVm} />`;
   else if (m && m[2] === "console") page = html`<${Console} name=${decodeURIComponent(m[1])} />`;
   else if (m) page = html`<${Serial} name=${decodeURIComponent(m[1])} />`;
+  else if (hash.match(/^#\/vms\/[^/]+$/)) page = html`<${VmDetail} name=${decodeURIComponent(hash.slice(6))} />`;
   else if (hash.startsWith("#/vms")) page = html`<${VmList} />`;
   else if (hash.startsWith("#/storage")) page = html`<${Storage} />`;
   else if (hash.startsWith("#/networks")) page = html`<${Networks} />`;

@@ -2,7 +2,8 @@
 password, upload an ISO (the storage page's upload), create a VM from it with the wizard (a new disk, the
 ISO as boot CD), see its console canvas receive frames through noVNC over the node's WebSocket proxy — the
 guest's VGA screen (SeaBIOS trying the CD, which is not bootable: any screen will do) drawn as non-black
-pixels at the guest's resolution — power it off and delete it with its disk; then the serial console page
+pixels at the guest's resolution — power it off, clone it from its page (the task followed to its end),
+delete the clone and it with their disks; then the serial console page
 shows tests/node/guest.py's tiny guest printing its READY marker (typed keys are sent, not checked: that
 guest reads no input). libvirtd and virtlogd are this
 test's own children (tests/node/test_libvirtd.py's fixtures)."""
@@ -86,6 +87,17 @@ def test_upload_create_console_frames_stop_delete(daemons: Daemons, pool: Path, 
             b.click("a[href='#/vms']")  # leaving the page closes the console
             b.click("tr[data-vm='qx-web-con'] button[data-action='stop']")
             b.wait.until(lambda x: vm_state(b, "qx-web-con") == "shutoff")
+            # Clone it from its page (a task: the page follows its progress to the end), then delete the clone.
+            b.click("tr[data-vm='qx-web-con'] a[data-action='open']")
+            b.css("#clone-name").send_keys("qx-web-con2")
+            b.click("#clone button[type='submit']")
+            b.text("#clone-task", "succeeded")
+            assert (pool / "qx-web-con2-disk0.qcow2").exists(), sorted(p.name for p in pool.iterdir())
+            b.click("a[href='#/vms']")
+            b.click("tr[data-vm='qx-web-con2'] button[data-action='delete']")
+            b.click("#remove-disks")
+            b.click("#delete-confirm")
+            b.wait.until(lambda x: vm_state(b, "qx-web-con2") is None)
             b.click("tr[data-vm='qx-web-con'] button[data-action='delete']")
             b.click("#remove-disks")
             b.click("#delete-confirm")
@@ -107,7 +119,7 @@ def test_upload_create_console_frames_stop_delete(daemons: Daemons, pool: Path, 
             assert b.severe() == []
         finally:
             d.quit()
-            for vm in ("qx-web-con", "qx-web-ser"):
+            for vm in ("qx-web-con", "qx-web-con2", "qx-web-ser"):
                 c.delete(f"/v1/vms/{vm}", params={"force": "true", "remove_disks": "true"})
             c.close()
             conn = libvirt.open(URI)
