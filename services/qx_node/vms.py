@@ -405,6 +405,9 @@ class VmService:
     # -- power --------------------------------------------------------------------------------
     def action(self, name: str, action: str) -> dict[str, Any]:
         dom = self._dom(name)
+        # A VM a task holds is not powered on, off or paused under it: a snapshot whose VM is destroyed
+        # half-way was seen reported as taken by libvirt, or the connection reset (libvirt 11.3).
+        self._not_busy(name)
         with mapped(f"VM '{name}'"):
             running = self._running(dom)
             paused = dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED

@@ -426,7 +426,8 @@ def test_memory_snapshot_task_progress_races_and_cancel_through_a_real_libvirtd(
     save, long enough to see progress events (percent and MiB saved, from the growth of its qcow2 image),
     to race it (a second snapshot, a delete of the VM, a revert: each 409 naming the snapshot) and to cancel
     it — after which neither libvirt nor the qcow2 image (``qemu-img snapshot -l``) holds any part of it. A
-    second one runs to its end and is really in the image, with its memory."""
+    second one runs to its end and is really in the image, with its memory; while a third runs, power actions
+    are refused too."""
     settings = make_settings(tmp_path, URI, pool_name="qx-test-pool")
     settings = type(settings)(**{**settings.__dict__, "pool_dir": pool})
     guest.build_guest(pool)
@@ -478,7 +479,7 @@ def test_memory_snapshot_task_progress_races_and_cancel_through_a_real_libvirtd(
             # Until it has ended (libvirt cannot stop an internal snapshot half-way) and been deleted, the VM
             # is busy: refused at once, nothing waits on libvirt's job lock.
             for method, path, body in (("POST", "/v1/vms/qx-mem/snapshots", {"name": "second"}),
-                                       ("DELETE", "/v1/vms/qx-mem", None),
+                                       ("DELETE", "/v1/vms/qx-mem", None), ("POST", "/v1/vms/qx-mem/stop", None),
                                        ("PATCH", "/v1/vms/qx-mem", {"description": "x"})):
                 r = c.request(method, path, json=body)
                 assert r.status_code == 409 and "taking snapshot 'doomed'" in r.json()["error"], (method, path, r.text)
@@ -505,6 +506,19 @@ def test_memory_snapshot_task_progress_races_and_cancel_through_a_real_libvirtd(
             image = subprocess.run(["qemu-img", "snapshot", "-l", "-U", str(disk)], capture_output=True, text=True,
                                    timeout=60)
             assert "kept" in image.stdout, image.stdout
+
+            # Power actions wait for the snapshot too (libvirt, with the VM destroyed under a running internal
+            # snapshot, once reported the snapshot taken and once reset the connection).
+            r = c.post("/v1/vms/qx-mem/snapshots", params={"background": "true"}, json={"name": "third"})
+            assert r.status_code == 202, r.text
+            tid = r.json()["id"]
+            next(t for t in task_events(tid) if 0 < t["progress"] < 100)
+            for action in ("stop", "shutdown", "reboot", "pause"):
+                r = c.post(f"/v1/vms/qx-mem/{action}")
+                assert r.status_code == 409 and "taking snapshot 'third'" in r.json()["error"], (action, r.text)
+            final = next(t for t in task_events(tid) if t["state"] != "running")
+            assert final["state"] == "succeeded", final
+            assert c.post("/v1/vms/qx-mem/stop").status_code == 200
         finally:
             c.delete("/v1/vms/qx-mem", params={"remove_disks": "true", "force": "true"})
             c.close()
