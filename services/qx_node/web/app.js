@@ -535,6 +535,13 @@ function Storage() {
     setUp({ name: file.name, pct: 0 });
     xhr.send(file);
   }
+  const [error, setError] = useState(null);
+  async function drop(name) {
+    setError(null);
+    if (!confirm(`Delete volume ${name}? Its data is lost.`)) return;
+    try { await api("DELETE", `/v1/storage/volumes/${encodeURIComponent(name)}`); } catch (e) { setError(errText(e)); }
+    reload();
+  }
   const p = pool.data;
   return html`<section aria-labelledby="storage-title"><h1 id="storage-title">Storage</h1>
     ${p && html`<p>Pool <strong>${p.name}</strong> (${p.path}): ${bytes(p.allocation)} used of ${bytes(p.capacity)},
@@ -544,19 +551,49 @@ function Storage() {
     ${up && html`<p id="upload-state" role="status">${up.name}: ${up.error ? up.error : up.done ? "uploaded" : html`<progress max="100"
       value=${up.pct}></progress> ${up.pct}% <button type="button" id="upload-cancel"
       onClick=${() => xhrRef.current.abort()}>Cancel</button>`}</p>`}
-    <${Err} text=${vols.error || pool.error} />
-    <table class="list" id="volumes"><thead><tr><th>Volume</th><th>Size</th><th>Used</th></tr></thead><tbody>
-      ${(vols.data || []).map((v) => html`<tr key=${v.name}><td>${v.name}</td><td>${bytes(v.capacity)}</td>
-      <td>${bytes(v.allocation)}</td></tr>`)}</tbody></table></section>`;
+    <${Err} text=${error || vols.error || pool.error} />
+    <table class="list" id="volumes"><thead><tr><th>Volume</th><th>Size</th><th>Used</th><th>Actions</th></tr></thead><tbody>
+      ${(vols.data || []).map((v) => html`<tr key=${v.name} data-volume=${v.name}><td>${v.name}</td>
+      <td>${bytes(v.capacity)}</td><td>${bytes(v.allocation)}</td><td><button type="button" class="danger"
+      data-action="delete" onClick=${() => drop(v.name)}>Delete</button></td></tr>`)}</tbody></table></section>`;
 }
 
 function Networks() {
-  const [nets] = useLoad(() => api("GET", "/v1/networks"));
+  const [nets, reload] = useLoad(() => api("GET", "/v1/networks"));
+  const [f, setF] = useState({ name: "", on: "" });
+  const [error, setError] = useState(null);
+  async function create(ev) {
+    ev.preventDefault();
+    setError(null);
+    const [kind, dev] = f.on.split(":");
+    try { await api("POST", "/v1/networks", { body: { name: f.name, [kind]: dev } }); setF({ name: "", on: "" }); }
+    catch (e) { setError(errText(e)); }
+    reload();
+  }
+  async function drop(name) {
+    setError(null);
+    if (!confirm(`Delete VM network ${name}?`)) return;
+    try { await api("DELETE", `/v1/networks/${encodeURIComponent(name)}`); } catch (e) { setError(errText(e)); }
+    reload();
+  }
   const n = nets.data;
-  return html`<section aria-labelledby="net-title"><h1 id="net-title">Networks</h1><${Err} text=${nets.error} />
-    ${n && html`<h2>VM networks</h2><table class="list"><thead><tr><th>Name</th><th>Kind</th><th>Active</th></tr>
-      </thead><tbody>${n.networks.map((x) => html`<tr key=${x.name}><td>${x.name}</td>
-      <td>${x.forward || ""} ${x.bridge || x.interface || ""}</td><td>${x.active ? "yes" : "no"}</td></tr>`)}</tbody></table>
+  return html`<section aria-labelledby="net-title"><h1 id="net-title">Networks</h1><${Err} text=${error || nets.error} />
+    ${n && html`<h2>VM networks</h2><table class="list" id="networks"><thead><tr><th>Name</th><th>Kind</th><th>Active</th>
+      <th>Actions</th></tr></thead><tbody>${n.networks.map((x) => html`<tr key=${x.name} data-network=${x.name}>
+      <td>${x.name}</td><td>${x.forward || ""} ${x.bridge || x.interface || ""}</td><td>${x.active ? "yes" : "no"}</td>
+      <td><button type="button" class="danger" data-action="delete" onClick=${() => drop(x.name)}>Delete</button></td>
+      </tr>`)}</tbody></table>
+      <h2>New VM network</h2>
+      ${n.host.length ? html`<form id="net-create" class="bar" onSubmit=${create}>
+        <label for="net-name">Name</label><input id="net-name" required pattern="[A-Za-z0-9][A-Za-z0-9_.\\-]{0,62}"
+          value=${f.name} onInput=${(e) => setF({ ...f, name: e.target.value })} />
+        <label for="net-on">On</label><select id="net-on" required value=${f.on}
+          onChange=${(e) => setF({ ...f, on: e.target.value })}><option value="">choose…</option>
+          ${n.host.map((x) => html`<option value=${`${x.kind === "bridge" ? "bridge" : "interface"}:${x.name}`}>
+            ${x.kind} ${x.name}</option>`)}</select>
+        <button type="submit">Create</button></form>`
+        : html`<p class="muted">The host has no bridge or VLAN interface to put a VM network on (the console's
+          network menu makes them).</p>`}
       <h2>Host bridges and VLANs</h2>${n.host.length ? html`<ul>${n.host.map((x) => html`<li>${x.name}</li>`)}</ul>`
         : html`<p class="muted">None.</p>`}`}</section>`;
 }

@@ -252,3 +252,38 @@ def test_vm_page_edits_snapshots_and_clones(web: WebLive, browser: Browser, lv: 
     browser.text("[role=alert]", "cannot be read")
     assert "web2-copy" not in lv.listDefinedDomains()
     assert browser.severe(allowed=("/v1/vms/web2/clone - Failed to load resource",)) == []
+
+
+def test_storage_and_network_deletes_say_why_they_are_refused(web: WebLive, browser: Browser) -> None:
+    auth = {"Authorization": f"Bearer {web.live.token}"}
+    with web.client(origin=False) as c:
+        assert c.post("/v1/storage/volumes", headers=auth, json={"name": "spare", "size_gib": 1}).status_code == 201
+        assert c.post("/v1/vms", headers=auth, json={"name": "web3", "memory_mib": 128, "start": False,
+                                                     "disks": [{"volume": "spare"}]}).status_code == 201
+        assert c.post("/v1/storage/volumes", headers=auth, json={"name": "loose", "size_gib": 1}).status_code == 201
+    browser.sign_in(web.url, PASSWORD)
+    browser.click("a[href='#/storage']")
+    browser.click("tr[data-volume='spare'] button[data-action='delete']")
+    browser.d.switch_to.alert.accept()
+    browser.text("[role=alert]", "web3")  # in use by that VM: refused, and the page says by whom
+    browser.click("tr[data-volume='loose'] button[data-action='delete']")
+    browser.d.switch_to.alert.accept()
+    browser.wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, "tr[data-volume='loose']"))
+    with web.client(origin=False) as c:
+        names = {v["name"] for v in c.get("/v1/storage/volumes", headers=auth).json()}
+    assert "spare" in names and "loose" not in names
+
+    browser.click("a[href='#/networks']")
+    browser.click("tr[data-network='default'] button[data-action='delete']")
+    browser.d.switch_to.alert.accept()
+    browser.text("[role=alert]", "test")  # the driver's "test" VM has a NIC on it
+    assert browser.severe(allowed=("Failed to load resource: the server responded with a status of 409",)) == []
+
+
+def test_the_error_check_sees_a_javascript_error(web: WebLive, browser: Browser) -> None:
+    """The SEVERE-log check the other tests end with is not blind: an uncaught error in the page shows."""
+    browser.sign_in(web.url, PASSWORD)
+    browser.text("#card-version", "Version")
+    assert browser.severe() == []
+    browser.d.execute_script("setTimeout(() => { throw new Error('qx-planted-error'); }, 0);")
+    WebDriverWait(browser.d, 10).until(lambda d: any("qx-planted-error" in m for m in browser.severe()))
