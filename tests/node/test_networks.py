@@ -167,6 +167,13 @@ def test_vlan_networks_through_the_host_network_configuration(client: httpx.Clie
     assert snapshot_dir(store.network_dir) == networkd.render(net)
     assert json.loads(store.config_file.read_text())["network"]["vm_vlans"] == []
 
+    # A stored configuration the console's program cannot read: 502 with its reason, nothing changed.
+    store.config_file.write_text('{"network": {"nic": "eno1", "vm_vlans": [')
+    r = client.post("/v1/networks", json={"name": "v30", "vlan": 30})
+    assert r.status_code == 502 and "cannot be read" in r.json()["error"], r.text
+    assert client.get("/v1/networks/v30").status_code == 404
+    assert store.config_file.read_text() == '{"network": {"nic": "eno1", "vm_vlans": ['
+
 
 def test_vlan_networks_are_host_changes_refused_in_lockdown(tmp_path: Path) -> None:
     lock = tmp_path / "lockdown"
