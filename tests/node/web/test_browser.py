@@ -287,3 +287,30 @@ def test_the_error_check_sees_a_javascript_error(web: WebLive, browser: Browser)
     assert browser.severe() == []
     browser.d.execute_script("setTimeout(() => { throw new Error('qx-planted-error'); }, 0);")
     WebDriverWait(browser.d, 10).until(lambda d: any("qx-planted-error" in m for m in browser.severe()))
+
+
+def test_an_iso_upload_can_be_cancelled(web: WebLive, browser: Browser, tmp_path: Path) -> None:
+    """Chromium's own network throttling (DevTools) slows the upload to 2 MB/s so that Cancel comes mid-way;
+    the page says so, the node's upload task ends, and no ISO is left in the pool."""
+    iso = tmp_path / "big.iso"
+    iso.write_bytes(bytes(40 * 1024 * 1024))
+    browser.sign_in(web.url, PASSWORD)
+    browser.click("a[href='#/storage']")
+    browser.d.execute_cdp_cmd("Network.enable", {})
+    browser.d.execute_cdp_cmd("Network.emulateNetworkConditions", {
+        "offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 2 * 1024 * 1024})
+    browser.css("#iso").send_keys(str(iso))
+    browser.click("#iso-upload button[type='submit']")
+    browser.click("#upload-cancel")
+    browser.text("#upload-state", "big.iso: cancelled")
+    browser.d.execute_cdp_cmd("Network.emulateNetworkConditions", {
+        "offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
+
+    def upload_task() -> dict[str, Any] | None:
+        with web.client(origin=False) as c:
+            tasks = c.get("/v1/tasks", headers={"Authorization": f"Bearer {web.live.token}"}).json()
+        return next((t for t in tasks if t["kind"] == "upload" and t["state"] != "running"), None)
+
+    WebDriverWait(browser.d, 30).until(lambda d: upload_task())
+    assert not (web.live.node.settings.pool_dir / "big.iso").exists()
+    assert browser.severe() == []
