@@ -1,6 +1,6 @@
 """``qx-node bootcheck``: wait until the node reports healthy and print one marker line per component.
 
-The markers (``QUANTIX-NODE-HEALTHY``, ``QUANTIX-CONSOLE-READY``) go to stdout, which the
+The markers (``QUANTIX-SECURE-BOOT``, ``QUANTIX-NODE-HEALTHY``, ``QUANTIX-CONSOLE-READY``) go to stdout, which the
 ``qx-boot-report.service`` unit routes to the serial console, where the e2e tests read them.
 Exit 0 once healthy, 1 when the timeout passes (printing ``QUANTIX-NODE-UNHEALTHY`` with the reason).
 """
@@ -22,6 +22,29 @@ def _context(url: str, cafile: Path | None) -> ssl.SSLContext | None:
     if cafile is None:
         return ssl.create_default_context()
     return ssl.create_default_context(cafile=str(cafile))
+
+
+EFIVARS = Path("/sys/firmware/efi/efivars")
+_GLOBAL_GUID = "8be4df61-93ca-11d2-aa0d-00e098032b8c"   # EFI_GLOBAL_VARIABLE: SecureBoot, SetupMode
+
+
+def _efi_flag(efivars: Path, name: str) -> bool | None:
+    """A one-byte UEFI global variable (efivarfs: 4 bytes of attributes, then the value); None if absent."""
+    try:
+        data = (efivars / f"{name}-{_GLOBAL_GUID}").read_bytes()
+    except OSError:
+        return None
+    return len(data) >= 5 and data[4] == 1
+
+
+def secure_boot_state(efivars: Path = EFIVARS) -> str:
+    """What the firmware says: ``enabled`` (it verified what booted), ``setup-mode`` (no platform key
+    yet: keys can be enrolled, nothing is verified), ``disabled``, or ``unsupported`` (no UEFI variables)."""
+    if not efivars.is_dir():
+        return "unsupported"
+    if _efi_flag(efivars, "SecureBoot"):
+        return "enabled"
+    return "setup-mode" if _efi_flag(efivars, "SetupMode") else "disabled"
 
 
 def fetch_health(url: str, timeout: float = 5.0, cafile: Path | None = None) -> tuple[int, dict[str, object]]:
@@ -81,6 +104,8 @@ def report(url: str, timeout: float, cafile: Path | None = None, expect_consoles
     waits (up to ``console_grace`` s) for every console in ``expect_consoles`` — the serial one
     paints later than tty1 — so CONSOLE-READY names each terminal an operator can use, or says
     which one is missing."""
+    # The firmware's own word on what booted (read-only, before the wait: it never changes in a boot).
+    print(f"QUANTIX-SECURE-BOOT state={secure_boot_state()}", flush=True)
     ok, body = wait_healthy(url, timeout, cafile=cafile, interval=interval)
     version = body.get("version", "?") if isinstance(body, dict) else "?"
     if ok and expect_consoles:
