@@ -644,6 +644,13 @@ function Shell({ session, onOut }) {
   const hash = useHash();
   const [menu, setMenu] = useState(false);
   useEffect(() => { startEvents(); startStats(); return () => { stopEvents(); stopStats(); }; }, []);
+  // Keyboard and screen-reader users land on the new page's heading, not on the link they left.
+  const first = useRef(true);
+  useEffect(() => {
+    if (first.current) { first.current = false; return; }
+    requestAnimationFrame(() => { const h1 = document.querySelector("main h1");
+                                  if (h1) { h1.tabIndex = -1; h1.focus({ preventScroll: true }); } });
+  }, [hash]);
   let page;
   const m = hash.match(/^#\/vms\/([^/]+)\/(console|serial)$/);
   if (hash === "#/vms/new") page = html`<${CreateVm} />`;

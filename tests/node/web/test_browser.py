@@ -193,6 +193,8 @@ def test_every_page_renders_without_errors_on_a_narrow_screen(web: WebLive, tmp_
                              ("#/networks", "#net-title"), ("#/host", "#host-title"), ("#/", "#card-health")):
             d.get(web.url + "/" + href)
             b.css(marker)
+            # Keyboard focus moves to the new page's heading (Tab then continues from there).
+            b.wait.until(lambda x: x.execute_script("return document.activeElement.tagName") == "H1")
         assert b.severe() == []
     finally:
         d.quit()
