@@ -343,6 +343,18 @@ function VmDetail({ name }) {
   const dropSnap = (s) => run(async () => {
     if (!confirm(`Delete snapshot ${s}?`)) return;
     await api("DELETE", `${path}/snapshots/${encodeURIComponent(s)}`); reloadSnaps(); });
+  const [diskGib, setDiskGib] = useState(10);
+  const [nicOn, setNicOn] = useState("");
+  const [nets] = useLoad(() => api("GET", "/v1/networks"), [name]);
+  const addDisk = (ev) => { ev.preventDefault(); run(async () => {
+    const r = await api("POST", `${path}/disks`, { body: { size_gib: Number(diskGib) } });
+    setNote(`Disk added${r.applied ? ` (${r.applied === "now" ? "in use now" : "at the next start"})` : ""}.`); reloadVm(); }); };
+  const addNic = (ev) => { ev.preventDefault(); run(async () => {
+    const [kind, dev] = nicOn.split(":");
+    await api("POST", `${path}/nics`, { body: { [kind]: dev } }); setNote("Network adapter added."); reloadVm(); }); };
+  const dropNic = (mac) => run(async () => {
+    if (!confirm(`Remove the network adapter ${mac}?`)) return;
+    await api("DELETE", `${path}/nics/${encodeURIComponent(mac)}`); setNote("Network adapter removed."); reloadVm(); });
   const clone = (ev) => { ev.preventDefault(); run(async () => {
     setTask(await api("POST", `${path}/clone`, { body: { name: cloneName } })); }); };
   const flat = [];
@@ -366,6 +378,21 @@ function VmDetail({ name }) {
       <label class="check"><input type="checkbox" id="edit-autostart" checked=${edit.autostart}
         onChange=${set("autostart")} /> Start when the host boots</label>
       <div class="bar"><button type="submit" id="edit-save">Save</button></div></form>`}
+    ${v && html`<h2>Devices</h2>
+      <ul class="plain" id="vm-disks">${v.disks.map((d) => html`<li>disk ${d}</li>`)}</ul>
+      <form id="disk-add" class="bar" onSubmit=${addDisk}><label for="disk-gib">New disk (GiB)</label>
+        <input id="disk-gib" type="number" min="1" max="65536" value=${diskGib}
+          onInput=${(e) => setDiskGib(e.target.value)} /><button type="submit">Add disk</button></form>
+      <ul class="plain" id="vm-nics">${v.nics.map((n) => html`<li data-mac=${n.mac}>adapter ${n.mac} on
+        ${n.network ? `network ${n.network}` : `bridge ${n.bridge}`} <button type="button" class="danger"
+        data-action="remove-nic" onClick=${() => dropNic(n.mac)}>Remove</button></li>`)}</ul>
+      <form id="nic-add" class="bar" onSubmit=${addNic}><label for="nic-on">New network adapter on</label>
+        <select id="nic-on" required value=${nicOn} onChange=${(e) => setNicOn(e.target.value)}>
+          <option value="">choose…</option>
+          ${nets.data && nets.data.networks.map((x) => html`<option value=${`network:${x.name}`}>network ${x.name}</option>`)}
+          ${nets.data && nets.data.host.filter((x) => x.kind === "bridge").map((x) =>
+            html`<option value=${`bridge:${x.name}`}>host bridge ${x.name}</option>`)}</select>
+        <button type="submit">Add adapter</button></form>`}
     <h2>Snapshots</h2>
     <form id="snap-create" class="bar" onSubmit=${snapshot}><label for="snap-name">New snapshot</label>
       <input id="snap-name" required pattern="[A-Za-z0-9][A-Za-z0-9_.\\-]{0,62}" value=${snapName}

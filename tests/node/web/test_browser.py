@@ -238,6 +238,22 @@ def test_vm_page_edits_snapshots_and_clones(web: WebLive, browser: Browser, lv: 
     dom = lv.lookupByName("web2")
     assert dom.info()[3] == 1 and dom.maxMemory() == 512 * 1024 and "from the web" in dom.XMLDesc()
 
+    disk = browser.css("#disk-gib")
+    disk.clear()
+    disk.send_keys("2")
+    browser.click("#disk-add button[type='submit']")
+    browser.text("#vm-note", "Disk added")
+    assert dom.XMLDesc().count("<disk type=") == 2
+    Select(browser.css("#nic-on")).select_by_value("network:default")
+    browser.click("#nic-add button[type='submit']")
+    browser.text("#vm-note", "Network adapter added")
+    mac = browser.css("#vm-nics li[data-mac]").get_attribute("data-mac")
+    assert f"<mac address='{mac}'/>" in dom.XMLDesc()
+    browser.click(f"#vm-nics li[data-mac='{mac}'] button[data-action='remove-nic']")
+    browser.d.switch_to.alert.accept()
+    browser.text("#vm-note", "Network adapter removed")
+    assert mac not in dom.XMLDesc()
+
     browser.css("#snap-name").send_keys("before")
     browser.click("#snap-create button[type='submit']")
     browser.css("tr[data-snapshot='before']")
