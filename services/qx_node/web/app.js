@@ -355,6 +355,12 @@ function VmDetail({ name }) {
   const dropNic = (mac) => run(async () => {
     if (!confirm(`Remove the network adapter ${mac}?`)) return;
     await api("DELETE", `${path}/nics/${encodeURIComponent(mac)}`); setNote("Network adapter removed."); reloadVm(); });
+  const [cd, setCd] = useState("");
+  const [isos] = useLoad(async () => (await api("GET", "/v1/storage/volumes")).filter((x) => x.name.endsWith(".iso"))
+    .map((x) => x.name), [name]);
+  const insert = (ev) => { ev.preventDefault(); run(async () => {
+    await api("PUT", `${path}/cdrom`, { body: { volume: cd } }); setNote(`${cd} inserted.`); reloadVm(); }); };
+  const eject = () => run(async () => { await api("DELETE", `${path}/cdrom`); setNote("CD ejected."); reloadVm(); });
   const clone = (ev) => { ev.preventDefault(); run(async () => {
     setTask(await api("POST", `${path}/clone`, { body: { name: cloneName } })); }); };
   const flat = [];
@@ -393,6 +399,12 @@ function VmDetail({ name }) {
           ${nets.data && nets.data.host.filter((x) => x.kind === "bridge").map((x) =>
             html`<option value=${`bridge:${x.name}`}>host bridge ${x.name}</option>`)}</select>
         <button type="submit">Add adapter</button></form>`}
+    ${v && html`<form id="cd-insert" class="bar" onSubmit=${insert}><label for="cd-iso">CD</label>
+        <select id="cd-iso" required value=${cd} onChange=${(e) => setCd(e.target.value)}><option value="">choose an ISO…</option>
+          ${(isos.data || []).map((i) => html`<option value=${i}>${i}</option>`)}</select>
+        <button type="submit">Insert</button>
+        ${v.cdroms.length > 0 && html`<button type="button" id="cd-eject" onClick=${eject}>Eject ${v.cdroms.join(", ")}</button>`}
+      </form>`}
     <h2>Snapshots</h2>
     <form id="snap-create" class="bar" onSubmit=${snapshot}><label for="snap-name">New snapshot</label>
       <input id="snap-name" required pattern="[A-Za-z0-9][A-Za-z0-9_.\\-]{0,62}" value=${snapName}

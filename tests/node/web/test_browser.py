@@ -225,6 +225,9 @@ def test_vm_page_edits_snapshots_and_clones(web: WebLive, browser: Browser, lv: 
         r = c.post("/v1/vms", headers={"Authorization": f"Bearer {web.live.token}"},
                    json={"name": "web2", "vcpus": 2, "memory_mib": 256, "disks": [{"size_gib": 1}], "start": False})
         assert r.status_code == 201, r.text
+        r = c.post("/v1/storage/volumes", headers={"Authorization": f"Bearer {web.live.token}"},
+                   json={"name": "media.iso", "size_gib": 1, "format": "raw"})  # an ISO the driver lists
+        assert r.status_code == 201, r.text
     browser.sign_in(web.url, PASSWORD)
     browser.click("a[href='#/vms']")
     browser.click("tr[data-vm='web2'] a[data-action='open']")
@@ -253,6 +256,15 @@ def test_vm_page_edits_snapshots_and_clones(web: WebLive, browser: Browser, lv: 
     browser.d.switch_to.alert.accept()
     browser.text("#vm-note", "Network adapter removed")
     assert mac not in dom.XMLDesc()
+
+    browser.wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#cd-iso option")) > 1)
+    Select(browser.css("#cd-iso")).select_by_value("media.iso")
+    browser.click("#cd-insert button[type='submit']")
+    browser.text("#vm-note", "media.iso inserted")
+    assert "media.iso" in dom.XMLDesc()
+    browser.click("#cd-eject")
+    browser.text("#vm-note", "CD ejected")
+    assert "media.iso" not in dom.XMLDesc()
 
     browser.css("#snap-name").send_keys("before")
     browser.click("#snap-create button[type='submit']")
