@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from rich.markup import escape
+from textual.actions import SkipAction
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, OptionList, RichLog, Static
 from textual.widgets.option_list import Option
@@ -226,7 +228,7 @@ class PasswordScreen(BaseScreen):
         yield from self.compose_title()
         with Vertical(classes="panel") as v:
             v.border_title = "Root password"
-            yield from _row("New password", "new", "", secret=True)
+            yield from _row("New password", "new", "", secret=True, enter="next")
             yield from _row("Confirm password", "again", "", secret=True)
             yield Horizontal(Button("Set password", id="set"), classes="buttons")
         yield Static("", id="message", classes="hint")
@@ -236,10 +238,8 @@ class PasswordScreen(BaseScreen):
         self.query_one("#new").focus()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
-        if event.input.id == "again":
-            self.apply()
-        else:
-            self.focus_next()
+        # Enter in "new" moves to "again" by itself (FieldInput enter="next"): only "again" submits.
+        self.apply()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.apply()
@@ -506,8 +506,9 @@ class NodeApiScreen(BaseScreen):
 
 class LogsScreen(BaseScreen):
     TITLE_TEXT = "System Logs"
-    BINDINGS = [("s", "source", "Source"), ("f", "follow", "Follow"), ("slash", "filter", "Filter"),
-                ("escape", "back", "Back")]
+    # "/" moves focus: a priority binding, so the filter typed right after it lands in the filter field.
+    BINDINGS = [("s", "source", "Source"), ("f", "follow", "Follow"),
+                Binding("slash", "filter", "Filter", priority=True), ("escape", "back", "Back")]
 
     def __init__(self) -> None:
         super().__init__()
@@ -517,7 +518,7 @@ class LogsScreen(BaseScreen):
     def compose(self) -> ComposeResult:
         yield from self.compose_title()
         yield Static("", id="logstate")
-        yield from _row("Filter", "grep", "")
+        yield from _row("Filter", "grep", "", enter="submit+next")  # Enter: filter, then the log
         yield RichLog(id="log", wrap=False, markup=False, max_lines=2000)
         yield Static("", id="message", classes="hint")
         yield self.keybar()
@@ -568,11 +569,12 @@ class LogsScreen(BaseScreen):
         self.load()
 
     def action_filter(self) -> None:
-        self.query_one("#grep").focus()
+        if isinstance(self.focused, Input):
+            raise SkipAction()  # a '/' typed into the filter itself
+        self.set_focus(self.query_one("#grep"))
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
-        self.load()
-        self.query_one("#log").focus()
+        self.load()  # the focus is on the log already (the filter's enter="submit+next")
 
 
 class ServicesScreen(BaseScreen):

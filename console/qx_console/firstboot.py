@@ -89,7 +89,7 @@ class FirstBootPasswordScreen(ConsoleScreen[None]):
             yield Static("This host has no root password yet. Set one now: it opens F2 (Customize)\n"
                          "and F12 (Shut down/Restart) on this console. "
                          f"At least {shadow.MIN_LENGTH} characters, typed twice.")
-            yield from _row("New password", "new", "", secret=True)
+            yield from _row("New password", "new", "", secret=True, enter="next")
             yield from _row("Repeat password", "again", "", secret=True)
             yield Horizontal(Button("Set password (F10)", id="set"), classes="buttons")
         yield Static("", id="message", classes="hint")
@@ -108,10 +108,8 @@ class FirstBootPasswordScreen(ConsoleScreen[None]):
         self.say("Set the root password first: nothing else on this console works without it.")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
-        if event.input.id == "new":
-            self.query_one("#again", Input).focus()
-        else:
-            self.action_apply()
+        # Enter in "new" moves to "again" by itself (FieldInput enter="next"): only "again" submits.
+        self.action_apply()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.action_apply()

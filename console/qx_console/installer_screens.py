@@ -365,7 +365,7 @@ class PasswordScreen(StepScreen):
             v.border_title = "Root password of the installed host"
             yield Static(f"It opens F2 (Customize) and F12 on the host's console. At least {shadow.MIN_LENGTH} "
                          "characters.\nType it twice.")
-            yield from _row("Root password", "new", "", secret=True)
+            yield from _row("Root password", "new", "", secret=True, enter="next")
             yield from _row("Repeat password", "again", "", secret=True)
             yield Horizontal(Button("Continue (F10)", id="continue"), classes="buttons")
         yield from self.compose_bottom()
@@ -374,10 +374,8 @@ class PasswordScreen(StepScreen):
         self.query_one("#new", Input).focus()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
-        if event.input.id == "new":
-            self.query_one("#again", Input).focus()
-        else:
-            self.action_next()
+        # Enter in "new" moves to "again" by itself (FieldInput enter="next"): only "again" submits.
+        self.action_next()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.action_next()

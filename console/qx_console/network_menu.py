@@ -37,7 +37,7 @@ from qx_console.hostconfig import (
     parse_dns_list, parse_domain_list, parse_int, validate,
 )
 from qx_console.network_screens import V4_MODES, V6_MODES, BaseScreen, NetworkScreen, SafeApplyScreen, _row
-from qx_console.ui import ConsoleModal, console_safe, in_thread, keys_text
+from qx_console.ui import ConsoleModal, FieldInput, console_safe, in_thread, keys_text
 
 # key, label, what the item is for (the description pane shows it with the item's current value)
 ITEMS: list[tuple[str, str, str]] = [
@@ -130,6 +130,8 @@ class NetDialog(ConsoleModal["HostConfig | None"]):
         raise NotImplementedError
 
     def on_mount(self) -> None:
+        for field in self.query(FieldInput):
+            field.enter = "auto"  # the next field, OK after the last (moved while Enter is handled)
         first = next((w for w in self.query("Input, OptionList, Button") if w.focusable), None)
         if first is not None:
             first.focus()
@@ -138,11 +140,8 @@ class NetDialog(ConsoleModal["HostConfig | None"]):
         return self.query_one(f"#{wid}", Input).value.strip()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
-        inputs = [w for w in self.query(Input) if w.focusable]
-        if inputs and event.input is inputs[-1]:
-            self.action_ok()
-        else:
-            self.focus_next()
+        # Only the last field submits (FieldInput enter="auto" moves from the others by itself).
+        self.action_ok()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "ok":

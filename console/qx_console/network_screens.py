@@ -27,7 +27,9 @@ from qx_console.hostconfig import (
     check_ping_target, parse_dns_list, parse_int, validate,
 )
 from qx_console.safeapply import ApplyOutcome, safe_apply
-from qx_console.ui import ConsoleScreen, KeyBar, SecretInput, console_safe, from_thread, in_thread, keys_text
+from qx_console.ui import (
+    FIELD_KEYS, ConsoleScreen, FieldInput, KeyBar, SecretInput, console_safe, from_thread, in_thread, keys_text,
+)
 
 V4_MODES = ("dhcp", "static")
 V6_MODES = ("auto", "off", "static")
@@ -52,9 +54,8 @@ FIELDS: dict[str, tuple[str, ...]] = {
 class BaseScreen(ConsoleScreen[None]):
     """A Customize sub-screen: title bar, one panel, key bar; Esc goes back."""
 
-    # Up/Down move between fields as in a dialog (ui.DIALOG_KEYS); a list or log keeps them for itself.
-    BINDINGS = [("escape", "back", "Back"), Binding("up", "app.focus_previous", "Previous field", show=False),
-                Binding("down", "app.focus_next", "Next field", show=False)]
+    # Up/Down move between fields as in a dialog (ui.FIELD_KEYS); a list or log keeps them for itself.
+    BINDINGS = [("escape", "back", "Back"), *FIELD_KEYS]
     TITLE_TEXT = ""
     HINTS = ""  # keys the screen's widgets handle (Tab, Enter, Up/Down); the rest come from BINDINGS
     KEYS = "Esc Back"
@@ -93,10 +94,11 @@ class BaseScreen(ConsoleScreen[None]):
 
 
 def _row(label: str, widget_id: str, value: str, source: str = "", placeholder: str = "",
-         secret: bool = False) -> ComposeResult:
-    """A labelled input, its provenance, and the line under it where its validation error appears."""
-    cls = SecretInput if secret else Input
-    parts = [Static(label, classes="label"), cls(value=value, id=widget_id, placeholder=placeholder)]
+         secret: bool = False, enter: str = "submit") -> ComposeResult:
+    """A labelled input, its provenance, and the line under it where its validation error appears.
+    ``enter``: what Enter does in the field (:class:`~qx_console.ui.FieldInput`)."""
+    cls = SecretInput if secret else FieldInput
+    parts = [Static(label, classes="label"), cls(value=value, id=widget_id, placeholder=placeholder, enter=enter)]
     if source:
         parts.append(Static(f" ({source})", classes="source"))
     yield Horizontal(*parts, classes="form-row")

@@ -15,6 +15,17 @@ text from elsewhere goes through :func:`console_safe`.
 Screens and dialogs derive from :class:`ConsoleScreen` / :class:`ConsoleModal` (no inherited Textual
 bindings); blocking work runs through :func:`in_thread`, whose results reach a screen only while it is
 still shown (:func:`alive`).
+
+Keys typed ahead (a serial line or a slow host delivers a burst at once): Textual's App forwards every
+key it has queued to the widget focused at that moment, but a key that is an ordinary binding (Enter,
+Tab, Up/Down, Backspace) acts only when it has bubbled back to the App, after the keys behind it. So
+every key that moves focus is a *priority* binding here (handled while the App takes it from its
+queue, before the next key is forwarded; Screen.focus_next/set_focus are synchronous): Tab/Shift+Tab
+(:data:`FOCUS_KEYS`), Up/Down/Left/Right (:data:`FIELD_KEYS`, :data:`DIALOG_KEYS`; a widget that uses
+the arrow itself keeps it through ``SkipAction``), and Enter in a :class:`FieldInput`. A field's own
+editing keys and its submit are queued behind the characters it has not inserted yet
+(:class:`FieldInput`). A screen never moves focus from an ``Input.Submitted`` handler to take the next
+key: the field's ``enter`` mode does it.
 """
 
 from __future__ import annotations
@@ -26,12 +37,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from rich.text import Text
+from textual.actions import SkipAction
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen, Screen
 from textual.scrollbar import ScrollBarRender
-from textual.widgets import Button, Input, Static
+from textual.message import Message
+from textual.widgets import Button, Input, OptionList, RichLog, Static
 from textual.worker import Worker, get_current_worker
 
 from qx_common import log
@@ -77,26 +90,42 @@ CSS_FILE = Path(__file__).with_name("console.tcss")
 CSS = CSS_FILE.read_text()
 
 # Keys every screen of the console understands. Textual's own screen bindings (Ctrl+C copies the
-# selection to the terminal's clipboard) are not inherited: see ConsoleScreen.
-FOCUS_KEYS = [Binding("tab", "app.focus_next", "Next", show=False),
-              Binding("shift+tab", "app.focus_previous", "Previous", show=False)]
+# selection to the terminal's clipboard) are not inherited: see ConsoleScreen. Priority: focus moves
+# before the next typed key is forwarded (see the module docstring).
+FOCUS_KEYS = [Binding("tab", "focus_step(1)", "Next", show=False, priority=True),
+              Binding("shift+tab", "focus_step(-1)", "Previous", show=False, priority=True)]
+
+# Up/Down between fields (Customize screens and forms, every dialog), as on ESXi's DCUI; a list or log
+# keeps them (``action_field_step`` skips).
+FIELD_KEYS = [Binding("up", "field_step(-1)", "Previous field", show=False, priority=True),
+              Binding("down", "field_step(1)", "Next field", show=False, priority=True)]
+
+# A dialog's keys: Up/Down move between its fields, Left/Right between its buttons (in a field they
+# move the cursor: ``action_button_step`` skips).
+DIALOG_KEYS = FIELD_KEYS + [Binding("left", "button_step(-1)", "Previous button", show=False, priority=True),
+                            Binding("right", "button_step(1)", "Next button", show=False, priority=True)]
 
 
-class ConsoleScreen(Screen[T], inherit_bindings=False):
+class _FocusSteps:
+    """The focus-moving actions of :class:`ConsoleScreen` and :class:`ConsoleModal` (synchronous)."""
+
+    def action_focus_step(self, delta: int) -> None:
+        screen: Any = self  # a Screen: focus_next/focus_previous set the focus at once
+        screen.focus_next() if delta > 0 else screen.focus_previous()
+
+    def action_field_step(self, delta: int) -> None:
+        if isinstance(getattr(self, "focused", None), (OptionList, RichLog)):
+            raise SkipAction()  # the list or log scrolls its own highlight
+        self.action_focus_step(delta)
+
+
+class ConsoleScreen(_FocusSteps, Screen[T], inherit_bindings=False):
     """Base of every full screen of the console: only the bindings the console itself declares."""
 
     BINDINGS = FOCUS_KEYS
 
 
-# A dialog's keys, as on ESXi's DCUI: Up/Down move between its fields, Left/Right between its buttons
-# (a focused field or list keeps these keys for itself: a widget's own binding comes first).
-DIALOG_KEYS = [Binding("up", "app.focus_previous", "Previous field", show=False),
-               Binding("down", "app.focus_next", "Next field", show=False),
-               Binding("left", "button_step(-1)", "Previous button", show=False),
-               Binding("right", "button_step(1)", "Next button", show=False)]
-
-
-class ConsoleModal(ModalScreen[T], inherit_bindings=False):
+class ConsoleModal(_FocusSteps, ModalScreen[T], inherit_bindings=False):
     """Base of every dialog of the console: only the bindings the console itself declares.
 
     :meth:`close` dismisses the dialog only while it is the top screen: a result that arrives for a
@@ -105,21 +134,69 @@ class ConsoleModal(ModalScreen[T], inherit_bindings=False):
     BINDINGS = FOCUS_KEYS + DIALOG_KEYS
 
     def action_button_step(self, delta: int) -> None:
-        """Left/Right on a button: the neighbouring button of its row (nothing elsewhere)."""
+        """Left/Right on a button: the neighbouring button of its row (elsewhere the key is the widget's)."""
         b = self.focused
         if not isinstance(b, Button) or b.parent is None:
-            return
+            raise SkipAction()
         row = [w for w in b.parent.children if isinstance(w, Button) and w.focusable]
         i = row.index(b) + delta
         if 0 <= i < len(row):
-            row[i].focus()
+            self.set_focus(row[i])
 
     def close(self, result: T | None = None) -> None:
         if self.is_active:
             self.dismiss(result)
 
 
-class SecretInput(Input):
+class FieldInput(Input):
+    """Every text field of the console: its keys act in the order they were typed, however fast.
+
+    ``enter``: what Enter does — ``"submit"`` (``Input.Submitted``, focus stays), ``"next"`` (focus moves
+    to the next field; no Submitted), ``"submit+next"`` (both: a filter, then the list it filters),
+    ``"auto"`` (next while a later field follows on the screen, else submit: a dialog's fields). The
+    focus move happens while the App handles the Enter key itself, so
+    the key typed after it already goes to the next field; the submit, like every editing key of
+    Textual's Input (Backspace, arrows, Ctrl+U ...), is queued behind the characters this field has not
+    inserted yet, so it acts on the text typed before it (not on text typed after it)."""
+
+    class InOrder(Message, bubble=False):
+        """An action of this field, run after the keys already forwarded to it."""
+
+        def __init__(self, action: str) -> None:
+            super().__init__()
+            self.action = action
+
+    # Textual's Input bindings, as priority bindings that queue their action in order (Enter apart).
+    BINDINGS = [Binding("enter", "enter", "Enter", show=False, priority=True)] + [
+        Binding(b.key, f"in_order({b.action!r})", b.description, show=False, priority=True)
+        for b in Binding.make_bindings(Input.BINDINGS) if b.key != "enter"]
+
+    def __init__(self, *args: Any, enter: str = "submit", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if enter not in ("submit", "next", "submit+next", "auto"):
+            raise ValueError(f"FieldInput enter={enter!r}: use 'submit', 'next', 'submit+next' or 'auto'")
+        self.enter = enter
+
+    def action_in_order(self, action: str) -> None:
+        self.post_message(self.InOrder(action))
+
+    async def on_field_input_in_order(self, message: InOrder) -> None:
+        message.stop()
+        await self.run_action(message.action)
+
+    def action_enter(self) -> None:
+        mode = self.enter
+        if mode == "auto":
+            chain = self.screen.focus_chain
+            later = chain[chain.index(self) + 1:] if self in chain else []
+            mode = "next" if any(isinstance(w, Input) for w in later) else "submit"
+        if mode in ("next", "submit+next"):
+            self.screen.focus_next()
+        if mode in ("submit", "submit+next"):
+            self.action_in_order("submit")
+
+
+class SecretInput(FieldInput):
     """A password field that masks with '*' (Textual's bullet is not in the console fonts)."""
 
     @property
