@@ -71,9 +71,10 @@ def render(n: NetworkConfig) -> dict[str, str]:
         files[f"{PREFIX}mgmt-bond.netdev"] = _ini([("NetDev", [("Name", n.carrier), ("Kind", "bond")]),
                                                   ("Bond", bond)])
         # Members carry no address of their own; the bond has them. Said explicitly (no DHCP, link-local
-        # or RA): systemd.network(5) of 254 lists only Bridge=/KeepMaster= as turning link-local off, although
-        # networkd and the kernel (IFF_SLAVE) already leave a bond member without one. In active-backup the management adapter ``nic`` is the primary (PrimarySlave=,
-        # valid in that mode only, so it gets a .network of its own and the others match without it).
+        # or RA): systemd.network(5) of 254 names only Bridge=/KeepMaster= as turning link-local off,
+        # although networkd and the kernel (IFF_SLAVE) already leave a bond member without one.
+        # In active-backup the management adapter ``nic`` is the primary (PrimarySlave=, valid in that
+        # mode only, so it gets a .network of its own and the others match without it).
         member = [("Bond", n.carrier), ("DHCP", "no"), ("LinkLocalAddressing", "no"), ("IPv6AcceptRA", "no")]
         others = n.nics
         if n.team == "active-backup":
