@@ -108,7 +108,7 @@ e2e: host-deps-test venv
 
 # Regenerate the locks from pyproject.toml (needs network to PyPI).
 lock: venv
-	@$(VENV)/bin/uv pip compile pyproject.toml --extra test --extra build --extra postgres --extra server --generate-hashes \
+	@$(VENV)/bin/uv pip compile pyproject.toml --extra test --extra build --extra postgres --extra server --extra publish --generate-hashes \
 	    --python-version 3.11 --universal -o requirements.lock -q
 	@$(VENV)/bin/uv pip compile pyproject.toml --generate-hashes --python-version 3.13 \
 	    --python-platform x86_64-manylinux_2_28 --no-emit-package libvirt-python --no-emit-package netifaces \

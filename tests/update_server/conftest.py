@@ -38,6 +38,9 @@ from fastapi import FastAPI
 from tuf.api.metadata import Metadata, Targets
 from tuf.ngclient import Updater
 
+from qx_update.chunkindex import ChunkIndex, chunk_path
+from qx_update.contract import INDEX_OF
+
 from qx_common.run import run
 from qx_update_server.repository import LIFETIME, Repository, utcnow
 
@@ -142,11 +145,13 @@ def verify_repo(base_url: str, trusted_root: bytes, workdir: Path) -> dict[str, 
         assert role.terminating and len(role.paths) == 1 and role.paths[0].endswith("/*"), role.to_dict()
         v = role.paths[0].removesuffix("/*")
         assert name == f"release-{v}"
-        mine = [f"{v}/quantix-os_{v}.efi", f"{v}/quantix-os_{v}.root.erofs.zst"]
+        # the two artifacts and their chunk indexes (docs/update-format.md §5)
+        mine = [f"{v}/quantix-os_{v}.efi", f"{v}/quantix-os_{v}.efi.chunks.json",
+                f"{v}/quantix-os_{v}.root.chunks.json", f"{v}/quantix-os_{v}.root.erofs.zst"]
         # A path only the role could sign makes ngclient's walk load and verify it (the newest release of
         # each channel is also listed by the top-level role, where the walk would stop).
         assert updater.get_targetinfo(f"{v}/probe") is None
-        # the role (persisted by ngclient once verified) signs exactly this release's two targets
+        # the role (persisted by ngclient once verified) signs exactly this release's four targets
         assert sorted(Metadata[Targets].from_file(str(md_dir / f"{name}.json")).signed.targets) == mine
         paths += [p for p in mine if p not in paths]
     out: dict[str, dict[str, Any]] = {}
@@ -155,6 +160,22 @@ def verify_repo(base_url: str, trusted_root: bytes, workdir: Path) -> dict[str, 
         assert info is not None, path
         updater.download_target(info, str(tgt_dir / path.replace("/", "_")))
         out[path] = info.custom["quantix"]
+    # Each artifact's chunk index (docs/update-format.md §5) is signed beside it, describes exactly the
+    # artifact's signed image, and every chunk it names is served and matches it. The result lists the
+    # artifacts only (what a release is made of); the indexes are checked here.
+    for path, q in list(out.items()):
+        if q["artifact"] not in INDEX_OF.values():
+            continue
+        idx = ChunkIndex.from_json((tgt_dir / path.replace("/", "_")).read_bytes(), path)
+        art = next(p for p, a in out.items() if a["version"] == q["version"] and INDEX_OF.get(a["artifact"]) == q["artifact"])
+        info = updater.get_targetinfo(art)
+        assert info is not None
+        length, digest = (q["slot_size"], q["slot_sha256"]) if idx.artifact == "root" else (info.length, info.hashes["sha256"])
+        idx.check_describes(version=q["version"], artifact=idx.artifact, length=length, sha256=digest, where=path)
+        for c in {c.sha256: c for c in idx.chunks}.values():
+            data = requests.get(f"{base_url}/targets/{chunk_path(c.sha256)}", timeout=30).content
+            assert len(data) == c.stored_length and hashlib.sha256(data).hexdigest() == c.stored_sha256, path
+        del out[path]
     return out
 
 

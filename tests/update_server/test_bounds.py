@@ -1,7 +1,8 @@
 """Signed metadata stays within what every host accepts, and nothing signed is unservable.
 
-Releases here are written directly (tiny payload files, every field at its maximum) so that a thousand
-publishes run in seconds; the server checks names, sizes and hashes, not zstd framing. After each
+Releases here are written directly (tiny payloads, every signed text field at its maximum) so that a
+thousand publishes run in seconds; the root payload is a real zstd frame of the image its manifest
+describes (the server decompresses it to cut its chunks, docs/update-format.md §5). After each
 scenario python-tuf's ngclient — with the default ``UpdaterConfig`` limits that qx-update uses —
 refreshes the repository over HTTP and downloads what it lists.
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zstandard
 from tuf.ngclient import UpdaterConfig
 
 from qx_common.errors import UserError
@@ -51,7 +53,8 @@ def fast_release(base: Path, version: str, *, cmdline: str = CMDLINE_WORST, epoc
     d.mkdir(parents=True)
     name = f"quantix-os_{version}"
     root = d / f"{name}.root.erofs.zst"
-    root.write_bytes(b"payload " + version.encode() * 8)
+    plain = b"payload " + version.encode() * 8
+    root.write_bytes(zstandard.ZstdCompressor().compress(plain))
     efi = d / f"{name}.efi"
     efi.write_bytes(b"MZ" + version.encode())
     manifest: dict[str, Any] = {
@@ -59,7 +62,7 @@ def fast_release(base: Path, version: str, *, cmdline: str = CMDLINE_WORST, epoc
         "kernel_cmdline": cmdline,
         "artifacts": {
             "root": {"file": root.name, "size": root.stat().st_size, "sha256": _sha(root),
-                     "uncompressed_sha256": "a" * 64, "slot_size_min": 1 << 30},
+                     "uncompressed_sha256": hashlib.sha256(plain).hexdigest(), "slot_size_min": len(plain)},
             "uki": {"file": efi.name, "size": efi.stat().st_size, "sha256": _sha(efi)}}}
     if edit:
         edit(manifest, d)
@@ -80,7 +83,9 @@ def client_targets_length(data_dir: Path) -> int:
 # ---- what one host check costs, by design (docs/update-format.md §2.1) ------------------------------
 # Worst-case sizes of the signed files, every field at its maximum (notes and kernel_cmdline fully
 # escaped: 2 x 4096 and 2 x 2048 bytes per target), one ed25519 signature each:
-ROLE_MAX = 30_000  # a release's role: 2 targets x (~12.5 KB of escaped fields + ~700 B of hashes, paths, keys)
+# a release's role: 2 artifact targets x (~12.5 KB of escaped fields + ~700 B of hashes, paths, keys), and
+# their 2 chunk-index targets (~1 KB each: the same fields without notes and command line)
+ROLE_MAX = 30_000
 TIMESTAMP_MAX = 1_000
 SNAPSHOT_MAX = 600 + 130 * contract.MAX_SIGNED_RELEASES  # one meta entry (name, version, length) per release
 # The top-level role: one delegation (~330 B: name, key id, path pattern) per release, plus the newest
@@ -399,7 +404,7 @@ def test_repository_signed_before_delegations_is_converted_at_start(tmp_path, st
     state.snapshot.signed.meta = snap.meta  # the commit below signs this snapshot (and a timestamp)
     repo._commit(state, targets=None, now=now)  # noqa: SLF001 - writing the pre-delegation layout
     old = repo.load()
-    assert old.roles == {} and len(old.top.signed.targets) == 4
+    assert old.roles == {} and len(old.top.signed.targets) == 8  # per release: 2 artifacts, 2 chunk indexes
     host = verify_repo(url, repo.root_bytes(1), tmp_path)  # a client sees the old layout
     assert len(host) == 4
 

@@ -77,7 +77,7 @@ def test_release_lifecycle_through_cli(server, tmp_path, make_release, static_se
 
     export = tmp_path / "usb"
     out = json.loads(qx_release(server, token, "--json", "export", str(export)).stdout)
-    assert out["root_version"] == 2 and len(out["targets"]) == 4
+    assert out["root_version"] == 2 and len(out["targets"]) == 8  # 2 artifacts + 2 chunk indexes per release
     # the export is a complete repository: any plain web server can serve it to hosts
     assert len(verify_repo(static_server(export), root_v1, tmp_path)) == 4
     audit = requests.get(server.url + "/v1/audit", headers={"Authorization": f"Bearer {token}"}, timeout=5).json()

@@ -13,14 +13,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from qx_update.contract import (ARTIFACTS, CHANNELS, IMAGE_ID, MAX_CMDLINE_BYTES, MAX_NOTES_BYTES,
+from qx_update.contract import (ARTIFACTS, CHANNELS, IMAGE_ID, INDEX_OF, MAX_CMDLINE_BYTES, MAX_NOTES_BYTES,
                                 MAX_SECURITY_EPOCH, MAX_SLOT_SIZE, MAX_VERSION_LEN, ReleaseTarget, Rollout,
                                 artifact_name, channels_up_to, check_channel, check_int, check_kernel_cmdline,
                                 check_notes, check_version, decode_fraction, encode_fraction, iso_z,
                                 merge_channels, target_path)
 
 __all__ = [
-    "ARTIFACTS", "CHANNELS", "CLIENT_TARGETS_MAX_LENGTH", "IMAGE_ID", "KEEP_SUPERSEDED", "MAX_CMDLINE_BYTES",
+    "ARTIFACTS", "CHANNELS", "CLIENT_TARGETS_MAX_LENGTH", "IMAGE_ID", "INDEX_OF", "KEEP_SUPERSEDED", "MAX_CMDLINE_BYTES",
     "MAX_MANIFEST_BYTES", "MAX_NOTES_BYTES", "MAX_SECURITY_EPOCH", "MAX_SIGNED_RELEASES", "MAX_SLOT_SIZE",
     "MAX_SUMS_BYTES", "MAX_VERSION_LEN", "TARGETS_MAX_BYTES", "artifact_name", "channels_up_to",
     "check_channel", "check_int", "check_kernel_cmdline", "check_notes", "check_version", "decode_fraction",

@@ -23,6 +23,7 @@ a development shortcut, not for production (docs/update-format.md §2.3).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -186,6 +187,34 @@ def export(c: Client, dest: Path) -> dict[str, Any]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _export_chunks(c: Client, tmp: Path, entries: dict[str, Any], verified: list[str]) -> None:
+    """The chunks the verified chunk indexes name (docs/update-format.md §5), each checked against its
+    index, so hosts apply from the copy as a delta; a copy without them takes the full payload."""
+    from qx_update.chunkindex import ChunkIndex, chunk_path
+
+    chunks = {}
+    for path in verified:
+        if not path.endswith(".chunks.json"):
+            continue
+        d, _, name = path.rpartition("/")
+        data = (tmp / "targets" / d / f"{entries[path]['hashes']['sha256']}.{name}").read_bytes()
+        chunks |= {ch.sha256: ch for ch in ChunkIndex.from_json(data, path).chunks}
+    bar = Progress("exporting chunks", sum(ch.stored_length for ch in chunks.values()))
+    for ch in chunks.values():
+        rel = chunk_path(ch.sha256)
+        with c.session.get(f"{c.server}/targets/{rel}", timeout=TIMEOUT) as r:
+            if not r.ok:
+                raise ExternalError(f"export: GET /targets/{rel}: HTTP {r.status_code}")
+            data = r.content
+        if len(data) != ch.stored_length or hashlib.sha256(data).hexdigest() != ch.stored_sha256:
+            raise ExternalError(f"export: /targets/{rel} does not match its signed chunk index")
+        out = tmp / "targets" / rel
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(data)
+        bar.update(len(data))
+    bar.close()
+
+
 def _export(c: Client, dest: Path, tmp: Path) -> dict[str, Any]:
     """Fetch into ``tmp``, verify, rename to ``dest``. Called by :func:`export`, which cleans up."""
     from qx_update_server.offline import verify_directory  # ngclient only needed here
@@ -238,6 +267,7 @@ def _export(c: Client, dest: Path, tmp: Path) -> dict[str, Any]:
                     bar.update(len(chunk))
     bar.close()
     verified = verify_directory(tmp, (tmp / "metadata" / "1.root.json").read_bytes())
+    _export_chunks(c, tmp, entries, verified)
     if dest.exists():
         dest.rmdir()
     tmp.rename(dest)

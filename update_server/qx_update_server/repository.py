@@ -4,11 +4,14 @@ Layout (served as static files, see docs/update-format.md section 2)::
 
     <data-dir>/repository/metadata/N.root.json, root.json, N.targets.json, N.snapshot.json, timestamp.json
     <data-dir>/repository/targets/<version>/<sha256>.quantix-os_<version>.{root.erofs.zst,efi}
+    <data-dir>/repository/targets/<version>/<sha256>.quantix-os_<version>.{root,efi}.chunks.json
+    <data-dir>/repository/targets/chunks/<aa>/<sha256>.zst   (shared by releases: qx_update_server.chunkstore)
 
 ``consistent_snapshot`` is on, so a change writes only *new* files — except ``timestamp.json``, which
 is replaced atomically and is always written last. The order of every change is fixed:
 
-1. artifacts: moved into ``targets/`` (already verified against manifest + SHA256SUMS), fsynced;
+1. artifacts: moved into ``targets/`` (already verified against manifest + SHA256SUMS), fsynced; each
+   one's chunks stored and its chunk index written beside it (:mod:`.chunkstore`);
 2. ``N+1.targets.json``; 3. ``M+1.snapshot.json``; 4. ``timestamp.json``.
 
 A crash anywhere before step 4 leaves files no client can reach yet (the current ``timestamp.json``
@@ -45,6 +48,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -77,7 +81,7 @@ from qx_common.errors import EnvironmentError_, InternalError, UserError
 from qx_common.version import version_key
 from qx_update.contract import ContractError, ReleaseTarget, quantix_of
 from qx_update.repo import release_role, role_version
-from qx_update_server import contract
+from qx_update_server import chunkstore, contract
 from qx_common.fs import atomic_write, fsync_dir
 from qx_update_server.errors import NotFound
 from qx_update_server.fsutil import crashpoint
@@ -598,7 +602,7 @@ class Repository:
         if not self.initialized():
             return False
         with self.locked():
-            self._gc(now or utcnow())
+            self._gc(now or utcnow(), chunks=True)
             state = self.load()
             root = state.root.signed
             try:
@@ -701,8 +705,11 @@ class Repository:
         atomic_write(self._retired_path, json.dumps({"format": 1, "releases": doc}, indent=1,
                                                     sort_keys=True).encode(), mode=0o600)
 
-    def _gc(self, now: dt.datetime) -> None:
-        """Delete old metadata versions and unreferenced target files. Call with the lock held."""
+    def _gc(self, now: dt.datetime, *, chunks: bool = False) -> None:
+        """Delete old metadata versions and unreferenced target files. Call with the lock held.
+
+        The chunk store is swept when a release's files went in this call, or with ``chunks`` (at start:
+        a publish killed half-way may have left chunks no index names)."""
         state = self.load()
         current = {"targets": state.top.signed.version, "snapshot": state.snapshot.signed.version}
         current |= {name: md.signed.version for name, md in state.roles.items()}
@@ -724,7 +731,7 @@ class Repository:
         if not self.targets_dir.is_dir():
             return
         for d in self.targets_dir.iterdir():
-            if d.name in signed:
+            if d.name in signed or d.name == chunkstore.STORE_DIR:
                 continue
             r = retired.get(d.name)
             # Not named by the signed metadata and never retired: left by a publish that failed or was
@@ -735,6 +742,11 @@ class Repository:
                     shutil.rmtree(d, ignore_errors=True)
                 else:
                     d.unlink(missing_ok=True)
+                chunks = True
+        # Chunks are shared between releases: one goes only when no index left under targets/ names it
+        # (a signed release's, or a retired one's still within its grace).
+        if chunks:
+            chunkstore.gc(self.targets_dir, chunkstore.referenced(sorted(self.targets_dir.glob("*/*.chunks.json"))))
 
     # ---- releases -------------------------------------------------------------------------------
 
@@ -747,7 +759,9 @@ class Repository:
             if q is None:
                 continue
             fields = {k: v for k, v in q.to_custom().items() if k != "artifact"}
-            entry = out.setdefault(q.version, fields | {"targets": {}})
+            entry = out.setdefault(q.version, {"targets": {}})
+            if q.artifact in contract.ARTIFACTS:  # a chunk index's target carries no notes or command line
+                entry.update(fields)
             entry["targets"][q.artifact] = {"path": path, "length": tf.length, "sha256": tf.hashes["sha256"]}
         return sorted(out.values(), key=lambda r: version_key(r["version"]), reverse=True)
 
@@ -811,6 +825,28 @@ class Repository:
                     os.replace(tmp, dest)
                     targets.targets[path] = TargetFile(art.size, {"sha256": art.sha256}, path,
                                                        {"custom": {"quantix": custom}})
+                    # Its chunk index (docs/update-format.md §5): chunks into the shared store, the index a
+                    # target of this release's role, so hosts verify every chunk against signed data.
+                    kind = contract.INDEX_OF[art.artifact]
+                    index = chunkstore.build_index(
+                        dest, compressed=art.artifact == "root", version=rel.version, artifact=art.artifact,
+                        length=rel.slot_size if art.artifact == "root" else art.size,
+                        sha256=rel.slot_sha256 if art.artifact == "root" else art.sha256,
+                        targets_dir=self.targets_dir, staging=self.data_dir / ".publishing", written=written)
+                    data = index.to_json()
+                    ipath = contract.target_path(rel.version, kind)
+                    idigest = hashlib.sha256(data).hexdigest()
+                    idest = vdir / f"{idigest}.{ipath.rpartition('/')[2]}"
+                    written.append(idest)
+                    atomic_write(idest, data)
+                    # The release's fields but without notes and command line: every host that reads the
+                    # role downloads them, and they are the artifacts' (a role stays within its budget).
+                    icustom = contract.quantix_custom(
+                        version=rel.version, artifact=kind, channels=contract.channels_up_to(channel),
+                        security_epoch=rel.security_epoch, slot_size=rel.slot_size, slot_sha256=rel.slot_sha256,
+                        kernel_cmdline="", rollout_start=now, notes="")
+                    targets.targets[ipath] = TargetFile(len(data), {"sha256": idigest}, ipath,
+                                                        {"custom": {"quantix": icustom}})
                 fsync_dir(vdir)
                 crashpoint("artifacts")
                 self._retire(drop, now)
@@ -819,10 +855,11 @@ class Repository:
                 # Nothing unsigned stays downloadable: the files moved in for this publish go again.
                 for f in written:
                     f.unlink(missing_ok=True)
-                try:
-                    vdir.rmdir()
-                except OSError:
-                    pass
+                for d in [vdir, *{f.parent for f in written if f.parent != vdir}, self.targets_dir / chunkstore.STORE_DIR]:
+                    try:
+                        d.rmdir()  # only if empty: chunk directories other releases use stay
+                    except OSError:
+                        pass
                 raise
             self._gc(now)
 
@@ -955,7 +992,9 @@ def old_client_targets(flat: Targets) -> dict[str, TargetFile]:
             if not q.yanked and (ch not in newest or version_key(q.version) > version_key(newest[ch])):
                 newest[ch] = q.version
     keep = set(newest.values())
-    return {p: tf for p, tf in flat.targets.items() if (q := _quantix(tf)) and q.version in keep}
+    # Only the artifacts: such a host reads no chunk index, and the top-level role stays small.
+    return {p: tf for p, tf in flat.targets.items()
+            if (q := _quantix(tf)) and q.version in keep and q.artifact in contract.ARTIFACTS}
 
 
 def _by_version(targets: Targets) -> dict[str, ReleaseTarget]:
@@ -963,7 +1002,7 @@ def _by_version(targets: Targets) -> dict[str, ReleaseTarget]:
     out: dict[str, ReleaseTarget] = {}
     for tf in targets.targets.values():
         q = _quantix(tf)
-        if q is not None:
+        if q is not None and q.artifact in contract.ARTIFACTS:
             out.setdefault(q.version, q)
     return out
 

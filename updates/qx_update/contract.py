@@ -33,8 +33,9 @@ from qx_common.errors import UserError
 from qx_common.version import IMAGE_ID, is_valid_version
 
 __all__ = [
-    "ARTIFACTS", "ARTIFACT_SUFFIXES", "CHANNELS", "IMAGE_ID", "MAX_CMDLINE_BYTES", "MAX_NOTES_BYTES",
-    "MAX_SECURITY_EPOCH", "MAX_SLOT_SIZE", "MAX_VERSION_LEN", "ContractError", "ReleaseTarget", "Rollout",
+    "ARTIFACTS", "ARTIFACT_SUFFIXES", "CHANNELS", "IMAGE_ID", "INDEX_OF", "INDEX_SUFFIXES", "MAX_CHUNKS",
+    "MAX_CHUNK_BYTES", "MAX_CMDLINE_BYTES", "MAX_INDEX_BYTES", "MAX_NOTES_BYTES", "MAX_SECURITY_EPOCH",
+    "MAX_SLOT_SIZE", "MAX_STORED_CHUNK_BYTES", "MAX_VERSION_LEN", "ContractError", "ReleaseTarget", "Rollout",
     "artifact_name", "channels_up_to", "check_channel", "check_int", "check_kernel_cmdline", "check_notes",
     "check_version", "decode_fraction", "encode_fraction", "iso_z", "merge_channels", "quantix_of", "target_path",
 ]
@@ -44,6 +45,12 @@ CHANNELS: tuple[str, ...] = ("dev", "beta", "stable")
 # The artifact kinds of a release and the suffix of each one's file name (``quantix-os_<v>.<suffix>``).
 ARTIFACT_SUFFIXES: Mapping[str, str] = {"root": "root.erofs.zst", "uki": "efi"}
 ARTIFACTS: tuple[str, ...] = tuple(ARTIFACT_SUFFIXES)
+# Each artifact's chunk index (docs/update-format.md §5): a signed target of its own beside the artifact,
+# with the same custom.quantix fields and these artifact kinds. Not in ARTIFACTS: a build uploads no
+# index (the server makes it at publish), and hosts before delta updates choose only ``artifact: root``.
+INDEX_SUFFIXES: Mapping[str, str] = {"root-index": "root.chunks.json", "uki-index": "efi.chunks.json"}
+INDEX_OF: Mapping[str, str] = {"root": "root-index", "uki": "uki-index"}
+_ALL_SUFFIXES: Mapping[str, str] = {**ARTIFACT_SUFFIXES, **INDEX_SUFFIXES}
 
 # ---- bounds on every signed field -----------------------------------------------------------------
 # Every host downloads the whole targets metadata on every check (the server's size budget, in
@@ -54,6 +61,11 @@ MAX_NOTES_BYTES = 4096
 MAX_CMDLINE_BYTES = 2048  # the kernel's COMMAND_LINE_SIZE on x86
 MAX_SECURITY_EPOCH = 1_000_000
 MAX_SLOT_SIZE = 1 << 40  # 1 TiB: far above any root slot, small enough to stay an exact integer anywhere
+# Chunk indexes (§5): a host holds one index in memory and one chunk at a time per download worker.
+MAX_INDEX_BYTES = 32 << 20          # the index file (a 2 GiB root at the 80 KiB average is ~4 MB)
+MAX_CHUNKS = 262_144                # chunks per index (16 GiB at the 64 KiB average)
+MAX_CHUNK_BYTES = 1 << 20           # one chunk, uncompressed (FastCDC's max_size is 256 KiB)
+MAX_STORED_CHUNK_BYTES = MAX_CHUNK_BYTES + (64 << 10)  # one stored (zstd) chunk: incompressible + framing
 _CMDLINE_RE = re.compile(r"[\x20-\x7e]*")  # printable ASCII: no newline or control byte reaches the kernel
 _NOTES_BAD = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # control characters other than tab and newline
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
@@ -126,7 +138,7 @@ def merge_channels(current: list[str], channel: str) -> list[str]:
 
 def artifact_name(version: str, artifact: str) -> str:
     """The one file name an artifact of ``version`` may have (the basename of its target path)."""
-    return f"{IMAGE_ID}_{version}.{ARTIFACT_SUFFIXES[artifact]}"
+    return f"{IMAGE_ID}_{version}.{_ALL_SUFFIXES[artifact]}"
 
 
 def target_path(version: str, artifact: str) -> str:
@@ -213,7 +225,7 @@ class ReleaseTarget:
     plus which ``artifact`` of the release this target is."""
 
     version: str
-    artifact: str                     # one of ARTIFACTS
+    artifact: str                     # one of ARTIFACTS, or an index kind of INDEX_SUFFIXES
     channels: tuple[str, ...]
     security_epoch: int
     slot_size: int                    # bytes the root slot needs (the uncompressed erofs)
@@ -225,8 +237,8 @@ class ReleaseTarget:
 
     def __post_init__(self) -> None:
         check_version(self.version)
-        if self.artifact not in ARTIFACTS:
-            raise ContractError(f"artifact: {self.artifact!r} is not one of {', '.join(ARTIFACTS)}")
+        if self.artifact not in _ALL_SUFFIXES:
+            raise ContractError(f"artifact: {self.artifact!r} is not one of {', '.join(_ALL_SUFFIXES)}")
         if not isinstance(self.channels, tuple) or not all(isinstance(c, str) for c in self.channels):
             raise ContractError(f"channels: {self.channels!r} must be a list of channel names")
         check_int(self.security_epoch, "security_epoch", 0, MAX_SECURITY_EPOCH)
