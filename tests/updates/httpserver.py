@@ -32,6 +32,9 @@ def serve(base: Path) -> Served:
     served = Served(base, "")
 
     class Handler(SimpleHTTPRequestHandler):
+        # Keep-alive, as nginx or a CDN: qx-update's chunk fetcher reuses its connections.
+        protocol_version = "HTTP/1.1"
+
         def __init__(self, *a, **kw):  # type: ignore[no-untyped-def]
             super().__init__(*a, directory=str(base), **kw)
 
@@ -54,6 +57,7 @@ def serve(base: Path) -> Served:
                     served.requests.append((self.path, rng, 416))
                     self.send_response(416)
                     self.send_header("Content-Range", f"bytes */{size}")
+                    self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
                 start = int(m.group(1))

@@ -3,8 +3,10 @@
 apply, in this order (each step leaves the running slot the default and untouched until the switch):
 
 1. refresh TUF metadata (:mod:`repo`), choose a release (:mod:`releases`);
-2. download root payload and UKI, resumable, verified by TUF (:mod:`download`);
-3. remove the inactive slot's boot entry, write the slot and read it back (:mod:`slots`);
+2. download root payload and UKI, resumable, verified by TUF (:mod:`download`) — or, when the release
+   has signed chunk indexes, only the chunks this host lacks (:mod:`delta`, :mod:`chunked`);
+3. remove the inactive slot's boot entry, write the slot (in one pass from chunks, for a delta) and read
+   it back (:mod:`slots`);
 4. record ``pending`` in the state (:mod:`state`) — before the switch, so a power cut cannot lose it;
 5. copy the UKI and write ``quantix-<slot>+3.conf`` (:mod:`esp`) — the switch.
 Steps 3–5 are :func:`qx_update.slotinstall.write_and_switch`, shared with the installer's upgrade.
@@ -324,29 +326,45 @@ class Client:
             raise VerificationError(f"{rel.uki_path}: its signed metadata is malformed: {err.message}") from err
         if uq.artifact != "uki" or uq.version != rel.version or uq.slot_sha256 != rel.slot_sha256:
             raise VerificationError(f"{rel.uki_path}: its signed metadata does not describe release {rel.version}")
-        log.step(f"downloading {rel.version}")
-        payload = download.fetch(rel.root, rp.target_url(rel.root), self.cfg.download_dir, label="root",
-                                 progress=self.progress, crash_point="download",
-                                 deadline=self.cfg.download_deadline)
-        uki = download.fetch(uki_info, rp.target_url(uki_info), self.cfg.download_dir, label="uki",
-                             progress=self.progress, deadline=self.cfg.download_deadline)
+        # Delta update (docs/update-format.md §5) when the release has signed chunk indexes; else (or for an
+        # offline copy without the chunk store) the full payload, as before.
+        from qx_update import delta as deltamod
+
+        d = deltamod.Delta(rp, state_dir=self.cfg.state_dir, download_dir=self.cfg.download_dir,
+                           deadline=self.cfg.download_deadline, progress=self.progress, offline_dir=from_dir)
+        root_index = d.release_index(rel.version, "root", length=rel.slot_size, sha256=rel.slot_sha256)
+        uki_index = d.release_index(rel.version, "uki", length=uki_info.length, sha256=uki_info.hashes["sha256"])
+        from_version = self.running_version(e, running)
+        target_entry = e.slots().get(target)
+        target_version = self.st.slots.get(target, {}).get("version") or (target_entry.version if target_entry else None)
+        log.step(f"downloading {rel.version}" + (" (delta)" if root_index else ""))
+        payload = None if root_index else download.fetch(
+            rel.root, rp.target_url(rel.root), self.cfg.download_dir, label="root", progress=self.progress,
+            crash_point="download", deadline=self.cfg.download_deadline)
+        uki = d.uki(uki_index, uki_info, esp_root=esp.find_esp(self.cfg.esp), running_version=from_version,
+                    other_version=target_version) if uki_index else download.fetch(
+            uki_info, rp.target_url(uki_info), self.cfg.download_dir, label="uki", progress=self.progress,
+            deadline=self.cfg.download_deadline)
         crashpoint.reached("downloaded")
         slot_path = self.cfg.slots[target]
         slots.guard_not_running(slot_path, self.cfg.slots[running])
-        from_version = self.running_version(e, running)
+        write = d.root_writer(root_index, slot_path=slot_path, target=target, running=running,
+                              running_path=self.cfg.slots[running], running_version=from_version,
+                              target_version=target_version) if root_index else None
         entry = slotinstall.write_and_switch(
             e=e, st=self.st, save=self.save, rel=slotinstall.Release(
                 version=rel.version, security_epoch=rel.security_epoch, slot_size=rel.slot_size,
                 slot_sha256=rel.slot_sha256, kernel_cmdline=rel.kernel_cmdline),
             payload=payload, uki=uki, target=target, running=running, slot_path=slot_path,
-            from_version=from_version, tries=self.cfg.tries, progress=self.progress)
+            from_version=from_version, tries=self.cfg.tries, progress=self.progress, write=write)
         for p in self.cfg.download_dir.glob("*"):   # keep the cache small: the slot now holds the release
             p.unlink(missing_ok=True)
         next_boot = e.default_slot()
         return api.ApplyResult(schema_version=api.SCHEMA_VERSION, applied=_summary(rel), slot=target,
                                entry=entry.name.filename, next_boot=next_boot, skipped=_skipped(choice),
                                message=f"installed {rel.version} into slot {target.upper()} ({entry.name.filename}); "
-                                       f"next boot: slot {(next_boot or '?').upper()}")
+                                       f"next boot: slot {(next_boot or '?').upper()}"
+                                       + (f"; {d.summary()}" if d.summary() else ""))
 
     # -- rollback ------------------------------------------------------------------------------
     def rollback(self) -> api.RollbackResult:

@@ -21,6 +21,7 @@ POINTS = (
     "switch",        # the UKI is on the ESP, the new boot entry is not
     "entry-tmp",     # the new entry's temp file is written and synced, not yet renamed
     "switched",      # the new entry is in place (the switch happened), state not yet recorded
+    # and "chunk-<n>": a delta apply has written the n-th chunk it fetched from the network (qx_update.chunked)
     # qx-install (the installer shares the slot writer, so "write" and "written" apply to it too)
     "install-partitioned",  # wipe: new table, ESP and data made; slot A not written
     "install-retired",      # keep-data: the old boot entries are gone; slot A not written

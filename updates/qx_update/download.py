@@ -44,18 +44,21 @@ TIMEOUT = (10, 60)  # connect, read-gap seconds
 _log = log.get("update.download")
 
 
-_POOLS: dict[str, urllib3.PoolManager] = {}
+_POOLS: dict[tuple[str, int], urllib3.PoolManager] = {}
 
 
-def _pool(url: str) -> urllib3.PoolManager:
-    """urllib3 directly (ngclient already loads it), honouring http(s)_proxy and no_proxy like ngclient."""
+def pool(url: str, connections: int = 1) -> urllib3.PoolManager:
+    """urllib3 directly (ngclient already loads it), honouring http(s)_proxy and no_proxy like ngclient.
+
+    ``connections``: kept-alive connections per host (the chunk fetcher's parallel requests)."""
     parsed = urlparse(url)
     proxy = urllib.request.getproxies().get(parsed.scheme)
     if proxy and urllib.request.proxy_bypass(parsed.hostname or ""):
         proxy = None
-    key = proxy or ""
+    key = (proxy or "", connections)
     if key not in _POOLS:
-        _POOLS[key] = urllib3.ProxyManager(proxy) if proxy else urllib3.PoolManager()
+        _POOLS[key] = (urllib3.ProxyManager(proxy, maxsize=connections) if proxy
+                       else urllib3.PoolManager(maxsize=connections))
     return _POOLS[key]
 
 
@@ -130,7 +133,7 @@ def _open_stream(url: str, offset: int, deadline: Deadline | None = None) -> tup
     if offset:
         headers["Range"] = f"bytes={offset}-"
     def send() -> urllib3.BaseHTTPResponse:
-        r = _pool(url).request("GET", url, headers=headers, preload_content=False, retries=False,
+        r = pool(url).request("GET", url, headers=headers, preload_content=False, retries=False,
                                timeout=urllib3.Timeout(connect=TIMEOUT[0], read=TIMEOUT[1]))
         if deadline is not None:
             deadline.watch(r)  # in the worker: a response that comes after the deadline is shut down at once

@@ -162,10 +162,15 @@ class Repo:
         return out
 
     def targetinfo(self, path: str) -> TargetFile:
-        info = self._tuf(self.updater.get_targetinfo, path)
+        info = self.find_targetinfo(path)
         if info is None:
             raise VerificationError(f"target {path} is not in the signed targets metadata")
         return info
+
+    def find_targetinfo(self, path: str) -> TargetFile | None:
+        """The verified target ``path``, or None when the signed metadata has none (a release's chunk
+        index is optional: releases published before delta updates have none)."""
+        return self._tuf(self.updater.get_targetinfo, path)  # type: ignore[no-any-return]
 
     def target_url(self, info: TargetFile) -> str:
         """The download URL, hash-prefixed as ngclient does for ``consistent_snapshot`` repositories."""

@@ -5,7 +5,8 @@ Order (each step crash-safe, see :mod:`qx_update.esp` and :mod:`qx_update.slots`
 
 1. remove the target slot's boot entry and forget what the state said about it (a half-written slot is
    never bootable);
-2. write the slot from the zstd payload and read it back against the expected hash;
+2. write the slot from the zstd payload (or through the caller's writer: a delta update) and read it
+   back against the expected hash;
 3. record ``pending`` (so the health gate and ``qx-update blessed`` finish the job after the reboot) —
    before the switch, so no power cut can lose it;
 4. copy the UKI, write ``quantix-<slot>+<tries>.conf`` — the switch.
@@ -36,16 +37,22 @@ class Release:
     kernel_cmdline: str
 
 
-def write_and_switch(*, e: esp.Esp, st: state.State, save: Callable[[], None], rel: Release, payload: Path,
+def write_and_switch(*, e: esp.Esp, st: state.State, save: Callable[[], None], rel: Release, payload: Path | None,
                      uki: Path, target: str, running: str, slot_path: Path, from_version: str, tries: int,
-                     progress: bool | ProgressFn = True) -> esp.SlotEntry:
+                     progress: bool | ProgressFn = True, write: Callable[[], None] | None = None) -> esp.SlotEntry:
+    """``write``: writes and proves the slot itself (a delta update, :mod:`qx_update.delta`) instead of
+    the zstd ``payload``; it must raise unless the slot reads back as ``rel.slot_sha256``."""
     log.step(f"writing {rel.version} into slot {target.upper()} ({slot_path})")
     e.remove_entry(target)
     st.slots.pop(target, None)
     save()
     crashpoint.reached("entry-removed")
-    slots.write_payload(payload, slot_path, slot_size=rel.slot_size, slot_sha256=rel.slot_sha256,
-                        progress=progress)
+    if write is not None:
+        write()
+    else:
+        assert payload is not None, "write_and_switch needs a payload or a writer"
+        slots.write_payload(payload, slot_path, slot_size=rel.slot_size, slot_sha256=rel.slot_sha256,
+                            progress=progress)
     crashpoint.reached("written")
     # The record comes before the switch: whatever instant power is cut, the state either describes the
     # switched slot or describes a slot the ESP does not boot (then readers ignore it: pending_effective).
