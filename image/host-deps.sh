@@ -16,7 +16,7 @@ case "${VERSION_CODENAME:-}" in
     *) die "unsupported host '${PRETTY_NAME:-unknown}'" "build on Debian 12 (bookworm) or 13 (trixie)";;
 esac
 
-build_pkgs=(mkosi python3-pefile zstd xz-utils erofs-utils squashfs-tools dosfstools mtools e2fsprogs
+build_pkgs=(mkosi python3-pefile sbsigntool zstd xz-utils erofs-utils squashfs-tools dosfstools mtools e2fsprogs
             cryptsetup-bin debian-archive-keyring uidmap systemd-boot systemd-boot-efi kmod cpio fdisk
             xorriso qemu-system-x86 qemu-utils ovmf python3-venv python3-dev libvirt-dev pkg-config gcc)
 pkgs=("${build_pkgs[@]}")

@@ -59,6 +59,9 @@ _PROVIDERS: dict[str, str] = {
     "journalctl": "systemd",
     "systemctl": "systemd",
     "bootctl": "systemd-boot",
+    "sbsign": "sbsigntool",
+    "sbverify": "sbsigntool",
+    "virt-fw-vars": "python3-virt-firmware",
 }
 
 _KEEP_ENV = (

@@ -61,8 +61,10 @@ def describe(path: Path) -> dict[str, object]:
 
 def build_manifest(*, version: str, security_epoch: int, source_date_epoch: int, kernel_cmdline: str,
                    mkosi_manifest: Path, artifacts: dict[str, dict[str, object]],
-                   update_trust: dict[str, object] | None = None) -> dict[str, object]:
-    """``update_trust``: :func:`qx_build.trust.stage`'s record (which keys the image's TUF root is from)."""
+                   update_trust: dict[str, object] | None = None,
+                   secure_boot: dict[str, object] | None = None) -> dict[str, object]:
+    """``update_trust``: :func:`qx_build.trust.stage`'s record (which keys the image's TUF root is from);
+    ``secure_boot``: :func:`qx_build.secureboot.record` (who signed the boot chain)."""
     packages = json.loads(mkosi_manifest.read_text()).get("packages", [])
     return {
         "format": 1,
@@ -78,6 +80,7 @@ def build_manifest(*, version: str, security_epoch: int, source_date_epoch: int,
                            key=lambda p: p["name"]),
         "artifacts": artifacts,
         "update_trust": update_trust or {"keys": "none"},
+        "secure_boot": secure_boot or {"signed": False},
     }
 
 

@@ -1,4 +1,5 @@
-"""One full build: preflight → wheels → mkosi (disk) → ESP entry → artifacts → live ESP + ISO → publish.
+"""One full build: preflight → keys → wheels → mkosi (disk) → ESP entry → signatures checked → artifacts →
+live ESP + ISO → publish.
 
 Outputs land in ``build/`` only at the very end, by rename (see :mod:`qx_build`). ``build/.work`` keeps
 intermediate trees between runs so warm builds are fast; it is never part of a release.
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from qx_common import log
 from qx_common.errors import ExternalError
-from qx_build import artifacts, esp, installpayload, iso, live, mkosi, pe, preflight, trust, wheels
+from qx_build import artifacts, esp, installpayload, iso, live, mkosi, pe, preflight, secureboot, trust, wheels
 from qx_build.paths import REPO, Release, read_mkosi_setting, read_version
 
 
@@ -26,6 +27,8 @@ class BuildOptions:
     incremental: bool = True
     check_network: bool = True
     tuf_root: Path | None = None
+    sb_key: Path | None = None      # SB_KEY/SB_CERT: the Secure Boot signing pair (qx_build.secureboot)
+    sb_cert: Path | None = None
     profile: str = "release"        # "fast": lower zstd levels, same formats (make image FAST=1)
 
 
@@ -33,11 +36,46 @@ def work_dir(build_dir: Path) -> Path:
     return build_dir / ".work"
 
 
-def build_disk(version: str, out_dir: Path, epoch: str, *, incremental: bool) -> Release:
+def build_disk(version: str, out_dir: Path, epoch: str, *, incremental: bool,
+               signing: secureboot.KeyPair) -> Release:
     """Wheels + the mkosi disk variant into ``out_dir``; returns mkosi's file names there."""
     wheels.prepare(work_dir(REPO / "build") / "wheels", epoch)
-    mkosi.build("disk", version=version, output_dir=out_dir, source_date_epoch=epoch, incremental=incremental)
+    mkosi.build("disk", version=version, output_dir=out_dir, source_date_epoch=epoch, incremental=incremental,
+                extra=secureboot.mkosi_args(signing))
     return Release(version, out_dir)
+
+
+def signing_keys(opts: BuildOptions) -> secureboot.KeyPair:
+    """SB_KEY/SB_CERT, or the development pair. ``build/keys`` is the TUF development key directory,
+    made whole by ``qx-release keys init`` (which refuses a directory that exists), so it is made
+    first even when TUF_ROOT is given; the Secure Boot pair then goes into ``build/keys/secureboot``."""
+    keys = opts.build_dir / "keys"
+    if opts.sb_key is None and opts.sb_cert is None:
+        trust.ensure_dev_keys(keys)
+    return secureboot.resolve(opts.sb_key, opts.sb_cert, dev_keys=keys)
+
+
+def verify_esp_signatures(disk: Path, version: str, kp: secureboot.KeyPair, scratch: Path,
+                          *, source_date_epoch: int) -> Path:
+    """Check every binary the firmware loads from the disk's ESP against the certificate, and copy
+    the enrollment files out (for the install payload); returns that directory."""
+    from qx_update import bootentry
+
+    e = esp.EspImage(disk, source_date_epoch=source_date_epoch)
+    shutil.rmtree(scratch, ignore_errors=True)
+    keys = scratch / "keys"
+    keys.mkdir(parents=True)
+    for what, path in (("the ESP's fallback boot loader", "EFI/BOOT/BOOTX64.EFI"),
+                       ("the ESP's systemd-boot", "EFI/systemd/systemd-bootx64.efi"),
+                       ("the ESP's UKI", bootentry.uki_path(version))):
+        secureboot.verify(e.copy_out(path, scratch / Path(path).name), kp, what=what)
+    present = e.list(bootentry.ENROLL_KEYS_DIR)
+    for name in installpayload.ENROLL_FILES:
+        if name not in present:
+            raise ExternalError(f"the ESP's {bootentry.ENROLL_KEYS_DIR} lacks {name} (found {present})",
+                                hint="mkosi's SecureBootAutoEnroll= wrote nothing: check sbsigntool (make host-deps)")
+        e.copy_out(f"{bootentry.ENROLL_KEYS_DIR}/{name}", keys / name)
+    return keys
 
 
 def run(opts: BuildOptions) -> Release:
@@ -48,20 +86,24 @@ def run(opts: BuildOptions) -> Release:
     # Without TUF_ROOT: the development keys in build/keys (made once), named on every build and in
     # the manifest, so a default image still takes updates (from make update-server).
     trust_record = trust.stage(opts.tuf_root, work_dir(REPO / "build") / "trust", dev_keys=opts.build_dir / "keys")
+    # Without SB_KEY/SB_CERT: the development Secure Boot pair in build/keys/secureboot (made once), likewise named.
+    signing = signing_keys(opts)
 
     work = work_dir(opts.build_dir)
     disk_dir, live_dir, out = work / "disk", work / "live", work / "out"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
 
-    mk = build_disk(version, disk_dir, epoch, incremental=opts.incremental)
+    mk = build_disk(version, disk_dir, epoch, incremental=opts.incremental, signing=signing)
     rel = Release(version, out)
     mk_uki = mk.disk.with_suffix(".efi")
     cmdline = pe.cmdline(mk_uki)
+    secureboot.verify(mk_uki, signing, what="the release's UKI")
     shutil.copy2(mk_uki, rel.uki)
     # The disk image is large but sparse: rename it rather than copy it.
     mk.disk.rename(rel.disk)
     esp.install_slot_a_entry(rel.disk, version=version, base_cmdline=cmdline, source_date_epoch=int(epoch))
+    enroll_keys = verify_esp_signatures(rel.disk, version, signing, work / "esp-check", source_date_epoch=int(epoch))
     root_info = artifacts.compress_root(mk.disk.with_suffix(".root.raw"), rel.root_payload, profile=opts.profile)
 
     arts: dict[str, dict[str, object]] = {
@@ -74,15 +116,17 @@ def run(opts: BuildOptions) -> Release:
         return artifacts.build_manifest(
             version=version, security_epoch=opts.security_epoch, source_date_epoch=int(epoch),
             kernel_cmdline=cmdline, mkosi_manifest=disk_dir / f"quantix-os_{version}.manifest", artifacts=arts,
-            update_trust=trust_record)
+            update_trust=trust_record, secure_boot=secureboot.record(signing))
 
     if opts.with_iso:
         # The installer's payload carries the manifest as it stands before the ISO (no ISO hash in it).
         rel.manifest.write_text(json.dumps(manifest(), indent=2, sort_keys=True) + "\n")
-        payload = installpayload.assemble(rel, mkosi_dir=disk_dir, out=work / "payload",
-                                          zstd_level=artifacts.ZSTD_LEVELS[opts.profile])
+        payload = installpayload.assemble(rel, mkosi_dir=disk_dir, out=work / "payload", signing=signing,
+                                          enroll_keys=enroll_keys, zstd_level=artifacts.ZSTD_LEVELS[opts.profile])
+        secureboot.verify(payload / installpayload.BOOTLOADER, signing, what="the install payload's systemd-boot")
         live_disk = live.build_esp(disk_dir, mk.disk.with_suffix(".vmlinuz"), live_dir,
-                                   source_date_epoch=int(epoch))
+                                   source_date_epoch=int(epoch), signing=signing,
+                                   verify=lambda uki: secureboot.verify(uki, signing, what="the live ISO's UKI"))
         iso.make_iso(live_disk=live_disk, out=rel.iso, version=version,
                      source_date_epoch=int(epoch), payload_dir=payload)
         arts["iso"] = artifacts.describe(rel.iso)
@@ -95,6 +139,8 @@ def run(opts: BuildOptions) -> Release:
     log.step(f"done in {time.monotonic() - started:.0f} s ({opts.profile} build): {final.disk.parent}")
     if trust_record["keys"] == "development":
         log.step(f"WARNING: {trust.DEV_WARNING}")  # again at the end, where it is read
+    if signing.development:
+        log.step(f"WARNING: {secureboot.DEV_WARNING}")
     for f in final.files():
         if f.exists():
             log.get("build").info("  %-40s %10.1f MiB", f.name, f.stat().st_size / 1024**2)

@@ -35,8 +35,11 @@ def _parser() -> argparse.ArgumentParser:
                      help="development build: fast zstd levels, same formats (the size report says so)")
     img.add_argument("--tuf-root", type=Path, default=None,
                      help="the update repository's root.json, shipped as the host's trust anchor")
-    sub.add_parser("dev-keys", help="make the development update keys in BUILD_DIR/keys (once) and print "
-                                    "their root.json (make update-server)")
+    img.add_argument("--sb-key", type=Path, default=None,
+                     help="Secure Boot signing key (PEM, RSA); with --sb-cert. Default: development keys in build/keys")
+    img.add_argument("--sb-cert", type=Path, default=None, help="its X.509 certificate (PEM); with --sb-key")
+    sub.add_parser("dev-keys", help="make the development keys in BUILD_DIR/keys (once: TUF update keys and the "
+                                    "Secure Boot pair in keys/secureboot) and print their root.json (make update-server)")
     sub.add_parser("repro-check", help="rebuild and compare root slot and UKI bit for bit")
     sub.add_parser("size", help="report artifact sizes and the root's largest directories")
     boot = sub.add_parser("boot", help="boot the disk image (or --iso) in QEMU on this terminal")
@@ -71,12 +74,15 @@ def _command(argv: list[str]) -> int:
 
         epoch = _int_arg("SECURITY_EPOCH", args.security_epoch, 0, 1_000_000)
         build.run(build.BuildOptions(build_dir=build_dir, security_epoch=epoch, with_iso=not args.no_iso,
-                                     tuf_root=args.tuf_root, profile="fast" if args.fast else "release"))
+                                     tuf_root=args.tuf_root, sb_key=args.sb_key, sb_cert=args.sb_cert,
+                                     profile="fast" if args.fast else "release"))
         return 0
     if args.command == "dev-keys":
-        from qx_build import trust
+        from qx_build import secureboot, trust
 
-        print(trust.ensure_dev_keys(build_dir / "keys"))
+        root = trust.ensure_dev_keys(build_dir / "keys")
+        secureboot.ensure_dev_keys(build_dir / "keys")
+        print(root)
         return 0
     if args.command == "repro-check":
         from qx_build import repro

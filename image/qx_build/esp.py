@@ -58,6 +58,16 @@ class EspImage:
     def read_text(self, path: str) -> str:
         return self._m("mtype", f"::/{path}")
 
+    def copy_in(self, local: Path, path: str) -> None:
+        """Replace (or create) the ESP file ``path`` with the bytes of ``local``."""
+        self._m("mcopy", "-o", "-m", str(local), f"::/{path}")
+
+    def copy_out(self, path: str, local: Path) -> Path:
+        """Copy the ESP file ``path`` to ``local`` (binary, as is); returns ``local``."""
+        local.unlink(missing_ok=True)
+        self._m("mcopy", "-n", f"::/{path}", str(local))
+        return local
+
 
 def install_slot_a_entry(image: Path, *, version: str, base_cmdline: str, source_date_epoch: int) -> None:
     log.step("esp: slot A boot entry and loader.conf")

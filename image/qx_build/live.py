@@ -23,12 +23,14 @@ timestamps. The kernel command line is declared here and nowhere else.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from qx_common import log
 from qx_common import run as r
 from qx_common.errors import ExternalError
 from qx_build.paths import read_mkosi_setting
+from qx_build.secureboot import KeyPair, ukify_args
 
 CMDLINE = ("console=tty1 console=ttyS0,115200 systemd.show_status=error loglevel=4 quantix.live=1 "
            "systemd.ssh_auto=0")
@@ -59,8 +61,9 @@ def _exported(mkosi_dir: Path) -> Path:
     return src
 
 
-def build_uki(mkosi_dir: Path, kernel: Path, out: Path) -> None:
-    """UKI = systemd-stub + ``kernel`` + the exported tree as initrd + :data:`CMDLINE`."""
+def build_uki(mkosi_dir: Path, kernel: Path, out: Path, *, signing: KeyPair | None = None) -> None:
+    """UKI = systemd-stub + ``kernel`` + the exported tree as initrd + :data:`CMDLINE`; signed for
+    Secure Boot (the UKI and the kernel in it, as mkosi does for the disk's UKI) with ``signing``."""
     src = _exported(mkosi_dir)
     cmdline = out.with_name(out.name + ".cmdline")
     # Older stubs want a NUL-terminated .cmdline; a file keeps the NUL out of argv (as mkosi does).
@@ -69,16 +72,21 @@ def build_uki(mkosi_dir: Path, kernel: Path, out: Path) -> None:
     r.run([_SYSTEM_PYTHON, _ukify(), "--cmdline", f"@{cmdline}", "--os-release", f"@{src / 'os-release'}",
            "--stub", str(src / "linuxx64.efi.stub"), "--efi-arch", "x64",
            "--uname", (src / "uname").read_text().strip(), "--output", str(out),
+           *(ukify_args(signing) if signing is not None else []),
            "build", "--linux", str(kernel), "--initrd", str(src / "root.cpio")])
     cmdline.unlink()
 
 
-def build_esp(mkosi_dir: Path, kernel: Path, work: Path, *, source_date_epoch: int) -> Path:
-    """The live ESP as a one-partition GPT disk image (``work/live.raw``); returns its path."""
+def build_esp(mkosi_dir: Path, kernel: Path, work: Path, *, source_date_epoch: int,
+              signing: KeyPair | None = None, verify: Callable[[Path], None] | None = None) -> Path:
+    """The live ESP as a one-partition GPT disk image (``work/live.raw``); returns its path.
+    ``verify`` is called on the UKI before it goes into the ESP (the build checks its signature)."""
     log.step("live: UKI with the disk variant's tree as initrd, and its ESP")
     work.mkdir(parents=True, exist_ok=True)
     uki = work / "live.efi"
-    build_uki(mkosi_dir, kernel, uki)
+    build_uki(mkosi_dir, kernel, uki, signing=signing)
+    if verify is not None:
+        verify(uki)
     size = max(uki.stat().st_size, _ESP_MIN) + _ESP_HEADROOM
     definitions = work / "esp.repart.d"
     shutil.rmtree(definitions, ignore_errors=True)

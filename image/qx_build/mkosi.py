@@ -16,8 +16,9 @@ VARIANTS = ("disk",)
 
 
 def build(variant: str, *, version: str, output_dir: Path, source_date_epoch: str,
-          incremental: bool = True, force: bool = True) -> None:
-    """Build one variant into ``output_dir`` (mkosi prints its own progress)."""
+          incremental: bool = True, force: bool = True, extra: list[str] | None = None) -> None:
+    """Build one variant into ``output_dir`` (mkosi prints its own progress). ``extra``: settings that
+    differ per build (the Secure Boot key pair: :func:`qx_build.secureboot.mkosi_args`)."""
     if variant not in VARIANTS:
         raise ValueError(variant)
     argv: list[str] = ["mkosi", "--image-version", version, "--output-dir", str(output_dir)]
@@ -25,6 +26,7 @@ def build(variant: str, *, version: str, output_dir: Path, source_date_epoch: st
         argv += ["--incremental=no"]
     if force:
         argv += ["-f"]
+    argv += extra or []
     argv += ["build"]
     log.step(f"mkosi: building the {variant} variant (version {version})")
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,8 @@ MIRROR_PROBE = "http://deb.debian.org/debian/dists/trixie/InRelease"
 MIN_FREE_BYTES = 20 * 1024**3
 MIN_MKOSI = (24, 3)
 
-BUILD_TOOLS = ("mkosi", "systemd-repart", "sfdisk", "losetup", "xorriso", "mcopy", "zstd", "mkfs.erofs")
+BUILD_TOOLS = ("mkosi", "systemd-repart", "sfdisk", "losetup", "xorriso", "mcopy", "zstd", "mkfs.erofs",
+               "sbsign", "sbverify")
 
 
 def require_root() -> None:

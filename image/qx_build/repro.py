@@ -4,6 +4,11 @@ Compared: the root slot's erofs filesystem bytes and the UKI. The second build r
 ``--incremental=no`` so package installation is redone (only downloaded .debs are reused). When
 something differs, the report names it: the files inside the root that differ, or the UKI's PE
 section (and, for the initrd, that it is the initrd) — the comparison itself is never weakened.
+
+The UKI is signed for Secure Boot, and sbsign puts the signing time into each signature (the UKI's
+and its kernel's): two signings never match. Both builds sign with the same key pair, and the UKIs
+are compared with their signatures set aside (:func:`qx_build.pe.content_sha256`: every other byte,
+headers included); the report says so.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from pathlib import Path
 
 from qx_common import log
 from qx_common import run as r
-from qx_build import erofs, mkosi, pe, wheels
+from qx_build import erofs, mkosi, pe, secureboot, wheels
 from qx_build.hashing import sha256_file
 from qx_build.paths import REPO, read_mkosi_setting, read_version
 
@@ -65,7 +70,10 @@ def diff_uki(a: Path, b: Path) -> list[str]:
     names = [s.name for s in pe.sections(a)]
     for name in names:
         try:
-            if pe.read_section(a, name) != pe.read_section(b, name):
+            sa, sb = pe.read_section(a, name), pe.read_section(b, name)
+            if sa[:2] == b"MZ" and sb[:2] == b"MZ":   # the embedded kernel: its own signature set aside
+                sa, sb = pe.unsigned_view(sa), pe.unsigned_view(sb)
+            if sa != sb:
                 out.append(f"UKI section {name}" + (" (the initrd)" if name == ".initrd" else ""))
         except Exception as e:  # noqa: BLE001 - a missing section is itself the difference
             out.append(f"UKI section {name}: {e}")
@@ -78,7 +86,11 @@ def compare(first_root: Path, first_uki: Path, second_root: Path, second_uki: Pa
     hb = sha256_file(second_root, limit=sb)
     root_cmp = Comparison("root slot (erofs)", ha, hb, [] if ha == hb else diff_erofs(first_root, second_root))
     ua, ub = sha256_file(first_uki), sha256_file(second_uki)
-    uki_cmp = Comparison("UKI", ua, ub, [] if ua == ub else diff_uki(first_uki, second_uki))
+    if ua != ub and pe.is_signed(first_uki) and pe.is_signed(second_uki):
+        ua, ub = pe.content_sha256(first_uki), pe.content_sha256(second_uki)
+        uki_cmp = Comparison("UKI (signatures aside)", ua, ub, [] if ua == ub else diff_uki(first_uki, second_uki))
+    else:
+        uki_cmp = Comparison("UKI", ua, ub, [] if ua == ub else diff_uki(first_uki, second_uki))
     return [root_cmp, uki_cmp]
 
 
@@ -96,7 +108,12 @@ def run(build_dir: Path) -> int:
     wheels.prepare(build_dir / ".work" / "wheels", epoch)
     # The trust anchor the first build staged is reused as is (mkosi needs the directory either way).
     (build_dir / ".work" / "trust").mkdir(parents=True, exist_ok=True)
-    mkosi.build("disk", version=version, output_dir=second_dir, source_date_epoch=epoch, incremental=False)
+    # Signed like the first build (same pipeline); which key does not matter for the comparison.
+    from qx_build import build
+
+    signing = build.signing_keys(build.BuildOptions(build_dir=build_dir))
+    mkosi.build("disk", version=version, output_dir=second_dir, source_date_epoch=epoch, incremental=False,
+                extra=secureboot.mkosi_args(signing))
     results = compare(first_root, first_uki, second_dir / f"quantix-os_{version}.root.raw",
                       second_dir / f"quantix-os_{version}.efi")
     ok = True

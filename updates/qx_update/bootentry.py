@@ -6,6 +6,8 @@ Layout on the ESP (owned by this module; the image build and qx-update both writ
 * ``/loader/entries/quantix-<slot>[+LEFT[-DONE]].conf`` — one entry per slot (``a`` or ``b``).
   The entry passes the *whole* kernel command line with ``root=`` naming its slot; systemd-stub uses
   the loader's command line instead of the embedded one when Secure Boot is off.
+* ``/loader/keys/auto/{PK,KEK,db}.auth`` — the build's Secure Boot certificate, which systemd-boot offers
+  to enroll while the firmware is in setup mode (``secure-boot-enroll manual``: an operator's choice).
 * ``/loader/loader.conf`` — ``default quantix-*``. Entries carry ``sort-key quantix-os`` and
   ``version``: systemd-boot picks the newest version first and sorts entries whose tries ran out
   ("bad") last, which *is* the automatic rollback. The boot counter suffix (``+3``) is systemd's boot
@@ -27,6 +29,7 @@ ENTRY_PREFIX = "quantix-"
 UKI_DIR = "EFI/quantix"
 ENTRIES_DIR = "loader/entries"
 LOADER_CONF = "loader/loader.conf"
+ENROLL_KEYS_DIR = "loader/keys/auto"   # PK/KEK/db .auth that systemd-boot offers to enroll (see SECURE_BOOT_ENROLL)
 
 _ENTRY_RE = re.compile(r"^quantix-(?P<slot>[ab])(?:\+(?P<left>\d+)(?:-(?P<done>\d+))?)?\.conf$")
 
@@ -90,8 +93,16 @@ def render_entry(*, version: str, slot: str, base_cmdline: str) -> str:
     )
 
 
+# Secure Boot keys on the ESP (loader/keys/auto/, written by the image build) are enrolled only when an
+# operator picks "Enroll Secure Boot keys: auto" in the boot menu of a firmware in setup mode: never by
+# itself, not even in a VM ("if-safe") — replacing a server's PK drops the vendor's keys, and with them
+# the option ROMs of its RAID and network cards (docs/secure-boot.md).
+SECURE_BOOT_ENROLL = "manual"
+
+
 def render_loader_conf(timeout_s: int = 3) -> str:
-    return f"timeout {timeout_s}\ndefault {ENTRY_PREFIX}*\nconsole-mode keep\neditor no\n"
+    return (f"timeout {timeout_s}\ndefault {ENTRY_PREFIX}*\nconsole-mode keep\neditor no\n"
+            f"secure-boot-enroll {SECURE_BOOT_ENROLL}\n")
 
 
 def parse_entry(text: str) -> dict[str, str]:
