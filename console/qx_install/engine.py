@@ -46,7 +46,7 @@ from qx_common.errors import EnvironmentError_, InternalError, QxError, UserErro
 from qx_console import hostconfig, keyboard, shadow
 from qx_console.hostconfig import HostConfig
 from qx_console.store import ConfigStore
-from qx_install.payload import Payload
+from qx_install.payload import ENROLL_FILES, Payload
 from qx_update import bootentry, crashpoint, slotinstall, slots
 from qx_update import esp as espmod
 from qx_update import state as upstate
@@ -462,7 +462,8 @@ def _upgrade(run: _Run) -> str:
 
 
 def _stage_esp(esp: Path, payload: Payload) -> None:
-    """The ESP's content without any boot entry: loader, the release's UKI, loader.conf."""
+    """The ESP's content without any boot entry: loader, the release's UKI, loader.conf, the Secure Boot
+    enrollment files."""
     for rel in ("EFI/BOOT/BOOTX64.EFI", "EFI/systemd/systemd-bootx64.efi"):
         (esp / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(payload.bootloader, esp / rel)
@@ -471,6 +472,12 @@ def _stage_esp(esp: Path, payload: Payload) -> None:
     shutil.copyfile(payload.uki, uki)
     (esp / bootentry.ENTRIES_DIR).mkdir(parents=True)
     (esp / bootentry.LOADER_CONF).write_text(bootentry.render_loader_conf())
+    if payload.enroll_keys is not None:
+        # Offered in systemd-boot's menu only while the firmware is in setup mode (loader.conf: manual).
+        keys = esp / bootentry.ENROLL_KEYS_DIR
+        keys.mkdir(parents=True)
+        for name in ENROLL_FILES:
+            shutil.copyfile(payload.enroll_keys / name, keys / name)
 
 
 def _stage_data(run: _Run, var: Path) -> None:

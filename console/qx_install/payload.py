@@ -11,6 +11,8 @@ Layout (``qx_build.installpayload`` writes it, this module reads it)::
         systemd-bootx64.efi               the boot loader the image was built with
         data.tar.zst                      the data partition's factory tree (``/var`` of the image)
         repart.d/*.conf                   the image's own partition definitions (image/repart)
+        keys/auto/{PK,KEK,db}.auth        Secure Boot enrollment files for the new ESP's loader/keys/auto
+                                          ("secure_boot_keys"; optional: payloads made before signing lack it)
         SHA256SUMS                        every file above, by relative path
 
 Invariants: :func:`open_payload` refuses a directory whose ``payload.json`` or manifest is missing or
@@ -33,6 +35,9 @@ from typing import Any
 from qx_common import run as r
 from qx_common.errors import EnvironmentError_, UserError
 from qx_common.version import is_valid_version
+
+# systemd-boot's names for the enrollment files of one key set (ESP loader/keys/<set>/).
+ENROLL_FILES = ("PK.auth", "KEK.auth", "db.auth")
 
 FORMAT = 1
 PAYLOAD_DIR = "quantix"
@@ -107,6 +112,7 @@ class Payload:
     repart_dir: Path
     manifest: dict[str, Any]
     sums: dict[str, str]                    # relative path -> sha256
+    enroll_keys: Path | None = None         # keys/auto: the files systemd-boot enrolls (loader.conf says when)
 
     @property
     def root_info(self) -> dict[str, Any]:
@@ -203,6 +209,14 @@ def open_payload(directory: Path) -> Payload:
     if not on_disk or on_disk != listed_defs:
         raise UserError(f"{repart_dir}: partition definitions differ from SHA256SUMS",
                         hint="the payload is damaged")
+    enroll: Path | None = None
+    if (keys := desc.get("secure_boot_keys")) is not None:
+        if not isinstance(keys, str) or not re.fullmatch(r"[a-z]+(/[a-z]+)*", keys):
+            raise UserError(f"{desc_file}: 'secure_boot_keys' is not a relative directory", hint="the payload is damaged")
+        if any(f"{keys}/{n}" not in sums for n in ENROLL_FILES):
+            raise UserError(f"{desc_file}: the Secure Boot files of {keys}/ are not all listed in SHA256SUMS",
+                            hint="the payload is damaged")
+        enroll = directory / keys
     try:
         manifest = json.loads((directory / names["manifest"]).read_text(encoding="utf-8"))
         version = manifest["version"]
@@ -214,7 +228,8 @@ def open_payload(directory: Path) -> Payload:
         raise UserError(f"{names['manifest']}: version {version!r} is not valid", hint="the payload is damaged")
     return Payload(dir=directory, version=version, root=directory / names["root"], uki=directory / names["uki"],
                    manifest_file=directory / names["manifest"], bootloader=directory / names["bootloader"],
-                   data=directory / names["data"], repart_dir=repart_dir, manifest=manifest, sums=sums)
+                   data=directory / names["data"], repart_dir=repart_dir, manifest=manifest, sums=sums,
+                   enroll_keys=enroll)
 
 
 def mount_medium(mountpoint: Path = MEDIA_MOUNT) -> Path | None:

@@ -50,6 +50,10 @@ def make_payload(dest: Path, *, version: str = VERSION, small: bool = True, root
     uki = dest / f"quantix-os_{version}.efi"
     uki.write_bytes(b"MZ fake UKI for " + version.encode() + os.urandom(64))
     shutil.copyfile(SYSTEMD_BOOT, dest / "systemd-bootx64.efi")
+    # Secure Boot enrollment files (signed EFI variable updates in a real build; here their bytes only).
+    (dest / "keys/auto").mkdir(parents=True)
+    for name in payloadmod.ENROLL_FILES:
+        (dest / "keys/auto" / name).write_bytes(f"{name} of {version}".encode() + os.urandom(16))
     var = work / "var"
     (var / "lib/quantix/config/network").mkdir(parents=True)
     (var / "lib/quantix/config/shadow").write_text("root:*:20000:0:99999:7:::\ndaemon:*:20000:0:99999:7:::\n")
@@ -75,7 +79,8 @@ def make_payload(dest: Path, *, version: str = VERSION, small: bool = True, root
     mf.write_text(json.dumps(manifest, indent=2))
     (dest / "payload.json").write_text(json.dumps({
         "format": 1, "version": version, "root": root.name, "uki": uki.name, "manifest": mf.name,
-        "bootloader": "systemd-bootx64.efi", "data": "data.tar.zst", "repart": "repart.d"}))
+        "bootloader": "systemd-bootx64.efi", "data": "data.tar.zst", "repart": "repart.d",
+        "secure_boot_keys": "keys/auto"}))
     files = sorted(p for p in dest.rglob("*") if p.is_file())
     (dest / "SHA256SUMS").write_text("".join(f"{_sha(p)}  {p.relative_to(dest).as_posix()}\n" for p in files))
     shutil.rmtree(work)

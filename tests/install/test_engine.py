@@ -109,6 +109,9 @@ def test_wipe_writes_layout_slot_esp_and_configuration(tmp_path: Path, loop_disk
     esp = disk.partition(1)
     assert _esp_bytes(esp, f"EFI/quantix/quantix-os_{VERSION}.efi") == (payload / f"quantix-os_{VERSION}.efi").read_bytes()
     assert _esp_bytes(esp, "EFI/BOOT/BOOTX64.EFI") == (payload / "systemd-bootx64.efi").read_bytes()
+    for name in ("PK.auth", "KEK.auth", "db.auth"):   # offered by systemd-boot in setup mode, never by itself
+        assert _esp_bytes(esp, f"loader/keys/auto/{name}") == (payload / "keys/auto" / name).read_bytes()
+    assert "secure-boot-enroll manual" in _esp_bytes(esp, "loader/loader.conf").decode()
     assert _entries(disk) == ["quantix-a.conf"]
     entry = _esp_bytes(esp, "loader/entries/quantix-a.conf").decode()
     assert f"version {VERSION}" in entry and f"efi /EFI/quantix/quantix-os_{VERSION}.efi" in entry
