@@ -1,5 +1,9 @@
 """Booting our images in QEMU (``make boot``, ``make boot-iso`` and the e2e tests).
 
+``Machine(secure_boot_vars=...)`` boots the enforcing Secure Boot firmware with a variable store that
+already trusts a certificate (:func:`enrolled_vars`: PK, KEK and db set to it with virt-fw-vars, Microsoft's
+keys left out), as a server whose operator enrolled the Quantix key does.
+
 KVM is used only when it really works: /dev/kvm usable *and* the CPU exposes vmx/svm. On our CI
 machines /dev/kvm is a nested software backend without those flags, on which OVMF dies at once, so
 we fall back to TCG (``-accel tcg -cpu max``), as documented in shared/docs/platform.md.
@@ -17,6 +21,11 @@ from qx_common.errors import EnvironmentError_, UserError
 
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+# Secure Boot: the firmware build that enforces signatures (it needs SMM, and its variable store must be
+# writable only from SMM, or the OS could change the keys it is checked against).
+OVMF_CODE_SECBOOT = Path("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd")
+# The owner GUID recorded with our certificate in the signature lists (informational to the firmware).
+SIGNATURE_OWNER = "6e7a3f0c-2b1d-4c8e-9a55-51b0a7c0de01"
 ACCELS = ("auto", "kvm", "tcg")
 GUEST_SERVICE_ADDR = "10.0.2.100"  # inside QEMU's user network (10.0.2.0/24): see Machine.guest_services
 NIC_PCI_SLOT = 8
@@ -44,6 +53,19 @@ def resolve_accel(accel: str) -> str:
     return accel
 
 
+def enrolled_vars(cert: Path, out: Path) -> Path:
+    """A copy of OVMF's empty variable store with ``cert`` (PEM) as PK, KEK and db and Secure Boot on."""
+    if not OVMF_VARS.exists():
+        raise EnvironmentError_(f"{OVMF_VARS} is missing", hint="apt-get install ovmf")
+    out.unlink(missing_ok=True)
+    # Explicit PK/KEK/db: virt-fw-vars' --enroll-cert sets PK and KEK only (and adds Microsoft's KEK).
+    owner = SIGNATURE_OWNER
+    r.run([r.require("virt-fw-vars"), "--input", str(OVMF_VARS), "--output", str(out),
+           "--set-pk", owner, str(cert), "--add-kek", owner, str(cert), "--add-db", owner, str(cert),
+           "--secure-boot"])
+    return out
+
+
 @dataclass
 class Machine:
     """One QEMU machine definition; ``argv()`` builds the command line."""
@@ -68,25 +90,33 @@ class Machine:
     # More virtio disks: (file, format, serial). The serial becomes /dev/disk/by-id/virtio-<serial>.
     drives: list[tuple[Path, str, str]] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)
+    # A variable store with Secure Boot keys (enrolled_vars): the enforcing firmware boots with a copy.
+    secure_boot_vars: Path | None = None
 
     def prepare(self) -> None:
         """Fresh UEFI variables and a qcow2 overlay, so the image under test is never modified."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        for f in (OVMF_CODE, OVMF_VARS):
+        for f in (self._code, self.secure_boot_vars or OVMF_VARS):
             if not f.exists():
                 raise EnvironmentError_(f"{f} is missing", hint="apt-get install ovmf")
-        shutil.copyfile(OVMF_VARS, self.workdir / "vars.fd")
+        shutil.copyfile(self.secure_boot_vars or OVMF_VARS, self.workdir / "vars.fd")
         if self.disk is not None:
             overlay = self.workdir / "disk.qcow2"
             overlay.unlink(missing_ok=True)
             r.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", self.disk.resolve(), overlay])
 
+    @property
+    def _code(self) -> Path:
+        return OVMF_CODE_SECBOOT if self.secure_boot_vars is not None else OVMF_CODE
+
     def argv(self) -> list[str]:
         accel = resolve_accel(self.accel)
-        argv = [r.require("qemu-system-x86_64"), "-machine", "q35", "-smp", str(self.cpus),
+        sb = self.secure_boot_vars is not None
+        argv = [r.require("qemu-system-x86_64"), "-machine", "q35,smm=on" if sb else "q35", "-smp", str(self.cpus),
                 "-m", str(self.memory_mb),
                 "-accel", accel, "-cpu", "host" if accel == "kvm" else "max",
-                "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
+                *(["-global", "driver=cfi.pflash01,property=secure,value=on"] if sb else []),
+                "-drive", f"if=pflash,format=raw,readonly=on,file={self._code}",
                 "-drive", f"if=pflash,format=raw,file={self.workdir / 'vars.fd'}",
                 "-device", "virtio-rng-pci",
                 # User-mode networking: the guest gets 10.0.2.15 inside QEMU's own stack; nothing leaves it.
