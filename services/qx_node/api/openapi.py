@@ -157,6 +157,18 @@ SNAPSHOT_REVERTED = _object({"vm": _STR, "snapshot": _STR, "reverted": {"const":
 SNAPSHOT_DELETED = _object({"vm": _STR, "snapshot": _STR, "deleted": {"const": True}})
 POOL = _object({"name": _STR, "path": _STR, "capacity": _INT, "allocation": _INT, "available": _INT})
 VOLUME_DELETED = _object({"name": _STR, "deleted": {"const": True}})
+HOST_SERVICES = _object({
+    "available": _BOOL, "reason": {"type": ["string", "null"], "description": "why systemd could not tell"},
+    "services": {"type": "array", "items": _object(
+        {"unit": _STR, "purpose": _STR,
+         "state": {"enum": ["active", "reloading", "inactive", "failed", "activating", "deactivating", "maintenance",
+                            "refreshing", "unknown"]},
+         "sub_state": {"type": ["string", "null"]}, "enabled": {"type": ["string", "null"]},
+         "since": {"type": ["string", "null"]}, "main_pid": {"type": ["integer", "null"]},
+         "result": {"type": ["string", "null"]}})}})
+CERTIFICATE = _object({"sha256": {"type": ["string", "null"], "pattern": "^([0-9A-F]{2}:){31}[0-9A-F]{2}$",
+                                  "description": "SHA-256 of the DER certificate, as browsers show it"},
+                       "path": _STR, "reason": {"type": ["string", "null"]}})
 
 _REF = "#/components/schemas/"
 # (method, path) -> (status, schema) of the success answer.
@@ -200,6 +212,8 @@ _SUCCESS: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
     ("get", "/v1/host"): ("200", HOST),
     ("get", "/v1/host/stats"): ("200", HOST_STATS),
     ("get", "/v1/hardware"): ("200", HARDWARE),
+    ("get", "/v1/host/services"): ("200", HOST_SERVICES),
+    ("get", "/v1/host/certificate"): ("200", CERTIFICATE),
     ("delete", "/v1/vms/{name}"): ("200", VM_DELETED),
     ("get", "/v1/vms/{name}/stats"): ("200", VM_STATS),
     ("get", "/v1/vms/{name}/console"): ("200", VM_CONSOLE),
