@@ -42,7 +42,8 @@ def create_app(node: Node) -> FastAPI:
                               '`{"error": str, "field": str|null, "hint": str|null}`.')
     app.state.node = node
     errors.install(app)
-    for r in (host.router, hostctl.router, hostinfo.router, vms.router, console.router, storage.router, tasks.router, networks.router,
+    for r in (host.router, hostctl.router, hostinfo.router, vms.router, console.router, storage.router, tasks.router,
+              networks.router,
               events.router):
         app.include_router(r)
     # Innermost first: the body limit, then authentication, then the last-resort handler outside both.

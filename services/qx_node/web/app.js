@@ -672,7 +672,31 @@ function Host() {
       <dt>libvirt</dt><dd>${h0.libvirt}</dd><dt>CPU</dt><dd>${h0.cpu_model} (${h0.cpu_cores} cores)</dd></dl>`}
     ${hw.data && html`<h2>Disks</h2><ul>${hw.data.disks.map((d) => html`<li>${d.name}: ${d.model || ""}
       ${bytes(d.size_bytes)}</li>`)}</ul><h2>Network adapters</h2><ul>${hw.data.nics.map((n) =>
-      html`<li>${n.name}</li>`)}</ul>`}</section>`;
+      html`<li>${n.name}</li>`)}</ul>`}
+    <${HostServices} /><${Certificate} /></section>`;
+}
+
+// The host's services as systemd reports them; where it cannot tell (no systemd as PID 1), the reason.
+function HostServices() {
+  const [svc, reload] = useLoad(() => api("GET", "/v1/host/services"));
+  const d = svc.data;
+  return html`<h2>Services</h2><${Err} text=${svc.error} />
+    ${d && !d.available && html`<p role="status" id="services-reason">State unknown: ${d.reason}</p>`}
+    ${d && html`<table class="list" id="services"><thead><tr><th>Service</th><th>What for</th><th>State</th>
+      <th>Enabled</th><th>Since</th></tr></thead><tbody>${d.services.map((s) => html`<tr data-unit=${s.unit}
+        data-state=${s.state}><td>${s.unit}</td><td>${s.purpose}</td>
+        <td>${s.state}${s.sub_state ? ` (${s.sub_state})` : ""}</td><td>${s.enabled || "—"}</td>
+        <td>${s.since || "—"}</td></tr>`)}</tbody></table>`}
+    <button type="button" id="services-reload" onClick=${reload}>Refresh</button>`;
+}
+
+// The fingerprint an operator compares with the one the browser shows for the self-signed certificate.
+function Certificate() {
+  const [cert] = useLoad(() => api("GET", "/v1/host/certificate"));
+  const c = cert.data;
+  return html`<h2>API certificate</h2><${Err} text=${cert.error} />
+    ${c && html`<dl class="facts"><dt>SHA-256 fingerprint</dt><dd id="cert-sha256"><code>${c.sha256 ||
+      `unknown: ${c.reason}`}</code></dd></dl>`}`;
 }
 
 // -------------------------------------------------------------------------------------------- shell
