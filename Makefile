@@ -10,6 +10,8 @@
 # Variables: ACCEL=auto|kvm|tcg (boot), MEMORY=MiB (boot), SECURITY_EPOCH=N (image), FAST=1 (image:
 #            a development build, fast compression, same formats),
 #            TUF_ROOT=root.json (image: the update trust anchor; default: development keys in build/keys),
+#            SB_KEY=db.key SB_CERT=db.crt (image: the Secure Boot signing pair; default: development
+#            keys in build/keys/secureboot; docs/secure-boot.md),
 #            UPDATE_LISTEN=127.0.0.1:8400 (update-server), PYTEST_ARGS=...,
 #            TEST_WORKERS=2 (test: pytest workers; e2e on one of them, the rest beside it)
 
@@ -25,6 +27,8 @@ ACCEL ?= auto
 MEMORY ?= 3072
 SECURITY_EPOCH ?= 0
 TUF_ROOT ?=
+SB_KEY ?=
+SB_CERT ?=
 UPDATE_LISTEN ?= 127.0.0.1:8400
 FAST ?=
 PYTEST_ARGS ?=
@@ -47,7 +51,7 @@ endif
         web-assets web-assets-check
 
 help:
-	@sed -n '2,14p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,16p' Makefile | sed 's/^# \{0,1\}//'
 
 host-deps:
 	@image/host-deps.sh build
@@ -65,7 +69,8 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	@touch $@
 
 image: host-deps venv
-	@$(QXB) image --security-epoch $(SECURITY_EPOCH) $(if $(TUF_ROOT),--tuf-root $(abspath $(TUF_ROOT))) $(if $(FAST),--fast)
+	@$(QXB) image --security-epoch $(SECURITY_EPOCH) $(if $(TUF_ROOT),--tuf-root $(abspath $(TUF_ROOT))) \
+	    $(if $(SB_KEY),--sb-key $(abspath $(SB_KEY))) $(if $(SB_CERT),--sb-cert $(abspath $(SB_CERT))) $(if $(FAST),--fast)
 
 # The development keys are made here too when no image was built yet (the same build/keys).
 update-server: venv
