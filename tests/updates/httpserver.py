@@ -34,6 +34,9 @@ def serve(base: Path) -> Served:
     class Handler(SimpleHTTPRequestHandler):
         # Keep-alive, as nginx or a CDN: qx-update's chunk fetcher reuses its connections.
         protocol_version = "HTTP/1.1"
+        # Headers and body go out as separate writes: with Nagle's algorithm each small response waits
+        # for the client's delayed ACK (~40 ms), which real servers (nginx: tcp_nodelay) do not do.
+        disable_nagle_algorithm = True
 
         def __init__(self, *a, **kw):  # type: ignore[no-untyped-def]
             super().__init__(*a, directory=str(base), **kw)
