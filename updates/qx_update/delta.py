@@ -140,6 +140,11 @@ class Delta:
         part.rename(done)
         chunked.done(journal)
         self.keep(f"uki-{index.version}.json", data)
+        # Only the UKIs the ESP can still hold (the two slots' releases and this one) stay described.
+        wanted = {f"uki-{v}.json" for v in (running_version, other_version, index.version) if v}
+        for p in self.kept_dir.glob("uki-*.json"):
+            if p.name not in wanted:
+                p.unlink(missing_ok=True)
         return done
 
     def root_writer(self, found: tuple[ChunkIndex, bytes], *, slot_path: Path, target: str, running: str,
