@@ -27,6 +27,7 @@ from pathlib import Path
 from textual import events
 from textual.app import App
 from textual.binding import Binding
+from textual.driver import Driver
 
 from qx_common import log
 from qx_console.readiness import write_ready
@@ -34,7 +35,7 @@ from qx_console.backend import HostBackend, HostStatus
 from qx_console.customize import CustomizeScreen, LoginScreen, PowerScreen
 from qx_console.safeapply import CONFIRM_SECONDS, recover_interrupted
 from qx_console.status import StatusScreen
-from qx_console.ui import CSS, ErrorScreen, console_safe, in_thread
+from qx_console.ui import CSS, ErrorScreen, console_driver_class, console_safe, in_thread
 
 _log = log.get("console")
 
@@ -57,6 +58,11 @@ class ConsoleApp(App[None], inherit_bindings=False):
     CSS = CSS
     ENABLE_COMMAND_PALETTE = False
     BINDINGS = [Binding("f2", "customize", "Customize"), Binding("f12", "power", "Power")]
+
+    def get_driver_class(self) -> type[Driver]:
+        # Textual's Linux driver, but input that is not UTF-8 does not end the console and the output keeps
+        # to the console font (ui.ConsoleDriver).
+        return console_driver_class(super().get_driver_class())
 
     def __init__(
         self,

@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 from textual.app import App
+from textual.driver import Driver
 
 from qx_common import log
 from qx_common.errors import QxError
@@ -63,7 +64,7 @@ from qx_console.app import TERMINAL_SIGNALS
 from qx_console.backend import HostBackend
 from qx_console.hostconfig import HostConfig
 from qx_console.keyboard import DEFAULT_LAYOUT
-from qx_console.ui import CSS, ErrorScreen, console_safe
+from qx_console.ui import CSS, ErrorScreen, console_driver_class, console_safe
 
 if TYPE_CHECKING:
     from qx_install.disks import Disk
@@ -155,6 +156,11 @@ class InstallerApp(App[str | None], inherit_bindings=False):
     TITLE = "Quantix OS Installer"
     CSS = INSTALLER_CSS
     ENABLE_COMMAND_PALETTE = False
+
+    def get_driver_class(self) -> type[Driver]:
+        # Textual's Linux driver, but input that is not UTF-8 does not end the console and the output keeps
+        # to the console font (ui.ConsoleDriver).
+        return console_driver_class(super().get_driver_class())
 
     def __init__(
         self,

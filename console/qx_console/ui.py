@@ -31,16 +31,20 @@ key: the field's ``enter`` mode does it.
 from __future__ import annotations
 
 import inspect
+import re
 import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual.actions import SkipAction
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.driver import Driver
+from textual.drivers.linux_driver import LinuxDriver
 from textual.screen import ModalScreen, Screen
 from textual.scrollbar import ScrollBarRender
 from textual.message import Message
@@ -171,7 +175,16 @@ class FieldInput(Input):
         Binding(b.key, f"in_order({b.action!r})", b.description, show=False, priority=True)
         for b in Binding.make_bindings(Input.BINDINGS) if b.key != "enter"]
 
+    # What may be typed or pasted (refused whole otherwise, with the terminal's bell): every value of a
+    # form is printable ASCII by the schema, and anything else (a pasted ESC sequence, non-ASCII, a
+    # zero-width space) would be drawn as typed, outside the console font or as a terminal control.
+    # The length bounds a paste (a 1 MB paste made every later key take half a second).
+    RESTRICT = r"[ -~]*"
+    MAX_LENGTH = 2048
+
     def __init__(self, *args: Any, enter: str = "submit", **kwargs: Any) -> None:
+        kwargs.setdefault("restrict", self.RESTRICT)
+        kwargs.setdefault("max_length", self.MAX_LENGTH)
         super().__init__(*args, **kwargs)
         if enter not in ("submit", "next", "submit+next", "auto"):
             raise ValueError(f"FieldInput enter={enter!r}: use 'submit', 'next', 'submit+next' or 'auto'")
@@ -197,11 +210,70 @@ class FieldInput(Input):
 
 
 class SecretInput(FieldInput):
-    """A password field that masks with '*' (Textual's bullet is not in the console fonts)."""
+    """A password field that masks with '*' (Textual's bullet is not in the console fonts).
+
+    Any character but a control character or a lone surrogate may be typed (a password is hashed as
+    UTF-8; the mask shows none of it)."""
+
+    RESTRICT = r"[^\x00-\x1f\x7f-\x9f\ud800-\udfff]*"
+    MAX_LENGTH = 1024
 
     @property
     def _value(self) -> Text:
         return Text("*" * len(self.value), no_wrap=True, overflow="ignore", end="")
+
+
+# What the console writes to its terminal: ASCII (escape sequences included) and the box glyphs.
+_OUTSIDE_FONT = re.compile("[^\x00-\x7f" + "".join(sorted(ALLOWED_GLYPHS)) + "]")
+# One cell for one cell (the layout must not move): a look-alike, else '?' per cell.
+_CELL_FOR = {"\u2026": ".", "\u2014": "-", "\u2013": "-", "\u2018": "'", "\u2019": "'", "\u201c": '"',
+             "\u201d": '"', "\u2022": "*", "\u25cf": "*", "\u25bc": "v", "\u25b2": "^", "\u2192": ">",
+             "\u2190": "<", "\u00a0": " "}
+
+
+def terminal_safe(data: str) -> str:
+    """``data`` (a chunk of terminal output) with every character outside the console font replaced,
+    cell for cell. The last line of defence of the glyph rule, for what Textual draws by itself where
+    nothing else can reach it (the ellipsis of a border title cut at a narrow width); a lone surrogate
+    (which would stop the writer thread with an encoding error) becomes '?'."""
+
+    def one(m: re.Match[str]) -> str:
+        c = m.group()
+        if c in _CELL_FOR:
+            return _CELL_FOR[c]
+        try:
+            return "?" * cell_len(c)
+        except Exception:  # noqa: BLE001 - a character rich cannot measure: one cell
+            return "?"
+
+    return _OUTSIDE_FONT.sub(one, data)
+
+
+class ConsoleDriver(LinuxDriver):
+    """Textual's Linux terminal driver, whose keyboard survives input that is not UTF-8 and whose
+    output keeps to the console font.
+
+    A serial line delivers noise (a wrong line speed, a terminal sending Latin-1, a KVM switch):
+    Textual's input thread decodes strictly, and one invalid byte ended it with a panic that quit the
+    console. Here the input thread starts again after such a read (that read's keys are dropped and
+    logged; the terminal's state is untouched). Output goes through :func:`terminal_safe`. Both apps
+    run on it (``get_driver_class``)."""
+
+    def write(self, data: str) -> None:
+        super().write(terminal_safe(data))
+
+    def run_input_thread(self) -> None:
+        while True:
+            try:
+                super().run_input_thread()
+                return
+            except UnicodeDecodeError as e:
+                _log.warning("terminal input that is not UTF-8 dropped (%s): reading on", e)
+
+
+def console_driver_class(app_driver: type[Driver]) -> type[Driver]:
+    """The driver for an app: :class:`ConsoleDriver` where Textual would use its Linux driver."""
+    return ConsoleDriver if app_driver is LinuxDriver else app_driver
 
 
 class KeyBar(Static):

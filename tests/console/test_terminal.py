@@ -117,3 +117,24 @@ def test_control_keys_and_terminal_signals_neither_end_nor_stop_the_console(cons
     assert console.state() not in ("T", "t", "Z", ""), console.state()
     assert os.waitpid(console.pid, os.WNOHANG) == (0, 0)
     assert b"quit" not in console.out.lower()
+
+
+def test_input_that_is_not_utf8_neither_ends_the_console_nor_its_keyboard(console: Terminal) -> None:
+    """Line noise on a serial console (a wrong speed, a Latin-1 terminal): Textual's input thread decoded
+    strictly and one invalid byte ended the console with a panic. Now the read holding it is dropped
+    (keys that came in the same read with it too: F2 is pressed until it is seen) and the keyboard
+    works on."""
+    console.write(b"\xff\xfe\xc3(\x80abc\xe9\xc0\xaf")
+    mark = len(console.out)
+
+    def login_shown() -> bool:
+        if b"root password" not in console.out[mark:]:
+            console.write(F2)
+            console.drain(0.5)
+        return b"root password" in console.out[mark:]
+
+    console.wait_for(login_shown)
+    console.write(b"quantix-pw\r")
+    console.wait_for(lambda: b"System Customization" in console.out[mark:])
+    assert os.waitpid(console.pid, os.WNOHANG) == (0, 0)
+
