@@ -1,4 +1,5 @@
-"""The API token: created once, 0600 root, compared in constant time.
+"""The API token: created on first start, 0600 root, compared in constant time, replaced only by
+:meth:`ApiToken.rotate` (``POST /v1/host/api-token/rotate``).
 
 ``ensure_token(path)`` returns the token, creating it atomically (temp file + fsync + rename,
 mode 0600 from the start) on first start. ``BearerAuth`` is a pure ASGI middleware: every HTTP
@@ -18,6 +19,7 @@ from __future__ import annotations
 import hmac
 import json
 import secrets
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -47,14 +49,41 @@ def ensure_token(path: Path) -> str:
     return token
 
 
+class ApiToken:
+    """The node's token, in memory and in its file. :meth:`rotate` makes a new one: the file is replaced
+    first (atomically, 0600), then the value in memory, so that a failed write leaves the old token
+    working everywhere; from the swap on, the old token is refused. Readers of the file (the console)
+    see the new one at their next read."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._value = ensure_token(path)
+        self._lock = threading.Lock()
+
+    @property
+    def value(self) -> str:
+        return self._value
+
+    def rotate(self) -> str:
+        new = secrets.token_urlsafe(32)
+        with self._lock:
+            try:
+                atomic_write(self.path, (new + "\n").encode(), 0o600)
+            except OSError as e:
+                raise EnvironmentError_(f"cannot write the new API token {self.path}: {e.strerror}",
+                                        hint="the old token still works; qx-node needs a writable --state-dir") from e
+            self._value = new
+        return new
+
+
 class BearerAuth:
     """``admit(scope)``, when given, may let a request in without the token: the console's one-time
     WebSocket tickets (:meth:`qx_node.console.Tickets.admit`)."""
 
-    def __init__(self, app: Any, token: str, admit: Callable[[dict[str, Any]], bool] | None = None,
+    def __init__(self, app: Any, token: ApiToken, admit: Callable[[dict[str, Any]], bool] | None = None,
                  session: Callable[[dict[str, Any]], bool | dict[str, Any] | None] | None = None) -> None:
         self.app = app
-        self._expected = f"Bearer {token}".encode()
+        self._token = token  # read at every request: a rotated token takes effect at once
         self._admit = admit
         self._session = session
 
@@ -68,7 +97,7 @@ class BearerAuth:
             if k == b"authorization":
                 got = v
                 break
-        if hmac.compare_digest(got, self._expected) or (not got and self._admit is not None and self._admit(scope)):
+        if hmac.compare_digest(got, f"Bearer {self._token.value}".encode()) or (not got and self._admit is not None and self._admit(scope)):
             await self.app(scope, receive, send)
             return
         status, error = 401, {"error": "missing or wrong API token", "field": "Authorization",

@@ -28,7 +28,7 @@ class Node:
     def __init__(self, settings: Settings, *, connect_wait: float = 5.0, power: HostPower | None = None) -> None:
         self.settings = settings
         self.connect_wait = connect_wait
-        self.token = auth.ensure_token(settings.token_path)
+        self.api_token = auth.ApiToken(settings.token_path)
         self.bus = EventBus()
         self.config = HostConfig(settings.state_dir)
         self.power: HostPower = power if power is not None else SystemdPower()
@@ -59,6 +59,11 @@ class Node:
             self.lv.close()
             self.bus.close()
             self._started = False
+
+    @property
+    def token(self) -> str:
+        """The API token now (it changes when rotated: POST /v1/host/api-token/rotate)."""
+        return self.api_token.value
 
     def libvirt_version(self) -> str | None:
         """libvirtd's version (read once per connection), None while not connected."""

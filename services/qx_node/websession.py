@@ -172,6 +172,16 @@ class Sessions:
                 del self._by_digest[k]
         return len(gone)
 
+    def end_token_sessions(self, keep: str = "") -> int:
+        """The API token was rotated: sessions signed in with a token end, but the one of cookie ``keep``
+        (the operator who rotated it, if through the page). Password sessions are not the token's."""
+        spared = _digest(keep) if keep else None
+        with self._lock:
+            gone = [k for k, s in self._by_digest.items() if s.via == "token" and k != spared]
+            for k in gone:
+                del self._by_digest[k]
+        return len(gone)
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._by_digest)

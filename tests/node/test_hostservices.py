@@ -16,8 +16,10 @@ from pathlib import Path
 
 import httpx
 
+from qx_common import hostpaths
 from qx_node import hostservices
-from tests.node.conftest import Live
+from qx_node.settings import Settings
+from tests.node.conftest import Live, LiveServer
 
 SYSTEMD_IS_INIT = Path("/run/systemd/system").is_dir()  # systemd's own test for "booted with systemd"
 
@@ -129,3 +131,61 @@ def test_no_certificate_is_a_reason_not_an_error(tmp_path: Path) -> None:
     assert got["sha256"] is None and "cannot read" in got["reason"]
     (tmp_path / "cert.pem").write_bytes(b"\xff\xfenot a certificate")
     assert hostservices.cert_fingerprint(tmp_path / "cert.pem")["sha256"] is None
+
+
+# -- the API token's rotation ------------------------------------------------------------------------
+def test_rotation_answers_a_new_token_once_and_refuses_the_old(live: Live, client: httpx.Client) -> None:
+    old = live.token
+    r = client.post("/v1/host/api-token/rotate")
+    assert r.status_code == 200, r.text
+    assert r.headers["cache-control"] == "no-store"
+    new = r.json()["token"]
+    assert new != old and len(new) >= 32
+    assert live.node.settings.token_path.read_text().strip() == new  # the file the console reads
+    assert client.get("/v1/host").status_code == 401  # the client still sends the old one
+    client.headers["Authorization"] = f"Bearer {new}"
+    assert client.get("/v1/host").status_code == 200
+    assert client.post("/v1/host/api-token/rotate").status_code == 200
+    assert client.get("/v1/host").status_code == 401  # and the token before is gone again
+
+
+def test_rotation_ends_token_sessions_but_the_callers(live: Live) -> None:
+    ctx = ssl.create_default_context(cafile=str(live.cert))
+
+    def signed_in() -> tuple[httpx.Client, str]:
+        c = httpx.Client(base_url=live.url, verify=ctx, timeout=30)
+        r = c.post("/ui/login", json={"token": live.node.token})
+        assert r.status_code == 200, r.text
+        return c, r.json()["csrf"]
+
+    (mine, csrf), (other, _) = signed_in(), signed_in()
+    try:
+        r = mine.post("/v1/host/api-token/rotate", headers={"X-CSRF-Token": csrf, "Origin": live.url})
+        assert r.status_code == 200, r.text
+        assert r.json()["ended_sessions"] == 1
+        assert mine.get("/v1/host").status_code == 200
+        assert other.get("/v1/host").status_code == 401
+        assert other.post("/ui/login", json={"token": live.token}).status_code == 401  # the old token
+        assert other.post("/ui/login", json={"token": r.json()["token"]}).status_code == 200
+    finally:
+        mine.close()
+        other.close()
+
+
+def test_rotation_is_refused_in_lockdown_mode(settings: Settings, tmp_path: Path) -> None:
+    flag = hostpaths.lockdown_file(tmp_path / "config")
+
+    def point(app) -> None:  # type: ignore[no-untyped-def]
+        app.state.lockdown_file = flag
+
+    with LiveServer(settings, customize=point) as live:
+        ctx = ssl.create_default_context(cafile=str(live.cert))
+        with httpx.Client(base_url=live.url, verify=ctx, headers=live.auth, timeout=10) as c:
+            flag.parent.mkdir(parents=True)
+            flag.write_text("")
+            r = c.post("/v1/host/api-token/rotate")
+            assert r.status_code == 423 and "lockdown mode" in r.json()["error"]
+            assert settings.token_path.read_text().strip() == live.token  # unchanged
+            assert c.get("/v1/host/certificate").status_code == 200  # reads still work
+            flag.unlink()
+            assert c.post("/v1/host/api-token/rotate").status_code == 200

@@ -49,7 +49,8 @@ def create_app(node: Node) -> FastAPI:
     # Innermost first: the body limit, then authentication, then the last-resort handler outside both.
     app.add_middleware(BodyLimit, limit=errors.MAX_JSON_BODY, is_upload=storage.is_upload)
     web = ui.WebClient(node)  # the browser client: its files and sign-in (UiFront), its sessions (BearerAuth)
-    app.add_middleware(BearerAuth, token=node.token, admit=node.tickets.admit, session=web.check)
+    app.state.web = web  # the token rotation ends the sessions signed in with the old token
+    app.add_middleware(BearerAuth, token=node.api_token, admit=node.tickets.admit, session=web.check)
     app.add_middleware(ui.UiFront, web=web)
     app.add_middleware(CatchAll)
     openapi.install(app)

@@ -214,6 +214,9 @@ _SUCCESS: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
     ("get", "/v1/hardware"): ("200", HARDWARE),
     ("get", "/v1/host/services"): ("200", HOST_SERVICES),
     ("get", "/v1/host/certificate"): ("200", CERTIFICATE),
+    ("post", "/v1/host/api-token/rotate"): ("200", _object(
+        {"token": {"type": "string", "minLength": 32, "description": "the new token; shown once, not kept"},
+         "ended_sessions": _INT})),
     ("delete", "/v1/vms/{name}"): ("200", VM_DELETED),
     ("get", "/v1/vms/{name}/stats"): ("200", VM_STATS),
     ("get", "/v1/vms/{name}/console"): ("200", VM_CONSOLE),

@@ -690,13 +690,24 @@ function HostServices() {
     <button type="button" id="services-reload" onClick=${reload}>Refresh</button>`;
 }
 
-// The fingerprint an operator compares with the one the browser shows for the self-signed certificate.
+// The fingerprint an operator compares with the one the browser shows for the self-signed certificate,
+// and the API token's rotation: the new token is shown here once (the server keeps only its file).
 function Certificate() {
   const [cert] = useLoad(() => api("GET", "/v1/host/certificate"));
+  const [token, setToken] = useState(null);
+  const [error, setError] = useState(null);
+  async function rotate() {
+    if (!confirm("Make a new API token? The current one stops working at once, for every client.")) return;
+    setError(null);
+    try { setToken((await api("POST", "/v1/host/api-token/rotate")).token); } catch (e) { setError(errText(e)); }
+  }
   const c = cert.data;
-  return html`<h2>API certificate</h2><${Err} text=${cert.error} />
-    ${c && html`<dl class="facts"><dt>SHA-256 fingerprint</dt><dd id="cert-sha256"><code>${c.sha256 ||
-      `unknown: ${c.reason}`}</code></dd></dl>`}`;
+  return html`<h2>API access</h2><${Err} text=${cert.error || error} />
+    ${c && html`<dl class="facts"><dt>Certificate SHA-256 fingerprint</dt><dd id="cert-sha256"><code>${c.sha256 ||
+      `unknown: ${c.reason}`}</code></dd></dl>`}
+    <button type="button" class="danger" id="token-rotate" onClick=${rotate}>Rotate the API token</button>
+    ${token && html`<p role="status" id="token-new">New API token (shown only now; copy it):
+      <code id="token-value">${token}</code></p>`}`;
 }
 
 // -------------------------------------------------------------------------------------------- shell

@@ -38,3 +38,18 @@ def test_host_page_shows_services_and_the_certificate_fingerprint(web: WebLive, 
     browser.click("#services-reload")  # refreshing keeps the table (and raises no error)
     browser.css("#services tbody tr")
     assert browser.severe() == []
+
+
+def test_host_page_rotates_the_api_token(web: WebLive, browser: Browser) -> None:  # noqa: F811
+    old = web.live.node.token
+    browser.sign_in(web.url, PASSWORD)
+    browser.click("a[href='#/host']")
+    browser.click("#token-rotate")
+    browser.d.switch_to.alert.accept()  # the confirm step
+    shown = browser.css("#token-value").text
+    assert shown == web.live.node.token != old
+    assert web.live.node.settings.token_path.read_text().strip() == shown
+    # The password session that rotated goes on working.
+    browser.click("a[href='#/storage']")
+    browser.css("#volumes")
+    assert browser.severe() == []
