@@ -3,6 +3,10 @@
     .venv/bin/python bench/image.py build   # cold, and warm after a Python change (release and --fast),
                                             # vs a bare mkosi build (cold, warm)
     .venv/bin/python bench/image.py boot [ROUNDS]  # QEMU start → console marker vs bare → login prompt
+    .venv/bin/python bench/image.py secureboot [ROUNDS] [stub]  # the same image → the kernel's EFI stub
+                                            # (and → healthy node, unless "stub"): enforcing Secure Boot
+                                            # firmware (SMM, the release's certificate enrolled) vs the
+                                            # plain firmware the e2e tests and make boot use
 
 The bare baseline is mkosi with the same distribution, release and package list as mkosi.conf, a
 bootable disk and nothing of ours (no scripts, trees, repart layout, payload, ISO). Both share the
@@ -88,12 +92,12 @@ def bench_build() -> dict[str, float]:
     return res
 
 
-def _boot_until(disk: Path, pattern: str, timeout: float = 900) -> float:
+def _boot_until(disk: Path, pattern: str, timeout: float = 900, secure_boot_vars: Path | None = None) -> float:
     from qx_build import qemu
 
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "serial.log"
-        m = qemu.Machine(Path(tmp), disk=disk, serial_log=log)
+        m = qemu.Machine(Path(tmp), disk=disk, serial_log=log, secure_boot_vars=secure_boot_vars)
         m.prepare()
         t0 = time.monotonic()
         proc = subprocess.Popen(m.argv(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -143,13 +147,71 @@ def bench_boot() -> dict[str, float]:
     }
 
 
+def _boot_marks(disk: Path, patterns: dict[str, str], timeout: float = 1200,
+                secure_boot_vars: Path | None = None) -> dict[str, float]:
+    """One boot: seconds from QEMU start to the first match of each pattern (the boot ends at the last)."""
+    from qx_build import qemu
+
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "serial.log"
+        m = qemu.Machine(Path(tmp), disk=disk, serial_log=log, secure_boot_vars=secure_boot_vars)
+        m.prepare()
+        t0 = time.monotonic()
+        proc = subprocess.Popen(m.argv(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        marks: dict[str, float] = {}
+        try:
+            while len(marks) < len(patterns):
+                if time.monotonic() - t0 > timeout:
+                    raise TimeoutError(f"{sorted(set(patterns) - set(marks))} after {timeout} s")
+                text = log.read_bytes().decode("utf-8", "replace") if log.exists() else ""  # QEMU creates it
+                for name, pattern in patterns.items():
+                    if name not in marks and re.search(pattern, text):
+                        marks[name] = time.monotonic() - t0
+                time.sleep(0.5)
+            return marks
+        finally:
+            proc.kill()
+            proc.wait()
+
+
+def bench_secureboot() -> dict[str, object]:
+    """One image, two firmwares, alternating: QEMU start → the kernel's EFI stub (firmware, systemd-boot
+    and the UKI loaded: where Secure Boot's signature checks happen) and → QUANTIX-NODE-HEALTHY."""
+    from qx_build import qemu
+    from qx_build.paths import Release, read_version
+    from qx_build.qemu import resolve_accel
+
+    rel = Release(read_version(), REPO / "build")
+    sb = json.loads(rel.manifest.read_text())["secure_boot"]
+    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    marks = {"stub": r"EFI stub: Loaded initrd", "healthy": r"QUANTIX-NODE-HEALTHY"}
+    if len(sys.argv) > 3 and sys.argv[3] == "stub":   # the firmware part only: where the checks happen
+        del marks["healthy"]
+    runs: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        cert = Path(tmp) / "db.crt"
+        cert.write_text(sb["certificate_pem"])
+        sb_vars = qemu.enrolled_vars(cert, Path(tmp) / "sb-vars.fd")
+        for _ in range(rounds):  # alternate, so both see the same machine noise
+            runs["off"].append(_boot_marks(rel.disk, marks))
+            runs["on"].append(_boot_marks(rel.disk, marks, secure_boot_vars=sb_vars))
+    med = statistics.median
+    res: dict[str, object] = {"accel": resolve_accel("auto"), "rounds": rounds}
+    for mode in ("off", "on"):
+        for mark in marks:
+            res[f"secure_boot_{mode}_{mark}_s"] = med(r[mark] for r in runs[mode])
+            res[f"secure_boot_{mode}_{mark}_all_s"] = [round(r[mark], 1) for r in runs[mode]]
+    return res
+
+
 def main() -> None:
     what = sys.argv[1] if len(sys.argv) > 1 else ""
-    if what not in ("build", "boot"):
-        raise SystemExit("usage: bench/image.py build|boot")
-    res = bench_build() if what == "build" else bench_boot()
+    benches = {"build": bench_build, "boot": bench_boot, "secureboot": bench_secureboot}
+    if what not in benches:
+        raise SystemExit("usage: bench/image.py build|boot|secureboot [ROUNDS]")
+    res = benches[what]()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"image-{what}.json").write_text(json.dumps(res, indent=2) + "\n")
+    (RESULTS / f"image-{what}{'-' + sys.argv[3] if len(sys.argv) > 3 else ''}.json").write_text(json.dumps(res, indent=2) + "\n")
     print("| measure | value |\n|---|---|")
     for k, v in res.items():
         print(f"| {k} | {v:.1f} |" if isinstance(v, float) else f"| {k} | {v} |")
