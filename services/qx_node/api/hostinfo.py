@@ -1,5 +1,5 @@
 """Routes: the host's services (``GET /v1/host/services``), the API certificate's fingerprint
-(``GET /v1/host/certificate``) and the API token's rotation (``POST /v1/host/api-token/rotate``).
+(``GET /v1/host/certificate``), the journal (``GET /v1/host/journal``, :mod:`qx_node.journal`) and the API token's rotation (``POST /v1/host/api-token/rotate``).
 
 The two reads take no input and answer 200 even where the host cannot tell (no systemd as PID 1, no
 certificate file), with ``reason`` saying why; logic in :mod:`qx_node.hostservices`. The rotation
@@ -16,7 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from qx_common import hostpaths, log
-from qx_node import hostservices
+from qx_node import hostservices, journal
 from qx_node.api.errors import SafeJSONResponse
 from qx_node.lockdown import refuse_changes_while_locked
 from qx_node.node import Node
@@ -34,6 +34,14 @@ def _node(request: Request) -> Node:
                                  "where systemd cannot tell")
 async def get_services() -> dict[str, Any]:
     return await run_in_threadpool(hostservices.services)
+
+
+@router.get("/journal", summary="The host's journal, newest last: filter by unit, priority (0..7 or name; this "
+                                "and more urgent), grep (PCRE), since (ISO 8601); at most 1000 entries")
+async def get_journal(unit: str | None = None, priority: str | None = None, grep: str | None = None,
+                      since: str | None = None, lines: str | None = None) -> dict[str, Any]:
+    q = journal.parse_query(unit, priority, grep, since, lines)
+    return await run_in_threadpool(journal.read, q)
 
 
 @router.get("/certificate", summary="The API certificate's SHA-256 fingerprint, to compare with the browser's")

@@ -214,6 +214,12 @@ _SUCCESS: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
     ("get", "/v1/hardware"): ("200", HARDWARE),
     ("get", "/v1/host/services"): ("200", HOST_SERVICES),
     ("get", "/v1/host/certificate"): ("200", CERTIFICATE),
+    ("get", "/v1/host/journal"): ("200", _object({
+        "available": _BOOL, "reason": {"type": ["string", "null"]}, "truncated": _BOOL,
+        "entries": {"type": "array", "items": _object(
+            {"time": {"type": ["string", "null"]}, "priority": {"type": ["integer", "null"]},
+             "unit": {"type": ["string", "null"]}, "identifier": {"type": ["string", "null"]},
+             "pid": {"type": ["integer", "null"]}, "message": _STR, "message_cut": _BOOL})}})),
     ("post", "/v1/host/api-token/rotate"): ("200", _object(
         {"token": {"type": "string", "minLength": 32, "description": "the new token; shown once, not kept"},
          "ended_sessions": _INT})),

@@ -673,7 +673,7 @@ function Host() {
     ${hw.data && html`<h2>Disks</h2><ul>${hw.data.disks.map((d) => html`<li>${d.name}: ${d.model || ""}
       ${bytes(d.size_bytes)}</li>`)}</ul><h2>Network adapters</h2><ul>${hw.data.nics.map((n) =>
       html`<li>${n.name}</li>`)}</ul>`}
-    <${HostServices} /><${Certificate} /></section>`;
+    <${HostServices} /><${Journal} /><${Certificate} /></section>`;
 }
 
 // The host's services as systemd reports them; where it cannot tell (no systemd as PID 1), the reason.
@@ -688,6 +688,32 @@ function HostServices() {
         <td>${s.state}${s.sub_state ? ` (${s.sub_state})` : ""}</td><td>${s.enabled || "—"}</td>
         <td>${s.since || "—"}</td></tr>`)}</tbody></table>`}
     <button type="button" id="services-reload" onClick=${reload}>Refresh</button>`;
+}
+
+// The journal, filtered by the API (journalctl on the host); newest entries last.
+const PRIO = ["emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"];
+function Journal() {
+  const [f, setF] = useState({ unit: "", priority: "", grep: "" });
+  const [q, setQ] = useState({});
+  const [log] = useLoad(() => api("GET", "/v1/host/journal?" + new URLSearchParams({ lines: "200", ...q })), [q]);
+  function submit(ev) {
+    ev.preventDefault();
+    setQ(Object.fromEntries(Object.entries(f).filter(([_k, v]) => v !== "")));
+  }
+  const d = log.data;
+  return html`<h2>Logs</h2><form class="bar" id="journal-filter" onSubmit=${submit}>
+      <label>Service <input id="journal-unit" value=${f.unit} onInput=${(e) => setF({ ...f, unit: e.target.value })}
+        placeholder="qx-node.service" /></label>
+      <label>At least <select id="journal-priority" value=${f.priority}
+        onChange=${(e) => setF({ ...f, priority: e.target.value })}><option value="">any</option>
+        ${PRIO.map((p, i) => html`<option value=${String(i)}>${p}</option>`)}</select></label>
+      <label>Text <input id="journal-grep" value=${f.grep} onInput=${(e) => setF({ ...f, grep: e.target.value })} /></label>
+      <button type="submit" id="journal-show">Show</button></form>
+    <${Err} text=${log.error} />
+    ${d && !d.available && html`<p role="status" id="journal-reason">${d.reason}</p>`}
+    ${d && d.available && !d.entries.length && html`<p class="muted" id="journal-empty">No entries.</p>`}
+    ${d && d.entries.length > 0 && html`<pre class="journal" id="journal">${d.entries.map((e) =>
+      `${e.time || ""} ${e.priority === null ? "" : PRIO[e.priority]} ${e.unit || e.identifier || ""}: ${e.message}\n`)}</pre>`}`;
 }
 
 // The fingerprint an operator compares with the one the browser shows for the self-signed certificate,

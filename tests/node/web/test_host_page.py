@@ -53,3 +53,21 @@ def test_host_page_rotates_the_api_token(web: WebLive, browser: Browser) -> None
     browser.click("a[href='#/storage']")
     browser.css("#volumes")
     assert browser.severe() == []
+
+
+def test_host_page_filters_the_journal(web: WebLive, browser: Browser) -> None:  # noqa: F811
+    browser.sign_in(web.url, PASSWORD)
+    browser.click("a[href='#/host']")
+    # This machine has no journal files: journalctl answers nothing, and the page says so.
+    browser.css("#journal-empty, #journal, #journal-reason")
+    box = browser.css("#journal-unit")
+    box.send_keys("--help")
+    browser.click("#journal-show")
+    browser.text("section .error", "unit")  # refused by the API (never an option for journalctl)
+    box.clear()
+    box.send_keys("qx-node.service")
+    browser.css("#journal-grep").send_keys("started")
+    browser.click("#journal-show")
+    browser.wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, "section .error"))
+    browser.css("#journal-empty, #journal")
+    assert browser.severe(allowed=("422",)) == []
