@@ -6,6 +6,7 @@ import json
 import re
 
 from qx_build.paths import Release
+from tests.e2e import secureboot
 from tests.e2e.conftest import BOOT_TIMEOUT
 
 # Either the node said it is unhealthy, or the unit that reports it died: stop waiting at once.
@@ -50,10 +51,14 @@ def _field(name: str, content: bytes) -> bytes:
 
 
 def test_disk_image_boots_to_console_and_healthy_node(release: Release, guest_factory) -> None:
-    guest = guest_factory(disk=release.disk, interactive=True)
+    # Under the enforcing Secure Boot firmware trusting only the release's certificate (one boot proves both:
+    # tests/e2e/test_secure_boot.py has the refusals): the kernel's stub and the booted system say it is on.
+    guest = guest_factory(disk=release.disk, interactive=True, secure_boot=True)
     node = guest.wait_for(r"QUANTIX-NODE-HEALTHY version=(\S+) health=(\{.*\})", BOOT_TIMEOUT,
-                          fail=BOOT_FAILED)
-    print(f"disk image: node healthy {guest.elapsed():.0f} s after QEMU start")
+                          fail=rf"{BOOT_FAILED}|QUANTIX-SECURE-BOOT state=(?!enabled)\S+")
+    print(f"disk image: node healthy with Secure Boot on {guest.elapsed():.0f} s after QEMU start")
+    log = guest.log()
+    assert secureboot.STUB_SAYS_ON in log and secureboot.REPORT_SAYS_ON in log, guest.tail()
     assert node.group(1) == release.version
     health = json.loads(node.group(2))
     assert health["status"] == "ok"
@@ -107,8 +112,3 @@ def test_iso_boots_live_to_console_and_healthy_node(release: Release, guest_fact
     assert node.group(1) == release.version
     guest.wait_for(r"QUANTIX-CONSOLE-READY version=\S+ running on .*ttyS0", 60)
 
-
-def test_iso_also_boots_as_a_usb_disk(release: Release, guest_factory) -> None:
-    # Written to a USB stick, the ISO is a GPT disk whose EFI partition is the same ESP image.
-    guest = guest_factory(disk=release.iso, memory_mb=3072)
-    guest.wait_for(r"EFI stub: Loaded initrd", 300)
