@@ -83,9 +83,11 @@ function useEvents(fn) {
   useEffect(() => { const l = (k, d) => ref.current(k, d); listeners.add(l); return () => listeners.delete(l); }, []);
 }
 
-const stats = { t: [], cpu: [], mem: [], disk: [], net: [], last: null, subs: new Set(), timer: null };
+const stats = { t: [], cpu: [], mem: [], disk: [], net: [], last: null, subs: new Set(), timer: null,
+                inflight: null };
 const SERIES = ["cpu", "mem", "disk", "net"];
-async function sampleStats() {
+function sampleStats() { stats.inflight = sampleOnce(); return stats.inflight; }
+async function sampleOnce() {
   try {
     const s = await api("GET", "/v1/host/stats", { background: true });
     stats.t.push(Date.now() / 1000);
@@ -764,6 +766,9 @@ function Shell({ session, onOut }) {
   else page = html`<${Dashboard} />`;
   const current = PAGES.slice().reverse().find(([p]) => hash.startsWith(p));
   async function signOut() {
+    // A poll still on its way when the session ends would come back 401 (an error in the browser's log).
+    stopStats();
+    await stats.inflight;
     try { await api("POST", "/ui/logout"); } catch (_e) { /* ended anyway */ }
     onOut(null);
   }
