@@ -23,10 +23,17 @@ def _clean(text: str) -> str:
     return text.replace("\r", "")
 
 
+# A second virtio NIC at PCI slot 9 (the guest's enp0s9) on a user network of its own (nothing leaves
+# it): a second management adapter for a team (bond) with the first.
+SECOND_NIC = ["-netdev", "user,id=net1,restrict=on", "-device", "virtio-net-pci,netdev=net1,addr=0x9"]
+SECOND_GUEST_NIC = "enp0s9"
+
+
 class BootedGuest:
     def __init__(self, workdir: Path, *, disk: Path | None = None, iso: Path | None = None,
                  memory_mb: int = 2048, guest_services: list[tuple[int, str]] | None = None,
-                 drives: list[tuple[Path, str, str]] | None = None, interactive: bool = False) -> None:
+                 drives: list[tuple[Path, str, str]] | None = None, interactive: bool = False,
+                 second_nic: bool = False) -> None:
         self.serial = workdir / "serial.log"
         # interactive: the console serial port is also a unix socket the test types on (send_keys).
         self.socket = workdir / "serial.sock" if interactive else None
@@ -34,7 +41,8 @@ class BootedGuest:
         self.agent = workdir / "agent.log"
         self.machine = qemu.Machine(workdir, disk=disk, iso=iso, memory_mb=memory_mb, serial_log=self.serial,
                                     serial2_log=self.agent, guest_services=list(guest_services or []),
-                                    serial_socket=self.socket, drives=list(drives or []))
+                                    serial_socket=self.socket, drives=list(drives or []),
+                                    extra=SECOND_NIC if second_nic else [])
         self.proc: subprocess.Popen[bytes] | None = None
         self.started = 0.0
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
+
 from qx_build.paths import Release
 from tests.e2e import secureboot
 from tests.e2e.conftest import BOOT_TIMEOUT
@@ -50,6 +52,7 @@ def _field(name: str, content: bytes) -> bytes:
     return rb"\x1b\[%d;25H(?:\x1b\[[0-9;]*m| )*" % FIELD_ROW[name] + content
 
 
+@pytest.mark.timeout(1800)  # a boot under SMM firmware, then typing on serial: past 900 s on a busy machine
 def test_disk_image_boots_to_console_and_healthy_node(release: Release, guest_factory) -> None:
     # Under the enforcing Secure Boot firmware trusting only the release's certificate (one boot proves both:
     # tests/e2e/test_secure_boot.py has the refusals): the kernel's stub and the booted system say it is on.
