@@ -21,6 +21,10 @@ class Served:
     url: str
     requests: list[tuple[str, str | None, int]] = field(default_factory=list)
     server: ThreadingHTTPServer | None = None
+    # Answer one request per connection, then close it on the next request without an answer (no
+    # "Connection: close" was sent): a server whose keep-alive timer fired just as the client reused it.
+    drop_keepalive: bool = False
+    connections: int = 0
 
     def close(self) -> None:
         if self.server:
@@ -39,7 +43,20 @@ def serve(base: Path) -> Served:
         disable_nagle_algorithm = True
 
         def __init__(self, *a, **kw):  # type: ignore[no-untyped-def]
+            served.connections += 1  # one handler per connection
             super().__init__(*a, directory=str(base), **kw)
+
+        answered = False
+
+        def handle_one_request(self) -> None:
+            if served.drop_keepalive and self.answered:
+                # The race a client loses with a keep-alive timer: its next request arrives, the server
+                # has given up on the connection and closes it without an answer.
+                self.rfile.readline(65537)
+                self.close_connection = True
+                return
+            super().handle_one_request()
+            self.answered = True
 
         def log_message(self, *a: object) -> None:
             pass

@@ -118,6 +118,18 @@ def test_first_apply_without_seeds_is_a_chunked_full_download(dhost: Host, srv: 
     assert not list((dhost.state_dir / "downloads").iterdir()), "journals and indexes are cleaned up"
 
 
+def test_connections_the_server_closed_while_idle_are_replaced(dhost: Host, srv: Server, images) -> None:
+    """Each kept-alive connection answers once; a second request on it is met by the server closing it
+    without an answer (its keep-alive timer fired just then): the fetcher sends that GET again on a new one.
+    (Seen in the OTA e2e: the guest's gaps between chunks outlasted uvicorn's 5 s keep-alive.)"""
+    n = srv.publish("1.1.0", images[0], uki_bytes(1))
+    srv.http.drop_keepalive = True
+    res = dhost.json("apply")
+    assert res["applied"]["version"] == "1.1.0" and slot_holds(dhost, "b", n.image), res
+    assert sorted(srv.fetched()) == sorted(expected_chunks(n)), "each chunk fetched once"
+    assert srv.http.connections >= len(expected_chunks(n)), "one connection per chunk: every reuse failed"
+
+
 def test_one_file_changed_fetches_only_the_changed_chunks(dhost: Host, srv: Server, images) -> None:
     n = srv.publish("1.1.0", images[0], uki_bytes(1))
     dhost.json("apply")

@@ -50,7 +50,7 @@ from qx_common.progress import Observer, Progress
 from qx_update import crashpoint
 from qx_update.chunkindex import Chunk, ChunkIndex, chunk_path
 from qx_update.deadline import DEFAULT_DEADLINE, Deadline
-from qx_update.download import TIMEOUT, pool
+from qx_update.download import RETRIES, TIMEOUT, pool
 from qx_update.errors import VerificationError
 
 WORKERS = 4          # parallel chunk requests (kept-alive connections)
@@ -208,7 +208,7 @@ class _Fetcher:
         def send() -> urllib3.BaseHTTPResponse:
             resp = pool(url, WORKERS).request(
                 "GET", url, headers={"User-Agent": "qx-update", "Accept-Encoding": "identity"},
-                preload_content=False, retries=False, timeout=urllib3.Timeout(connect=TIMEOUT[0], read=TIMEOUT[1]))
+                preload_content=False, retries=RETRIES, timeout=urllib3.Timeout(connect=TIMEOUT[0], read=TIMEOUT[1]))
             self.deadline.watch(resp)
             return resp
 

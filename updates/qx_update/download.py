@@ -45,6 +45,14 @@ _log = log.get("update.download")
 
 
 _POOLS: dict[tuple[str, int], urllib3.PoolManager] = {}
+# A kept-alive connection the server (or a proxy) closed while it sat idle in the pool fails on reuse
+# before any answer ("Remote end closed connection without response"): uvicorn closes idle connections
+# after 5 s, nginx after 75 s, and a slow host leaves gaps that long between requests (seen in the OTA
+# e2e under TCG). A GET is safe to send again on a new connection: every answer is still checked against
+# signed hashes and lengths, and the download deadline still bounds the whole. Only failures before the
+# answer's headers are retried: bodies are read after urllib3's retry loop (preload_content=False).
+RETRIES = urllib3.Retry(total=3, connect=3, read=3, redirect=0, status=0, other=0,
+                        allowed_methods=frozenset({"GET"}), raise_on_status=False)
 
 
 def pool(url: str, connections: int = 1) -> urllib3.PoolManager:
@@ -133,7 +141,7 @@ def _open_stream(url: str, offset: int, deadline: Deadline | None = None) -> tup
     if offset:
         headers["Range"] = f"bytes={offset}-"
     def send() -> urllib3.BaseHTTPResponse:
-        r = pool(url).request("GET", url, headers=headers, preload_content=False, retries=False,
+        r = pool(url).request("GET", url, headers=headers, preload_content=False, retries=RETRIES,
                                timeout=urllib3.Timeout(connect=TIMEOUT[0], read=TIMEOUT[1]))
         if deadline is not None:
             deadline.watch(r)  # in the worker: a response that comes after the deadline is shut down at once
