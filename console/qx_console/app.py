@@ -107,10 +107,12 @@ class ConsoleApp(App[None], inherit_bindings=False):
         in_thread(self.screen, lambda: recover_interrupted(self.backend), self._recovered,
                   what="Reverting an unconfirmed network change")
         from qx_console.firstboot import ask_if_locked  # raw image: no root password yet, ask for one first
-        if ask_if_locked(self):
-            # The console is up and asking for the first root password: that is ready too (the status
-            # screen beneath it shows nothing until then, and qx-node's health must not wait for it).
-            self.first_status_shown(None)
+        ask_if_locked(self)
+        # Ready as soon as the console is drawn and takes keys (F2, F12), whether it shows the status or
+        # asks for the first root password: not after the first host status. That status comes from
+        # qx-node and qx-update, and qx-node's health (the boot's health gate) waits for this console, so
+        # on a slow host the two waited for each other until the gate gave up (seen in the install e2e).
+        self.first_status_shown(None)
         self.set_interval(self.idle_check_s, self.logout_if_idle)
 
     # -- idle logout -------------------------------------------------------------------------------
