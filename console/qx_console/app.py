@@ -35,7 +35,7 @@ from qx_console.backend import HostBackend, HostStatus
 from qx_console.customize import CustomizeScreen, LoginScreen, PowerScreen
 from qx_console.safeapply import CONFIRM_SECONDS, recover_interrupted
 from qx_console.status import StatusScreen
-from qx_console.ui import CSS, ErrorScreen, console_driver_class, console_safe, in_thread
+from qx_console.ui import CSS, ErrorScreen, KeyOrder, console_driver_class, console_safe, in_thread
 
 _log = log.get("console")
 
@@ -53,7 +53,7 @@ def login_backoff_s(failures: int) -> float:
     return 0.0 if failures < 3 else min(300.0, 5.0 * 2 ** (failures - 3))
 
 
-class ConsoleApp(App[None], inherit_bindings=False):
+class ConsoleApp(KeyOrder, App[None], inherit_bindings=False):
     TITLE = "Quantix OS"
     CSS = CSS
     ENABLE_COMMAND_PALETTE = False
@@ -201,12 +201,15 @@ class ConsoleApp(App[None], inherit_bindings=False):
     # -- actions ---------------------------------------------------------------------------------
     def action_customize(self) -> None:
         if isinstance(self.screen, StatusScreen):
+            # The login opens after a backend call: the keys typed behind F2 (the password) wait for it.
+            self.hold_keys()
             # exclusive: F2 pressed twice while the host is slow asks once, opens one login.
             in_thread(self.screen, self.backend.lockdown, self._maybe_login,
                       group="customize", exclusive=True, what="Reading the lockdown mode")
 
     def _maybe_login(self, lockdown: bool) -> None:
         if not isinstance(self.screen, StatusScreen):
+            self.release_keys()
             return  # meanwhile the operator went elsewhere (F12): do not stack a second dialog
 
         def after(ok: bool | None) -> None:

@@ -64,7 +64,7 @@ from qx_console.app import TERMINAL_SIGNALS
 from qx_console.backend import HostBackend
 from qx_console.hostconfig import HostConfig
 from qx_console.keyboard import DEFAULT_LAYOUT
-from qx_console.ui import CSS, ErrorScreen, console_driver_class, console_safe
+from qx_console.ui import CSS, ErrorScreen, KeyOrder, console_driver_class, console_safe
 
 if TYPE_CHECKING:
     from qx_install.disks import Disk
@@ -139,7 +139,7 @@ def entered_fields(cfg: HostConfig) -> tuple[str, ...]:
     return ("hostname", *changed)
 
 
-class InstallerApp(App[str | None], inherit_bindings=False):
+class InstallerApp(KeyOrder, App[str | None], inherit_bindings=False):
     """The installer. ``return_value`` is :data:`LIVE` when the operator chose the live system.
 
     ``backend`` lists the NICs for the network form and restarts the machine at the end (the live

@@ -25,7 +25,8 @@ queue, before the next key is forwarded; Screen.focus_next/set_focus are synchro
 the arrow itself keeps it through ``SkipAction``), and Enter in a :class:`FieldInput`. A field's own
 editing keys and its submit are queued behind the characters it has not inserted yet
 (:class:`FieldInput`). A screen never moves focus from an ``Input.Submitted`` handler to take the next
-key: the field's ``enter`` mode does it.
+key: the field's ``enter`` mode does it. Keys typed behind a key that opens or closes a screen (F2, Enter
+on a menu item, Esc) wait until the new top screen has its focus (:class:`KeyOrder`, both apps).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from typing import Any, TypeVar
 from rich.cells import cell_len
 from rich.text import Text
 from textual.actions import SkipAction
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -207,6 +209,106 @@ class FieldInput(Input):
             self.screen.focus_next()
         if mode in ("submit", "submit+next"):
             self.action_in_order("submit")
+
+
+class KeyOrder:
+    """Mixin of both apps (before ``App`` in the bases): keys typed ahead of a screen change reach the
+    screen they were typed for.
+
+    Textual's App forwards each queued key to the widget focused at that moment, but a key that opens
+    or closes a screen (F2, Enter on a menu item, Esc) acts only when it has bubbled back to the App, and
+    a pushed screen mounts and takes its focus some message cycles later: the keys behind it went to the
+    old screen. So the App takes keys one transition at a time:
+
+    * A key that is not a printable character typed into a text field may change the screen: while it
+      travels, the keys behind it are held. It is followed up the DOM from the widget it went to, twice
+      (:meth:`MessagePump.call_later` on each node in turn, so the follower arrives behind the key and
+      behind whatever the key's action posted and bubbled: ``OptionList.OptionSelected``).
+    * Every screen change (``App.screen_change_signal``: push, pop, dismiss, switch) holds the keys
+      until the new top screen is mounted and has its focus (or has nothing to focus).
+    * An action that opens a screen only after a worker (F2 reads the lockdown mode first) calls
+      :meth:`hold_keys` and, when it decides not to, :meth:`release_keys`.
+
+    Held keys are replayed in order, each through the same rule. A hold ends after
+    :attr:`KEY_HOLD_LIMIT_S` at the latest (a key is never held for ever); priority bindings (focus
+    moves) act in order like every other key."""
+
+    KEY_HOLD_LIMIT_S = 5.0
+    # A mounted screen that has focusable widgets but focuses none by itself gets the keys after this
+    # many refreshes (a screen focusing from on_mount or call_after_refresh has done so by then).
+    FOCUS_REFRESHES = 5
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.held_keys: list[events.Key] = []
+        self.key_hold = 0  # the current hold's number; 0: keys pass
+        self._hold_count = 0
+
+    def on_mount(self) -> None:
+        app: Any = self
+        app.screen_change_signal.subscribe(app, self._screen_changed, immediate=True)
+
+    def hold_keys(self) -> int:
+        """Hold every key from now on until :meth:`release_keys` (or the time limit); returns the hold."""
+        app: Any = self
+        self._hold_count += 1
+        self.key_hold = hold = self._hold_count
+        app.set_timer(self.KEY_HOLD_LIMIT_S, lambda: self.release_keys(hold))
+        return hold
+
+    def release_keys(self, hold: int | None = None) -> None:
+        """End the hold (``hold``: only if that one is still the current hold) and replay held keys."""
+        if self.key_hold and (hold is None or hold == self.key_hold):
+            self.key_hold = 0
+            app: Any = self
+            app.call_later(self._replay_keys)
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.Key) and not event.is_forwarded:
+            if self.key_hold or self.held_keys:
+                self.held_keys.append(event)
+            else:
+                await self._route_key(event)
+            return
+        await super().on_event(event)  # type: ignore[misc]
+
+    async def _replay_keys(self) -> None:
+        while self.held_keys and not self.key_hold:
+            await self._route_key(self.held_keys.pop(0))
+
+    async def _route_key(self, event: events.Key) -> None:
+        app: Any = self
+        target = app.focused or app.screen
+        if isinstance(target, Input) and event.is_printable:
+            await super().on_event(event)  # type: ignore[misc]  # a character for a field
+            return
+        hold = self.hold_keys()
+        await super().on_event(event)  # type: ignore[misc]
+        chain = [n for n in target.ancestors_with_self if n is not app] + [app]
+        self._follow(chain * 2, hold)
+
+    def _follow(self, chain: list[Any], hold: int) -> None:
+        if hold != self.key_hold:
+            return  # a screen change (or an action) took over the hold
+        if not chain:
+            self.release_keys(hold)
+        elif not chain[0].call_later(self._follow, chain[1:], hold):
+            self.release_keys(hold)  # that node is gone: nothing more will come from it
+
+    def _screen_changed(self, screen: Any) -> None:
+        self._settle(screen, self.hold_keys(), 0)
+
+    def _settle(self, screen: Any, hold: int, refreshes: int) -> None:
+        app: Any = self
+        if hold != self.key_hold:
+            return
+        if screen is not app.screen:
+            self.release_keys(hold)  # replaced meanwhile without a signal of its own: nothing to wait for
+        elif screen.is_mounted and (screen.focused is not None or not screen.focus_chain
+                                    or refreshes >= self.FOCUS_REFRESHES):
+            self.release_keys(hold)
+        else:
+            app.call_after_refresh(self._settle, screen, hold, refreshes + 1 if screen.is_mounted else 0)
 
 
 class SecretInput(FieldInput):
