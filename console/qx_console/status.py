@@ -132,7 +132,12 @@ class StatusScreen(ConsoleScreen[None]):
         self.action_refresh()
 
     def action_refresh(self) -> None:
-        in_thread(self, self.app.backend.status, self._show, self._failed, group="status", exclusive=True)
+        # Never supersede a status read still in flight: on a slow host one read (qx-update, qx-node)
+        # takes longer than the refresh interval, and an exclusive worker per tick dropped every result
+        # before it arrived: the screen said "Gathering host status..." for good (install e2e under TCG).
+        if any(w.group == "status" and w.node is self and not w.is_finished for w in self.app.workers):
+            return
+        in_thread(self, self.app.backend.status, self._show, self._failed, group="status")
 
     def _show(self, st: HostStatus) -> None:
         title = escape(console_safe(f"{st.product} {st.version}"))

@@ -597,3 +597,17 @@ async def test_test_network_with_dhcp_pings_the_routed_gateway() -> None:
         await open_item(pilot, app, "test")
         await push(pilot, "#run")
         await until(pilot, lambda: on_screen(app, "OK   gateway  10.0.2.2"))
+
+
+async def test_status_arrives_when_reading_it_takes_longer_than_the_refresh_interval() -> None:
+    """A slow host: every status read takes 0.4 s, the screen refreshes every 0.05 s. A new read must not
+    supersede the one in flight (each tick did, and no result ever arrived: 'Gathering host status...'
+    for good on a slow installed host); the first read's result is shown."""
+    from .slow import SlowBackend
+
+    be = SlowBackend(delay_s=0.4)
+    app = ConsoleApp(be, refresh_s=0.05)
+    async with app.run_test(size=(80, 25)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, StatusScreen) and on_screen(app, "10.0.2.15"))
+        # While one read is in flight the ticks start none of their own.
+        assert be.started.count("status") <= be.finished.count("status") + 1
