@@ -61,7 +61,8 @@ def open_admin(browser: webdriver.Chrome, server: Server, token: str) -> WebDriv
     browser.get(server.url + "/admin")
     browser.find_element(By.ID, "token").send_keys(token)
     browser.find_element(By.ID, "use-token").click()
-    wait = WebDriverWait(browser, 20)
+    # The page re-renders on every poll: an element found a moment ago may be stale when read; try again.
+    wait = WebDriverWait(browser, 20, ignored_exceptions=(StaleElementReferenceException,))
     wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "body[data-loaded]")))
     return wait
 
@@ -295,8 +296,8 @@ def test_tokens_listed_and_revoked_from_the_page(server, browser):
     leaked_id = next(t["id"] for t in requests.get(server.url + "/v1/tokens", timeout=5, headers={
         "Authorization": f"Bearer {admin}"}).json()["tokens"] if t["name"] == "leaked")
     wait = open_admin(browser, server, admin)
-    row = browser.find_element(By.CSS_SELECTOR, f'tr[data-token="{leaked_id}"]')
-    cells = [td.text for td in row.find_elements(By.TAG_NAME, "td")]
+    cells = wait.until(lambda d: [td.text for td in d.find_element(
+        By.CSS_SELECTOR, f'tr[data-token="{leaked_id}"]').find_elements(By.TAG_NAME, "td")])
     assert cells[:3] == [leaked_id, "leaked", "read"] and cells[6] == "active"
     assert leaked not in browser.page_source and admin not in browser.page_source  # no secret on the page
 
