@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import time
 from pathlib import Path
 
 import httpx
@@ -235,7 +234,6 @@ def test_session_state_is_in_memory_only(web: WebLive, tmp_path: Path) -> None:
     with web.client() as c:
         sign_in(c, password=PASSWORD)
         sid = c.cookies["__Host-qx_session"]
-    time.sleep(0)  # nothing to wait for: writes would have happened during the request
     for f in tmp_path.rglob("*"):
         if f.is_file() and f.name != "shadow":
             data = f.read_bytes()
