@@ -158,7 +158,8 @@ def define_vms(base: str, cert: Path, headers: dict[str, str], total: int) -> in
     with httpx.Client(verify=_ctx(cert), headers=headers, timeout=30) as c:
         have = len(c.get(f"{base}/v1/vms").json())
         for i in range(have, total):
-            c.post(f"{base}/v1/vms", json={"name": f"bench-{i}", "memory_mib": 64, "start": False}).raise_for_status()
+            c.post(f"{base}/v1/vms?wait=true", json={"name": f"bench-{i}", "memory_mib": 64,
+                                                       "start": False}).raise_for_status()
         return len(c.get(f"{base}/v1/vms").json())
 
 

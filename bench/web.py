@@ -151,7 +151,8 @@ def main() -> int:
         out["first_load_dashboard"] = transfer(d)  # sign-in page + dashboard: one page load
         dash = [timings(d, base + "/#/", "qx:dashboard") for _ in range(args.runs)]
         for i in range(1, args.vms):
-            r = api.post("/v1/vms", json={"name": f"bench{i:02d}", "vcpus": 1, "memory_mib": 64, "start": False})
+            r = api.post("/v1/vms?wait=true", json={"name": f"bench{i:02d}", "vcpus": 1, "memory_mib": 64,
+                                                    "start": False})
             r.raise_for_status()
         assert len(api.get("/v1/vms").json()) == args.vms
         vms = [timings(d, base + "/#/vms", "qx:vms") for _ in range(args.runs)]

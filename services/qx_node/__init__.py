@@ -35,9 +35,14 @@ Contract for local clients (the console, qx-update's health gate, scripts on the
   devices (``POST .../disks`` new or existing volume, ``DELETE .../disks/{dev}?remove_volume=``,
   ``POST .../nics`` bridge or network, ``DELETE .../nics/{mac}``, ``PUT|DELETE .../cdrom`` insert or
   eject an ISO; the definition always, the running VM where possible: ``applied`` says which),
-  ``POST /v1/vms/{name}/clone`` (shut-off VMs: full sparse copy of the disks, new UUID and MACs) is a
-  task; ``POST /v1/vms`` and ``POST .../snapshots`` are too with ``?background=true``: 202 at once,
-  ``Location: /v1/tasks/{id}``.
+  ``POST /v1/vms/{name}/clone`` (shut-off VMs: full sparse copy of the disks, new UUID and MACs).
+* Long operations — create (``POST /v1/vms``), clone, snapshot (``POST .../snapshots``) — one contract
+  (``api.longops``): bad input is a 422 and what cannot be done a 404/409, at once and without a task;
+  otherwise **202 Accepted** at once, ``Location: /v1/tasks/{id}``, the body the task; it ends
+  ``succeeded`` (``result``: the VM or snapshot) or ``failed``/``cancelled`` (``error``). ``?wait=true``
+  (scripts): the same task, answered when it ends — 201 with the result and ``Location`` the new object,
+  or the task's error status and body; ``X-Qx-Task`` names the task. An ISO upload answers 201 once its
+  body is in (it is the data), and is a task meanwhile for other clients.
 * Networks (``/v1/networks``): ``{"host": [bridges and VLAN interfaces], "networks": [libvirt
   networks]}``; create ``{"name", "bridge"}`` (VMs join a host bridge), ``{"name", "interface"}``
   (macvtap on a NIC or VLAN interface) or ``{"name", "vlan"}`` (a VLAN of the management adapter: the
@@ -58,6 +63,14 @@ Contract for local clients (the console, qx-update's health gate, scripts on the
 * Host: ``POST /v1/host/maintenance {"enabled", "stop_vms": none|shutdown|stop}`` (kept across
   restarts; while on, no VM starts, restart-on-crash included); ``POST /v1/host/reboot|shutdown``
   (``{"force"}``): 202, done a second later by systemctl; 409 while VMs run outside maintenance.
+* Updates (``/v1/host/updates``, module ``updates``): the host's ``qx-update --json`` run as a command and
+  read through ``qx_update``'s public models — ``GET`` (status, plus ``available``, ``awaiting_reboot``,
+  ``applying``), ``POST .../check``, ``POST .../apply`` (202, an ``update`` task following qx-update's
+  progress lines; no reboot), ``POST .../rollback``, ``PUT .../channel {"channel"}``; qx-update's refusals
+  are 409, a host not set up for updates 503, the update server's failures 502, each with qx-update's
+  message and hint; 423 in lockdown. ``GET /v1/host/metrics/history``: the last hour of host rates, one
+  sample per 5 s in a fixed 34,560-byte ring (``telemetry.StatsHistory``, the node's one background sampler).
+  ``GET /v1/vms/{name}`` lists ``disk_devices`` (``dev``, ``path``, ``bus``, ``removed_at_next_start``).
   A volume is a disk of one VM only unless every VM declares it ``shared`` (raw volumes); volumes
   used as disk, cdrom, kernel or initrd cannot be deleted.
 * Stop: SIGTERM is a graceful stop — event streams end at once, other open requests get up to 3 s
@@ -70,8 +83,8 @@ Contract for local clients (the console, qx-update's health gate, scripts on the
 
 Modules: ``settings`` · ``node`` (wiring) · ``libvirt_conn`` (reconnecting connection, event thread) ·
 ``events`` (bus, SSE) · ``vmspec`` / ``vmedit`` (validation) · ``domxml`` (ElementTree) · ``vms`` ·
-``snapshots`` · ``devices`` · ``networks`` · ``clone`` · ``tasks`` · ``hostops`` (capacity, settings, maintenance, power) ·
-``console`` (tickets, endpoints) · ``storage`` · ``telemetry`` · ``hardware`` ·
+``snapshots`` · ``devices`` · ``networks`` · ``clone`` · ``tasks`` (``api.longops``: their routes' answer) · ``hostops`` (capacity, settings, maintenance, power) ·
+``console`` (tickets, endpoints) · ``storage`` · ``telemetry`` · ``updates`` (qx-update) · ``hardware`` ·
 ``metrics`` · ``auth`` · ``websession`` (web sessions, CSRF, lockout) · ``tls`` · ``health`` · ``api`` (routers; ``api.guards``: last-resort
 handler, body limit, query check; ``api.openapi``; ``api.console``: the WebSocket proxies; ``api.tasks``, ``api.hostctl``; ``api.ui``: the web client's files and sign-in) ·
 ``lockdown`` (lockdown mode: refuse configuration changes) · ``errors`` (the error tree) · ``app``

@@ -138,6 +138,8 @@ class DomainInfo:
     tags: tuple[str, ...] = ()
     vcpus: int | None = None  # <vcpu>: the maximum (our VMs have current = maximum)
     memory_kib: int | None = None  # <memory>: the maximum
+    # The disks (not CD-ROMs) with their device names, in order: what DELETE /v1/vms/{name}/disks/{dev} takes.
+    disk_devices: tuple[dict[str, str], ...] = ()
 
 
 _UNIT_KIB = {"b": 1 / 1024, "bytes": 1 / 1024, "k": 1, "kib": 1, "kb": 1000 / 1024, "m": 1024, "mib": 1024,
@@ -164,13 +166,16 @@ def read_domain_xml(xml: str) -> DomainInfo:
     restart = meta is not None and meta.get("restart-on-crash") == "yes"
     firmware = meta.get("firmware", "bios") if meta is not None else (
         "uefi" if root.find("os/loader") is not None or root.find("os").get("firmware") == "efi" else "bios")  # type: ignore[union-attr]
-    disks, cdroms, shareable = [], [], set()
+    disks, cdroms, shareable, disk_devices = [], [], set(), []
     for d in root.findall("devices/disk"):
         src = d.find("source")
         f = src.get("file") if src is not None else None
         if not f:
             continue
         (cdroms if d.get("device") in ("cdrom", "floppy") else disks).append(f)
+        target = d.find("target")
+        if d.get("device", "disk") == "disk" and target is not None and target.get("dev"):
+            disk_devices.append({"dev": target.get("dev", ""), "path": f, "bus": target.get("bus", "")})
         if d.find("shareable") is not None:
             shareable.add(f)
     vnc = None
@@ -198,4 +203,4 @@ def read_domain_xml(xml: str) -> DomainInfo:
                       initrd=(root.findtext("os/initrd") or "").strip() or None, shareable=frozenset(shareable),
                       description=root.findtext("description"), tags=tags,
                       vcpus=int(vcpu) if vcpu and vcpu.strip().isdigit() else None,
-                      memory_kib=_kib(root.find("memory")))
+                      memory_kib=_kib(root.find("memory")), disk_devices=tuple(disk_devices))

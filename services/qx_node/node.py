@@ -2,7 +2,7 @@
 
 Call order: ``node = Node(settings, power=...)`` (tests pass an in-memory :class:`~qx_node.hostops.HostPower`;
 the default runs systemctl) → ``node.start()`` (token, TLS, libvirt; never fails because
-libvirtd is down — it reconnects) → serve → ``node.close()``. Closing never stops a VM.
+libvirtd is down — it reconnects; starts the charts' history sampler thread) → serve → ``node.close()``. Closing never stops a VM.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from qx_node.settings import Settings
 from qx_node.snapshots import SnapshotService
 from qx_node.storage import Storage
 from qx_node.tasks import Tasks
-from qx_node.telemetry import StatsSampler
+from qx_node.telemetry import StatsHistory, StatsSampler
+from qx_node.updates import UpdateService
 from qx_node.vms import VmService
 
 
@@ -43,6 +44,8 @@ class Node:
         self.networks = NetworkService(self.lv, settings.net_dir, settings.vlan_config, settings.host_vlan_cmd)
         self.tickets = Tickets()
         self.sampler = StatsSampler()
+        self.history = StatsHistory(settings.history_interval, publish=self.bus.publish)
+        self.updates = UpdateService(settings.update_cmd)
         self.registry = make_registry(self.lv, self.bus)
         self.lv.on_connect(self.storage.ensure_pool)
         self.lv.on_connect(self.vms.sweep_crashed)
@@ -52,10 +55,12 @@ class Node:
     def start(self) -> None:
         if not self._started:
             self._started = True
+            self.history.start()
             self.lv.start(self.connect_wait)
 
     def close(self) -> None:
         if self._started:
+            self.history.stop()
             self.lv.close()
             self.bus.close()
             self._started = False

@@ -45,6 +45,11 @@ class Settings:
     # the one home of host networking (qx_console.vmnet: networkd files with safe apply); run, not imported.
     # It gets "add|remove VID" appended. Tests add --root DIR --files-only.
     host_vlan_cmd: tuple[str, ...] = (sys.executable, "-m", "qx_console.vmnet")
+    # The host's A/B updates (/v1/host/updates): qx-update's own command, run (never imported as a workflow);
+    # "--json VERB" is appended. Tests give it ("python", "-m", "qx_update", "--config", FILE).
+    update_cmd: tuple[str, ...] = ("qx-update",)
+    # Seconds between two samples of the host's rates kept for the dashboard's charts (the last hour).
+    history_interval: float = 5.0
     libvirt_connect_timeout: float = 10.0  # a libvirtd that accepts and never answers is reported after this
     # Why the console is not checked (console_ready_dir None), for /health's detail.
     console_unchecked_reason: str = "--no-console-check"

@@ -13,8 +13,9 @@ return to the snapshot's) and deletes (children then hang from the deleted one's
 Creating holds the VM ``busy`` ("taking snapshot 'x'") from the checks to the end: a second snapshot,
 a revert, a delete of the VM or an edit meanwhile is a 409 naming it, never a wait on libvirt's job lock.
 
-A snapshot with memory as a task (``POST .../snapshots?background=true``) reports progress and can be
-cancelled. What libvirt offers for it was measured (libvirt 11.3, QEMU 10, an internal snapshot of a
+Taking a snapshot is a task (``POST .../snapshots`` answers 202 with it, see :mod:`qx_node.api.longops`;
+``create_task``: the checks first, at once); one with memory reports progress and can be cancelled.
+What libvirt offers for it was measured (libvirt 11.3, QEMU 10, an internal snapshot of a
 1 GiB guest with 400 MiB of random data in RAM, 2.8 s): ``virDomainGetJobStats`` answers type NONE
 and only once the snapshot has ended (the query waits for it), and ``virDomainAbortJob`` answers "no
 job is active". (Only external memory snapshots run as a migration job with data_processed/total and
@@ -41,7 +42,7 @@ import libvirt
 from qx_common import log
 from qx_node.errors import Conflict, NotFound
 from qx_node.libvirt_conn import STATES, mapped, translate
-from qx_node.tasks import Cancelled, Task
+from qx_node.tasks import Cancelled, Task, Tasks
 from qx_node.vmedit import MAX_DESCRIPTION, valid_description
 from qx_node.vmspec import NAME_RE, _bool, _obj, _str, valid_vm_name
 
@@ -135,6 +136,21 @@ class SnapshotService:
 
     def create(self, vm: str, req: SnapshotRequest, task: Task | None = None) -> dict[str, Any]:
         """Take the snapshot; ``task`` (a snapshot task) gets progress and may cancel it."""
+        dom, memory = self._begin(vm, req)
+        return self._take(vm, req, dom, memory, task)
+
+    def create_task(self, vm: str, req: SnapshotRequest, tasks: Tasks) -> Task:
+        """Take the snapshot as a task (the route's default): the checks and marking the VM busy
+        now (a refusal is a 4xx before any task exists), the snapshot on the task's thread."""
+        dom, memory = self._begin(vm, req)
+        try:
+            return tasks.start("snapshot", vm, lambda t: self._take(vm, req, dom, memory, t), cancellable=True)
+        except BaseException:  # no task (too many running): the VM must not stay busy
+            self.vms.busy.pop(vm, None)
+            raise
+
+    def _begin(self, vm: str, req: SnapshotRequest) -> tuple[libvirt.virDomain, bool]:
+        """Every check, then the VM marked busy: (its domain, whether the memory is saved)."""
         dom = self.vms._dom(vm)
         with self.vms._mutate:  # the checks and marking the VM busy are one step against other snapshots
             self.vms._not_busy(vm)
@@ -152,6 +168,11 @@ class SnapshotService:
                 raise Conflict(f"memory: VM '{vm}' is not running, so it has no memory to save", field="memory",
                                hint="leave memory out (or false) for a disk snapshot of a shut-off VM")
             self.vms.busy[vm] = f"taking snapshot '{req.name}'"
+        return dom, memory
+
+    def _take(self, vm: str, req: SnapshotRequest, dom: libvirt.virDomain, memory: bool,
+              task: Task | None) -> dict[str, Any]:
+        """Take the snapshot :meth:`_begin` checked; the VM is free again at the end, whatever happens."""
         try:
             if task is not None:
                 task.check()

@@ -108,6 +108,14 @@ class Storage:
             raise NotFound(f"{field}: volume '{name}' does not exist in pool '{self.pool_name}'", field=field,
                            hint="GET /v1/storage/volumes lists the volumes") from e
 
+    def exists(self, name: str) -> bool:
+        """Whether the pool has a volume of this name (a file copied in by hand too, as in :meth:`_vol`)."""
+        try:
+            self._vol(name)
+        except NotFound:
+            return False
+        return True
+
     def _describe(self, vol: libvirt.virStorageVol) -> Volume:
         with mapped(f"volume '{vol.name()}'"):
             xml = ET.fromstring(vol.XMLDesc(0))

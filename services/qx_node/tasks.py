@@ -1,7 +1,9 @@
 """Long operations as tasks: run on a worker thread, observable (``/v1/tasks``, SSE), some cancellable.
 
 A :class:`Task` is created by :meth:`Tasks.start` (which returns at once) or :meth:`Tasks.track`
-(a context manager for work the caller does itself, the streaming ISO upload). The work function
+(a context manager for work the caller does itself, the streaming ISO upload). :meth:`Task.on_end`
+runs a callback once the task has ended (at once if it has already): how a request that asked to
+wait for its task (``?wait=true``, :mod:`qx_node.api.longops`) learns the outcome without a thread. The work function
 gets the task and reports with :meth:`Task.progress`; a cancellable work function calls
 :meth:`Task.check` between steps, which raises :class:`Cancelled` once a client asked to cancel.
 The work function must undo what it did when it raises (the task only records the outcome).
@@ -62,6 +64,8 @@ class Task:
         self._tasks = tasks
         self._cancel = threading.Event()
         self._last_event = (0.0, 0.0)  # (fraction, monotonic time) of the last progress event
+        self._end_lock = threading.Lock()
+        self._on_end: list[Callable[[], None]] | None = []  # None once the task has ended
 
     @property
     def url(self) -> str:
@@ -84,6 +88,23 @@ class Task:
         if self.fraction - last_f >= PROGRESS_STEP and now - last_t >= self._tasks.interval:
             self._last_event = (self.fraction, now)
             self._tasks.publish(self)
+
+    def on_end(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once the task has ended (on the task's thread), or now if it has."""
+        with self._end_lock:
+            if self._on_end is not None:
+                self._on_end.append(callback)
+                return
+        callback()
+
+    def _ended(self) -> None:
+        with self._end_lock:
+            callbacks, self._on_end = self._on_end or [], None
+        for cb in callbacks:
+            try:
+                cb()
+            except Exception:  # noqa: BLE001 - a waiter that went away must not fail the task's thread
+                _log.exception("tasks: an end callback of %s %s failed", self.kind, self.id)
 
     @property
     def cancel_requested(self) -> bool:
@@ -137,6 +158,7 @@ class Tasks:
         task.finished = time.time()
         self._prune()
         self.publish(task)
+        task._ended()
 
     def _prune(self) -> None:
         with self._lock:

@@ -4,9 +4,17 @@ Beside psutil, the facts read the kernel command line (the running A/B slot), ``
 and ``/dev/kvm`` (whether KVM guests can run); their paths come from the settings, so tests can
 point them at files of their own.
 
-Nothing samples in the background (idle CPU stays at zero): rates are computed between the
-previous call and this one. The first call (or one after a long pause) takes a short sample
-window of its own, so every answer carries real rates.
+``GET /v1/host/stats`` samples nothing in the background: its rates are computed between the previous
+call and this one. The first call (or one after a long pause) takes a short sample window of its own,
+so every answer carries real rates.
+
+The one background sampler is :class:`StatsHistory` (``GET /v1/host/metrics/history``, the dashboard's
+charts of the last hour): one thread takes the same rates every ``interval`` seconds (5 s: 720 samples
+an hour) into a fixed ring of ``array('d')`` columns allocated once — 6 columns × 8 bytes × 720 =
+34,560 bytes, whatever the uptime. Each sample is also published (``publish``: the node's event bus, a
+``stats`` event on ``/v1/events``), so open pages go on live from the same sampler and clock. Call order:
+``StatsHistory(interval, publish)`` → ``start()`` (Node.start) → ``series()`` any time, from any thread →
+``stop()`` (Node.close).
 """
 
 from __future__ import annotations
@@ -16,16 +24,20 @@ import platform
 import socket
 import threading
 import time
+from array import array
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
 
+from qx_common import log
 from qx_common.slot import slot_from_cmdline
 from qx_common.version import product_version
 from qx_node.settings import DEFAULT_KVM_DEVICE, DEFAULT_PROC_CMDLINE, DEFAULT_PROC_CPUINFO
 
+_log = log.get("node.telemetry")
 MIN_WINDOW = 0.2  # seconds between two samples for a meaningful rate
 MAX_AGE = 60.0  # older previous samples are too coarse: sample afresh
 
@@ -159,3 +171,82 @@ class StatsSampler:
             out["net"] = {"rx_bytes_per_s": round((cur.net.bytes_recv - prev.net.bytes_recv) / dt),
                           "tx_bytes_per_s": round((cur.net.bytes_sent - prev.net.bytes_sent) / dt)}
         return out
+
+
+HISTORY_SPAN = 3600.0  # seconds of samples kept
+HISTORY_COLUMNS = ("t", "cpu", "mem", "disk", "net", "load")
+
+
+class StatsHistory:
+    """The last hour of host rates, one sample per ``interval`` s, in a ring of fixed size (see the module)."""
+
+    def __init__(self, interval: float = 5.0, span: float = HISTORY_SPAN,
+                 publish: Callable[[dict[str, Any]], None] | None = None) -> None:
+        if interval <= 0:
+            raise ValueError("interval must be positive")
+        self.interval = interval
+        self.capacity = max(1, round(span / interval))
+        self._cols = {c: array("d", bytes(8 * self.capacity)) for c in HISTORY_COLUMNS}
+        self._count = 0  # samples recorded ever; the newest is at (count - 1) % capacity
+        self._lock = threading.Lock()
+        self._sampler = StatsSampler()  # its own previous sample: the API's /v1/host/stats callers do not share it
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._publish = publish
+
+    @property
+    def nbytes(self) -> int:
+        """The ring's memory (its arrays' buffers): fixed at construction."""
+        return sum(a.itemsize * len(a) for a in self._cols.values())
+
+    def record(self, t: float, stats: dict[str, Any]) -> dict[str, float]:
+        """Keep one answer of :meth:`StatsSampler.stats` taken at wall-clock time ``t``; the oldest sample
+        goes once the ring is full. Returns the sample as :meth:`series` gives it (a value per column)."""
+        disk, net = stats.get("disk") or {}, stats.get("net") or {}
+        row = (t, float(stats["cpu_percent"]), float(stats["memory"]["used_percent"]),
+               float(disk.get("read_bytes_per_s", 0) + disk.get("write_bytes_per_s", 0)),
+               float(net.get("rx_bytes_per_s", 0) + net.get("tx_bytes_per_s", 0)), float(stats["load"][0]))
+        with self._lock:
+            i = self._count % self.capacity
+            for c, v in zip(HISTORY_COLUMNS, row):
+                self._cols[c][i] = v
+            self._count += 1
+        return {c: round(v, 2) for c, v in zip(HISTORY_COLUMNS, row)}
+
+    def series(self) -> dict[str, Any]:
+        """The kept samples, oldest first, as columns (``t``: Unix time; cpu and mem: percent; disk and net:
+        bytes/s read+written and received+sent; load: the 1-minute load average)."""
+        with self._lock:
+            n = min(self._count, self.capacity)
+            order = [(self._count - n + k) % self.capacity for k in range(n)]
+            cols = {c: [round(a[j], 2) for j in order] for c, a in self._cols.items()}
+        return {"interval_s": self.interval, "span_s": self.capacity * self.interval, "count": n, **cols}
+
+    def sample(self) -> None:
+        """Take one sample now and publish it (the thread's step)."""
+        row = self.record(time.time(), self._sampler.stats())
+        if self._publish is not None:
+            self._publish({"type": "stats", **row})
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.sample()
+            except Exception:  # noqa: BLE001 - psutil failing once must not end the charts' history
+                _log.warning("telemetry: a history sample failed", exc_info=True)
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="stats-history", daemon=True)
+            self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None

@@ -42,8 +42,8 @@ from qx_node import domxml, hostops
 from qx_node.errors import ApiError, BackendError, Conflict, InvalidField, NotFound
 from qx_node.hostops import HostConfig
 from qx_node.libvirt_conn import STATES, Libvirt, mapped
-from qx_node.storage import GiB, Storage
-from qx_node.tasks import Task
+from qx_node.storage import GiB, Storage, Volume
+from qx_node.tasks import Task, Tasks
 from qx_node.vmedit import VmEdit
 from qx_node.vmspec import VmSpec, valid_vm_name
 
@@ -61,6 +61,21 @@ class Use:
     vm: str
     role: str
     shared: bool = False
+
+
+@dataclass(frozen=True)
+class _CreatePlan:
+    """What the checks of a create resolved: existing volumes by disk index, media paths."""
+
+    existing: dict[int, Volume]
+    cdrom: str | None
+    kernel: str | None
+    initrd: str | None
+
+
+def _disk_volume(vm: str, index: int) -> str:
+    """The name of the volume a create makes for the VM's new disk ``index``."""
+    return f"{vm}-disk{index}.qcow2"
 
 
 def _uses(name: str, dom: libvirt.virDomain) -> Iterator[tuple[str, Use]]:
@@ -201,8 +216,12 @@ class VmService:
             cfg = x
             if dom.isActive() and dom.isPersistent():
                 cfg = domxml.read_domain_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        # A disk the running VM still has but its saved definition no longer does goes at its next start.
+        saved = {d["dev"] for d in cfg.disk_devices}
+        disk_devices = [{**d, "removed_at_next_start": d["dev"] not in saved} for d in x.disk_devices]
         info.update(restart_on_crash=x.restart_on_crash, firmware=x.firmware, disks=list(x.disks),
-                    cdroms=list(x.cdroms), nics=list(x.nics), console=self._console(x, info["state"]),
+                    disk_devices=disk_devices, cdroms=list(x.cdroms), nics=list(x.nics),
+                    console=self._console(x, info["state"]),
                     description=cfg.description, tags=list(cfg.tags))
         # Changes saved for the next start that the running VM does not have yet.
         pending: dict[str, int] = {}
@@ -280,7 +299,33 @@ class VmService:
         with self._mutate:  # checks and definition are one step against other creates and deletes
             return self._create(spec, task)
 
-    def _create(self, spec: VmSpec, task: Task | None) -> dict[str, Any]:
+    def create_task(self, spec: VmSpec, tasks: Tasks) -> Task:
+        """Create as a task (the route's default): every check now, so a refusal is a 4xx before
+        any task exists; the name is then held ``busy`` ("being created") until the task takes it
+        (a second create of the name is refused at once). The task checks again under the lock and
+        creates: what changed in between (another client took the volume) fails the task."""
+        with self._mutate:
+            self._check_create(spec)
+            self.busy[spec.name] = "being created"
+
+        def release() -> None:
+            with self._mutate:
+                if self.busy.get(spec.name) == "being created":
+                    del self.busy[spec.name]
+
+        def work(task: Task) -> dict[str, Any]:
+            with self._mutate:
+                release()
+                return self._create(spec, task)
+
+        try:
+            return tasks.start("create", spec.name, work, cancellable=True)
+        except BaseException:  # no task (too many running): the name must not stay held
+            release()
+            raise
+
+    def _check_create(self, spec: VmSpec) -> _CreatePlan:
+        """Every check of a create, in order, before anything is changed (``_mutate`` held)."""
         conn = self.lv.conn()
         try:
             conn.lookupByName(spec.name)
@@ -293,6 +338,10 @@ class VmService:
         if spec.start:
             self._admit(spec.name, spec.memory_mib)
         self.check_disk_space(sum((d.size_gib or 0) * GiB for d in spec.disks if not d.volume), "disks")
+        for i, d in enumerate(spec.disks):  # the new disks' volume names must be free (libvirt's view)
+            if not d.volume and self.storage.exists(_disk_volume(spec.name, i)):
+                raise Conflict(f"disks[{i}]: volume '{_disk_volume(spec.name, i)}' already exists", field=f"disks[{i}]",
+                               hint="delete that volume first, or attach it as an existing one (\"volume\")")
         # Resolve what must exist, and check it is free to use, before creating anything.
         existing = {i: self.storage.resolve(d.volume, f"disks[{i}].volume")
                     for i, d in enumerate(spec.disks) if d.volume}
@@ -314,6 +363,12 @@ class VmService:
                 except libvirt.libvirtError as e:
                     raise NotFound(f"nics[{i}].network: network '{nic.network}' does not exist",
                                    field=f"nics[{i}].network", hint="GET /v1/networks lists them") from e
+        return _CreatePlan(existing, cdrom, kernel, initrd)
+
+    def _create(self, spec: VmSpec, task: Task | None) -> dict[str, Any]:
+        plan = self._check_create(spec)
+        existing, cdrom, kernel, initrd = plan.existing, plan.cdrom, plan.kernel, plan.initrd
+        conn = self.lv.conn()
         virt_type = self._virt_type()
         created: list[str] = []
         dom = None
@@ -327,7 +382,7 @@ class VmService:
                 if task is not None:
                     task.check()
                     task.progress(i / (len(spec.disks) + 1), f"creating disk {i}")
-                vol = self.storage.create(f"{spec.name}-disk{i}.qcow2", d.size_gib * GiB, "qcow2",
+                vol = self.storage.create(_disk_volume(spec.name, i), d.size_gib * GiB, "qcow2",
                                           field=f"disks[{i}]")
                 created.append(vol.name)
                 paths.append(vol.path)

@@ -1,6 +1,8 @@
 """Fixtures of the qx-node tests.
 
-* ``settings`` — a node on libvirt's in-process ``test:///default`` driver, state and pool in tmp.
+* ``settings`` — a node on libvirt's in-process ``test:///default`` driver, state and pool in tmp, and the
+  real qx-update on a host of files with a served TUF repository (``update_host``). ``make_settings``
+  alone gives an unconfigured qx-update (:func:`unconfigured_qx_update`): never the build machine's own.
 * ``api`` — a TestClient around the app (lifespan run: the node is connected), with ``api.hdr``.
 * ``live`` — the real thing: uvicorn serving the app over TLS on 127.0.0.1 in a thread.
 * ``MemoryPower`` — the host's reboot/poweroff boundary in memory (systemctl cannot run here, and
@@ -37,6 +39,9 @@ from qx_node.api import create_app  # noqa: E402
 from qx_node.node import Node  # noqa: E402
 from qx_node.settings import Settings  # noqa: E402
 from qx_node.tls import ensure_cert  # noqa: E402
+from tests.updates.conftest import Host, make_host  # noqa: E402
+from tests.updates.httpserver import serve  # noqa: E402
+from tests.updates.tufrepo import TufRepo  # noqa: E402
 
 
 def make_settings(tmp: Path, uri: str = "test:///default", **kw: object) -> Settings:
@@ -44,13 +49,59 @@ def make_settings(tmp: Path, uri: str = "test:///default", **kw: object) -> Sett
     # (no networkd here): never the build machine's own /var/lib/quantix/config.
     kw.setdefault("host_vlan_cmd", (sys.executable, "-m", "qx_console.vmnet", "--root", str(tmp / "hostroot"),
                                     "--files-only"))
+    kw.setdefault("update_cmd", unconfigured_qx_update(tmp / "qx-update"))
     return Settings(host="127.0.0.1", port=0, libvirt_uri=uri, state_dir=tmp / "state", console_ready_dir=None,
                     pool_dir=tmp / "pool", **kw)  # type: ignore[arg-type]
 
 
+def qx_update_cmd(config: Path) -> tuple[str, ...]:
+    """The real qx-update (this checkout's, as a process) with a settings file of the test's own."""
+    return (sys.executable, "-m", "qx_update", "--config", str(config))
+
+
+def unconfigured_qx_update(base: Path) -> tuple[str, ...]:
+    """The real qx-update on a host of files under ``base`` that has no trusted root and no ESP: its status
+    answers ('no-trusted-root'), every change fails (exit 3) and the channel is written under ``base`` —
+    never the build machine's own /usr/lib/quantix/update.toml (the fuzz posts to every route)."""
+    base.mkdir(parents=True, exist_ok=True)
+    settings = {"server_url": "http://127.0.0.1:9/", "channel": "stable", "trusted_root": str(base / "root.json"),
+                "state_dir": str(base / "state"), "esp": str(base / "esp"), "running_slot": "a",
+                "host_id_file": str(base / "machine-id"), "override": str(base / "override.toml"),
+                "health_url": "http://127.0.0.1:9/health"}
+    lines = [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
+    lines += ["[slots]", f'a = "{base / "slot-a.img"}"', f'b = "{base / "slot-b.img"}"']
+    (base / "update.toml").write_text("\n".join(lines) + "\n")
+    return qx_update_cmd(base / "update.toml")
+
+
+@dataclass
+class UpdateHost:
+    """qx-update's view of a host, as files (tests/updates/conftest.py's ``make_host``: slot A holds 1.0.0,
+    blessed; slot B empty), and the signed TUF repository it updates from, served on 127.0.0.1."""
+
+    host: Host
+    repo: TufRepo
+
+    @property
+    def cmd(self) -> tuple[str, ...]:
+        return qx_update_cmd(self.host.config)
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return make_settings(tmp_path)
+def update_host(tmp_path: Path) -> Iterator[UpdateHost]:
+    repo = TufRepo(tmp_path / "update-repo")
+    served = serve(repo.base)
+    try:
+        yield UpdateHost(make_host(tmp_path / "update-host", repo.root_bytes, served.url), repo)
+    finally:
+        served.close()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, update_host: UpdateHost) -> Settings:
+    # Every route works, the update routes too (the fuzz finds no 5xx): qx-update on a host of files with a
+    # real (empty until a test publishes a release) repository.
+    return make_settings(tmp_path, update_cmd=update_host.cmd)
 
 
 class MemoryPower:

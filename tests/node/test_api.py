@@ -63,14 +63,14 @@ def test_health_reports_components(api: Api) -> None:
 
 def test_vm_lifecycle(api: Api, settings: Any) -> None:
     h = api.hdr
-    r = api.post("/v1/vms", headers=h, json={"name": "web", "memory_mib": 64, "vcpus": 2,
+    r = api.post("/v1/vms?wait=true", headers=h, json={"name": "web", "memory_mib": 64, "vcpus": 2,
                                              "disks": [{"size_gib": 1}], "nics": [{"bridge": "br0"}],
                                              "autostart": True})
     assert r.status_code == 201, r.text
     vm = r.json()
     assert vm["state"] == "running" and vm["autostart"] and vm["disks"] == [str(settings.pool_dir / "web-disk0.qcow2")]
     assert "web" in [v["name"] for v in api.get("/v1/vms", headers=h).json()]
-    assert api.post("/v1/vms", headers=h, json={"name": "web", "memory_mib": 64}).status_code == 409
+    assert api.post("/v1/vms?wait=true", headers=h, json={"name": "web", "memory_mib": 64}).status_code == 409
     assert api.post("/v1/vms/web/start", headers=h).status_code == 409
     s1 = api.get("/v1/vms/web/stats", headers=h).json()
     s2 = api.get("/v1/vms/web/stats", headers=h).json()
@@ -91,7 +91,7 @@ def test_vm_lifecycle(api: Api, settings: Any) -> None:
 def test_delete_with_disks_and_volume_in_use(api: Api) -> None:
     h = api.hdr
     assert api.post("/v1/storage/volumes", headers=h, json={"name": "data.qcow2", "size_gib": 2}).status_code == 201
-    r = api.post("/v1/vms", headers=h, json={"name": "db", "memory_mib": 64, "start": False,
+    r = api.post("/v1/vms?wait=true", headers=h, json={"name": "db", "memory_mib": 64, "start": False,
                                              "disks": [{"size_gib": 1}, {"volume": "data.qcow2"}]})
     assert r.status_code == 201 and r.json()["state"] == "shutoff"
     r = api.delete("/v1/storage/volumes/data.qcow2", headers=h)
@@ -103,9 +103,9 @@ def test_delete_with_disks_and_volume_in_use(api: Api) -> None:
 
 def test_errors_name_the_field(api: Api) -> None:
     h = api.hdr
-    r = api.post("/v1/vms", headers=h, json={"name": "x", "memory_mib": 64, "disks": [{"volume": "missing.qcow2"}]})
+    r = api.post("/v1/vms?wait=true", headers=h, json={"name": "x", "memory_mib": 64, "disks": [{"volume": "missing.qcow2"}]})
     assert r.status_code == 404 and r.json()["field"] == "disks[0].volume"
-    r = api.post("/v1/vms", headers=h, content=b"{not json")
+    r = api.post("/v1/vms?wait=true", headers=h, content=b"{not json")
     assert r.status_code == 422 and r.json()["field"] == "body"
     r = api.get("/v1/vms/..%2Fetc", headers=h)
     assert r.status_code in (404, 422)
@@ -116,7 +116,7 @@ def test_errors_name_the_field(api: Api) -> None:
     r = api.put("/v1/storage/isos/notaniso.img", headers=h, content=b"x")
     assert r.status_code == 422 and r.json()["field"] == "name"
     # A failed create leaves nothing behind (the new disk is removed again).
-    r = api.post("/v1/vms", headers=h, json={"name": "half", "memory_mib": 64, "disks": [{"size_gib": 1}],
+    r = api.post("/v1/vms?wait=true", headers=h, json={"name": "half", "memory_mib": 64, "disks": [{"size_gib": 1}],
                                              "cdrom": "nope.iso"})
     assert r.status_code == 404 and r.json()["field"] == "cdrom"
     assert api.get("/v1/storage/volumes", headers=h).json() == []
@@ -157,7 +157,7 @@ def test_restarting_the_daemon_keeps_vms_running(settings: Any) -> None:
             with Api(create_app(node)) as c:
                 h = {"Authorization": f"Bearer {node.token}"}
                 if round_ == 0:
-                    assert c.post("/v1/vms", headers=h, json={"name": "keep", "memory_mib": 64}).status_code == 201
+                    assert c.post("/v1/vms?wait=true", headers=h, json={"name": "keep", "memory_mib": 64}).status_code == 201
                 else:
                     assert c.get("/v1/vms/keep", headers=h).json()["state"] == "running"
         assert keeper.lookupByName("keep").isActive()
@@ -168,7 +168,7 @@ def test_restarting_the_daemon_keeps_vms_running(settings: Any) -> None:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=json_values | spec_like)
 def test_fuzzed_bodies_never_500(api: Api, body: Any) -> None:
-    r = api.post("/v1/vms", headers=api.hdr, json=body)
+    r = api.post("/v1/vms?wait=true", headers=api.hdr, json=body)
     if r.status_code == 201:
         api.delete(f"/v1/vms/{body['name']}?remove_disks=true&force=true", headers=api.hdr)
         return

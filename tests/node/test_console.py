@@ -143,7 +143,7 @@ def test_consoles_that_cannot_be_opened(live: Live, client: httpx.Client, vnc_vm
     assert r.status_code == 422 and r.json()["field"] == "kinds"
     r = client.post("/v1/vms/test/console")  # the test driver's own VM has no VNC
     assert r.status_code == 409 and "no VNC" in r.json()["error"], r.text
-    r = client.post("/v1/vms", json={"name": "off", "memory_mib": 64, "start": False})
+    r = client.post("/v1/vms?wait=true", json={"name": "off", "memory_mib": 64, "start": False})
     assert r.status_code == 201
     r = client.post("/v1/vms/off/console")
     assert r.status_code == 409 and "not running" in r.json()["error"]

@@ -16,7 +16,7 @@ def _cfg(lv: libvirt.virConnect, name: str) -> str:
 
 
 def _vm(client: httpx.Client, name: str, **spec: Any) -> dict[str, Any]:
-    r = client.post("/v1/vms", json={"name": name, "memory_mib": 64, **spec})
+    r = client.post("/v1/vms?wait=true", json={"name": name, "memory_mib": 64, **spec})
     assert r.status_code == 201, r.text
     return r.json()  # type: ignore[no-any-return]
 

@@ -212,7 +212,7 @@ def test_unknown_query_parameters_are_refused_naming_them(client: httpx.Client, 
             assert r.status_code == 422 and _is_error(r)["field"] == name, r.text
     # The mistyped delete changed nothing: the VM is still there.
     assert client.get("/v1/vms/test").status_code == 200
-    r = client.post("/v1/vms", json={"name": "keep", "memory_mib": 64, "start": False, "disks": [{"size_gib": 1}]})
+    r = client.post("/v1/vms?wait=true", json={"name": "keep", "memory_mib": 64, "start": False, "disks": [{"size_gib": 1}]})
     assert r.status_code == 201
     r = client.delete("/v1/vms/keep", params={"remove_disk": "true"})
     assert r.status_code == 422 and r.json()["field"] == "remove_disk"
@@ -229,7 +229,7 @@ def _raw_volume(client: httpx.Client, name: str) -> None:
 def test_volumes_a_vm_boots_from_or_reads_cannot_be_deleted(client: httpx.Client) -> None:
     for name in ("vmlinuz.iso", "initrd.iso", "media.iso", "data.img"):
         _raw_volume(client, name)  # test:///'s pool sees only volumes made through libvirt
-    r = client.post("/v1/vms", json={"name": "kb", "memory_mib": 64, "start": False, "kernel": "vmlinuz.iso",
+    r = client.post("/v1/vms?wait=true", json={"name": "kb", "memory_mib": 64, "start": False, "kernel": "vmlinuz.iso",
                                      "initrd": "initrd.iso", "cmdline": "console=ttyS0", "cdrom": "media.iso",
                                      "boot": "cdrom", "disks": [{"volume": "data.img"}]})
     assert r.status_code == 201, r.text
@@ -247,31 +247,31 @@ def test_a_volume_is_attached_once_unless_sharing_is_declared(client: httpx.Clie
     _raw_volume(client, "media.iso")
     vm = {"memory_mib": 64, "start": False}
     # Twice in one VM: as two disks, or as a disk and media.
-    r = client.post("/v1/vms", json={**vm, "name": "a", "disks": [{"volume": "v.img"}, {"volume": "v.img"}]})
+    r = client.post("/v1/vms?wait=true", json={**vm, "name": "a", "disks": [{"volume": "v.img"}, {"volume": "v.img"}]})
     assert r.status_code == 422 and r.json()["field"] == "disks[1].volume", r.text
-    r = client.post("/v1/vms", json={**vm, "name": "a", "disks": [{"volume": "v.img"}], "cdrom": "v.img"})
+    r = client.post("/v1/vms?wait=true", json={**vm, "name": "a", "disks": [{"volume": "v.img"}], "cdrom": "v.img"})
     assert r.status_code == 422 and r.json()["field"] == "cdrom", r.text
     # Two VMs, one disk.
-    assert client.post("/v1/vms", json={**vm, "name": "a", "disks": [{"volume": "v.img"}]}).status_code == 201
-    r = client.post("/v1/vms", json={**vm, "name": "b", "disks": [{"volume": "v.img"}]})
+    assert client.post("/v1/vms?wait=true", json={**vm, "name": "a", "disks": [{"volume": "v.img"}]}).status_code == 201
+    r = client.post("/v1/vms?wait=true", json={**vm, "name": "b", "disks": [{"volume": "v.img"}]})
     assert r.status_code == 409 and r.json()["field"] == "disks[0].volume" and "VM(s) a" in r.json()["error"], r.text
-    r = client.post("/v1/vms", json={**vm, "name": "b", "disks": [{"volume": "v.img", "shared": True}]})
+    r = client.post("/v1/vms?wait=true", json={**vm, "name": "b", "disks": [{"volume": "v.img", "shared": True}]})
     assert r.status_code == 409, "a declares no sharing: b's declaration alone is not enough"
-    r = client.post("/v1/vms", json={**vm, "name": "b", "cdrom": "v.img"})
+    r = client.post("/v1/vms?wait=true", json={**vm, "name": "b", "cdrom": "v.img"})
     assert r.status_code == 409 and r.json()["field"] == "cdrom", r.text
     assert client.get("/v1/vms/b").status_code == 404
     # Read-only media may be shared freely.
     for n in ("m1", "m2"):
-        assert client.post("/v1/vms", json={**vm, "name": n, "cdrom": "media.iso"}).status_code == 201
+        assert client.post("/v1/vms?wait=true", json={**vm, "name": n, "cdrom": "media.iso"}).status_code == 201
     # Declared sharing (raw volumes only).
     _raw_volume(client, "cluster.img")
     for n in ("c1", "c2"):
-        r = client.post("/v1/vms", json={**vm, "name": n, "disks": [{"volume": "cluster.img", "shared": True}]})
+        r = client.post("/v1/vms?wait=true", json={**vm, "name": n, "disks": [{"volume": "cluster.img", "shared": True}]})
         assert r.status_code == 201, r.text
-    r = client.post("/v1/vms", json={**vm, "name": "c3", "disks": [{"volume": "cluster.img"}]})
+    r = client.post("/v1/vms?wait=true", json={**vm, "name": "c3", "disks": [{"volume": "cluster.img"}]})
     assert r.status_code == 409, "every VM must declare the sharing"
     assert client.post("/v1/storage/volumes", json={"name": "q.qcow2", "size_gib": 1}).status_code == 201
-    r = client.post("/v1/vms", json={**vm, "name": "c4", "disks": [{"volume": "q.qcow2", "shared": True}]})
+    r = client.post("/v1/vms?wait=true", json={**vm, "name": "c4", "disks": [{"volume": "q.qcow2", "shared": True}]})
     assert r.status_code == 422 and r.json()["field"] == "disks[0].shared", r.text
 
 
@@ -283,7 +283,7 @@ def test_parallel_creates_cannot_both_take_one_volume(client: httpx.Client, live
     def create(i: int) -> None:
         with httpx.Client(base_url=live.url, verify=_ssl(live), headers=live.auth, timeout=30) as c:
             barrier.wait()
-            results.append(c.post("/v1/vms", json={"name": f"p{i}", "memory_mib": 64, "start": False,
+            results.append(c.post("/v1/vms?wait=true", json={"name": f"p{i}", "memory_mib": 64, "start": False,
                                                    "disks": [{"volume": "one.img"}]}).status_code)
 
     threads = [threading.Thread(target=create, args=(i,)) for i in range(6)]
@@ -297,10 +297,10 @@ def test_parallel_creates_cannot_both_take_one_volume(client: httpx.Client, live
 def test_delete_with_disks_checks_everything_before_deleting_anything(client: httpx.Client) -> None:
     _raw_volume(client, "shared.img")
     vm = {"memory_mib": 64, "start": False}
-    r = client.post("/v1/vms", json={**vm, "name": "a", "disks": [{"size_gib": 1}, {"volume": "shared.img", "shared": True},
+    r = client.post("/v1/vms?wait=true", json={**vm, "name": "a", "disks": [{"size_gib": 1}, {"volume": "shared.img", "shared": True},
                                                                   {"size_gib": 1}]})
     assert r.status_code == 201, r.text
-    r = client.post("/v1/vms", json={**vm, "name": "b", "disks": [{"volume": "shared.img", "shared": True}]})
+    r = client.post("/v1/vms?wait=true", json={**vm, "name": "b", "disks": [{"volume": "shared.img", "shared": True}]})
     assert r.status_code == 201, r.text
     before = sorted(v["name"] for v in client.get("/v1/storage/volumes").json())
     r = client.delete("/v1/vms/a", params={"remove_disks": "true"})
@@ -321,7 +321,7 @@ def test_delete_with_disks_checks_everything_before_deleting_anything(client: ht
 
 def test_delete_with_disks_refuses_a_disk_another_tool_attached(client: httpx.Client, live: Live) -> None:
     """A VM defined behind the API's back (virsh) that boots from our VM's disk as its kernel."""
-    r = client.post("/v1/vms", json={"name": "a", "memory_mib": 64, "start": False, "disks": [{"size_gib": 1}]})
+    r = client.post("/v1/vms?wait=true", json={"name": "a", "memory_mib": 64, "start": False, "disks": [{"size_gib": 1}]})
     assert r.status_code == 201
     disk = r.json()["disks"][0]
     conn = libvirt.open("test:///default")
@@ -358,7 +358,7 @@ def _race(live: Live, **requests: tuple[str, str, dict[str, Any]]) -> dict[str, 
 
 def test_parallel_delete_and_attach_of_one_volume(client: httpx.Client, live: Live) -> None:
     """Deleting a volume (or a VM with its disks) while another request attaches it: never both."""
-    attach = ("POST", "/v1/vms", {"json": {"name": "new", "memory_mib": 64, "start": False,
+    attach = ("POST", "/v1/vms?wait=true", {"json": {"name": "new", "memory_mib": 64, "start": False,
                                            "disks": [{"volume": "v.img"}]}})
     seen = set()
     for _round in range(10):
@@ -373,10 +373,10 @@ def test_parallel_delete_and_attach_of_one_volume(client: httpx.Client, live: Li
             assert client.delete("/v1/vms/new", params={"remove_disks": "true"}).status_code == 200
         assert client.get("/v1/storage/volumes/v.img").status_code == 404
     for _round in range(6):
-        r = client.post("/v1/vms", json={"name": "old", "memory_mib": 64, "start": False, "disks": [{"size_gib": 1}]})
+        r = client.post("/v1/vms?wait=true", json={"name": "old", "memory_mib": 64, "start": False, "disks": [{"size_gib": 1}]})
         assert r.status_code == 201, r.text
         out = _race(live, delete=("DELETE", "/v1/vms/old", {"params": {"remove_disks": "true"}}),
-                    create=("POST", "/v1/vms", {"json": {"name": "new", "memory_mib": 64, "start": False,
+                    create=("POST", "/v1/vms?wait=true", {"json": {"name": "new", "memory_mib": 64, "start": False,
                                                          "disks": [{"volume": "old-disk0.qcow2"}]}}))
         pair = (out["delete"].status_code, out["create"].status_code)
         # old's disk is not shared: the attach is refused while old exists, and finds nothing after.

@@ -176,7 +176,7 @@ def test_vm_through_a_real_libvirtd(daemons: Daemons, pool: Path, tmp_path: Path
         try:
             spec = {"name": "qx-it", "memory_mib": 128, "disks": [{"size_gib": 1}],
                     "kernel": guest.KERNEL_NAME, "initrd": guest.INITRD_NAME, "cmdline": guest.CMDLINE}
-            r = c.post("/v1/vms", json=spec)
+            r = c.post("/v1/vms?wait=true", json=spec)
             assert r.status_code == 201, r.text
             assert (pool / "qx-it-disk0.qcow2").exists()
             import libvirt
@@ -220,7 +220,7 @@ def test_vm_through_a_real_libvirtd(daemons: Daemons, pool: Path, tmp_path: Path
             assert not (pool / "qx-it-disk0.qcow2").exists()
 
             # Restart-on-crash: kill QEMU under a VM that asks for it; the node starts it again.
-            r = c.post("/v1/vms", json={"name": "qx-crash", "memory_mib": 64, "restart_on_crash": True})
+            r = c.post("/v1/vms?wait=true", json={"name": "qx-crash", "memory_mib": 64, "restart_on_crash": True})
             assert r.status_code == 201, r.text
             pid = int(Path("/run/libvirt/qemu/qx-crash.pid").read_text())
             os.kill(pid, 9)
@@ -262,10 +262,10 @@ def test_snapshots_through_a_real_libvirtd(daemons: Daemons, pool: Path, tmp_pat
         try:
             spec = {"name": "qx-snap", "memory_mib": 128, "disks": [{"size_gib": 1}], "start": False,
                     "kernel": guest.KERNEL_NAME, "initrd": guest.INITRD_NAME, "cmdline": guest.CMDLINE}
-            assert c.post("/v1/vms", json=spec).status_code == 201
+            assert c.post("/v1/vms?wait=true", json=spec).status_code == 201
             disk = pool / "qx-snap-disk0.qcow2"
             _qemu_io(disk, "write -P 0xaa 0 64k")
-            r = c.post("/v1/vms/qx-snap/snapshots", json={"name": "before"})
+            r = c.post("/v1/vms/qx-snap/snapshots?wait=true", json={"name": "before"})
             assert r.status_code == 201 and r.json()["memory"] is False, r.text
             _qemu_io(disk, "write -P 0xbb 0 64k")
             _qemu_io(disk, "read -P 0xbb 0 64k")
@@ -275,7 +275,7 @@ def test_snapshots_through_a_real_libvirtd(daemons: Daemons, pool: Path, tmp_pat
 
             # With memory: taken running, reverted to while shut off, the VM is running again.
             assert c.post("/v1/vms/qx-snap/start").status_code == 200
-            r = c.post("/v1/vms/qx-snap/snapshots", json={"name": "running", "description": "booted"})
+            r = c.post("/v1/vms/qx-snap/snapshots?wait=true", json={"name": "running", "description": "booted"})
             assert r.status_code == 201 and r.json()["memory"] is True and r.json()["parent"] == "before", r.text
             assert c.post("/v1/vms/qx-snap/stop").status_code == 200
             r = c.post("/v1/vms/qx-snap/snapshots/running/revert")
@@ -320,7 +320,7 @@ def test_consoles_through_a_real_libvirtd(daemons: Daemons, pool: Path, tmp_path
         try:
             spec = {"name": "qx-con", "memory_mib": 128, "kernel": guest.KERNEL_NAME, "initrd": guest.INITRD_NAME,
                     "cmdline": guest.CMDLINE}
-            assert c.post("/v1/vms", json=spec).status_code == 201
+            assert c.post("/v1/vms?wait=true", json=spec).status_code == 201
             t = c.post("/v1/vms/qx-con/console", params={"kind": "serial"}).json()
             ws = websocket.create_connection(wss + t["url"], sslopt=sslopt, timeout=90)
             try:
@@ -367,7 +367,7 @@ def test_clone_devices_and_capacity_through_a_real_libvirtd(daemons: Daemons, po
         try:
             spec = {"name": "qx-src", "memory_mib": 128, "disks": [{"size_gib": 1}], "start": False,
                     "kernel": guest.KERNEL_NAME, "initrd": guest.INITRD_NAME, "cmdline": guest.CMDLINE}
-            assert c.post("/v1/vms", json=spec).status_code == 201
+            assert c.post("/v1/vms?wait=true", json=spec).status_code == 201
             _qemu_io(pool / "qx-src-disk0.qcow2", "write -P 0xcc 1M 64k")
             r = c.post("/v1/vms/qx-src/clone", json={"name": "qx-copy"})
             assert r.status_code == 202, r.text
@@ -403,7 +403,7 @@ def test_clone_devices_and_capacity_through_a_real_libvirtd(daemons: Daemons, po
             assert r.status_code == 200 and r.json()["applied"] == {"cdrom": "now"} and r.json()["cdroms"] == []
 
             host_mib = c.get("/v1/host/capacity").json()["memory"]["total_mib"]
-            r = c.post("/v1/vms", json={"name": "qx-huge", "memory_mib": host_mib, "kernel": guest.KERNEL_NAME})
+            r = c.post("/v1/vms?wait=true", json={"name": "qx-huge", "memory_mib": host_mib, "kernel": guest.KERNEL_NAME})
             assert r.status_code == 409 and r.json()["field"] == "memory_mib" and "free" in r.json()["error"], r.text
         finally:
             for vm in ("qx-copy", "qx-src", "qx-huge"):
@@ -462,14 +462,14 @@ def test_memory_snapshot_task_progress_races_and_cancel_through_a_real_libvirtd(
         try:
             spec = {"name": "qx-mem", "memory_mib": 1536, "disks": [{"size_gib": 1}], "kernel": guest.KERNEL_NAME,
                     "initrd": guest.INITRD_NAME, "cmdline": guest.CMDLINE + " qx.fill=1000"}
-            assert c.post("/v1/vms", json=spec).status_code == 201
+            assert c.post("/v1/vms?wait=true", json=spec).status_code == 201
             console = SerialPty("qx-mem")
             try:
                 wait_for(lambda: guest.READY in console.text, 180, "the guest to fill its RAM and be ready")
             finally:
                 console.close()
 
-            r = c.post("/v1/vms/qx-mem/snapshots", params={"background": "true"}, json={"name": "doomed"})
+            r = c.post("/v1/vms/qx-mem/snapshots", json={"name": "doomed"})
             assert r.status_code == 202 and r.json()["cancellable"], r.text
             url, tid = r.json()["url"], r.json()["id"]
             seen = next(t for t in task_events(tid) if 0 < t["progress"] < 100)
@@ -492,7 +492,7 @@ def test_memory_snapshot_task_progress_races_and_cancel_through_a_real_libvirtd(
             assert c.get("/v1/vms/qx-mem").json()["busy"] is None
 
             # To its end: progress on the way, the snapshot in libvirt and in the image, with memory.
-            r = c.post("/v1/vms/qx-mem/snapshots", params={"background": "true"}, json={"name": "kept"})
+            r = c.post("/v1/vms/qx-mem/snapshots", json={"name": "kept"})
             assert r.status_code == 202, r.text
             tid = r.json()["id"]
             progress = []
@@ -509,7 +509,7 @@ def test_memory_snapshot_task_progress_races_and_cancel_through_a_real_libvirtd(
 
             # Power actions wait for the snapshot too (libvirt, with the VM destroyed under a running internal
             # snapshot, once reported the snapshot taken and once reset the connection).
-            r = c.post("/v1/vms/qx-mem/snapshots", params={"background": "true"}, json={"name": "third"})
+            r = c.post("/v1/vms/qx-mem/snapshots", json={"name": "third"})
             assert r.status_code == 202, r.text
             tid = r.json()["id"]
             next(t for t in task_events(tid) if 0 < t["progress"] < 100)

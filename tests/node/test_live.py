@@ -50,7 +50,7 @@ def test_sse_streams_lifecycle_events(live: Live) -> None:
     snap = got.get(timeout=10)
     assert snap["type"] == "snapshot" and {"name": "test", "state": "running"} in snap["vms"]
     with httpx.Client(verify=str(live.cert)) as c:
-        r = c.post(f"{live.url}/v1/vms", headers=live.auth, json={"name": "ev", "memory_mib": 64})
+        r = c.post(f"{live.url}/v1/vms?wait=true", headers=live.auth, json={"name": "ev", "memory_mib": 64})
         assert r.status_code == 201
         c.post(f"{live.url}/v1/vms/ev/stop", headers=live.auth)
         seen = []

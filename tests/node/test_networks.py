@@ -86,13 +86,13 @@ def test_host_bridges_listed_networks_created_and_used_by_vms(client: httpx.Clie
     assert r.status_code == 201 and r.json()["interface"] == "v1" and r.json()["bridge"] is None
 
     # VMs on it: at creation, and a NIC added later.
-    r = client.post("/v1/vms", json={"name": "n1", "memory_mib": 64, "nics": [{"network": "lan"}]})
+    r = client.post("/v1/vms?wait=true", json={"name": "n1", "memory_mib": 64, "nics": [{"network": "lan"}]})
     assert r.status_code == 201 and r.json()["nics"][0]["network"] == "lan", r.text
-    r = client.post("/v1/vms", json={"name": "n2", "memory_mib": 64, "nics": [{"network": "nowhere"}]})
+    r = client.post("/v1/vms?wait=true", json={"name": "n2", "memory_mib": 64, "nics": [{"network": "nowhere"}]})
     assert r.status_code == 404 and r.json()["field"] == "nics[0].network"
-    r = client.post("/v1/vms", json={"name": "n2", "memory_mib": 64, "nics": [{"network": "lan", "bridge": "br7"}]})
+    r = client.post("/v1/vms?wait=true", json={"name": "n2", "memory_mib": 64, "nics": [{"network": "lan", "bridge": "br7"}]})
     assert r.status_code == 422 and r.json()["field"] == "nics[0].network"
-    assert client.post("/v1/vms", json={"name": "n2", "memory_mib": 64, "start": False}).status_code == 201
+    assert client.post("/v1/vms?wait=true", json={"name": "n2", "memory_mib": 64, "start": False}).status_code == 201
     r = client.post("/v1/vms/n2/nics", json={"network": "direct"})
     assert r.status_code == 200 and r.json()["nics"][0]["network"] == "direct"
     assert client.post("/v1/vms/n2/nics", json={"network": "nowhere"}).status_code == 404
@@ -156,7 +156,7 @@ def test_vlan_networks_through_the_host_network_configuration(client: httpx.Clie
     assert answers == [201, 201, 201] and store.load().network.vm_vlans == (20, 21, 22, 23)
 
     # A VM on it keeps it; deleting the network takes the VLAN off the host again.
-    assert client.post("/v1/vms", json={"name": "vv", "memory_mib": 64, "nics": [{"network": "v20"}]}).status_code == 201
+    assert client.post("/v1/vms?wait=true", json={"name": "vv", "memory_mib": 64, "nics": [{"network": "v20"}]}).status_code == 201
     r = client.delete("/v1/networks/v20")
     assert r.status_code == 409 and "vv" in r.json()["error"]
     assert store.load().network.vm_vlans == (20, 21, 22, 23)

@@ -71,7 +71,7 @@ def test_errors_are_documented_as_they_are_sent(doc: dict[str, Any], client: htt
         401: client.get("/v1/host", headers={"Authorization": "Bearer wrong"}),
         404: client.get("/v1/vms/nothing-here"),
         409: client.post("/v1/vms/test/start"),
-        413: client.post("/v1/vms", content=b"x" * (2 * 1024 * 1024)),
+        413: client.post("/v1/vms?wait=true", content=b"x" * (2 * 1024 * 1024)),
         422: client.get("/v1/vms", params={"colour": "red"}),
     }
     for status, r in samples.items():
@@ -114,6 +114,18 @@ def test_bodies_and_success_answers_have_schemas(doc: dict[str, Any]) -> None:
                 assert schema and not schema.get("title", "").startswith("Response"), (method, path, status, media)
                 if media == "application/json":
                     assert "$ref" in schema or "required" in schema or schema.get("type") == "array", (method, path)
+
+
+def test_long_operations_are_documented_as_tasks_with_wait(doc: dict[str, Any]) -> None:
+    """Create, clone, snapshot (qx_node.api.longops): 202 with the Task by default, 201 with the result
+    when wait=true; no 'background' any more."""
+    for path, result in (("/v1/vms", "Vm"), ("/v1/vms/{name}/clone", "Vm"), ("/v1/vms/{name}/snapshots", "Snapshot")):
+        op = doc["paths"][path]["post"]
+        assert op["responses"]["202"]["content"]["application/json"]["schema"] == {"$ref": REF + "Task"}, path
+        assert op["responses"]["201"]["content"]["application/json"]["schema"] == {"$ref": REF + result}, path
+        query = {p["name"]: p for p in op.get("parameters", []) if p["in"] == "query"}
+        assert set(query) == {"wait"} and query["wait"]["schema"]["default"] is False, (path, query)
+        assert "202" in op["summary"] and "wait=true" in op["summary"], op["summary"]
 
 
 # -- validating answers against the document ---------------------------------------------------------
@@ -343,11 +355,11 @@ def _ensure_objects(c: httpx.Client) -> None:
         if c.get(f"/v1/storage/volumes/{name}").status_code == 404:
             c.post("/v1/storage/volumes", json={"name": name, "size_gib": 1, "format": fmt})
     if c.get("/v1/vms/fz-a").status_code == 404:
-        c.post("/v1/vms", json={"name": "fz-a", "memory_mib": 64, "disks": [{"size_gib": 1}]})
+        c.post("/v1/vms?wait=true", json={"name": "fz-a", "memory_mib": 64, "disks": [{"size_gib": 1}]})
     if c.get("/v1/vms/fz-b").status_code == 404:
-        c.post("/v1/vms", json={"name": "fz-b", "memory_mib": 64, "start": False})
+        c.post("/v1/vms?wait=true", json={"name": "fz-b", "memory_mib": 64, "start": False})
     if c.get("/v1/vms/fz-a/snapshots/s1").status_code == 404:
-        c.post("/v1/vms/fz-a/snapshots", json={"name": "s1"})
+        c.post("/v1/vms/fz-a/snapshots?wait=true", json={"name": "s1"})
     ids = [t["id"] for t in c.get("/v1/tasks").json()[:4]]
     TASK_IDS[1:] = ids + [f"{i:x}" * 32 for i in range(4 - len(ids))]  # always 5: hypothesis needs a fixed shape
 

@@ -11,6 +11,7 @@ import json
 import os
 import queue
 import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -73,7 +74,7 @@ def _finished(client: httpx.Client, url: str, timeout: float = 60) -> dict[str, 
 
 
 def _disk_with_data(client: httpx.Client, vm: str, data: dict[int, bytes], size: int, **spec: Any) -> Path:
-    r = client.post("/v1/vms", json={"name": vm, "memory_mib": 64, "start": False, "disks": [{"size_gib": 1}],
+    r = client.post("/v1/vms?wait=true", json={"name": vm, "memory_mib": 64, "start": False, "disks": [{"size_gib": 1}],
                                      **spec})
     assert r.status_code == 201, r.text
     path = Path(r.json()["disks"][0])
@@ -135,13 +136,13 @@ def test_clone_is_refused_at_once_when_it_cannot_be_done(client: httpx.Client) -
     r = client.post("/v1/vms/src/clone", json={"name": "c", "colour": 1})
     assert r.status_code == 422 and r.json()["field"] == "colour"
     # A disk whose file is gone (the test driver keeps none of its own) cannot be copied.
-    assert client.post("/v1/vms", json={"name": "nofile", "memory_mib": 16, "start": False,
+    assert client.post("/v1/vms?wait=true", json={"name": "nofile", "memory_mib": 16, "start": False,
                                         "disks": [{"size_gib": 1}]}).status_code == 201
     r = client.post("/v1/vms/nofile/clone", json={"name": "t4"})
     assert r.status_code == 409 and "cannot be read" in r.json()["error"], r.text
     assert client.get("/v1/storage/volumes/t4-disk0.qcow2").status_code == 404
     assert client.get("/v1/vms/t2").status_code == 404
-    assert client.get("/v1/tasks").json() == []  # refused before any task was made
+    assert {t["kind"] for t in client.get("/v1/tasks").json()} == {"create"}  # no clone task was made
 
 
 def test_cancelled_clone_leaves_nothing(live: Live, client: httpx.Client) -> None:
@@ -158,7 +159,7 @@ def test_cancelled_clone_leaves_nothing(live: Live, client: httpx.Client) -> Non
                              ("DELETE", "/v1/storage/volumes/big2-disk0.qcow2")):
             r = client.request(method, path, json={"vcpus": 2} if method == "PATCH" else None)
             assert r.status_code == 409 and ("clon" in r.json()["error"]), (method, path, r.text)
-        r = client.post("/v1/vms", json={"name": "big2", "memory_mib": 16, "start": False})
+        r = client.post("/v1/vms?wait=true", json={"name": "big2", "memory_mib": 16, "start": False})
         assert r.status_code == 409 and r.json()["field"] == "name"
         assert client.get("/v1/vms/big").json()["busy"] == "being cloned to 'big2'"
         r = client.post(f"{url}/cancel")
@@ -183,7 +184,7 @@ def test_a_cancelled_snapshot_leaves_no_snapshot(client: httpx.Client, server: L
     from qx_node.snapshots import SnapshotRequest
     from qx_node.tasks import Cancelled
 
-    assert client.post("/v1/vms", json={"name": "cs", "memory_mib": 64, "disks": [{"size_gib": 1}]}).status_code == 201
+    assert client.post("/v1/vms?wait=true", json={"name": "cs", "memory_mib": 64, "disks": [{"size_gib": 1}]}).status_code == 201
     node = server.node
     for memory in (True, False):
         with pytest.raises(Cancelled):
@@ -195,45 +196,164 @@ def test_a_cancelled_snapshot_leaves_no_snapshot(client: httpx.Client, server: L
         assert client.get("/v1/vms/cs").json()["busy"] is None
 
 
-def test_background_create_and_snapshot_return_202_with_a_task(client: httpx.Client, server: LiveServer) -> None:
-    r = client.post("/v1/vms", params={"background": "true"},
-                    json={"name": "bg", "memory_mib": 64, "disks": [{"size_gib": 2}, {"size_gib": 1}]})
-    assert r.status_code == 202 and r.headers["location"] == r.json()["url"], r.text
-    t = _finished(client, r.json()["url"])
-    assert t["state"] == "succeeded" and t["result"]["name"] == "bg" and len(t["result"]["disks"]) == 2
-    # A failure is the same error the synchronous call gives, kept in the task.
-    r = client.post("/v1/vms?background=true", json={"name": "bg", "memory_mib": 64})
-    t = _finished(client, r.json()["url"])
-    assert t["state"] == "failed" and t["error"]["status"] == 409 and t["error"]["field"] == "name", t
-    r = client.post("/v1/vms/bg/snapshots?background=true", json={"name": "s1"})
-    assert r.status_code == 202
-    t = _finished(client, r.json()["url"])
-    assert t["state"] == "succeeded" and t["result"]["memory"] is True and t["result"]["name"] == "s1"
-    assert t["progress"] == 100 and t["message"] == "done" and r.json()["cancellable"], t
+def _my_task_events(seen: list[dict[str, Any]], task_id: str) -> list[dict[str, Any]]:
+    return [e["task"] for e in seen if e.get("type") == "task" and e["task"]["id"] == task_id]
+
+
+def test_create_and_snapshot_answer_202_at_once_with_the_task(live: Live, client: httpx.Client) -> None:
+    """The long operations' default (qx_node.api.longops): 202, Location the task, the body the task;
+    progress as 'task' events on the SSE stream; the VM and the snapshot exist once it has succeeded."""
+    events = Events(live)
+    try:
+        r = client.post("/v1/vms", json={"name": "bg", "memory_mib": 64, "disks": [{"size_gib": 2}, {"size_gib": 1}]})
+        assert r.status_code == 202, r.text
+        task = r.json()
+        assert r.headers["location"] == task["url"] == f"/v1/tasks/{task['id']}"
+        # The task as it is when answered: the test driver is quick, so it may have ended already.
+        assert task["kind"] == "create" and task["target"] == "bg" and task["state"] in ("running", "succeeded"), task
+        seen = events.until(lambda e: e.get("type") == "task" and e["task"]["id"] == task["id"]
+                            and e["task"]["state"] != "running")
+        mine = _my_task_events(seen, task["id"])
+        progress = [t["progress"] for t in mine if t["state"] == "running"]
+        assert any(0 < p < 100 for p in progress) and progress == sorted(progress), progress
+        assert mine[-1]["state"] == "succeeded" and mine[-1]["progress"] == 100, mine[-1]
+        assert mine[-1]["result"]["name"] == "bg" and len(mine[-1]["result"]["disks"]) == 2
+        vm = client.get("/v1/vms/bg").json()
+        assert vm["state"] == "running" and len(vm["disks"]) == 2 and vm["busy"] is None, vm
+
+        r = client.post("/v1/vms/bg/snapshots", json={"name": "s1"})
+        assert r.status_code == 202 and r.headers["location"] == r.json()["url"], r.text
+        assert r.json()["kind"] == "snapshot" and r.json()["target"] == "bg"
+        seen = events.until(lambda e: e.get("type") == "task" and e["task"]["id"] == r.json()["id"]
+                            and e["task"]["state"] != "running")
+    finally:
+        events.stop.set()
+    t = client.get(r.json()["url"]).json()
+    assert t["state"] == "succeeded" and t["result"]["memory"] is True and t["result"]["name"] == "s1", t
+    assert t["progress"] == 100 and t["message"] == "done", t
+    assert client.get("/v1/vms/bg/snapshots/s1").json()["memory"] is True
     assert client.get("/v1/vms/bg").json()["busy"] is None  # busy only while it was taken
-    assert client.post("/v1/vms/nope/snapshots?background=true", json={"name": "s"}).status_code == 404
     r = client.post(f"{t['url']}/cancel")
     assert r.status_code == 409 and "succeeded" in r.json()["error"]
     assert client.get("/v1/tasks/" + "f" * 32).status_code == 404
     assert client.get("/v1/tasks/not-an-id").status_code == 422
+    # The old opt-in is gone, and not silently ignored: 202 is the default, wait=true the opt-out.
+    r = client.post("/v1/vms?background=true", json={"name": "old", "memory_mib": 16, "start": False})
+    assert r.status_code == 422 and r.json()["field"] == "background" and "wait" in r.json()["hint"], r.text
 
+
+def test_wait_true_answers_with_the_result(client: httpx.Client) -> None:
+    r = client.post("/v1/vms?wait=true", json={"name": "w", "memory_mib": 64, "start": False,
+                                               "disks": [{"size_gib": 1}]})
+    assert r.status_code == 201 and r.headers["location"] == "/v1/vms/w", r.text
+    assert r.json()["name"] == "w" and len(r.json()["disks"]) == 1
+    t = client.get(r.headers["x-qx-task"]).json()  # it was a task all the same
+    assert t["kind"] == "create" and t["state"] == "succeeded" and t["result"] == r.json(), t
+    r = client.post("/v1/vms/w/snapshots?wait=true", json={"name": "cold"})
+    assert r.status_code == 201 and r.headers["location"] == "/v1/vms/w/snapshots/cold", r.text
+    assert r.json()["name"] == "cold" and r.json()["memory"] is False
+    Path(client.get("/v1/vms/w").json()["disks"][0]).write_bytes(b"disk" * 1024)  # what the clone copies
+    r = client.post("/v1/vms/w/clone?wait=true", json={"name": "w2"})
+    assert r.status_code == 201 and r.headers["location"] == "/v1/vms/w2", r.text
+    assert r.json()["name"] == "w2" and r.json()["uuid"] != client.get("/v1/vms/w").json()["uuid"]
+    # Refusals are the same 4xx either way, before any task.
+    r = client.post("/v1/vms?wait=true", json={"name": "w", "memory_mib": 64})
+    assert r.status_code == 409 and r.json()["field"] == "name" and "x-qx-task" not in r.headers, r.text
+    assert len(client.get("/v1/tasks").json()) == 3
+
+
+def test_long_operations_refuse_at_once_and_make_no_task(client: httpx.Client, server: LiveServer) -> None:
+    """Bad input (422) and what cannot be done (404, 409) come back synchronously; bad input never
+    makes a task, nor does a refusal."""
+    assert client.post("/v1/vms", json={"name": "here", "memory_mib": 64, "start": False}).status_code == 202
+    wait_for(lambda: client.get("/v1/vms/here").status_code == 200, 20, "VM 'here' to be created")
+    assert client.post("/v1/storage/volumes", json={"name": "taken-disk0.qcow2", "size_gib": 1}).status_code == 201
+    free = client.get("/v1/host/capacity").json()["memory"]["free_mib"]
+    before = client.get("/v1/tasks").json()
+    for path, body, status, field in (
+            ("/v1/vms", {"name": "bad name", "memory_mib": 64}, 422, "name"),
+            ("/v1/vms", {"name": "x", "memory_mib": 64, "colour": "red"}, 422, "colour"),
+            ("/v1/vms", {"name": "here", "memory_mib": 64}, 409, "name"),
+            ("/v1/vms", {"name": "taken", "memory_mib": 64, "disks": [{"size_gib": 1}]}, 409, "disks[0]"),
+            ("/v1/vms", {"name": "x", "memory_mib": 64, "disks": [{"volume": "missing.qcow2"}]}, 404, "disks[0].volume"),
+            ("/v1/vms", {"name": "x", "memory_mib": free + 1}, 409, "memory_mib"),
+            ("/v1/vms/nope/snapshots", {"name": "s"}, 404, None),
+            ("/v1/vms/here/snapshots", {"name": "s", "memory": True}, 409, "memory"),
+            ("/v1/vms/here/snapshots", {"name": "s", "extra": 1}, 422, "extra"),
+            ("/v1/vms/nope/clone", {"name": "c"}, 404, None),
+            ("/v1/vms/test/clone", {"name": "c"}, 409, None),  # running
+            ("/v1/vms/here/clone", {"name": "here"}, 422, "name")):
+        for query in ("", "?wait=true"):
+            r = client.post(path + query, json=body)
+            assert r.status_code == status and set(r.json()) == {"error", "field", "hint"}, (path, body, r.text)
+            assert r.json()["field"] == field and "x-qx-task" not in r.headers, (path, body, r.text)
+    r = client.post("/v1/vms", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422
+    assert client.get("/v1/tasks").json() == before  # not one task more
+    assert client.get("/v1/vms/x").status_code == 404
     # Running tasks are bounded too (threads): over the limit, refused before anything is done.
     server.node.tasks.max_running = 0
-    r = client.post("/v1/vms?background=true", json={"name": "over", "memory_mib": 16, "start": False})
+    r = client.post("/v1/vms", json={"name": "over", "memory_mib": 16, "start": False})
     assert r.status_code == 409 and "tasks are running" in r.json()["error"], r.text
-    assert client.get("/v1/vms/over").status_code == 404
     server.node.tasks.max_running = 16
+    assert client.get("/v1/vms/over").status_code == 404
+    # ... and the name it would have held is free again.
+    r = client.post("/v1/vms?wait=true", json={"name": "over", "memory_mib": 16, "start": False})
+    assert r.status_code == 201, r.text
 
-    # History is bounded: finished tasks beyond it are forgotten, oldest first.
+
+def test_task_history_is_bounded(client: httpx.Client, server: LiveServer) -> None:
+    """Finished tasks beyond the history are forgotten, oldest first."""
     server.node.tasks.history = 3
-    urls = [client.post("/v1/vms?background=true", json={"name": f"h{i}", "memory_mib": 16, "start": False})
-            .json()["url"] for i in range(5)]
-    for u in urls[-1:]:
-        _finished(client, u)
+    urls = [client.post("/v1/vms", json={"name": f"h{i}", "memory_mib": 16, "start": False}).json()["url"]
+            for i in range(5)]
     wait_for(lambda: all(t["state"] != "running" for t in client.get("/v1/tasks").json()), 20, "tasks to end")
     listed = client.get("/v1/tasks").json()
     assert len(listed) == 3 and listed[0]["url"] == urls[-1]  # newest first
     assert client.get(urls[0]).status_code == 404
+    assert sorted(v["name"] for v in client.get("/v1/vms").json() if v["name"].startswith("h")) == \
+        [f"h{i}" for i in range(5)]
+
+
+@pytest.fixture
+def full_pool(tmp_path: Path) -> Iterator[LiveServer]:
+    """A node whose pool directory is a 24 MiB tmpfs: a real filesystem that fills up."""
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(pool)], check=True)
+    try:
+        srv = LiveServer(make_settings(tmp_path))
+        with srv:
+            yield srv
+    finally:
+        subprocess.run(["umount", str(pool)], check=True)
+
+
+def test_a_failure_while_the_task_runs_is_the_tasks_error(full_pool: LiveServer) -> None:
+    """Thin provisioning allowed (overcommit_disk), the copy of a clone fills the pool: the clone was
+    accepted (202), its task fails with the {"error", "field", "hint"} of the failure (and its status),
+    and nothing of it is left. With wait=true the same failure is the answer."""
+    live = full_pool.live
+    with httpx.Client(base_url=live.url, verify=ssl.create_default_context(cafile=str(live.cert)),
+                      headers=live.auth, timeout=60) as client:
+        assert client.patch("/v1/host/settings", json={"overcommit_disk": True}).status_code == 200
+        src = _disk_with_data(client, "src", {0: os.urandom(16 * MiB)}, 16 * MiB)
+        pool = src.parent
+        for query in ("", "?wait=true"):
+            r = client.post(f"/v1/vms/src/clone{query}", json={"name": "copy"})
+            if query:
+                assert r.status_code == 502 and set(r.json()) == {"error", "field", "hint"}, r.text
+                t = client.get(r.headers["x-qx-task"]).json()
+                assert r.json() == {k: t["error"][k] for k in ("error", "field", "hint")}, (r.json(), t)
+            else:
+                assert r.status_code == 202, r.text
+                t = _finished(client, r.headers["location"])
+            assert t["state"] == "failed" and t["error"]["status"] == 502, t
+            assert set(t["error"]) == {"status", "error", "field", "hint"}, t
+            assert "No space left on device" in t["error"]["error"] and "free space" in t["error"]["hint"], t
+            assert client.get("/v1/vms/copy").status_code == 404
+            assert sorted(p.name for p in pool.iterdir()) == ["src-disk0.qcow2"]  # no copy, no temp file
+            assert client.get("/v1/vms/src").json()["busy"] is None
 
 
 # -- ISO upload as a task ---------------------------------------------------------------------------
@@ -263,18 +383,18 @@ def test_vms_that_do_not_fit_are_refused_unless_overcommit(live: Live, client: h
     assert cap["memory"]["total_mib"] == 3072 and cap["memory"]["committed_mib"] == 2048
     free = cap["memory"]["free_mib"]
     assert free == 3072 - 2048 - 153 and cap["memory"]["reserve_mib"] == 153
-    r = client.post("/v1/vms", json={"name": "big", "memory_mib": free + 1})
+    r = client.post("/v1/vms?wait=true", json={"name": "big", "memory_mib": free + 1})
     assert r.status_code == 409 and r.json()["field"] == "memory_mib", r.text
     assert f"{free + 1} MiB" in r.json()["error"] and f"{free} MiB are free" in r.json()["error"]
     assert "overcommit_memory" in r.json()["hint"]
     assert client.get("/v1/vms/big").status_code == 404  # nothing defined
     # Defined without starting is fine; starting it is refused the same way.
-    assert client.post("/v1/vms", json={"name": "big", "memory_mib": free + 1, "start": False}).status_code == 201
+    assert client.post("/v1/vms?wait=true", json={"name": "big", "memory_mib": free + 1, "start": False}).status_code == 201
     r = client.post("/v1/vms/big/start")
     assert r.status_code == 409 and r.json()["field"] == "memory_mib"
     # Disks: the full size must fit in the pool.
     avail = cap["disk"]["available"]
-    r = client.post("/v1/vms", json={"name": "fat", "memory_mib": 16, "start": False,
+    r = client.post("/v1/vms?wait=true", json={"name": "fat", "memory_mib": 16, "start": False,
                                      "disks": [{"size_gib": avail // 1024**3 + 1}]})
     assert r.status_code == 409 and r.json()["field"] == "disks" and "overcommit_disk" in r.json()["hint"]
     assert client.get("/v1/storage/volumes/fat-disk0.qcow2").status_code == 404
@@ -285,7 +405,7 @@ def test_vms_that_do_not_fit_are_refused_unless_overcommit(live: Live, client: h
     assert r.status_code == 200 and r.json()["overcommit_memory"] is True
     assert json.loads((tmp_path / "state" / "host-settings.json").read_text())["overcommit_memory"] is True
     assert client.post("/v1/vms/big/start").status_code == 200
-    r = client.post("/v1/vms", json={"name": "fat", "memory_mib": 16, "start": False,
+    r = client.post("/v1/vms?wait=true", json={"name": "fat", "memory_mib": 16, "start": False,
                                      "disks": [{"size_gib": avail // 1024**3 + 1}]})
     assert r.status_code == 201, r.text
     r = client.patch("/v1/host/settings", json={"overcommit_memory": "yes"})
@@ -300,7 +420,7 @@ def test_parallel_starts_cannot_overbook_memory(live: Live, client: httpx.Client
     free = client.get("/v1/host/capacity").json()["memory"]["free_mib"]
     size = free // 2 + 16
     for name in ("p1", "p2"):
-        assert client.post("/v1/vms", json={"name": name, "memory_mib": size, "start": False}).status_code == 201
+        assert client.post("/v1/vms?wait=true", json={"name": name, "memory_mib": size, "start": False}).status_code == 201
     barrier = threading.Barrier(2)
 
     def start(name: str) -> int:
@@ -320,7 +440,7 @@ def test_parallel_starts_cannot_overbook_memory(live: Live, client: httpx.Client
 def test_maintenance_stops_vms_refuses_starts_and_guards_reboot(server: LiveServer, client: httpx.Client,
                                                               lv: libvirt.virConnect) -> None:
     power: MemoryPower = server.power
-    assert client.post("/v1/vms", json={"name": "m1", "memory_mib": 64}).status_code == 201
+    assert client.post("/v1/vms?wait=true", json={"name": "m1", "memory_mib": 64}).status_code == 201
     r = client.post("/v1/host/reboot")
     assert r.status_code == 409 and r.json()["field"] == "force" and "m1" in r.json()["error"]
     assert power.actions == []
@@ -334,8 +454,8 @@ def test_maintenance_stops_vms_refuses_starts_and_guards_reboot(server: LiveServ
     assert client.get("/v1/host/maintenance").json() == {"maintenance": True}
     r = client.post("/v1/vms/m1/start")
     assert r.status_code == 409 and "maintenance" in r.json()["error"] and "enabled" in r.json()["hint"]
-    assert client.post("/v1/vms", json={"name": "m2", "memory_mib": 64}).status_code == 409
-    assert client.post("/v1/vms", json={"name": "m2", "memory_mib": 64, "start": False}).status_code == 201
+    assert client.post("/v1/vms?wait=true", json={"name": "m2", "memory_mib": 64}).status_code == 409
+    assert client.post("/v1/vms?wait=true", json={"name": "m2", "memory_mib": 64, "start": False}).status_code == 201
 
     # Kept across a restart of qx-node (a new node on the same state directory).
     settings = server.node.settings

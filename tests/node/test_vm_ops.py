@@ -13,7 +13,7 @@ import pytest
 
 
 def _vm(client: httpx.Client, name: str, **spec: Any) -> dict[str, Any]:
-    r = client.post("/v1/vms", json={"name": name, "memory_mib": 256, "vcpus": 2, **spec})
+    r = client.post("/v1/vms?wait=true", json={"name": name, "memory_mib": 256, "vcpus": 2, **spec})
     assert r.status_code == 201, r.text
     return r.json()  # type: ignore[no-any-return]
 
@@ -131,18 +131,18 @@ def test_edit_refuses_bad_fields_and_changes_nothing(client: httpx.Client, body:
 # -- snapshots ------------------------------------------------------------------------------------
 def test_snapshots_tree_revert_delete(client: httpx.Client, lv: libvirt.virConnect) -> None:
     _vm(client, "s", disks=[{"size_gib": 1}])
-    r = client.post("/v1/vms/s/snapshots", json={"name": "base", "description": "fresh install"})
+    r = client.post("/v1/vms/s/snapshots?wait=true", json={"name": "base", "description": "fresh install"})
     assert r.status_code == 201, r.text
     base = r.json()
     assert base["memory"] is True and base["state"] == "running" and base["parent"] is None and base["current"]
     assert r.headers["location"] == "/v1/vms/s/snapshots/base"
-    assert client.post("/v1/vms/s/snapshots", json={"name": "base"}).status_code == 409
-    assert client.post("/v1/vms/s/snapshots", json={"name": "upgraded"}).json()["parent"] == "base"
+    assert client.post("/v1/vms/s/snapshots?wait=true", json={"name": "base"}).status_code == 409
+    assert client.post("/v1/vms/s/snapshots?wait=true", json={"name": "upgraded"}).json()["parent"] == "base"
     # A shut-off VM has no memory to save: disk-only by default, and asking for memory is refused.
     assert client.post("/v1/vms/s/stop").status_code == 200
-    r = client.post("/v1/vms/s/snapshots", json={"name": "cold", "memory": True})
+    r = client.post("/v1/vms/s/snapshots?wait=true", json={"name": "cold", "memory": True})
     assert r.status_code == 409 and r.json()["field"] == "memory"
-    cold = client.post("/v1/vms/s/snapshots", json={"name": "cold"}).json()
+    cold = client.post("/v1/vms/s/snapshots?wait=true", json={"name": "cold"}).json()
     assert cold["memory"] is False and cold["state"] == "shutoff" and cold["parent"] == "upgraded"
 
     tree = client.get("/v1/vms/s/snapshots").json()
@@ -181,6 +181,6 @@ def test_snapshots_tree_revert_delete(client: httpx.Client, lv: libvirt.virConne
 ])
 def test_snapshot_requests_are_validated(client: httpx.Client, body: dict[str, Any], field: str) -> None:
     _vm(client, "sv")
-    r = client.post("/v1/vms/sv/snapshots", json=body)
+    r = client.post("/v1/vms/sv/snapshots?wait=true", json=body)
     assert r.status_code == 422 and r.json()["field"] == field, r.text
     assert client.get("/v1/vms/sv/snapshots").json()["count"] == 0

@@ -18,7 +18,8 @@ from fastapi import Depends, FastAPI
 from fastapi.concurrency import run_in_threadpool
 
 from qx_common.version import product_version
-from qx_node.api import console, errors, events, host, hostctl, hostinfo, networks, openapi, storage, tasks, ui, vms
+from qx_node.api import (console, errors, events, host, hostctl, hostinfo, networks, openapi, storage, tasks, ui,
+                         updates, vms)
 from qx_node.api.guards import BodyLimit, CatchAll, reject_unknown_query
 from qx_node.auth import BearerAuth
 from qx_node.node import Node
@@ -43,7 +44,7 @@ def create_app(node: Node) -> FastAPI:
     app.state.node = node
     errors.install(app)
     for r in (host.router, hostctl.router, hostinfo.router, vms.router, console.router, storage.router, tasks.router,
-              networks.router,
+              networks.router, updates.router,
               events.router):
         app.include_router(r)
     # Innermost first: the body limit, then authentication, then the last-resort handler outside both.

@@ -2,8 +2,10 @@
 
 The stream starts with a ``snapshot`` event (every VM and its state), then carries ``lifecycle``,
 ``connection``, ``restart-on-crash``, ``task`` (``{"task": <the task as GET /v1/tasks/{id}>}`` when a
-task starts, progresses and ends), ``maintenance`` and ``host`` (reboot/shutdown asked) events as JSON in ``data:`` lines, with ``id:`` set to the
-event's sequence number. A comment line every 15 s keeps proxies from closing an idle stream.
+task starts, progresses and ends), ``maintenance``, ``host`` (reboot/shutdown asked) and ``stats`` (a sample
+of the host's rates as ``GET /v1/host/metrics/history`` keeps it: ``t``, ``cpu``, ``mem``, ``disk``, ``net``,
+``load``; one per 5 s) events as JSON in ``data:`` lines, with ``id:`` set to the event's sequence number.
+A comment line every 15 s keeps proxies from closing an idle stream.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Routes: /health (public), /v1/host, /v1/host/stats, /v1/hardware, /metrics."""
+"""Routes: /health (public), /v1/host, /v1/host/stats, /v1/host/metrics/history, /v1/hardware, /metrics."""
 
 from __future__ import annotations
 
@@ -74,3 +74,10 @@ def get_hardware() -> dict[str, Any]:
             response_class=Response)
 def get_metrics(request: Request) -> Response:
     return Response(metrics.render(_node(request).registry), media_type=metrics.CONTENT_TYPE)
+
+
+@router.get("/v1/host/metrics/history", tags=["host"],
+            summary="The last hour of host rates kept in memory (one sample per interval_s), oldest first, as "
+                    "columns: t (Unix time), cpu and mem (%), disk and net (bytes/s), load (1 min)")
+def get_host_history(request: Request) -> dict[str, Any]:
+    return _node(request).history.series()

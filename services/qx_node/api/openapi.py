@@ -3,8 +3,9 @@
 FastAPI's generated document is completed here: the bearer security scheme (required everywhere
 but ``GET /health``), the real error body ``{"error", "field", "hint"}`` (``Error``) for every
 error status a route can answer instead of FastAPI's validation shape, the response schema of every
-JSON answer (``_SUCCESS``; a route missing there fails tests/node/test_openapi.py, whose fuzz run
-validates every answer against the document) and the media type of the two answers that are not JSON
+JSON answer (``_SUCCESS``, and ``_WAIT_201`` for the long operations' ``wait=true`` answer; a route
+missing there fails tests/node/test_openapi.py, whose fuzz run validates every answer against the
+document) and the media type of the two answers that are not JSON
 (``/metrics``, ``/v1/events``). Path parameter patterns come from the routes (``Path(pattern=...)``),
 request body schemas from the parsers' modules (``VM_SPEC_SCHEMA``...).
 """
@@ -44,6 +45,12 @@ VM_SUMMARY = {"type": "object", "required": ["name", "uuid", "state", "vcpus", "
 VM = {"allOf": [{"$ref": "#/components/schemas/VmSummary"}, {"type": "object", "properties": {
     "restart_on_crash": {"type": "boolean"}, "firmware": {"enum": ["bios", "uefi"]},
     "disks": {"type": "array", "items": {"type": "string"}}, "cdroms": {"type": "array", "items": {"type": "string"}},
+    "disk_devices": {"type": "array", "description": "the disks with their device names (what a disk's removal takes)",
+                     "items": {"type": "object", "required": ["dev", "path", "bus", "removed_at_next_start"],
+                               "properties": {"dev": {"type": "string"}, "path": {"type": "string"},
+                                              "bus": {"type": "string"}, "removed_at_next_start": {
+                                                  "type": "boolean", "description": "the running VM still has it; "
+                                                  "its saved definition no longer does"}}}},
     "nics": {"type": "array", "items": _OBJ}, "console": {"type": ["object", "null"]},
     "description": {"type": ["string", "null"]}, "tags": {"type": "array", "items": {"type": "string"}},
     "pending": {"type": "object", "description": "saved changes the running VM gets at its next start"},
@@ -64,7 +71,7 @@ TICKET = {"type": "object", "required": ["vm", "kind", "ticket", "expires_in", "
     "url": {"type": "string", "description": "the WebSocket to open (wss://...) with the ticket"}}}
 TASK = {"type": "object", "required": ["id", "kind", "target", "state", "progress", "url"], "properties": {
     "id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
-    "kind": {"enum": ["create", "clone", "snapshot", "upload", "maintenance"]},
+    "kind": {"enum": ["create", "clone", "snapshot", "upload", "maintenance", "update"]},
     "target": {"type": "string", "description": "the VM or volume it works on"},
     "state": {"enum": ["running", "succeeded", "failed", "cancelled"]},
     "progress": {"type": "number", "minimum": 0, "maximum": 100}, "message": {"type": "string"},
@@ -170,18 +177,62 @@ CERTIFICATE = _object({"sha256": {"type": ["string", "null"], "pattern": "^([0-9
                                   "description": "SHA-256 of the DER certificate, as browsers show it"},
                        "path": _STR, "reason": {"type": ["string", "null"]}})
 
+# The host's updates: qx-update's own models (qx_update.api), as its --json prints them.
+_STR_NULL, _INT_NULL = {"type": ["string", "null"]}, {"type": ["integer", "null"]}
+
+
+def _null(schema: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """``schema`` (an object) or null."""
+    return {**schema, "type": ["object", "null"], **extra}
+
+
+_UPDATE_STATES = ["no-trusted-root", "rolled-back", "reboot-pending", "on-trial", "update-available", "check-failed",
+                  "up-to-date", "not-checked"]
+_RELEASE = _object({"version": _STR, "security_epoch": _INT, "slot_size": _INT, "download_size": _INT, "notes": _STR})
+_SKIPPED = {"type": "array", "items": _object({"version": _STR, "reason": _STR})}
+_ROLLBACK_RECORD = _object({"from_version": _STR, "from_slot": _STR, "to_slot": _STR, "reason": _STR},
+                           {"at": _STR_NULL, "detected_at": _STR_NULL})
+UPDATE_STATUS = _object({
+    "schema_version": _INT, "state": {"enum": _UPDATE_STATES}, "message": _STR, "channel": _STR, "server_url": _STR,
+    "running_slot": _STR, "running_version": _STR, "default_slot": _STR_NULL, "security_epoch_floor": _INT,
+    "maintenance_window": _STR, "trusted_root": _BOOL, "esp_error": _STR_NULL,
+    "last_check": _null(_object({"at": _STR, "result": {"enum": ["up-to-date", "available", "error"]}},
+                                {"version": _STR_NULL, "error": _STR_NULL})),
+    "last_error": _null(_object({"at": _STR, "message": _STR})),
+    "last_checkin": _null(_object({"at": _STR, "event": _STR, "ok": _BOOL, "detail": _STR})),
+    "pending": _null(_object({"slot": _STR, "version": _STR, "security_epoch": _INT_NULL, "from_slot": _STR,
+                              "from_version": _STR, "at": _STR})),
+    "rollback": _null(_ROLLBACK_RECORD, description="the last rollback (an operator's, or the boot counter's) and why"),
+    "refused": {"type": "object", "additionalProperties": _object({"reason": _STR, "at": _STR})},
+    "slots": {"type": "object", "additionalProperties": _object(
+        {"device": _STR, "version": _STR_NULL, "active": _BOOL, "next_boot": _BOOL, "blessed": _BOOL, "bad": _BOOL,
+         "tries_left": _INT_NULL, "tries_done": _INT_NULL, "entry": _STR_NULL, "security_epoch": _INT_NULL})},
+    "available": {"type": ["string", "null"], "description": "the version the last check found, not installed yet"},
+    "awaiting_reboot": {"type": ["string", "null"],
+                        "description": "installed in the other slot; the next boot starts it"},
+    "applying": {"type": "boolean", "description": "an apply started through this node is running"}})
+UPDATE_CHECK = _object({"schema_version": _INT, "running_version": _STR, "channel": _STR,
+                        "available": _null(_RELEASE), "installed": _BOOL, "skipped": _SKIPPED,
+                        "metadata_refresh_s": _NUM, "message": _STR})
+UPDATE_ROLLBACK = _object({"schema_version": _INT, "rolled_back": _BOOL, "cancelled": _STR_NULL,
+                           "from_version": _STR_NULL, "to_version": _STR_NULL, "next_boot": _STR_NULL, "message": _STR},
+                          {"reboot": _STR_NULL})
+UPDATE_CHANNEL = _object({"schema_version": _INT, "channel": _STR, "file": _STR_NULL})
+HISTORY = _object({"interval_s": _NUM, "span_s": _NUM, "count": _INT,
+                   **{c: {"type": "array", "items": _NUM} for c in ("t", "cpu", "mem", "disk", "net", "load")}})
+
 _REF = "#/components/schemas/"
 # (method, path) -> (status, schema) of the success answer.
 _SUCCESS: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
     ("get", "/v1/vms"): ("200", {"type": "array", "items": {"$ref": _REF + "VmSummary"}}),
-    ("post", "/v1/vms"): ("201", {"$ref": _REF + "Vm"}),
+    ("post", "/v1/vms"): ("202", {"$ref": _REF + "Task"}),
     ("get", "/v1/vms/{name}"): ("200", {"$ref": _REF + "Vm"}),
     ("patch", "/v1/vms/{name}"): ("200", {"$ref": _REF + "Vm"}),
     ("get", "/v1/storage/volumes"): ("200", {"type": "array", "items": {"$ref": _REF + "Volume"}}),
     ("post", "/v1/storage/volumes"): ("201", {"$ref": _REF + "Volume"}),
     ("get", "/v1/storage/volumes/{name}"): ("200", {"$ref": _REF + "Volume"}),
     ("put", "/v1/storage/isos/{name}"): ("201", {"$ref": _REF + "Volume"}),
-    ("post", "/v1/vms/{name}/snapshots"): ("201", {"$ref": _REF + "Snapshot"}),
+    ("post", "/v1/vms/{name}/snapshots"): ("202", {"$ref": _REF + "Task"}),
     ("get", "/v1/vms/{name}/snapshots/{snapshot}"): ("200", {"$ref": _REF + "Snapshot"}),
     ("get", "/health"): ("200", {"$ref": _REF + "Health"}),
     ("post", "/v1/vms/{name}/console"): ("201", {"$ref": _REF + "ConsoleTicket"}),
@@ -211,6 +262,12 @@ _SUCCESS: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
                                               "properties": {"maintenance": {"type": "boolean"}}}),
     ("get", "/v1/host"): ("200", HOST),
     ("get", "/v1/host/stats"): ("200", HOST_STATS),
+    ("get", "/v1/host/metrics/history"): ("200", HISTORY),
+    ("get", "/v1/host/updates"): ("200", UPDATE_STATUS),
+    ("post", "/v1/host/updates/check"): ("200", UPDATE_CHECK),
+    ("post", "/v1/host/updates/apply"): ("202", {"$ref": _REF + "Task"}),
+    ("post", "/v1/host/updates/rollback"): ("200", UPDATE_ROLLBACK),
+    ("put", "/v1/host/updates/channel"): ("200", UPDATE_CHANNEL),
     ("get", "/v1/hardware"): ("200", HARDWARE),
     ("get", "/v1/host/services"): ("200", HOST_SERVICES),
     ("get", "/v1/host/certificate"): ("200", CERTIFICATE),
@@ -237,8 +294,12 @@ _TEXT = {("get", "/metrics"): ("text/plain", "Prometheus text exposition format 
          ("get", "/v1/events"): ("text/event-stream", "server-sent events, one JSON object per 'data:' line")}
 # Reads that answer 409 when the object's state has no such thing (a shut-off VM has no console).
 _GET_CONFLICT = {("get", "/v1/vms/{name}/console")}
-# Routes that can also answer 202 with a task (background=true, or maintenance with stop_vms).
-_TASK_202 = {("post", "/v1/vms"), ("post", "/v1/vms/{name}/snapshots"), ("post", "/v1/host/maintenance")}
+# Routes that can also answer 202 with a task (maintenance with stop_vms).
+_TASK_202 = {("post", "/v1/host/maintenance")}
+# The long operations (qx_node.api.longops): 202 with the task by default, 201 with this result when
+# asked to wait (wait=true).
+_WAIT_201 = {("post", "/v1/vms"): {"$ref": _REF + "Vm"}, ("post", "/v1/vms/{name}/clone"): {"$ref": _REF + "Vm"},
+             ("post", "/v1/vms/{name}/snapshots"): {"$ref": _REF + "Snapshot"}}
 for _a in ("start", "shutdown", "stop", "reboot", "pause", "resume"):
     _SUCCESS[("post", f"/v1/vms/{{name}}/{_a}")] = ("200", {"$ref": _REF + "VmSummary"})
 
@@ -274,6 +335,11 @@ def complete(doc: dict[str, Any]) -> dict[str, Any]:
             if text is not None:
                 responses.setdefault("200", {"description": "success"})["content"] = {
                     text[0]: {"schema": {"type": "string", "description": text[1]}}}
+            waited = _WAIT_201.get((method, path))
+            if waited is not None:
+                responses["201"] = {"description": "wait=true: the task succeeded, this is its result (Location: "
+                                                   "the new object; X-Qx-Task: the task)",
+                                    "content": {"application/json": {"schema": waited}}}
             if (method, path) in _TASK_202:
                 responses["202"] = {"description": "accepted: the task (its URL also in Location)",
                                     "content": {"application/json": {"schema": {"$ref": _REF + "Task"}}}}

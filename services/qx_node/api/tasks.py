@@ -1,5 +1,5 @@
-"""Routes: /v1/tasks — long operations (create with ``background``, clone, snapshot with
-``background``, ISO uploads, maintenance with stop_vms) and their progress; cancel where possible."""
+"""Routes: /v1/tasks — long operations (create, clone, snapshot: :mod:`qx_node.api.longops`; ISO
+uploads, maintenance with stop_vms) and their progress; cancel where possible."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Routes: /v1/vms — create, list, inspect, edit, power actions (with pause/resume), snapshots, stats,
-console, delete."""
+console, delete. Create, clone and snapshot are long operations: they answer as
+:mod:`qx_node.api.longops` says (202 with the task; ``wait=true`` for the result)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from qx_node.api.errors import SafeJSONResponse, json_body
+from qx_node.api.longops import WAIT, answer
 from qx_node.clone import CLONE_SCHEMA, parse_clone
 from qx_node.devices import (CDROM_SCHEMA, DISK_DEV_RE, DISK_SCHEMA, NIC_SCHEMA, parse_cdrom, parse_disk_body,
                              parse_nic)
 from qx_node.errors import Conflict
 from qx_node.node import Node
-from qx_node.tasks import Task
 from qx_node.vmedit import VM_EDIT_SCHEMA, parse_vm_edit
 from qx_node.snapshots import SNAPSHOT_SCHEMA, parse_snapshot_request
 from qx_node.vmspec import NAME_RE, VM_SPEC_SCHEMA, parse_vm_spec
@@ -36,29 +37,25 @@ def _body(schema: dict[str, Any]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
-_BACKGROUND = Query(False, description="return 202 at once with the task (Location: /v1/tasks/{id}); "
-                                       "progress on GET /v1/tasks/{id} and as 'task' events on /v1/events")
-
-
-def accepted(task: Task) -> JSONResponse:
-    """202 with the task, its URL in Location."""
-    return SafeJSONResponse(task.to_json(), status_code=202, headers={"Location": task.url})
+_LONG = (" — a long operation: 202 at once with the task (Location: /v1/tasks/{id}), or with wait=true "
+         "201 with the result when the task ends; refused at once (4xx, no task) when it cannot be done")
 
 
 @router.get("", summary="List VMs")
-def list_vms(request: Request) -> list[dict[str, Any]]:
-    return _node(request).vms.list()
+async def list_vms(request: Request) -> JSONResponse:
+    # One hop to a worker thread (libvirt may block), the answer rendered here: a sync route with a
+    # list[dict] return type took two (FastAPI validates the return value on another worker thread,
+    # against a model that checks nothing the OpenAPI document does not), each a wait under load.
+    return SafeJSONResponse(await run_in_threadpool(_node(request).vms.list))
 
 
-@router.post("", status_code=201, summary="Create (and by default start) a VM from a spec",
+@router.post("", status_code=202, summary="Create (and by default start) a VM from a spec" + _LONG,
              openapi_extra=_body(VM_SPEC_SCHEMA))
-async def create_vm(request: Request, background: bool = _BACKGROUND) -> JSONResponse:
+async def create_vm(request: Request, wait: bool = WAIT) -> JSONResponse:
     spec = parse_vm_spec(await json_body(request))
     node = _node(request)
-    if background:
-        return accepted(node.tasks.start("create", spec.name, lambda t: node.vms.create(spec, t), cancellable=True))
-    vm = await run_in_threadpool(node.vms.create, spec)
-    return SafeJSONResponse(vm, status_code=201, headers={"Location": f"/v1/vms/{spec.name}"})
+    task = await run_in_threadpool(node.vms.create_task, spec, node.tasks)
+    return await answer(task, wait, lambda vm: f"/v1/vms/{vm['name']}")
 
 
 @router.get("/{name}", summary="One VM")
@@ -76,13 +73,12 @@ async def edit_vm(request: Request, name: VmName) -> JSONResponse:
 
 
 @router.post("/{name}/clone", status_code=202,
-             summary="Clone a shut-off VM (full copy of its disks, new UUID and MACs) as a task: 202 at once, "
-                     "Location: /v1/tasks/{id}; refused at once (4xx) when it cannot be done",
+             summary="Clone a shut-off VM (full copy of its disks, new UUID and MACs)" + _LONG,
              openapi_extra=_body(CLONE_SCHEMA))
-async def clone_vm(request: Request, name: VmName) -> JSONResponse:
+async def clone_vm(request: Request, name: VmName, wait: bool = WAIT) -> JSONResponse:
     req = parse_clone(await json_body(request))
-    node = _node(request)
-    return accepted(await run_in_threadpool(node.cloner.clone, name, req))
+    task = await run_in_threadpool(_node(request).cloner.clone, name, req)
+    return await answer(task, wait, lambda vm: f"/v1/vms/{vm['name']}")
 
 
 @router.delete("/{name}", summary="Delete a VM (disks are kept unless remove_disks=true); "
@@ -170,19 +166,14 @@ def list_snapshots(request: Request, name: VmName) -> dict[str, Any]:
     return _node(request).snapshots.tree(name)
 
 
-@router.post("/{name}/snapshots", tags=["snapshots"], status_code=201,
-             summary="Take a snapshot (with the memory of a running VM unless memory=false)",
+@router.post("/{name}/snapshots", tags=["snapshots"], status_code=202,
+             summary="Take a snapshot (with the memory of a running VM unless memory=false)" + _LONG,
              openapi_extra=_body(SNAPSHOT_SCHEMA))
-async def create_snapshot(request: Request, name: VmName, background: bool = _BACKGROUND) -> JSONResponse:
+async def create_snapshot(request: Request, name: VmName, wait: bool = WAIT) -> JSONResponse:
     req = parse_snapshot_request(await json_body(request))
     node = _node(request)
-    if background:  # saving a running VM's memory takes as long as writing its RAM out
-        await run_in_threadpool(node.vms._dom, name)  # 404 now, not in the task
-        return accepted(node.tasks.start("snapshot", name, lambda t: node.snapshots.create(name, req, t),
-                                         cancellable=True))
-    snap = await run_in_threadpool(node.snapshots.create, name, req)
-    return SafeJSONResponse(snap, status_code=201,
-                            headers={"Location": f"/v1/vms/{name}/snapshots/{snap['name']}"})
+    task = await run_in_threadpool(node.snapshots.create_task, name, req, node.tasks)
+    return await answer(task, wait, lambda snap: f"/v1/vms/{name}/snapshots/{snap['name']}")
 
 
 @router.get("/{name}/snapshots/{snapshot}", tags=["snapshots"], summary="One snapshot")

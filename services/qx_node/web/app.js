@@ -8,8 +8,7 @@ import { useEffect, useRef, useState, useCallback } from "preact/hooks";
 import htm from "htm";
 
 const html = htm.bind(h);
-const STATS_EVERY_MS = 2000;
-const KEEP_POINTS = 1800; // one hour at one sample per 2 s
+const KEEP_S = 3600; // the charts show the last hour: the hour qx-node keeps (GET /v1/host/metrics/history)
 
 // ---------------------------------------------------------------------------------------------- API
 let csrf = null;
@@ -44,6 +43,34 @@ function errText(e) {
   return e.hint ? `${e.message} — ${e.hint}` : e.message;
 }
 
+// The long operations (create, clone, snapshot) answer 202 at once with their task (README.md beside this
+// file): follow it by its "task" events, and by polling its URL too (its end may have come before this
+// listener, or while the stream reconnects). onUpdate(task) on every change; resolves with the ended task,
+// or throws its error (the API's {error, field, hint}) when it failed or was cancelled.
+const TASK_POLL_MS = 2000;
+function followTask(task, onUpdate = () => {}) {
+  return new Promise((resolve, reject) => {
+    let ended = false;
+    const update = (t) => {
+      if (ended || !t || t.id !== task.id) return;
+      onUpdate(t);
+      if (t.state === "running") return;
+      ended = true; listeners.delete(listener); clearInterval(timer);
+      if (t.state === "succeeded") resolve(t); else reject(new ApiError((t.error && t.error.status) || 500, t.error));
+    };
+    const listener = (kind, d) => { if (kind === "task") update(d.task); };
+    const gone = (e) => { // forgotten (the node keeps the last 100 ended tasks, and none across a restart)
+      if (ended || !(e instanceof ApiError) || e.status !== 404) return; // else: the next poll tries again
+      ended = true; listeners.delete(listener); clearInterval(timer); reject(e);
+    };
+    const poll = () => api("GET", task.url, { background: true }).then(update, gone);
+    listeners.add(listener);
+    const timer = setInterval(poll, TASK_POLL_MS);
+    update(task);
+    if (!ended) poll();
+  });
+}
+
 // ------------------------------------------------------------------------------ live data (one each)
 const listeners = new Set();
 const RECENT = 20;
@@ -60,10 +87,11 @@ let events = null;
 function startEvents() {
   if (events) return;
   events = new EventSource("/v1/events");
-  for (const kind of ["snapshot", "lifecycle", "task", "connection", "maintenance", "host"]) {
+  for (const kind of ["snapshot", "lifecycle", "task", "connection", "maintenance", "host", "stats"]) {
     events.addEventListener(kind, (ev) => {
       let data = null;
       try { data = JSON.parse(ev.data); } catch (_e) { return; }
+      if (kind === "stats") { pushStats(data); return; }
       if (kind !== "snapshot") {
         recent.unshift({ kind, time: data.time, text: describe(kind, data) });
         recent.length = Math.min(recent.length, RECENT);
@@ -83,25 +111,41 @@ function useEvents(fn) {
   useEffect(() => { const l = (k, d) => ref.current(k, d); listeners.add(l); return () => listeners.delete(l); }, []);
 }
 
-const stats = { t: [], cpu: [], mem: [], disk: [], net: [], last: null, subs: new Set(), timer: null,
-                inflight: null };
+// The host's rates for the charts: the hour qx-node kept before the page opened, then its samples as they are
+// taken ("stats" events of the stream, one per 5 s). One sampler on the host for every open page, and one clock:
+// every time is the host's.
+const stats = { t: [], cpu: [], mem: [], disk: [], net: [], subs: new Set(), started: false, inflight: null };
 const SERIES = ["cpu", "mem", "disk", "net"];
-function sampleStats() { stats.inflight = sampleOnce(); return stats.inflight; }
-async function sampleOnce() {
-  try {
-    const s = await api("GET", "/v1/host/stats", { background: true });
-    stats.t.push(Date.now() / 1000);
-    stats.cpu.push(s.cpu_percent);
-    stats.mem.push(s.memory.used_percent);
-    stats.disk.push(s.disk.read_bytes_per_s + s.disk.write_bytes_per_s);
-    stats.net.push(s.net.rx_bytes_per_s + s.net.tx_bytes_per_s);
-    if (stats.t.length > KEEP_POINTS) { stats.t.shift(); for (const k of SERIES) stats[k].shift(); }
-    stats.last = s;
-    for (const f of stats.subs) f();
-  } catch (_e) { /* shown by the pages; a signed-out session stops the timer */ }
+function pushStats(d) {
+  if (stats.t.length && d.t <= stats.t[stats.t.length - 1]) return; // already there (from the kept hour)
+  stats.t.push(d.t);
+  for (const k of SERIES) stats[k].push(d[k]);
+  trimStats();
+  for (const f of stats.subs) f();
 }
-function startStats() { if (!stats.timer) { sampleStats(); stats.timer = setInterval(sampleStats, STATS_EVERY_MS); } }
-function stopStats() { clearInterval(stats.timer); stats.timer = null; }
+function trimStats() {
+  const oldest = stats.t[stats.t.length - 1] - KEEP_S;
+  let n = 0;
+  while (n < stats.t.length && stats.t[n] < oldest) n++;
+  if (n) { stats.t.splice(0, n); for (const k of SERIES) stats[k].splice(0, n); }
+}
+// The hour before the page opened, from qx-node's own ring, put before the samples the stream brought
+// meanwhile (only what is older than the first of them).
+async function loadHistory() {
+  try {
+    const h = await api("GET", "/v1/host/metrics/history", { background: true });
+    const first = stats.t.length ? stats.t[0] : Infinity;
+    const upto = h.t.findIndex((t) => t >= first);
+    const n = upto < 0 ? h.t.length : upto;
+    stats.t.unshift(...h.t.slice(0, n));
+    for (const k of SERIES) stats[k].unshift(...h[k].slice(0, n));
+    trimStats();
+    for (const f of stats.subs) f();
+  } catch (_e) { /* the live samples go on without it */ }
+}
+// Sign-out waits for stats.inflight: the history's request does not outlive the session.
+function startStats() { if (!stats.started) { stats.started = true; stats.inflight = loadHistory(); } }
+function stopStats() { stats.started = false; }
 
 // ---------------------------------------------------------------------------------------- helpers
 function useHash() {
@@ -174,7 +218,10 @@ function Chart({ title, series, unit, id }) {
   useEffect(() => {
     let plot = null;
     let cancelled = false;
-    const draw = () => { if (plot) plot.setData([stats.t.slice(), stats[series].slice()]); };
+    // data-points / data-first: what the chart holds, for tests (the first point is the history's oldest).
+    const mark = () => { if (el.current) { el.current.dataset.points = stats.t.length;
+                                           el.current.dataset.first = stats.t.length ? stats.t[0] : ""; } };
+    const draw = () => { if (plot) { plot.setData([stats.t.slice(), stats[series].slice()]); mark(); } };
     import("./vendor/uplot/uPlot.esm.js").then(({ default: UPlot }) => {
       if (cancelled || !el.current) return;
       const width = Math.max(240, el.current.clientWidth);
@@ -183,6 +230,7 @@ function Chart({ title, series, unit, id }) {
                          series: [{}, { label: title, stroke: "#2b6cb0", fill: "rgba(43,108,176,0.12)", width: 1.5 }],
                          axes: [{}, { size: 70, values: (_u, v) => v.map(fmt) }] },
                        [stats.t.slice(), stats[series].slice()], el.current);
+      mark();
       el.current.dataset.ready = "1";
     });
     stats.subs.add(draw);
@@ -198,10 +246,13 @@ function Dashboard() {
   const [health, reloadHealth] = useLoad(() => fetch("/health", { cache: "no-store" }).then((r) => r.json()));
   const [vms, reloadVms] = useLoad(() => api("GET", "/v1/vms"));
   const [tasks, reloadTasks] = useLoad(() => api("GET", "/v1/tasks"));
+  const [upd, reloadUpd] = useLoad(() => api("GET", "/v1/host/updates"));
   const [, tick] = useState(0);
   useEffect(() => { const f = () => tick((n) => n + 1); stats.subs.add(f); return () => stats.subs.delete(f); }, []);
-  useEvents((kind) => { if (kind === "lifecycle") reloadVms(); if (kind === "task") reloadTasks();
-                        if (kind === "connection") reloadHealth(); tick((n) => n + 1); });
+  useEvents((kind, d) => { if (kind === "lifecycle") reloadVms(); if (kind === "task") reloadTasks();
+                           if (kind === "task" && d.task.kind === "update" && d.task.state !== "running") reloadUpd();
+                           if (kind === "connection") reloadHealth(); tick((n) => n + 1); });
+  const u = upd.data;
   const h0 = host.data;
   useMark("qx:dashboard", h0 && vms.data && health.data);
   const counts = {};
@@ -211,8 +262,10 @@ function Dashboard() {
     <${Err} text=${host.error || vms.error} />
     <div class="cards">
       <div class="card" id="card-version"><h2>System</h2>${h0 && html`<dl>
-        <dt>Version</dt><dd>${h0.version}</dd><dt>Running slot</dt><dd>${h0.slot || "not an A/B boot"}</dd>
-        <dt>Updates</dt><dd>not reported by the node API yet (console F2 > Updates)</dd>
+        <dt>Version</dt><dd>${h0.version}</dd><dt>Running slot</dt><dd id="running-slot">${slotText(h0, u)}</dd>
+        <dt>Updates</dt><dd id="update-state" data-state=${u ? u.state : ""}>${u ? html`${updateText(u)}
+          <a href="#/host">Updates</a>` : upd.error ? `unknown: ${upd.error}` : "…"}</dd>
+        ${u && u.rollback && html`<dt>Rolled back</dt><dd id="update-rollback">${rollbackText(u.rollback)}</dd>`}
         <dt>Virtualization</dt><dd>${h0.virtualization}${h0.kvm && !h0.kvm.usable ? " (KVM not usable)" : ""}</dd>
         <dt>CPU</dt><dd>${h0.cpu_model}, ${h0.cpu_threads} threads</dd><dt>Memory</dt><dd>${bytes(h0.memory_bytes)}</dd>
         <dt>Uptime</dt><dd>${Math.floor(h0.uptime_s / 3600)} h</dd></dl>`}</div>
@@ -238,6 +291,25 @@ function Dashboard() {
       <time>${new Date(e.time * 1000).toLocaleTimeString()}</time> ${e.text}</li>`)}</ul>`
       : html`<p class="muted">No events since this page opened.</p>`}
   </section>`;
+}
+
+// The update state in one line, what an operator must know first: installing, installed awaiting the reboot,
+// rolled back (and why), available, up to date; else qx-update's own sentence.
+function updateText(u) {
+  if (u.applying) return "an update is being installed";
+  if (u.awaiting_reboot) return `${u.awaiting_reboot} installed: reboot to start it`;
+  if (u.state === "rolled-back" && u.rollback) return `rolled back from ${u.rollback.from_version}`;
+  if (u.available) return `${u.available} available (channel ${u.channel})`;
+  if (u.state === "up-to-date") return `up to date (channel ${u.channel})`;
+  if (u.state === "not-checked") return `not checked yet (channel ${u.channel})`;
+  return u.message;
+}
+const rollbackText = (r) => `from ${r.from_version} (slot ${r.from_slot.toUpperCase()}) to slot ${r.to_slot.toUpperCase()}: ` +
+  `${r.reason}${r.at || r.detected_at ? ` (${r.at || r.detected_at})` : ""}`;
+// The running slot as qx-update reads the boot entries, else the kernel command line's (GET /v1/host).
+function slotText(h0, u) {
+  if (u) return `${u.running_slot.toUpperCase()} (release ${u.running_version})`;
+  return h0.slot ? h0.slot.toUpperCase() : "not an A/B boot";
 }
 
 function Tasks({ list }) {
@@ -317,11 +389,11 @@ function VmDetail({ name }) {
   const [snapName, setSnapName] = useState("");
   const [cloneName, setCloneName] = useState("");
   const [task, setTask] = useState(null);
+  const [snapTask, setSnapTask] = useState(null);
   const [error, setError] = useState(null);
   const [note, setNote] = useState(null);
   useEvents((kind, d) => {
     if (kind === "lifecycle" && d.vm === name) reloadVm();
-    if (kind === "task" && task && d.task.id === task.id) { setTask(d.task); if (d.task.state !== "running") reloadVm(); }
   });
   useEffect(() => { if (vm.data && !edit) setEdit({ vcpus: vm.data.vcpus, memory_mib: vm.data.memory_mib,
     description: vm.data.description || "", autostart: vm.data.autostart }); }, [vm.data]);
@@ -338,7 +410,9 @@ function VmDetail({ name }) {
     reloadVm();
   }); };
   const snapshot = (ev) => { ev.preventDefault(); run(async () => {
-    await api("POST", `${path}/snapshots`, { body: { name: snapName } }); setSnapName(""); reloadSnaps(); }); };
+    const taking = snapName;
+    const t = await api("POST", `${path}/snapshots`, { body: { name: taking } }); setSnapName("");
+    try { await followTask(t, (x) => setSnapTask({ ...x, name: taking })); } finally { reloadSnaps(); } }); };
   const revert = (s) => run(async () => {
     if (!confirm(`Revert ${name} to snapshot ${s}? Its current state is lost.`)) return;
     await api("POST", `${path}/snapshots/${encodeURIComponent(s)}/revert`); reloadSnaps(); reloadVm(); });
@@ -346,6 +420,7 @@ function VmDetail({ name }) {
     if (!confirm(`Delete snapshot ${s}?`)) return;
     await api("DELETE", `${path}/snapshots/${encodeURIComponent(s)}`); reloadSnaps(); });
   const [diskGib, setDiskGib] = useState(10);
+  const [dropping, setDropping] = useState(null); // the disk whose removal is being asked
   const [nicOn, setNicOn] = useState("");
   const [nets] = useLoad(() => api("GET", "/v1/networks"), [name]);
   const addDisk = (ev) => { ev.preventDefault(); run(async () => {
@@ -364,7 +439,9 @@ function VmDetail({ name }) {
     await api("PUT", `${path}/cdrom`, { body: { volume: cd } }); setNote(`${cd} inserted.`); reloadVm(); }); };
   const eject = () => run(async () => { await api("DELETE", `${path}/cdrom`); setNote("CD ejected."); reloadVm(); });
   const clone = (ev) => { ev.preventDefault(); run(async () => {
-    setTask(await api("POST", `${path}/clone`, { body: { name: cloneName } })); }); };
+    const t = await api("POST", `${path}/clone`, { body: { name: cloneName } });
+    const to = cloneName;
+    try { await followTask(t, (x) => setTask({ ...x, name: to })); } finally { reloadVm(); } }); };
   const flat = [];
   const walk = (list, depth) => { for (const sn of list || []) { flat.push({ ...sn, depth }); walk(sn.children, depth + 1); } };
   walk(snaps.data && snaps.data.snapshots, 0);
@@ -387,7 +464,12 @@ function VmDetail({ name }) {
         onChange=${set("autostart")} /> Start when the host boots</label>
       <div class="bar"><button type="submit" id="edit-save">Save</button></div></form>`}
     ${v && html`<h2>Devices</h2>
-      <ul class="plain" id="vm-disks">${v.disks.map((d) => html`<li>disk ${d}</li>`)}</ul>
+      <ul class="plain" id="vm-disks">${(v.disk_devices || []).map((d) => html`<li data-dev=${d.dev}>disk ${d.dev}:
+        <code>${d.path}</code>${d.removed_at_next_start ? html` <small>(removed at the next start)</small>`
+        : html` <button type="button" class="danger" data-action="remove-disk" onClick=${() => setDropping(d)}>Remove</button>`}
+        </li>`)}</ul>
+      ${dropping && html`<${RemoveDiskDialog} vm=${name} state=${v.state} disk=${dropping}
+        onDone=${(msg) => { setDropping(null); if (msg) setNote(msg); reloadVm(); }} />`}
       <form id="disk-add" class="bar" onSubmit=${addDisk}><label for="disk-gib">New disk (GiB)</label>
         <input id="disk-gib" type="number" min="1" max="65536" value=${diskGib}
           onInput=${(e) => setDiskGib(e.target.value)} /><button type="submit">Add disk</button></form>
@@ -411,6 +493,7 @@ function VmDetail({ name }) {
     <form id="snap-create" class="bar" onSubmit=${snapshot}><label for="snap-name">New snapshot</label>
       <input id="snap-name" required pattern="[A-Za-z0-9][A-Za-z0-9_.\\-]{0,62}" value=${snapName}
         onInput=${(e) => setSnapName(e.target.value)} /><button type="submit">Take snapshot</button></form>
+    <${TaskState} id="snap-task" label=${snapTask && `Snapshot ${snapTask.name}`} task=${snapTask} />
     ${flat.length ? html`<table class="list" id="snapshots"><thead><tr><th>Snapshot</th><th>Taken</th><th>Actions</th></tr>
       </thead><tbody>${flat.map((sn) => html`<tr key=${sn.name} data-snapshot=${sn.name}>
       <td class=${`depth-${Math.min(sn.depth, 5)}`}>${sn.name}${snaps.data.current === sn.name ? " (current)" : ""}</td>
@@ -423,10 +506,44 @@ function VmDetail({ name }) {
       <input id="clone-name" required pattern="[A-Za-z0-9][A-Za-z0-9_.\\-]{0,62}" value=${cloneName}
         onInput=${(e) => setCloneName(e.target.value)} /><button type="submit" disabled=${v && v.state !== "shutoff"}>Clone</button>
       ${v && v.state !== "shutoff" && html`<small>only a shut-off VM can be cloned</small>`}</form>
-    ${task && html`<p id="clone-task" role="status">Clone to ${task.target || cloneName}: ${task.state}
-      <progress max="100" value=${task.progress || 0}></progress> ${task.progress || 0}%
-      ${task.error ? ` — ${task.error.error}` : ""}</p>`}
+    <${TaskState} id="clone-task" label=${task && `Clone to ${task.name}`} task=${task} />
   </section>`;
+}
+
+// A long operation's task as it goes: state, progress and what it is doing (why it failed is the page's alert).
+function TaskState({ id, label, task }) {
+  if (!task) return null;
+  return html`<p id=${id} role="status">${label}: ${task.state} <progress max="100" value=${task.progress || 0}></progress>
+    ${task.progress || 0}%${task.message && task.state === "running" ? ` — ${task.message}` : ""}</p>`;
+}
+
+// Removing a disk: the volume stays in the pool unless asked; a refusal (e.g. deleting the volume of a running
+// VM) is shown in the dialog with the API's reason and hint, and nothing changes.
+function RemoveDiskDialog({ vm, state, disk, onDone }) {
+  const ref = useRef(null);
+  const [removeVolume, setRemoveVolume] = useState(false);
+  const [error, setError] = useState(null);
+  const [busy, setBusy] = useState(false);
+  useEffect(() => { ref.current.showModal(); }, []);
+  async function submit(ev) {
+    ev.preventDefault();
+    setBusy(true); setError(null);
+    try {
+      const r = await api("DELETE", `/v1/vms/${encodeURIComponent(vm)}/disks/${encodeURIComponent(disk.dev)}` +
+                                    `?remove_volume=${removeVolume}`);
+      const later = r.applied && r.applied.disks === "next_start" ? " at the next start (the running VM keeps it until then)" : "";
+      ref.current.close();
+      onDone(`Disk ${disk.dev} removed${later}; its volume was ${removeVolume ? "deleted" : "kept in the pool"}.`);
+    } catch (e) { setError(errText(e)); } finally { setBusy(false); }
+  }
+  return html`<dialog ref=${ref} id="disk-remove-dialog" onClose=${() => onDone(null)} aria-labelledby="disk-rm-title">
+    <form onSubmit=${submit}><h2 id="disk-rm-title">Remove disk ${disk.dev} from ${vm}?</h2><p><code>${disk.path}</code></p>
+    ${state !== "shutoff" && html`<p>The VM is ${state}: the guest loses the disk now where it can, else at its next start.</p>`}
+    <label><input type="checkbox" id="remove-volume" checked=${removeVolume}
+      onChange=${(e) => setRemoveVolume(e.target.checked)} /> Also delete its volume (otherwise it stays in the pool)</label>
+    <${Err} text=${error} />
+    <div class="bar"><button type="button" onClick=${() => ref.current.close()}>Cancel</button>
+    <button type="submit" class="danger" id="disk-remove-confirm" disabled=${busy}>Remove</button></div></form></dialog>`;
 }
 
 function Field({ id, label, children, help }) {
@@ -443,6 +560,7 @@ function CreateVm() {
                                start: true });
   const [error, setError] = useState(null);
   const [busy, setBusy] = useState(false);
+  const [task, setTask] = useState(null);
   const set = (k, conv = (x) => x) => (e) => setF({ ...f, [k]: conv(e.target.type === "checkbox" ? e.target.checked
                                                                                                    : e.target.value) });
   async function submit(ev) {
@@ -451,8 +569,8 @@ function CreateVm() {
                    start: f.start, disks: Number(f.disk_gib) > 0 ? [{ size_gib: Number(f.disk_gib) }] : [] };
     if (f.iso) { spec.cdrom = f.iso; spec.boot = "cdrom"; }
     if (f.nic) spec.nics = [f.nic.startsWith("bridge:") ? { bridge: f.nic.slice(7) } : { network: f.nic.slice(8) }];
-    setBusy(true); setError(null);
-    try { await api("POST", "/v1/vms", { body: spec }); location.hash = "#/vms"; }
+    setBusy(true); setError(null); setTask(null);
+    try { await followTask(await api("POST", "/v1/vms", { body: spec }), setTask); location.hash = "#/vms"; }
     catch (e) { setError(errText(e)); } finally { setBusy(false); }
   }
   const o = opts.data || { isos: [], networks: [], bridges: [] };
@@ -476,6 +594,7 @@ function CreateVm() {
         onChange=${set("firmware")}><option value="bios">BIOS</option><option value="uefi">UEFI</option></select><//>
       <label class="check"><input type="checkbox" id="vm-start" checked=${f.start} onChange=${set("start")} />
         Start it now</label>
+      <${TaskState} id="create-task" label=${`Creating ${f.name}`} task=${task} />
       <${Err} text=${error || opts.error} />
       <div class="bar"><a href="#/vms" class="button">Cancel</a>
         <button type="submit" id="create-submit" disabled=${busy}>Create</button></div>
@@ -675,7 +794,80 @@ function Host() {
     ${hw.data && html`<h2>Disks</h2><ul>${hw.data.disks.map((d) => html`<li>${d.name}: ${d.model || ""}
       ${bytes(d.size_bytes)}</li>`)}</ul><h2>Network adapters</h2><ul>${hw.data.nics.map((n) =>
       html`<li>${n.name}</li>`)}</ul>`}
-    <${HostServices} /><${Journal} /><${Certificate} /></section>`;
+    <${Updates} /><${HostServices} /><${Journal} /><${Certificate} /></section>`;
+}
+
+// The host's A/B updates through the node API (qx-update on the host): the state and both slots, the channel,
+// check, install (a task: its progress from the event stream, and polled), roll back or cancel. Rebooting into
+// an installed update is the Reboot button above.
+const CHANNELS = ["stable", "beta", "dev"];
+async function waitTask(t, onUpdate) {
+  while (t.state === "running") {
+    await new Promise((r) => setTimeout(r, 1000));
+    t = await api("GET", t.url, { background: true });
+    onUpdate(t);
+  }
+  return t;
+}
+function slotHealth(s) {
+  if (s.version == null) return "no boot entry";
+  if (s.bad) return "bad";
+  return s.blessed ? "blessed" : `on trial (${s.tries_left} tries left)`;
+}
+function Updates() {
+  const [st, reload] = useLoad(() => api("GET", "/v1/host/updates"));
+  const [channel, setChannel] = useState("");
+  const [busy, setBusy] = useState(null);
+  const [task, setTask] = useState(null);
+  const [note, setNote] = useState(null);
+  const [error, setError] = useState(null);
+  useEvents((kind, d) => { if (kind === "task" && d.task.kind === "update") setTask(d.task); });
+  useEffect(() => { if (st.data && !channel) setChannel(st.data.channel); }, [st.data]);
+  async function act(what, fn) {
+    setBusy(what); setError(null); setNote(null);
+    try { setNote(await fn()); } catch (e) { setError(errText(e)); } finally { setBusy(null); reload(); }
+  }
+  const check = () => act("check", async () => (await api("POST", "/v1/host/updates/check")).message);
+  const apply = () => act("apply", async () => {
+    let t = await api("POST", "/v1/host/updates/apply");
+    setTask(t);
+    t = await waitTask(t, setTask);
+    if (t.state !== "succeeded") throw new ApiError((t.error && t.error.status) || 500, t.error);
+    return t.result.message;
+  });
+  const rollback = () => act("rollback", async () => {
+    const u = st.data;
+    if (!confirm(u.awaiting_reboot ? `Cancel the installed update to ${u.awaiting_reboot}?`
+                                   : "Boot the other slot's release at the next boot?")) return null;
+    return (await api("POST", "/v1/host/updates/rollback")).message;
+  });
+  const save = (ev) => { ev.preventDefault(); act("channel", async () =>
+    `Channel set to ${(await api("PUT", "/v1/host/updates/channel", { body: { channel } })).channel}.`); };
+  const u = st.data;
+  const lc = u && u.last_check;
+  return html`<h2>Updates</h2><${Err} text=${st.error || error} />
+    ${note && html`<p role="status" id="update-note">${note}</p>`}
+    ${u && html`<p id="update-summary" data-state=${u.state}><strong>${updateText(u)}</strong></p>
+      <p class="muted">${u.message}</p>
+      <table class="list" id="update-slots"><thead><tr><th>Slot</th><th>Release</th><th>Health</th><th></th></tr></thead>
+        <tbody>${Object.entries(u.slots).map(([n, s]) => html`<tr key=${n} data-slot=${n}><td>${n.toUpperCase()}</td>
+          <td>${s.version || "—"}</td><td>${slotHealth(s)}</td>
+          <td>${[s.active && "running", s.next_boot && "next boot"].filter(Boolean).join(", ")}</td></tr>`)}</tbody></table>
+      <dl class="facts"><dt>Last check</dt><dd id="update-last-check">${lc ? `${lc.at}: ${lc.result}` +
+        `${lc.version ? ` ${lc.version}` : ""}${lc.error ? ` (${lc.error})` : ""}` : "never"}</dd>
+        ${u.rollback && html`<dt>Last rollback</dt><dd id="update-last-rollback">${rollbackText(u.rollback)}</dd>`}</dl>
+      <form id="update-channel" class="bar" onSubmit=${save}><label for="channel">Channel</label>
+        <select id="channel" value=${channel} onChange=${(e) => setChannel(e.target.value)}>
+          ${CHANNELS.map((c) => html`<option value=${c}>${c}</option>`)}</select>
+        <button type="submit" id="channel-save" disabled=${!!busy || channel === u.channel}>Set channel</button></form>
+      <div class="bar"><button type="button" id="update-check" onClick=${check} disabled=${!!busy}>Check for updates</button>
+        <button type="button" id="update-apply" onClick=${apply} disabled=${!!busy || u.applying || !u.available}>
+          Install${u.available ? ` ${u.available}` : ""}</button>
+        <button type="button" class="danger" id="update-rollback-btn" onClick=${rollback} disabled=${!!busy || u.applying}>
+          ${u.awaiting_reboot ? `Cancel ${u.awaiting_reboot}` : "Roll back"}</button></div>`}
+    ${task && html`<p id="update-task" role="status" data-state=${task.state}>Install: ${task.state}
+      <progress max="100" value=${task.progress || 0}></progress> ${Math.round(task.progress || 0)}%
+      <small>${task.message}</small>${task.error ? ` — ${task.error.error}` : ""}</p>`}`;
 }
 
 // The host's services as systemd reports them; where it cannot tell (no systemd as PID 1), the reason.

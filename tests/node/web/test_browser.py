@@ -222,7 +222,7 @@ def test_maintenance_mode_and_charts_from_the_host_page(web: WebLive, browser: B
 
 def test_vm_page_edits_snapshots_and_clones(web: WebLive, browser: Browser, lv: libvirt.virConnect) -> None:
     with web.client(origin=False) as c:  # a VM whose disk is a pool volume (the driver's own "test" has none)
-        r = c.post("/v1/vms", headers={"Authorization": f"Bearer {web.live.token}"},
+        r = c.post("/v1/vms?wait=true", headers={"Authorization": f"Bearer {web.live.token}"},
                    json={"name": "web2", "vcpus": 2, "memory_mib": 256, "disks": [{"size_gib": 1}], "start": False})
         assert r.status_code == 201, r.text
         r = c.post("/v1/storage/volumes", headers={"Authorization": f"Bearer {web.live.token}"},
@@ -268,6 +268,7 @@ def test_vm_page_edits_snapshots_and_clones(web: WebLive, browser: Browser, lv: 
 
     browser.css("#snap-name").send_keys("before")
     browser.click("#snap-create button[type='submit']")
+    browser.text("#snap-task", "Snapshot before: succeeded")  # the page followed the task (202) to its end
     browser.css("tr[data-snapshot='before']")
     assert dom.snapshotListNames() == ["before"]
     browser.click("tr[data-snapshot='before'] button[data-action='delete']")
@@ -288,7 +289,7 @@ def test_storage_and_network_deletes_say_why_they_are_refused(web: WebLive, brow
     auth = {"Authorization": f"Bearer {web.live.token}"}
     with web.client(origin=False) as c:
         assert c.post("/v1/storage/volumes", headers=auth, json={"name": "spare", "size_gib": 1}).status_code == 201
-        assert c.post("/v1/vms", headers=auth, json={"name": "web3", "memory_mib": 128, "start": False,
+        assert c.post("/v1/vms?wait=true", headers=auth, json={"name": "web3", "memory_mib": 128, "start": False,
                                                      "disks": [{"volume": "spare"}]}).status_code == 201
         assert c.post("/v1/storage/volumes", headers=auth, json={"name": "loose", "size_gib": 1}).status_code == 201
     browser.sign_in(web.url, PASSWORD)

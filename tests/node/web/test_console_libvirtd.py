@@ -109,7 +109,7 @@ def test_upload_create_console_frames_stop_delete(daemons: Daemons, pool: Path, 
             guest.build_guest(pool)
             spec = {"name": "qx-web-ser", "memory_mib": 128, "kernel": guest.KERNEL_NAME,
                     "initrd": guest.INITRD_NAME, "cmdline": guest.CMDLINE}
-            assert c.post("/v1/vms", json=spec).status_code == 201
+            assert c.post("/v1/vms?wait=true", json=spec).status_code == 201
             b.wait.until(lambda x: vm_state(b, "qx-web-ser") == "running")
             b.click("tr[data-vm='qx-web-ser'] a[data-action='serial']")
             b.text("#serial-status", "connected")
