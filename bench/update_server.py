@@ -1,23 +1,27 @@
 """qx-update-server beside nginx serving the same repository directory, in the same run.
 
     .venv/bin/python bench/update_server.py [--requests 4000] [--clients 2] [--publish-mib 150] [--rounds 5]
+                                            [--baseline 93333b6]
 
 Everything listens on 127.0.0.1 only; every loop is bounded by a request count.
 
 * metadata GET req/s and the server's CPU time per request (user + system of its processes, from
-  /proc — what decides the rate when other load competes for the CPUs): ``timestamp.json`` (what every host polls) and the current ``N.targets.json``,
-  from qx-update-server (uvicorn, one process; httptools + uvloop from the "server" extra), from the same
-  server with those two hidden (h11 + asyncio, as before) and from nginx (``worker_processes 1``) pointed
-  at the server's own ``<data-dir>/repository`` directory — the static-hosting baseline; ROUNDS rounds
-  alternating the three, medians;
-* check-in req/s: ``POST /v1/checkin`` with a bearer token (SQLite write per call), distinct hosts;
+  /proc — what decides the rate when other load competes for the CPUs): ``timestamp.json`` (what every
+  host polls) and the current ``N.targets.json``, from qx-update-server (one process: serving.py's front,
+  uvicorn behind it), from the server of commit BASELINE (``git archive``, same venv, same data dir; default
+  93333b6, the last one whose fast path subclassed uvicorn's protocol) and from nginx
+  (``worker_processes 1``) pointed at the server's own ``<data-dir>/repository`` directory — the
+  static-hosting baseline; ROUNDS rounds alternating the three, medians;
+* check-in req/s and server CPU per check-in: ``POST /v1/checkin`` with a bearer token (SQLite write per
+  call), distinct hosts, ours (through the front's hop to uvicorn) beside BASELINE's, alternating;
 * publish: wall time of ``qx-release publish`` for a release whose compressed root is PUBLISH_MIB
   (upload with progress, server-side SHA256SUMS + manifest check, move, sign), and the same bytes
   copied with ``cp`` + ``sync`` as the floor;
 * metadata p50/p99 latency (``GET /metadata/timestamp.json`` on a fresh connection, as a host polls)
   with no attack and during each attack of issue 16, each bounded in count: 20 check-ins declaring a
-  300 MiB body (valid token), 3,000 idle connections (cap 1,000), 20 full listings of a 20,000-host
-  fleet page by page;
+  300 MiB body (valid token), 3,000 idle connections (cap 1,000) silent and again each with half a
+  request line sent (silent ones stay in the kernel: TCP_DEFER_ACCEPT), 20 full listings of a
+  20,000-host fleet page by page;
 * the admin page's first render with 20,000 hosts in headless Chromium (navigation to the first
   complete poll), when chromium and chromedriver are installed.
 
@@ -179,12 +183,16 @@ def attack_big_bodies(port: int, token: str) -> None:
         s.close()
 
 
-def attack_idle(port: int) -> None:
+def attack_idle(port: int, first: bytes = b"") -> None:
+    """3,000 connections held 2 s; ``first``: bytes each sends at once (a request never finished) —
+    what gets past the kernel's deferred accept, to the server's cap and header timeout."""
     socks = []
     try:
         for _ in range(3000):
             try:
                 socks.append(socket.create_connection(("127.0.0.1", port), timeout=30))
+                if first:
+                    socks[-1].sendall(first)
             except OSError:
                 break
         time.sleep(2)  # hold them while latency is sampled
@@ -237,13 +245,16 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=2, help="concurrent keep-alive clients (default 2)")
     ap.add_argument("--publish-mib", type=int, default=150, help="compressed root size to publish (default 150)")
     ap.add_argument("--rounds", type=int, default=5, help="alternating rounds of each GET measurement (default 5)")
+    ap.add_argument("--baseline", default="93333b6", help="an earlier commit whose server runs beside this one "
+                                                           "(default 93333b6: the fast path in uvicorn subclasses)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="qxus-bench-", dir="/var/tmp"))
     nginx = None
     server = None
     rows: list[tuple[str, str, str]] = []
     result: dict[str, object] = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                                 "cpus": os.cpu_count(), "requests": args.requests, "clients": args.clients}
+                                 "cpus": os.cpu_count(), "requests": args.requests, "clients": args.clients,
+                                 "baseline": args.baseline, "loadavg_start": os.getloadavg()}
     try:
         server = start_server(work / "data")
         token = server.token(*ALL)
@@ -255,43 +266,56 @@ def main() -> None:
         snap = json.loads((work / f"data/repository/metadata/{snap_v}.snapshot.json").read_text())
         targets = f"/metadata/{snap['signed']['meta']['targets.json']['version']}.targets.json"
         nginx, nginx_port = start_nginx(work / "data/repository", work)
-        # The same server without the "server" extra (h11 and asyncio, as before it was added): importing
-        # httptools and uvloop fails in that process, so uvicorn falls back as on an installation without them.
-        shim = work / "no-c-http"
-        shim.mkdir()
-        (shim / "sitecustomize.py").write_text("import sys\nsys.modules['httptools'] = None\n"
-                                               "sys.modules['uvloop'] = None\n")
-        pure = start_server(work / "data", env={"PYTHONPATH": str(shim)})
-        pure_port = int(pure.url.rsplit(":", 1)[1])
+        # The server of an earlier commit on the same data dir and venv (git archive, as bench/update_server_idle.py).
+        base_tree = work / "baseline"
+        base_tree.mkdir()
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", args.baseline], check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(base_tree)], input=archive, check=True)
+        old_server = start_server(work / "data", env={
+            "PYTHONPATH": ":".join(str(base_tree / d) for d in ("common", "update_server", "updates"))})
+        old_port = int(old_server.url.rsplit(":", 1)[1])
 
-        pids = {"ours": server.proc.pid, "h11": pure.proc.pid, "nginx": nginx.pid}
+        pids = {"ours": server.proc.pid, "old": old_server.proc.pid, "nginx": nginx.pid}
         for name, path in (("timestamp.json", "/metadata/timestamp.json"), ("N.targets.json", targets)):
-            runs: dict[str, list[float]] = {"ours": [], "h11": [], "nginx": []}
-            cpu: dict[str, list[float]] = {"ours": [], "h11": [], "nginx": []}  # server CPU µs per request
+            runs: dict[str, list[float]] = {"ours": [], "old": [], "nginx": []}
+            cpu: dict[str, list[float]] = {"ours": [], "old": [], "nginx": []}  # server CPU µs per request
             for _ in range(args.rounds):  # alternated, so load from elsewhere hits all three alike
-                for key, p in (("ours", port), ("h11", pure_port), ("nginx", nginx_port)):
+                for key, p in (("ours", port), ("old", old_port), ("nginx", nginx_port)):
                     c0 = cpu_seconds(pids[key])
                     runs[key].append(load(p, "GET", [path], args.requests, args.clients))
                     cpu[key].append((cpu_seconds(pids[key]) - c0) / args.requests * 1e6)
-            ours, h11, base = (statistics.median(runs[k]) for k in ("ours", "h11", "nginx"))
-            c_ours, c_h11, c_base = (statistics.median(cpu[k]) for k in ("ours", "h11", "nginx"))
+            ours, old, base = (statistics.median(runs[k]) for k in ("ours", "old", "nginx"))
+            c_ours, c_old, c_base = (statistics.median(cpu[k]) for k in ("ours", "old", "nginx"))
             rows.append((f"GET {name} req/s (median of {args.rounds})", f"{ours:,.0f} ({ours / base:.2f}x nginx)",
-                         f"{base:,.0f} (nginx); {h11:,.0f} (h11 + asyncio: {h11 / base:.2f}x)"))
+                         f"{base:,.0f} (nginx); {old:,.0f} ({args.baseline}: {old / base:.2f}x)"))
             rows.append((f"GET {name} server CPU µs/request (median)", f"{c_ours:.0f}",
-                         f"{c_base:.0f} (nginx); {c_h11:.0f} (h11 + asyncio)"))
-            result[f"get_{name}"] = {"qx_update_server": round(ours), "h11_asyncio": round(h11),
+                         f"{c_base:.0f} (nginx); {c_old:.0f} ({args.baseline})"))
+            result[f"get_{name}"] = {"qx_update_server": round(ours), "baseline_" + args.baseline: round(old),
                                      "nginx": round(base), "rounds": {k: [round(x) for x in v] for k, v in runs.items()},
                                      "cpu_us_per_request": {k: [round(x) for x in v] for k, v in cpu.items()}}
-        pure.stop()
-
         n = args.requests // 2
         bodies = [[json.dumps({"host_id": f"host-{c}-{i}", "version": "0.1.0", "slot": "a", "channel": "stable",
                                "health": "good"}).encode() for i in range(200)] for c in range(args.clients)]
         checkin_token = server.token("checkin")
-        rate = load(port, "POST", ["/v1/checkin"], n, args.clients, bodies=bodies,
-                    headers={"Authorization": f"Bearer {checkin_token}", "Content-Type": "application/json"})
-        rows.append(("POST /v1/checkin req/s", f"{rate:,.0f}", "—"))
+        crate: dict[str, list[float]] = {"ours": [], "old": []}
+        ccpu: dict[str, list[float]] = {"ours": [], "old": []}
+        for _ in range(args.rounds):  # the front's extra hop for API requests, beside the server without it
+            for key, p in (("ours", port), ("old", old_port)):
+                c0 = cpu_seconds(pids[key])
+                crate[key].append(load(p, "POST", ["/v1/checkin"], n, args.clients, bodies=bodies,
+                                       headers={"Authorization": f"Bearer {checkin_token}",
+                                                "Content-Type": "application/json"}))
+                ccpu[key].append((cpu_seconds(pids[key]) - c0) / n * 1e6)
+        old_server.stop()
+        rate, rate_old = statistics.median(crate["ours"]), statistics.median(crate["old"])
+        rows.append((f"POST /v1/checkin req/s (median of {args.rounds})", f"{rate:,.0f}",
+                     f"{rate_old:,.0f} ({args.baseline})"))
+        rows.append(("POST /v1/checkin server CPU µs/request (median)", f"{statistics.median(ccpu['ours']):.0f}",
+                     f"{statistics.median(ccpu['old']):.0f} ({args.baseline})"))
         result["checkin_rps"] = round(rate)
+        result["checkin"] = {"rounds": {k: [round(x) for x in v] for k, v in crate.items()},
+                             "cpu_us_per_request": {k: [round(x) for x in v] for k, v in ccpu.items()}}
 
         size = args.publish_mib * 2**20
         build = write_release(work / "builds", "0.2.0", size=2 * size, zstd_level=1)  # half random: ~size compressed
@@ -322,6 +346,8 @@ def main() -> None:
         lat: dict[str, dict[str, float]] = {}
         for name, attack in (("none", None), ("300 MiB bodies", lambda: attack_big_bodies(port, checkin2)),
                              ("3,000 idle connections", lambda: attack_idle(port)),
+                             ("3,000 connections with half a request line",
+                              lambda: attack_idle(port, b"GET /metadata/timestamp.json HT")),
                              ("20,000-host fleet listings", lambda: attack_fleet(port, read))):
             p50, p99 = latency_during(port, attack)
             lat[name] = {"p50_ms": round(p50, 1), "p99_ms": round(p99, 1)}
@@ -339,7 +365,9 @@ def main() -> None:
             server.stop()
         shutil.rmtree(work, ignore_errors=True)
 
-    print(f"\nqx-update-server bench ({os.cpu_count()} CPUs, {args.clients} clients, {args.requests} requests)\n")
+    result["loadavg_end"] = os.getloadavg()
+    print(f"\nqx-update-server bench ({os.cpu_count()} CPUs, {args.clients} clients, {args.requests} requests; "
+          f"load average at start {result['loadavg_start'][0]:.1f}, at end {result['loadavg_end'][0]:.1f})\n")
     print("| measure | qx-update-server | baseline |\n|---|---|---|")
     for r in rows:
         print(f"| {r[0]} | {r[1]} | {r[2]} |")

@@ -9,6 +9,7 @@ beyond the connection cap, headers sent one byte at a time, and a 20,000-host fl
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -63,17 +64,16 @@ def during(server: Server, attack: Callable[[], None], *, min_polls: int = 5) ->
     return results
 
 
-@pytest.fixture(params=["httptools", "h11"])
+@pytest.fixture(params=["uvloop", "asyncio"])
 def limited(request, tmp_path) -> Iterator[Server]:
-    """A server with small limits, on each of uvicorn's HTTP protocols the guard covers: httptools (the
-    "server" extra, installed here) and h11 (an installation without it: importing httptools and uvloop
-    fails in the server process)."""
+    """A server with small limits, on each event loop the front runs on: uvloop (the "server" extra,
+    installed here) and asyncio's own (an installation without uvloop: importing it fails in the server
+    process)."""
     env = None
-    if request.param == "h11":
-        shim = tmp_path / "no-c-http"
+    if request.param == "asyncio":
+        shim = tmp_path / "no-uvloop"
         shim.mkdir()
-        (shim / "sitecustomize.py").write_text("import sys\nsys.modules['httptools'] = None\n"
-                                               "sys.modules['uvloop'] = None\n")
+        (shim / "sitecustomize.py").write_text("import sys\nsys.modules['uvloop'] = None\n")
         env = {"PYTHONPATH": str(shim)}
     s = start_server(tmp_path / "data", env=env, extra_args=["--max-connections", "64", "--header-timeout", "2",
                                                               "--idle-timeout", "2", "--refresh-interval", "3600"])
@@ -197,7 +197,7 @@ def test_slow_headers_are_cut(limited):
 
 def test_oversized_headers_are_cut_at_once(limited):
     """Headers past MAX_HEADER_BYTES close the connection when they arrive, long before the header timeout
-    (the C parser has no size limit of its own; h11 is given the same one)."""
+    (the C parser has no size limit of its own)."""
     from qx_update_server.serving import MAX_HEADER_BYTES
 
     s = _raw(limited)
@@ -272,3 +272,32 @@ def test_listening_socket_is_tcp_so_nagle_is_off():
         assert sock.proto == socket.IPPROTO_TCP
     finally:
         sock.close()
+
+
+def test_silent_connections_stay_in_the_kernel(tmp_path):
+    """Connections that send nothing are not handed to the server (TCP_DEFER_ACCEPT): 300 of them hold no
+    descriptor in the server process while metadata answers; one byte sent, and the server has them."""
+    # a long header timeout: the kernel holds a silent connection about that long (TCP_DEFER_ACCEPT)
+    s = start_server(tmp_path / "data", extra_args=["--header-timeout", "120", "--refresh-interval", "3600"])
+
+    def fds() -> int:
+        return len(os.listdir(f"/proc/{s.proc.pid}/fd"))
+
+    socks: list[socket.socket] = []
+    try:
+        before = fds()
+        socks = [_raw(s) for _ in range(300)]
+        for _ in range(5):  # the server's loop has turned (and accepted whatever it was given)
+            assert requests.get(s.url + "/metadata/timestamp.json", timeout=10).status_code == 404  # no repo yet
+        assert fds() - before < 30, f"{fds() - before} descriptors for 300 silent connections"
+        for sock in socks[:50]:
+            sock.sendall(b"G")
+        deadline = time.monotonic() + 30
+        # (45: ``before`` may hold start_server's kept-alive health check, closed since)
+        while fds() - before < 45 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert fds() - before >= 45
+    finally:
+        for sock in socks:
+            sock.close()
+        s.stop()

@@ -20,7 +20,8 @@ Design (docs/update-format.md section 2 is the contract with the OTA client):
     area: public, releases, keys, fleet; guards before routing; one error shape from :mod:`.errors`).
   - :mod:`.staging`    — uploads in progress, shared by every server process on the data directory.
   - :mod:`.metadata_http` — ``GET /metadata/…`` answered from memory before routing.
-  - :mod:`.serving`    — uvicorn with header/idle timeouts and a connection cap; binding with clear errors.
+  - :mod:`.serving`    — our HTTP/1.1 front (metadata answered itself; header/idle/keep-alive timeouts,
+    a connection cap) with uvicorn behind it on private Unix sockets; binding with clear errors.
   - :mod:`.tls`        — the operator's certificate, or a self-signed one made on first start.
   - :mod:`.cli`        — ``qx-update-server`` (serve, token create/list/revoke, host forget).
   - :mod:`.release_cli`— ``qx-release``, the release engineer's client.

@@ -16,7 +16,7 @@ Tokens are managed by ``qx-update-server token …`` on the server machine, or o
 the ``tokens`` scope (:mod:`.api.tokens`: it grants at most its own scopes).
 
 Middleware order, outermost first: ``MetadataFastPath`` (``GET /metadata/…`` from memory, the path every
-host polls; under httptools :mod:`.serving` answers it even before ASGI, from the same ``MetadataFiles``)
+host polls; :mod:`.serving`'s front answers the plain ones before ASGI, from the same ``MetadataFiles``)
 → ``ListenerSplit`` (with ``--admin-listen``) → ``SecurityHeaders`` → ``AuthMiddleware`` → the routers.
 """
 
@@ -50,8 +50,9 @@ ROUTERS = (public.router, releases.router, keys.router, rootkeys.router, fleet.r
 
 def create_app(data_dir: Path, *, database: str | None = None, root_keys_dir: Path | None = None,
                max_upload: int = DEFAULT_MAX_UPLOAD, refresh_interval: float = 600.0,
-               admin_address: tuple[str, int] | None = None) -> FastAPI:
-    """The service. ``admin_address``: the (host, port) of a separate admin listener (see ListenerSplit)."""
+               admin_address: tuple[str, int | None] | None = None) -> FastAPI:
+    """The service. ``admin_address``: ``scope["server"]`` of requests from a separate admin listener
+    (see ListenerSplit; under :mod:`.serving` the backend Unix socket's ``(path, None)``)."""
     repo = Repository(data_dir, root_keys_dir=root_keys_dir)
     storage = open_storage(data_dir, database)
     staging = Staging(data_dir)
@@ -93,7 +94,8 @@ def create_app(data_dir: Path, *, database: str | None = None, root_keys_dir: Pa
     if admin_address is not None:
         app.add_middleware(ListenerSplit, admin_address=admin_address)
     # Outermost: the metadata hosts poll is answered before auth and routing (it is public anyway).
-    # serving.serve answers the same files from the HTTP parser when httptools is installed (one cache).
+    # serving.serve's front answers the same files itself (one cache); requests with a query string,
+    # escapes, or pipelined behind an API request on the same connection come here.
     app.state.metadata_files = MetadataFiles(repo.metadata_dir)
     app.add_middleware(MetadataFastPath, files=app.state.metadata_files)
     return app

@@ -332,21 +332,27 @@ def run(argv: list[str]) -> int:
         raise UserError("--admin-listen: must differ from --listen", hint="e.g. --admin-listen 127.0.0.1:8401")
     sock = serving.bind(host, port)  # before anything else: "port in use" is said at once, nothing started
     sockets = [sock]
-    admin_address = None
+    admin_address: tuple[str, int | None] | None = None
     if admin:
-        admin_sock = serving.bind(*admin, flag="--admin-listen")
-        sockets.append(admin_sock)
-        admin_address = admin_sock.getsockname()[:2]
+        sockets.append(serving.bind(*admin, flag="--admin-listen"))
 
     _check_root_keys(data_dir, args.root_keys_dir)
     from qx_update_server.app import create_app  # imported late: token management should not pay for it
-    app = create_app(data_dir, database=args.database, root_keys_dir=args.root_keys_dir,
-                     max_upload=max_upload, refresh_interval=refresh, admin_address=admin_address)
+    backend = serving.backend_sockets(len(sockets))  # the app behind the front; the admin one is last
+    try:
+        if admin:
+            # the app tells the admin listener's requests by the backend socket they arrive on
+            admin_address = backend.admin_address
+        app = create_app(data_dir, database=args.database, root_keys_dir=args.root_keys_dir,
+                         max_upload=max_upload, refresh_interval=refresh, admin_address=admin_address)
+    except BaseException:
+        backend.close()
+        raise
     where = f"data in {data_dir}" + (f", database {redact_url(args.database)}" if args.database else "")
     scheme = "https" if tls_files else "http"
     log.step(f"qx-update-server on {scheme}://{args.listen}"
              + (f" (public), admin on {scheme}://{args.admin_listen}" if admin else "") + f" ({where})")
-    serving.serve(app, sockets, header_timeout=header_timeout, idle_timeout=idle_timeout,
+    serving.serve(app, sockets, backend, header_timeout=header_timeout, idle_timeout=idle_timeout,
                   max_connections=max_conn, tls=tls_files, metadata=app.state.metadata_files)
     return 0
 

@@ -187,10 +187,12 @@ class ListenerSplit:
     ``qx-update-server serve --listen PUBLIC --admin-listen ADMIN``: requests that arrive on any socket
     but ``admin_address`` may reach only the repository, the health check and host check-ins; the admin
     API and the admin page answer 404 there. So the public port can face the internet while the admin
-    one stays on an internal network.
+    one stays on an internal network. ``admin_address`` is ``scope["server"]`` of the admin listener's
+    requests: under :mod:`qx_update_server.serving` the backend Unix socket that listener forwards to,
+    ``(path, None)``.
     """
 
-    def __init__(self, app: ASGIApp, admin_address: tuple[str, int]) -> None:
+    def __init__(self, app: ASGIApp, admin_address: tuple[str, int | None]) -> None:
         self.app = app
         self.admin_address = admin_address
 
