@@ -19,15 +19,20 @@ Also timed: ``check`` from an empty metadata cache (full refresh) and with a war
 Prints a markdown table; saves bench/results/update-apply.json.
 
     .venv/bin/python bench/update.py --delta [--root build/quantix-os_<v>.root.erofs.zst] [--rounds 3]
+                                     [--rates 0,100,20] [--paced-rounds 1]
 
 Delta updates (docs/update-format.md §5) on the real root: the build's erofs is extracted
 (``fsck.erofs --extract``), release N is that tree and N+1 the same tree with one library replaced by a
 larger build of it (a one-package change), both made with ``mkfs.erofs`` and published by the update
 server's repository code (chunk store + signed indexes), the UKI of N+1 differing in its version string.
-Measured in one run: bytes fetched for N → N+1 (chunks + indexes, at the server) against the full payload;
-a full chunked apply with no seed (an empty slot) against ``curl | zstd -d | dd conv=fsync`` of the full
-payload into the same slot file, alternating; CPU time and peak RSS of the qx-update process (with its
-zstd). Saves bench/results/update-delta.json.
+The host runs N from slot B (with its kept index and N's UKI on the ESP) and writes N+1 into slot A. For
+each link (``--rates``: 0 = loopback, else a token bucket of that many Mbit/s shared by all connections
+of the test server, no added latency), rounds alternate, each from an empty slot A and a fresh state:
+qx-update with no seed (the host's index and UKI hidden: the planner's full stream), qx-update as a
+delta (the one-library change), and the raw baseline ``curl -o UKI && sync; curl ROOT | zstd -dc | dd
+conv=fsync`` — the same payload (root + UKI) into the same slot file, with no verification. CPU time and
+peak RSS of the qx-update process (with its zstd); bytes the delta fetched (at the server). Saves
+bench/results/update-delta.json.
 """
 
 from __future__ import annotations
@@ -73,11 +78,19 @@ def _measured(host, *args: str) -> tuple[float, float, int, str]:  # type: ignor
     return wall, cpu, rss, proc.stdout
 
 
+def _reset_slot(path: Path, size: int) -> None:
+    """Zeros (sparse): the slot holds nothing of any release."""
+    with path.open("r+b") as f:
+        f.truncate(0)
+        f.truncate(size)
+
+
 def delta(args: argparse.Namespace) -> None:
 
     from qx_update_server import release
     from qx_update_server.repository import Repository
     from tests.updates.deltarepo import write_build
+    from tests.updates.httpserver import Pacer
 
     work = Path(tempfile.mkdtemp(prefix="qxu-delta-", dir="/var/tmp"))
     try:
@@ -86,7 +99,7 @@ def delta(args: argparse.Namespace) -> None:
         subprocess.run(f"zstd -dcq {args.root} > {raw}", shell=True, check=True)
         subprocess.run(["fsck.erofs", f"--extract={tree}", str(raw)], check=True, capture_output=True)
         raw.unlink()
-        # The one package: the largest shared library under usr/lib, rebuilt larger (4 KiB more code).
+        # The one package: a median-size shared library under usr/lib, rebuilt larger (4 KiB more code).
         libs = sorted((p for p in (tree / "usr/lib").rglob("*.so*") if p.is_file() and not p.is_symlink()),
                       key=lambda p: p.stat().st_size)
         lib = libs[len(libs) // 2]  # a median-size library: a typical package update
@@ -95,6 +108,7 @@ def delta(args: argparse.Namespace) -> None:
         old = lib.read_bytes()
         lib.write_bytes(old[: len(old) // 2] + os.urandom(4096) + old[len(old) // 2:])
         subprocess.run([*mk, str(work / "n1.erofs"), str(tree)], check=True)
+        changed = str(lib.relative_to(tree))
         shutil.rmtree(tree)
         uki = Path(str(args.root).replace(".root.erofs.zst", ".efi")).read_bytes()
         uki1 = uki.replace(b"VERSION_ID=", b"VERSION_ID=9", 1)
@@ -105,66 +119,101 @@ def delta(args: argparse.Namespace) -> None:
                      channel="stable")
         publish_full = time.monotonic() - t0
         image_n = (work / "n.erofs").stat().st_size
+        slot_size = image_n + (64 << 20)
         srv = serve(repo.repo_dir)
-        payload_url = srv.url + "targets/1.1.0/" + next(p.name for p in (repo.targets_dir / "1.1.0").iterdir()
-                                                         if p.name.endswith(".root.erofs.zst"))
-        host = make_host(work / "host", repo.root_bytes(1), srv.url)
-        for p in host.slots.values():
-            with p.open("r+b") as f:
-                f.truncate(image_n + (64 << 20))
-        # Full chunked apply (no seed) vs curl | zstd -d | dd, alternating, into the same slot file.
-        ours, rawt, cpu, rss = [], [], [], []
-        for _ in range(args.rounds):
-            shutil.rmtree(host.state_dir, ignore_errors=True)
-            for p in (host.esp / "loader/entries").glob("quantix-b*"):
-                p.unlink()
-            with host.slots["b"].open("r+b") as f:  # no seed: the target holds nothing of the release
-                f.write(bytes(1 << 20))
-            wall, c, m, _ = _measured(host, "--json", "apply")
-            ours.append(wall)
-            cpu.append(c)
-            rss.append(m)
-            t0 = time.monotonic()
-            subprocess.run(f"curl -s {payload_url} | zstd -dcq | dd of={host.slots['b']} bs=4M conv=fsync,notrunc "
-                           "status=none", shell=True, check=True)
-            rawt.append(time.monotonic() - t0)
-        # N -> N+1 as a delta: the host runs N from slot B and writes slot A.
+        # The delta host: applies N (1.0.0 in slot A → N in slot B, indexes kept), then runs N from slot B.
+        dhost = make_host(work / "dhost", repo.root_bytes(1), srv.url)
+        # The no-seed host: runs the factory 1.0.0 (no index anywhere) from slot A, writes slot B.
+        fhost = make_host(work / "fhost", repo.root_bytes(1), srv.url)
+        for h in (dhost, fhost):
+            for p in h.slots.values():
+                with p.open("r+b") as f:
+                    f.truncate(slot_size)
+        _measured(dhost, "--json", "apply")
+        dhost.write_config(running="b")
+        state_n = (dhost.state_dir / "state.json").read_bytes()
         t0 = time.monotonic()
         repo.publish(release.load([write_build(work / "b", "1.2.0", (work / "n1.erofs").read_bytes(), uki1)]),
                      channel="stable")
         publish_delta = time.monotonic() - t0
-        full_payload = sum(p.stat().st_size for p in (repo.targets_dir / "1.2.0").iterdir()
-                           if p.name.endswith((".root.erofs.zst", ".efi")))
-        host.write_config(running="b")
-        srv.requests.clear()
-        delta_s, delta_cpu, delta_rss, stdout = _measured(host, "--json", "apply")
-        res = json.loads(stdout.strip().splitlines()[-1])
-        assert res["applied"]["version"] == "1.2.0", res
-        fetched = {p: (repo.repo_dir / p.lstrip("/")).stat().st_size
-                   for p, _, st in srv.requests if st == 200 and "/targets/" in p and (repo.repo_dir / p.lstrip("/")).is_file()}
-        fetched_bytes = sum(fetched.values())
-        index_bytes = sum(n for p, n in fetched.items() if p.endswith(".chunks.json"))
+        files = {p.name: p for p in (repo.targets_dir / "1.2.0").iterdir()}
+        root_name = next(n for n in files if n.endswith(".root.erofs.zst"))
+        uki_name = next(n for n in files if n.endswith(".efi"))
+        full_payload = files[root_name].stat().st_size + files[uki_name].stat().st_size
+        root_url, uki_url = srv.url + f"targets/1.2.0/{root_name}", srv.url + f"targets/1.2.0/{uki_name}"
+        dl = work / "uki.raw"
+
+        def raw_cmd(slot: Path) -> str:
+            return (f"curl -s -o {dl} {uki_url} && sync {dl} && "
+                    f"curl -s {root_url} | zstd -dcq | dd of={slot} bs=4M conv=fsync,notrunc status=none")
+
+        def fresh(kind: str) -> tuple[object, Path]:
+            """Before a round: the target slot empty (zeros), no boot entry for it, nothing downloaded."""
+            if kind == "full":
+                h, t = fhost, "b"
+                shutil.rmtree(h.state_dir, ignore_errors=True)
+            else:
+                h, t = dhost, "a"
+                shutil.rmtree(h.state_dir / "downloads", ignore_errors=True)
+                (h.state_dir / "chunk-index/a.root.json").unlink(missing_ok=True)
+                (h.state_dir / "chunk-index/uki-1.2.0.json").unlink(missing_ok=True)
+                (h.state_dir / "state.json").write_bytes(state_n)
+            for p in (h.esp / "loader/entries").glob(f"quantix-{t}*"):
+                p.unlink()
+            (h.esp / "EFI/quantix/quantix-os_1.2.0.efi").unlink(missing_ok=True)
+            _reset_slot(h.slots[t], slot_size)
+            return h, h.slots[t]
+
+        runs: dict[str, dict[str, object]] = {}
+        for rate in args.rates:
+            srv.pacer = Pacer(rate * 1e6) if rate else None
+            rounds = args.rounds if not rate else args.paced_rounds
+            row: dict[str, list] = {k: [] for k in ("full_s", "full_cpu_s", "full_rss_kib", "full_msg", "delta_s",
+                                                    "delta_cpu_s", "delta_rss_kib", "delta_msg", "delta_fetched",
+                                                    "raw_s")}
+            for _ in range(rounds):
+                for kind in ("full", "delta"):
+                    host, _slot = fresh(kind)
+                    srv.requests.clear()
+                    wall, c, m, stdout = _measured(host, "--json", "apply")
+                    res = json.loads(stdout.strip().splitlines()[-1])
+                    assert res["applied"]["version"] == "1.2.0", res
+                    row[f"{kind}_s"].append(wall)
+                    row[f"{kind}_cpu_s"].append(c)
+                    row[f"{kind}_rss_kib"].append(m)
+                    row[f"{kind}_msg"].append(res["message"].split("; ", 1)[-1])
+                    if kind == "delta":
+                        row["delta_fetched"].append(sum(
+                            (repo.repo_dir / p.lstrip("/")).stat().st_size for p, _, st in srv.requests
+                            if st == 200 and "/targets/" in p and (repo.repo_dir / p.lstrip("/")).is_file()))
+                _host, slot = fresh("full")
+                t0 = time.monotonic()
+                subprocess.run(raw_cmd(slot), shell=True, check=True)
+                row["raw_s"].append(time.monotonic() - t0)
+                dl.unlink()
+            runs[f"{rate} Mbit/s" if rate else "loopback"] = row
         srv.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    mo, mr = statistics.median(ours), statistics.median(rawt)
-    out = {"root_image_bytes": image_n, "changed_file": str(lib.relative_to(work / "tree")), "changed_file_bytes": len(old),
-           "full_payload_bytes": full_payload, "delta_fetched_bytes": fetched_bytes, "delta_index_bytes": index_bytes,
-           "delta_fraction": fetched_bytes / full_payload, "delta_apply_s": delta_s,
-           "delta_cpu_s": delta_cpu, "delta_peak_rss_kib": delta_rss,
-           "full_chunked_apply_s": ours, "raw_s": rawt, "ratio_raw_over_ours": mr / mo, "full_cpu_s": cpu,
-           "peak_rss_kib": max(rss), "publish_first_s": publish_full, "publish_next_s": publish_delta,
-           "rounds": args.rounds}
-    print(f"| what | figure |\n|---|---|\n"
-          f"| root image (erofs) | {image_n / 2**20:.0f} MiB; changed: {out['changed_file']} ({len(old) / 1024:.0f} KiB, +4 KiB) |\n"
-          f"| full payload of N+1 (root.erofs.zst + UKI) | {full_payload / 1e6:.1f} MB |\n"
-          f"| delta N → N+1 fetched (chunks + 2 indexes) | {fetched_bytes / 1e6:.2f} MB ({100 * fetched_bytes / full_payload:.2f} %; indexes {index_bytes / 1e3:.0f} kB) |\n"
-          f"| delta apply (plan, fetch, one pass, read-back) | {delta_s:.1f} s, CPU {out['delta_cpu_s']:.1f} s |\n"
-          f"| full chunked apply, no seed (median of {args.rounds}) | {mo:.1f} s ({image_n / 2**20 / mo:.0f} MiB/s), CPU {statistics.median(cpu):.1f} s |\n"
-          f"| curl \\| zstd -d \\| dd conv=fsync, same payload and slot (median) | {mr:.1f} s ({image_n / 2**20 / mr:.0f} MiB/s) |\n"
-          f"| ratio (raw time / qx-update time) | {mr / mo:.2f}× |\n"
-          f"| peak RSS of qx-update (or its zstd) | {max(rss) / 1024:.0f} MiB |\n"
-          f"| publish: first release / next (chunks shared) | {publish_full:.1f} s / {publish_delta:.1f} s |")
+    med = statistics.median
+    out = {"root_image_bytes": image_n, "changed_file": changed, "changed_file_bytes": len(old),
+           "full_payload_bytes": full_payload, "runs": runs, "publish_first_s": publish_full,
+           "publish_next_s": publish_delta, "rounds": args.rounds, "paced_rounds": args.paced_rounds,
+           "load_after": os.getloadavg()}
+    print(f"root image {image_n / 2**20:.0f} MiB; changed {changed} ({len(old) / 1024:.0f} KiB, +4 KiB); "
+          f"full payload of N+1 (root.erofs.zst + UKI) {full_payload / 1e6:.1f} MB\n")
+    print("| link | raw: curl UKI + curl \\| zstd -d \\| dd conv=fsync | qx-update, no seed | ratio | "
+          "qx-update, one-library delta (fetched) | ratio | rounds |\n|---|---|---|---|---|---|---|")
+    for link, row in runs.items():
+        r_, f_, d_ = med(row["raw_s"]), med(row["full_s"]), med(row["delta_s"])
+        print(f"| {link} | {r_:.2f} s ({', '.join(f'{x:.2f}' for x in row['raw_s'])}) "
+              f"| {f_:.2f} s ({', '.join(f'{x:.2f}' for x in row['full_s'])}), CPU {med(row['full_cpu_s']):.1f} s, "
+              f"RSS {max(row['full_rss_kib']) / 1024:.0f} MiB | {r_ / f_:.2f}× "
+              f"| {d_:.2f} s ({', '.join(f'{x:.2f}' for x in row['delta_s'])}), CPU {med(row['delta_cpu_s']):.1f} s, "
+              f"RSS {max(row['delta_rss_kib']) / 1024:.0f} MiB ({med(row['delta_fetched']) / 1e6:.1f} MB, "
+              f"{100 * med(row['delta_fetched']) / full_payload:.1f} %) | {r_ / d_:.2f}× | {len(row['raw_s'])} |")
+    print(f"\npaths: no seed: {runs[next(iter(runs))]['full_msg'][0]} / delta: {runs[next(iter(runs))]['delta_msg'][0]}")
+    print(f"publish: first release / next (chunks shared) {publish_full:.1f} s / {publish_delta:.1f} s")
     (REPO / "bench/results/update-delta.json").write_text(json.dumps(out, indent=2) + "\n")
 
 
@@ -175,6 +224,9 @@ def main() -> None:
     ap.add_argument("--phases", action="store_true", help="print qx-update's per-phase rates (its stderr)")
     ap.add_argument("--delta", action="store_true", help="delta updates on the real root (see the docstring)")
     ap.add_argument("--root", type=Path, default=None, help="the build's root payload (--delta)")
+    ap.add_argument("--rates", type=lambda v: [float(x) for x in v.split(",")], default=[0.0],
+                    help="--delta: links to measure, Mbit/s, 0 = loopback unpaced (e.g. 0,100,20)")
+    ap.add_argument("--paced-rounds", type=int, default=1, help="--delta: rounds on a paced link")
     args = ap.parse_args()
     if args.delta:
         if args.root is None:

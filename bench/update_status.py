@@ -74,6 +74,7 @@ def main() -> None:
         subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
         repo = TufRepo(t / "repo")
         host = make_host(t / "host", repo.root_bytes, "http://127.0.0.1:9/")
+        host.write_config(secure_boot_paths=False)  # settings the baseline does not know (it refuses them)
         host.state_dir.mkdir(parents=True)
         at = "2026-12-01T00:00:00Z"
         (host.state_dir / "state.json").write_text(json.dumps({

@@ -23,6 +23,11 @@ CONFIG_DIR = Path("/var/lib/quantix/config")
 LOCKDOWN_NAME = "lockdown"
 # Support bundles (qx-support-bundle, the console's Support Bundle) are written here, on the data partition.
 SUPPORT_DIR = Path("/var/lib/quantix/support")
+# UEFI variables (efivarfs): qx-update reads SecureBoot-<EFI global GUID> there (qx_update.secureboot).
+EFIVARS_DIR = Path("/sys/firmware/efi/efivars")
+# The certificate the image's boot chain was signed with (the build's SB_CERT, or its development pair;
+# installed by image/scripts/postinst.chroot): with Secure Boot on, qx-update installs only UKIs it verifies.
+SECURE_BOOT_CERT = Path("/usr/share/quantix/secureboot/db.crt")
 
 
 def node_token(state_dir: Path = NODE_STATE_DIR) -> Path:

@@ -88,6 +88,8 @@ def run(opts: BuildOptions) -> Release:
     trust_record = trust.stage(opts.tuf_root, work_dir(REPO / "build") / "trust", dev_keys=opts.build_dir / "keys")
     # Without SB_KEY/SB_CERT: the development Secure Boot pair in build/keys/secureboot (made once), likewise named.
     signing = signing_keys(opts)
+    # The host's copy of that certificate: qx-update installs only UKIs that verify against it (Secure Boot on).
+    secureboot.stage_certificate(signing, work_dir(REPO / "build") / "trust")
 
     work = work_dir(opts.build_dir)
     disk_dir, live_dir, out = work / "disk", work / "live", work / "out"

@@ -23,8 +23,8 @@ refuses; :mod:`qx_build.build` checks every one of them before the release is pu
 ``secure-boot-enroll manual`` (``qx_update.bootentry``), see docs/secure-boot.md.
 
 Call order: :func:`resolve` (validates SB_KEY/SB_CERT or makes the development pair) before mkosi;
-its :class:`KeyPair` goes to mkosi, live, installpayload and :func:`verify`; :func:`record` into the
-manifest.
+its :class:`KeyPair` goes to mkosi, live, installpayload and :func:`verify`; :func:`stage_certificate`
+(the image's own copy of the certificate, for qx-update) before mkosi; :func:`record` into the manifest.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from qx_common import log
+from qx_common import hostpaths, log
 from qx_common import run as r
 from qx_common.errors import ExternalError, UserError
 
@@ -45,6 +45,9 @@ DEV_SUBDIR = "secureboot"
 KEY_NAME = "db.key"
 CERT_NAME = "db.crt"
 DEV_NOTE = "DEVELOPMENT-KEYS.txt"
+# The certificate the image ships (qx_common.hostpaths.SECURE_BOOT_CERT), staged beside the TUF root.
+STAGED_CERT = "secureboot-db.crt"
+IMAGE_CERT = str(hostpaths.SECURE_BOOT_CERT)
 DEV_WARNING = ("development Secure Boot keys: systemd-boot and the UKIs are signed with build/keys/secureboot/, "
                "whose private key sits unprotected on this machine — fine for VMs and lab servers that enrolled "
                "it, never for hosts you ship; a release build passes SB_KEY=<db.key> SB_CERT=<db.crt>")
@@ -191,6 +194,22 @@ def verify(binary: Path, kp: KeyPair, *, what: str) -> None:
         detail = (res.stderr or res.stdout).strip().splitlines()
         raise ExternalError(f"{what} ({binary.name}) is not signed by {kp.cert}: {detail[-1] if detail else 'sbverify failed'}",
                             hint="a signing step was skipped: make clean; make image (and report it)")
+
+
+def stage_certificate(kp: KeyPair, trust_dir: Path) -> None:
+    """Put the signing certificate into ``trust_dir`` (mkosi's ``/work/src/trust``), which
+    ``image/scripts/postinst.chroot`` installs as :data:`qx_common.hostpaths.SECURE_BOOT_CERT`
+    (``/usr/share/quantix/secureboot/db.crt``): the running host's copy of the certificate its own boot
+    chain was signed with, against which qx-update checks a release's UKI while Secure Boot is on. Call
+    after :func:`qx_build.trust.stage` (which empties ``trust_dir``)."""
+    from cryptography.hazmat.primitives import serialization
+
+    pem = _load_cert(kp.cert).public_bytes(serialization.Encoding.PEM)  # PEM, whatever else the file held
+    trust_dir.mkdir(parents=True, exist_ok=True)
+    tmp = trust_dir / (STAGED_CERT + ".part")
+    tmp.write_bytes(pem)
+    tmp.rename(trust_dir / STAGED_CERT)
+    log.step(f"secure boot: shipping {kp.cert} as {IMAGE_CERT} (qx-update checks release UKIs against it)")
 
 
 def record(kp: KeyPair) -> dict[str, object]:

@@ -147,3 +147,22 @@ def test_the_esp_never_enrolls_keys_by_itself() -> None:
     conf = bootentry.render_loader_conf()
     assert "secure-boot-enroll manual\n" in conf
     assert bootentry.ENROLL_KEYS_DIR == "loader/keys/auto"
+
+
+def test_the_image_ships_the_signing_certificate_where_qx_update_reads_it(tmp_path: Path) -> None:
+    """The host's copy of the certificate its boot chain is signed with: staged beside the TUF root,
+    installed by postinst at the one path qx-update's config defaults to (qx_common.hostpaths)."""
+    from qx_common import hostpaths
+    from qx_update.config import Config
+
+    kp = secureboot.ensure_dev_keys(tmp_path / "keys")
+    trust_dir = tmp_path / "trust"
+    secureboot.stage_certificate(kp, trust_dir)
+    staged = trust_dir / secureboot.STAGED_CERT
+    assert x509.load_pem_x509_certificate(staged.read_bytes()) == x509.load_pem_x509_certificate(kp.cert.read_bytes())
+    assert sorted(p.name for p in trust_dir.iterdir()) == [secureboot.STAGED_CERT]   # no temp file left
+    assert str(hostpaths.SECURE_BOOT_CERT) == secureboot.IMAGE_CERT == str(Config().secure_boot_cert)
+    postinst = (Path(__file__).resolve().parents[2] / "image/scripts/postinst.chroot").read_text()
+    assert f'install -D -m 0644 "$src/trust/{secureboot.STAGED_CERT}" {secureboot.IMAGE_CERT}' in postinst
+    mkosi_conf = (Path(__file__).resolve().parents[2] / "mkosi.conf").read_text()
+    assert "\n        sbsigntool\n" in mkosi_conf, "qx-update runs sbverify on the host: the image needs sbsigntool"

@@ -42,11 +42,18 @@ class Host:
     server_url: str
     extra: str = ""
 
-    def write_config(self, *, running: str = "a", **kw: Any) -> None:
+    def write_config(self, *, running: str = "a", secure_boot_paths: bool = True, **kw: Any) -> None:
+        """``secure_boot_paths`` False: leave out efivars_dir/secure_boot_cert, which qx-update before
+        them refuses as unknown settings (a bench's baseline tree); the host's real paths apply then."""
+        sb = {"efivars_dir": str(self.dir / "efivars"),
+              "secure_boot_cert": str(self.dir / "secureboot" / "db.crt")} if secure_boot_paths else {}
         settings = {"server_url": self.server_url, "channel": "stable", "trusted_root": str(self.dir / "root.json"),
                     "state_dir": str(self.state_dir), "esp": str(self.esp), "running_slot": running,
                     "host_id_file": str(self.dir / "machine-id"), "override": str(self.dir / "override.toml"),
-                    "health_url": "http://127.0.0.1:9/health", "gate_timeout": 1.0, **kw}
+                    "health_url": "http://127.0.0.1:9/health", "gate_timeout": 1.0,
+                    # The host's firmware and Secure Boot certificate, as files (qx_update.secureboot):
+                    # no efivars directory = booted without UEFI, until a test calls secure_boot().
+                    **sb, **kw}
         lines = [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
         lines += ["[slots]", f'a = "{self.slots["a"]}"', f'b = "{self.slots["b"]}"']
         self.config.write_text("\n".join(lines) + "\n")
@@ -66,6 +73,19 @@ class Host:
         """The command's JSON result (for apply: the last line, after the JSON-lines progress)."""
         out = self.run("--json", *args, **kw).stdout
         return json.loads(out.strip().splitlines()[-1] if args and args[0] == "apply" else out)
+
+    def secure_boot(self, on: bool, cert: Path | None = None) -> None:
+        """The host booted by UEFI with Secure Boot on or off (the SecureBoot variable as efivarfs shows
+        it: 4 attribute bytes, then the value), trusting ``cert`` (the certificate its image shipped)."""
+        from qx_update.secureboot import SECURE_BOOT_VAR
+
+        d = self.dir / "efivars"
+        d.mkdir(exist_ok=True)
+        (d / SECURE_BOOT_VAR).write_bytes(b"\x06\x00\x00\x00" + bytes([1 if on else 0]))
+        if cert is not None:
+            dst = self.dir / "secureboot" / "db.crt"
+            dst.parent.mkdir(exist_ok=True)
+            dst.write_bytes(cert.read_bytes())
 
     def entries(self) -> list[str]:
         return sorted(p.name for p in (self.esp / be.ENTRIES_DIR).iterdir())

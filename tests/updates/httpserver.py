@@ -8,11 +8,32 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
+
+
+class Pacer:
+    """One link of ``bits_per_s`` shared by all connections: each block books the next free slot of the
+    link's timeline and waits for it (a 20 ms burst is let through early, as a NIC queue would)."""
+
+    BURST = 0.02
+
+    def __init__(self, bits_per_s: float) -> None:
+        self.rate = bits_per_s / 8
+        self._next = time.monotonic()
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> None:
+        with self._lock:
+            now = time.monotonic()
+            self._next = max(self._next, now) + n / self.rate
+            wait = self._next - now - self.BURST
+        if wait > 0:
+            time.sleep(wait)
 
 
 @dataclass
@@ -25,6 +46,8 @@ class Served:
     # "Connection: close" was sent): a server whose keep-alive timer fired just as the client reused it.
     drop_keepalive: bool = False
     connections: int = 0
+    # A paced link (bench/update.py): every body byte of every connection goes through one token bucket.
+    pacer: Pacer | None = None
 
     def close(self) -> None:
         if self.server:
@@ -95,9 +118,11 @@ def serve(base: Path) -> Served:
                 left = end - start + 1
                 try:
                     while left:
-                        block = f.read(min(1 << 20, left))
+                        block = f.read(min(64 << 10 if served.pacer else 1 << 20, left))
                         if not block:
                             break
+                        if served.pacer:
+                            served.pacer.take(len(block))
                         self.wfile.write(block)
                         left -= len(block)
                 except (BrokenPipeError, ConnectionResetError):

@@ -102,6 +102,9 @@ def test_shipped_default_config_loads() -> None:
     cfg = config.load(shipped)
     assert cfg.channel == "stable" and cfg.esp == "auto" and cfg.slots["b"].name == "root-b"
     assert cfg.health_url.startswith("https://127.0.0.1:8443/")
+    # The Secure Boot paths are spelled out there, and are the defaults (qx_common.hostpaths).
+    assert (cfg.efivars_dir, cfg.secure_boot_cert) == (config.Config().efivars_dir, config.Config().secure_boot_cert)
+    assert "secure_boot_cert" in shipped.read_text()
 
 
 def test_one_writer_at_a_time(host: Host, repo: TufRepo) -> None:

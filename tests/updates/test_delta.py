@@ -7,8 +7,10 @@ after kill -9 (docs/update-format.md §5).
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import signal
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,17 +107,105 @@ def expected_chunks(rel: Rel, *have: ChunkIndex) -> set[str]:
             if c.sha256 not in known}
 
 
-def test_first_apply_without_seeds_is_a_chunked_full_download(dhost: Host, srv: Server, images) -> None:
+def full_targets(srv: Server, version: str) -> list[str]:
+    """Request paths of the release's whole targets (root payload, UKI) the server answered."""
+    return [p for p, _, st in srv.http.requests
+            if st == 200 and f"/{version}/" in p and p.endswith((".root.erofs.zst", ".efi"))]
+
+
+def test_first_apply_without_seeds_streams_the_whole_targets(dhost: Host, srv: Server, images) -> None:
+    """Nothing of the release is on the host (the factory slot, 1.0.0, has no index anywhere): fetching
+    every chunk would cost more than the whole target, so the planner takes the full stream — one GET per
+    image, each chunk of the output verified against the signed index — not a request per chunk."""
     n = srv.publish("1.1.0", images[0], uki_bytes(1))
-    res = dhost.json("apply")
+    proc = dhost.run("--json", "apply")
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
     assert res["applied"]["version"] == "1.1.0" and res["next_boot"] == "b", res
-    assert "delta: fetched" in res["message"]
+    assert "root by full-stream" in res["message"] and "uki by full-stream" in res["message"], res
+    assert "slot: plan: full-stream" in proc.stderr and "uki: plan: full-stream" in proc.stderr, proc.stderr
     assert slot_holds(dhost, "b", n.image)
-    # The factory slot (1.0.0, no index anywhere) gives nothing: every distinct chunk once, no payload.
-    assert sorted(srv.fetched()) == sorted(expected_chunks(n))
-    assert not [p for p, _, _ in srv.http.requests if p.endswith((".root.erofs.zst", ".efi"))]
+    assert srv.fetched() == [], "no chunk requests"
+    got = full_targets(srv, "1.1.0")  # consistent snapshots: <sha256>.<name>
+    assert len(got) == 2 and {p.rsplit(".", 1)[-1] for p in got} == {"zst", "efi"}, srv.http.requests
     assert (dhost.esp / "EFI/quantix/quantix-os_1.1.0.efi").read_bytes() == n.uki
     assert not list((dhost.state_dir / "downloads").iterdir()), "journals and indexes are cleaned up"
+
+
+def test_delta_and_stream_write_bit_identical_slots(dhost: Host, srv: Server, images, tmp_path: Path) -> None:
+    """The same release N+1 on two hosts: one runs N (most chunks here: the planner takes the delta), one
+    has nothing (the full stream). Both slots hold exactly the signed image."""
+    n = srv.publish("1.1.0", images[0], uki_bytes(1))
+    dhost.json("apply")
+    boot_into(dhost, "b")
+    n1 = srv.publish("1.2.0", images[1], uki_bytes(1, patch=b"quantix.new=1"))
+    fresh = make_host(tmp_path / "fresh", srv.repo.root_bytes(1), srv.http.url)
+    with fresh.slots["b"].open("r+b") as f:
+        f.truncate(SLOT)
+    srv.http.requests.clear()
+    res = dhost.json("apply")
+    assert "root by delta" in res["message"] and "uki by delta" in res["message"], res
+    assert full_targets(srv, "1.2.0") == [] and srv.fetched(), srv.http.requests
+    srv.http.requests.clear()
+    res = fresh.json("apply")
+    assert "root by full-stream" in res["message"] and "uki by full-stream" in res["message"], res
+    assert srv.fetched() == [] and len(full_targets(srv, "1.2.0")) == 2, srv.http.requests
+    with dhost.slots["a"].open("rb") as a, fresh.slots["b"].open("rb") as b:
+        assert a.read(len(n1.image)) == b.read(len(n1.image)) == n1.image
+    assert slot_holds(dhost, "b", n.image), "the running slot is untouched"
+    assert (dhost.esp / "EFI/quantix/quantix-os_1.2.0.efi").read_bytes() == n1.uki
+    assert (fresh.esp / "EFI/quantix/quantix-os_1.2.0.efi").read_bytes() == n1.uki
+
+
+def test_a_tampered_whole_target_is_refused_on_the_stream_path(dhost: Host, srv: Server, images) -> None:
+    """The stream path decompresses an unverified payload, but writes only chunks that match the signed
+    index: a payload changed on the server writes nothing of the changed part and is refused."""
+    srv.publish("1.1.0", images[0], uki_bytes(1))
+    payload = next((srv.repo.targets_dir / "1.1.0").glob("*.root.erofs.zst"))
+    good = payload.read_bytes()
+    payload.write_bytes(subprocess.run(["zstd", "-q", "-c"], input=images[1], stdout=subprocess.PIPE,
+                                       check=True).stdout)  # valid zstd, another image
+    proc = dhost.run("apply", check=False)
+    assert proc.returncode == 5, (proc.returncode, proc.stderr)
+    assert "does not match the signed index" in proc.stderr, proc.stderr
+    assert [e for e in dhost.entries() if e.endswith(".conf")] == ["quantix-a.conf"], dhost.entries()
+    payload.write_bytes(good)
+    assert dhost.json("apply")["applied"]["version"] == "1.1.0"
+    assert slot_holds(dhost, "b", images[0])
+
+
+def test_a_server_without_the_whole_target_gets_the_chunks(dhost: Host, srv: Server, images) -> None:
+    """A mirror that serves the chunk store but not the whole payload (HTTP 404): the stream's GET is
+    refused before anything is written, and the apply takes the chunks instead."""
+    n = srv.publish("1.1.0", images[0], uki_bytes(1))
+    for p in (srv.repo.targets_dir / "1.1.0").glob("*.root.erofs.zst"):
+        p.unlink()
+    proc = dhost.run("--json", "apply")
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert res["applied"]["version"] == "1.1.0" and "root by delta" in res["message"], res
+    assert "slot: plan: full-stream" in proc.stderr and "taking the chunks instead" in proc.stderr, proc.stderr
+    assert slot_holds(dhost, "b", n.image)
+    assert {"/targets/" + chunk_path(c.sha256) for c in n.index.chunks} <= set(srv.fetched())
+
+
+def test_kill_9_during_the_stream_then_rerun_converges(dhost: Host, srv: Server, images) -> None:
+    """Killed after the stream's first batch of the slot was written and journaled: the rerun finds
+    those chunks in place (re-hashed), plans again for the rest, and the slot ends bit-identical."""
+    n = srv.publish("1.1.0", images[0], uki_bytes(1))
+    proc = dhost.run("apply", env={ENV: "stream-slot-1"}, check=False)
+    assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr)
+    assert "slot: plan: full-stream" in proc.stderr, proc.stderr
+    assert [e for e in dhost.entries() if e.endswith(".conf")] == ["quantix-a.conf"], dhost.entries()
+    assert _journal_chunks(dhost, n.index), "the first batch is journaled"
+    before = set(_journal_chunks(dhost, n.index))
+    srv.http.requests.clear()
+    proc = dhost.run("--json", "apply")
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert res["applied"]["version"] == "1.1.0" and res["next_boot"] == "b", res
+    assert slot_holds(dhost, "b", n.image)
+    plan = next(line for line in proc.stderr.splitlines() if "slot: plan:" in line)
+    assert " 0 % of the image is here" not in plan, plan
+    assert not before & set(srv.fetched()), "a journaled chunk was fetched again"
+    assert not list((dhost.state_dir / "downloads").iterdir())
 
 
 def test_connections_the_server_closed_while_idle_are_replaced(dhost: Host, srv: Server, images) -> None:
@@ -123,11 +213,16 @@ def test_connections_the_server_closed_while_idle_are_replaced(dhost: Host, srv:
     without an answer (its keep-alive timer fired just then): the fetcher sends that GET again on a new one.
     (Seen in the OTA e2e: the guest's gaps between chunks outlasted uvicorn's 5 s keep-alive.)"""
     n = srv.publish("1.1.0", images[0], uki_bytes(1))
+    dhost.json("apply")
+    boot_into(dhost, "b")
+    n1 = srv.publish("1.2.0", images[1], uki_bytes(1, patch=b"quantix.new=1"))
+    srv.http.requests.clear()
     srv.http.drop_keepalive = True
     res = dhost.json("apply")
-    assert res["applied"]["version"] == "1.1.0" and slot_holds(dhost, "b", n.image), res
-    assert sorted(srv.fetched()) == sorted(expected_chunks(n)), "each chunk fetched once"
-    assert srv.http.connections >= len(expected_chunks(n)), "one connection per chunk: every reuse failed"
+    assert res["applied"]["version"] == "1.2.0" and slot_holds(dhost, "a", n1.image), res
+    want = expected_chunks(n1, n.index, n.uki_index)
+    assert sorted(srv.fetched()) == sorted(want), "each chunk fetched once"
+    assert srv.http.connections >= len(want), "one connection per chunk: every reuse failed"
 
 
 def test_one_file_changed_fetches_only_the_changed_chunks(dhost: Host, srv: Server, images) -> None:
@@ -200,36 +295,42 @@ def _journal_chunks(host: Host, idx: ChunkIndex) -> set[str]:
 
 
 def test_kill_9_at_many_points_then_rerun_completes_without_refetching(dhost: Host, srv: Server, images) -> None:
-    """Each run is killed after its 10th fetched chunk (QX_UPDATE_TEST_CRASH_AT=chunk-10) until a run has
-    fewer than 10 left to fetch and completes: a dozen kills across the UKI and the slot."""
+    """N → N+1 as a delta; each run is killed after its 1st fetched chunk (QX_UPDATE_TEST_CRASH_AT=chunk-1)
+    until a run has nothing left to fetch and completes."""
     n = srv.publish("1.1.0", images[0], uki_bytes(1))
-    total = len(expected_chunks(n))
+    dhost.json("apply")
+    boot_into(dhost, "b")
+    n1 = srv.publish("1.2.0", images[1], uki_bytes(1, patch=b"quantix.new=1"))
+    want = expected_chunks(n1, n.index, n.uki_index)
+    total = len(want)
     kills = 0
     journaled: set[str] = set()
     requested: list[str] = []
     while True:
         srv.http.requests.clear()
-        proc = dhost.run("apply", env={ENV: "chunk-10"}, check=False)
+        proc = dhost.run("apply", env={ENV: "chunk-1"}, check=False)
         got = srv.fetched()
         assert not journaled & set(got), "a chunk written before a kill was fetched again"
+        assert full_targets(srv, "1.2.0") == [], "the delta stays a delta after a kill"
         requested += got
         if proc.returncode == 0:
             break
         assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr)
         kills += 1
         assert kills <= total, "no progress between kills"
-        journaled |= _journal_chunks(dhost, n.index) | _journal_chunks(dhost, n.uki_index)
-        assert [e for e in dhost.entries() if e.endswith(".conf")] == ["quantix-a.conf"]
-    assert kills >= 5, kills
-    assert slot_holds(dhost, "b", n.image)
-    assert (dhost.esp / "EFI/quantix/quantix-os_1.1.0.efi").read_bytes() == n.uki
-    assert set(requested) == expected_chunks(n)
+        journaled |= _journal_chunks(dhost, n1.index) | _journal_chunks(dhost, n1.uki_index)
+        entries = dhost.entries()  # the running slot's entry stays; slot A gets no new (counting) entry
+        assert "quantix-b+3.conf" in entries and not [e for e in entries if e.startswith("quantix-a+")], entries
+    assert kills >= 2, (kills, total)  # each run also leaves up to WINDOW frames fetched ahead in the cache
+    assert slot_holds(dhost, "a", n1.image) and slot_holds(dhost, "b", n.image)
+    assert (dhost.esp / "EFI/quantix/quantix-os_1.2.0.efi").read_bytes() == n1.uki
+    assert set(requested) == want
     # Fetched twice only the requests in flight when a kill came (frames fetched ahead of the writer
     # wait in the download cache).
     from qx_update.chunked import WORKERS
 
     assert len(requested) - total <= kills * WORKERS, (len(requested), total, kills)
-    assert dhost.json("status")["slots"]["b"]["version"] == "1.1.0"
+    assert dhost.json("status")["slots"]["a"]["version"] == "1.2.0"
 
 
 def test_offline_apply_from_the_repository_directory_uses_chunks(dhost: Host, srv: Server, images,

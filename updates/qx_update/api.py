@@ -146,6 +146,21 @@ class CheckinRecord(Model):
     detail: str
 
 
+SecureBootState = Literal["enabled", "disabled", "no-uefi", "unknown"]
+
+
+@dataclass(frozen=True)
+class SecureBootStatus(Model):
+    """Whether this host booted with Secure Boot on, and so whether apply checks a release's UKI
+    signature against the certificate the image shipped (:mod:`qx_update.secureboot`)."""
+
+    state: SecureBootState            # "unknown": the EFI variable could not be read (``note`` says why)
+    checks_releases: bool             # apply refuses a UKI that does not verify against certificate_file
+    certificate_file: str
+    certificate_present: bool
+    note: str                         # one sentence for an operator
+
+
 @dataclass(frozen=True)
 class UpdateStatus(Versioned):
     """``qx-update status``: the running slot and release, the boot entries, what the last check found."""
@@ -169,6 +184,7 @@ class UpdateStatus(Versioned):
     rollback: RollbackRecord | None
     refused: dict[str, RefusedRelease]
     slots: dict[str, SlotStatus]
+    secure_boot: SecureBootStatus | None = None
 
     @property
     def awaiting_reboot(self) -> str | None:

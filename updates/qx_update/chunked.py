@@ -9,6 +9,17 @@ describes the signed image: :meth:`qx_update.chunkindex.ChunkIndex.check_describ
    wrote it, or the target's previous index puts the same chunk at the same offset); an earlier copy in
    the new image (written earlier in this pass); a *seed* — the running slot, the target's previous
    content, the running UKI — at an offset its previous index gives; else the chunk store;
+   then **choose the path** by bytes (:func:`choose`): fetching the missing chunks costs their stored
+   bytes plus :data:`REQUEST_BYTES` (64 KiB) per request; when that is at least the whole signed target
+   (the root's zstd payload, the UKI file), the image is taken as **one stream** instead (step 2'), else
+   as a **delta** (steps 2, 3). The log says which: ``<label>: plan: delta|full-stream — …`` (label
+   ``slot`` or ``uki``), and so does the apply's message (``root by delta``, ``uki by full-stream``).
+   Why 64 KiB a request: measured, a fetched chunk costs about 2 ms of the client's CPU beyond its bytes
+   (a request, two hashes, a cache file, a pwrite: 11 s of CPU for 5,200 chunks, docs/performance.md),
+   which is 64 KiB of transfer at 250 Mbit/s;
+   over a WAN a request also costs a round trip (20 ms over 4 parallel connections ≈ 5 ms ≈ 64 KiB at
+   100 Mbit/s). So a host with no seed (every chunk missing) streams — one GET instead of thousands —
+   and a one-package change (a few hundred chunks of thousands) stays a delta on any link;
 2. **fetch** the missing chunks: a few requests in parallel over kept-alive connections, under one
    overall deadline (``download_deadline``, the slow-retrieval defence); each stored frame must have its
    signed length and sha256 before zstd decompresses a byte of it;
@@ -17,6 +28,16 @@ describes the signed image: :meth:`qx_update.chunkindex.ChunkIndex.check_describ
    target; every SYNC_EVERY bytes the target and then the journal are synced. A fetched frame waits in
    the download cache (``<sha256>.chunk``) until the journal has its chunk, so after a kill -9 only the
    requests in flight (at most WORKERS) are made again; after a power cut, at most SYNC_EVERY's worth;
+2'. **stream** (:func:`_stream`): one GET of the whole target (under the same deadline, capped at its
+   signed length, hashed as it arrives and compared with its signed hash at the end), decompressed by
+   one ``zstd`` process; the output is read in batches of whole chunks (≥ STREAM_BATCH), each chunk
+   hashed on a memoryview of the batch and compared with the signed index *before* the batch is written
+   (one pwrite per run of chunks; chunks already in place are not rewritten); the journal as in step 3,
+   every STREAM_SYNC_EVERY bytes. zstd parses bytes not yet verified here (the chunk path verifies each
+   frame first): a wrong or hostile payload can make zstd fail or produce other bytes, never make an
+   unverified byte reach the target. After a kill -9 the rerun plans again: the journaled chunks are in
+   place (re-hashed), and the rest is fetched as chunks or streamed again (from the start: a zstd stream
+   cannot be entered in the middle; chunks in place are skipped, not rewritten);
 4. the caller reads the whole image back and compares it with the signed hash (the one extra pass).
 
 Invariants: the running slot is only read. A seed in the target itself is used only from offsets the
@@ -32,10 +53,13 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -56,7 +80,17 @@ from qx_update.errors import VerificationError
 WORKERS = 4          # parallel chunk requests (kept-alive connections)
 WINDOW = 8           # frames fetched ahead of the writer at most (each ≤ MAX_STORED_CHUNK_BYTES, in memory
                      # and in the download cache until written)
-SYNC_EVERY = 4 << 20  # bytes written between syncs of the target and the journal
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+# Bytes written between syncs of the target and the journal (both paths): a 408 MiB slot is 13 syncs, not
+# the 100 of 4 MiB (each an fdatasync of the slot and an fsync of the journal; profiled: a delta's pass
+# 4.7 s -> 2.7 s, one run each on the shared machine: noisy). A power cut costs at most this much
+# writing again, and the frames fetched in it.
+SYNC_EVERY = 32 << 20
+# The planner's price of one chunk request, in bytes of transfer (see the module docstring, "Which path").
+REQUEST_BYTES = 64 << 10
+STREAM_BATCH = 4 << 20        # stream path: whole chunks read, verified and written at a time (≥ this)
+STREAM_SYNC_EVERY = SYNC_EVERY
+DELTA, STREAM = "delta", "full-stream"  # the two paths (Stats.path; the log line "<label>: plan: <path> …")
 _log = log.get("update.chunked")
 
 # Plan kinds
@@ -72,8 +106,19 @@ class Seed:
     label: str
 
 
+@dataclass(frozen=True)
+class Full:
+    """The image's whole signed target, for the stream path: the root payload (zstd) or the UKI file."""
+
+    url: str
+    length: int        # signed length of the target (the compressed payload for the root)
+    sha256: str        # signed sha256 of the target
+    compressed: bool   # True: a zstd stream of the image; False: the image itself
+
+
 @dataclass
 class Stats:
+    path: str = DELTA             # DELTA or STREAM: what the planner chose
     chunks: int = 0
     fetched_chunks: int = 0
     fetched_bytes: int = 0        # stored (compressed) bytes downloaded
@@ -271,12 +316,23 @@ def _plan(index: ChunkIndex, tfd: int, previous: ChunkIndex | None, journal: Jou
     return plan
 
 
+def choose(index: ChunkIndex, plan: list[tuple[str, int, int, str]], full: Full | None) -> tuple[str, int]:
+    """(path, estimated bytes of the chunk path): STREAM when fetching the missing chunks would cost at
+    least as much as the whole target — their stored bytes plus :data:`REQUEST_BYTES` per request."""
+    missing = [c for c, p in zip(index.chunks, plan) if p[0] == _FETCH]
+    cost = sum(c.stored_length for c in missing) + len(missing) * REQUEST_BYTES
+    if full is not None and missing and cost >= full.length:
+        return STREAM, cost
+    return DELTA, cost
+
+
 def assemble(index: ChunkIndex, target: Path, *, base_url: str, journal_path: Path, seeds: list[Seed],
              previous: ChunkIndex | None = None, label: str, progress: bool | Observer = True,
-             deadline: float = DEFAULT_DEADLINE, where: str = "chunk index") -> Stats:
+             deadline: float = DEFAULT_DEADLINE, where: str = "chunk index", full: Full | None = None) -> Stats:
     """Write the image ``index`` describes into ``target`` (a slot, or a file created at its length).
 
-    ``previous``: what ``target`` held before (a hint). ``seeds``: other sources (only read). The caller
+    ``previous``: what ``target`` held before (a hint). ``seeds``: other sources (only read). ``full``:
+    the image's whole target, taken as one stream when the plan says so (None: chunks only). The caller
     reads the result back against the signed hash, then calls :func:`done` to drop the journal."""
     stats = Stats(chunks=len(index.chunks))
     flags = os.O_RDWR | os.O_CLOEXEC | (0 if target.exists() else os.O_CREAT)
@@ -306,8 +362,29 @@ def assemble(index: ChunkIndex, target: Path, *, base_url: str, journal_path: Pa
             opened.append((tfd, Seed(target, previous, "previous content")))
         journal = Journal(journal_path, index.sha256)
         plan = _plan(index, tfd, previous, journal, opened, stats)
-        _write(index, tfd, plan, journal, stats, base_url=base_url, label=label, progress=progress,
-               deadline=deadline, where=where)
+        stats.path, cost = choose(index, plan, full)
+        missing = sum(1 for p in plan if p[0] == _FETCH)
+        here = sum(c.length for c, p in zip(index.chunks, plan) if p[0] != _FETCH)
+        # The line an operator (and the OTA e2e) reads to know how the image was taken.
+        _log.info("  %s: plan: %s — %d of %d chunks to fetch (≈%.1f MB with requests) vs the whole %s "
+                  "(%.1f MB); %.0f %% of the image is here already", label, stats.path, missing,
+                  len(index.chunks), cost / 1e6, "target" if full is not None else "target (not offered)",
+                  (full.length if full is not None else 0) / 1e6, 100 * here / index.length)
+        if stats.path == STREAM:
+            assert full is not None
+            try:
+                _stream(index, tfd, plan, journal, stats, full, label=label, progress=progress,
+                        deadline=deadline, where=where)
+            except _NotServed as e:
+                # Nothing was written (the GET was refused before its body): a mirror or an offline copy
+                # with the chunk store but not the whole target. The chunks are the other way.
+                _log.warning("  %s: %s; taking the chunks instead", label, e.__cause__)
+                stats.path = DELTA
+                _write(index, tfd, plan, journal, stats, base_url=base_url, label=label, progress=progress,
+                       deadline=deadline, where=where)
+        else:
+            _write(index, tfd, plan, journal, stats, base_url=base_url, label=label, progress=progress,
+                   deadline=deadline, where=where)
         os.fsync(tfd)
     finally:
         if journal is not None:
@@ -315,8 +392,8 @@ def assemble(index: ChunkIndex, target: Path, *, base_url: str, journal_path: Pa
         for fd in fds:
             os.close(fd)
         os.close(tfd)
-    _log.info("  %s: %d chunks; fetched %d (%.1f MiB), reused %.1f MiB (%s)%s", label, stats.chunks,
-              stats.fetched_chunks, stats.fetched_bytes / 2**20, stats.reused_bytes / 2**20,
+    _log.info("  %s: %s, %d chunks; fetched %d (%.1f MiB), reused %.1f MiB (%s)%s", label, stats.path,
+              stats.chunks, stats.fetched_chunks, stats.fetched_bytes / 2**20, stats.reused_bytes / 2**20,
               ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in stats.sources.items()) or "nothing",
               f", {stats.resumed_chunks} written before" if stats.resumed_chunks else "")
     return stats
@@ -485,3 +562,222 @@ def _sync(journal: Journal, tfd: int, cached: list[Path]) -> None:
         p.unlink(missing_ok=True)
     cached.clear()
 
+
+
+# -- the stream path -------------------------------------------------------------------------------------
+class _NotServed(Exception):
+    """The whole target is not served (HTTP 4xx, or missing from an offline copy): nothing was written."""
+
+
+class _BodyFeeder(threading.Thread):
+    """Copy the target's body into ``out_fd`` (zstd's stdin, or a pipe), counting its bytes against the
+    signed length and hashing them; the writing thread checks :attr:`got` and :attr:`digest` at the end."""
+
+    def __init__(self, body: Iterator[bytes], out_fd: int, full: Full) -> None:
+        super().__init__(name="qx-update-stream", daemon=True)
+        self.body = body
+        self.out_fd = out_fd
+        self.full = full
+        self.got = 0
+        self.digest = ""
+        self.error: BaseException | None = None
+
+    def _blocks(self) -> Iterator[bytes]:
+        try:
+            yield from self.body
+        except urllib3.exceptions.HTTPError as e:
+            raise ExternalError(f"download of {self.full.url} interrupted at {self.got} bytes: {e}",
+                                hint="run the update again: it continues from what was written") from e
+
+    def run(self) -> None:
+        h = hashlib.sha256()
+        try:
+            for block in self._blocks():
+                self.got += len(block)
+                if self.got > self.full.length:
+                    raise VerificationError(f"{self.full.url}: the server sent more than the signed "
+                                            f"{self.full.length} bytes (endless-data attack); stopped")
+                h.update(block)  # GIL released: beside zstd and the writer
+                view = memoryview(block)
+                while view:
+                    view = view[os.write(self.out_fd, view):]
+            self.digest = h.hexdigest()
+        except BaseException as e:  # noqa: BLE001 - handed to the writing thread, raised there
+            self.error = e
+        finally:
+            close = getattr(self.body, "close", None)
+            if close:
+                close()
+            try:
+                os.close(self.out_fd)  # EOF for the reader (zstd flushes and exits)
+            except OSError:
+                pass
+
+
+def _readinto_exact(fd: int, view: memoryview) -> int:
+    got = 0
+    while got < len(view):
+        n = os.readv(fd, [view[got:]])
+        if not n:
+            break
+        got += n
+    return got
+
+
+def _stream(index: ChunkIndex, tfd: int, plan: list[tuple[str, int, int, str]], journal: Journal, stats: Stats,
+            full: Full, *, label: str, progress: bool | Observer, deadline: float, where: str) -> None:
+    """One GET of the whole target, decompressed as it arrives; each chunk of the output is verified
+    against the signed index before it is written (in batches of whole chunks, one pwrite per run)."""
+    from qx_update import download  # the artifact downloader's HTTP/file:// body, deadline, pool
+
+    bar = Progress(f"writing {label}", index.length, enabled=progress)
+    dl_bar = Progress(f"downloading {label} (whole target)", full.length, enabled=progress)
+    with Deadline(deadline, f"{where}: the whole {label} target") as dl:
+        try:
+            body = download.open_body(full.url, dl)
+        except download.NotServed as e:
+            raise _NotServed() from e
+        feeder: _BodyFeeder | None = None
+        with contextlib.ExitStack() as stack:
+            if full.compressed:
+                proc = stack.enter_context(r.spawn([r.require("zstd"), "-d", "-c", "-q"], stdin=r.PIPE,
+                                                   check=False))
+                assert proc.stdin is not None and proc.stdout is not None
+                # The feeder owns (and closes) a duplicate of zstd's stdin; ours is closed now.
+                wfd = os.dup(proc.stdin.fileno())
+                proc.stdin.close()
+                rfd = proc.stdout.fileno()
+            else:
+                proc = None
+                rfd, wfd = os.pipe()
+                reader = os.fdopen(rfd, "rb", buffering=0)  # closed once, on error early, else at the end
+                stack.callback(reader.close)
+            for fd in (rfd, wfd):
+                try:
+                    fcntl.fcntl(fd, F_SETPIPE_SZ, 1 << 20)  # fewer wake-ups between the threads
+                except OSError:
+                    pass
+            feeder = _BodyFeeder(body, wfd, full)
+            feeder.start()
+            try:
+                _stream_pass(index, tfd, plan, journal, stats, rfd, bar, where, feeder, dl_bar, label)
+                if os.read(rfd, 1):
+                    raise VerificationError(f"{where}: the whole target decompresses to more than the "
+                                            f"signed {index.length} bytes: refused")
+            except BaseException as e:
+                # Killing zstd (or closing our end of the pipe) ends a feeder blocked on it; its error
+                # (HTTP, endless data) or the deadline is the real cause of a short read.
+                if proc is not None:
+                    proc.kill()
+                else:
+                    reader.close()
+                feeder.join(60)
+                if dl.expired:
+                    raise dl.error(feeder.got) from e
+                if feeder.error is not None and not isinstance(feeder.error, OSError):
+                    raise feeder.error from e
+                raise
+            feeder.join()
+        if proc is not None and proc.returncode != 0:
+            raise ExternalError(f"zstd could not decompress the whole {label} target of {where} "
+                                f"(exit {proc.returncode}): {proc.stderr_text().strip()[-300:]}")
+        if feeder.error is not None:
+            if dl.expired:
+                raise dl.error(feeder.got) from feeder.error
+            raise feeder.error
+        if dl.expired and feeder.got < full.length:
+            raise dl.error(feeder.got)
+    if feeder.got != full.length or feeder.digest != full.sha256:
+        # Every chunk written was verified, so the slot is right; the target itself is not what was signed.
+        raise VerificationError(f"{full.url}: the whole target does not match its signed length or hash "
+                                f"({feeder.got} of {full.length} bytes): refused")
+    stats.fetched_bytes += feeder.got
+    journal.sync(tfd)
+    bar.close()
+    dl_bar.close()
+
+
+def _first_bad(buf: memoryview, chunks: tuple[Chunk, ...], plan: list[tuple[str, int, int, str]], i: int,
+               j: int) -> int | None:
+    """The first chunk of ``chunks[i:j]`` (read into ``buf``) to be written whose hash is not the signed one."""
+    base = chunks[i].offset
+    for k in range(i, j):
+        c = chunks[k]
+        if plan[k][0] != _PLACE and hashlib.sha256(buf[c.offset - base:c.offset - base + c.length]).hexdigest() \
+                != c.sha256:
+            return k
+    return None
+
+
+def _stream_pass(index: ChunkIndex, tfd: int, plan: list[tuple[str, int, int, str]], journal: Journal,
+                 stats: Stats, rfd: int, bar: Progress, where: str, feeder: _BodyFeeder, dl_bar: Progress,
+                 label: str) -> None:
+    """Batches of whole chunks (≥ STREAM_BATCH bytes): batch k is verified in a worker thread (hashlib
+    releases the GIL) while this thread reads batch k+1 from zstd; then batch k is written — one pwrite
+    per run of chunks not already in place — and journaled. Nothing is written before it is verified."""
+    chunks = index.chunks
+    n = len(chunks)
+    state = {"unsynced": 0, "batches": 0}
+
+    def read(i: int) -> tuple[int, int, memoryview]:
+        j, size = i, 0
+        while j < n and size < STREAM_BATCH:
+            size += chunks[j].length
+            j += 1
+        buf = memoryview(bytearray(size))  # a fresh buffer per batch: the worker may still hash the last
+        if _readinto_exact(rfd, buf) != size:
+            raise VerificationError(f"{where}: the whole target ended before the image did (at chunk {i}): "
+                                    "refused, nothing past the last verified chunk was written")
+        return i, j, buf
+
+    def finish(i: int, j: int, buf: memoryview, bad: int | None) -> None:
+        if bad is not None:
+            raise VerificationError(f"{where}: chunk {bad} of the whole target does not match the signed "
+                                    "index (tampered target): refused, nothing of it was written")
+        base = chunks[i].offset
+        run_start: int | None = None  # offset in buf of the run of chunks to write
+        for k in range(i, j + 1):
+            if k < j and plan[k][0] != _PLACE:
+                if run_start is None:
+                    run_start = chunks[k].offset - base
+                journal.add(k)
+                continue
+            if run_start is not None:  # a chunk in place (verified when planned: not rewritten), or the end
+                end = chunks[k].offset - base if k < j else len(buf)
+                _pwrite_all(tfd, buf[run_start:end], base + run_start)
+                run_start = None
+            if k < j:
+                c = chunks[k]
+                stats.reused_bytes += c.length
+                stats.in_place_bytes += c.length
+                stats.sources["in place"] = stats.sources.get("in place", 0) + c.length
+                if k not in journal.done:
+                    journal.add(k)
+        state["unsynced"] += len(buf)
+        bar.update(len(buf))
+        dl_bar.update(feeder.got - dl_bar.done)  # from this thread: progress events stay whole lines
+        state["batches"] += 1
+        point = f"stream-{label}-{state['batches']}"
+        if state["unsynced"] >= STREAM_SYNC_EVERY or crashpoint.armed(point):
+            journal.sync(tfd)
+            state["unsynced"] = 0
+        crashpoint.reached(point)
+
+    with cf.ThreadPoolExecutor(1, thread_name_prefix="qx-update-verify") as pool:
+        pending: tuple[int, int, memoryview, cf.Future[int | None]] | None = None
+        i = 0
+        while i < n or pending is not None:
+            nxt = None
+            if i < n:
+                try:
+                    bi, bj, buf = read(i)
+                except VerificationError:
+                    if pending is not None and pending[3].result() is not None:
+                        finish(*pending[:3], pending[3].result())  # the earlier refusal is the cause
+                    raise
+                nxt = (bi, bj, buf, pool.submit(_first_bad, buf, chunks, plan, bi, bj))
+                i = bj
+            if pending is not None:
+                pi, pj, pbuf, fut = pending
+                finish(pi, pj, pbuf, fut.result())
+            pending = nxt

@@ -81,6 +81,8 @@ def _status_text(s: api.UpdateStatus) -> str:
     ci = s.last_checkin
     if ci:
         lines.append(f"last fleet check-in: {ci.at} after {ci.event}: {'ok' if ci.ok else 'FAILED'} ({ci.detail})")
+    if s.secure_boot:
+        lines.append(f"Secure Boot: {s.secure_boot.note}")
     for version, why in sorted(s.refused.items()):
         lines.append(f"refused: {version} (rolled back: {why.reason}; 'qx-update allow {version}' retries it)")
     lines.append(s.message)

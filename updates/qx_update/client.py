@@ -3,8 +3,10 @@
 apply, in this order (each step leaves the running slot the default and untouched until the switch):
 
 1. refresh TUF metadata (:mod:`repo`), choose a release (:mod:`releases`);
-2. download root payload and UKI, resumable, verified by TUF (:mod:`download`) — or, when the release
-   has signed chunk indexes, only the chunks this host lacks (:mod:`delta`, :mod:`chunked`);
+2. download the UKI and the root payload, resumable, verified by TUF (:mod:`download`) — or, when the
+   release has signed chunk indexes, only the chunks this host lacks (:mod:`delta`, :mod:`chunked`); a
+   host that booted with Secure Boot on refuses a UKI that does not verify against its certificate
+   (:mod:`secureboot`) before the root payload is fetched and before anything is written;
 3. remove the inactive slot's boot entry, write the slot (in one pass from chunks, for a delta) and read
    it back (:mod:`slots`);
 4. record ``pending`` in the state (:mod:`state`) — before the switch, so a power cut cannot lose it;
@@ -202,9 +204,17 @@ class Client:
             "refused": {v: api.RefusedRelease(reason=str(r.get("reason", "")), at=str(r.get("at", "")))
                         for v, r in st.refused.items()},
             "slots": slot_status,
+            "secure_boot": self._secure_boot_status(),
         }
         state_, message = self._verdict(fields)
         return api.UpdateStatus(state=state_, message=message, **fields)
+
+    def _secure_boot_status(self) -> api.SecureBootStatus:
+        from qx_update import secureboot
+
+        sb, checks, note = secureboot.status(self.cfg.efivars_dir, self.cfg.secure_boot_cert)
+        return api.SecureBootStatus(state=sb, checks_releases=checks, certificate_file=str(self.cfg.secure_boot_cert),
+                                    certificate_present=self.cfg.secure_boot_cert.is_file(), note=note)
 
     def _detect_rollback(self, entries: dict[str, esp.SlotEntry], running: str) -> dict[str, Any] | None:
         p = slotinstall.pending_effective(self.st, entries)
@@ -338,13 +348,20 @@ class Client:
         target_entry = e.slots().get(target)
         target_version = self.st.slots.get(target, {}).get("version") or (target_entry.version if target_entry else None)
         log.step(f"downloading {rel.version}" + (" (delta)" if root_index else ""))
-        payload = None if root_index else download.fetch(
-            rel.root, rp.target_url(rel.root), self.cfg.download_dir, label="root", progress=self.progress,
-            crash_point="download", deadline=self.cfg.download_deadline)
+        # The UKI first (a few MiB, proven by TUF, or assembled from chunks and proven): a host enforcing
+        # Secure Boot refuses a release its firmware would not boot before the root payload is fetched and
+        # before anything is written to the slot or the ESP (qx_update.secureboot).
         uki = d.uki(uki_index, uki_info, esp_root=esp.find_esp(self.cfg.esp), running_version=from_version,
                     other_version=target_version) if uki_index else download.fetch(
             uki_info, rp.target_url(uki_info), self.cfg.download_dir, label="uki", progress=self.progress,
             deadline=self.cfg.download_deadline)
+        from qx_update import secureboot
+
+        sb = secureboot.check_uki(uki, version=rel.version, efivars_dir=self.cfg.efivars_dir,
+                                  cert=self.cfg.secure_boot_cert)
+        payload = None if root_index else download.fetch(
+            rel.root, rp.target_url(rel.root), self.cfg.download_dir, label="root", progress=self.progress,
+            crash_point="download", deadline=self.cfg.download_deadline)
         crashpoint.reached("downloaded")
         slot_path = self.cfg.slots[target]
         slots.guard_not_running(slot_path, self.cfg.slots[running])
@@ -364,7 +381,8 @@ class Client:
                                entry=entry.name.filename, next_boot=next_boot, skipped=_skipped(choice),
                                message=f"installed {rel.version} into slot {target.upper()} ({entry.name.filename}); "
                                        f"next boot: slot {(next_boot or '?').upper()}"
-                                       + (f"; {d.summary()}" if d.summary() else ""))
+                                       + (f"; {d.summary()}" if d.summary() else "")
+                                       + ("" if sb.verified else f"; {sb.note}"))
 
     # -- rollback ------------------------------------------------------------------------------
     def rollback(self) -> api.RollbackResult:

@@ -45,6 +45,10 @@ class Config:
     host_id_file: Path = Path("/etc/machine-id")
     health_url: str = "https://127.0.0.1:8443/health"
     health_ca: Path = hostpaths.node_cert()
+    # Secure Boot (qx_update.secureboot): where the firmware's state is read and the certificate a release's
+    # UKI must verify against while it is on. Not overridable: the override file is on the data partition.
+    efivars_dir: Path = hostpaths.EFIVARS_DIR
+    secure_boot_cert: Path = hostpaths.SECURE_BOOT_CERT
     gate_timeout: float = 600.0
     maintenance_window: str = ""            # "HH:MM-HH:MM" (local time), empty = any time
     tries: int = 3                          # systemd boot-assessment tries of a new slot
@@ -119,7 +123,8 @@ def _apply(cfg: Config, data: dict[str, object], src: Path, *, override: bool) -
             except ValueError:
                 raise _bad(src, key, f"is {value!r}", 'use "HH:MM-HH:MM" (local time) or "" for any time') from None
             changes[key] = str(value)
-        elif key in ("trusted_root", "state_dir", "host_id_file", "health_ca", "override", "checkin_token_file"):
+        elif key in ("trusted_root", "state_dir", "host_id_file", "health_ca", "override", "checkin_token_file",
+                     "efivars_dir", "secure_boot_cert"):
             changes[key] = path(key, value)
         elif key == "esp":
             changes[key] = "auto" if value == "auto" else str(path(key, value))

@@ -22,6 +22,7 @@ POINTS = (
     "entry-tmp",     # the new entry's temp file is written and synced, not yet renamed
     "switched",      # the new entry is in place (the switch happened), state not yet recorded
     # and "chunk-<n>": a delta apply has written the n-th chunk it fetched from the network (qx_update.chunked)
+    # and "stream-<label>-<n>" (label slot or uki): the stream path wrote and journaled its n-th batch (qx_update.chunked)
     # qx-install (the installer shares the slot writer, so "write" and "written" apply to it too)
     "install-partitioned",  # wipe: new table, ESP and data made; slot A not written
     "install-retired",      # keep-data: the old boot entries are gone; slot A not written
@@ -34,3 +35,8 @@ POINTS = (
 def reached(point: str) -> None:
     if os.environ.get(ENV) == point:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def armed(point: str) -> bool:
+    """True when this run stops at ``point``: the caller syncs first what the test expects on disk."""
+    return os.environ.get(ENV) == point

@@ -126,9 +126,11 @@ class Delta:
                 seeds.append(chunked.Seed(p, idx, f"UKI {v}"))
         part = self.download_dir / f"{sha}.chunked"
         journal = self.download_dir / f"{sha}.uki.journal"
+        full = chunked.Full(url=self.rp.target_url(info), length=info.length, sha256=sha, compressed=False)
         self.stats["uki"] = chunked.assemble(
             index, part, base_url=self.rp.target_base_url, journal_path=journal, seeds=seeds, label="uki",
-            progress=self.progress, deadline=self.deadline, where=target_path(index.version, "uki-index"))
+            progress=self.progress, deadline=self.deadline, where=target_path(index.version, "uki-index"),
+            full=full)
         try:
             with part.open("rb") as f:
                 info.verify_length_and_hashes(f)
@@ -161,7 +163,7 @@ class Delta:
             self.stats["root"] = chunked.assemble(
                 index, slot_path, base_url=self.rp.target_base_url, journal_path=journal, seeds=seeds,
                 previous=previous, label="slot", progress=self.progress, deadline=self.deadline,
-                where=target_path(index.version, "root-index"))
+                where=target_path(index.version, "root-index"), full=self._full_root(index.version))
             if slots.hash_prefix(slot_path, index.length, progress=self.progress) != index.sha256:
                 raise VerificationError(f"slot {slot_path} reads back differently from what was written (bad disk?)")
             chunked.done(journal)
@@ -169,9 +171,19 @@ class Delta:
 
         return write
 
+    def _full_root(self, version: str) -> chunked.Full | None:
+        """The release's root payload (zstd), signed: the stream path's source (None: chunks only)."""
+        info = self.rp.find_targetinfo(target_path(version, "root"))
+        if info is None or "sha256" not in info.hashes:
+            return None
+        return chunked.Full(url=self.rp.target_url(info), length=info.length, sha256=info.hashes["sha256"],
+                            compressed=True)
+
     def summary(self) -> str:
+        """``delta: fetched …, reused …; root by delta, uki by full-stream`` (the apply's message)."""
         if not self.stats:
             return ""
         fetched = sum(s.fetched_bytes for s in self.stats.values())
         reused = sum(s.reused_bytes for s in self.stats.values())
-        return f"delta: fetched {fetched / 2**20:.1f} MiB, reused {reused / 2**20:.1f} MiB"
+        paths = ", ".join(f"{k} by {s.path}" for k, s in self.stats.items())
+        return f"delta: fetched {fetched / 2**20:.1f} MiB, reused {reused / 2**20:.1f} MiB; {paths}"

@@ -23,6 +23,7 @@ import os
 import re
 import threading
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -42,6 +43,10 @@ CHUNK = 4 * 1024 * 1024
 SYNC_EVERY = 32 * 1024 * 1024
 TIMEOUT = (10, 60)  # connect, read-gap seconds
 _log = log.get("update.download")
+
+
+class NotServed(ExternalError):
+    """The server answered that it does not serve the file (HTTP 4xx), or an offline copy lacks it."""
 
 
 _POOLS: dict[tuple[str, int], urllib3.PoolManager] = {}
@@ -129,7 +134,10 @@ def _hash_prefix(path: Path, length: int, hasher: hashing.BackgroundHasher) -> N
 def _open_stream(url: str, offset: int, deadline: Deadline | None = None) -> tuple[int, object]:
     """(offset the body starts at, iterator of chunks); ``deadline`` shuts the response down when it passes."""
     if url.startswith("file://"):
-        f = Path(unquote(urlparse(url).path)).open("rb")
+        try:
+            f = Path(unquote(urlparse(url).path)).open("rb")
+        except FileNotFoundError as e:
+            raise NotServed(f"cannot read {url}: the offline copy does not have it") from e
         f.seek(offset)
 
         def chunks():  # type: ignore[no-untyped-def]
@@ -160,7 +168,7 @@ def _open_stream(url: str, offset: int, deadline: Deadline | None = None) -> tup
         return -1, iter(())
     if resp.status >= 400:
         resp.release_conn()
-        raise ExternalError(f"cannot download {url}: HTTP {resp.status}")
+        raise (NotServed if resp.status < 500 else ExternalError)(f"cannot download {url}: HTTP {resp.status}")
     start = 0
     if resp.status == 206:
         m = re.match(r"bytes (\d+)-", resp.headers.get("Content-Range", ""))
@@ -169,6 +177,19 @@ def _open_stream(url: str, offset: int, deadline: Deadline | None = None) -> tup
             resp.release_conn()
             return -1, iter(())
     return start, resp.stream(CHUNK, decode_content=False)
+
+
+def open_body(url: str, deadline: Deadline) -> Iterator[bytes]:
+    """The whole body of ``url`` (http(s):// or file://) as blocks of up to :data:`CHUNK` bytes, under
+    ``deadline`` — for a caller that verifies what it reads itself (:mod:`qx_update.chunked`'s stream).
+    Call ``close()`` on the iterator when done early."""
+    start, blocks = _open_stream(url, 0, deadline)
+    if start != 0:
+        close = getattr(blocks, "close", None)
+        if close:
+            close()
+        raise ExternalError(f"cannot download {url}: the server answered a range that was not asked for")
+    return blocks  # type: ignore[return-value]
 
 
 def fetch(info: TargetFile, url: str, dest_dir: Path, *, label: str, progress: bool | Observer = True,

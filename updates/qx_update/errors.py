@@ -10,6 +10,7 @@ from qx_common.errors import ExternalError
 
 
 class VerificationError(ExternalError):
-    """Metadata or an artifact failed TUF or slot verification; nothing was installed."""
+    """Metadata or an artifact failed TUF or slot verification, or (Secure Boot on) the release's UKI does
+    not verify against the host's certificate (:mod:`qx_update.secureboot`); nothing was installed."""
 
     exit_code = 5
