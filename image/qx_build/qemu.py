@@ -92,6 +92,11 @@ class Machine:
     extra: list[str] = field(default_factory=list)
     # A variable store with Secure Boot keys (enrolled_vars): the enforcing firmware boots with a copy.
     secure_boot_vars: Path | None = None
+    # A disk image plugged in as a USB stick (an ISO written with dd): USB mass storage on an xHCI
+    # controller, through a qcow2 overlay like ``disk``, and first in the firmware's boot order, as an
+    # operator picks the stick in the boot menu. Without the boot index the firmware boots virtio disks
+    # in PCI order, so a machine with an installed disk would boot that instead.
+    usb: Path | None = None
 
     def prepare(self) -> None:
         """Fresh UEFI variables and a qcow2 overlay, so the image under test is never modified."""
@@ -100,10 +105,10 @@ class Machine:
             if not f.exists():
                 raise EnvironmentError_(f"{f} is missing", hint="apt-get install ovmf")
         shutil.copyfile(self.secure_boot_vars or OVMF_VARS, self.workdir / "vars.fd")
-        if self.disk is not None:
-            overlay = self.workdir / "disk.qcow2"
-            overlay.unlink(missing_ok=True)
-            r.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", self.disk.resolve(), overlay])
+        for image, overlay in ((self.disk, self.workdir / "disk.qcow2"), (self.usb, self.workdir / "usb.qcow2")):
+            if image is not None:
+                overlay.unlink(missing_ok=True)
+                r.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", image.resolve(), overlay])
 
     @property
     def _code(self) -> Path:
@@ -143,7 +148,12 @@ class Machine:
         for i, (f, fmt, serial) in enumerate(self.drives):
             argv += ["-drive", f"if=none,id=extra{i},file={f.resolve()},format={fmt}",
                      "-device", f"virtio-blk-pci,drive=extra{i},serial={serial}"]
+        if self.usb is not None:
+            argv += ["-device", "qemu-xhci,id=xhci",
+                     "-drive", f"if=none,id=usbstick,file={self.workdir / 'usb.qcow2'},format=qcow2",
+                     "-device", "usb-storage,bus=xhci.0,drive=usbstick,removable=on,bootindex=0"]
         if self.iso is not None:
             argv += ["-drive", f"if=none,id=cd,media=cdrom,readonly=on,file={self.iso.resolve()}",
-                     "-device", "ide-cd,drive=cd,bootindex=0" if self.disk is None else "ide-cd,drive=cd"]
+                     "-device", "ide-cd,drive=cd,bootindex=0" if self.disk is None and self.usb is None
+                     else "ide-cd,drive=cd"]
         return argv + self.extra

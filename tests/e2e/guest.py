@@ -31,7 +31,7 @@ SECOND_GUEST_NIC = "enp0s9"
 
 class BootedGuest:
     def __init__(self, workdir: Path, *, disk: Path | None = None, iso: Path | None = None,
-                 memory_mb: int = 2048, guest_services: list[tuple[int, str]] | None = None,
+                 usb: Path | None = None, memory_mb: int = 2048, guest_services: list[tuple[int, str]] | None = None,
                  drives: list[tuple[Path, str, str]] | None = None, interactive: bool = False,
                  second_nic: bool = False) -> None:
         self.serial = workdir / "serial.log"
@@ -39,7 +39,7 @@ class BootedGuest:
         self.socket = workdir / "serial.sock" if interactive else None
         # ttyS1: what a test agent inside the guest reports (see tests/e2e/agent.py).
         self.agent = workdir / "agent.log"
-        self.machine = qemu.Machine(workdir, disk=disk, iso=iso, memory_mb=memory_mb, serial_log=self.serial,
+        self.machine = qemu.Machine(workdir, disk=disk, iso=iso, usb=usb, memory_mb=memory_mb, serial_log=self.serial,
                                     serial2_log=self.agent, guest_services=list(guest_services or []),
                                     serial_socket=self.socket, drives=list(drives or []),
                                     extra=SECOND_NIC if second_nic else [])

@@ -13,10 +13,12 @@ One test, four QEMU boots (shared, because each TCG boot costs minutes):
    them; F2 and the answer file's root password open the customization menu (typed on the serial
    line, as an operator would).
 3. A file is put on the data partition (as the VMs and logs there would be). An unattended ISO made with
-   ``qx-install iso`` (the answer file inside the ISO, mode ``keep-data``) reinstalls: the data
-   partition and its file are kept, slot A is rewritten, the install marker says so. (Booted as a disk,
-   the way a USB stick written with dd is, that ISO came up live but did not start its unattended
-   install: an open defect, not yet covered here.)
+   ``qx-install iso`` (the answer file inside the ISO, mode ``keep-data``), plugged in as a USB stick
+   written with dd and picked first in the boot order, reinstalls: the hybrid ISO boots from its GPT
+   ESP, the live system finds itself as the medium by its label (never offered as a target) and the
+   answer inside it; the data partition and its file are kept, slot A is rewritten, the install marker
+   says so. (A stick attached as a second virtio disk lost the firmware's boot order to the installed
+   disk on the lower PCI slot, which is why the stick is USB storage with a boot index.)
 4. The disk boots again: healthy, and the host configuration (host name, static address) was kept.
 
 Between boots the target disk is inspected from the test host with its own tools: sfdisk, mtools on
@@ -208,7 +210,7 @@ def test_unattended_install_then_reinstall_keeping_data(release: Release, guest_
     subprocess.run([str(qx_install if qx_install.exists() else "qx-install"), "validate", str(answer2)], check=True)
     subprocess.run([str(qx_install if qx_install.exists() else "qx-install"), "iso", "--answer", str(answer2),
                     "--out", str(unattended), str(release.iso)], check=True)
-    iso2 = guest_factory(iso=unattended, memory_mb=3072, drives=[(target, "raw", "qx-target")])
+    iso2 = guest_factory(usb=unattended, memory_mb=3072, drives=[(target, "raw", "qx-target")])
     iso2.wait_for(r"QUANTIX-INSTALL-DONE version=\S+ disk=\S+ slot=a after=poweroff", INSTALL_TIMEOUT,
                   fail=INSTALL_FAILED)
     assert "source=medium" in iso2.log() or "answer.toml" in iso2.log()

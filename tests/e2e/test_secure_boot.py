@@ -37,7 +37,7 @@ REFUSAL_TIMEOUT = 300   # firmware + systemd-boot under TCG with SMM: about a mi
 
 @pytest.fixture
 def sb_guest(release: Release, tmp_path: Path) -> Iterator[Callable[..., BootedGuest]]:
-    """``sb_guest(disk=…)``: a started guest under the enforcing firmware trusting the release's certificate."""
+    """``sb_guest(disk=… or usb=…)``: a started guest under the enforcing firmware trusting the release's certificate."""
     guests: list[BootedGuest] = []
 
     def make(**kw: object) -> BootedGuest:
@@ -53,7 +53,7 @@ def sb_guest(release: Release, tmp_path: Path) -> Iterator[Callable[..., BootedG
 
 
 def test_the_iso_as_a_usb_disk_boots_with_secure_boot_on(release: Release, sb_guest) -> None:
-    guest = sb_guest(disk=release.iso, memory_mb=3072)
+    guest = sb_guest(usb=release.iso, memory_mb=3072)
     guest.wait_for(re.escape(secureboot.STUB_SAYS_ON), 300, fail=LOADER_REFUSED)
     print(f"ISO (USB): the live UKI started with Secure Boot on {guest.elapsed():.0f} s after QEMU start")
 

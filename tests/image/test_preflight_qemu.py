@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import subprocess
 from pathlib import Path
 
@@ -81,3 +82,49 @@ def test_machine_argv_uses_a_private_overlay_and_isolated_network(tmp_path: Path
     assert "tcg" in argv and "max" in argv
     assert any("restrict=on" in a for a in argv), "guest networking must not reach outside"
     assert not any(str(disk) == a.split("file=")[-1] for a in argv), "the image itself is never attached"
+
+
+def _bootable_disk(path: Path) -> None:
+    """A GPT disk whose ESP holds systemd-boot as the removable-media loader: one the firmware can boot."""
+    path.write_bytes(b"")
+    os.truncate(path, 40 * 1024 * 1024)
+    subprocess.run(["sfdisk", "-q", str(path)], input="label: gpt\nstart=2048, type=uefi\n", text=True, check=True)
+    esp = f"{path}@@{2048 * 512}"
+    env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+    subprocess.run(["mformat", "-i", esp, "-F", "-T", str(40 * 2048 - 2048 - 34), "::"], check=True, env=env)
+    subprocess.run(["mmd", "-i", esp, "::/EFI", "::/EFI/BOOT"], check=True, env=env)
+    subprocess.run(["mcopy", "-i", esp, "/usr/lib/systemd/boot/efi/systemd-bootx64.efi", "::/EFI/BOOT/BOOTX64.EFI"],
+                   check=True, env=env)
+
+
+def test_a_usb_stick_is_first_in_the_firmware_boot_order(tmp_path: Path) -> None:
+    """A machine with a bootable virtio disk (an installed host) and a USB stick (an ISO written with dd)
+    tries the stick first, as an operator who picked it in the boot menu would. The real firmware logs
+    which device it tries first; the stick is blank, so its attempt fails and is logged."""
+    disk, stick = tmp_path / "d.raw", tmp_path / "stick.raw"
+    _bootable_disk(disk)
+    stick.write_bytes(b"\0" * 1024 * 1024)
+    serial = tmp_path / "serial.log"
+    # The target disk is attached as in the install e2e: a virtio disk on a lower PCI slot than the stick.
+    m = qemu.Machine(tmp_path / "m", drives=[(disk, "raw", "qx-target")], usb=stick, accel="tcg", memory_mb=512,
+                     cpus=1, serial_log=serial)
+    m.prepare()
+    argv = m.argv()
+    assert (tmp_path / "m" / "usb.qcow2").exists(), "the stick goes through an overlay"
+    assert not any(a.endswith(f"file={stick}") for a in argv), "the stick image itself is never attached"
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    text = first = ""
+    try:
+        for _ in range(1200):  # the firmware reaches its boot manager in seconds even under TCG
+            text = serial.read_bytes().decode("utf-8", "replace") if serial.exists() else ""
+            attempts = [ln for ln in text.splitlines() if "BdsDxe: " in ln]
+            if attempts:
+                first = attempts[0]
+                break
+            if proc.poll() is not None:
+                pytest.fail(f"QEMU exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+            time.sleep(0.1)
+        assert "USB" in first, f"the firmware tried another device first: {first or text[-2000:]}"
+    finally:
+        proc.kill()
+        proc.wait()
