@@ -13,7 +13,7 @@
 #            SB_KEY=db.key SB_CERT=db.crt (image: the Secure Boot signing pair; default: development
 #            keys in build/keys/secureboot; docs/secure-boot.md),
 #            UPDATE_LISTEN=127.0.0.1:8400 (update-server), PYTEST_ARGS=...,
-#            TEST_WORKERS=1 (test: pytest workers; 2 is experimental, see the test target)
+#            TEST_WORKERS=2 (test: pytest workers; 1 runs one process, see the test target)
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -32,7 +32,7 @@ SB_CERT ?=
 UPDATE_LISTEN ?= 127.0.0.1:8400
 FAST ?=
 PYTEST_ARGS ?=
-TEST_WORKERS ?= 1
+TEST_WORKERS ?= 2
 
 ifeq ($(filter $(ACCEL),auto kvm tcg),)
 $(error ACCEL=$(ACCEL) is not one of: auto kvm tcg (e.g. make boot ACCEL=tcg))
@@ -91,10 +91,14 @@ boot-iso: venv
 
 # The whole suite. The image is built first (incremental when nothing changed); e2e tests boot it.
 # --durations: the slowest tests are named at the end of every run (where the suite's time goes).
-# TEST_WORKERS=2 runs pytest-xdist workers (tests/conftest.py groups the e2e scenarios); the default is one
-# process: the one fresh-clone run with two workers spread the e2e boots over both (not yet understood).
+# TEST_WORKERS=2 runs pytest-xdist workers: tests/conftest.py puts every test that boots QEMU in one group,
+# which one worker runs first while the other takes the rest; --no-loadscope-reorder keeps that group first
+# (xdist's default hands out the groups with the most tests first). tests/test_suite_plan.py checks this
+# plan on the real suite. Two workers are the default since a fresh-clone run passed with them
+# (docs/performance.md, "Test suite wall time with two workers"); TEST_WORKERS=1 gives one process.
+XDIST_PLAN := --dist loadgroup --no-loadscope-reorder
 test: host-deps-test venv image
-	@$(PY) -m pytest --durations=25 $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup) $(PYTEST_ARGS)
+	@$(PY) -m pytest --durations=25 $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) $(XDIST_PLAN)) $(PYTEST_ARGS)
 
 # Faster loops while developing: only unit/integration tests, or only e2e.
 unit: host-deps-test venv
