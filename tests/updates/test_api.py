@@ -27,7 +27,7 @@ def _cli(host: Host, *args: str, check: bool = True) -> str:
 
 
 def test_status_json_is_the_model_and_equals_the_function(host: Host, repo: TufRepo) -> None:
-    repo.add_release("1.1.0", slot_bytes=payload(1), channels=["dev", "beta", "stable"])
+    rel = repo.add_release("1.1.0", slot_bytes=payload(1), channels=["dev", "beta", "stable"])
     cfg = qx_update.load_config(host.config)
     before = api.UpdateStatus.from_json(_cli(host, "status"))
     assert before.state == "not-checked" and before.running_slot == "a" and before.running_version == "1.0.0"
@@ -44,6 +44,10 @@ def test_status_json_is_the_model_and_equals_the_function(host: Host, repo: TufR
     res = parsed[-1]
     assert isinstance(res, api.ApplyResult) and res.applied is not None and res.applied.version == "1.1.0"
     assert res.slot == "b" and res.next_boot == "b" and "installed 1.1.0 into slot B" in res.message
+    # A release without chunk indexes comes as whole payloads: their signed lengths are what was fetched.
+    assert {t.image: (t.path, t.fetched_bytes, t.reused_bytes) for t in res.transfer} == {
+        "root": ("payload", rel.root_file.stat().st_size, 0), "uki": ("payload", rel.uki_file.stat().st_size, 0)}, \
+        res.transfer
 
     st = api.UpdateStatus.from_json(_cli(host, "status"))
     assert st.state == "reboot-pending" and st.awaiting_reboot == "1.1.0" and st.available is None

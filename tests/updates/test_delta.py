@@ -127,6 +127,10 @@ def test_first_apply_without_seeds_streams_the_whole_targets(dhost: Host, srv: S
     assert srv.fetched() == [], "no chunk requests"
     got = full_targets(srv, "1.1.0")  # consistent snapshots: <sha256>.<name>
     assert len(got) == 2 and {p.rsplit(".", 1)[-1] for p in got} == {"zst", "efi"}, srv.http.requests
+    # The result says how each image came: the whole stream, every byte of it fetched, nothing reused.
+    served = {p.rsplit(".", 1)[-1]: (srv.repo.repo_dir / p.lstrip("/")).stat().st_size for p in got}
+    assert {t["image"]: (t["path"], t["fetched_bytes"], t["reused_bytes"], t["size"]) for t in res["transfer"]} == {
+        "root": ("full-stream", served["zst"], 0, len(n.image)), "uki": ("full-stream", served["efi"], 0, len(n.uki))}
     assert (dhost.esp / "EFI/quantix/quantix-os_1.1.0.efi").read_bytes() == n.uki
     assert not list((dhost.state_dir / "downloads").iterdir()), "journals and indexes are cleaned up"
 
@@ -246,6 +250,12 @@ def test_one_file_changed_fetches_only_the_changed_chunks(dhost: Host, srv: Serv
     # docs/performance.md (bench/update.py).
     assert srv.fetched_bytes() < full / 2, (srv.fetched_bytes(), full)
     assert not [p for p, _, _ in srv.http.requests if p.endswith((".root.erofs.zst", ".efi"))]
+    # The result reports the same: both images by delta, the bytes the server sent, the rest reused.
+    t = {x["image"]: x for x in res["transfer"]}
+    assert (t["root"]["path"], t["uki"]["path"]) == ("delta", "delta"), res["transfer"]
+    assert t["root"]["fetched_bytes"] + t["uki"]["fetched_bytes"] == srv.fetched_bytes(), res["transfer"]
+    assert (t["root"]["size"], t["uki"]["size"]) == (len(n1.image), len(n1.uki)), res["transfer"]
+    assert t["root"]["reused_bytes"] > 0 and t["uki"]["reused_bytes"] > 0, res["transfer"]
 
 
 def _needed_chunk(n1: Rel, n: Rel) -> str:

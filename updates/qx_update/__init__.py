@@ -25,7 +25,7 @@ if TYPE_CHECKING:
                                ChannelResult, CheckinRecord, CheckinResult, CheckResult, ErrorRecord, ErrorReport,
                                GateResult, LastCheck, Model, PendingUpdate, ProgressEvent, RefusedRelease,
                                ReleaseSummary, RollbackRecord, RollbackResult, SchemaError, SecureBootState,
-                               SecureBootStatus, SkippedRelease, SlotStatus, State, UpdateStatus, apply, check, load_config, read_apply_line,
+                               SecureBootStatus, SkippedRelease, SlotStatus, State, Transfer, UpdateStatus, apply, check, load_config, read_apply_line,
                                read_boot_entries, rollback, set_channel, status)
     from qx_update.espfat import FatFiles
 
@@ -37,7 +37,7 @@ __all__ = [
     "SCHEMA_VERSION", "AllowResult", "ApplyResult", "BlessedResult", "ChannelResult", "CheckResult",
     "CheckinRecord", "CheckinResult", "ErrorRecord", "ErrorReport", "GateResult", "LastCheck", "Model",
     "PendingUpdate", "ProgressEvent", "RefusedRelease", "ReleaseSummary", "RollbackRecord", "RollbackResult",
-    "SchemaError", "SecureBootState", "SecureBootStatus", "SkippedRelease", "SlotStatus", "State", "UpdateStatus", "apply", "check", "load_config",
+    "SchemaError", "SecureBootState", "SecureBootStatus", "SkippedRelease", "SlotStatus", "State", "Transfer", "UpdateStatus", "apply", "check", "load_config",
     "read_apply_line", "rollback", "set_channel", "status",
     # another disk's ESP (the installer): its boot entries, read through mtools
     "BootEntries", "FatFiles", "read_boot_entries",

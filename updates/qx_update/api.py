@@ -233,6 +233,23 @@ class CheckResult(Versioned):
     message: str
 
 
+TransferPath = Literal["delta", "full-stream", "payload"]
+
+
+@dataclass(frozen=True)
+class Transfer(Model):
+    """How one image of an applied release reached the host (docs/update-format.md §5): ``delta`` — only
+    the chunks no seed held were fetched; ``full-stream`` — the whole target in one stream, checked chunk
+    by chunk against the signed index; ``payload`` — the whole target as a file (no chunk index: an older
+    release or an offline copy without chunks)."""
+
+    image: Literal["root", "uki"]
+    path: TransferPath
+    size: int              # bytes of the image written (the slot image, the UKI)
+    fetched_bytes: int     # bytes downloaded for it (compressed as stored)
+    reused_bytes: int      # bytes taken from the host's own slots, UKIs or an earlier interrupted apply
+
+
 @dataclass(frozen=True)
 class ApplyResult(Versioned):
     schema_version: int
@@ -243,6 +260,7 @@ class ApplyResult(Versioned):
     skipped: list[SkippedRelease]
     message: str
     reboot: str | None = None         # with --reboot: what was done or scheduled
+    transfer: list[Transfer] = field(default_factory=list)  # one per image written; [] when none was
 
 
 @dataclass(frozen=True)

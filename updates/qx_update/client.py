@@ -44,7 +44,7 @@ from qx_update.errors import VerificationError
 # download/repo/releases (tuf, urllib3: ~0.15 s of imports) and health are imported where they are
 # used, so the boot-time commands (status, gate, blessed) start without them.
 if TYPE_CHECKING:
-    from qx_update import releases, repo
+    from qx_update import delta, releases, repo
 
 _log = log.get("update")
 
@@ -377,8 +377,11 @@ class Client:
         for p in self.cfg.download_dir.glob("*"):   # keep the cache small: the slot now holds the release
             p.unlink(missing_ok=True)
         next_boot = e.default_slot()
+        transfer = _transfers(d, uki=(uki_info.length, uki_index is not None, uki_info.length),
+                              root=(rel.slot_size, root_index is not None, rel.root.length))
         return api.ApplyResult(schema_version=api.SCHEMA_VERSION, applied=_summary(rel), slot=target,
                                entry=entry.name.filename, next_boot=next_boot, skipped=_skipped(choice),
+                               transfer=transfer,
                                message=f"installed {rel.version} into slot {target.upper()} ({entry.name.filename}); "
                                        f"next boot: slot {(next_boot or '?').upper()}"
                                        + (f"; {d.summary()}" if d.summary() else "")
@@ -516,6 +519,23 @@ def _summary(rel: releases.Release | None) -> api.ReleaseSummary | None:
         return None
     return api.ReleaseSummary(version=rel.version, security_epoch=rel.security_epoch, slot_size=rel.slot_size,
                               download_size=rel.root.length, notes=rel.notes)
+
+
+def _transfers(d: delta.Delta, **images: tuple[int, bool, int]) -> list[api.Transfer]:
+    """How each image reached the host, for ``ApplyResult.transfer``: from the delta writer's counts
+    (``d.stats``), or, for an image without a chunk index, its whole payload (``size, indexed,
+    payload_length`` per image). An image the delta writer did not touch (the UKI already verified in the
+    download cache by an interrupted earlier apply) has no entry."""
+    out = []
+    for image, (size, indexed, payload_length) in images.items():
+        s = d.stats.get(image)
+        if s is not None:
+            out.append(api.Transfer(image=image, path=s.path, size=size, fetched_bytes=s.fetched_bytes,
+                                    reused_bytes=s.reused_bytes))
+        elif not indexed:
+            out.append(api.Transfer(image=image, path="payload", size=size, fetched_bytes=payload_length,
+                                    reused_bytes=0))
+    return out
 
 
 def _skipped(choice: releases.Choice) -> list[api.SkippedRelease]:
