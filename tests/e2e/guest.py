@@ -14,6 +14,10 @@ from pathlib import Path
 from qx_build import qemu
 
 TAIL_LINES = 60
+# What a guest prints when it cannot go on by itself (a panic reboots after panic=30 into the same
+# failure; emergency mode waits for a root password nobody types): any wait ends at once, instead of at
+# its timeout (up to an hour of CI) — unless the test expects it (BootedGuest(crash=None)).
+GUEST_CRASHED = rb"Kernel panic - not syncing|You are in emergency mode|Entering emergency mode"
 
 
 def _clean(text: str) -> str:
@@ -33,7 +37,7 @@ class BootedGuest:
     def __init__(self, workdir: Path, *, disk: Path | None = None, iso: Path | None = None,
                  usb: Path | None = None, memory_mb: int = 2048, guest_services: list[tuple[int, str]] | None = None,
                  drives: list[tuple[Path, str, str]] | None = None, interactive: bool = False,
-                 second_nic: bool = False) -> None:
+                 second_nic: bool = False, crash: bytes | None = GUEST_CRASHED) -> None:
         self.serial = workdir / "serial.log"
         # interactive: the console serial port is also a unix socket the test types on (send_keys).
         self.socket = workdir / "serial.sock" if interactive else None
@@ -45,11 +49,14 @@ class BootedGuest:
                                     extra=SECOND_NIC if second_nic else [])
         self.proc: subprocess.Popen[bytes] | None = None
         self.started = 0.0
+        self._crash = re.compile(crash) if crash else None
+        self._crash_checked = 0  # bytes of the serial log already searched for it
 
     def start(self) -> None:
         self.machine.prepare()
         self.serial.write_bytes(b"")
         self.agent.write_bytes(b"")
+        self._crash_checked = 0
         self.started = time.monotonic()
         self.proc = subprocess.Popen(self.machine.argv(), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -78,6 +85,9 @@ class BootedGuest:
             bad = fail_rx.search(log, after) if fail_rx else None
             if bad:
                 raise AssertionError(f"the guest reported failure: {bad.group(0)[:2000]}\n{self._tails(agent)}")
+            crashed = self._crashed()
+            if crashed:
+                raise AssertionError(f"the guest crashed ({crashed}) while waiting for /{pattern}/\n{self._tails(True)}")
             if self.proc is not None and self.proc.poll() is not None:
                 out = self.proc.stdout.read().decode("utf-8", "replace") if self.proc.stdout else ""
                 raise AssertionError(f"QEMU exited ({self.proc.returncode}) before /{pattern}/ appeared.\n"
@@ -87,6 +97,19 @@ class BootedGuest:
                 raise AssertionError(f"/{pattern}/ did not appear on {where} within {timeout:.0f} s.\n"
                                      f"{self._tails(agent)}")
             time.sleep(1.0)  # polling interval of the log file, not a wait for the guest
+
+    def _crashed(self) -> str | None:
+        """The crash message (:data:`GUEST_CRASHED`) in the serial log's new bytes, if any. Only what was
+        added since the last call is read (the console's TUI makes the log large)."""
+        if self._crash is None:
+            return None
+        with self.serial.open("rb") as f:
+            start = max(0, self._crash_checked - 200)  # a message split across two reads
+            f.seek(start)
+            new = f.read()
+        self._crash_checked = start + len(new)
+        m = self._crash.search(new)
+        return m.group(0).decode() if m else None
 
     def _tails(self, agent: bool) -> str:
         text = f"--- serial log tail ---\n{self.tail()}"
