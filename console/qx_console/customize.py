@@ -19,7 +19,7 @@ from qx_console.backend import LOG_SOURCES, NodeCert, ServiceState, BackendUnava
 from qx_console.hostconfig import check_log_filter, parse_int
 from qx_console.network_menu import NetworkMenuScreen
 from qx_console.network_screens import BaseScreen, TestNetworkScreen, _row
-from qx_console.ui import ConsoleModal, KeyBar, console_safe, describe_error, from_thread, in_thread, text_bar
+from qx_console.ui import ConsoleModal, KeyBar, KeyOrder, console_safe, describe_error, from_thread, in_thread, text_bar
 
 
 class LoginScreen(ConsoleModal[bool]):
@@ -34,6 +34,7 @@ class LoginScreen(ConsoleModal[bool]):
         super().__init__()
         self.purpose = purpose
         self.checking = False
+        self._key_hold: int | None = None  # ui.KeyOrder's hold while the password is checked
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog") as v:
@@ -63,16 +64,26 @@ class LoginScreen(ConsoleModal[bool]):
         pw = event.value
         be = app.backend
         self.query_one("#err-password", Static).update("  Checking...")
+        # The screen changes (or not) only when the check answers: the keys typed behind Enter wait for
+        # that answer (ui.KeyOrder), so they reach the Customize menu, or this field again.
+        self._key_hold = app.hold_keys() if isinstance(app, KeyOrder) else None
         in_thread(self, lambda: be.verify_root_password(pw), self._checked, self._failed,
                   what="The password check")
+
+    def _release_keys(self) -> None:
+        app = self.app
+        if isinstance(app, KeyOrder) and self._key_hold is not None:
+            app.release_keys(self._key_hold)  # only that hold: a screen change may have taken over
+        self._key_hold = None
 
     def _checked(self, ok: bool) -> None:
         self.checking = False
         app = self.app
         if ok:
             app.failed_logins = 0
-            self.close(True)
+            self.close(True)   # the screen change holds the keys on until the menu has its focus
             return
+        self._release_keys()
         inp = self.query_one("#password", Input)
         inp.value = ""
         msg = "  root password: incorrect - try again"
@@ -86,6 +97,7 @@ class LoginScreen(ConsoleModal[bool]):
 
     def _failed(self, e: BaseException) -> None:
         self.checking = False
+        self._release_keys()
         self.query_one("#err-password", Static).update(
             escape(f"  root password: cannot be checked: {describe_error(e).splitlines()[0]}"))
 

@@ -30,7 +30,7 @@ from qx_common import log
 from qx_common.errors import UserError
 from qx_console import shadow
 from qx_console.network_screens import _row
-from qx_console.ui import ConsoleScreen, KeyBar, console_safe, describe_error, in_thread
+from qx_console.ui import ConsoleScreen, KeyBar, KeyOrder, console_safe, describe_error, in_thread
 
 _log = log.get("console.firstboot")
 
@@ -81,6 +81,7 @@ class FirstBootPasswordScreen(ConsoleScreen[None]):
     def __init__(self) -> None:
         super().__init__()
         self.busy = False
+        self._key_hold: int | None = None  # ui.KeyOrder's hold while the password is set
 
     def compose(self) -> ComposeResult:
         yield Static("Quantix OS - First boot: set the root password", id="titlebar")
@@ -130,6 +131,10 @@ class FirstBootPasswordScreen(ConsoleScreen[None]):
         be = self.app.backend
         self.busy = True
         self.say("Setting the root password...")
+        # This screen closes only when the password is set: the keys typed behind Enter (F2 for the
+        # login) wait for the status screen (ui.KeyOrder), or come back here if setting it failed.
+        app = self.app
+        self._key_hold = app.hold_keys() if isinstance(app, KeyOrder) else None
 
         def job() -> bool:
             if not needs_root_password(be):
@@ -146,7 +151,14 @@ class FirstBootPasswordScreen(ConsoleScreen[None]):
 
     def _failed(self, e: BaseException) -> None:
         self.busy = False
+        self._release_keys()
         self.say(f"Not set: {describe_error(e)}", "error")
+
+    def _release_keys(self) -> None:
+        app = self.app
+        if isinstance(app, KeyOrder) and self._key_hold is not None:
+            app.release_keys(self._key_hold)  # only that hold: a screen change may have taken over
+        self._key_hold = None
 
     def _recheck(self) -> None:
         if self.busy:
@@ -159,6 +171,7 @@ class FirstBootPasswordScreen(ConsoleScreen[None]):
 
     def _leave(self, note: str) -> None:
         if not self.is_active:
+            self._release_keys()
             return  # a dialog covers it: the next re-check leaves once that is closed
         self.dismiss(None)
         notice = getattr(self.app, "notice", None)

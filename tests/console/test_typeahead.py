@@ -91,6 +91,18 @@ async def test_first_boot_password_typed_ahead(hostroot: Path, sep: str) -> None
         assert shadow.verify(shadow_file, "root", PW)
 
 
+async def test_f2_typed_behind_the_first_boot_password_opens_the_login(hostroot: Path) -> None:
+    """The first-boot screen closes only when the password is set (a worker): F2 typed right behind the
+    second Enter is for the status screen that comes then, and opens the login; it was lost."""
+    lock_root(hostroot)
+    be = CountingLinuxBackend(hostroot, node=linux_backend(hostroot).node, updates=linux_backend(hostroot).updates)
+    app = ConsoleApp(be, refresh_s=3600)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, FirstBootPasswordScreen) and app.screen.focused is not None)
+        burst(app, f"{PW}\t{PW}\r<f2>")
+        await until(pilot, lambda: isinstance(app.screen, LoginScreen), timeout=60)
+
+
 @pytest.mark.parametrize("sep", ["\r", "\t", "<down>"])
 async def test_customize_password_typed_ahead_with_a_slow_host(sep: str) -> None:
     be = SlowBackend()
@@ -265,3 +277,46 @@ async def test_esc_then_keys_for_the_screen_beneath() -> None:
         await until(pilot, lambda: type(app.screen).__name__ not in ("PasswordScreen", "CustomizeScreen"), timeout=30)
         assert type(app.screen).__name__ == "SshScreen"
         assert menu.highlighted == menu.get_option_index("ssh")
+
+
+async def test_keys_typed_behind_the_login_s_enter_reach_the_customize_menu() -> None:
+    """The password's Enter starts the (slow) password check, and the screen changes only when it answers:
+    Down and Enter typed behind it are for the Customize menu that opens then (Down skips "Restore
+    Previous", which has nothing kept, so Test Management Network opens), not for the login's field,
+    where they were lost."""
+    be = PasswordsSeen()
+    app = ConsoleApp(be, refresh_s=3600)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, StatusScreen) and be.idle() and bool(be.started))
+        await pilot.press("f2")
+        await until(pilot, lambda: isinstance(app.screen, LoginScreen) and be.idle())
+        be.hold()
+        burst(app, "quantix-pw\r<down>\r")
+        await until(pilot, lambda: be.running("verify_root_password"))
+        await pilot.pause(0.3)   # the keys behind Enter arrive while the check is held
+        be.release()
+        await until(pilot, lambda: type(app.screen).__name__ not in ("LoginScreen", "StatusScreen",
+                                                                    "CustomizeScreen"), timeout=30)
+        await until(pilot, lambda: be.idle())
+        customize = app.screen_stack[-2]
+        menu = customize.query_one("#menu", OptionList)
+        assert be.checked == ["quantix-pw"]
+        assert menu.highlighted == menu.get_option_index("test"), menu.highlighted
+        assert type(app.screen).__name__ == "TestNetworkScreen", app.screen
+
+
+async def test_keys_typed_behind_a_wrong_password_s_enter_reach_the_login_field_again() -> None:
+    """A wrong password keeps the login open: the keys held behind its Enter are replayed into the field."""
+    be = PasswordsSeen()
+    app = ConsoleApp(be, refresh_s=3600)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, StatusScreen) and be.idle() and bool(be.started))
+        await pilot.press("f2")
+        await until(pilot, lambda: isinstance(app.screen, LoginScreen) and be.idle())
+        be.hold()
+        burst(app, "wrong\rquantix-pw\r")
+        await until(pilot, lambda: be.running("verify_root_password"))
+        await pilot.pause(0.3)
+        be.release()
+        await until(pilot, lambda: type(app.screen).__name__ == "CustomizeScreen", timeout=30)
+        assert be.checked == ["wrong", "quantix-pw"]
