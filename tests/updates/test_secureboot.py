@@ -9,6 +9,7 @@ chunked repository (delta), and prove that a refused release leaves the slots an
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -193,6 +194,19 @@ def test_apply_refuses_before_writing_anything(host: Host, repo: TufRepo, keys: 
     assert st["secure_boot"]["state"] == "enabled" and st["secure_boot"]["checks_releases"] is True
     # The root payload was never fetched: the UKI is checked first.
     assert not list((host.state_dir / "downloads").glob("*.root.erofs.zst*"))
+    # The release is refused on this host from now on (not fetched again by every timer run), and says why.
+    refused = st["refused"]["1.1.0"]
+    assert refused["cause"] == "secure-boot" and refused["reason"], refused
+    chk = host.json("check")
+    assert chk["available"] is None, chk
+    (skip,) = [s for s in chk["skipped"] if s["version"] == "1.1.0"]
+    assert "would not boot under this host's Secure Boot" in skip["reason"] and "allow 1.1.0" in skip["reason"]
+    assert "refused: 1.1.0: its UKI would not boot under this host's Secure Boot" in host.run("status").stdout
+    again = host.run("--json", "apply")
+    assert json.loads(again.stdout.strip().splitlines()[-1])["applied"] is None, again.stdout
+    # 'allow' is the operator's retry (after enrolling the certificate, or a fixed publish): offered again.
+    host.run("allow", "1.1.0")
+    assert host.json("check")["available"]["version"] == "1.1.0"
 
 
 def test_apply_installs_a_release_signed_with_the_hosts_key(host: Host, repo: TufRepo, keys: Keys) -> None:

@@ -136,6 +136,15 @@ class RollbackRecord(Model):
 class RefusedRelease(Model):
     reason: str
     at: str
+    # rolled-back: its trial boot failed here; secure-boot: its UKI does not verify against the certificate
+    # this host trusts while Secure Boot is on (its firmware would not boot it). Both until 'allow'.
+    cause: Literal["rolled-back", "secure-boot"] = "rolled-back"
+
+    def sentence(self) -> str:
+        """Why the release is not offered here, for ``check``'s skipped list and ``status``."""
+        if self.cause == "secure-boot":
+            return f"its UKI would not boot under this host's Secure Boot ({self.reason})"
+        return f"this host rolled back from it ({self.reason})"
 
 
 @dataclass(frozen=True)

@@ -84,7 +84,7 @@ def _status_text(s: api.UpdateStatus) -> str:
     if s.secure_boot:
         lines.append(f"Secure Boot: {s.secure_boot.note}")
     for version, why in sorted(s.refused.items()):
-        lines.append(f"refused: {version} (rolled back: {why.reason}; 'qx-update allow {version}' retries it)")
+        lines.append(f"refused: {version}: {why.sentence()}; 'qx-update allow {version}' retries it")
     lines.append(s.message)
     return "\n".join(lines)
 

@@ -126,7 +126,7 @@ class Client:
         choice = releases.choose(rp.targets(newer_than=running_version), channel=self.cfg.channel,
                                  running_version=running_version,
                                  floor=self.st.security_epoch_floor, slot_capacity=capacity, host_id=hid,
-                                 refused={v: str(r.get("reason", "")) for v, r in self.st.refused.items()})
+                                 refused={v: _refused(r).sentence() for v, r in self.st.refused.items()})
         return choice, seconds
 
     def checkin(self, event: str) -> api.CheckinResult | None:
@@ -201,8 +201,7 @@ class Client:
             "last_check": _model(api.LastCheck, st.last_check), "last_error": _model(api.ErrorRecord, st.last_error),
             "last_checkin": _model(api.CheckinRecord, st.last_checkin),
             "pending": _model(api.PendingUpdate, pending), "rollback": _model(api.RollbackRecord, rb),
-            "refused": {v: api.RefusedRelease(reason=str(r.get("reason", "")), at=str(r.get("at", "")))
-                        for v, r in st.refused.items()},
+            "refused": {v: _refused(r) for v, r in st.refused.items()},
             "slots": slot_status,
             "secure_boot": self._secure_boot_status(),
         }
@@ -357,8 +356,16 @@ class Client:
             deadline=self.cfg.download_deadline)
         from qx_update import secureboot
 
-        sb = secureboot.check_uki(uki, version=rel.version, efivars_dir=self.cfg.efivars_dir,
-                                  cert=self.cfg.secure_boot_cert)
+        try:
+            sb = secureboot.check_uki(uki, version=rel.version, efivars_dir=self.cfg.efivars_dir,
+                                      cert=self.cfg.secure_boot_cert)
+        except secureboot.UkiRefused as err:
+            # A fact about this signed release on this host, not a passing failure: it is not offered (nor
+            # downloaded) again until the operator enrolls the other certificate and runs 'allow'.
+            self.st.refused[rel.version] = {"reason": err.reason, "at": state.now_iso(), "cause": "secure-boot"}
+            self.st.event("refused", version=rel.version, cause="secure-boot", reason=err.reason)
+            self.save()
+            raise
         payload = None if root_index else download.fetch(
             rel.root, rp.target_url(rel.root), self.cfg.download_dir, label="root", progress=self.progress,
             crash_point="download", deadline=self.cfg.download_deadline)
@@ -519,6 +526,12 @@ def _summary(rel: releases.Release | None) -> api.ReleaseSummary | None:
         return None
     return api.ReleaseSummary(version=rel.version, security_epoch=rel.security_epoch, slot_size=rel.slot_size,
                               download_size=rel.root.length, notes=rel.notes)
+
+
+def _refused(r: dict[str, Any]) -> api.RefusedRelease:
+    """A ``state.refused`` record as its model (records written before ``cause`` existed are rollbacks)."""
+    return api.RefusedRelease(reason=str(r.get("reason", "")), at=str(r.get("at", "")),
+                              cause="secure-boot" if r.get("cause") == "secure-boot" else "rolled-back")
 
 
 def _transfers(d: delta.Delta, **images: tuple[int, bool, int]) -> list[api.Transfer]:

@@ -100,7 +100,7 @@ def rollout_reason(rollout: Rollout | Mapping[str, Any] | None, host_id: str, ve
 def choose(targets: dict[str, TargetFile], *, channel: str, running_version: str, floor: int,
            slot_capacity: int, host_id: str, now: dt.datetime | None = None,
            refused: Mapping[str, str] | None = None) -> Choice:
-    """``refused``: version -> why this host rolled back from it (never chosen again here)."""
+    """``refused``: version -> why this host refuses it, a sentence (never chosen again here)."""
     refused = refused or {}
     now = now or dt.datetime.now(dt.timezone.utc)
     choice = Choice(None)
@@ -122,7 +122,7 @@ def choose(targets: dict[str, TargetFile], *, channel: str, running_version: str
         if rel.yanked:
             skip("yanked")
         elif version in refused:
-            skip(f"this host rolled back from it ({refused[version]}); 'qx-update allow {version}' retries it")
+            skip(f"{refused[version]}; 'qx-update allow {version}' retries it")
         elif channel not in rel.channels:
             skip(f"not on channel {channel}")
         elif version_key(version) <= version_key(running_version):

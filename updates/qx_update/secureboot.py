@@ -133,6 +133,16 @@ def _der_length(der: bytes) -> int:
     return 2 + n + int.from_bytes(der[2:2 + n], "big")
 
 
+class UkiRefused(VerificationError):
+    """Secure Boot is on and the release's UKI does not verify against the host's certificate: a fact
+    about that signed release on this host (qx-update records it as refused until ``allow``). ``reason``
+    is the short clause for ``status`` and ``check``."""
+
+    def __init__(self, message: str, *, reason: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class UkiCheck:
     secure_boot: State
@@ -168,20 +178,23 @@ def check_uki(uki: Path, *, version: str, efivars_dir: Path, cert: Path) -> UkiC
            f"SB_CERT=…), or enroll the other certificate in this host's firmware db and boot an image that "
            f"ships it (docs/secure-boot.md)")
     if not signers:
-        raise VerificationError(
+        raise UkiRefused(
             f"release {version}: its UKI ({uki.name}) is not signed (or its signature is unreadable), and this "
             f"host booted with Secure Boot on: its firmware would refuse to boot it; the host trusts "
-            f"{subject(trusted)} ({cert}); nothing was installed", hint=fix)
+            f"{subject(trusted)} ({cert}); nothing was installed", hint=fix,
+            reason=f"not signed; this host trusts {subject(trusted)}")
     if any(c == trusted or c.issuer == trusted.subject for c in signers):
-        raise VerificationError(
+        raise UkiRefused(
             f"release {version}: its UKI ({uki.name}) is signed by {', '.join(subject(c) for c in signers)} "
-            f"(the host's certificate {subject(trusted)}, or one it issued), but the signature does not verify (the file changed after signing; sbverify: {detail}); "
-            f"nothing was installed",
-            hint="publish the release again from the build's own signed UKI; never edit a signed UKI")
-    raise VerificationError(
+            f"(the host's certificate {subject(trusted)}, or one it issued), but the signature does not verify "
+            f"(the file changed after signing; sbverify: {detail}); nothing was installed",
+            hint="publish the release again from the build's own signed UKI; never edit a signed UKI",
+            reason=f"its signature does not verify: the file changed after signing ({detail})")
+    raise UkiRefused(
         f"release {version}: its UKI ({uki.name}) is signed by {', '.join(subject(c) for c in signers)}, but "
         f"this host booted with Secure Boot on and trusts {subject(trusted)} ({cert}): its firmware would "
-        f"refuse it; nothing was installed", hint=fix)
+        f"refuse it; nothing was installed", hint=fix,
+        reason=f"signed by {', '.join(subject(c) for c in signers)}; this host trusts {subject(trusted)}")
 
 
 def status(efivars_dir: Path, cert: Path) -> tuple[State | Literal["unknown"], bool, str]:
