@@ -92,8 +92,8 @@ boot-iso: venv
 # The whole suite. The image is built first (incremental when nothing changed); e2e tests boot it.
 # --durations: the slowest tests are named at the end of every run (where the suite's time goes).
 # TEST_WORKERS=2 runs pytest-xdist workers: tests/conftest.py puts every test that boots QEMU in one group,
-# which one worker runs first while the other takes the rest; --no-loadscope-reorder keeps that group first
-# (xdist's default hands out the groups with the most tests first). tests/test_suite_plan.py checks this
+# which one worker runs first while the other takes the rest, then the short QEMU scenarios (group qemu-late,
+# queued last); --no-loadscope-reorder keeps that order (xdist's default hands out the biggest groups first). tests/test_suite_plan.py checks this
 # plan on the real suite. Two workers are the default since a fresh-clone run passed with them
 # (docs/performance.md, "Test suite wall time with two workers"); TEST_WORKERS=1 gives one process.
 XDIST_PLAN := --dist loadgroup --no-loadscope-reorder

@@ -6,7 +6,12 @@ from collections.abc import Generator
 
 import pytest
 
-QEMU_GROUP = "qemu"  # the xdist_group of every test that runs a QEMU guest on this host
+QEMU_GROUP = "qemu"  # the xdist_group of every test that runs a QEMU guest on this host …
+# … but these short scenarios: their own group, queued last, so the worker that ran the tests without a
+# guest takes it when they are done, beside the long scenarios of the QEMU group (one guest mostly keeps
+# one core busy: in a serial run the second core idled; tests/test_suite_plan.py checks the plan).
+LATE_QEMU_GROUP = "qemu-late"
+LATE_QEMU_FILES = ("tests/e2e/test_boot.py", "tests/e2e/test_secure_boot.py")
 # e2e files that boot no guest: they read the built release or build a second image, and run beside
 # the guests on another worker (tests/test_suite_plan.py checks that they mention no guest).
 E2E_WITHOUT_GUEST = ("tests/e2e/test_layout.py", "tests/e2e/test_repro.py")
@@ -27,10 +32,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> Generator[None, N
     """Mark e2e tests, and plan the parallel run of ``make test`` (pytest-xdist, ``--dist loadgroup``).
 
     Every test that boots QEMU is in one group, run first and in order on one worker: under TCG a
-    guest needs a core for minutes, and two guests at once on CI's two cores time out. Every other
-    test file is a group of its own (as ``--dist loadfile``: module fixtures are made once), spread
-    over the other workers while the guests boot. Without xdist the groups are inert; the QEMU group
-    still runs first.
+    guest needs a core for minutes, and guests on both workers for the whole run made every boot
+    twice as slow (no gain). Every other test file is a group of its own (as ``--dist loadfile``:
+    module fixtures are made once), spread over the other workers while the guests boot; the short
+    scenarios of :data:`LATE_QEMU_FILES` are one group queued after all of them, so a worker takes it
+    when the tests without a guest are done (one guest beside the QEMU group's, near its end). Without
+    xdist the groups are inert; the QEMU group still runs first, the late group last.
 
     Call order matters, hence a wrapper: the marks go on before every other implementation runs,
     because xdist's worker reads the ``xdist_group`` marks in its own ``pytest_collection_modifyitems``
@@ -42,9 +49,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> Generator[None, N
     for item in items:
         if item.nodeid.startswith("tests/e2e/"):
             item.add_marker(pytest.mark.e2e)
-        group = QEMU_GROUP if boots_qemu(item) else item.nodeid.split("::", 1)[0]
-        item.add_marker(pytest.mark.xdist_group(group))
+        item.add_marker(pytest.mark.xdist_group(_group(item)))
     result = yield
-    # Stable: file order is kept within each class. e2e before the libvirtd tests: the longest first.
-    items.sort(key=lambda item: 0 if item.get_closest_marker("e2e") else 1 if boots_qemu(item) else 2)
+    # Stable: file order is kept within each class. e2e before the libvirtd tests: the longest first; the
+    # late group after everything else.
+    items.sort(key=_order)
     return result
+
+
+def _group(item: pytest.Item) -> str:
+    if not boots_qemu(item):
+        return item.nodeid.split("::", 1)[0]
+    return LATE_QEMU_GROUP if item.nodeid.split("::", 1)[0] in LATE_QEMU_FILES else QEMU_GROUP
+
+
+def _order(item: pytest.Item) -> int:
+    group = _group(item)
+    if group == LATE_QEMU_GROUP:
+        return 3
+    if group == QEMU_GROUP:
+        return 0 if item.get_closest_marker("e2e") else 1
+    return 2

@@ -19,7 +19,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from tests.conftest import E2E_WITHOUT_GUEST
+from tests.conftest import E2E_WITHOUT_GUEST, LATE_QEMU_FILES
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -74,7 +74,8 @@ def test_every_qemu_test_is_handed_to_one_worker_and_every_test_has_a_group(tmp_
             assert "@" in nodeid, f"{nodeid} reached a worker without an xdist group (see tests/conftest.py)"
             path, group = nodeid.split("::", 1)[0], nodeid.rsplit("@", 1)[1]
             boots = (path.startswith("tests/e2e/") and path not in E2E_WITHOUT_GUEST) or path in LIBVIRTD_FILES
-            assert (group == "qemu") == boots, f"{nodeid}: in group {group!r}, which is wrong for this file"
+            want = ("qemu-late" if path in LATE_QEMU_FILES else "qemu") if boots else path
+            assert group == want, f"{nodeid}: in group {group!r}, not {want!r}"
             workers_of[group].add(worker)
 
     qemu = [n for nodeids in handed.values() for n in nodeids if n.endswith("@qemu")]
@@ -85,6 +86,13 @@ def test_every_qemu_test_is_handed_to_one_worker_and_every_test_has_a_group(tmp_
     (worker,) = workers_of["qemu"]
     first = handed[worker][: len(qemu)]
     assert first == qemu and first[0].startswith("tests/e2e/") and first[-1].split("::")[0] in LIBVIRTD_FILES
+    # The late group: one worker, handed after every test without a guest (the last unit of the queue).
+    late = [n for nodeids in handed.values() for n in nodeids if n.endswith("@qemu-late")]
+    for must in LATE_QEMU_FILES:
+        assert any(n.startswith(must + "::") for n in late), f"no test of {must} was planned"
+    assert len(workers_of["qemu-late"]) == 1, f"late QEMU tests went to {sorted(workers_of['qemu-late'])}"
+    (late_worker,) = workers_of["qemu-late"]
+    assert handed[late_worker][-len(late):] == late, "the late group must be the last a worker is handed"
 
 
 def test_e2e_files_outside_the_qemu_group_boot_no_guest() -> None:
