@@ -4,7 +4,8 @@
 #   make boot         boot build/*.raw in QEMU, serial console on this terminal (Ctrl-A X quits)
 #   make boot-iso     the same with the ISO
 #   make repro-check  build again and compare the root slot and UKI bit for bit
-#   make size         artifact sizes and where the root's bytes go
+#   make size         artifact sizes and where the root's bytes go; fails when the update payload is over
+#                     150 MB, naming what grew since image/size-record.json (RECORD=1 writes it)
 #   make update-server  a local update server on the development keys of build/keys (what make image
 #                     ships without TUF_ROOT); prints how to publish build/ to it
 # Variables: ACCEL=auto|kvm|tcg (boot), MEMORY=MiB (boot), SECURITY_EPOCH=N (image), FAST=1 (image:
@@ -12,7 +13,7 @@
 #            TUF_ROOT=root.json (image: the update trust anchor; default: development keys in build/keys),
 #            SB_KEY=db.key SB_CERT=db.crt (image: the Secure Boot signing pair; default: development
 #            keys in build/keys/secureboot; docs/secure-boot.md),
-#            UPDATE_LISTEN=127.0.0.1:8400 (update-server), PYTEST_ARGS=...,
+#            UPDATE_LISTEN=127.0.0.1:8400 (update-server), RECORD=1 (size), PYTEST_ARGS=...,
 #            TEST_WORKERS=2 (test: pytest workers; 1 runs one process, see the test target)
 
 SHELL := /bin/bash
@@ -51,7 +52,7 @@ endif
         web-assets web-assets-check
 
 help:
-	@sed -n '2,16p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,18p' Makefile | sed 's/^# \{0,1\}//'
 
 host-deps:
 	@image/host-deps.sh build
@@ -81,7 +82,7 @@ repro-check: host-deps venv
 	@$(QXB) repro-check
 
 size: venv
-	@$(QXB) size
+	@$(QXB) size $(if $(RECORD),--record)
 
 boot: venv
 	@$(QXB) boot --accel $(ACCEL) --memory $(MEMORY)

@@ -41,7 +41,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("dev-keys", help="make the development keys in BUILD_DIR/keys (once: TUF update keys and the "
                                     "Secure Boot pair in keys/secureboot) and print their root.json (make update-server)")
     sub.add_parser("repro-check", help="rebuild and compare root slot and UKI bit for bit")
-    sub.add_parser("size", help="report artifact sizes and the root's largest directories")
+    size_p = sub.add_parser("size", help="report artifact sizes and the root's largest directories; fail when the "
+                                         "update payload is over 150 MB, naming what grew (image/size-record.json)")
+    size_p.add_argument("--record", action="store_true",
+                        help="write this release build's sizes to image/size-record.json (what later builds are "
+                             "compared with)")
     boot = sub.add_parser("boot", help="boot the disk image (or --iso) in QEMU on this terminal")
     boot.add_argument("--iso", action="store_true")
     boot.add_argument("--accel", default="auto")
@@ -91,7 +95,13 @@ def _command(argv: list[str]) -> int:
     if args.command == "size":
         from qx_build import size
 
-        print(size.report(build_dir))
+        sizes = size.measure(build_dir)
+        print(size.render(sizes))
+        if args.record:
+            size.record(sizes)
+            print(f"recorded in {size.RECORD}")
+            return 0
+        size.check(sizes, size.load_record())
         return 0
     if args.command == "boot":
         from qx_build import qemu
