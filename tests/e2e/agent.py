@@ -98,10 +98,15 @@ class Agent:
         marker.write_text(version)
         self.say("applying", version=target)
         started = time.monotonic()
-        rc, out, err = self.qx("apply", "--reboot")
+        # "apply --reboot" reboots before its result is printed and read (the reboot may stop this unit
+        # first); for a target in "reboot_after_apply" the agent applies, reports the result, then reboots.
+        separate = target in self.plan.get("reboot_after_apply", [])
+        rc, out, err = self.qx("apply") if separate else self.qx("apply", "--reboot")
         lines = out.strip().splitlines()
         self.say("applied", rc=rc, seconds=round(time.monotonic() - started, 1),
                  result=lines[-1] if lines else "", stderr=err.strip()[-1500:])
+        if separate and rc == 0:
+            subprocess.run(["systemctl", "reboot"], check=False)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,12 @@
    ``http://10.0.2.100:8400/`` through QEMU's guestfwd (tests/e2e/relay.py), nothing else. On this
    first boot the console's real host backend is exercised against the real systemd too (SSH on
    with its off-timer and off, host key fingerprints, journal views, service states and a restart).
-2. N+1 is published with ``qx-release``; in the guest ``qx-update apply --reboot`` writes slot B,
-   installs N+1's UKI with a boot counter and reboots. The host comes back on slot B running N+1,
-   the health gate passes, systemd-bless-boot blesses it, and the security-epoch floor rises.
-3. N+2, whose qx-node is masked, is published and applied the same way. Its health gate fails at
+2. While N boots, N+1 and N+2 are derived, and N and then N+1 published with ``qx-release``; in the
+   guest ``qx-update apply`` takes N+1 as a delta (only the chunks that differ from the slot it runs,
+   which apply's ``transfer`` reports), writes slot B and installs N+1's UKI with a boot counter; the
+   agent reboots. The host comes back on slot B running N+1, the health gate passes,
+   systemd-bless-boot blesses it, and the security-epoch floor rises.
+3. N+2, whose qx-node is masked, is published and applied with ``qx-update apply --reboot``. Its health gate fails at
    once (systemd says qx-node cannot start; the gate does not wait out its timeout), the failed trial
    boot reboots, systemd-boot finds no tries left and boots slot B (N+1) by itself, and
    ``qx-update status`` says it rolled back from N+2 and why.
@@ -22,6 +24,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +34,7 @@ import requests
 from qx_build.paths import Release
 from qx_build.qemu import GUEST_SERVICE_ADDR
 from tests.e2e.conftest import BOOT_TIMEOUT
-from tests.e2e.derive import RootTree, bump, disk_with_root_a
+from tests.e2e.derive import Derived, RootTree, bump, disk_with_root_a
 from tests.e2e.guest import BootedGuest
 from tests.update_server.conftest import ALL, make_token, qx_release, start_server
 
@@ -86,6 +89,7 @@ def _assert_console_backend_on_real_systemd(c: dict[str, Any]) -> None:
 def test_update_is_blessed_and_a_release_failing_its_health_gate_rolls_back(
         release: Release, guest_factory, tmp_path: Path) -> None:
     server = start_server(tmp_path / "server")
+    background = ThreadPoolExecutor(max_workers=1)
     try:
         token = make_token(server.data_dir, *ALL)
         qx_release(server, token, "keys", "init")
@@ -93,18 +97,27 @@ def test_update_is_blessed_and_a_release_failing_its_health_gate_rolls_back(
         n, n1, n2 = release.version, bump(release.version, 1), bump(release.version, 2)
         plan = {"settings": {"server_url": f"http://{GUEST_SERVICE_ADDR}:{GUEST_PORT}/", "channel": "dev",
                              "tries": 1, "gate_timeout": GATE_TIMEOUT},
-                "next": {n: n1, n1: n2}, "wait_for_release_s": 1800,
+                "next": {n: n1, n1: n2}, "reboot_after_apply": [n1], "wait_for_release_s": 1800,
                 "checkin_token": make_token(server.data_dir, "checkin")}
         tree = RootTree(release, tmp_path / "derive")
         rel_n = tree.make(n, trust_root=trust_root, plan=plan)
-        rel_n1 = tree.make(n1, trust_root=trust_root, plan=plan, security_epoch=1)
-        rel_n2 = tree.make(n2, trust_root=trust_root, plan=plan, security_epoch=1, masked=("qx-node.service",))
         disk = disk_with_root_a(release.disk, rel_n.erofs, tmp_path / f"quantix-os_{n}-e2e.raw")
-        qx_release(server, token, "publish", "--channel", "dev", str(rel_n1.release_dir))
 
         port = int(server.url.rsplit(":", 1)[1])
         guest = guest_factory(disk=disk, guest_services=[(GUEST_PORT, f"{sys.executable} {RELAY} 127.0.0.1 {port}")])
         agent = Agent(guest)
+
+        def derive_and_publish() -> tuple[Derived, Derived]:
+            # While N boots (minutes under TCG): N+1 and N+2 are derived, and N then N+1 published. N is on
+            # the server so the host finds N's signed chunk index and takes N+1 as a delta, seeded from the
+            # slot it runs.
+            rel_n1 = tree.make(n1, trust_root=trust_root, plan=plan, security_epoch=1)
+            rel_n2 = tree.make(n2, trust_root=trust_root, plan=plan, security_epoch=1, masked=("qx-node.service",))
+            qx_release(server, token, "publish", "--channel", "dev", str(rel_n.release_dir))
+            qx_release(server, token, "publish", "--channel", "dev", str(rel_n1.release_dir))
+            return rel_n1, rel_n2
+
+        derived = background.submit(derive_and_publish)
 
         # 1. Release N on slot A finds N+1 on its channel and applies it.
         boot = agent.next("boot", BOOT_TIMEOUT)
@@ -115,7 +128,19 @@ def test_update_is_blessed_and_a_release_failing_its_health_gate_rolls_back(
         assert boot["version"] == n and re.search(r"\broot=PARTLABEL=root-a\b", boot["cmdline"]), boot
         assert st["running_slot"] == "a" and st["trusted_root"] is True, st
         _assert_console_backend_on_real_systemd(agent.next("console", 600))
+        rel_n1, rel_n2 = derived.result(timeout=1200)
         assert agent.next("applying", 600)["version"] == n1
+        # The agent applies N+1 and reboots by itself afterwards (plan "reboot_after_apply"), so apply's
+        # result reaches the test: N+1 came as a delta, only the changed chunks fetched.
+        applied = agent.next("applied", APPLY_TIMEOUT)
+        res = json.loads(applied["result"])
+        transfer = {t["image"]: t for t in res["transfer"]}
+        full_payload = sum(f.stat().st_size for f in rel_n1.release_dir.glob("*.root.erofs.zst")) + \
+            sum(f.stat().st_size for f in rel_n1.release_dir.glob("*.efi"))
+        fetched = sum(t["fetched_bytes"] for t in res["transfer"])
+        print(f"N+1 applied in {applied['seconds']} s: fetched {fetched} of {full_payload} bytes; {res['message']}")
+        assert (transfer["root"]["path"], transfer["uki"]["path"]) == ("delta", "delta"), res
+        assert fetched < full_payload / 10, (fetched, full_payload, res)
 
         # 2. Back on slot B running N+1: gate passed, blessed, floor raised to N+1's epoch.
         boot = agent.next_boot_of(n1, APPLY_TIMEOUT + BOOT_TIMEOUT)
@@ -155,4 +180,5 @@ def test_update_is_blessed_and_a_release_failing_its_health_gate_rolls_back(
         assert (hosts[0]["version"], hosts[0]["slot"], hosts[0]["channel"]) == (n1, "b", "dev"), hosts
         assert hosts[0]["health"] == "degraded" and n2 in (hosts[0]["last_error"] or ""), hosts
     finally:
+        background.shutdown(wait=True)  # a failure before N+1 was needed: let the derivation end first
         server.stop()
