@@ -65,8 +65,9 @@ class LoginScreen(ConsoleModal[bool]):
         be = app.backend
         self.query_one("#err-password", Static).update("  Checking...")
         # The screen changes (or not) only when the check answers: the keys typed behind Enter wait for
-        # that answer (ui.KeyOrder), so they reach the Customize menu, or this field again.
-        self._key_hold = app.hold_keys() if isinstance(app, KeyOrder) else None
+        # that answer (ui.KeyOrder), so they reach the Customize menu, or this field again. Esc ends the
+        # wait at once: the dialog stays cancellable while the host is slow.
+        self._key_hold = app.hold_keys(escape_releases=True) if isinstance(app, KeyOrder) else None
         in_thread(self, lambda: be.verify_root_password(pw), self._checked, self._failed,
                   what="The password check")
 

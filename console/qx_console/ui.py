@@ -243,16 +243,20 @@ class KeyOrder:
         self.held_keys: list[events.Key] = []
         self.key_hold = 0  # the current hold's number; 0: keys pass
         self._hold_count = 0
+        self._escape_releases = 0  # the hold an Esc ends (hold_keys(escape_releases=True)); 0: none
 
     def on_mount(self) -> None:
         app: Any = self
         app.screen_change_signal.subscribe(app, self._screen_changed, immediate=True)
 
-    def hold_keys(self) -> int:
-        """Hold every key from now on until :meth:`release_keys` (or the time limit); returns the hold."""
+    def hold_keys(self, *, escape_releases: bool = False) -> int:
+        """Hold every key from now on until :meth:`release_keys` (or the time limit); returns the hold.
+        ``escape_releases``: an Esc typed meanwhile ends the hold at once (the keys held before it, then
+        the Esc, go to the screen as usual) — a dialog waiting for a worker stays cancellable."""
         app: Any = self
         self._hold_count += 1
         self.key_hold = hold = self._hold_count
+        self._escape_releases = hold if escape_releases else 0
         app.set_timer(self.KEY_HOLD_LIMIT_S, lambda: self.release_keys(hold))
         return hold
 
@@ -267,6 +271,8 @@ class KeyOrder:
         if isinstance(event, events.Key) and not event.is_forwarded:
             if self.key_hold or self.held_keys:
                 self.held_keys.append(event)
+                if event.key == "escape" and self.key_hold and self.key_hold == self._escape_releases:
+                    self.release_keys(self.key_hold)
             else:
                 await self._route_key(event)
             return

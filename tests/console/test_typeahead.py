@@ -320,3 +320,23 @@ async def test_keys_typed_behind_a_wrong_password_s_enter_reach_the_login_field_
         be.release()
         await until(pilot, lambda: type(app.screen).__name__ == "CustomizeScreen", timeout=30)
         assert be.checked == ["wrong", "quantix-pw"]
+
+
+async def test_esc_cancels_the_login_while_its_password_check_is_held() -> None:
+    """The keys behind the login's Enter are held while the check runs, but Esc still closes the dialog at
+    once (not after the hold's time limit); the check's late answer opens nothing."""
+    be = PasswordsSeen()
+    app = ConsoleApp(be, refresh_s=3600)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, StatusScreen) and be.idle() and bool(be.started))
+        await pilot.press("f2")
+        await until(pilot, lambda: isinstance(app.screen, LoginScreen) and be.idle())
+        be.hold()
+        burst(app, "quantix-pw\r")
+        await until(pilot, lambda: be.running("verify_root_password"))
+        burst(app, "<escape>")
+        await until(pilot, lambda: isinstance(app.screen, StatusScreen), timeout=2)   # the hold limit is 5 s
+        be.release()
+        await until(pilot, lambda: be.idle())
+        await pilot.pause(0.3)
+        assert isinstance(app.screen, StatusScreen) and be.checked == ["quantix-pw"]
