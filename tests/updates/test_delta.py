@@ -107,6 +107,21 @@ def expected_chunks(rel: Rel, *have: ChunkIndex) -> set[str]:
             if c.sha256 not in known}
 
 
+def index_bytes(srv: Server, artifact: str) -> int:
+    """Bytes of the signed chunk indexes of ``artifact`` (any release) the server sent."""
+    suffix = ".root.chunks.json" if artifact == "root" else ".efi.chunks.json"
+    return sum((srv.repo.repo_dir / p.lstrip("/")).stat().st_size for p, _, st in srv.http.requests
+               if st == 200 and p.endswith(suffix))
+
+
+def served_chunks(srv: Server) -> list[tuple[str, int]]:
+    return [(p, (srv.repo.repo_dir / p.lstrip("/")).stat().st_size) for p in srv.fetched()]
+
+
+def root_chunks(rel: Rel) -> set[str]:
+    return {"/targets/" + chunk_path(c.sha256) for c in rel.index.chunks}
+
+
 def full_targets(srv: Server, version: str) -> list[str]:
     """Request paths of the release's whole targets (root payload, UKI) the server answered."""
     return [p for p, _, st in srv.http.requests
@@ -127,10 +142,12 @@ def test_first_apply_without_seeds_streams_the_whole_targets(dhost: Host, srv: S
     assert srv.fetched() == [], "no chunk requests"
     got = full_targets(srv, "1.1.0")  # consistent snapshots: <sha256>.<name>
     assert len(got) == 2 and {p.rsplit(".", 1)[-1] for p in got} == {"zst", "efi"}, srv.http.requests
-    # The result says how each image came: the whole stream, every byte of it fetched, nothing reused.
+    # The result says how each image came: the whole stream, every byte of it and of its index fetched,
+    # nothing reused.
     served = {p.rsplit(".", 1)[-1]: (srv.repo.repo_dir / p.lstrip("/")).stat().st_size for p in got}
-    assert {t["image"]: (t["path"], t["fetched_bytes"], t["reused_bytes"], t["size"]) for t in res["transfer"]} == {
-        "root": ("full-stream", served["zst"], 0, len(n.image)), "uki": ("full-stream", served["efi"], 0, len(n.uki))}
+    want = {"root": ("full-stream", served["zst"] + index_bytes(srv, "root"), 0, len(n.image)),
+            "uki": ("full-stream", served["efi"] + index_bytes(srv, "uki"), 0, len(n.uki))}
+    assert {t["image"]: (t["path"], t["fetched_bytes"], t["reused_bytes"], t["size"]) for t in res["transfer"]} == want
     assert (dhost.esp / "EFI/quantix/quantix-os_1.1.0.efi").read_bytes() == n.uki
     assert not list((dhost.state_dir / "downloads").iterdir()), "journals and indexes are cleaned up"
 
@@ -250,10 +267,14 @@ def test_one_file_changed_fetches_only_the_changed_chunks(dhost: Host, srv: Serv
     # docs/performance.md (bench/update.py).
     assert srv.fetched_bytes() < full / 2, (srv.fetched_bytes(), full)
     assert not [p for p, _, _ in srv.http.requests if p.endswith((".root.erofs.zst", ".efi"))]
-    # The result reports the same: both images by delta, the bytes the server sent, the rest reused.
+    # The result reports the same: both images by delta, the bytes the server sent (chunks and the signed
+    # indexes), the rest reused.
     t = {x["image"]: x for x in res["transfer"]}
     assert (t["root"]["path"], t["uki"]["path"]) == ("delta", "delta"), res["transfer"]
-    assert t["root"]["fetched_bytes"] + t["uki"]["fetched_bytes"] == srv.fetched_bytes(), res["transfer"]
+    assert t["root"]["fetched_bytes"] == sum(size for path, size in served_chunks(srv) if path in root_chunks(n1)) \
+        + index_bytes(srv, "root"), res["transfer"]
+    assert t["root"]["fetched_bytes"] + t["uki"]["fetched_bytes"] == \
+        srv.fetched_bytes() + index_bytes(srv, "root") + index_bytes(srv, "uki"), res["transfer"]
     assert (t["root"]["size"], t["uki"]["size"]) == (len(n1.image), len(n1.uki)), res["transfer"]
     assert t["root"]["reused_bytes"] > 0 and t["uki"]["reused_bytes"] > 0, res["transfer"]
 

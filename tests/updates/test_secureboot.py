@@ -10,6 +10,7 @@ chunked repository (delta), and prove that a refused release leaves the slots an
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -277,3 +278,36 @@ def test_status_and_apply_when_the_variable_cannot_be_read_as_uefi_defines(host:
     res = host.run("apply", check=False)
     assert res.returncode == 3 and "not the 4 attribute bytes and 1 data byte" in res.stderr, res.stderr
     assert _untouched(host) == before
+
+
+def test_sbverify_without_a_verdict_refuses_nothing_for_good(host: Host, repo: TufRepo, keys: Keys,
+                                                             tmp_path: Path) -> None:
+    """sbverify killed (out of memory, a signal) gives no verdict on a correctly signed release: nothing is
+    installed, and nothing is recorded against the release — the next run installs it."""
+    repo.add_release("1.1.0", slot_bytes=payload(13), channels=["stable"], uki=keys.trusted.read_bytes())
+    host.secure_boot(True, keys.trusted_cert)
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "sbverify").write_text("#!/bin/sh\nkill -KILL $$\n")
+    (fake / "sbverify").chmod(0o755)
+    res = host.run("apply", check=False, env={"PATH": f"{fake}:{os.environ['PATH']}"})
+    assert res.returncode == 4 and "sbverify gave no verdict" in res.stderr, res.stderr
+    st = host.json("status")
+    assert st["refused"] == {} and st["pending"] is None, st
+    assert host.json("apply")["applied"]["version"] == "1.1.0"
+
+
+def test_a_refusal_holds_for_that_uki_and_certificate_only(host: Host, repo: TufRepo, keys: Keys) -> None:
+    """Refused for its foreign signature; the status no longer offers it and the refused UKI is not kept.
+    When the host trusts another certificate (an upgrade shipped the other one), it is checked again."""
+    repo.add_release("1.1.0", slot_bytes=payload(14), channels=["stable"], uki=keys.foreign.read_bytes())
+    host.secure_boot(True, keys.trusted_cert)
+    assert host.run("apply", check=False).returncode == 5
+    st = host.json("status")
+    assert st["state"] != "update-available" and st["last_check"]["result"] == "up-to-date", st
+    assert not list((host.state_dir / "downloads").glob("*.efi")), "the refused UKI is not kept"
+    assert host.json("check")["available"] is None
+    # The host now trusts the certificate that signed the release: offered and installed.
+    host.secure_boot(True, keys.foreign_cert)
+    assert host.json("check")["available"]["version"] == "1.1.0"
+    assert host.json("apply")["applied"]["version"] == "1.1.0"

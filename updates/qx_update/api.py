@@ -242,7 +242,7 @@ class CheckResult(Versioned):
     message: str
 
 
-TransferPath = Literal["delta", "full-stream", "payload"]
+TransferPath = Literal["delta", "full-stream", "payload", "cached"]
 
 
 @dataclass(frozen=True)
@@ -250,12 +250,13 @@ class Transfer(Model):
     """How one image of an applied release reached the host (docs/update-format.md §5): ``delta`` — only
     the chunks no seed held were fetched; ``full-stream`` — the whole target in one stream, checked chunk
     by chunk against the signed index; ``payload`` — the whole target as a file (no chunk index: an older
-    release or an offline copy without chunks)."""
+    release or an offline copy without chunks); ``cached`` — already whole and verified in the download
+    cache (an interrupted earlier apply fetched it)."""
 
     image: Literal["root", "uki"]
     path: TransferPath
     size: int              # bytes of the image written (the slot image, the UKI)
-    fetched_bytes: int     # bytes downloaded for it (compressed as stored)
+    fetched_bytes: int     # bytes this apply received from the network for it: data and its chunk indexes
     reused_bytes: int      # bytes taken from the host's own slots, UKIs or an earlier interrupted apply
 
 

@@ -91,6 +91,7 @@ REQUEST_BYTES = 64 << 10
 STREAM_BATCH = 4 << 20        # stream path: whole chunks read, verified and written at a time (≥ this)
 STREAM_SYNC_EVERY = SYNC_EVERY
 DELTA, STREAM = "delta", "full-stream"  # the two paths (Stats.path; the log line "<label>: plan: <path> …")
+CACHED = "cached"  # Stats.path of an image already whole and verified in the download cache (nothing planned)
 _log = log.get("update.chunked")
 
 # Plan kinds
@@ -544,6 +545,7 @@ def _pass(index: ChunkIndex, tfd: int, plan: list[tuple[str, int, int, str]], jo
             dl_bar.update(c.stored_length)
             if c.sha256 in fetcher.from_cache:
                 stats.cached_chunks += 1
+                stats.reused_bytes += c.length   # fetched by an interrupted earlier run, not by this one
             else:
                 stats.fetched_chunks += 1
                 stats.fetched_bytes += c.stored_length

@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import fcntl
+import hashlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -44,7 +45,7 @@ from qx_update.errors import VerificationError
 # download/repo/releases (tuf, urllib3: ~0.15 s of imports) and health are imported where they are
 # used, so the boot-time commands (status, gate, blessed) start without them.
 if TYPE_CHECKING:
-    from qx_update import delta, releases, repo
+    from qx_update import delta, download, releases, repo
 
 _log = log.get("update")
 
@@ -115,19 +116,34 @@ class Client:
         return repo.open_repo(trusted_root=self.cfg.trusted_root, metadata_dir=self.cfg.metadata_dir, base_url=base,
                               download_deadline=self.cfg.download_deadline)
 
-    def _choose(self, rp: repo.Repo, e: esp.Esp, running: str) -> tuple[releases.Choice, float]:
-        seconds = rp.refresh()
+    def _choose(self, rp: repo.Repo, e: esp.Esp, running: str, *, refresh: bool = True) -> tuple[releases.Choice, float]:
+        seconds = rp.refresh() if refresh else 0.0
         hid = state.host_id(self.st, self.cfg.host_id_file)
         from qx_update import releases
 
         capacity = slots.size_of(self.cfg.slots[slots.other(running)])
         running_version = self.running_version(e, running)
         # Only releases newer than the running one can be chosen: their delegated roles are all a check reads.
-        choice = releases.choose(rp.targets(newer_than=running_version), channel=self.cfg.channel,
+        targets = rp.targets(newer_than=running_version)
+        choice = releases.choose(targets, channel=self.cfg.channel,
                                  running_version=running_version,
                                  floor=self.st.security_epoch_floor, slot_capacity=capacity, host_id=hid,
-                                 refused={v: _refused(r).sentence() for v, r in self.st.refused.items()})
+                                 refused={v: _refused(r).sentence() for v, r in self.st.refused.items()
+                                          if self._still_refused(v, r, rp)})
         return choice, seconds
+
+    def _still_refused(self, version: str, record: dict[str, Any], rp: repo.Repo) -> bool:
+        """A Secure Boot refusal holds for the UKI it was about and the certificate it was checked against:
+        a release published again with another UKI, or a host that now trusts another certificate (an
+        upgrade that ships it), is checked again. A rollback holds until 'allow'."""
+        if record.get("cause") != "secure-boot":
+            return True
+        try:
+            info = rp.find_targetinfo(contract.target_path(version, "uki"))
+        except QxError:
+            return True  # cannot tell: keep the refusal (a check must not install what was refused)
+        uki = info.hashes.get("sha256") if info is not None else None
+        return uki == record.get("uki_sha256") and _file_sha256(self.cfg.secure_boot_cert) == record.get("cert_sha256")
 
     def checkin(self, event: str) -> api.CheckinResult | None:
         """Report this host to the update server's fleet view (best effort; see :mod:`qx_update.checkin`).
@@ -350,25 +366,34 @@ class Client:
         # The UKI first (a few MiB, proven by TUF, or assembled from chunks and proven): a host enforcing
         # Secure Boot refuses a release its firmware would not boot before the root payload is fetched and
         # before anything is written to the slot or the ESP (qx_update.secureboot).
+        uki_tally, root_tally = download.Tally(), download.Tally()
         uki = d.uki(uki_index, uki_info, esp_root=esp.find_esp(self.cfg.esp), running_version=from_version,
                     other_version=target_version) if uki_index else download.fetch(
             uki_info, rp.target_url(uki_info), self.cfg.download_dir, label="uki", progress=self.progress,
-            deadline=self.cfg.download_deadline)
+            deadline=self.cfg.download_deadline, tally=uki_tally)
         from qx_update import secureboot
 
         try:
             sb = secureboot.check_uki(uki, version=rel.version, efivars_dir=self.cfg.efivars_dir,
                                       cert=self.cfg.secure_boot_cert)
         except secureboot.UkiRefused as err:
-            # A fact about this signed release on this host, not a passing failure: it is not offered (nor
-            # downloaded) again until the operator enrolls the other certificate and runs 'allow'.
-            self.st.refused[rel.version] = {"reason": err.reason, "at": state.now_iso(), "cause": "secure-boot"}
+            # A fact about this signed UKI and the certificate this host trusts, not a passing failure: the
+            # release is not offered (nor downloaded) again until 'allow', another UKI for it or another
+            # certificate on the host (_still_refused).
+            self.st.refused[rel.version] = {
+                "reason": err.reason, "at": state.now_iso(), "cause": "secure-boot",
+                "uki_sha256": uki_info.hashes.get("sha256"), "cert_sha256": _file_sha256(self.cfg.secure_boot_cert)}
             self.st.event("refused", version=rel.version, cause="secure-boot", reason=err.reason)
+            # What the last check offered is no longer on offer: say what is, now that this one is refused.
+            after, _ = self._choose(rp, e, running, refresh=False)
+            self.st.last_check = {"at": state.now_iso(), "result": "available" if after.release else "up-to-date",
+                                  "version": after.release.version if after.release else None}
             self.save()
+            uki.unlink(missing_ok=True)   # ~45 MB of the download cache, never used again
             raise
         payload = None if root_index else download.fetch(
             rel.root, rp.target_url(rel.root), self.cfg.download_dir, label="root", progress=self.progress,
-            crash_point="download", deadline=self.cfg.download_deadline)
+            crash_point="download", deadline=self.cfg.download_deadline, tally=root_tally)
         crashpoint.reached("downloaded")
         slot_path = self.cfg.slots[target]
         slots.guard_not_running(slot_path, self.cfg.slots[running])
@@ -384,8 +409,8 @@ class Client:
         for p in self.cfg.download_dir.glob("*"):   # keep the cache small: the slot now holds the release
             p.unlink(missing_ok=True)
         next_boot = e.default_slot()
-        transfer = _transfers(d, uki=(uki_info.length, uki_index is not None, uki_info.length),
-                              root=(rel.slot_size, root_index is not None, rel.root.length))
+        transfer = _transfers(d, uki=(uki_info.length, None if uki_index else (uki_tally, uki_info.length)),
+                              root=(rel.slot_size, None if root_index else (root_tally, rel.root.length)))
         return api.ApplyResult(schema_version=api.SCHEMA_VERSION, applied=_summary(rel), slot=target,
                                entry=entry.name.filename, next_boot=next_boot, skipped=_skipped(choice),
                                transfer=transfer,
@@ -528,26 +553,36 @@ def _summary(rel: releases.Release | None) -> api.ReleaseSummary | None:
                               download_size=rel.root.length, notes=rel.notes)
 
 
+def _file_sha256(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
 def _refused(r: dict[str, Any]) -> api.RefusedRelease:
     """A ``state.refused`` record as its model (records written before ``cause`` existed are rollbacks)."""
     return api.RefusedRelease(reason=str(r.get("reason", "")), at=str(r.get("at", "")),
                               cause="secure-boot" if r.get("cause") == "secure-boot" else "rolled-back")
 
 
-def _transfers(d: delta.Delta, **images: tuple[int, bool, int]) -> list[api.Transfer]:
-    """How each image reached the host, for ``ApplyResult.transfer``: from the delta writer's counts
-    (``d.stats``), or, for an image without a chunk index, its whole payload (``size, indexed,
-    payload_length`` per image). An image the delta writer did not touch (the UKI already verified in the
-    download cache by an interrupted earlier apply) has no entry."""
+def _transfers(d: delta.Delta, **images: tuple[int, tuple[download.Tally, int] | None]) -> list[api.Transfer]:
+    """How each image reached the host, for ``ApplyResult.transfer``. Per image: its size and, for an image
+    without a chunk index, the tally of its whole-payload download with the payload's length (None: the
+    delta writer's counts in ``d.stats``). Fetched bytes include the chunk indexes fetched for the image."""
     out = []
-    for image, (size, indexed, payload_length) in images.items():
+    for image, (size, whole) in images.items():
+        indexes = d.index_bytes.get(image, 0)
         s = d.stats.get(image)
         if s is not None:
-            out.append(api.Transfer(image=image, path=s.path, size=size, fetched_bytes=s.fetched_bytes,
+            out.append(api.Transfer(image=image, path=s.path, size=size, fetched_bytes=s.fetched_bytes + indexes,
                                     reused_bytes=s.reused_bytes))
-        elif not indexed:
-            out.append(api.Transfer(image=image, path="payload", size=size, fetched_bytes=payload_length,
-                                    reused_bytes=0))
+        elif whole is not None:
+            tally, length = whole
+            # Nothing received: the verified file was in the download cache (an interrupted earlier apply).
+            out.append(api.Transfer(image=image, path="payload" if tally.received else "cached", size=size,
+                                    fetched_bytes=tally.received + indexes,
+                                    reused_bytes=max(0, length - tally.received)))
     return out
 
 

@@ -49,6 +49,7 @@ class Delta:
         self.progress = progress
         self.offline_dir = offline_dir
         self.stats: dict[str, chunked.Stats] = {}
+        self.index_bytes: dict[str, int] = {}  # artifact -> bytes of its chunk indexes fetched (any version)
 
     # -- indexes ---------------------------------------------------------------------------------
     def _signed(self, version: str, artifact: str) -> tuple[ChunkIndex, bytes] | None:
@@ -57,8 +58,10 @@ class Delta:
         info = self.rp.find_targetinfo(path)
         if info is None:
             return None
+        tally = download.Tally()
         f = download.fetch(info, self.rp.target_url(info), self.download_dir, label=f"{artifact} index",
-                           progress=False, deadline=self.deadline)
+                           progress=False, deadline=self.deadline, tally=tally)
+        self.index_bytes[artifact] = self.index_bytes.get(artifact, 0) + tally.received
         data = f.read_bytes()
         return ChunkIndex.from_json(data, path), data
 
@@ -116,6 +119,7 @@ class Delta:
             try:
                 with done.open("rb") as f:
                     info.verify_length_and_hashes(f)
+                self.stats["uki"] = chunked.Stats(path=chunked.CACHED, reused_bytes=info.length)
                 return done
             except Exception:  # noqa: BLE001 - python-tuf's LengthOrHashMismatchError: build it again
                 done.unlink()

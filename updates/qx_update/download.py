@@ -24,6 +24,7 @@ import re
 import threading
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -192,11 +193,20 @@ def open_body(url: str, deadline: Deadline) -> Iterator[bytes]:
     return blocks  # type: ignore[return-value]
 
 
+@dataclass
+class Tally:
+    """What a :func:`fetch` took from the network: the bytes of every response body it read (a resumed
+    prefix, a file already in the cache and a retried attempt's first try are counted as received)."""
+
+    received: int = 0
+
+
 def fetch(info: TargetFile, url: str, dest_dir: Path, *, label: str, progress: bool | Observer = True,
-          crash_point: str | None = None, deadline: float = DEFAULT_DEADLINE) -> Path:
+          crash_point: str | None = None, deadline: float = DEFAULT_DEADLINE, tally: Tally | None = None) -> Path:
     """Download (or resume, or reuse) target ``info`` from ``url``; return the verified file.
 
-    ``deadline``: seconds the download may take in all (each attempt); past it, an ExternalError."""
+    ``deadline``: seconds the download may take in all (each attempt); past it, an ExternalError.
+    ``tally``: add the bytes received from the network to it."""
     dest_dir.mkdir(parents=True, exist_ok=True)
     sha = _sha(info)
     done = dest_dir / f"{sha}.{Path(info.path).name}"
@@ -210,7 +220,7 @@ def fetch(info: TargetFile, url: str, dest_dir: Path, *, label: str, progress: b
             done.unlink()
     for attempt in (1, 2):
         resumed, digests = _download(info, url, part, label=label, progress=progress, crash_point=crash_point,
-                                     deadline=deadline)
+                                     deadline=deadline, tally=tally)
         try:
             _check(info, part, digests)
         except tufx.LengthOrHashMismatchError as e:
@@ -227,7 +237,8 @@ def fetch(info: TargetFile, url: str, dest_dir: Path, *, label: str, progress: b
 
 
 def _download(info: TargetFile, url: str, part: Path, *, label: str, progress: bool | Observer,
-              crash_point: str | None, deadline: float = DEFAULT_DEADLINE) -> tuple[bool, dict[str, str] | None]:
+              crash_point: str | None, deadline: float = DEFAULT_DEADLINE,
+              tally: Tally | None = None) -> tuple[bool, dict[str, str] | None]:
     """Bring ``part`` to the signed length; return (resumed, digests of its bytes or None)."""
     have = part.stat().st_size if part.exists() else 0
     if have > info.length:
@@ -240,7 +251,7 @@ def _download(info: TargetFile, url: str, part: Path, *, label: str, progress: b
     try:
         with Deadline(deadline, f"download of {info.path}") as dl:
             resumed = _download_into(info, url, part, have, hasher, label=label, progress=progress,
-                                     crash_point=crash_point, deadline=dl)
+                                     crash_point=crash_point, deadline=dl, tally=tally)
         return resumed, hasher.hexdigests() if hasher else None
     finally:
         if hasher:
@@ -248,7 +259,8 @@ def _download(info: TargetFile, url: str, part: Path, *, label: str, progress: b
 
 
 def _download_into(info: TargetFile, url: str, part: Path, have: int, hasher: hashing.BackgroundHasher | None, *,
-                   label: str, progress: bool | Observer, crash_point: str | None, deadline: Deadline | None = None) -> bool:
+                   label: str, progress: bool | Observer, crash_point: str | None, deadline: Deadline | None = None,
+                   tally: Tally | None = None) -> bool:
     if have == info.length:
         if hasher:
             _hash_prefix(part, have, hasher)
@@ -286,6 +298,8 @@ def _download_into(info: TargetFile, url: str, part: Path, have: int, hasher: ha
                 while view:
                     view = view[os.write(fd, view):]
                 got += len(block)
+                if tally is not None:
+                    tally.received += len(block)
                 bar.update(len(block))
                 if crash_point and got >= CHUNK and synced == have:
                     os.fsync(fd)  # the test kills us right after: the prefix must be on disk

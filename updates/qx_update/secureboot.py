@@ -30,7 +30,7 @@ from typing import Literal
 
 from qx_common import log
 from qx_common import run as r
-from qx_common.errors import EnvironmentError_
+from qx_common.errors import EnvironmentError_, ExternalError
 from qx_update.errors import VerificationError
 
 EFI_GLOBAL_GUID = "8be4df61-93ca-11d2-aa0d-00e098032b8c"
@@ -133,6 +133,11 @@ def _der_length(der: bytes) -> int:
     return 2 + n + int.from_bytes(der[2:2 + n], "big")
 
 
+# What sbverify prints (exit 1) when it checked the UKI and the signature does not verify against the
+# certificate: unsigned, another signer or changed after signing alike. Any other failure is no verdict.
+SBVERIFY_VERDICT = "Signature verification failed"
+
+
 class UkiRefused(VerificationError):
     """Secure Boot is on and the release's UKI does not verify against the host's certificate: a fact
     about that signed release on this host (qx-update records it as refused until ``allow``). ``reason``
@@ -173,6 +178,12 @@ def check_uki(uki: Path, *, version: str, efivars_dir: Path, cert: Path) -> UkiC
         return UkiCheck(sb, True, note)
     # sbverify's first line says what failed ("Hash doesn't match image"); the rest is hex digests.
     detail = next((ln.strip() for ln in (res.stderr + res.stdout).splitlines() if ln.strip()), "failed")
+    if res.returncode != 1 or SBVERIFY_VERDICT not in res.stdout + res.stderr:
+        # Killed, out of memory, an unreadable file: no verdict on the release. Nothing is installed and
+        # nothing is recorded against it; the next run checks it again.
+        raise ExternalError(
+            f"release {version}: sbverify gave no verdict on its UKI (exit {res.returncode}: {detail}); "
+            f"nothing was installed", hint="run the update again; if it persists, check free memory and /var")
     signers = signer_certificates(uki)
     fix = (f"publish releases whose UKI is signed with the key of {subject(trusted)} (make image SB_KEY=… "
            f"SB_CERT=…), or enroll the other certificate in this host's firmware db and boot an image that "
