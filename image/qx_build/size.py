@@ -118,20 +118,42 @@ def compare(now: Sizes, before: Sizes) -> list[str]:
 
 
 def load_record(path: Path = RECORD) -> Sizes | None:
+    """The recorded sizes, checked field by field (a hand-edited or truncated record is an error that
+    names the field, never a traceback later)."""
     if not path.exists():
         return None
+    hint = "write it again from a release build: make size RECORD=1"
     try:
         data = json.loads(path.read_text())
-        return Sizes(**data)
-    except (ValueError, TypeError) as e:
-        raise UserError(f"{path}: not a size record ({e})",
-                        hint="write it again from a release build: make size RECORD=1") from e
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: not a size record ({e})", hint=hint) from e
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: not a size record (a JSON object is expected)", hint=hint)
+    want: dict[str, type] = {"version": str, "profile": str, "level": int, "artifacts": dict,
+                             "uncompressed_root": int, "uki_sections": dict, "root_dirs": dict}
+    unknown = sorted(set(data) - set(want))
+    if unknown:
+        raise UserError(f"{path}: unknown field {unknown[0]!r}", hint=hint)
+    for name, tp in want.items():
+        v = data.get(name)
+        if not isinstance(v, tp) or isinstance(v, bool):
+            raise UserError(f"{path}: {name}: missing or not a {tp.__name__}", hint=hint)
+        if tp is dict and not all(isinstance(k, str) and isinstance(n, int) and not isinstance(n, bool) and n >= 0
+                                  for k, n in v.items()):
+            raise UserError(f"{path}: {name}: every value must be a byte count", hint=hint)
+    for artifact in ("root", "uki"):
+        if artifact not in data["artifacts"]:
+            raise UserError(f"{path}: artifacts.{artifact}: missing", hint=hint)
+    return Sizes(**data)
 
 
 def record(s: Sizes, path: Path = RECORD) -> None:
     if s.profile != "release":
         raise UserError(f"the build in this directory is a {s.profile} build: only a release build's sizes "
                         "are recorded", hint="make image (without FAST=1), then make size RECORD=1")
+    if not s.root_dirs:
+        raise UserError("the build has no root filesystem to measure (build/.work/disk/*.root.raw is missing): "
+                        "every directory would later count as new", hint="make image, then make size RECORD=1")
     tmp = path.with_suffix(".json.part")
     tmp.write_text(json.dumps(asdict(s), indent=1, sort_keys=True) + "\n")
     tmp.rename(path)

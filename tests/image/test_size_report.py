@@ -4,6 +4,7 @@ naming what grew since the recorded sizes."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -102,3 +103,24 @@ def test_the_record_round_trips_and_refuses_a_fast_build(tmp_path: Path) -> None
     rec.write_text('{"version": 1')
     with pytest.raises(UserError, match="not a size record"):
         size.load_record(rec)
+    with pytest.raises(UserError, match="no root filesystem to measure"):
+        size.record(_sizes(100 * 1000**2), tmp_path / "no-root.json")
+
+
+@pytest.mark.parametrize(("edit", "complaint"), [
+    (lambda d: d["artifacts"].pop("uki"), "artifacts.uki: missing"),
+    (lambda d: d.update(uki_sections=None), "uki_sections: missing or not a dict"),
+    (lambda d: d["root_dirs"].update({"/usr": "big"}), "root_dirs: every value must be a byte count"),
+    (lambda d: d.update(level=True), "level: missing or not a int"),
+    (lambda d: d.update(extra=1), "unknown field 'extra'"),
+    (lambda d: d.pop("version"), "version: missing"),
+])
+def test_a_malformed_record_is_an_error_naming_the_field(tmp_path: Path, edit, complaint: str) -> None:
+    rec = tmp_path / "size-record.json"
+    size.record(_sizes(100 * 1000**2, lib=1), rec)
+    data = json.loads(rec.read_text())
+    edit(data)
+    rec.write_text(json.dumps(data))
+    with pytest.raises(UserError, match=re.escape(complaint)) as e:
+        size.load_record(rec)
+    assert e.value.hint == "write it again from a release build: make size RECORD=1"

@@ -203,7 +203,8 @@ UPDATE_STATUS = _object({
     "pending": _null(_object({"slot": _STR, "version": _STR, "security_epoch": _INT_NULL, "from_slot": _STR,
                               "from_version": _STR, "at": _STR})),
     "rollback": _null(_ROLLBACK_RECORD, description="the last rollback (an operator's, or the boot counter's) and why"),
-    "refused": {"type": "object", "additionalProperties": _object({"reason": _STR, "at": _STR})},
+    "refused": {"type": "object", "additionalProperties": _object(
+        {"reason": _STR, "at": _STR}, {"cause": {"enum": ["rolled-back", "secure-boot"]}})},
     "slots": {"type": "object", "additionalProperties": _object(
         {"device": _STR, "version": _STR_NULL, "active": _BOOL, "next_boot": _BOOL, "blessed": _BOOL, "bad": _BOOL,
          "tries_left": _INT_NULL, "tries_done": _INT_NULL, "entry": _STR_NULL, "security_epoch": _INT_NULL})},
