@@ -311,3 +311,44 @@ def test_a_refusal_holds_for_that_uki_and_certificate_only(host: Host, repo: Tuf
     host.secure_boot(True, keys.foreign_cert)
     assert host.json("check")["available"]["version"] == "1.1.0"
     assert host.json("apply")["applied"]["version"] == "1.1.0"
+
+
+def _uki_with_cmdline(d: Path, cmdline: str, keys: Keys) -> Path:
+    """The stub with a .cmdline section (as ukify lays one out), signed by the trusted key."""
+    (d / "cmdline").write_text(cmdline)
+    raw = d / "with-cmdline.efi"
+    subprocess.run(["objcopy", "--add-section", f".cmdline={d / 'cmdline'}", "--change-section-vma",
+                    ".cmdline=0x30000", str(STUB), str(raw)], check=True, capture_output=True)
+    key = keys.dir / "trusted.key"
+    return _sign(raw, d / "with-cmdline.signed.efi", key, keys.trusted_cert)
+
+
+def test_the_uki_s_own_command_line_is_read_from_its_pe_sections(tmp_path: Path, keys: Keys) -> None:
+    uki = _uki_with_cmdline(tmp_path, "root=PARTLABEL=root-a rootfstype=erofs ro console=ttyS0", keys)
+    assert secureboot.uki_cmdline(uki) == "root=PARTLABEL=root-a rootfstype=erofs ro console=ttyS0"
+    assert secureboot.uki_cmdline(keys.unsigned) is None          # no .cmdline section
+    (tmp_path / "junk.efi").write_bytes(b"MZ" + b"\xff" * 100)
+    assert secureboot.uki_cmdline(tmp_path / "junk.efi") is None
+    assert secureboot.pinned_root("root=PARTLABEL=root-a ro root=PARTLABEL=root-b") == "root-b"
+    assert secureboot.pinned_root("root=UUID=1234 ro") is None and secureboot.pinned_root(None) is None
+
+
+def test_secure_boot_refuses_a_uki_that_would_boot_the_old_slot(host: Host, repo: TufRepo, keys: Keys,
+                                                                tmp_path: Path) -> None:
+    """Under Secure Boot the stub ignores the entry's root=: a UKI whose signed command line pins root-a
+    cannot start slot B. The host (running A) refuses it before writing anything, instead of booting the
+    new kernel on the old root and writing slot B again on every run."""
+    uki = _uki_with_cmdline(tmp_path, "root=PARTLABEL=root-a rootfstype=erofs ro", keys)
+    repo.add_release("1.1.0", slot_bytes=payload(15), channels=["stable"], uki=uki.read_bytes())
+    host.secure_boot(True, keys.trusted_cert)
+    before = _untouched(host)
+    res = host.run("apply", check=False)
+    assert res.returncode == 5 and "boots only the root its signed command line names" in res.stderr, res.stderr
+    assert "reinstall, keep-data" in res.stderr
+    assert _untouched(host) == before
+    refused = host.json("status")["refused"]["1.1.0"]
+    assert refused["cause"] == "secure-boot" and "boots root-a only, not root-b" in refused["reason"], refused
+    # With Secure Boot off the entry's options pick the slot: the same release installs into B.
+    host.run("allow", "1.1.0")
+    host.secure_boot(False)
+    assert host.json("apply")["applied"]["version"] == "1.1.0"

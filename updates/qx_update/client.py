@@ -375,7 +375,7 @@ class Client:
 
         try:
             sb = secureboot.check_uki(uki, version=rel.version, efivars_dir=self.cfg.efivars_dir,
-                                      cert=self.cfg.secure_boot_cert)
+                                      cert=self.cfg.secure_boot_cert, target_root=f"root-{target}")
         except secureboot.UkiRefused as err:
             # A fact about this signed UKI and the certificate this host trusts, not a passing failure: the
             # release is not offered (nor downloaded) again until 'allow', another UKI for it or another

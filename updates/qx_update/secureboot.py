@@ -155,9 +155,49 @@ class UkiCheck:
     note: str          # one sentence for the log and the apply result
 
 
-def check_uki(uki: Path, *, version: str, efivars_dir: Path, cert: Path) -> UkiCheck:
+def uki_cmdline(uki: Path) -> str | None:
+    """The UKI's own kernel command line (its ``.cmdline`` section), None when it has none or its PE
+    headers cannot be read (the caller has proven the file's signature or hash already)."""
+    with uki.open("rb") as f:
+        head = f.read(8192)   # DOS, PE and optional headers and the section table
+        try:
+            if head[:2] != b"MZ":
+                return None
+            (pe_off,) = struct.unpack_from("<I", head, 0x3C)
+            if head[pe_off:pe_off + 4] != b"PE\0\0":
+                return None
+            (count,) = struct.unpack_from("<H", head, pe_off + 6)
+            (opt_size,) = struct.unpack_from("<H", head, pe_off + 20)
+            table = pe_off + 24 + opt_size
+            for i in range(count):
+                entry = table + 40 * i
+                if head[entry:entry + 8].rstrip(b"\0") != b".cmdline":
+                    continue
+                virtual_size, _addr, raw_size, raw_ptr = struct.unpack_from("<IIII", head, entry + 8)
+                f.seek(raw_ptr)
+                data = f.read(min(virtual_size or raw_size, raw_size, 1 << 16))
+                return data.split(b"\0", 1)[0].decode("utf-8", "replace").strip()
+        except struct.error:
+            return None
+    return None
+
+
+def pinned_root(cmdline: str | None) -> str | None:
+    """The GPT partition label a command line's ``root=PARTLABEL=…`` names (the last ``root=`` wins, as
+    for the kernel and systemd), or None when it names none that way."""
+    roots = [w.removeprefix("root=") for w in (cmdline or "").split() if w.startswith("root=")]
+    return roots[-1].removeprefix("PARTLABEL=") if roots and roots[-1].startswith("PARTLABEL=") else None
+
+
+def check_uki(uki: Path, *, version: str, efivars_dir: Path, cert: Path, target_root: str | None = None) -> UkiCheck:
     """Refuse (VerificationError) release ``version``'s UKI if the host enforces Secure Boot and the
-    UKI does not verify against ``cert``; else say what was (not) checked."""
+    UKI does not verify against ``cert``; else say what was (not) checked.
+
+    ``target_root``: the partition label of the slot the release goes to. With Secure Boot on,
+    systemd-stub ignores the boot entry's options, so the UKI's own command line picks the root: a UKI
+    whose signed ``root=PARTLABEL=`` names another slot would boot the new kernel on the old root (and
+    qx-update would write that slot again on every run). Such a release is refused (:class:`UkiRefused`)
+    until releases select their root by verified-boot means (dm-verity, docs/secure-boot.md)."""
     sb = state(efivars_dir)
     if sb != "enabled":
         why = "Secure Boot is off on this host" if sb == "disabled" else "this host did not boot by UEFI"
@@ -173,6 +213,16 @@ def check_uki(uki: Path, *, version: str, efivars_dir: Path, cert: Path) -> UkiC
     trusted = load_certificate(cert)
     res = r.run(["sbverify", "--cert", str(cert), str(uki)], check=False)
     if res.returncode == 0:
+        pinned = pinned_root(uki_cmdline(uki))
+        if target_root is not None and pinned is not None and pinned != target_root:
+            raise UkiRefused(
+                f"release {version}: under Secure Boot its UKI boots only the root its signed command line "
+                f"names (root=PARTLABEL={pinned}), not {target_root}, the slot it would be written to: the new "
+                f"kernel would start on the old root; nothing was installed",
+                hint="on a Secure Boot host, install this release from its ISO (reinstall, keep-data: the "
+                     "installer writes slot A); releases that pick their root by dm-verity lift this "
+                     "(docs/secure-boot.md)",
+                reason=f"under Secure Boot its UKI boots {pinned} only, not {target_root}")
         note = f"{version}'s UKI is signed by the certificate this host trusts ({subject(trusted)})"
         log.step(note)
         return UkiCheck(sb, True, note)
