@@ -7,10 +7,12 @@ intermediate trees between runs so warm builds are fast; it is never part of a r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from qx_common import log
@@ -78,8 +80,29 @@ def verify_esp_signatures(disk: Path, version: str, kp: secureboot.KeyPair, scra
     return keys
 
 
+@dataclass
+class Phases:
+    """Where a build's time went, phase by phase (printed at the end: what to make faster next)."""
+
+    spent: list[tuple[str, float]] = field(default_factory=list)
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t0 = time.monotonic()
+        try:
+            yield
+        finally:
+            self.spent.append((name, time.monotonic() - t0))
+
+    def summary(self, total: float) -> str:
+        parts = [f"{name} {s:.0f} s" for name, s in self.spent]
+        other = total - sum(s for _, s in self.spent)
+        return ", ".join([*parts, f"the rest {max(other, 0.0):.0f} s"])
+
+
 def run(opts: BuildOptions) -> Release:
     started = time.monotonic()
+    phase = Phases()
     version = read_version()
     epoch = read_mkosi_setting("SourceDateEpoch")
     preflight.check_all(opts.build_dir, network=opts.check_network)
@@ -96,7 +119,8 @@ def run(opts: BuildOptions) -> Release:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
 
-    mk = build_disk(version, disk_dir, epoch, incremental=opts.incremental, signing=signing)
+    with phase("mkosi"):
+        mk = build_disk(version, disk_dir, epoch, incremental=opts.incremental, signing=signing)
     rel = Release(version, out)
     mk_uki = mk.disk.with_suffix(".efi")
     cmdline = pe.cmdline(mk_uki)
@@ -106,7 +130,8 @@ def run(opts: BuildOptions) -> Release:
     mk.disk.rename(rel.disk)
     esp.install_slot_a_entry(rel.disk, version=version, base_cmdline=cmdline, source_date_epoch=int(epoch))
     enroll_keys = verify_esp_signatures(rel.disk, version, signing, work / "esp-check", source_date_epoch=int(epoch))
-    root_info = artifacts.compress_root(mk.disk.with_suffix(".root.raw"), rel.root_payload, profile=opts.profile)
+    with phase("compressing the root"):
+        root_info = artifacts.compress_root(mk.disk.with_suffix(".root.raw"), rel.root_payload, profile=opts.profile)
 
     arts: dict[str, dict[str, object]] = {
         "root": {**artifacts.describe(rel.root_payload), **root_info},
@@ -123,22 +148,28 @@ def run(opts: BuildOptions) -> Release:
     if opts.with_iso:
         # The installer's payload carries the manifest as it stands before the ISO (no ISO hash in it).
         rel.manifest.write_text(json.dumps(manifest(), indent=2, sort_keys=True) + "\n")
-        payload = installpayload.assemble(rel, mkosi_dir=disk_dir, out=work / "payload", signing=signing,
-                                          enroll_keys=enroll_keys, zstd_level=artifacts.ZSTD_LEVELS[opts.profile])
-        secureboot.verify(payload / installpayload.BOOTLOADER, signing, what="the install payload's systemd-boot")
-        live_disk = live.build_esp(disk_dir, mk.disk.with_suffix(".vmlinuz"), live_dir,
-                                   source_date_epoch=int(epoch), signing=signing,
-                                   verify=lambda uki: secureboot.verify(uki, signing, what="the live ISO's UKI"))
-        iso.make_iso(live_disk=live_disk, out=rel.iso, version=version,
-                     source_date_epoch=int(epoch), payload_dir=payload)
+        with phase("install payload"):
+            payload = installpayload.assemble(rel, mkosi_dir=disk_dir, out=work / "payload", signing=signing,
+                                              enroll_keys=enroll_keys, zstd_level=artifacts.ZSTD_LEVELS[opts.profile])
+            secureboot.verify(payload / installpayload.BOOTLOADER, signing, what="the install payload's systemd-boot")
+        with phase("live ESP"):
+            live_disk = live.build_esp(disk_dir, mk.disk.with_suffix(".vmlinuz"), live_dir,
+                                       source_date_epoch=int(epoch), signing=signing,
+                                       verify=lambda uki: secureboot.verify(uki, signing, what="the live ISO's UKI"))
+        with phase("ISO"):
+            iso.make_iso(live_disk=live_disk, out=rel.iso, version=version,
+                         source_date_epoch=int(epoch), payload_dir=payload)
         arts["iso"] = artifacts.describe(rel.iso)
     manifest_data = manifest()
     rel.manifest.write_text(json.dumps(manifest_data, indent=2, sort_keys=True) + "\n")
     files = [f for f in rel.files() if f.exists() and f != rel.sha256sums]
-    artifacts.write_sha256sums(rel.sha256sums, files)
+    with phase("checksums"):
+        artifacts.write_sha256sums(rel.sha256sums, files)
 
     final = publish(rel, opts.build_dir)
-    log.step(f"done in {time.monotonic() - started:.0f} s ({opts.profile} build): {final.disk.parent}")
+    total = time.monotonic() - started
+    log.step(f"done in {total:.0f} s ({opts.profile} build): {final.disk.parent}")
+    log.step(f"time: {phase.summary(total)}")
     if trust_record["keys"] == "development":
         log.step(f"WARNING: {trust.DEV_WARNING}")  # again at the end, where it is read
     if signing.development:
