@@ -299,7 +299,9 @@ def find_boot_medium(*, media_mount: Path = MEDIA_MOUNT) -> set[str]:
         if link.exists():
             found.add(os.path.realpath(link))
         try:
-            res = r.run(["blkid", "-t", f"LABEL={label}", "-o", "device"], check=False, timeout=30)
+            # -c /dev/null: the devices as they are now, never blkid's cache (see qx_install.sources).
+            res = r.run(["blkid", "-c", "/dev/null", "-t", f"LABEL={label}", "-o", "device"], check=False,
+                        timeout=30)
         except QxError as e:
             _log.debug("blkid -t LABEL=%s: %s", label, e)
             continue

@@ -238,7 +238,9 @@ def mount_medium(mountpoint: Path = MEDIA_MOUNT) -> Path | None:
         return mountpoint
     dev = Path("/dev/disk/by-label") / MEDIA_LABEL
     if not dev.exists():
-        found = r.run(["blkid", "-L", MEDIA_LABEL], check=False).stdout.strip() if r.which("blkid") else ""
+        # -c /dev/null: the devices as they are now, never blkid's cache (see qx_install.sources).
+        found = r.run(["blkid", "-c", "/dev/null", "-L", MEDIA_LABEL], check=False).stdout.strip() \
+            if r.which("blkid") else ""
         if not found:
             return None
         dev = Path(found)

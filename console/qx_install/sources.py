@@ -227,7 +227,9 @@ def _from_label() -> tuple[str, bytes] | None:
         if link.exists():
             devices.add(str(link.resolve()))
     for token in ("LABEL", "PARTLABEL"):
-        res = r.run(["blkid", "-t", f"{token}={LABEL}", "-o", "device"], check=False, timeout=30)
+        # -c /dev/null: probe the devices as they are now; blkid's cache trusts an entry for 2 s, so a
+        # loop device or stick detached and reattached meanwhile would still show its old label.
+        res = r.run(["blkid", "-c", "/dev/null", "-t", f"{token}={LABEL}", "-o", "device"], check=False, timeout=30)
         devices.update(line.strip() for line in res.stdout.splitlines() if line.startswith("/dev/"))
     if not devices:
         return None

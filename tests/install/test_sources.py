@@ -341,3 +341,29 @@ def test_two_qxanswer_volumes_are_ambiguous(volume: Callable[..., str]) -> None:
 def test_the_url_comes_before_a_volume(volume: Callable[..., str], server: Server) -> None:
     volume("vfat", {"answer.toml": b"# the volume's"})
     assert find(f"qx.answer={server.url}/a.toml")[1] == ANSWER  # type: ignore[index]
+
+
+@pytest.mark.root
+def test_a_qxanswer_volume_gone_from_its_loop_device_is_not_found_from_blkid_s_cache(tmp_path: Path,
+                                                                                     medium: Path) -> None:
+    """blkid's cache trusts an entry for 2 s: a QXANSWER volume detached from its loop device, and a blank
+    image attached to the same device at once, still showed the old label (two tests on two workers made
+    'several volumes are labelled QXANSWER' out of that in a CI run). The lookup probes the devices now."""
+    if os.geteuid() != 0:
+        pytest.fail("needs root (loop devices)")
+    answer, blank = tmp_path / "answer.img", tmp_path / "blank.img"
+    for img in (answer, blank):
+        with img.open("wb") as f:
+            f.truncate(16 * MiB)
+    subprocess.run(["mkfs.vfat", "-n", sources.LABEL, str(answer)], check=True, capture_output=True)
+    dev = subprocess.run(["losetup", "-f", "--show", str(answer)], check=True, capture_output=True,
+                         text=True).stdout.strip()
+    try:
+        subprocess.run(["blkid", dev], check=False, capture_output=True)   # now in blkid's cache
+        subprocess.run(["losetup", "-d", dev], check=True)
+        subprocess.run(["losetup", dev, str(blank)], check=True)          # the same device, no label
+        found = find("quiet", [medium])
+        assert found is not None and found[1] == (medium / "quantix/answer.toml").read_bytes(), found
+        assert "QXANSWER" not in found[0], found   # the medium's answer: no volume is labelled QXANSWER now
+    finally:
+        subprocess.run(["losetup", "-d", dev], check=False)
