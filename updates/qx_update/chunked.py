@@ -38,7 +38,9 @@ describes the signed image: :meth:`qx_update.chunkindex.ChunkIndex.check_describ
    unverified byte reach the target. After a kill -9 the rerun plans again: the journaled chunks are in
    place (re-hashed), and the rest is fetched as chunks or streamed again (from the start: a zstd stream
    cannot be entered in the middle; chunks in place are skipped, not rewritten);
-4. the caller reads the whole image back and compares it with the signed hash (the one extra pass).
+4. the whole image is read back from the disk and compared with the signed hash (the one extra pass):
+   by the caller after the pass, or (``read_back=True``) by :class:`qx_update.slots.ReadBack` behind the pass, each
+   prefix as soon as the journal has made it durable.
 
 Invariants: the running slot is only read. A seed in the target itself is used only from offsets the
 pass has not written yet (at or after the chunk's own offset), so a reused chunk is never one this pass
@@ -59,7 +61,7 @@ import hashlib
 import json
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -71,7 +73,7 @@ from qx_common import run as r
 from qx_common.errors import EnvironmentError_, ExternalError
 from qx_common.fs import fsync_dir
 from qx_common.progress import Observer, Progress
-from qx_update import crashpoint
+from qx_update import crashpoint, slots
 from qx_update.chunkindex import Chunk, ChunkIndex, chunk_path
 from qx_update.deadline import DEFAULT_DEADLINE, Deadline
 from qx_update.download import RETRIES, TIMEOUT, pool
@@ -128,6 +130,7 @@ class Stats:
     resumed_chunks: int = 0       # chunks a previous run had written (journal)
     cached_chunks: int = 0        # chunks a previous run had fetched, not yet journaled (download cache)
     sources: dict[str, int] = field(default_factory=dict)  # seed label -> bytes reused from it
+    read_back_sha256: str = ""    # assemble(read_back=True): the image's sha256 as read back from the disk
 
 
 class Journal:
@@ -159,20 +162,23 @@ class Journal:
                 os.fsync(f.fileno())
             fsync_dir(path.parent)
         self._f = path.open("a")
+        self.on_durable: Callable[[int], None] | None = None  # told each new durable prefix (slots.ReadBack)
 
     def add(self, i: int) -> None:
         self._pending.append(i)
 
-    def sync(self, target_fd: int) -> None:
-        """Make the target durable, then the chunks written to it: the journal never runs ahead."""
-        if not self._pending:
-            return
-        os.fdatasync(target_fd)
-        self._f.write("".join(f"{i}\n" for i in self._pending))
-        self._f.flush()
-        os.fsync(self._f.fileno())
-        self.done.update(self._pending)
-        self._pending.clear()
+    def sync(self, target_fd: int, upto: int) -> None:
+        """Make the target durable, then the chunks written to it: the journal never runs ahead.
+        ``upto``: the pass is done with every byte of the image before it (written or in place)."""
+        if self._pending:
+            os.fdatasync(target_fd)
+            self._f.write("".join(f"{i}\n" for i in self._pending))
+            self._f.flush()
+            os.fsync(self._f.fileno())
+            self.done.update(self._pending)
+            self._pending.clear()
+        if self.on_durable is not None:
+            self.on_durable(upto)
 
     def close(self) -> None:
         self._f.close()
@@ -329,12 +335,14 @@ def choose(index: ChunkIndex, plan: list[tuple[str, int, int, str]], full: Full 
 
 def assemble(index: ChunkIndex, target: Path, *, base_url: str, journal_path: Path, seeds: list[Seed],
              previous: ChunkIndex | None = None, label: str, progress: bool | Observer = True,
-             deadline: float = DEFAULT_DEADLINE, where: str = "chunk index", full: Full | None = None) -> Stats:
+             deadline: float = DEFAULT_DEADLINE, where: str = "chunk index", full: Full | None = None,
+             read_back: bool = False) -> Stats:
     """Write the image ``index`` describes into ``target`` (a slot, or a file created at its length).
 
     ``previous``: what ``target`` held before (a hint). ``seeds``: other sources (only read). ``full``:
     the image's whole target, taken as one stream when the plan says so (None: chunks only). The caller
-    reads the result back against the signed hash, then calls :func:`done` to drop the journal."""
+    reads the result back against the signed hash — ``read_back``: done here, behind the pass
+    (:class:`qx_update.slots.ReadBack`), into :attr:`Stats.read_back_sha256` — then calls :func:`done` to drop the journal."""
     stats = Stats(chunks=len(index.chunks))
     flags = os.O_RDWR | os.O_CLOEXEC | (0 if target.exists() else os.O_CREAT)
     try:
@@ -343,6 +351,7 @@ def assemble(index: ChunkIndex, target: Path, *, base_url: str, journal_path: Pa
         raise EnvironmentError_(f"cannot open {target} for writing: {e.strerror or e}") from e
     fds: list[int] = []
     journal: Journal | None = None
+    reader: slots.ReadBack | None = None
     try:
         size = os.lseek(tfd, 0, os.SEEK_END)
         if os.path.isfile(target):
@@ -363,6 +372,10 @@ def assemble(index: ChunkIndex, target: Path, *, base_url: str, journal_path: Pa
             opened.append((tfd, Seed(target, previous, "previous content")))
         journal = Journal(journal_path, index.sha256)
         plan = _plan(index, tfd, previous, journal, opened, stats)
+        if read_back:
+            reader = slots.ReadBack(target, index.length, label=label, progress=progress)
+            journal.on_durable = reader.advance
+            reader.start()
         stats.path, cost = choose(index, plan, full)
         missing = sum(1 for p in plan if p[0] == _FETCH)
         here = sum(c.length for c, p in zip(index.chunks, plan) if p[0] != _FETCH)
@@ -387,7 +400,12 @@ def assemble(index: ChunkIndex, target: Path, *, base_url: str, journal_path: Pa
             _write(index, tfd, plan, journal, stats, base_url=base_url, label=label, progress=progress,
                    deadline=deadline, where=where)
         os.fsync(tfd)
+        if reader is not None:
+            reader, r_ = None, reader
+            stats.read_back_sha256 = r_.digest()
     finally:
+        if reader is not None:
+            reader.stop()  # the pass failed: the reader stops where it is
         if journal is not None:
             journal.close()
         for fd in fds:
@@ -440,7 +458,7 @@ def _write(index: ChunkIndex, tfd: int, plan: list[tuple[str, int, int, str]], j
         if proc.returncode != 0:
             raise ExternalError(f"zstd could not decompress the chunks of {where} (exit {proc.returncode}): "
                                 f"{proc.stderr_text().strip()[-300:]}")
-    journal.sync(tfd)
+    journal.sync(tfd, index.length)
     bar.close()
     if dl_bar is not None:
         dl_bar.close()
@@ -551,15 +569,15 @@ def _pass(index: ChunkIndex, tfd: int, plan: list[tuple[str, int, int, str]], jo
                 stats.fetched_bytes += c.stored_length
                 crashpoint.reached(f"chunk-{stats.fetched_chunks}")
         if unsynced >= SYNC_EVERY:
-            _sync(journal, tfd, cached)
+            _sync(journal, tfd, cached, c.offset + c.length)
             unsynced = 0
         bar.update(c.length)
-    _sync(journal, tfd, cached)
+    _sync(journal, tfd, cached, index.length)
 
 
-def _sync(journal: Journal, tfd: int, cached: list[Path]) -> None:
+def _sync(journal: Journal, tfd: int, cached: list[Path], upto: int) -> None:
     """Target first, then the journal; only then the cached frames of the journaled chunks go."""
-    journal.sync(tfd)
+    journal.sync(tfd, upto)
     for p in cached:
         p.unlink(missing_ok=True)
     cached.clear()
@@ -694,7 +712,7 @@ def _stream(index: ChunkIndex, tfd: int, plan: list[tuple[str, int, int, str]], 
         raise VerificationError(f"{full.url}: the whole target does not match its signed length or hash "
                                 f"({feeder.got} of {full.length} bytes): refused")
     stats.fetched_bytes += feeder.got
-    journal.sync(tfd)
+    journal.sync(tfd, index.length)
     bar.close()
     dl_bar.close()
 
@@ -761,7 +779,7 @@ def _stream_pass(index: ChunkIndex, tfd: int, plan: list[tuple[str, int, int, st
         state["batches"] += 1
         point = f"stream-{label}-{state['batches']}"
         if state["unsynced"] >= STREAM_SYNC_EVERY or crashpoint.armed(point):
-            journal.sync(tfd)
+            journal.sync(tfd, base + len(buf))
             state["unsynced"] = 0
         crashpoint.reached(point)
 

@@ -25,7 +25,7 @@ from qx_common.fs import atomic_write
 from qx_common.progress import Observer
 from qx_common.version import is_valid_version
 from qx_update import bootentry as be
-from qx_update import chunked, download, slots
+from qx_update import chunked, download
 from qx_update.chunkindex import STORE_DIR, ChunkIndex
 from qx_update.contract import INDEX_OF, ContractError, target_path
 from qx_update.errors import VerificationError
@@ -167,8 +167,9 @@ class Delta:
             self.stats["root"] = chunked.assemble(
                 index, slot_path, base_url=self.rp.target_base_url, journal_path=journal, seeds=seeds,
                 previous=previous, label="slot", progress=self.progress, deadline=self.deadline,
-                where=target_path(index.version, "root-index"), full=self._full_root(index.version))
-            if slots.hash_prefix(slot_path, index.length, progress=self.progress) != index.sha256:
+                where=target_path(index.version, "root-index"), full=self._full_root(index.version),
+                read_back=True)
+            if self.stats["root"].read_back_sha256 != index.sha256:
                 raise VerificationError(f"slot {slot_path} reads back differently from what was written (bad disk?)")
             chunked.done(journal)
             self.keep(f"{target}.root.json", data)

@@ -3,19 +3,23 @@
 A slot is a path — a partition (``/dev/disk/by-partlabel/root-b``), a loop partition, or a plain file
 of the slot's size: the same code writes all of them. The writer never touches the running slot
 (checked by path and by device number), streams the zstd payload through ``zstd -d``, refuses more
-bytes than the signed ``slot_size``, fsyncs, drops the page cache and reads the slot back to compare
-with the signed ``slot_sha256``. A slot is only trusted after that read-back.
+bytes than the signed ``slot_size``, syncs, and reads the slot back from the disk (page cache dropped)
+to compare with the signed ``slot_sha256``. A slot is only trusted after that read-back.
 
 Throughput: zstd decompresses in its own process; our thread only copies from the pipe and writes,
-while a background thread (:mod:`qx_update.hashing`) hashes each freshly allocated 4 MiB block; the
-read-back likewise reads while the previous block is being hashed.
+while a background thread (:mod:`qx_update.hashing`) hashes each freshly allocated 4 MiB block, and
+another (:class:`ReadBack`) reads back and hashes each synced prefix behind the writer, so the read-back
+costs no pass of its own after the write.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import hashlib
 import os
 import stat
+import threading
 from pathlib import Path
 
 from qx_common import run as r
@@ -26,6 +30,8 @@ from qx_update.errors import VerificationError
 from qx_common.progress import Observer, Progress
 
 CHUNK = 4 * 1024 * 1024
+# Bytes written between syncs of the slot: each synced prefix is read back behind the writer (ReadBack).
+SYNC_EVERY = 32 << 20
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
@@ -71,50 +77,110 @@ def guard_not_running(target: Path, running: Path) -> None:
         raise InternalError(f"refusing to write {target}: the root filesystem is mounted from it")
 
 
-def _drop_cache(fd: int) -> None:
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    except OSError:
-        pass
+class ReadBack(threading.Thread):
+    """The read-back proof of a written image, overlapped with writing it: the image is read back *from
+    the disk* and hashed in order, behind the writer. The writer must only move forward and never write
+    before a prefix it reported again (every writer here writes in order: :func:`write_payload`, both
+    paths of :mod:`qx_update.chunked`), so each prefix it reports synced (:meth:`advance`) is final: its
+    clean pages are dropped from the page cache (``POSIX_FADV_DONTNEED``) and read from the device —
+    what a whole-slot read-back after the write would read — while the writer goes on with what follows.
+    :meth:`digest` gives the sha256 of the whole image once the writer has reported all of it; the
+    writer holds the target open meanwhile (a block device's last close would drop its cache anyway)."""
 
+    BLOCK = 4 << 20
 
-def hash_prefix(path: Path, length: int, *, progress: bool | Observer = True) -> str:
-    """sha256 of the first ``length`` bytes of ``path``, read from the disk (page cache dropped first)."""
-    h = hashing.BackgroundHasher(["sha256"])
-    bar = Progress("verifying slot", length, enabled=progress)
-    try:
-        with path.open("rb", buffering=0) as f:
-            _drop_cache(f.fileno())
-            remaining = length
-            while remaining:
-                block = f.read(min(CHUNK, remaining))  # a new bytes object each time: safe to hand over
-                if not block:
-                    raise VerificationError(f"slot {path} ended {remaining} bytes early while reading it back")
-                h.update(block)
-                remaining -= len(block)
-                bar.update(len(block))
-        digest = h.hexdigests()["sha256"]
-    finally:
-        h.close()
-    bar.close()
-    return digest
+    def __init__(self, target: Path, length: int, *, label: str, progress: bool | Observer) -> None:
+        super().__init__(name="qx-update-readback", daemon=True)
+        self.length = length
+        self._fd = os.open(target, os.O_RDONLY | os.O_CLOEXEC)
+        self._cond = threading.Condition()
+        self._durable = 0
+        self._halted = False
+        self._sha = ""
+        self.error: BaseException | None = None
+        self._label = f"verifying {label}"
+        self._progress = progress
+        self._bar: Progress | None = None
+
+    def advance(self, upto: int) -> None:
+        with self._cond:
+            if upto > self._durable:
+                self._durable = min(upto, self.length)
+                self._cond.notify()
+
+    def _wait(self, done: int) -> int:
+        with self._cond:
+            while self._durable <= done and not self._halted:
+                self._cond.wait()
+            return -1 if self._halted else self._durable
+
+    def run(self) -> None:
+        h = hashlib.sha256()
+        done = 0
+        try:
+            while done < self.length:
+                upto = self._wait(done)
+                if upto < 0:
+                    return
+                if upto == self.length and self._bar is None:
+                    # Shown once the writer is done (one phase at a time on a progress display): what
+                    # is left to read back; most of it was read back while the writer went on.
+                    self._bar = Progress(self._label, self.length, start=done, enabled=self._progress)
+                with contextlib.suppress(OSError):  # a hint to the kernel; not every file system honours it
+                    os.posix_fadvise(self._fd, done, upto - done, os.POSIX_FADV_DONTNEED)
+                while done < upto:
+                    block = os.pread(self._fd, min(self.BLOCK, upto - done), done)
+                    if not block:
+                        raise VerificationError(f"the image ended at {done} of {self.length} bytes "
+                                                "while reading it back")
+                    h.update(block)  # GIL released: beside zstd and the writer
+                    done += len(block)
+                    if self._bar is not None:
+                        self._bar.update(len(block))
+            self._sha = h.hexdigest()
+        except BaseException as e:  # noqa: BLE001 - raised in the writing thread by digest()
+            self.error = e
+
+    def stop(self) -> None:
+        with self._cond:
+            self._halted = True
+            self._cond.notify()
+        self.join()
+        os.close(self._fd)
+
+    def digest(self) -> str:
+        """The read-back sha256 of the whole image (the pass must have reported all of it)."""
+        self.join()
+        os.close(self._fd)
+        if self.error is not None:
+            if isinstance(self.error, OSError):
+                raise ExternalError(f"reading the written image back failed: {self.error}",
+                                    hint="check the disk (dmesg); run the update again") from self.error
+            raise self.error
+        if self._bar is not None:
+            self._bar.close()
+        return self._sha
 
 
 def write_payload(payload: Path, slot: Path, *, slot_size: int, slot_sha256: str,
                   progress: bool | Observer = True) -> None:
-    """Decompress ``payload`` (zstd) into ``slot``; verify size and hash while writing and on read-back."""
+    """Decompress ``payload`` (zstd) into ``slot``; verify size and hash while writing and on read-back
+    (:class:`ReadBack`, behind the writer: the slot is synced every :data:`SYNC_EVERY` bytes)."""
     capacity = size_of(slot)
     if slot_size > capacity:
         raise VerificationError(f"the release needs {slot_size} bytes but slot {slot} has {capacity}")
     zstd = r.require("zstd")
     bar = Progress("writing slot", slot_size, enabled=progress)
     h = hashing.BackgroundHasher(["sha256"])
-    written = 0
+    written = synced = 0
+    reader: ReadBack | None = None
     # Streamed through a pipe rather than `zstd -o`: we count and hash every byte, and stop at the
     # signed size (a decompression bomb cannot run past the slot). spawn() kills zstd if we stop early
     # (bomb, crash point, error) and otherwise waits for its real exit status after EOF.
     fd = os.open(slot, os.O_WRONLY | os.O_CLOEXEC)
     try:
+        reader = ReadBack(slot, slot_size, label="slot", progress=progress)
+        reader.start()
         with r.spawn([zstd, "-d", "-c", "-q", str(payload)], check=False) as proc:
             assert proc.stdout is not None
             pipe = proc.stdout.fileno()
@@ -147,22 +213,29 @@ def write_payload(payload: Path, slot: Path, *, slot_size: int, slot_sha256: str
                 if written >= CHUNK and written - n < CHUNK:
                     os.fsync(fd)
                     crashpoint.reached("write")
+                if written - synced >= SYNC_EVERY:
+                    os.fdatasync(fd)
+                    synced = written
+                    reader.advance(synced)
                 if n < CHUNK:
                     break
             os.fsync(fd)
-            _drop_cache(fd)
             digest = h.hexdigests()["sha256"]
+        bar.close()
+        if proc.returncode != 0:
+            raise ExternalError(f"zstd could not decompress the payload (exit {proc.returncode}): "
+                                f"{proc.stderr_text().strip()[-300:]}")
+        if written != slot_size:
+            raise VerificationError(f"the payload decompressed to {written} bytes, the signed slot size is {slot_size}")
+        if digest != slot_sha256:
+            raise VerificationError("the decompressed payload does not match the signed slot_sha256")
+        reader.advance(slot_size)
+        reader, r_ = None, reader
+        readback = r_.digest()
     finally:
         h.close()
+        if reader is not None:
+            reader.stop()  # the write failed: the reader stops where it is
         os.close(fd)
-    bar.close()
-    if proc.returncode != 0:
-        raise ExternalError(f"zstd could not decompress the payload (exit {proc.returncode}): "
-                            f"{proc.stderr_text().strip()[-300:]}")
-    if written != slot_size:
-        raise VerificationError(f"the payload decompressed to {written} bytes, the signed slot size is {slot_size}")
-    if digest != slot_sha256:
-        raise VerificationError("the decompressed payload does not match the signed slot_sha256")
-    readback = hash_prefix(slot, slot_size, progress=progress)
     if readback != slot_sha256:
         raise VerificationError(f"slot {slot} reads back differently from what was written (bad disk?)")
