@@ -12,6 +12,7 @@ import hashlib
 import os
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,6 +63,30 @@ def test_the_read_back_sees_the_disk_not_what_was_written(loop: tuple[Path, Path
         assert rb.digest() == hashlib.sha256(on_disk).hexdigest() != hashlib.sha256(data).hexdigest()
 
 
+@pytest.mark.root
+def test_a_prefix_that_ends_inside_a_page_is_read_from_the_disk_too(loop: tuple[Path, Path]) -> None:
+    """Chunk boundaries are not page-aligned, and the kernel drops only whole pages from its cache: the
+    page holding a reported prefix's end must still come from the disk."""
+    dev, backing = loop
+    data = os.urandom(10 * MIB)
+    boundary = 5 * MIB + 1000
+    with dev.open("rb") as held:
+        _write(dev, data)
+        assert os.pread(held.fileno(), len(data), 0) == data
+        _write(backing, b"\xee" * 512, 5 * MIB)  # the disk lost a write in the page the boundary falls in
+        on_disk = bytearray(data)
+        on_disk[5 * MIB:5 * MIB + 512] = b"\xee" * 512
+
+        rb = ReadBack(dev, len(data), label="slot", progress=False)
+        rb.start()
+        rb.advance(boundary)
+        deadline = time.monotonic() + 30
+        while rb.done < 5 * MIB and time.monotonic() < deadline:  # the first prefix read on its own
+            time.sleep(0.01)
+        rb.advance(len(data))
+        assert rb.digest() == hashlib.sha256(on_disk).hexdigest()
+
+
 def test_it_reads_only_what_the_writer_reported_durable(tmp_path: Path) -> None:
     target = tmp_path / "image"
     data = os.urandom(9 * MIB + 123)
@@ -93,3 +118,26 @@ def test_a_short_image_is_an_error_and_a_stopped_reader_ends(tmp_path: Path) -> 
     waiting.join(10)
     stopper.join()
     assert not waiting.is_alive()
+
+    never_started = ReadBack(target, MIB, label="slot", progress=False)
+    never_started.stop()  # the writer failed before starting it: no join of a thread never started
+
+
+def test_the_verifying_phase_is_reported_once_from_the_caller(tmp_path: Path) -> None:
+    """Progress comes from the thread that calls digest() (after the writer's own bars), even when the
+    read-back had nothing left to do: the --json contract has a 'verifying slot' phase on every apply."""
+    target = tmp_path / "image"
+    data = os.urandom(2 * MIB)
+    target.write_bytes(data)
+    seen: list[tuple[str, int, int, str]] = []
+    rb = ReadBack(target, len(data), label="slot",
+                  progress=lambda label, done, total: seen.append((label, done, total,
+                                                                   threading.current_thread().name)))
+    rb.start()
+    rb.advance(len(data))
+    rb.join(10)  # everything read back before the caller asks
+    assert seen == []
+    assert rb.digest() == hashlib.sha256(data).hexdigest()
+    assert seen and seen[-1][:3] == ("verifying slot", len(data), len(data))
+    assert {t for *_, t in seen} == {threading.current_thread().name}
+

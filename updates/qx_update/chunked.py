@@ -38,7 +38,7 @@ describes the signed image: :meth:`qx_update.chunkindex.ChunkIndex.check_describ
    unverified byte reach the target. After a kill -9 the rerun plans again: the journaled chunks are in
    place (re-hashed), and the rest is fetched as chunks or streamed again (from the start: a zstd stream
    cannot be entered in the middle; chunks in place are skipped, not rewritten);
-4. the whole image is read back from the disk and compared with the signed hash (the one extra pass):
+4. the whole image is read back from the disk and compared with the signed hash (the one extra read):
    by the caller after the pass, or (``read_back=True``) by :class:`qx_update.slots.ReadBack` behind the pass, each
    prefix as soon as the journal has made it durable.
 

@@ -15,8 +15,10 @@ costs no pass of its own after the write.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
+import mmap
 import os
 import stat
 import threading
@@ -81,18 +83,35 @@ class ReadBack(threading.Thread):
     """The read-back proof of a written image, overlapped with writing it: the image is read back *from
     the disk* and hashed in order, behind the writer. The writer must only move forward and never write
     before a prefix it reported again (every writer here writes in order: :func:`write_payload`, both
-    paths of :mod:`qx_update.chunked`), so each prefix it reports synced (:meth:`advance`) is final: its
-    clean pages are dropped from the page cache (``POSIX_FADV_DONTNEED``) and read from the device —
-    what a whole-slot read-back after the write would read — while the writer goes on with what follows.
-    :meth:`digest` gives the sha256 of the whole image once the writer has reported all of it; the
-    writer holds the target open meanwhile (a block device's last close would drop its cache anyway)."""
+    paths of :mod:`qx_update.chunked`), so each prefix it reports synced (:meth:`advance`) is final and is
+    read from the device with ``O_DIRECT`` — past the page cache, which still holds what was written —
+    while the writer goes on with what follows.
+
+    Why ``O_DIRECT`` and not dropping the cache range by range: the kernel drops only whole folios, and a
+    block device's page cache uses large ones, so the folio around a prefix's end (a chunk boundary) stays
+    cached and would be hashed from memory (measured on a loop device: a 4 KiB-aligned range drop kept
+    the data of the folio it started in). Prefixes are read up to a page boundary (``O_DIRECT``'s
+    alignment); the last one to the end of the image. Where ``O_DIRECT`` is refused (tmpfs: the cache is
+    the storage) the reader reads through the cache, dropping the whole file's clean pages each time.
+    :meth:`digest` — called by the writer once it is done, its own progress closed — shows
+    what is left to read back as the ``verifying <label>`` phase, from the writer's thread (one thread
+    reports progress), and gives the sha256 of the whole image; :meth:`stop` ends the thread instead."""
 
     BLOCK = 4 << 20
+    PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
     def __init__(self, target: Path, length: int, *, label: str, progress: bool | Observer) -> None:
         super().__init__(name="qx-update-readback", daemon=True)
         self.length = length
-        self._fd = os.open(target, os.O_RDONLY | os.O_CLOEXEC)
+        self.done = 0                       # bytes read back and hashed (written by the reader thread only)
+        try:
+            self._fd = os.open(target, os.O_RDONLY | os.O_CLOEXEC | os.O_DIRECT)
+            self._direct = True
+        except OSError as e:
+            if e.errno != errno.EINVAL:
+                raise
+            self._fd = os.open(target, os.O_RDONLY | os.O_CLOEXEC)
+            self._direct = False
         self._cond = threading.Condition()
         self._durable = 0
         self._halted = False
@@ -100,12 +119,13 @@ class ReadBack(threading.Thread):
         self.error: BaseException | None = None
         self._label = f"verifying {label}"
         self._progress = progress
-        self._bar: Progress | None = None
 
     def advance(self, upto: int) -> None:
+        """Bytes before ``upto`` are written, synced and will not be written again."""
+        upto = self.length if upto >= self.length else upto - upto % self.PAGE
         with self._cond:
             if upto > self._durable:
-                self._durable = min(upto, self.length)
+                self._durable = upto
                 self._cond.notify()
 
     def _wait(self, done: int) -> int:
@@ -116,49 +136,78 @@ class ReadBack(threading.Thread):
 
     def run(self) -> None:
         h = hashlib.sha256()
-        done = 0
+        buf = mmap.mmap(-1, self.BLOCK)  # page-aligned, as O_DIRECT wants; reused (hashed before the next read)
         try:
-            while done < self.length:
-                upto = self._wait(done)
+            while self.done < self.length:
+                upto = self._wait(self.done)
                 if upto < 0:
                     return
-                if upto == self.length and self._bar is None:
-                    # Shown once the writer is done (one phase at a time on a progress display): what
-                    # is left to read back; most of it was read back while the writer went on.
-                    self._bar = Progress(self._label, self.length, start=done, enabled=self._progress)
-                with contextlib.suppress(OSError):  # a hint to the kernel; not every file system honours it
-                    os.posix_fadvise(self._fd, done, upto - done, os.POSIX_FADV_DONTNEED)
-                while done < upto:
-                    block = os.pread(self._fd, min(self.BLOCK, upto - done), done)
-                    if not block:
-                        raise VerificationError(f"the image ended at {done} of {self.length} bytes "
+                if not self._direct:
+                    with contextlib.suppress(OSError):  # a hint to the kernel; not every file system honours it
+                        os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                while self.done < upto:
+                    want = min(self.BLOCK, upto - self.done)
+                    want += -want % self.PAGE  # the image's last bytes: a whole page (a short read at EOF)
+                    try:
+                        got = os.preadv(self._fd, [memoryview(buf)[:want]], self.done)
+                    except OSError as e:
+                        if e.errno != errno.EINVAL or not self._direct:
+                            raise
+                        self._buffered()  # a file system that opens with O_DIRECT but will not read so
+                        continue
+                    if not got:
+                        raise VerificationError(f"the image ended at {self.done} of {self.length} bytes "
                                                 "while reading it back")
-                    h.update(block)  # GIL released: beside zstd and the writer
-                    done += len(block)
-                    if self._bar is not None:
-                        self._bar.update(len(block))
+                    got = min(got, upto - self.done)
+                    h.update(memoryview(buf)[:got])  # GIL released: beside zstd and the writer
+                    self.done += got
             self._sha = h.hexdigest()
         except BaseException as e:  # noqa: BLE001 - raised in the writing thread by digest()
             self.error = e
+        finally:
+            buf.close()
+
+    def _buffered(self) -> None:
+        fd = os.open(f"/proc/self/fd/{self._fd}", os.O_RDONLY | os.O_CLOEXEC)
+        os.close(self._fd)
+        self._fd, self._direct = fd, False
+        with contextlib.suppress(OSError):
+            os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
+    def _close(self) -> None:
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)
 
     def stop(self) -> None:
-        with self._cond:
-            self._halted = True
-            self._cond.notify()
-        self.join()
-        os.close(self._fd)
+        """The writer failed: end the reader where it is (nothing more becomes durable)."""
+        try:
+            with self._cond:
+                self._halted = True
+                self._cond.notify()
+            if self.ident is not None:  # started
+                self.join()
+        finally:
+            self._close()
 
     def digest(self) -> str:
-        """The read-back sha256 of the whole image (the pass must have reported all of it)."""
-        self.join()
-        os.close(self._fd)
+        """The read-back sha256 of the whole image (the writer must have reported all of it)."""
+        try:
+            bar = Progress(self._label, self.length, start=self.done, enabled=self._progress)
+            while self.is_alive():
+                self.join(0.25)
+                bar.update(self.done - bar.done)
+            bar.update(self.done - bar.done)  # also when nothing was left: the phase is always reported
+        except BaseException:
+            self.stop()
+            raise
+        self._close()
         if self.error is not None:
             if isinstance(self.error, OSError):
                 raise ExternalError(f"reading the written image back failed: {self.error}",
                                     hint="check the disk (dmesg); run the update again") from self.error
             raise self.error
-        if self._bar is not None:
-            self._bar.close()
+        bar.close()
         return self._sha
 
 
