@@ -17,13 +17,19 @@ from qx_common.progress import Progress
 # zstd levels per build profile: a release is what hosts download (the smallest payload); a fast build
 # (make image FAST=1) has the same format, only a lower level, for development and test loops.
 ZSTD_LEVELS = {"release": 19, "fast": 3}
+# A release's root payload also uses long-distance matching over a 128 MiB window (2**27, the largest any
+# zstd decoder takes without --memory=): an erofs image repeats content far apart (2.8 MB less of 134.6).
+# Decoding it costs the host up to that much memory in its zstd process while an update is written.
+ZSTD_LONG_WINDOW_LOG = {"release": 27, "fast": None}
 
 
 def compress_root(root_partition: Path, out: Path, *, profile: str = "release") -> dict[str, object]:
     """Compress the erofs filesystem bytes (not the slot padding) of ``root_partition`` to ``out``."""
     fs_size = erofs.filesystem_size(root_partition)
     level = ZSTD_LEVELS[profile]
-    log.step(f"payload: zstd -{level} ({profile} build) of {fs_size / 1024**2:.0f} MiB of erofs")
+    long = ZSTD_LONG_WINDOW_LOG[profile]
+    flags = [f"-{level}", *([f"--long={long}"] if long else [])]
+    log.step(f"payload: zstd {' '.join(flags)} ({profile} build) of {fs_size / 1024**2:.0f} MiB of erofs")
     zstd = r.require("zstd")
     bar = Progress("compressing root", fs_size)
     tmp = out.with_name(out.name + ".part")
@@ -31,7 +37,7 @@ def compress_root(root_partition: Path, out: Path, *, profile: str = "release") 
         with root_partition.open("rb") as src, tmp.open("wb") as dst:
             # Streamed through a pipe so the progress bar tracks real input consumption; a zstd that
             # dies mid-stream is reported by spawn() as zstd's failure with its stderr, not a broken pipe.
-            with r.spawn([zstd, f"-{level}", "-T0", "-q", "-c"], stdin=r.PIPE, stdout=dst,
+            with r.spawn([zstd, *flags, "-T0", "-q", "-c"], stdin=r.PIPE, stdout=dst,
                          wait_timeout=None) as proc:
                 assert proc.stdin is not None
                 remaining = fs_size
@@ -51,7 +57,8 @@ def compress_root(root_partition: Path, out: Path, *, profile: str = "release") 
         "uncompressed_size": fs_size,
         "uncompressed_sha256": sha256_file(root_partition, limit=fs_size, label="hashing root"),
         "slot_size_min": fs_size,
-        "compression": {"format": "zstd", "level": level, "profile": profile},
+        "compression": {"format": "zstd", "level": level, "profile": profile,
+                        **({"window_log": long} if long else {})},
     }
 
 

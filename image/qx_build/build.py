@@ -38,12 +38,23 @@ def work_dir(build_dir: Path) -> Path:
     return build_dir / ".work"
 
 
+# mkosi's CompressLevel= per build profile: it compresses the UKI's initrd (xz, image/initrd/mkosi.conf; xz's
+# levels end at 9) and its kernel-modules initrd (zstd; .ko.xz files, which barely compress further).
+MKOSI_COMPRESS_LEVELS = {"release": 9, "fast": 3}
+
+
+def mkosi_args(signing: secureboot.KeyPair, profile: str) -> list[str]:
+    """The mkosi settings that differ per build: the Secure Boot pair and the profile's compression level
+    of the UKI's initrds (:data:`MKOSI_COMPRESS_LEVELS`). A second build (repro-check) passes the same."""
+    return [*secureboot.mkosi_args(signing), "--compress-level", str(MKOSI_COMPRESS_LEVELS[profile])]
+
+
 def build_disk(version: str, out_dir: Path, epoch: str, *, incremental: bool,
-               signing: secureboot.KeyPair) -> Release:
+               signing: secureboot.KeyPair, profile: str = "release") -> Release:
     """Wheels + the mkosi disk variant into ``out_dir``; returns mkosi's file names there."""
     wheels.prepare(work_dir(REPO / "build") / "wheels", epoch)
     mkosi.build("disk", version=version, output_dir=out_dir, source_date_epoch=epoch, incremental=incremental,
-                extra=secureboot.mkosi_args(signing))
+                extra=mkosi_args(signing, profile))
     return Release(version, out_dir)
 
 
@@ -120,7 +131,8 @@ def run(opts: BuildOptions) -> Release:
     out.mkdir(parents=True)
 
     with phase("mkosi"):
-        mk = build_disk(version, disk_dir, epoch, incremental=opts.incremental, signing=signing)
+        mk = build_disk(version, disk_dir, epoch, incremental=opts.incremental, signing=signing,
+                        profile=opts.profile)
     rel = Release(version, out)
     mk_uki = mk.disk.with_suffix(".efi")
     cmdline = pe.cmdline(mk_uki)

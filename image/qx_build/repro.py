@@ -14,6 +14,7 @@ headers included); the report says so.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -21,9 +22,9 @@ from pathlib import Path
 
 from qx_common import log
 from qx_common import run as r
-from qx_build import erofs, mkosi, pe, secureboot, wheels
+from qx_build import erofs, mkosi, pe, wheels
 from qx_build.hashing import sha256_file
-from qx_build.paths import REPO, read_mkosi_setting, read_version
+from qx_build.paths import REPO, Release, read_mkosi_setting, read_version
 
 
 @dataclass
@@ -112,8 +113,11 @@ def run(build_dir: Path) -> int:
     from qx_build import build
 
     signing = build.signing_keys(build.BuildOptions(build_dir=build_dir))
+    # The first build's profile (its manifest): the UKI's initrds are compressed at that profile's level.
+    manifest = json.loads(Release(version, build_dir).manifest.read_text())
+    profile = manifest["artifacts"]["root"].get("compression", {}).get("profile", "release")
     mkosi.build("disk", version=version, output_dir=second_dir, source_date_epoch=epoch, incremental=False,
-                extra=secureboot.mkosi_args(signing))
+                extra=build.mkosi_args(signing, profile))
     results = compare(first_root, first_uki, second_dir / f"quantix-os_{version}.root.raw",
                       second_dir / f"quantix-os_{version}.efi")
     ok = True
