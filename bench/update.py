@@ -18,7 +18,7 @@ bytes is served by a Range-capable HTTP server on 127.0.0.1. Each round alternat
 Also timed: ``check`` from an empty metadata cache (full refresh) and with a warm cache.
 Prints a markdown table; saves bench/results/update-apply.json.
 
-    .venv/bin/python bench/update.py --delta [--root build/quantix-os_<v>.root.erofs.zst] [--rounds 3]
+    .venv/bin/python bench/update.py --delta [--root build/quantix-os_<v>.root.erofs.zst] [--rounds 3] [--baseline REV]
                                      [--rates 0,100,20] [--paced-rounds 1]
 
 Delta updates (docs/update-format.md §5) on the real root: the build's erofs is extracted
@@ -63,10 +63,11 @@ print("QXRUSAGE " + json.dumps([p.returncode, r.ru_utime + r.ru_stime, r.ru_maxr
 """
 
 
-def _measured(host, *args: str) -> tuple[float, float, int, str]:  # type: ignore[no-untyped-def]
+def _measured(host, *args: str, code: Path = REPO) -> tuple[float, float, int, str]:  # type: ignore[no-untyped-def]
     """(wall s, CPU s, peak RSS KiB, stdout) of one qx-update run: measured by a wrapper process whose
-    only child is qx-update (so its zstd counts, and nothing the bench ran before)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "updates"), str(REPO / "common"), str(REPO)])}
+    only child is qx-update (so its zstd counts, and nothing the bench ran before). ``code``: the checkout
+    whose qx-update runs (``--baseline``: a worktree of another commit)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(code / "updates"), str(code / "common"), str(code)])}
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-c", _WRAP, sys.executable, "-m", "qx_update", "--config",
                            str(host.config), *args], capture_output=True, text=True, env=env, timeout=1800)
@@ -93,7 +94,12 @@ def delta(args: argparse.Namespace) -> None:
     from tests.updates.httpserver import Pacer
 
     work = Path(tempfile.mkdtemp(prefix="qxu-delta-", dir="/var/tmp"))
+    base: Path | None = None
     try:
+        if args.baseline:
+            base = work / "baseline"
+            subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-q", str(base), args.baseline],
+                           check=True)
         tree = work / "tree"
         raw = work / "n.raw"
         subprocess.run(f"zstd -dcq {args.root} > {raw}", shell=True, check=True)
@@ -149,7 +155,7 @@ def delta(args: argparse.Namespace) -> None:
 
         def fresh(kind: str) -> tuple[object, Path]:
             """Before a round: the target slot empty (zeros), no boot entry for it, nothing downloaded."""
-            if kind == "full":
+            if kind.startswith("full"):
                 h, t = fhost, "b"
                 shutil.rmtree(h.state_dir, ignore_errors=True)
             else:
@@ -168,24 +174,34 @@ def delta(args: argparse.Namespace) -> None:
         for rate in args.rates:
             srv.pacer = Pacer(rate * 1e6) if rate else None
             rounds = args.rounds if not rate else args.paced_rounds
-            row: dict[str, list] = {k: [] for k in ("full_s", "full_cpu_s", "full_rss_kib", "full_msg", "delta_s",
-                                                    "delta_cpu_s", "delta_rss_kib", "delta_msg", "delta_fetched",
-                                                    "raw_s")}
+            kinds = ("full", "delta", *(("full_base", "delta_base") if base else ()))
+            row: dict[str, list] = {f"{k}_{f}": [] for k in kinds for f in ("s", "cpu_s", "rss_kib", "msg")}
+            row.update(delta_fetched=[], delta_base_fetched=[], raw_s=[])
             for _ in range(rounds):
-                for kind in ("full", "delta"):
+                for kind in kinds:
                     host, _slot = fresh(kind)
                     srv.requests.clear()
-                    wall, c, m, stdout = _measured(host, "--json", "apply")
+                    wall, c, m, stdout = _measured(host, "--json", "apply",
+                                                   code=base if kind.endswith("_base") and base else REPO)
                     res = json.loads(stdout.strip().splitlines()[-1])
                     assert res["applied"]["version"] == "1.2.0", res
                     row[f"{kind}_s"].append(wall)
                     row[f"{kind}_cpu_s"].append(c)
                     row[f"{kind}_rss_kib"].append(m)
                     row[f"{kind}_msg"].append(res["message"].split("; ", 1)[-1])
-                    if kind == "delta":
-                        row["delta_fetched"].append(sum(
+                    if kind.startswith("delta"):
+                        row[f"{kind}_fetched"].append(sum(
                             (repo.repo_dir / p.lstrip("/")).stat().st_size for p, _, st in srv.requests
                             if st == 200 and "/targets/" in p and (repo.repo_dir / p.lstrip("/")).is_file()))
+                if args.phases:  # one more no-seed apply in text mode: its per-phase times (stderr)
+                    host, _slot = fresh("full")
+                    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+                        [str(REPO / "updates"), str(REPO / "common"), str(REPO)])}
+                    t0 = time.monotonic()
+                    p = subprocess.run([sys.executable, "-m", "qx_update", "--config", str(host.config), "apply"],
+                                       capture_output=True, text=True, env=env, timeout=1800)
+                    print(f"--- no-seed apply in text mode, {time.monotonic() - t0:.2f} s:\n"
+                          + "\n".join(x for x in p.stderr.splitlines() if " in " in x or "plan:" in x))
                 _host, slot = fresh("full")
                 t0 = time.monotonic()
                 subprocess.run(raw_cmd(slot), shell=True, check=True)
@@ -194,12 +210,14 @@ def delta(args: argparse.Namespace) -> None:
             runs[f"{rate} Mbit/s" if rate else "loopback"] = row
         srv.close()
     finally:
+        if base is not None:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(base)], check=False)
         shutil.rmtree(work, ignore_errors=True)
     med = statistics.median
     out = {"root_image_bytes": image_n, "changed_file": changed, "changed_file_bytes": len(old),
            "full_payload_bytes": full_payload, "runs": runs, "publish_first_s": publish_full,
            "publish_next_s": publish_delta, "rounds": args.rounds, "paced_rounds": args.paced_rounds,
-           "load_after": os.getloadavg()}
+           "baseline": args.baseline, "load_after": os.getloadavg()}
     print(f"root image {image_n / 2**20:.0f} MiB; changed {changed} ({len(old) / 1024:.0f} KiB, +4 KiB); "
           f"full payload of N+1 (root.erofs.zst + UKI) {full_payload / 1e6:.1f} MB\n")
     print("| link | raw: curl UKI + curl \\| zstd -d \\| dd conv=fsync | qx-update, no seed | ratio | "
@@ -212,6 +230,15 @@ def delta(args: argparse.Namespace) -> None:
               f"| {d_:.2f} s ({', '.join(f'{x:.2f}' for x in row['delta_s'])}), CPU {med(row['delta_cpu_s']):.1f} s, "
               f"RSS {max(row['delta_rss_kib']) / 1024:.0f} MiB ({med(row['delta_fetched']) / 1e6:.1f} MB, "
               f"{100 * med(row['delta_fetched']) / full_payload:.1f} %) | {r_ / d_:.2f}× | {len(row['raw_s'])} |")
+    if base is not None:
+        print(f"\nbaseline {args.baseline} (same rounds, interleaved):\n\n| link | no seed | ratio to raw | delta | "
+              "ratio to raw |\n|---|---|---|---|---|")
+        for link, row in runs.items():
+            r_, f_, d_ = med(row["raw_s"]), med(row["full_base_s"]), med(row["delta_base_s"])
+            print(f"| {link} | {f_:.2f} s ({', '.join(f'{x:.2f}' for x in row['full_base_s'])}), "
+                  f"CPU {med(row['full_base_cpu_s']):.1f} s | {r_ / f_:.2f}× | {d_:.2f} s "
+                  f"({', '.join(f'{x:.2f}' for x in row['delta_base_s'])}), CPU {med(row['delta_base_cpu_s']):.1f} s "
+                  f"| {r_ / d_:.2f}× |")
     print(f"\npaths: no seed: {runs[next(iter(runs))]['full_msg'][0]} / delta: {runs[next(iter(runs))]['delta_msg'][0]}")
     print(f"publish: first release / next (chunks shared) {publish_full:.1f} s / {publish_delta:.1f} s")
     (REPO / "bench/results/update-delta.json").write_text(json.dumps(out, indent=2) + "\n")
@@ -221,6 +248,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mib", type=int, default=150)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--baseline", default=None, help="--delta: also run qx-update as of this commit (a "
+                    "git worktree), interleaved with ours in every round")
     ap.add_argument("--phases", action="store_true", help="print qx-update's per-phase rates (its stderr)")
     ap.add_argument("--delta", action="store_true", help="delta updates on the real root (see the docstring)")
     ap.add_argument("--root", type=Path, default=None, help="the build's root payload (--delta)")
@@ -271,6 +300,8 @@ def main() -> None:
         warm = host.json("check")["metadata_refresh_s"]
         srv.close()
     finally:
+        if base is not None:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(base)], check=False)
         shutil.rmtree(work, ignore_errors=True)
     mo, mr, mp = statistics.median(ours), statistics.median(raw), statistics.median(passes)
     res = {"payload_mib": args.mib, "rounds": args.rounds, "qx_update_s": ours, "raw_s": raw, "same_passes_shell_s": passes,
