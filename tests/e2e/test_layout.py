@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
 
 from qx_build import erofs, esp, gpt, pe, size
 from qx_build.paths import Release, read_mkosi_setting
@@ -101,29 +106,64 @@ HOST_TOOLS = [
 ]
 
 
-def test_the_tools_our_code_runs_start_in_the_built_root(release: Release, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    raw, mnt, scratch = tmp_path / "root.erofs", tmp_path / "root", tmp_path / "scratch"
+@pytest.fixture(scope="module")
+def built_root(release: Release, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The release's root filesystem mounted read-only (from its update payload), with a scratch /tmp."""
+    tmp = tmp_path_factory.mktemp("root")
+    raw, mnt, scratch = tmp / "root.erofs", tmp / "root", tmp / "scratch"
     mnt.mkdir()
     scratch.mkdir()
     subprocess.run(f"zstd -dcq {release.root_payload} > {raw}", shell=True, check=True)
-    subprocess.run(["mkfs.vfat", "-C", str(scratch / "esp.img"), "8192"], check=True, capture_output=True)
     subprocess.run(["mount", "-o", "loop,ro", str(raw), str(mnt)], check=True)
-    failed = []
     try:
         subprocess.run(["mount", "--bind", str(scratch), str(mnt / "tmp")], check=True)
-        subprocess.run(["mount", "--bind", "/dev", str(mnt / "dev")], check=True)
         try:
-            for argv in HOST_TOOLS:
-                p = subprocess.run(["chroot", str(mnt), *argv], capture_output=True, text=True, timeout=120,
-                                   env={"PATH": "/usr/sbin:/usr/bin", "LANG": "C.UTF-8", "HOME": "/tmp"})
-                if p.returncode != 0:
-                    failed.append(f"{' '.join(argv)} -> exit {p.returncode}: {(p.stderr or p.stdout).strip()[-300:]}")
+            yield mnt
         finally:
-            subprocess.run(["umount", str(mnt / "dev")], check=False)
             subprocess.run(["umount", str(mnt / "tmp")], check=False)
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
+        raw.unlink()
+
+
+def test_the_tools_our_code_runs_start_in_the_built_root(built_root: Path) -> None:
+    subprocess.run(["mkfs.vfat", "-C", str(built_root / "tmp/esp.img"), "8192"], check=True, capture_output=True)
+    failed = []
+    subprocess.run(["mount", "--bind", "/dev", str(built_root / "dev")], check=True)
+    try:
+        for argv in HOST_TOOLS:
+            p = subprocess.run(["chroot", str(built_root), *argv], capture_output=True, text=True, timeout=120,
+                               env={"PATH": "/usr/sbin:/usr/bin", "LANG": "C.UTF-8", "HOME": "/tmp"})
+            if p.returncode != 0:
+                failed.append(f"{' '.join(argv)} -> exit {p.returncode}: {(p.stderr or p.stdout).strip()[-300:]}")
+    finally:
+        subprocess.run(["umount", str(built_root / "dev")], check=False)
     assert not failed, "in the built root:\n" + "\n".join(failed)
+
+
+# Where a link in /usr may point at nothing in the root image: runtime and host state, and the data partition.
+OUTSIDE_THE_ROOT = ("/run", "/proc", "/sys", "/dev", "/tmp", "/var", "/etc", "/boot", "/efi")
+
+
+def test_no_link_in_usr_points_at_something_the_image_removed(built_root: Path) -> None:
+    """RemoveFiles= trims files by glob; a link whose target went (mkosi's globbing skips a link once
+    its target is gone) is a trim half done."""
+    dangling = []
+    for dirpath, dirs, files in os.walk(built_root / "usr"):
+        for name in dirs + files:
+            link = Path(dirpath) / name
+            if not link.is_symlink():
+                continue
+            target, hops = link, 0
+            while target.is_symlink() and hops < 40:  # resolved inside the image, not on this machine
+                to = os.readlink(target)
+                target = Path(os.path.normpath(built_root / to.lstrip("/") if to.startswith("/")
+                                               else target.parent / to))
+                hops += 1
+            inside = "/" + str(target.relative_to(built_root)) if target.is_relative_to(built_root) else str(target)
+            if not target.exists() and not inside.startswith(OUTSIDE_THE_ROOT):
+                dangling.append(f"/{link.relative_to(built_root)} -> {os.readlink(link)}")
+    assert not dangling, "links to nothing in the built root:\n" + "\n".join(dangling)
 
 
 def test_a_release_builds_update_payload_is_within_the_limit(release: Release) -> None:
