@@ -222,23 +222,23 @@ def delta(args: argparse.Namespace) -> None:
           f"full payload of N+1 (root.erofs.zst + UKI) {full_payload / 1e6:.1f} MB\n")
     print("| link | raw: curl UKI + curl \\| zstd -d \\| dd conv=fsync | qx-update, no seed | ratio | "
           "qx-update, one-library delta (fetched) | ratio | rounds |\n|---|---|---|---|---|---|---|")
+    def run_cell(row: dict[str, list], kind: str) -> str:
+        """``median s (each round), CPU, peak RSS`` of one kind of qx-update run, and its ratio to raw."""
+        xs = row[f"{kind}_s"]
+        return (f"{med(xs):.2f} s ({', '.join(f'{x:.2f}' for x in xs)}), CPU {med(row[f'{kind}_cpu_s']):.1f} s, "
+                f"RSS {max(row[f'{kind}_rss_kib']) / 1024:.0f} MiB | {med(row['raw_s']) / med(xs):.2f}×")
+
     for link, row in runs.items():
-        r_, f_, d_ = med(row["raw_s"]), med(row["full_s"]), med(row["delta_s"])
-        print(f"| {link} | {r_:.2f} s ({', '.join(f'{x:.2f}' for x in row['raw_s'])}) "
-              f"| {f_:.2f} s ({', '.join(f'{x:.2f}' for x in row['full_s'])}), CPU {med(row['full_cpu_s']):.1f} s, "
-              f"RSS {max(row['full_rss_kib']) / 1024:.0f} MiB | {r_ / f_:.2f}× "
-              f"| {d_:.2f} s ({', '.join(f'{x:.2f}' for x in row['delta_s'])}), CPU {med(row['delta_cpu_s']):.1f} s, "
-              f"RSS {max(row['delta_rss_kib']) / 1024:.0f} MiB ({med(row['delta_fetched']) / 1e6:.1f} MB, "
-              f"{100 * med(row['delta_fetched']) / full_payload:.1f} %) | {r_ / d_:.2f}× | {len(row['raw_s'])} |")
+        raw = row["raw_s"]
+        fetched = med(row["delta_fetched"])
+        print(f"| {link} | {med(raw):.2f} s ({', '.join(f'{x:.2f}' for x in raw)}) | {run_cell(row, 'full')} "
+              f"| {run_cell(row, 'delta')} ({fetched / 1e6:.1f} MB, {100 * fetched / full_payload:.1f} % fetched) "
+              f"| {len(raw)} |")
     if base is not None:
         print(f"\nbaseline {args.baseline} (same rounds, interleaved):\n\n| link | no seed | ratio to raw | delta | "
               "ratio to raw |\n|---|---|---|---|---|")
         for link, row in runs.items():
-            r_, f_, d_ = med(row["raw_s"]), med(row["full_base_s"]), med(row["delta_base_s"])
-            print(f"| {link} | {f_:.2f} s ({', '.join(f'{x:.2f}' for x in row['full_base_s'])}), "
-                  f"CPU {med(row['full_base_cpu_s']):.1f} s | {r_ / f_:.2f}× | {d_:.2f} s "
-                  f"({', '.join(f'{x:.2f}' for x in row['delta_base_s'])}), CPU {med(row['delta_base_cpu_s']):.1f} s "
-                  f"| {r_ / d_:.2f}× |")
+            print(f"| {link} | {run_cell(row, 'full_base')} | {run_cell(row, 'delta_base')} |")
     print(f"\npaths: no seed: {runs[next(iter(runs))]['full_msg'][0]} / delta: {runs[next(iter(runs))]['delta_msg'][0]}")
     print(f"publish: first release / next (chunks shared) {publish_full:.1f} s / {publish_delta:.1f} s")
     (REPO / "bench/results/update-delta.json").write_text(json.dumps(out, indent=2) + "\n")

@@ -83,6 +83,7 @@ def test_a_prefix_that_ends_inside_a_page_is_read_from_the_disk_too(loop: tuple[
         deadline = time.monotonic() + 30
         while rb.done < 5 * MIB and time.monotonic() < deadline:  # the first prefix read on its own
             time.sleep(0.01)
+        assert rb.done == 5 * MIB, "the reader did not read the first prefix on its own (to its page boundary)"
         rb.advance(len(data))
         assert rb.digest() == hashlib.sha256(on_disk).hexdigest()
 

@@ -11,7 +11,6 @@ import argparse
 import dataclasses
 import datetime as dt
 import sys
-import threading
 from pathlib import Path
 
 from qx_common import progress as progress_mod
@@ -93,17 +92,13 @@ def _status_text(s: api.UpdateStatus) -> str:
 def _json_progress() -> progress_mod.Observer:
     """An observer printing one :class:`~qx_update.api.ProgressEvent` line per whole percent of each phase."""
     last: dict[str, int] = {}
-    lock = threading.Lock()  # the slot's read-back reports from its own thread: whole lines, one at a time
 
     def observe(label: str, done: int, total: int) -> None:
         pct = int(min(done / max(total, 1), 1.0) * 100)
-        with lock:
-            if last.get(label) != pct:
-                last[label] = pct
-                line = api.ProgressEvent(schema_version=api.SCHEMA_VERSION, phase=label, done=done, total=total,
-                                         percent=pct, message=f"{label} {pct} %").to_json(compact=True)
-                sys.stdout.write(line + "\n")
-                sys.stdout.flush()
+        if last.get(label) != pct:
+            last[label] = pct
+            print(api.ProgressEvent(schema_version=api.SCHEMA_VERSION, phase=label, done=done, total=total,
+                                    percent=pct, message=f"{label} {pct} %").to_json(compact=True), flush=True)
     return observe
 
 

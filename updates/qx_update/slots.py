@@ -98,7 +98,7 @@ class ReadBack(threading.Thread):
     reports progress), and gives the sha256 of the whole image; :meth:`stop` ends the thread instead."""
 
     BLOCK = 4 << 20
-    PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+    PAGE = os.sysconf("SC_PAGE_SIZE")
 
     def __init__(self, target: Path, length: int, *, label: str, progress: bool | Observer) -> None:
         super().__init__(name="qx-update-readback", daemon=True)
