@@ -19,7 +19,8 @@ Contract for local clients (the console, qx-update's health gate, scripts on the
   console is checked on a Quantix OS host (os-release ``IMAGE_ID=quantix-os``) or with
   ``--console-ready-dir``; elsewhere (the README's development command) it is "not checked".
 * ``GET /v1/host``: ``{"hostname", "version", "slot": "a"|"b"|null (from root=PARTLABEL=root-X on the
-  kernel command line), "kvm": {"usable": bool, "reason": str}, "virtualization": "kvm"|"tcg",
+  kernel command line, or for a verity boot the GPT name of the partition its roothash= names),
+  "kvm": {"usable": bool, "reason": str}, "virtualization": "kvm"|"tcg",
   "cpu_model", "cpu_cores", "cpu_threads", "memory_bytes", "uptime_s", "libvirt", ...}``.
 * ``GET /v1/hardware``: ``{"disks": [{"name", "path", "by_id": [/dev/disk/by-id/...], "size_bytes",
   "model", "serial", "rotational", "partitions": [{"name", "path", "number", "size_bytes", "fs_type",

@@ -23,6 +23,9 @@ DEFAULT_POOL_NAME = "default"
 DEFAULT_PROC_CMDLINE = Path("/proc/cmdline")
 DEFAULT_PROC_CPUINFO = Path("/proc/cpuinfo")
 DEFAULT_KVM_DEVICE = Path("/dev/kvm")
+# A verity boot names its slot by the root hash: the partition udev links under this GPT UUID (qx_common.slot).
+DEFAULT_BY_PARTUUID = Path("/dev/disk/by-partuuid")
+DEFAULT_SYS_CLASS_BLOCK = Path("/sys/class/block")
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,9 @@ class Settings:
     pool_dir: Path = DEFAULT_POOL_DIR
     pool_name: str = DEFAULT_POOL_NAME
     virt_type: str | None = None  # None: kvm when the host offers it, else qemu (TCG)
-    proc_cmdline: Path = DEFAULT_PROC_CMDLINE  # root=PARTLABEL=root-a|b: the running A/B slot
+    proc_cmdline: Path = DEFAULT_PROC_CMDLINE  # root=PARTLABEL=root-a|b or roothash=: the running A/B slot
+    by_partuuid: Path = DEFAULT_BY_PARTUUID    # ... for roothash=: the data partition's link and its GPT name
+    sys_class_block: Path = DEFAULT_SYS_CLASS_BLOCK
     proc_cpuinfo: Path = DEFAULT_PROC_CPUINFO  # CPU model and the vmx/svm flags
     kvm_device: Path = DEFAULT_KVM_DEVICE
     # The host's interfaces (bridges, VLANs) for /v1/networks; tests read another network namespace's.

@@ -1,6 +1,7 @@
 """Host facts (``GET /v1/host``) and rates (``GET /v1/host/stats``) from psutil.
 
-Beside psutil, the facts read the kernel command line (the running A/B slot), ``/proc/cpuinfo``
+Beside psutil, the facts read the kernel command line (the running A/B slot; for a verity boot also the
+partition its root hash names, through /dev/disk/by-partuuid and sysfs), ``/proc/cpuinfo``
 and ``/dev/kvm`` (whether KVM guests can run); their paths come from the settings, so tests can
 point them at files of their own.
 
@@ -33,22 +34,25 @@ from typing import Any
 import psutil
 
 from qx_common import log
-from qx_common.slot import slot_from_cmdline
+from qx_common.slot import booted_slot
 from qx_common.version import product_version
-from qx_node.settings import DEFAULT_KVM_DEVICE, DEFAULT_PROC_CMDLINE, DEFAULT_PROC_CPUINFO
+from qx_node.settings import (DEFAULT_BY_PARTUUID, DEFAULT_KVM_DEVICE, DEFAULT_PROC_CMDLINE, DEFAULT_PROC_CPUINFO,
+                              DEFAULT_SYS_CLASS_BLOCK)
 
 _log = log.get("node.telemetry")
 MIN_WINDOW = 0.2  # seconds between two samples for a meaningful rate
 MAX_AGE = 60.0  # older previous samples are too coarse: sample afresh
 
 
-def running_slot(cmdline: Path) -> str | None:
+def running_slot(cmdline: Path, *, by_partuuid: Path = DEFAULT_BY_PARTUUID,
+                 sys_class_block: Path = DEFAULT_SYS_CLASS_BLOCK) -> str | None:
     """The booted A/B slot ("a" or "b"), or None when not booted from a Quantix slot (e.g. a dev machine).
-    The rule is qx_common.slot's, the one every package uses."""
+    The rule is qx_common.slot's, the one every package uses (``root=PARTLABEL=`` or ``roothash=``)."""
     try:
-        return slot_from_cmdline(cmdline.read_text())
+        text = cmdline.read_text()
     except OSError:
         return None
+    return booted_slot(text, by_partuuid=by_partuuid, sys_class_block=sys_class_block)
 
 
 def _read(path: Path) -> str:
@@ -102,7 +106,8 @@ def kvm_usable(device: Path, cpuinfo: Path) -> bool:
 
 
 def host_info(libvirt_version: str | None, *, cmdline: Path = DEFAULT_PROC_CMDLINE,
-              cpuinfo: Path = DEFAULT_PROC_CPUINFO, kvm_device: Path = DEFAULT_KVM_DEVICE) -> dict[str, Any]:
+              cpuinfo: Path = DEFAULT_PROC_CPUINFO, kvm_device: Path = DEFAULT_KVM_DEVICE,
+              by_partuuid: Path = DEFAULT_BY_PARTUUID, sys_class_block: Path = DEFAULT_SYS_CLASS_BLOCK) -> dict[str, Any]:
     vm = psutil.virtual_memory()
     u = os.uname()
     cpu = _read(cpuinfo)
@@ -110,7 +115,7 @@ def host_info(libvirt_version: str | None, *, cmdline: Path = DEFAULT_PROC_CMDLI
     return {
         "hostname": socket.gethostname(),
         "version": product_version(),
-        "slot": running_slot(cmdline),
+        "slot": running_slot(cmdline, by_partuuid=by_partuuid, sys_class_block=sys_class_block),
         "kernel": u.release,
         "arch": u.machine,
         "cpu_model": _cpu_model(cpu),

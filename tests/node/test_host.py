@@ -26,11 +26,11 @@ vmx flags\t: vnmi preemption_timer
 CHAR_DEVICE = Path("/dev/null")  # a real character device that opens read-write: a working /dev/kvm
 
 
-def _host(tmp_path: Path, *, cmdline: str, flags: str, kvm: Path) -> dict[str, Any]:
+def _host(tmp_path: Path, *, cmdline: str, flags: str, kvm: Path, **kw: Any) -> dict[str, Any]:
     (tmp_path / "cmdline").write_text(cmdline)
     (tmp_path / "cpuinfo").write_text(CPUINFO.format(extra=flags))
     s = make_settings(tmp_path, proc_cmdline=tmp_path / "cmdline", proc_cpuinfo=tmp_path / "cpuinfo",
-                      kvm_device=kvm)
+                      kvm_device=kvm, **kw)
     node = Node(s)
     with Api(create_app(node), raise_server_exceptions=False) as c:
         r = c.get("/v1/host", headers={"Authorization": f"Bearer {node.token}"})
@@ -44,6 +44,21 @@ def test_slot_and_kvm_usable(tmp_path: Path) -> None:
     assert host["slot"] == "b"
     assert host["kvm"] == {"usable": True, "reason": "/dev/null opens read-write and the CPU has vmx"}
     assert host["virtualization"] == "kvm" and host["cpu_model"] == "Test CPU @ 2.00GHz"
+
+
+def test_a_verity_boot_reports_the_slot_its_root_hash_names(tmp_path: Path) -> None:
+    """roothash= names the data partition by its GPT UUID: the slot is that partition's GPT name (sysfs
+    PARTNAME, as the kernel shows it; the by-partuuid link as udev makes it)."""
+    roothash = "0123456789abcdef" * 2 + "fedcba9876543210" * 2
+    links, sysfs = tmp_path / "dev/disk/by-partuuid", tmp_path / "sys/class/block"
+    links.mkdir(parents=True)
+    (tmp_path / "dev/sda4").write_bytes(b"")
+    (sysfs / "sda4").mkdir(parents=True)
+    (sysfs / "sda4/uevent").write_text("MAJOR=8\nMINOR=4\nDEVNAME=sda4\nDEVTYPE=partition\nPARTN=4\nPARTNAME=root-b\n")
+    (links / "01234567-89ab-cdef-0123-456789abcdef").symlink_to("../../sda4")
+    host = _host(tmp_path, cmdline=f"root=/dev/mapper/root ro roothash={roothash}\n", flags="vmx ", kvm=CHAR_DEVICE,
+                 by_partuuid=links, sys_class_block=sysfs)
+    assert host["slot"] == "b"
 
 
 def test_no_vmx_flag_means_no_kvm_even_with_the_device(tmp_path: Path) -> None:

@@ -1,6 +1,8 @@
 """What the machine reports about itself: CPU load, memory, uptime, the running hostname and the booted
-A/B slot (``root=PARTLABEL=root-<slot>`` on the kernel command line). Whether that slot is blessed is
-qx-update's to say (its status, :mod:`qx_console.host.updates`): the console never reads the ESP.
+A/B slot (``root=PARTLABEL=root-<slot>`` on the kernel command line, or the partition its ``roothash=``
+names: :func:`qx_common.slot.booted_slot`, through ``dev/disk/by-partuuid`` and ``sys/class/block`` under
+the root prefix). Whether that slot is blessed is qx-update's to say (its status,
+:mod:`qx_console.host.updates`): the console never reads the ESP.
 Read-only; a missing or odd file is shown as unknown, never an error.
 
 :meth:`Machine.cpu_percent` is the load since the previous call (``None`` on the first one): the status
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import socket
 
-from qx_common.slot import slot_from_cmdline
+from qx_common.slot import booted_slot
 from qx_console.host.context import HostContext
 
 
@@ -51,5 +53,6 @@ class Machine:
 
     def slot(self) -> str:
         """"A"/"B", the booted slot; "?" when the command line does not say."""
-        slot = slot_from_cmdline(self.ctx.read("proc/cmdline"))
+        slot = booted_slot(self.ctx.read("proc/cmdline"), by_partuuid=self.ctx.path("dev/disk/by-partuuid"),
+                           sys_class_block=self.ctx.path("sys/class/block"))
         return slot.upper() if slot else "?"

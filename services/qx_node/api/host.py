@@ -56,7 +56,8 @@ def get_host(request: Request) -> dict[str, Any]:
     node = _node(request)
     s = node.settings
     return telemetry.host_info(node.libvirt_version(), cmdline=s.proc_cmdline, cpuinfo=s.proc_cpuinfo,
-                               kvm_device=s.kvm_device)
+                               kvm_device=s.kvm_device, by_partuuid=s.by_partuuid,
+                               sys_class_block=s.sys_class_block)
 
 
 @router.get("/v1/host/stats", tags=["host"], summary="Host CPU, memory, disk and network rates")
