@@ -41,6 +41,9 @@ class Host:
     config: Path
     server_url: str
     extra: str = ""
+    # Each slot's dm-verity partition ([verity] in the config); None: the config leaves it out (the
+    # defaults, /dev/disk/by-partlabel/root-X-verity, which a test machine does not have).
+    verity: dict[str, Path] | None = None
 
     def write_config(self, *, running: str = "a", secure_boot_paths: bool = True, **kw: Any) -> None:
         """``secure_boot_paths`` False: leave out efivars_dir/secure_boot_cert, which qx-update before
@@ -56,7 +59,20 @@ class Host:
                     **sb, **kw}
         lines = [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
         lines += ["[slots]", f'a = "{self.slots["a"]}"', f'b = "{self.slots["b"]}"']
+        if self.verity is not None:
+            lines += ["[verity]", f'a = "{self.verity["a"]}"', f'b = "{self.verity["b"]}"']
         self.config.write_text("\n".join(lines) + "\n")
+
+    def with_verity(self, paths: dict[str, Path] | None = None) -> Host:
+        """Give the host verity partitions (``paths``, or empty files beside the slot images) and write
+        the config again."""
+        if paths is None:
+            paths = {s: self.dir / f"verity-{s}.img" for s in ("a", "b")}
+            for p in paths.values():
+                p.touch()
+        self.verity = paths
+        self.write_config()
+        return self
 
     def run(self, *args: str, env: dict[str, str] | None = None, check: bool = True,
             timeout: float = 120) -> subprocess.CompletedProcess[str]:

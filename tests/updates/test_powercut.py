@@ -18,6 +18,8 @@ from tests.updates.tufrepo import TufRepo
 
 ALL = ["dev", "beta", "stable"]
 BEFORE_SWITCH = ["download", "downloaded", "entry-removed", "write", "written", "switch", "entry-tmp"]
+# A verity release passes one more step: its tree is written and its partitions' UUIDs set.
+VERITY_BEFORE_SWITCH = [*BEFORE_SWITCH[:5], "sealed", *BEFORE_SWITCH[5:]]
 
 
 @pytest.mark.parametrize("point", BEFORE_SWITCH)
@@ -75,3 +77,32 @@ def test_a_kill_at_any_step_then_apply_reboot_and_bless_converges(host: Host, re
     out = host.json("blessed")
     assert out["blessed"] and out["security_epoch_floor"] == 3
     assert host.json("status")["pending"] is None
+
+
+@pytest.mark.parametrize("point", VERITY_BEFORE_SWITCH)
+def test_a_verity_apply_killed_before_the_switch_keeps_the_old_slot_then_completes(
+        host: Host, repo: TufRepo, point: str) -> None:
+    """The same cuts for a verity release (verity partitions as files: the tree is written, there are no
+    UUIDs to set): slot A and its entry stay, and the next apply leaves slot B's partition holding the
+    tree whose root hash its UKI boots."""
+    import hashlib
+    import io
+
+    from qx_common import verity
+
+    host.with_verity()
+    rel = repo.add_release("1.1.0", slot_bytes=payload(33), channels=ALL, verity=True)
+    before = host.fingerprint()
+    proc = host.run("apply", env={ENV: point}, check=False)
+    assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr)
+    assert sha(host.slots["a"]) == before["slot_a"]
+    assert [n for n in host.entries() if n.endswith(".conf")] == ["quantix-a.conf"]
+    assert host.json("status")["default_slot"] == "a"
+    res = host.json("apply")
+    assert res["applied"]["version"] == "1.1.0" and res["next_boot"] == "b"
+    tree = verity.build(io.BytesIO(rel.slot_bytes), len(rel.slot_bytes),
+                        verity.params_for(hashlib.sha256(rel.slot_bytes).hexdigest()))
+    assert tree.roothash == rel.roothash
+    assert host.verity is not None and host.verity["b"].read_bytes()[: len(tree.image)] == tree.image
+    assert host.verity["a"].read_bytes() == b""
+    assert f"options {rel.cmdline}\n" in next((host.esp / "loader/entries").glob("quantix-b*.conf")).read_text()

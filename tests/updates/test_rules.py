@@ -31,6 +31,12 @@ from qx_update import config, health, releases
     ('colour = "red"', "'colour' is not a known setting"),
     ('[slots]\na = "/dev/x"\nb = "/dev/x"', "same device"),
     ('[slots]\na = "/dev/x"', "'slots'"),
+    ('[verity]\na = "/dev/x"\nb = "/dev/x"', "same device"),
+    ('[verity]\na = "/dev/x"', "'verity' must be a table with exactly the keys a and b"),
+    ('verity = "/dev/x"', "'verity' must be a table"),
+    ('[slots]\na = "/dev/x"\nb = "/dev/y"\n[verity]\na = "/dev/z"\nb = "/dev/x"', "/dev/x, which is also a slot"),
+    # A slot on a default verity partition (the [verity] table left out) is refused all the same.
+    ('[slots]\na = "/dev/disk/by-partlabel/root-a-verity"\nb = "/dev/y"', "also a slot"),
     ('channel = ', "not valid TOML"),
 ])
 def test_config_rejects_bad_values_naming_the_key(tmp_path: Path, text: str, needle: str) -> None:
@@ -46,6 +52,33 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
     f.write_text('override = "ov.toml"\nstate_dir = "state"\n[slots]\na = "a.img"\nb = "b.img"\n')
     cfg = config.load(f)
     assert cfg.state_dir == tmp_path / "state" and cfg.slots["b"] == tmp_path / "b.img"
+
+
+def test_verity_partitions_default_to_the_labels_and_follow_the_config_file(tmp_path: Path) -> None:
+    f = tmp_path / "u.toml"
+    f.write_text('override = "ov.toml"\n')
+    assert config.load(f).verity == {"a": Path("/dev/disk/by-partlabel/root-a-verity"),
+                                     "b": Path("/dev/disk/by-partlabel/root-b-verity")}
+    f.write_text('override = "ov.toml"\n[verity]\na = "va.img"\nb = "/dev/loop0p5"\n')
+    assert config.load(f).verity == {"a": tmp_path / "va.img", "b": Path("/dev/loop0p5")}
+    shipped = Path(__file__).resolve().parents[2] / "image/extra/usr/lib/quantix/update.toml"
+    assert config.load(shipped).verity == config.Config().verity
+
+
+def test_a_boot_entry_keeps_a_verity_command_line() -> None:
+    """A verity line's root is the slot its root hash names: the entry passes the UKI's words unchanged
+    (a root=PARTLABEL= added here would mount the slot unverified); the old form still gets the slot's."""
+    from qx_common import verity
+    from qx_update import bootentry
+
+    line = f"root=/dev/mapper/root rootfstype=erofs ro roothash={'ab' * 32} console=ttyS0,115200"
+    assert bootentry.slot_cmdline(line, "b") == line and bootentry.slot_cmdline(line, "a") == line
+    assert f"options {line}\n" in bootentry.render_entry(version="1.2.0", slot="b", base_cmdline=line)
+    assert bootentry.slot_cmdline(line.replace(" ", "  ") + "\n", "b") == line   # one line, one space
+    old = "root=PARTLABEL=root-a rootfstype=erofs ro console=ttyS0,115200"
+    assert bootentry.slot_cmdline(old, "b") == old.replace("root-a", "root-b")
+    with pytest.raises(verity.VerityError, match="placeholder"):
+        bootentry.slot_cmdline(f"root=/dev/mapper/root {verity.ROOTHASH_PLACEHOLDER}", "b")
 
 
 def _target(version: str, **q: object) -> tuple[str, TargetFile]:
@@ -170,3 +203,37 @@ def test_host_override_may_tune_boot_tries_and_gate_timeout_but_validates_them(t
         with pytest.raises(UserError) as e:
             config.load(base)
         assert needle in e.value.message and str(ov) in e.value.message
+
+
+def test_the_ukis_own_command_line_decides_whether_a_release_is_verity(tmp_path: Path) -> None:
+    """What the firmware boots decides, never the TUF copy of the command line; what cannot be sealed or
+    could boot nothing is refused (these checks run before anything is written)."""
+    from qx_common.errors import EnvironmentError_
+    from qx_update import slotinstall
+    from qx_update.errors import VerificationError
+    from tests.updates.tufrepo import CMDLINE, uki_with_cmdline, verity_cmdline
+
+    roothash, line = verity_cmdline(b"\x01" * 8192)
+    uki, plain = uki_with_cmdline(line, tmp_path), tmp_path / "plain.efi"
+    plain.write_bytes(b"MZ no command line")
+    part = tmp_path / "verity-b.img"
+    part.touch()
+
+    def rel(cmdline: str, size: int = 8192) -> slotinstall.Release:
+        return slotinstall.Release(version="1.2.0", security_epoch=0, slot_size=size, slot_sha256="0" * 64,
+                                   kernel_cmdline=cmdline)
+
+    assert slotinstall.verity_roothash(uki, part, rel=rel(CMDLINE), target="b") == roothash   # TUF's copy is old
+    assert slotinstall.verity_roothash(plain, None, rel=rel(CMDLINE), target="b") is None
+    with pytest.raises(EnvironmentError_, match="slot B has no verity partition") as e:
+        slotinstall.verity_roothash(uki, tmp_path / "absent", rel=rel(line), target="b")
+    assert e.value.hint and "reinstall from the ISO with 'keep data'" in e.value.hint
+    with pytest.raises(EnvironmentError_, match="none configured"):
+        slotinstall.verity_roothash(uki, None, rel=rel(line), target="b")
+    with pytest.raises(VerificationError, match="kernel_cmdline has roothash="):
+        slotinstall.verity_roothash(plain, part, rel=rel(line), target="b")
+    with pytest.raises(VerificationError, match="mounts root=PARTLABEL=root-a"):
+        slotinstall.verity_roothash(uki_with_cmdline(f"{line} root=PARTLABEL=root-a", tmp_path), part,
+                                    rel=rel(line), target="b")
+    with pytest.raises(VerificationError, match="multiple of 4096"):
+        slotinstall.verity_roothash(uki, part, rel=rel(line, size=8193), target="b")

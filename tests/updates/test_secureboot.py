@@ -22,9 +22,8 @@ from qx_common.errors import EnvironmentError_
 from qx_update import secureboot
 from qx_update.errors import VerificationError
 from tests.updates.conftest import Host, make_host, payload, sha
-from tests.updates.tufrepo import TufRepo
+from tests.updates.tufrepo import STUB, TufRepo, uki_with_cmdline, verity_cmdline
 
-STUB = Path("/usr/lib/systemd/boot/efi/addonx64.efi.stub")  # a 2 KiB PE/COFF EFI binary
 
 
 @dataclass(frozen=True)
@@ -315,12 +314,8 @@ def test_a_refusal_holds_for_that_uki_and_certificate_only(host: Host, repo: Tuf
 
 def _uki_with_cmdline(d: Path, cmdline: str, keys: Keys) -> Path:
     """The stub with a .cmdline section (as ukify lays one out), signed by the trusted key."""
-    (d / "cmdline").write_text(cmdline)
-    raw = d / "with-cmdline.efi"
-    subprocess.run(["objcopy", "--add-section", f".cmdline={d / 'cmdline'}", "--change-section-vma",
-                    ".cmdline=0x30000", str(STUB), str(raw)], check=True, capture_output=True)
-    key = keys.dir / "trusted.key"
-    return _sign(raw, d / "with-cmdline.signed.efi", key, keys.trusted_cert)
+    raw = uki_with_cmdline(cmdline, d)
+    return _sign(raw, d / "with-cmdline.signed.efi", keys.dir / "trusted.key", keys.trusted_cert)
 
 
 def test_the_uki_s_own_command_line_is_read_from_its_pe_sections(tmp_path: Path, keys: Keys) -> None:
@@ -331,6 +326,8 @@ def test_the_uki_s_own_command_line_is_read_from_its_pe_sections(tmp_path: Path,
     assert secureboot.uki_cmdline(tmp_path / "junk.efi") is None
     assert secureboot.pinned_root("root=PARTLABEL=root-a ro root=PARTLABEL=root-b") == "root-b"
     assert secureboot.pinned_root("root=UUID=1234 ro") is None and secureboot.pinned_root(None) is None
+    # A verity line mounts the verity device: no slot is pinned (its root hash picks the partitions).
+    assert secureboot.pinned_root(f"root=/dev/mapper/root ro roothash={'ab' * 32}") is None
 
 
 def test_secure_boot_refuses_a_uki_that_would_boot_the_old_slot(host: Host, repo: TufRepo, keys: Keys,
@@ -352,3 +349,22 @@ def test_secure_boot_refuses_a_uki_that_would_boot_the_old_slot(host: Host, repo
     host.run("allow", "1.1.0")
     host.secure_boot(False)
     assert host.json("apply")["applied"]["version"] == "1.1.0"
+
+
+def test_secure_boot_installs_a_verity_release_into_the_other_slot(host: Host, repo: TufRepo, keys: Keys,
+                                                                  tmp_path: Path) -> None:
+    """A verity UKI names its root by the root hash, not by a slot: under Secure Boot a host running A
+    installs it into B (nothing is refused as pinned), its tree on B's verity partition, and the entry
+    carries the signed command line unchanged."""
+    slot_bytes = payload(16)
+    roothash, cmdline = verity_cmdline(slot_bytes)
+    uki = _uki_with_cmdline(tmp_path, cmdline, keys)
+    repo.add_release("1.1.0", slot_bytes=slot_bytes, channels=["stable"], uki=uki.read_bytes(), verity=True)
+    host.secure_boot(True, keys.trusted_cert)
+    host.with_verity()
+    res = host.json("apply")
+    assert res["applied"]["version"] == "1.1.0" and res["slot"] == "b", res
+    assert not host.json("status")["refused"]
+    assert f"options {cmdline}\n" in (host.esp / "loader/entries/quantix-b+3.conf").read_text()
+    assert host.verity is not None and host.verity["b"].stat().st_size > 0
+    assert secureboot.uki_cmdline(host.esp / "EFI/quantix/quantix-os_1.1.0.efi") == cmdline and roothash in cmdline

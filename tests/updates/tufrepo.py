@@ -3,6 +3,11 @@
 It follows docs/update-format.md §2 (consistent snapshots, ed25519, ``custom.quantix`` on each target)
 without any code of the update server. It also knows how to misbehave, for the attack tests: expire
 the timestamp, sign with a key the root does not trust, serve stale targets under a new version number.
+
+A release is published either as before dm-verity (a UKI stand-in without a command line; the signed
+``kernel_cmdline`` with ``root=PARTLABEL=``) or, with ``verity=True``, as the image build makes one: a
+real PE whose ``.cmdline`` carries the root hash of the slot's bytes (:func:`verity_cmdline`,
+:func:`uki_with_cmdline`).
 """
 
 from __future__ import annotations
@@ -29,6 +34,33 @@ from tuf.api.serialization.json import JSONSerializer
 
 ROLES = ("root", "targets", "snapshot", "timestamp")
 CMDLINE = "root=PARTLABEL=root-a rootfstype=erofs ro console=ttyS0,115200"
+# A 2 KiB PE/COFF EFI binary (systemd-boot-efi, which make host-deps-test installs): the UKI stand-in
+# that can carry a .cmdline section.
+STUB = Path("/usr/lib/systemd/boot/efi/addonx64.efi.stub")
+
+
+def verity_cmdline(slot_bytes: bytes) -> tuple[str, str]:
+    """(root hash, command line) of a verity release whose slot holds ``slot_bytes``: the tree made as the
+    build, the installer and qx-update make it (qx_common.verity, parameters from the slot's sha256)."""
+    import io
+
+    from qx_common import verity
+
+    params = verity.params_for(hashlib.sha256(slot_bytes).hexdigest())
+    roothash = verity.build(io.BytesIO(slot_bytes), len(slot_bytes), params).roothash
+    return roothash, f"root=/dev/mapper/root rootfstype=erofs ro roothash={roothash} console=ttyS0,115200"
+
+
+def uki_with_cmdline(cmdline: str, work: Path) -> Path:
+    """The stub with a ``.cmdline`` section holding ``cmdline`` (as ukify lays one out), unsigned."""
+    assert STUB.is_file(), f"{STUB} is missing: apt-get install systemd-boot-efi (make host-deps-test)"
+    work.mkdir(parents=True, exist_ok=True)
+    text = work / f"cmdline-{hashlib.sha256(cmdline.encode()).hexdigest()[:16]}"
+    text.write_text(cmdline)
+    out = text.with_suffix(".efi")
+    subprocess.run(["objcopy", "--add-section", f".cmdline={text}", "--change-section-vma", ".cmdline=0x30000",
+                    str(STUB), str(out)], check=True, capture_output=True)
+    return out
 
 
 def _in(days: float) -> dt.datetime:
@@ -43,6 +75,8 @@ class Published:
     root_file: Path          # the file served for it (hash-prefixed name)
     uki_file: Path
     slot_bytes: bytes        # what must end up in the slot
+    roothash: str | None = None   # a verity release: the root hash on its UKI's command line
+    cmdline: str = CMDLINE        # the signed kernel_cmdline (a verity release: its UKI's own)
 
 
 class TufRepo:
@@ -111,12 +145,17 @@ class TufRepo:
 
     def add_release(self, version: str, *, slot_bytes: bytes, channels: list[str], security_epoch: int = 0,
                     rollout: dict[str, Any] | None = None, uki: bytes | None = None, slot_size: int | None = None,
-                    commit: bool = True) -> Published:
+                    commit: bool = True, verity: bool = False) -> Published:
+        """``verity``: the release's UKI (unless ``uki`` is given) and ``kernel_cmdline`` carry the root hash
+        of ``slot_bytes`` (a multiple of 4 KiB)."""
         comp = subprocess.run(["zstd", "-q", "-1", "-c"], input=slot_bytes, stdout=subprocess.PIPE, check=True).stdout
+        roothash, cmdline = verity_cmdline(slot_bytes) if verity else (None, CMDLINE)
+        if uki is None and verity:
+            uki = uki_with_cmdline(cmdline, self.base / "ukis").read_bytes() + version.encode()
         uki = uki if uki is not None else b"MZ fake UKI " + version.encode() + os.urandom(64)
         q = {"version": version, "channels": channels, "security_epoch": security_epoch,
              "slot_size": slot_size if slot_size is not None else len(slot_bytes),
-             "slot_sha256": hashlib.sha256(slot_bytes).hexdigest(), "kernel_cmdline": CMDLINE,
+             "slot_sha256": hashlib.sha256(slot_bytes).hexdigest(), "kernel_cmdline": cmdline,
              "rollout": rollout or {"fraction": 1, "start": "2020-01-01T00:00:00Z", "paused": False},
              "notes": f"release {version}", "yanked": False}
         files = {}
@@ -132,7 +171,8 @@ class TufRepo:
             files[artifact] = (path, out)
         if commit:
             self.commit()
-        return Published(version, files["root"][0], files["uki"][0], files["root"][1], files["uki"][1], slot_bytes)
+        return Published(version, files["root"][0], files["uki"][0], files["root"][1], files["uki"][1], slot_bytes,
+                         roothash, cmdline)
 
     def stale_targets_attack(self) -> None:
         """Mix-and-match: a valid new snapshot/timestamp, but the targets file it names holds old targets."""

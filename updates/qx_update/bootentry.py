@@ -4,8 +4,12 @@ Layout on the ESP (owned by this module; the image build and qx-update both writ
 
 * ``/EFI/quantix/quantix-os_<version>.efi`` — the UKI of a release (kernel, initrd, os-release).
 * ``/loader/entries/quantix-<slot>[+LEFT[-DONE]].conf`` — one entry per slot (``a`` or ``b``).
-  The entry passes the *whole* kernel command line with ``root=`` naming its slot; systemd-stub uses
-  the loader's command line instead of the embedded one when Secure Boot is off.
+  The entry passes the *whole* kernel command line; systemd-stub uses the loader's command line instead
+  of the embedded one when Secure Boot is off (and ignores it when Secure Boot is on). For a release
+  before dm-verity that line has ``root=`` naming the entry's slot (:func:`slot_cmdline`). A verity
+  release's line is its UKI's own, unchanged: its ``roothash=`` picks the root — the slot whose partition
+  UUIDs that hash names (:mod:`qx_common.verity`, sealed by :mod:`qx_update.seal`) — so the same words
+  boot the same slot with Secure Boot on or off.
 * ``/loader/keys/auto/{PK,KEK,db}.auth`` — the build's Secure Boot certificate, which systemd-boot offers
   to enroll while the firmware is in setup mode (``secure-boot-enroll manual``: an operator's choice).
 * ``/loader/loader.conf`` — ``default quantix-*``. Entries carry ``sort-key quantix-os`` and
@@ -22,6 +26,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from qx_common import verity
 from qx_common.slot import SLOTS, root_arg  # noqa: F401 - SLOTS is part of this module's API
 
 SORT_KEY = "quantix-os"
@@ -78,7 +83,13 @@ def kernel_root_arg(slot: str) -> str:
 
 
 def slot_cmdline(base_cmdline: str, slot: str) -> str:
-    """The release's command line with ``root=`` replaced by the slot's (other words kept in order)."""
+    """The release's command line with ``root=`` replaced by the slot's (other words kept in order) —
+    or, for a verity command line (one with ``roothash=``), its words unchanged: its root is the verity
+    device of the partitions its root hash names, and a ``root=PARTLABEL=`` here would mount the slot
+    unverified (raises :class:`qx_common.verity.VerityError` for a malformed ``roothash=``). Either way
+    one line: the words are joined by single spaces (an entry's ``options`` ends at the newline)."""
+    if verity.roothash_of(base_cmdline) is not None:
+        return " ".join(base_cmdline.split())
     words = [w for w in base_cmdline.split() if not w.startswith("root=")]
     return " ".join([kernel_root_arg(slot), *words])
 

@@ -8,7 +8,10 @@ apply, in this order (each step leaves the running slot the default and untouche
    host that booted with Secure Boot on refuses a UKI that does not verify against its certificate
    (:mod:`secureboot`) before the root payload is fetched and before anything is written;
 3. remove the inactive slot's boot entry, write the slot (in one pass from chunks, for a delta) and read
-   it back (:mod:`slots`);
+   it back (:mod:`slots`); for a dm-verity release (its UKI's own command line has ``roothash=``) seal
+   it: the hash tree on the slot's verity partition, the partition UUIDs its root hash names
+   (:mod:`seal`) — a host without verity partitions refuses such a release before the root payload is
+   fetched;
 4. record ``pending`` in the state (:mod:`state`) — before the switch, so a power cut cannot lose it;
 5. copy the UKI and write ``quantix-<slot>+3.conf`` (:mod:`esp`) — the switch.
 Steps 3–5 are :func:`qx_update.slotinstall.write_and_switch`, shared with the installer's upgrade.
@@ -391,6 +394,10 @@ class Client:
             self.save()
             uki.unlink(missing_ok=True)   # ~45 MB of the download cache, never used again
             raise
+        # A verity release this host cannot seal (no verity partitions: installed before verity) is refused
+        # now, before the root payload is fetched; write_and_switch checks it again (the installer's path).
+        verity_path = self.cfg.verity[target]
+        slotinstall.verity_roothash(uki, verity_path, rel=_release(rel), target=target)
         payload = None if root_index else download.fetch(
             rel.root, rp.target_url(rel.root), self.cfg.download_dir, label="root", progress=self.progress,
             crash_point="download", deadline=self.cfg.download_deadline, tally=root_tally)
@@ -401,11 +408,9 @@ class Client:
                               running_path=self.cfg.slots[running], running_version=from_version,
                               target_version=target_version) if root_index else None
         entry = slotinstall.write_and_switch(
-            e=e, st=self.st, save=self.save, rel=slotinstall.Release(
-                version=rel.version, security_epoch=rel.security_epoch, slot_size=rel.slot_size,
-                slot_sha256=rel.slot_sha256, kernel_cmdline=rel.kernel_cmdline),
-            payload=payload, uki=uki, target=target, running=running, slot_path=slot_path,
-            from_version=from_version, tries=self.cfg.tries, progress=self.progress, write=write)
+            e=e, st=self.st, save=self.save, rel=_release(rel), payload=payload, uki=uki, target=target,
+            running=running, slot_path=slot_path, verity_path=verity_path, from_version=from_version,
+            tries=self.cfg.tries, progress=self.progress, write=write)
         for p in self.cfg.download_dir.glob("*"):   # keep the cache small: the slot now holds the release
             p.unlink(missing_ok=True)
         next_boot = e.default_slot()
@@ -544,6 +549,12 @@ def _model(cls: type[_M], record: dict[str, Any] | None) -> _M | None:
     except api.SchemaError as e:
         raise EnvironmentError_(f"the update state is inconsistent: {e.message}",
                                 hint="restore state.json from a backup, or remove it to start over") from e
+
+
+def _release(rel: releases.Release) -> slotinstall.Release:
+    """What the slot writer needs of a TUF-verified release."""
+    return slotinstall.Release(version=rel.version, security_epoch=rel.security_epoch, slot_size=rel.slot_size,
+                               slot_sha256=rel.slot_sha256, kernel_cmdline=rel.kernel_cmdline)
 
 
 def _summary(rel: releases.Release | None) -> api.ReleaseSummary | None:

@@ -41,7 +41,11 @@ class Config:
     esp: str = "auto"                       # a directory, or "auto" (/efi, then /boot)
     slots: dict[str, Path] = field(default_factory=lambda: {
         "a": Path("/dev/disk/by-partlabel/root-a"), "b": Path("/dev/disk/by-partlabel/root-b")})
-    running_slot: str = "auto"              # "a"/"b", or "auto" (root=PARTLABEL=root-X on /proc/cmdline)
+    # Each slot's dm-verity hash partition (qx_update.seal): written with the tree of a verity release.
+    verity: dict[str, Path] = field(default_factory=lambda: {
+        "a": Path("/dev/disk/by-partlabel/root-a-verity"), "b": Path("/dev/disk/by-partlabel/root-b-verity")})
+    # "a"/"b", or "auto": root=PARTLABEL=root-X on /proc/cmdline, or the partition its roothash= names
+    running_slot: str = "auto"
     host_id_file: Path = Path("/etc/machine-id")
     health_url: str = "https://127.0.0.1:8443/health"
     health_ca: Path = hostpaths.node_cert()
@@ -128,14 +132,15 @@ def _apply(cfg: Config, data: dict[str, object], src: Path, *, override: bool) -
             changes[key] = path(key, value)
         elif key == "esp":
             changes[key] = "auto" if value == "auto" else str(path(key, value))
-        elif key == "slots":
+        elif key in ("slots", "verity"):
             if not isinstance(value, dict) or set(value) != {"a", "b"}:
+                default = getattr(Config(), key)
                 raise _bad(src, key, "must be a table with exactly the keys a and b",
-                           '[slots]\na = "/dev/disk/by-partlabel/root-a"\nb = "/dev/disk/by-partlabel/root-b"')
-            slots = {k: path(f"slots.{k}", v) for k, v in value.items()}
-            if slots["a"] == slots["b"]:
+                           f'[{key}]\na = "{default["a"]}"\nb = "{default["b"]}"')
+            paths = {k: path(f"{key}.{k}", v) for k, v in value.items()}
+            if paths["a"] == paths["b"]:
                 raise _bad(src, key, "names the same device for both slots", "give slot a and b different devices")
-            changes[key] = slots
+            changes[key] = paths
         elif key == "running_slot":
             if value not in ("auto", "a", "b"):
                 raise _bad(src, key, f"is {value!r}", 'use "auto", "a" or "b"')
@@ -159,7 +164,15 @@ def _apply(cfg: Config, data: dict[str, object], src: Path, *, override: bool) -
             changes[key] = value
         else:
             raise _bad(src, key, "is not a known setting", "see /usr/lib/quantix/update.toml for the settings")
-    return replace(cfg, **changes)  # type: ignore[arg-type]
+    new = replace(cfg, **changes)  # type: ignore[arg-type]
+    if "slots" in changes or "verity" in changes:
+        # A slot written as another's hash partition (or the reverse) would destroy it: checked on the
+        # result, since either table may come from the defaults or another file.
+        clash = sorted({str(p) for p in new.slots.values()} & {str(p) for p in new.verity.values()})
+        if clash:
+            raise _bad(src, "verity", f"names {clash[0]}, which is also a slot",
+                       "give each slot's verity (hash) partition its own device, not a slot's")
+    return new
 
 
 def _read_toml(path: Path) -> dict[str, object]:

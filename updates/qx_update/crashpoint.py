@@ -18,6 +18,7 @@ POINTS = (
     "entry-removed",  # the inactive slot's old boot entry is gone, slot not written yet
     "write",         # part of the payload is written into the inactive slot
     "written",       # slot written, synced and read back; bootloader not switched yet
+    "sealed",        # a verity release only: tree on the verity partition, partition UUIDs set; pending not recorded
     "switch",        # the UKI is on the ESP, the new boot entry is not
     "entry-tmp",     # the new entry's temp file is written and synced, not yet renamed
     "switched",      # the new entry is in place (the switch happened), state not yet recorded

@@ -184,7 +184,8 @@ def uki_cmdline(uki: Path) -> str | None:
 
 def pinned_root(cmdline: str | None) -> str | None:
     """The GPT partition label a command line's ``root=PARTLABEL=…`` names (the last ``root=`` wins, as
-    for the kernel and systemd), or None when it names none that way."""
+    for the kernel and systemd), or None when it names none that way — a verity release's
+    ``root=/dev/mapper/root`` pins no slot: its ``roothash=`` picks the partitions (:mod:`qx_common.verity`)."""
     roots = [w.removeprefix("root=") for w in (cmdline or "").split() if w.startswith("root=")]
     return roots[-1].removeprefix("PARTLABEL=") if roots and roots[-1].startswith("PARTLABEL=") else None
 
@@ -196,8 +197,10 @@ def check_uki(uki: Path, *, version: str, efivars_dir: Path, cert: Path, target_
     ``target_root``: the partition label of the slot the release goes to. With Secure Boot on,
     systemd-stub ignores the boot entry's options, so the UKI's own command line picks the root: a UKI
     whose signed ``root=PARTLABEL=`` names another slot would boot the new kernel on the old root (and
-    qx-update would write that slot again on every run). Such a release is refused (:class:`UkiRefused`)
-    until releases select their root by verified-boot means (dm-verity, docs/secure-boot.md)."""
+    qx-update would write that slot again on every run). Such a release is refused (:class:`UkiRefused`).
+    A dm-verity release is never refused for this: its ``root=/dev/mapper/root`` pins no slot, its root
+    is the slot sealed for its ``roothash=`` (:mod:`qx_update.seal`), whichever that is (one that mixes
+    ``roothash=`` with ``root=PARTLABEL=`` is refused by :func:`qx_update.slotinstall.verity_roothash`)."""
     sb = state(efivars_dir)
     if sb != "enabled":
         why = "Secure Boot is off on this host" if sb == "disabled" else "this host did not boot by UEFI"

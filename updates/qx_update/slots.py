@@ -25,7 +25,7 @@ import threading
 from pathlib import Path
 
 from qx_common import run as r
-from qx_common.slot import slot_from_cmdline
+from qx_common.slot import booted_slot
 from qx_common.errors import EnvironmentError_, ExternalError, InternalError
 from qx_update import crashpoint, hashing
 from qx_update.errors import VerificationError
@@ -41,18 +41,22 @@ def other(slot: str) -> str:
     return "b" if slot == "a" else "a"
 
 
-def running_slot(configured: str, cmdline: Path = Path("/proc/cmdline")) -> str:
-    """The booted slot: the config's ``running_slot``, or ``root=PARTLABEL=root-X`` on the kernel command line."""
+def running_slot(configured: str, cmdline: Path = Path("/proc/cmdline"), *,
+                 by_partuuid: Path = Path("/dev/disk/by-partuuid"),
+                 sys_class_block: Path = Path("/sys/class/block")) -> str:
+    """The booted slot: the config's ``running_slot``, or the one the kernel command line booted
+    (``root=PARTLABEL=root-X``, or the partition its ``roothash=`` names: :func:`qx_common.slot.booted_slot`)."""
     if configured in ("a", "b"):
         return configured
     try:
         text = cmdline.read_text()
     except OSError as e:
         raise EnvironmentError_(f"cannot read {cmdline}: {e.strerror}") from e
-    found = slot_from_cmdline(text)
+    found = booted_slot(text, by_partuuid=by_partuuid, sys_class_block=sys_class_block)
     if found is None:
         raise EnvironmentError_(
-            "cannot tell which slot is running: the kernel command line has no root=PARTLABEL=root-a|b",
+            "cannot tell which slot is running: the kernel command line has no root=PARTLABEL=root-a|b, "
+            "nor a roothash= whose data partition (by its GPT UUID) is root-a or root-b",
             hint='outside a Quantix host, set running_slot = "a" (or "b") in the config file')
     return found
 
@@ -67,16 +71,44 @@ def size_of(path: Path) -> int:
                                 hint="check the slots in the update config") from e
 
 
-def guard_not_running(target: Path, running: Path) -> None:
-    """Refuse to write the slot the system runs from (same path, or the device / is mounted from)."""
+def guard_not_running(target: Path, running: Path, *, root: Path = Path("/"), sys_block: Path = Path("/sys/dev/block")) -> None:
+    """Refuse to write the slot the system runs from: the same path, the device ``root`` is mounted
+    from, or a device under it — a dm-verity root is ``/dev/mapper/root`` over the slot's partition, and
+    which slot that is must not depend on which one the partition UUIDs (:func:`qx_common.slot.booted_slot`)
+    were taken for."""
     if target.resolve() == running.resolve():
         raise InternalError(f"refusing to write {target}: it is the running slot")
     try:
         st = target.stat()
     except OSError as e:
         raise EnvironmentError_(f"slot {target}: {e.strerror or e}") from e
-    if stat.S_ISBLK(st.st_mode) and st.st_rdev == os.stat("/").st_dev:
+    if not stat.S_ISBLK(st.st_mode):
+        return
+    root_dev = os.stat(root).st_dev
+    if st.st_rdev == root_dev:
         raise InternalError(f"refusing to write {target}: the root filesystem is mounted from it")
+    target_id = f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
+    for under in _devices_below(f"{os.major(root_dev)}:{os.minor(root_dev)}", sys_block):
+        if under == target_id:
+            raise InternalError(f"refusing to write {target}: the root filesystem's device ({root}) is built on it")
+
+
+def _devices_below(dev: str, sys_block: Path, depth: int = 0) -> list[str]:
+    """``MAJ:MIN`` of every device a (device-mapper) device is stacked on, from sysfs ``slaves/``."""
+    if depth > 8:
+        return []
+    out: list[str] = []
+    try:
+        slaves = list((sys_block / dev / "slaves").iterdir())
+    except OSError:
+        return out
+    for s in slaves:
+        try:
+            below = (s / "dev").read_text().strip()
+        except OSError:
+            continue
+        out += [below, *_devices_below(below, sys_block, depth + 1)]
+    return out
 
 
 class ReadBack(threading.Thread):
