@@ -14,9 +14,13 @@ Public API (each module owns one concern; everything else is private):
 * :mod:`qx_install.payload` — the installation payload (``quantix/`` on the ISO): the release's root
   payload, UKI and manifest, systemd-boot, the data partition's factory tree, the image's partition
   definitions; verified against its SHA256SUMS before anything is written.
+* :mod:`qx_install.layout` — the partition definitions an install gives systemd-repart, and converting the
+  table of a disk installed before dm-verity (the slots' region laid out again, the ESP and the data
+  partition kept in place) for a ``keep-data`` install.
 * :mod:`qx_install.engine` — plan (what will be written and destroyed) and execute (with progress per
   step) an install: ``wipe``, ``keep-data`` (new slots, the data partition kept) or ``upgrade`` (the
-  inactive slot, through qx-update's own slot writer and boot-entry code).
+  inactive slot, through qx-update's own slot writer and boot-entry code); a dm-verity release's slot is
+  sealed (:mod:`qx_update.seal`) before its boot entry is written.
 * :mod:`qx_install.cli` — ``qx-install validate|disks|run|iso``.
 
 Call order: ``answer.load`` (or the console's screens build the same objects) → ``disks.list_disks`` →

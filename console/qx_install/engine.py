@@ -5,19 +5,28 @@ Three modes (:data:`MODES`):
 * ``wipe`` — a new GPT from the image's own partition definitions (systemd-repart, the same files
   ``make image`` uses), the ESP and the data partition made and filled by repart from a staged tree
   (boot loader + UKI; the factory ``/var`` + this host's configuration), slot A written from the root
-  payload and read back, then the boot entry.
-* ``keep-data`` — the existing partitions kept; slot A rewritten, slot B's entry removed, the ESP's
-  Quantix files replaced; the data partition (VMs, logs, and — unless ``keep_config`` is false — the
-  host configuration) untouched.
+  payload and read back, sealed (below), then the boot entry.
+* ``keep-data`` — the existing partitions kept; slot A rewritten and sealed, slot B's entry removed, the
+  ESP's Quantix files replaced; the data partition (VMs, logs, and — unless ``keep_config`` is false — the
+  host configuration) untouched. A disk installed before dm-verity (no ``root-*-verity`` partitions) gets
+  the payload's layout first: the slots' region is laid out again, the ESP and the data partition keep
+  their entries and bytes (:mod:`qx_install.layout`).
 * ``upgrade`` — the inactive slot written and switched to with boot counting through
   :func:`qx_update.slotinstall.write_and_switch`, exactly as ``qx-update apply`` does: if the new slot
   does not prove itself healthy, systemd-boot returns to the old one.
 
+Sealing (a release with dm-verity: its UKI's own command line names ``roothash=``, :meth:`Payload.roothash`):
+after slot A is written and read back, :func:`qx_update.seal.seal` builds its hash tree, refuses it unless
+its root hash is the UKI's, writes it to ``root-a-verity`` and gives both partitions the UUIDs the root hash
+names — the initrd finds the slot by them. A UKI without ``roothash=`` (a release before dm-verity) boots
+``root=PARTLABEL=root-a``: nothing is sealed. The boot entry carries the UKI's command line.
+
 Crash safety (the invariant every step keeps): a disk is bootable only once everything it boots is
-written. The boot entry (``loader/entries/quantix-a.conf``) is written last, atomically; before that,
-an interrupted wipe/keep-data install leaves a disk that boots nothing and whose data partition's
+written and sealed. The boot entry (``loader/entries/quantix-a.conf``) is written last, atomically;
+before that, an interrupted wipe/keep-data install leaves a disk that boots nothing and whose data partition's
 ``lib/quantix/install.json`` says ``"state": "installing"`` — :mod:`qx_install.disks` shows it as an
-incomplete install. keep-data removes the old entries before overwriting slot A, so the old system
+incomplete install. keep-data removes the old entries (and gives both slots fresh UUIDs,
+:func:`qx_update.seal.unseal`) before converting the table or overwriting slot A, so the old system
 is never booted from a half-written slot; its data partition is never reformatted. An interrupted
 upgrade leaves the running slot the default (qx-update's own guarantee).
 
@@ -40,14 +49,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qx_common import hostpaths, log
+from qx_common import hostpaths, log, verity
 from qx_common import run as r
 from qx_common.errors import EnvironmentError_, InternalError, QxError, UserError
+from qx_common.slot import verity_label
 from qx_console import hostconfig, keyboard, shadow
 from qx_console.hostconfig import HostConfig
 from qx_console.store import ConfigStore
+from qx_install import layout
 from qx_install.payload import ENROLL_FILES, Payload
-from qx_update import bootentry, crashpoint, slotinstall, slots
+from qx_update import bootentry, crashpoint, seal, slotinstall, slots
 from qx_update import esp as espmod
 from qx_update import state as upstate
 from qx_update.espfat import FatFiles
@@ -58,16 +69,15 @@ if TYPE_CHECKING:
 
 MODES = ("wipe", "keep-data", "upgrade")
 SOURCES = ("installer", "answer-file")   # of hostconfig.SOURCES: who set a setting at install time
-LABELS = {"esp": "esp", "a": "root-a", "b": "root-b", "data": "quantix-data"}
+# role -> GPT name. Every Quantix disk has the BASE_ROLES; a disk made for dm-verity releases also the
+# slots' verity partitions (role "<slot>-verity", named by qx_common.slot.verity_label).
+LABELS = {"esp": "esp", "a": "root-a", "a-verity": verity_label("a"), "b": "root-b",
+          "b-verity": verity_label("b"), "data": "quantix-data"}
+BASE_ROLES = ("esp", "a", "b", "data")
 INSTALL_MARKER = "lib/quantix/install.json"          # relative to the data partition (= /var)
 UPDATE_STATE = "lib/quantix/update/state.json"       # qx_update.config.Config.state_dir on a host
 UPGRADE_TRIES = 3                                     # as qx_update.config.Config.tries
 DEFAULT_LOG = Path("/run/quantix/install.log")
-# Keys of the image's repart definitions that make a root slot's filesystem at build time; an install
-# writes the slot from the payload instead, so they are dropped for slots (see _write_definitions).
-_SLOT_BUILD_KEYS = {"Format", "CopyFiles", "ExcludeFiles", "ExcludeFilesTarget", "Minimize", "MakeDirectories",
-                    "Subvolumes", "CopyBlocks", "Verity", "VerityMatchKey"}
-_ALWAYS_DROP = {"SplitName"}
 
 _log = log.get("install")
 
@@ -113,18 +123,29 @@ class Plan:
     source: str
     host_fields: tuple[str, ...] = ()
     upgrade_slot: str = ""           # upgrade: the slot that will be written ("a"/"b")
+    # The payload UKI's own command line as plan() read it; execute() reads it again after verifying the
+    # medium and stops if it changed. Its roothash= (if any) is what slot A is sealed for.
+    uki_cmdline: str | None = None
+    convert_table: bool = False      # keep-data: the disk predates the payload's layout (qx_install.layout)
 
     @property
     def writes_config(self) -> bool:
         return self.host is not None
 
+    @property
+    def roothash(self) -> str | None:
+        """The dm-verity root hash the release boots; None for a release without dm-verity (not sealed)."""
+        return verity.roothash_of(self.uki_cmdline)
+
     def steps(self) -> list[str]:
+        sealing = ["seal root slot"] if self.roothash else []
         if self.mode == "wipe":
-            return ["verify medium", "prepare", "partition disk", "write root slot", "install boot loader",
-                    "finish"]
-        if self.mode == "keep-data":
-            return ["verify medium", "prepare", "retire old system", "write root slot", "configure",
+            return ["verify medium", "prepare", "partition disk", "write root slot", *sealing,
                     "install boot loader", "finish"]
+        if self.mode == "keep-data":
+            converting = ["convert partition table"] if self.convert_table else []
+            return ["verify medium", "prepare", "retire old system", *converting, "write root slot", *sealing,
+                    "configure", "install boot loader", "finish"]
         return ["verify medium", "write and switch slot"]
 
     def summary(self) -> list[str]:
@@ -139,8 +160,8 @@ class Plan:
             elif d.partitions:
                 lines.append("  Existing partitions: " + ", ".join(
                     f"{p.path} {p.fstype or 'unformatted'} {_human(p.size)}" for p in d.partitions))
-            lines += ["Write a new partition table: ESP, root-a, root-b, quantix-data (rest of the disk).",
-                      f"Install Quantix OS {v} into slot A."]
+            lines += [f"Write a new partition table: {self._layout_names()}.",
+                      f"Install Quantix OS {v} into slot A{self._sealed()}."]
             if self.host is not None:
                 lines.append(f"Host name {self.host.hostname}; keyboard '{self.keyboard}'"
                              + ("; root password set." if self.root_password_hash else "."))
@@ -149,16 +170,29 @@ class Plan:
             return lines
         if self.mode == "keep-data":
             old = d.quantix.version if d.quantix else "?"
-            lines = [f"Reinstall Quantix OS on {where}: {old} is replaced by {v} in slot A; slot B is cleared.",
-                     "KEPT: the data partition (virtual machines, ISO images, logs)."]
+            lines = [f"Reinstall Quantix OS on {where}: {old} is replaced by {v} in slot A{self._sealed()}; "
+                     "slot B is cleared."]
+            if self.convert_table:
+                lines.append(f"New partition table: {self._layout_names()}; the slots make room for their "
+                             "verity partitions, the ESP and the data partition stay where they are.")
+            lines.append("KEPT: the data partition (virtual machines, ISO images, logs).")
             lines.append("KEPT: the host configuration (network, host name, root password)." if self.keep_config
                          else "RESET: the host configuration is replaced by the one entered here.")
             return lines
         old = d.quantix.version if d.quantix else "?"
         return [f"Upgrade Quantix OS on {where} from {old} to {v}:",
-                f"  write {v} into the inactive slot {self.upgrade_slot.upper()} and boot it next, on trial;",
+                f"  write {v} into the inactive slot {self.upgrade_slot.upper()}{self._sealed()} and boot it next, "
+                "on trial;",
                 "  if it does not prove itself healthy, the host returns to the current slot by itself.",
                 "KEPT: everything else (configuration, virtual machines, the current slot)."]
+
+    def _layout_names(self) -> str:
+        """``esp, root-a, root-a-verity, ..., quantix-data (rest of the disk)``: the payload's partitions."""
+        return ", ".join(d.label + ("" if d.get("SizeMaxBytes") else " (rest of the disk)")
+                         for d in self.payload.definitions())
+
+    def _sealed(self) -> str:
+        return " (dm-verity)" if self.roothash else ""
 
 
 def _human(n: int) -> str:
@@ -216,9 +250,63 @@ def plan(disk: Disk, *, payload: Payload, mode: str, host: HostConfig | None, ro
                             hint="choose 'keep-data' (reinstall keeping the data partition) or 'wipe'")
         upgrade_slot = "b" if q.default_slot == "a" else "a"
     _check_not_in_use(disk.path)
+    roothash = payload.roothash()          # UserError on a malformed roothash=
+    if roothash:
+        _check_verity_definitions(payload)
+    convert = False
+    if mode == "keep-data":
+        # Computed (and refused if it cannot be done) now, before the old system is retired.
+        conv = layout.conversion(disk.path, payload, disk_size=slots.size_of(Path(disk.path)))
+        convert = conv is not None
+        parts = _partitions(disk.path)
+        _check_slot_fits(conv.size_of(LABELS["a"]) if conv else slots.size_of(Path(parts["a"])),
+                         payload, where=f"{disk.path} root-a")
+        _check_release(payload, None if conv else _verity_path(parts, "a"), "a")
+    elif mode == "wipe":
+        _check_release(payload, None, "a")
+    elif roothash:
+        _check_verity_partition(disk.path, upgrade_slot)
     return Plan(disk=disk, payload=payload, mode=mode, host=host if writes_config else None,
                 root_password_hash=root_password_hash if writes_config else None, keyboard=keyboard,
-                keep_config=keep_config, source=source, host_fields=host_fields, upgrade_slot=upgrade_slot)
+                keep_config=keep_config, source=source, host_fields=host_fields, upgrade_slot=upgrade_slot,
+                uki_cmdline=payload.uki_cmdline(), convert_table=convert)
+
+
+def _check_verity_definitions(payload: Payload) -> None:
+    """A dm-verity release's partition definitions give both slots a verity partition that holds a tree
+    of the slot's size."""
+    defs = {d.label: d for d in payload.definitions()}
+    for slot in ("a", "b"):
+        d = defs.get(verity_label(slot))
+        if d is None:
+            raise UserError(f"installation medium: the UKI boots dm-verity but the partition definitions have no "
+                            f"{verity_label(slot)}", hint="the medium mixes two builds: rebuild it with make image")
+        if verity.tree_size(payload.slot_size) > d.min_bytes:
+            need = verity.tree_size(payload.slot_size)
+            raise UserError(f"installation medium: the root's hash tree ({_human(need)}) does not fit "
+                            f"{verity_label(slot)} ({_human(d.min_bytes)})",
+                            hint="enlarge image/repart/*-verity.conf and rebuild the medium")
+
+
+def _check_release(payload: Payload, verity_path: Path | None, slot: str) -> None:
+    """qx-update's own checks of a release against the slot it goes to
+    (:func:`qx_update.slotinstall.verity_roothash`: a dm-verity UKI mounts the verity device, the manifest
+    agrees with the UKI, the slot's verity partition holds the tree). ``verity_path`` None: the partition
+    is still to be made (wipe, a table to convert) from definitions already checked to hold the tree."""
+    try:
+        slotinstall.verity_roothash(payload.uki, verity_path, rel=_release(payload), target=slot)
+    except EnvironmentError_:
+        if verity_path is not None:
+            raise
+
+
+def _check_verity_partition(disk: str, slot: str) -> None:
+    """An upgrade to a dm-verity release needs the target slot's verity partition on the disk."""
+    if verity_label(slot) not in layout.labels_of(layout.read_table(disk)):
+        raise UserError(f"{disk} has no partition {verity_label(slot)}: it was installed before dm-verity, and "
+                        f"this release boots only from a sealed slot",
+                        hint="choose 'keep-data' (reinstall keeping the data partition: it converts the "
+                             "partition table)")
 
 
 def keyboard_error(name: str) -> hostconfig.FieldError | None:
@@ -322,9 +410,10 @@ def _exclusive(lock_file: Path) -> Iterator[None]:
 
 
 def execute(p: Plan, progress: ProgressFn | None = None, *, log_path: Path | None = DEFAULT_LOG,
-            lock_file: Path = LOCK_FILE) -> Result:
-    """Carry out ``p``. Raises :class:`InstallError` (the step, the cause, the log) on failure."""
-    with _exclusive(lock_file):
+            lock_file: Path | None = None) -> Result:
+    """Carry out ``p``. Raises :class:`InstallError` (the step, the cause, the log) on failure.
+    ``lock_file``: default :data:`LOCK_FILE`, looked up at call time."""
+    with _exclusive(lock_file or LOCK_FILE):
         return _execute(p, progress, log_path)
 
 
@@ -334,6 +423,9 @@ def _execute(p: Plan, progress: ProgressFn | None, log_path: Path | None) -> Res
     try:
         run.begin("verify medium")
         p.payload.verify(lambda done, total: run.report(done, total, "checking the installation medium"))
+        if p.payload.uki_cmdline() != p.uki_cmdline:
+            raise UserError(f"installation medium: {p.payload.uki.name} changed since the install was planned",
+                            hint="start the installation again")
         if p.mode == "wipe":
             slot = _wipe(run)
         elif p.mode == "keep-data":
@@ -365,7 +457,7 @@ def _wipe(run: _Run) -> str:
         (stage / "boot").mkdir(parents=True)
         _stage_data(run, stage / "var")
         defs = Path(tmp) / "repart.d"
-        _write_definitions(p.payload, defs)
+        layout.write_definitions(p.payload, defs)
         run.begin("partition disk")
         run.log(f"systemd-repart: new partition table on {p.disk.path}")
         offline = _repart_offline()
@@ -373,12 +465,14 @@ def _wipe(run: _Run) -> str:
         r.run(["systemd-repart", "--dry-run=no", "--empty=force", "--no-pager", "--seed=random",
                f"--offline={offline}", f"--definitions={defs}", f"--root={stage}", p.disk.path])
         _reread_table(p.disk.path)
-    parts = _partitions(p.disk.path)
+    parts = _partitions(p.disk.path, required=_roles(p))
     crashpoint.reached("install-partitioned")
+    _check_sealable(run, parts, "a")
     _write_slot(run, parts["a"])
+    _seal_slot(run, parts, "a")
     run.begin("install boot loader")
     crashpoint.reached("install-entry")
-    _write_entry(FatFiles(parts["esp"]), p.payload)
+    _write_entry(FatFiles(parts["esp"]), p)
     crashpoint.reached("install-entered")
     run.begin("finish")
     _finish(run, parts["data"])
@@ -395,16 +489,22 @@ def _keep_data(run: _Run) -> str:
         run.begin("prepare")
         esp_stage = Path(tmp) / "efi"
         _stage_esp(esp_stage, p.payload)
-        _check_slot_fits(parts["a"], p.payload)
         run.begin("retire old system")
         esp_files = FatFiles(parts["esp"])
         e = espmod.Esp(esp_files)
         for slot in bootentry.SLOTS:
             e.remove_entry(slot)   # from here on, nothing boots a half-written slot
+        _unseal_slots(run, parts)
         with _mounted(parts["data"], "ext4") as data:
             _write_marker(data, p, "installing")
         crashpoint.reached("install-retired")
+        if p.convert_table:
+            _convert_table(run)
+        parts = _partitions(p.disk.path, required=_roles(p))
+        _check_slot_fits(slots.size_of(Path(parts["a"])), p.payload, where=parts["a"])
+        _check_sealable(run, parts, "a")
         _write_slot(run, parts["a"])
+        _seal_slot(run, parts, "a")
         run.begin("configure")
         with _mounted(parts["data"], "ext4") as data:
             _reset_update_state(run, data)
@@ -421,7 +521,7 @@ def _keep_data(run: _Run) -> str:
         run.begin("install boot loader")
         _replace_esp(esp_files, esp_stage)
         crashpoint.reached("install-entry")
-        _write_entry(esp_files, p.payload)
+        _write_entry(esp_files, p)
         crashpoint.reached("install-entered")
     run.begin("finish")
     _finish(run, parts["data"])
@@ -437,21 +537,20 @@ def _upgrade(run: _Run) -> str:
     target = p.upgrade_slot
     running = "a" if target == "b" else "b"
     run.begin("write and switch slot")
-    _check_slot_fits(parts[target], p.payload)
+    _check_slot_fits(slots.size_of(Path(parts[target])), p.payload, where=parts[target])
     with _mounted(parts["data"], "ext4") as data:
         e = espmod.Esp(FatFiles(parts["esp"]))
         current = e.slots().get(running)
         state_file = data / UPDATE_STATE
         st = upstate.load(state_file)
-        rel = slotinstall.Release(version=p.payload.version, security_epoch=p.payload.security_epoch,
-                                  slot_size=p.payload.slot_size, slot_sha256=p.payload.slot_sha256,
-                                  kernel_cmdline=p.payload.kernel_cmdline)
+        rel = _release(p.payload)
         if rel.security_epoch < st.security_epoch_floor:
             raise UserError(f"{p.payload.version} has security epoch {rel.security_epoch}, below this host's "
                             f"floor {st.security_epoch_floor}", hint="install a newer release")
         slotinstall.write_and_switch(
             e=e, st=st, save=lambda: upstate.save(state_file, st), rel=rel, payload=p.payload.root,
             uki=p.payload.uki, target=target, running=running, slot_path=Path(parts[target]),
+            verity_path=_verity_path(parts, target),
             from_version=current.version if current else "?", tries=UPGRADE_TRIES,
             progress=lambda label, done, total: run.report(done, total, label))
         run.log(f"slot {target.upper()} holds {p.payload.version}; it boots next with {UPGRADE_TRIES} tries")
@@ -525,19 +624,6 @@ def _write_marker(var: Path, p: Plan, state: str) -> None:
     atomic_write(var / INSTALL_MARKER, json.dumps(info, sort_keys=True) + "\n")
 
 
-def _write_definitions(payload: Payload, out: Path) -> None:
-    """The image's partition definitions as an install uses them: slots lose their build-time filesystem
-    (they are written from the payload), everything else is kept as ``make image`` has it."""
-    out.mkdir()
-    for d in payload.definitions():
-        lines = ["[Partition]"]
-        for key, value in d.settings:
-            if key in _ALWAYS_DROP or (d.is_slot and key in _SLOT_BUILD_KEYS):
-                continue
-            lines.append(f"{key}={value}")
-        (out / d.file).write_text("\n".join(lines) + "\n")
-
-
 def _repart_offline() -> str:
     """How repart fills the new filesystems. Online (mounting them) where the kernel has vfat — on the
     installer ISO, whose /var/tmp is RAM: offline, repart would build each filesystem in a temp file
@@ -558,17 +644,23 @@ def _reread_table(disk: str) -> None:
     r.run(["partx", "--update", disk], check=False)
 
 
-def _partitions(disk: str) -> dict[str, str]:
-    """Partition device nodes of ``disk`` by role, from its GPT labels (waits for the kernel's nodes)."""
-    out = json.loads(r.run(["sfdisk", "--json", disk]).stdout or "{}")
-    table = out.get("partitiontable", {})
-    by_label = {p.get("name", ""): p["node"] for p in table.get("partitions", [])}
+def _roles(p: Plan) -> tuple[str, ...]:
+    """The partitions an install of ``p`` needs on the disk once it is partitioned (or converted)."""
+    return (*BASE_ROLES, "a-verity", "b-verity") if p.roothash else BASE_ROLES
+
+
+def _partitions(disk: str, *, required: tuple[str, ...] = BASE_ROLES) -> dict[str, str]:
+    """Partition device nodes of ``disk`` by role (:data:`LABELS`), from its GPT labels: every ``required``
+    role, and the others the disk has (waits for the kernel's nodes)."""
+    by_label = {p.get("name", ""): p["node"] for p in layout.read_table(disk)["partitions"]}
     found: dict[str, str] = {}
     for role, label in LABELS.items():
-        if label not in by_label:
-            raise UserError(f"{disk}: no partition labelled '{label}'",
-                            hint="this disk does not hold a Quantix layout: choose mode 'wipe'")
-        found[role] = by_label[label]
+        if label in by_label:
+            found[role] = by_label[label]
+        elif role in required:
+            hint = ("this disk does not hold a Quantix layout: choose mode 'wipe'" if role in BASE_ROLES else
+                    "the disk was installed before dm-verity: choose mode 'keep-data' (it converts the table)")
+            raise UserError(f"{disk}: no partition labelled '{label}'", hint=hint)
     deadline = time.monotonic() + 15
     while not all(os.path.exists(n) for n in found.values()):
         if time.monotonic() > deadline:
@@ -580,11 +672,47 @@ def _partitions(disk: str) -> dict[str, str]:
     return found
 
 
-def _check_slot_fits(slot_dev: str, payload: Payload) -> None:
-    cap = slots.size_of(Path(slot_dev))
-    if payload.slot_size > cap:
-        raise UserError(f"{slot_dev} has {_human(cap)}; release {payload.version} needs {_human(payload.slot_size)}",
+def _release(payload: Payload) -> slotinstall.Release:
+    return slotinstall.Release(version=payload.version, security_epoch=payload.security_epoch,
+                               slot_size=payload.slot_size, slot_sha256=payload.slot_sha256,
+                               kernel_cmdline=payload.kernel_cmdline)
+
+
+def _verity_path(parts: dict[str, str], slot: str) -> Path | None:
+    """``slot``'s dm-verity partition, None on a disk installed before verity."""
+    node = parts.get(f"{slot}-verity")
+    return Path(node) if node else None
+
+
+def _check_slot_fits(capacity: int, payload: Payload, *, where: str) -> None:
+    if payload.slot_size > capacity:
+        raise UserError(f"{where} has {_human(capacity)}; release {payload.version} needs "
+                        f"{_human(payload.slot_size)}",
                         hint="choose mode 'wipe' (a new partition table with larger slots)")
+
+
+def _unseal_slots(run: _Run, parts: dict[str, str]) -> None:
+    """Fresh random UUIDs for both slots of a disk that has verity partitions: neither is found by the root
+    hash of what it held (slot A is about to be overwritten; slot B's entry is gone)."""
+    for slot in bootentry.SLOTS:
+        if f"{slot}-verity" in parts:
+            seal.unseal(Path(parts[slot]), Path(parts[f"{slot}-verity"]))
+            run.log(f"slot {slot.upper()}: unsealed (fresh partition UUIDs)")
+
+
+def _convert_table(run: _Run) -> None:
+    """keep-data on a disk from before dm-verity: the payload's slot partitions, the ESP and the data
+    partition kept in place (:mod:`qx_install.layout`); nothing to do when a previous run converted it."""
+    p = run.plan
+    run.begin("convert partition table")
+    conv = layout.conversion(p.disk.path, p.payload, disk_size=slots.size_of(Path(p.disk.path)))
+    if conv is None:
+        run.log("the partition table has the payload's layout already")
+    else:
+        run.log(f"new partition table: {conv.describe()}")
+        layout.write(conv)
+        _reread_table(p.disk.path)
+    crashpoint.reached("install-converted")
 
 
 def _write_slot(run: _Run, dev: str) -> None:
@@ -596,12 +724,39 @@ def _write_slot(run: _Run, dev: str) -> None:
     crashpoint.reached("written")
 
 
-def _write_entry(files: FatFiles, payload: Payload) -> None:
-    """Slot A's boot entry (no boot counter: the first install has nothing to fall back to) — the switch."""
+def _check_sealable(run: _Run, parts: dict[str, str], slot: str) -> None:
+    """Before ``slot`` is written: qx-update's own checks of a release against the slot it goes to
+    (:func:`qx_update.slotinstall.verity_roothash`: a well-formed root hash the UKI mounts, a verity
+    partition that holds its tree, a manifest that agrees), and the root hash is the one planned."""
+    p = run.plan
+    found = slotinstall.verity_roothash(p.payload.uki, _verity_path(parts, slot), rel=_release(p.payload),
+                                        target=slot)
+    if found != p.roothash:
+        raise InternalError(f"the release's root hash is {found}, the plan's {p.roothash}")
+
+
+def _seal_slot(run: _Run, parts: dict[str, str], slot: str) -> None:
+    """Seal the written ``slot`` for the release's root hash (a release without dm-verity: nothing to do).
+    Raises VerificationError, before any boot entry exists, when the slot's tree is not the UKI's."""
+    p = run.plan
+    roothash = p.roothash
+    if roothash is None:
+        return
+    run.begin("seal root slot")
+    run.log(f"sealing {parts[slot]} for root hash {roothash}: hash tree into {parts[f'{slot}-verity']}")
+    seal.seal(Path(parts[slot]), Path(parts[f"{slot}-verity"]), slot_size=p.payload.slot_size,
+              slot_sha256=p.payload.slot_sha256, roothash=roothash,
+              progress=lambda label, done, total: run.report(done, total, label))
+    crashpoint.reached("install-sealed")
+
+
+def _write_entry(files: FatFiles, p: Plan) -> None:
+    """Slot A's boot entry (no boot counter: the first install has nothing to fall back to) — the switch.
+    A dm-verity release's entry carries its UKI's own command line (the root hash the slot is sealed for)."""
     name = bootentry.EntryName("a")
+    base = p.uki_cmdline if p.roothash and p.uki_cmdline else p.payload.kernel_cmdline
     files.write(f"{bootentry.ENTRIES_DIR}/{name.filename}",
-                bootentry.render_entry(version=payload.version, slot="a",
-                                       base_cmdline=payload.kernel_cmdline).encode())
+                bootentry.render_entry(version=p.payload.version, slot="a", base_cmdline=base).encode())
 
 
 def _replace_esp(files: FatFiles, staged: Path) -> None:

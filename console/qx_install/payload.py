@@ -15,6 +15,12 @@ Layout (``qx_build.installpayload`` writes it, this module reads it)::
                                           ("secure_boot_keys"; optional: payloads made before signing lack it)
         SHA256SUMS                        every file above, by relative path
 
+A release with dm-verity (:mod:`qx_common.verity`) is told by its UKI: the UKI's own command line
+(its ``.cmdline`` section, the one the firmware boots under Secure Boot) names ``roothash=``
+(:meth:`Payload.roothash`); its partition definitions then give each slot a ``root-<slot>-verity``
+partition that the installer fills (:mod:`qx_update.seal`). A UKI without ``roothash=`` is a release
+from before verity: slot A is found by ``root=PARTLABEL=root-a`` and nothing is sealed.
+
 Invariants: :func:`open_payload` refuses a directory whose ``payload.json`` or manifest is missing or
 malformed, or names a file SHA256SUMS does not list; :meth:`Payload.verify` hashes every listed file
 and must pass before anything is written to a disk. The root payload is verified a second time while
@@ -33,8 +39,10 @@ from pathlib import Path
 from typing import Any
 
 from qx_common import run as r
+from qx_common import verity
 from qx_common.errors import EnvironmentError_, UserError
 from qx_common.version import is_valid_version
+from qx_update import secureboot
 
 # systemd-boot's names for the enrollment files of one key set (ESP loader/keys/<set>/).
 ENROLL_FILES = ("PK.auth", "KEK.auth", "db.auth")
@@ -72,7 +80,8 @@ class PartitionDef:
 
     @property
     def is_slot(self) -> bool:
-        """A root slot: its filesystem is an image written from the payload, not made by repart."""
+        """A root slot or a slot's verity partition (``Type=root…``): its content is written by the
+        installer and qx-update (the payload, the hash tree), never made by repart."""
         return self.get("Type").startswith("root")
 
 
@@ -133,6 +142,24 @@ class Payload:
     @property
     def security_epoch(self) -> int:
         return int(self.manifest.get("security_epoch", 0))
+
+    def uki_cmdline(self) -> str | None:
+        """The UKI's own kernel command line (its ``.cmdline`` section), None when it has none. Read from
+        the file each time: :meth:`verify` proves the bytes, the caller compares before trusting them."""
+        try:
+            return secureboot.uki_cmdline(self.uki)
+        except OSError as e:
+            raise EnvironmentError_(f"installation medium: cannot read {self.uki.name}: {e.strerror or e}",
+                                    hint="the medium may be damaged: write it again and retry") from e
+
+    def roothash(self) -> str | None:
+        """The dm-verity root hash the UKI boots (slot A is sealed for it); None for a release without
+        dm-verity. A malformed ``roothash=`` is refused, not taken for "no verity"."""
+        try:
+            return verity.roothash_of(self.uki_cmdline())
+        except verity.VerityError as e:
+            raise UserError(f"installation medium: {self.uki.name}: {e}",
+                            hint="the medium holds a broken release: rebuild it with make image") from e
 
     def definitions(self) -> list[PartitionDef]:
         return read_definitions(self.repart_dir)

@@ -40,6 +40,14 @@ MASH = ["f1", "f2", "f3", "f4", "f5", "f6", "f7", "f8", "f11", "f12", "ctrl+q", 
         "shift+tab", "left", "right", "space", "backspace", "delete", "a", "Z", "1", "question_mark", "slash"]
 
 
+@pytest.fixture(autouse=True)
+def _own_install_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's installs take a lock of their own: the machine-wide one (/run/quantix/install.lock)
+    is also taken by the installs of tests/install running in parallel, which would refuse these."""
+    from qx_install import engine
+    monkeypatch.setattr(engine, "LOCK_FILE", tmp_path / "install.lock")
+
+
 def make_app(payload_dir: Path | None, tmp_path: Path, **kw) -> tuple[InstallerApp, MemoryBackend]:
     be = MemoryBackend()
     media = [payload_dir] if payload_dir is not None else [tmp_path / "no-medium"]
@@ -281,8 +289,12 @@ class Mounted:
         import subprocess
         self.dir = tmp_path / "mnt-data"
         self.dir.mkdir(exist_ok=True)
-        # image/repart: 00-esp, 10-root-a, 20-root-b, 30-data -> the data partition is the fourth
-        subprocess.run(["mount", "-o", "ro", f"{disk_path}p4", str(self.dir)], check=True)
+        import json
+        # By its GPT name, as the installer finds it (its number depends on the layout: 6 with dm-verity).
+        table = json.loads(subprocess.run(["sfdisk", "--json", disk_path], check=True, capture_output=True,
+                                          text=True).stdout)["partitiontable"]["partitions"]
+        data = next(p["node"] for p in table if p.get("name") == "quantix-data")
+        subprocess.run(["mount", "-o", "ro", data, str(self.dir)], check=True)
 
     def __enter__(self) -> Path:
         return self.dir
@@ -429,7 +441,8 @@ async def test_interactive_wipe_install_on_a_blank_loop_disk(install_payload, lo
         assert not app.screen.query("#word")  # a blank disk: nothing to lose, no word to type
         await mash(pilot, app, ConfirmScreen)
         await push(pilot, "#install")
-        await wait_screen(pilot, app, ProgressScreen)
+        # A small install may be done before the first poll: the progress screen or the next one.
+        await until(pilot, lambda: isinstance(app.screen, (ProgressScreen, DoneScreen)), timeout=20)
         await wait_screen(pilot, app, DoneScreen, lambda: on_screen(app, "is installed"), timeout=180)
         text = frame_text(app)
         assert "Quantix OS 0.9.1 is installed in slot A" in text

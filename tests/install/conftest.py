@@ -1,10 +1,16 @@
 """Fixtures for installer tests: a small but real installation payload and real loop-device disks.
 
 ``install_payload`` builds the payload the way ``qx_build.installpayload`` does for a release, from
-small real parts: an erofs root (mkfs.erofs) compressed with zstd, a UKI stand-in, the host's
-systemd-boot binary, a factory ``/var`` tarball holding a locked root in ``shadow``, and partition
-definitions — the image's own (``image/repart``) or the same files with smaller sizes, so most tests
-write a 300 MiB disk rather than 6 GiB (the real definitions get their own test).
+small real parts: an erofs root (mkfs.erofs) compressed with zstd, a UKI stand-in (systemd's EFI addon
+stub, a real PE, with the ``.cmdline`` and ``.osrel`` sections a UKI has), the host's systemd-boot
+binary, a factory ``/var`` tarball holding a locked root in ``shadow``, and partition definitions — the
+image's own (``image/repart``) or the same files with smaller sizes, so most tests write a 300 MiB disk
+rather than 6 GiB (the real definitions get their own test).
+
+``verity=True`` makes a dm-verity release: the UKI's command line boots ``roothash=`` of the root's tree
+(``qx_common.verity``, as the image build seals it), or the ``roothash`` given (a UKI that does not belong
+to its root). ``old_layout=True`` gives the definitions of a release from before dm-verity (no
+``*-verity.conf``, slots of 2 GiB — small: 64 MiB), to make a disk such a release installed.
 """
 
 from __future__ import annotations
@@ -20,21 +26,65 @@ from pathlib import Path
 
 import pytest
 
+from qx_common import verity
 from qx_install import payload as payloadmod
 
 REPO = Path(__file__).resolve().parents[2]
 VERSION = "0.9.1"
 KERNEL_CMDLINE = "root=PARTLABEL=root-a rootfstype=erofs ro console=ttyS0"
-SMALL_SIZES = {"00-esp.conf": "64M", "10-root-a.conf": "64M", "20-root-b.conf": "64M", "30-data.conf": "64M"}
+VERITY_CMDLINE = f"root={verity.VERITY_ROOT_DEVICE} rootfstype=erofs ro {{roothash}} console=ttyS0"
+# Each slot and its verity partition take what one slot took before verity (image/repart), so a disk of
+# the old layout keeps its data partition's place through a keep-data install.
+SMALL_SIZES = {"00-esp.conf": "64M", "10-root-a.conf": "56M", "15-root-a-verity.conf": "8M",
+               "20-root-b.conf": "56M", "25-root-b-verity.conf": "8M", "30-data.conf": "64M"}
+OLD_SIZES = {"10-root-a.conf": "2G", "20-root-b.conf": "2G"}
+OLD_SMALL_SIZES = {**SMALL_SIZES, "10-root-a.conf": "64M", "20-root-b.conf": "64M"}
 SYSTEMD_BOOT = Path("/usr/lib/systemd/boot/efi/systemd-bootx64.efi")
+EFI_STUB = Path("/usr/lib/systemd/boot/efi/addonx64.efi.stub")   # a small real PE/COFF EFI binary
 
 
 def _sha(p: Path) -> str:
     return hashlib.sha256(p.read_bytes()).hexdigest()
 
 
-def make_payload(dest: Path, *, version: str = VERSION, small: bool = True, root_marker: str = "") -> Path:
-    """Write an installation payload directory at ``dest`` and return it."""
+def make_uki(dest: Path, *, cmdline: str, version: str) -> Path:
+    """A PE with a UKI's ``.cmdline`` and ``.osrel`` sections (laid out as ukify does), at ``dest``."""
+    work = dest.parent / f".{dest.name}-sections"
+    work.mkdir()
+    (work / "cmdline").write_text(cmdline)
+    (work / "osrel").write_text(f'NAME="Quantix OS"\nVERSION_ID="{version}"\n')
+    subprocess.run(["objcopy", "--add-section", f".osrel={work / 'osrel'}", "--change-section-vma", ".osrel=0x20000",
+                    "--add-section", f".cmdline={work / 'cmdline'}", "--change-section-vma", ".cmdline=0x30000",
+                    str(EFI_STUB), str(dest)], check=True, capture_output=True)
+    shutil.rmtree(work)
+    return dest
+
+
+def roothash_of_root(erofs: Path) -> str:
+    """The root hash of the slot holding ``erofs`` (the tree the installer seals, qx_common.verity)."""
+    size, sha = erofs.stat().st_size, _sha(erofs)
+    with erofs.open("rb") as f:
+        return verity.build(f, size, verity.params_for(sha)).roothash
+
+
+def _definitions(dest: Path, *, small: bool, old_layout: bool) -> None:
+    """The image's partition definitions into ``dest``: small sizes, the layout from before verity."""
+    dest.mkdir()
+    sizes = (OLD_SMALL_SIZES if small else OLD_SIZES) if old_layout else (SMALL_SIZES if small else {})
+    for conf in sorted((REPO / "image/repart").glob("*.conf")):
+        if old_layout and conf.name.endswith("-verity.conf"):
+            continue
+        text = conf.read_text()
+        if conf.name in sizes:
+            size = sizes[conf.name]
+            text = "\n".join(line for line in text.splitlines() if not line.startswith("SizeM"))
+            text += f"\nSizeMinBytes={size}\n" + ("" if conf.name == "30-data.conf" else f"SizeMaxBytes={size}\n")
+        (dest / conf.name).write_text(text)
+
+
+def make_payload(dest: Path, *, version: str = VERSION, small: bool = True, root_marker: str = "",
+                 verity: bool = False, roothash: str | None = None, old_layout: bool = False) -> Path:
+    """Write an installation payload directory at ``dest`` and return it (see the module docstring)."""
     work = dest.parent / f".{dest.name}-work"
     shutil.rmtree(work, ignore_errors=True)
     (work / "root/etc").mkdir(parents=True)
@@ -48,7 +98,9 @@ def make_payload(dest: Path, *, version: str = VERSION, small: bool = True, root
     root = dest / f"quantix-os_{version}.root.erofs.zst"
     subprocess.run(["zstd", "-q", "-3", "-o", str(root), str(erofs)], check=True)
     uki = dest / f"quantix-os_{version}.efi"
-    uki.write_bytes(b"MZ fake UKI for " + version.encode() + os.urandom(64))
+    cmdline = VERITY_CMDLINE.format(roothash=f"roothash={roothash or roothash_of_root(erofs)}") if verity \
+        else KERNEL_CMDLINE
+    make_uki(uki, cmdline=cmdline, version=version)
     shutil.copyfile(SYSTEMD_BOOT, dest / "systemd-bootx64.efi")
     # Secure Boot enrollment files (signed EFI variable updates in a real build; here their bytes only).
     (dest / "keys/auto").mkdir(parents=True)
@@ -61,15 +113,8 @@ def make_payload(dest: Path, *, version: str = VERSION, small: bool = True, root
     (var / "log").mkdir()
     subprocess.run(["tar", "--zstd", "-cf", str(dest / "data.tar.zst"), "--numeric-owner", "-C", str(var), "."],
                    check=True)
-    (dest / "repart.d").mkdir()
-    for conf in sorted((REPO / "image/repart").glob("*.conf")):
-        text = conf.read_text()
-        if small:
-            size = SMALL_SIZES[conf.name]
-            text = "\n".join(line for line in text.splitlines() if not line.startswith("SizeM"))
-            text += f"\nSizeMinBytes={size}\n" + ("" if conf.name == "30-data.conf" else f"SizeMaxBytes={size}\n")
-        (dest / "repart.d" / conf.name).write_text(text)
-    manifest = {"format": 1, "version": version, "security_epoch": 0, "kernel_cmdline": KERNEL_CMDLINE,
+    _definitions(dest / "repart.d", small=small, old_layout=old_layout)
+    manifest = {"format": 1, "version": version, "security_epoch": 0, "kernel_cmdline": cmdline,
                 "source_date_epoch": 1767225600,
                 "artifacts": {"root": {"file": root.name, "size": root.stat().st_size, "sha256": _sha(root),
                                        "uncompressed_size": erofs.stat().st_size,
