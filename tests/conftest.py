@@ -11,7 +11,7 @@ QEMU_GROUP = "qemu"  # the xdist_group of every test that runs a QEMU guest on t
 # guest takes it when they are done, beside the long scenarios of the QEMU group (one guest mostly keeps
 # one core busy: in a serial run the second core idled; tests/test_suite_plan.py checks the plan).
 LATE_QEMU_GROUP = "qemu-late"
-LATE_QEMU_FILES = ("tests/e2e/test_boot.py", "tests/e2e/test_secure_boot.py")
+LATE_QEMU_FILES = ("tests/e2e/test_boot.py", "tests/e2e/test_secure_boot.py", "tests/e2e/test_verity.py")
 # e2e files that boot no guest: they read the built release or build a second image, and run beside
 # the guests on another worker (tests/test_suite_plan.py checks that they mention no guest).
 E2E_WITHOUT_GUEST = ("tests/e2e/test_layout.py", "tests/e2e/test_repro.py")

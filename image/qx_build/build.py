@@ -1,5 +1,5 @@
-"""One full build: preflight → keys → wheels → mkosi (disk) → ESP entry → signatures checked → artifacts →
-live ESP + ISO → publish.
+"""One full build: preflight → keys → wheels → mkosi (disk) → root payload → verity seal (tree, root hash
+in the UKI) → ESP entry → signatures checked → artifacts → live ESP + ISO → publish.
 
 Outputs land in ``build/`` only at the very end, by rename (see :mod:`qx_build`). ``build/.work`` keeps
 intermediate trees between runs so warm builds are fast; it is never part of a release.
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from qx_common import log
 from qx_common.errors import ExternalError
-from qx_build import artifacts, esp, installpayload, iso, live, mkosi, pe, preflight, secureboot, trust, wheels
+from qx_build import artifacts, esp, installpayload, iso, live, mkosi, preflight, sealing, secureboot, trust, wheels
 from qx_build.paths import REPO, Release, read_mkosi_setting, read_version
 
 
@@ -135,15 +135,21 @@ def run(opts: BuildOptions) -> Release:
                         profile=opts.profile)
     rel = Release(version, out)
     mk_uki = mk.disk.with_suffix(".efi")
-    cmdline = pe.cmdline(mk_uki)
-    secureboot.verify(mk_uki, signing, what="the release's UKI")
-    shutil.copy2(mk_uki, rel.uki)
+    secureboot.verify(mk_uki, signing, what="mkosi's UKI")
     # The disk image is large but sparse: rename it rather than copy it.
     mk.disk.rename(rel.disk)
-    esp.install_slot_a_entry(rel.disk, version=version, base_cmdline=cmdline, source_date_epoch=int(epoch))
-    enroll_keys = verify_esp_signatures(rel.disk, version, signing, work / "esp-check", source_date_epoch=int(epoch))
+    root_raw = mk.disk.with_suffix(".root.raw")
     with phase("compressing the root"):
-        root_info = artifacts.compress_root(mk.disk.with_suffix(".root.raw"), rel.root_payload, profile=opts.profile)
+        root_info = artifacts.compress_root(root_raw, rel.root_payload, profile=opts.profile)
+    # dm-verity: the root's hash tree into root-a-verity, the root hash into the UKI (qx_build.sealing).
+    with phase("verity"):
+        tree = sealing.tree_of(root_raw, int(root_info["slot_size_min"]), str(root_info["uncompressed_sha256"]))
+        sealing.seal_disk(rel.disk, tree)
+        cmdline = sealing.seal_uki(mk_uki, rel.uki, tree.roothash, signing)
+    root_info["verity"] = {"roothash": tree.roothash, "hash_tree_size": len(tree.image),
+                           "data_blocks": tree.data_blocks}
+    esp.install_slot_a(rel.disk, version=version, uki=rel.uki, cmdline=cmdline, source_date_epoch=int(epoch))
+    enroll_keys = verify_esp_signatures(rel.disk, version, signing, work / "esp-check", source_date_epoch=int(epoch))
 
     arts: dict[str, dict[str, object]] = {
         "root": {**artifacts.describe(rel.root_payload), **root_info},

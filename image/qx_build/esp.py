@@ -1,9 +1,9 @@
 """Edit the ESP inside a disk image file with mtools (no mounts, no loop device needed).
 
-mkosi installs the UKI as a type #2 entry (``EFI/Linux/*.efi``), which systemd-boot would boot with
-its embedded ``root=``. Quantix boots every slot through a type #1 entry instead (see
-``qx_update.bootentry``), so :func:`install_slot_a_entry` moves the UKI to ``EFI/quantix/`` and writes
-slot A's entry and ``loader.conf``. Slot A is the factory slot: it has no boot counter (it is good).
+mkosi installs its UKI as a type #2 entry (``EFI/Linux/*.efi``), with the placeholder root hash.
+Quantix boots every slot through a type #1 entry instead (see ``qx_update.bootentry``: boot counting per
+slot), so :func:`install_slot_a` replaces it with the sealed UKI in ``EFI/quantix/`` and writes slot A's
+entry and ``loader.conf``. Slot A is the factory slot: it has no boot counter (it is good).
 """
 
 from __future__ import annotations
@@ -36,14 +36,22 @@ class EspImage:
         out = self._m("mdir", "-b", f"::/{directory}")
         return sorted(Path(line.strip()).name for line in out.splitlines() if line.strip())
 
+    def is_dir(self, directory: str) -> bool:
+        try:
+            self._m("mdir", "-b", f"::/{directory}")
+        except Exception:  # noqa: BLE001 - mdir fails exactly when the directory is missing
+            return False
+        return True
+
     def mkdir(self, directory: str) -> None:
         parts = directory.strip("/").split("/")
         for i in range(1, len(parts) + 1):
             sub = "/".join(parts[:i])
-            try:
-                self._m("mdir", "-b", f"::/{sub}")
-            except Exception:  # noqa: BLE001 - mdir fails exactly when the directory is missing
+            if not self.is_dir(sub):
                 self._m("mmd", f"::/{sub}")
+
+    def delete(self, path: str) -> None:
+        self._m("mdel", f"::/{path}")
 
     def move(self, src: str, dst: str) -> None:
         self._m("mmove", "-D", "o", f"::/{src}", f"::/{dst}")
@@ -69,15 +77,19 @@ class EspImage:
         return local
 
 
-def install_slot_a_entry(image: Path, *, version: str, base_cmdline: str, source_date_epoch: int) -> None:
-    log.step("esp: slot A boot entry and loader.conf")
+def install_slot_a(image: Path, *, version: str, uki: Path, cmdline: str, source_date_epoch: int) -> None:
+    """Make ``uki`` (the sealed UKI of ``version``, :mod:`qx_build.sealing`) the ESP's only UKI and slot A's
+    entry, with ``loader.conf``. mkosi's own copy (``EFI/Linux``, with the placeholder root hash) and the
+    UKI of an earlier release (a derived test disk) are removed: no entry could boot them."""
+    log.step("esp: slot A's UKI, boot entry and loader.conf")
     esp = EspImage(image, source_date_epoch=source_date_epoch)
-    ukis = [n for n in esp.list("EFI/Linux") if n.lower().endswith(".efi")]
-    if len(ukis) != 1:
-        raise UserError(f"expected exactly one UKI in the ESP's EFI/Linux, found {ukis or 'none'}")
+    for directory in ("EFI/Linux", bootentry.UKI_DIR):
+        for name in esp.list(directory) if esp.is_dir(directory) else []:
+            if name.lower().endswith(".efi"):
+                esp.delete(f"{directory}/{name}")
     esp.mkdir(bootentry.UKI_DIR)
-    esp.move(f"EFI/Linux/{ukis[0]}", bootentry.uki_path(version))
+    esp.copy_in(uki, bootentry.uki_path(version))
     esp.mkdir(bootentry.ENTRIES_DIR)
     esp.write_text(f"{bootentry.ENTRIES_DIR}/{bootentry.EntryName('a').filename}",
-                   bootentry.render_entry(version=version, slot="a", base_cmdline=base_cmdline))
+                   bootentry.render_entry(version=version, slot="a", base_cmdline=cmdline))
     esp.write_text(bootentry.LOADER_CONF, bootentry.render_loader_conf())

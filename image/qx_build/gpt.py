@@ -12,6 +12,7 @@ from qx_common.errors import UserError
 SECTOR = 512
 ESP_TYPE = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"
 ROOT_X86_64_TYPE = "4f68bce3-e8cd-4db1-96e7-fbcaf984b709"
+ROOT_X86_64_VERITY_TYPE = "2c7357ed-ebd2-46d9-aec1-23d437ec2bf5"
 LINUX_GENERIC_TYPE = "0fc63daf-8483-4772-8e79-3d69d8477de4"
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from qx_common import log
 from qx_common import run as r
-from qx_build import erofs, mkosi, pe, wheels
+from qx_build import erofs, mkosi, pe, sealing, wheels
 from qx_build.hashing import sha256_file
 from qx_build.paths import REPO, Release, read_mkosi_setting, read_version
 
@@ -118,8 +118,13 @@ def run(build_dir: Path) -> int:
     profile = manifest["artifacts"]["root"].get("compression", {}).get("profile", "release")
     mkosi.build("disk", version=version, output_dir=second_dir, source_date_epoch=epoch, incremental=False,
                 extra=build.mkosi_args(signing, profile))
-    results = compare(first_root, first_uki, second_dir / f"quantix-os_{version}.root.raw",
-                      second_dir / f"quantix-os_{version}.efi")
+    # Sealed as the first build's UKI was: the second root's own root hash on its command line.
+    second_root = second_dir / f"quantix-os_{version}.root.raw"
+    fs_size = erofs.filesystem_size(second_root)
+    tree = sealing.tree_of(second_root, fs_size, sha256_file(second_root, limit=fs_size, label="hashing root"))
+    second_uki = second_dir / f"quantix-os_{version}.sealed.efi"
+    sealing.seal_uki(second_dir / f"quantix-os_{version}.efi", second_uki, tree.roothash, signing)
+    results = compare(first_root, first_uki, second_root, second_uki)
     ok = True
     for c in results:
         if c.same:

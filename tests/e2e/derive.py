@@ -11,8 +11,10 @@ built erofs root is unpacked once, then for each derived version the tree gets
 * optionally units masked — the "bad release" whose health gate fails,
 
 and is packed with ``mkfs.erofs`` and ``zstd`` into a release directory exactly as ``make image``
-lays one out (root payload, the built UKI, manifest, SHA256SUMS), which ``qx-release publish``
-accepts. Everything else — kernel, initrd, systemd, libvirt, our code — is the built image's.
+lays one out (root payload, UKI, manifest, SHA256SUMS), which ``qx-release publish`` accepts. The UKI
+is the built one sealed for the derived root, as the build seals its own (:mod:`qx_build.sealing`):
+its command line carries the derived root's dm-verity root hash, signed again with the build's Secure
+Boot key. Everything else — kernel, initrd, systemd, libvirt, our code — is the built image's.
 
 Needs root (loop mount of the erofs root).
 """
@@ -27,8 +29,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from qx_build import artifacts, gpt
-from qx_build.paths import Release
+from qx_build import artifacts, esp, gpt, sealing, secureboot
+from qx_build.paths import REPO, Release, read_mkosi_setting
+from qx_common import verity
 
 HERE = Path(__file__).resolve().parent
 AGENT_UNIT = """\
@@ -66,6 +69,9 @@ class Derived:
     version: str
     release_dir: Path  # what qx-release publishes
     erofs: Path        # the uncompressed root filesystem (what the slot holds)
+    tree: verity.Tree  # its dm-verity hash tree (what the slot's verity partition holds)
+    uki: Path          # the UKI sealed with tree.roothash
+    cmdline: str       # that UKI's command line
 
 
 class RootTree:
@@ -121,18 +127,24 @@ class RootTree:
         payload = out / f"{name}.root.erofs.zst"
         _run("zstd", "-q", "-3", "-T0", erofs, "-o", payload)
         uki = out / f"{name}.efi"
-        shutil.copyfile(self.base.uki, uki)
         size = erofs.stat().st_size
         from qx_build.hashing import sha256_file
 
-        manifest = {**self.manifest, "version": version, "security_epoch": security_epoch, "artifacts": {
-            "root": {**artifacts.describe(payload), "uncompressed_size": size,
-                     "uncompressed_sha256": sha256_file(erofs), "slot_size_min": size},
-            "uki": artifacts.describe(uki)}}
+        slot_sha256 = sha256_file(erofs)
+        tree = sealing.tree_of(erofs, size, slot_sha256)
+        signing = secureboot.resolve(None, None, dev_keys=REPO / "build" / "keys")
+        cmdline = sealing.seal_uki(self.base.uki, uki, tree.roothash, signing)
+        manifest = {**self.manifest, "version": version, "security_epoch": security_epoch, "kernel_cmdline": cmdline,
+                    "artifacts": {
+                        "root": {**artifacts.describe(payload), "uncompressed_size": size,
+                                 "uncompressed_sha256": slot_sha256, "slot_size_min": size,
+                                 "verity": {"roothash": tree.roothash, "hash_tree_size": len(tree.image),
+                                            "data_blocks": tree.data_blocks}},
+                        "uki": artifacts.describe(uki)}}
         manifest_path = out / f"{name}.manifest.json"
         manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         artifacts.write_sha256sums(out / "SHA256SUMS", [payload, uki, manifest_path])
-        return Derived(version, out, erofs)
+        return Derived(version, out, erofs, tree, uki, cmdline)
 
     def _set_version(self, version: str) -> None:
         osrel = self.tree / "usr/lib/os-release"
@@ -145,15 +157,19 @@ class RootTree:
         osrel.write_text("\n".join(lines) + "\n")
 
 
-def disk_with_root_a(base_disk: Path, erofs: Path, out: Path) -> Path:
-    """A copy of the built disk image (sparse) whose root-a slot holds ``erofs``."""
+def disk_with_root_a(base_disk: Path, rel: Derived, out: Path) -> Path:
+    """A copy of the built disk image (sparse) whose slot A holds ``rel``: its root, sealed (hash tree and
+    partition UUIDs), and its UKI as slot A's boot entry."""
     _run("cp", "--sparse=always", base_disk, out)
     (part,) = [p for p in gpt.read_table(out) if p.name == "root-a"]
-    size = erofs.stat().st_size
-    assert size <= part.size, f"{erofs} ({size} bytes) does not fit root-a ({part.size} bytes)"
-    with erofs.open("rb") as src, out.open("r+b") as dst:
+    size = rel.erofs.stat().st_size
+    assert size <= part.size, f"{rel.erofs} ({size} bytes) does not fit root-a ({part.size} bytes)"
+    with rel.erofs.open("rb") as src, out.open("r+b") as dst:
         dst.seek(part.start)
         shutil.copyfileobj(src, dst, 4 << 20)
         dst.flush()
         os.fsync(dst.fileno())
+    sealing.seal_disk(out, rel.tree)
+    esp.install_slot_a(out, version=rel.version, uki=rel.uki, cmdline=rel.cmdline,
+                       source_date_epoch=int(read_mkosi_setting("SourceDateEpoch")))
     return out

@@ -177,10 +177,14 @@ def test_unattended_install_then_reinstall_keeping_data(release: Release, guest_
     assert "QUANTIX-INSTALL-ANSWER source=" in iso.log()
 
     with _disk(target) as parts:
-        assert list(parts) == ["esp", "root-a", "root-b", "quantix-data"], parts
+        assert list(parts) == ["esp", "root-a", "root-a-verity", "root-b", "root-b-verity", "quantix-data"], parts
         assert _esp_list(parts["esp"], "loader/entries") == ["quantix-a.conf"]
         entry = _esp_text(parts["esp"], "loader/entries/quantix-a.conf")
-        assert f"version {release.version}" in entry and "root=PARTLABEL=root-a" in entry
+        roothash = json.loads(release.manifest.read_text())["artifacts"]["root"]["verity"]["roothash"]
+        assert f"version {release.version}" in entry and f"roothash={roothash}" in entry.split()
+        # Slot A is sealed: its tree verifies the installed root against the UKI's root hash.
+        subprocess.run(["veritysetup", "verify", parts["root-a"], parts["root-a-verity"], roothash],
+                       check=True, capture_output=True)
         with _mounted(parts["quantix-data"], ro=True) as data:
             marker = json.loads((data / "lib/quantix/install.json").read_text())
             assert marker["state"] == "complete" and marker["mode"] == "wipe" and marker["source"] == "answer-file"

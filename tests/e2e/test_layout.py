@@ -12,6 +12,7 @@ import pytest
 
 from qx_build import erofs, esp, gpt, pe, size
 from qx_build.paths import Release, read_mkosi_setting
+from qx_common import verity
 from qx_update import bootentry
 
 GiB = 1024**3
@@ -19,17 +20,47 @@ READ_ONLY_BIT = 60  # GPT attribute bits (UAPI discoverable partitions spec)
 NO_AUTO_BIT = 63
 
 
-def test_partition_table_is_exactly_esp_root_a_root_b_data(release: Release) -> None:
+def test_partition_table_is_exactly_esp_slots_with_verity_and_data(release: Release) -> None:
     parts = gpt.read_table(release.disk)
-    assert [p.name for p in parts] == ["esp", "root-a", "root-b", "quantix-data"]
+    assert [p.name for p in parts] == ["esp", "root-a", "root-a-verity", "root-b", "root-b-verity", "quantix-data"]
     by = {p.name: p for p in parts}
     assert by["esp"].type == gpt.ESP_TYPE
     assert by["root-a"].type == by["root-b"].type == gpt.ROOT_X86_64_TYPE
+    assert by["root-a-verity"].type == by["root-b-verity"].type == gpt.ROOT_X86_64_VERITY_TYPE
     assert by["quantix-data"].type == gpt.LINUX_GENERIC_TYPE
-    assert by["root-a"].size == by["root-b"].size == 2 * GiB
+    # A slot with its verity partition takes 2 GiB, as a slot did before verity: the data partition of a
+    # host installed then starts where this layout's does (an install with "keep data" keeps it in place).
+    assert by["root-a"].size + by["root-a-verity"].size == by["root-b"].size + by["root-b-verity"].size == 2 * GiB
+    assert by["quantix-data"].start == by["esp"].start + by["esp"].size + 4 * GiB
+    assert verity.tree_size(by["root-a"].size) <= by["root-a-verity"].size
     assert f"GUID:{READ_ONLY_BIT}" in by["root-a"].attrs.replace(" ", ",") or str(READ_ONLY_BIT) in by["root-a"].attrs
-    for slot in ("root-a", "root-b"):
-        assert str(NO_AUTO_BIT) in by[slot].attrs, f"{slot} must be excluded from GPT auto-discovery"
+    for name in ("root-a", "root-b", "root-a-verity", "root-b-verity"):
+        assert str(NO_AUTO_BIT) in by[name].attrs, f"{name} must be excluded from GPT auto-discovery"
+
+
+def test_slot_a_is_sealed_for_the_root_hash_on_the_uki(release: Release, tmp_path: Path) -> None:
+    """The UKI's signed command line names slot A's partitions by its root hash, and slot A's verity
+    partition holds the tree of exactly the root payload's bytes (veritysetup, cryptsetup's own check)."""
+    roothash = verity.roothash_of(pe.cmdline(release.uki))
+    assert roothash is not None and "root=/dev/mapper/root" in pe.cmdline(release.uki).split()
+    m = json.loads(release.manifest.read_text())["artifacts"]["root"]
+    assert m["verity"]["roothash"] == roothash
+    by = {p.name: p for p in gpt.read_table(release.disk)}
+    assert (by["root-a"].uuid, by["root-a-verity"].uuid) == verity.partuuids(roothash)
+    data, tree = tmp_path / "root", tmp_path / "tree"
+    with release.disk.open("rb") as f:
+        f.seek(by["root-a"].start)
+        data.write_bytes(f.read(m["slot_size_min"]))
+        f.seek(by["root-a-verity"].start)
+        tree.write_bytes(f.read(by["root-a-verity"].size))
+    subprocess.run(["veritysetup", "verify", data, tree, roothash], check=True, capture_output=True)
+    # One changed block of the root and the same check fails: what the kernel's dm-verity reports as an I/O error.
+    with data.open("r+b") as f:
+        f.seek(len(data.read_bytes()) // 2)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 1]))
+    assert subprocess.run(["veritysetup", "verify", data, tree, roothash], capture_output=True).returncode != 0
 
 
 def test_root_b_is_empty_and_root_a_is_erofs(release: Release) -> None:
@@ -41,9 +72,11 @@ def test_root_b_is_empty_and_root_a_is_erofs(release: Release) -> None:
         assert int.from_bytes(f.read(4), "little") == erofs.EROFS_MAGIC
 
 
-def test_esp_boots_slot_a_through_a_type1_entry(release: Release) -> None:
+def test_esp_boots_slot_a_through_a_type1_entry(release: Release, tmp_path: Path) -> None:
     e = esp.EspImage(release.disk, source_date_epoch=int(read_mkosi_setting("SourceDateEpoch")))
     assert e.list("EFI/quantix") == [f"quantix-os_{release.version}.efi"]
+    assert e.list("EFI/Linux") == [], "mkosi's UKI (placeholder root hash) must not stay on the ESP"
+    assert e.copy_out(bootentry.uki_path(release.version), tmp_path / "uki.efi").read_bytes() == release.uki.read_bytes()
     assert e.list("loader/entries") == ["quantix-a.conf"]
     entry = bootentry.parse_entry(e.read_text("loader/entries/quantix-a.conf"))
     assert entry["efi"] == f"/{bootentry.uki_path(release.version)}"

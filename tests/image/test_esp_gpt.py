@@ -56,26 +56,31 @@ def test_read_table_refuses_a_non_gpt_file(tmp_path: Path) -> None:
         gpt.read_table(f)
 
 
-def test_slot_a_entry_moves_the_uki_and_writes_entry_and_loader_conf(tmp_path: Path) -> None:
+def test_slot_a_gets_the_sealed_uki_and_its_entry_and_loader_conf(tmp_path: Path) -> None:
     img = _disk_with_esp(tmp_path, ["quantix-os-6.12.0-amd64.efi"])
-    cmdline = "root=PARTLABEL=root-a rootfstype=erofs ro console=tty1 console=ttyS0,115200"
-    esp.install_slot_a_entry(img, version="1.2.3", base_cmdline=cmdline, source_date_epoch=EPOCH)
+    sealed = tmp_path / "sealed.efi"
+    sealed.write_bytes(b"MZ-sealed")
+    cmdline = f"root=/dev/mapper/root rootfstype=erofs ro roothash={'ab' * 32} console=tty1 console=ttyS0,115200"
+    esp.install_slot_a(img, version="1.2.3", uki=sealed, cmdline=cmdline, source_date_epoch=EPOCH)
 
     e = esp.EspImage(img, source_date_epoch=EPOCH)
-    assert e.list("EFI/Linux") == []
+    assert e.list("EFI/Linux") == [], "mkosi's UKI (placeholder root hash) is removed"
     assert e.list("EFI/quantix") == ["quantix-os_1.2.3.efi"]
+    assert e.copy_out("EFI/quantix/quantix-os_1.2.3.efi", tmp_path / "out.efi").read_bytes() == b"MZ-sealed"
     entry = bootentry.parse_entry(e.read_text("loader/entries/quantix-a.conf"))
     assert entry["efi"] == "/EFI/quantix/quantix-os_1.2.3.efi"
     assert entry["version"] == "1.2.3" and entry["sort-key"] == "quantix-os"
-    assert entry["options"].split()[0] == "root=PARTLABEL=root-a"
-    assert "console=ttyS0,115200" in entry["options"]
+    assert entry["options"] == cmdline, "a verity command line is the entry's as it is"
     assert "default quantix-*" in e.read_text("loader/loader.conf")
 
 
-def test_slot_a_entry_refuses_ambiguous_ukis(tmp_path: Path) -> None:
-    img = _disk_with_esp(tmp_path, ["one.efi", "two.efi"])
-    with pytest.raises(UserError, match="exactly one UKI"):
-        esp.install_slot_a_entry(img, version="1.2.3", base_cmdline="ro", source_date_epoch=EPOCH)
-    # Nothing was moved or written.
+def test_slot_a_of_a_derived_disk_replaces_the_earlier_uki(tmp_path: Path) -> None:
+    img = _disk_with_esp(tmp_path, ["mkosi.efi"])
+    first, second = tmp_path / "first.efi", tmp_path / "second.efi"
+    first.write_bytes(b"MZ-1")
+    second.write_bytes(b"MZ-2")
+    esp.install_slot_a(img, version="1.2.3", uki=first, cmdline="ro", source_date_epoch=EPOCH)
+    esp.install_slot_a(img, version="1.2.4", uki=second, cmdline="ro", source_date_epoch=EPOCH)
     e = esp.EspImage(img, source_date_epoch=EPOCH)
-    assert e.list("EFI/Linux") == ["one.efi", "two.efi"]
+    assert e.list("EFI/quantix") == ["quantix-os_1.2.4.efi"]
+    assert bootentry.parse_entry(e.read_text("loader/entries/quantix-a.conf"))["version"] == "1.2.4"
