@@ -106,7 +106,8 @@ def superblock(params: Params, data_blocks: int) -> bytes:
 
 def build(src: BinaryIO, data_size: int, params: Params, *,
           progress: Callable[[int], None] | None = None) -> Tree:
-    """The tree of the first ``data_size`` bytes read from ``src`` (from its current position)."""
+    """The tree of the first ``data_size`` bytes read from ``src`` (from its current position; short reads
+    are read on, :func:`_read_exactly`). Raises :class:`VerityError` when ``src`` ends before them."""
     n = _blocks(data_size)
     base = hashlib.sha256(params.salt)
     level = bytearray()
@@ -114,7 +115,7 @@ def build(src: BinaryIO, data_size: int, params: Params, *,
     chunk_size = 256 * BLOCK
     while remaining:
         want = min(chunk_size, remaining)
-        buf = src.read(want)
+        buf = _read_exactly(src, want)
         if len(buf) != want:
             raise VerityError(f"the data ended {remaining - len(buf)} bytes before its {data_size} bytes")
         mv = memoryview(buf)
@@ -137,6 +138,19 @@ def build(src: BinaryIO, data_size: int, params: Params, *,
         level = nxt
     sb = superblock(params, n).ljust(BLOCK, b"\0")
     return Tree(roothash=bytes(level).hex(), image=sb + b"".join(reversed(levels)), data_blocks=n)
+
+
+def _read_exactly(src: BinaryIO, n: int) -> bytes:
+    """``n`` bytes of ``src``, fewer only at its end (a read that gives nothing: ``b""``, or None from a
+    non-blocking stream): a raw stream — a block device opened unbuffered, a pipe — may return less than
+    asked without being at its end."""
+    buf = src.read(n) or b""
+    if len(buf) == n:
+        return buf
+    out = bytearray(buf)
+    while len(out) < n and (more := src.read(n - len(out))):
+        out += more
+    return bytes(out)
 
 
 def partuuids(roothash: str) -> tuple[str, str]:

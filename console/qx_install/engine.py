@@ -273,16 +273,20 @@ def plan(disk: Disk, *, payload: Payload, mode: str, host: HostConfig | None, ro
 
 
 def _check_verity_definitions(payload: Payload) -> None:
-    """A dm-verity release's partition definitions give both slots a verity partition that holds a tree
-    of the slot's size."""
+    """A dm-verity release's root is whole 4 KiB blocks (what a hash tree covers), and its partition
+    definitions give both slots a verity partition that holds a tree of the slot's size."""
+    try:
+        need = verity.tree_size(payload.slot_size)
+    except verity.VerityError as e:
+        raise UserError(f"installation medium: the root's uncompressed_size in the manifest: {e}",
+                        hint="the medium holds a broken release: rebuild it with make image") from e
     defs = {d.label: d for d in payload.definitions()}
     for slot in ("a", "b"):
         d = defs.get(verity_label(slot))
         if d is None:
             raise UserError(f"installation medium: the UKI boots dm-verity but the partition definitions have no "
                             f"{verity_label(slot)}", hint="the medium mixes two builds: rebuild it with make image")
-        if verity.tree_size(payload.slot_size) > d.min_bytes:
-            need = verity.tree_size(payload.slot_size)
+        if need > d.min_bytes:
             raise UserError(f"installation medium: the root's hash tree ({_human(need)}) does not fit "
                             f"{verity_label(slot)} ({_human(d.min_bytes)})",
                             hint="enlarge image/repart/*-verity.conf and rebuild the medium")

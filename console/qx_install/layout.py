@@ -18,7 +18,8 @@ keeps its place. :func:`conversion` computes the new table for such a disk, :fun
   written. The disk's GUID and usable range are kept too.
 
 Invariants: :func:`conversion` writes nothing to the disk and refuses (:class:`UserError`) a disk whose new
-slots would not fit the region, or which has a partition other than the slots inside it; :func:`write`
+slots would not fit the region, which has a partition other than the slots inside it, or a slot outside
+it (the new table would name two partitions alike); :func:`write`
 checks after writing that the data partition's entry is the one it had. The slots' old contents are
 lost (a keep-data install rewrites slot A and clears slot B), so the caller converts only after removing
 every boot entry (:mod:`qx_install.engine`): a cut while util-linux writes the table (backup header and
@@ -133,6 +134,10 @@ def conversion(disk: str, payload: Payload, *, disk_size: int) -> Conversion | N
                         f"partition, this disk has {have}",
                         hint="choose mode 'wipe' (erases the data partition: back it up first)")
     kept = [p for p in table["partitions"] if p not in inside]
+    if outside := [p.get("name") for p in kept if p.get("name") in slot_names]:
+        # Kept beside the new slots of the same name: two partitions one label names (qx-update writes by label).
+        raise UserError(f"{disk}: partition {', '.join(outside)} lies outside the slots' region (from root-a to the "
+                        "data partition)", hint="this is not a layout an install made: choose mode 'wipe'")
     for p in kept:
         if not _SAFE_NAME.match(p.get("name", "")):
             raise UserError(f"{disk}: partition {p.get('node', '?')} has a name sfdisk cannot be given back "
@@ -156,20 +161,33 @@ def _overlaps(p: dict[str, Any], start: int, end: int) -> bool:
     return int(p["start"]) < end and int(p["start"]) + int(p["size"]) > start
 
 
+_SCRATCH_SECTOR = 512   # sfdisk reads an image file's GPT in 512-byte sectors only (it has no --sector-size)
+
+
 def _scratch_layout(payload: Payload, disk_size: int, sector_size: int, wanted: list[str]) -> list[dict[str, Any]]:
     """The slot partitions systemd-repart makes from the payload's definitions on an empty image of
-    ``disk_size`` bytes (sparse, in a private temporary directory), by start."""
+    ``disk_size`` bytes (sparse, in a private temporary directory), by start, in sectors of ``sector_size``
+    bytes. The image has 512-byte sectors whatever the disk's (a 4 KiB-sector GPT in a file is one sfdisk
+    cannot read): the slots' sizes and 4 KiB alignment are in bytes, so they are the same; a slot that
+    would not fall on the disk's sectors is refused."""
     with tempfile.TemporaryDirectory(prefix="qx-install-layout-") as tmp:
         defs, img = Path(tmp) / "repart.d", Path(tmp) / "layout.img"
         write_definitions(payload, defs, bare=True)
         with img.open("wb") as f:
             f.truncate(disk_size)
         r.run(["systemd-repart", "--dry-run=no", "--empty=force", "--no-pager", "--seed=random", "--offline=yes",
-               "--json=off", f"--sector-size={sector_size}", f"--definitions={defs}", str(img)])
+               "--json=off", f"--sector-size={_SCRATCH_SECTOR}", f"--definitions={defs}", str(img)])
         parts = [p for p in read_table(img)["partitions"] if p.get("name") in wanted]
     if sorted(p["name"] for p in parts) != sorted(wanted):
         raise InternalError(f"systemd-repart made {[p.get('name') for p in parts]}, not the slots {wanted}")
-    return sorted(parts, key=lambda p: int(p["start"]))
+    out = []
+    for p in parts:
+        start, size = int(p["start"]) * _SCRATCH_SECTOR, int(p["size"]) * _SCRATCH_SECTOR
+        if start % sector_size or size % sector_size:
+            raise InternalError(f"the payload's partition {p['name']} ({size} bytes at {start}) does not fall on "
+                                f"the disk's {sector_size}-byte sectors")
+        out.append({**p, "start": start // sector_size, "size": size // sector_size})
+    return sorted(out, key=lambda p: int(p["start"]))
 
 
 def _shifted(parts: list[dict[str, Any]], start: int) -> list[dict[str, Any]]:

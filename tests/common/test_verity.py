@@ -100,3 +100,29 @@ def test_mkosi_conf_carries_the_placeholder() -> None:
     words = " ".join([value[0], *lines[start + 1:end]]).split()
     assert verity.ROOTHASH_PLACEHOLDER in words and "root=/dev/mapper/root" in words
     assert not [w for w in words if w.startswith("root=PARTLABEL")]
+
+
+class _Trickle(io.RawIOBase):
+    """A raw (unbuffered) stream that returns at most 1000 bytes a read, as a block device or pipe read
+    without a buffer may: short reads that are not the end of the data."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data, self._at = data, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: bytearray) -> int:  # type: ignore[override]
+        n = min(len(b), 1000, len(self._data) - self._at)
+        b[:n] = self._data[self._at:self._at + n]
+        self._at += n
+        return n
+
+
+def test_short_reads_are_not_the_end_of_the_data() -> None:
+    data = os.urandom(300 * verity.BLOCK)
+    params = verity.params_for(SHA)
+    whole = verity.build(io.BytesIO(data), len(data), params)
+    assert verity.build(_Trickle(data), len(data), params) == whole
+    with pytest.raises(verity.VerityError, match="ended 4096 bytes before"):
+        verity.build(_Trickle(data[:-verity.BLOCK]), len(data), params)

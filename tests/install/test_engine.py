@@ -374,6 +374,45 @@ def test_keep_data_converts_a_disk_installed_before_verity(tmp_path: Path,
     assert _options(disk, "quantix-b+3.conf") == _uki_cmdline(newer, "0.9.3")
 
 
+def test_a_medium_whose_root_is_not_whole_4k_blocks_is_refused_as_a_broken_medium(
+        tmp_path: Path, loop_disk: Callable[..., LoopDisk]) -> None:
+    """A dm-verity medium whose manifest gives the root a size that is no whole number of 4 KiB blocks
+    (no hash tree covers it): refused as a broken medium (exit 2, the field and the fix), not an
+    internal error, before the disk is touched."""
+    payload = make_payload(tmp_path / "payload", verity=True)
+    mf = payload / f"quantix-os_{VERSION}.manifest.json"
+    manifest = json.loads(mf.read_text())
+    manifest["artifacts"]["root"]["uncompressed_size"] -= 1
+    mf.write_text(json.dumps(manifest))
+    disk = loop_disk(300)
+    before = _table(disk)
+    res = _install(tmp_path, disk, payload, _answer())
+    assert res.returncode == 2, res.stderr
+    assert "installation medium" in res.stderr and "multiple of 4096" in res.stderr, res.stderr
+    assert "internal error" not in res.stderr
+    assert _table(disk) == before
+
+
+def test_an_upgrade_to_the_release_the_other_slot_holds_is_refused_before_anything_is_written(
+        tmp_path: Path, loop_disk: Callable[..., LoopDisk]) -> None:
+    """One release in both slots would give two partitions of the disk the UUIDs its root hash names: the
+    initrd (udev's by-partuuid link: whichever partition came last) and qx_common.slot.booted_slot could
+    then take either slot for the other — slot B's entry could boot slot A, and qx-update, believing A the
+    running slot, would refuse every later update as writing it. Refused, with nothing written."""
+    payload = make_payload(tmp_path / "payload", verity=True)
+    disk = loop_disk(300)
+    _ok(_install(tmp_path, disk, payload, _answer()))
+    roothash = roothash_of_root_payload(payload)
+    before = (_table(disk), _entries(disk), _slot_sha(_part(disk, "root-b"), 56 * 1024**2))
+    res = _install(tmp_path, disk, payload, _answer("upgrade"))
+    assert res.returncode == 3, res.stderr
+    assert "root-a already carries" in res.stderr and "keep-data" in res.stderr, res.stderr
+    assert (_table(disk), _entries(disk), _slot_sha(_part(disk, "root-b"), 56 * 1024**2)) == before
+    uuids = [p["uuid"].lower() for p in _table(disk)]
+    assert all(uuids.count(u) == 1 for u in verity.partuuids(roothash))
+    _assert_sealed(disk, "a", roothash)
+
+
 @pytest.mark.parametrize("point", ["install-retired", "install-converted", "written", "install-sealed"])
 def test_a_converting_keep_data_killed_at_any_step_keeps_the_data(
         tmp_path: Path, loop_disk: Callable[..., LoopDisk], point: str) -> None:

@@ -130,3 +130,60 @@ def test_a_disk_whose_slots_cannot_be_converted_is_refused_and_left_as_it_is(
     with pytest.raises(UserError, match="need .* bytes before the data partition"):
         layout.conversion(str(fresh), payloadmod.open_payload(big), disk_size=SIZE)
     assert list(_entries(fresh)) == ["esp", "root-a", "root-b", "quantix-data"]
+
+
+@pytest.mark.root
+def test_a_4k_sector_disk_is_converted_like_a_512_byte_one(
+        payloads: tuple[payloadmod.Payload, payloadmod.Payload], tmp_path: Path) -> None:
+    """A 4Kn disk (sfdisk: sector size 4096) converts as a 512-byte one does: the scratch layout is read
+    back in the disk's own sectors (sfdisk reads an image file's GPT in 512-byte sectors only, so a 4 KiB
+    scratch image read as one has no slots at all), and the ESP and data partition keep their entries."""
+    old, new = payloads
+    img = tmp_path / "disk4k.img"
+    defs = tmp_path / "defs-4k"
+    layout.write_definitions(old, defs, bare=True)
+    with img.open("wb") as f:
+        f.truncate(SIZE)
+    subprocess.run(["systemd-repart", "--dry-run=no", "--empty=force", "--no-pager", "--offline=yes", "--json=off",
+                    "--sector-size=4096", f"--definitions={defs}", str(img)], check=True, capture_output=True)
+    dev = subprocess.run(["losetup", "-f", "--show", "-b", "4096", str(img)], check=True, capture_output=True,
+                         text=True).stdout.strip()
+    try:
+        disk = Path(dev)
+        before = _entries(disk)
+        assert list(before) == ["esp", "root-a", "root-b", "quantix-data"]
+        conv = layout.conversion(dev, new, disk_size=SIZE)
+        assert conv is not None and int(conv.table["sectorsize"]) == 4096
+        assert conv.size_of("root-a") == 56 * 1024**2 and conv.size_of("root-a-verity") == 8 * 1024**2
+        layout.write(conv)
+        after = _entries(disk)
+        assert list(after) == LAYOUT
+        for name in ("esp", "quantix-data"):
+            assert after[name] == before[name], name
+        # The slots fill the old slots' place, in 4 KiB sectors: root-a where it was, root-b-verity ending
+        # where root-b did.
+        assert after["root-a"]["start"] == before["root-a"]["start"]
+        assert (after["root-b-verity"]["start"] + after["root-b-verity"]["size"]
+                == before["root-b"]["start"] + before["root-b"]["size"])
+        assert layout.conversion(dev, new, disk_size=SIZE) is None
+    finally:
+        subprocess.run(["losetup", "-d", dev], check=False)
+
+
+def test_a_slot_outside_the_slots_region_is_refused(
+        payloads: tuple[payloadmod.Payload, payloadmod.Payload], tmp_path: Path) -> None:
+    """root-b after the data partition (root-a large enough for all the new slots): the region before the
+    data partition holds only root-a, and root-b would have been kept beside the new root-b — two
+    partitions named root-b, one of which qx-update would write by its label. Refused, the disk untouched."""
+    _, new = payloads
+    disk = tmp_path / "disk.img"
+    with disk.open("wb") as f:
+        f.truncate(SIZE)
+    subprocess.run(["sfdisk", "-q", str(disk)], check=True, text=True, input=(
+        "label: gpt\nsize=10MiB, name=esp\nsize=150MiB, name=root-a\nsize=64MiB, name=quantix-data\n"
+        "size=40MiB, name=root-b\n"))
+    before = _entries(disk)
+    with pytest.raises(UserError, match="root-b lies outside") as e:
+        layout.conversion(str(disk), new, disk_size=SIZE)
+    assert "wipe" in (e.value.hint or "")
+    assert _entries(disk) == before

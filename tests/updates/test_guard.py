@@ -53,3 +53,13 @@ def test_a_slot_beside_the_verity_root_is_written(tmp_path: Path, loop: Path) ->
     other = os.makedev(7, 250)  # some other partition holds the running root
     sys_block = _sysfs(tmp_path, os.stat(tmp_path).st_dev, [other])
     slots.guard_not_running(loop, tmp_path / "other-slot", root=tmp_path, sys_block=sys_block)
+
+
+def test_a_verity_partition_below_the_verity_root_is_refused(tmp_path: Path, loop: Path) -> None:
+    """[verity] b naming the running root's hash device (/dev/mapper/root is built on it too): sealing
+    slot B would write B's tree over the tree the running root is verified against."""
+    sys_block = _sysfs(tmp_path, os.stat(tmp_path).st_dev, [os.makedev(7, 250), os.stat(loop).st_rdev])
+    with pytest.raises(InternalError, match="built on it"):
+        slots.guard_verity(loop, field="verity.b", label="root-b-verity", slot=tmp_path / "slot-b",
+                           running=tmp_path / "slot-a", running_verity=tmp_path / "verity-a", root=tmp_path,
+                           sys_block=sys_block)

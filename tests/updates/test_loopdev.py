@@ -158,3 +158,43 @@ def test_a_verity_apply_killed_before_the_switch_boots_nothing_new(
     assert (b == sealed) if point == "sealed" else (b != sealed and b != (old["root-b"], old["root-b-verity"]))
     assert host.json("apply")["applied"]["version"] == "1.1.0"
     _assert_sealed(disk, "b", rel.roothash, len(rel.slot_bytes))
+
+
+@pytest.mark.parametrize("victim", ["root-a", "root-a-verity", "root-b"])
+def test_a_verity_path_naming_another_slot_partition_by_another_name_is_refused(
+        host: Host, repo: TufRepo, loop_disk: Callable[..., LoopGpt], victim: str) -> None:
+    """[verity] b given as another name of the running slot, of the running slot's hash partition, or of
+    slot B itself (a udev link, /dev/sdX — the config's own check compares the paths as written): refused
+    before anything is written. Before, unseal gave that partition a random UUID and seal wrote slot B's
+    hash tree over it — the running root's own data or hash tree."""
+    disk = loop_disk(VERITY_LAYOUT)
+    host.slots = _slots(disk)
+    alias = host.dir / "by-id" / f"alias-of-{victim}"
+    alias.parent.mkdir()
+    alias.symlink_to(disk.nodes[victim])
+    host.with_verity({"a": disk.nodes["root-a-verity"], "b": alias})
+    repo.add_release("1.1.0", slot_bytes=payload(56), channels=["stable"], verity=True)
+    before = (host.fingerprint(), sha(disk.nodes[victim]), sha(disk.nodes["root-a-verity"]), disk.uuids())
+    res = host.run("apply", check=False)
+    assert res.returncode == 2, res.stderr
+    assert "'verity.b'" in res.stderr and "[verity]" in res.stderr, res.stderr
+    assert (host.fingerprint(), sha(disk.nodes[victim]), sha(disk.nodes["root-a-verity"]), disk.uuids()) == before
+
+
+def test_a_verity_path_naming_the_data_partition_is_refused_before_anything_is_fetched(
+        host: Host, repo: TufRepo, server: Served, loop_disk: Callable[..., LoopGpt]) -> None:
+    """[verity] b = the data partition (a typo in update.toml): a partition that is written as slot B's
+    hash partition must be the GPT partition named root-b-verity. Before, sealing gave the data partition
+    a random UUID and wrote the hash tree over its first blocks (the ext4 superblock: the VMs)."""
+    disk = loop_disk([*VERITY_LAYOUT, ("quantix-data", "2MiB")])
+    host.slots = _slots(disk)
+    data = disk.nodes["quantix-data"]
+    data.write_bytes(b"VM DATA" * 200000)
+    host.with_verity({"a": disk.nodes["root-a-verity"], "b": data})
+    repo.add_release("1.1.0", slot_bytes=payload(57), channels=["stable"], verity=True)
+    before = (host.fingerprint(), sha(data), sha(host.slots["b"]), disk.uuids())
+    res = host.run("apply", check=False)
+    assert res.returncode == 2, res.stderr
+    assert "'verity.b'" in res.stderr and "quantix-data" in res.stderr and "root-b-verity" in res.stderr, res.stderr
+    assert (host.fingerprint(), sha(data), sha(host.slots["b"]), disk.uuids()) == before
+    assert not [p for p, _, _ in server.requests if p.endswith(".root.erofs.zst")], "the payload was fetched"

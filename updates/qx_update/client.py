@@ -41,6 +41,7 @@ from qx_common import log
 from qx_common import run as r
 from qx_common.errors import EnvironmentError_, QxError, UserError
 from qx_common.progress import Observer
+from qx_common.slot import verity_label
 from qx_update import config as cfgmod
 from qx_update import api, contract, crashpoint, esp, slotinstall, slots, state
 from qx_update.errors import VerificationError
@@ -397,7 +398,10 @@ class Client:
         # A verity release this host cannot seal (no verity partitions: installed before verity) is refused
         # now, before the root payload is fetched; write_and_switch checks it again (the installer's path).
         verity_path = self.cfg.verity[target]
-        slotinstall.verity_roothash(uki, verity_path, rel=_release(rel), target=target)
+        if slotinstall.verity_roothash(uki, verity_path, rel=_release(rel), target=target) is not None:
+            slots.guard_verity(verity_path, field=f"verity.{target}", label=verity_label(target),
+                               slot=self.cfg.slots[target],
+                               running=self.cfg.slots[running], running_verity=self.cfg.verity[running])
         payload = None if root_index else download.fetch(
             rel.root, rp.target_url(rel.root), self.cfg.download_dir, label="root", progress=self.progress,
             crash_point="download", deadline=self.cfg.download_deadline, tally=root_tally)

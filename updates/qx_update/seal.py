@@ -19,6 +19,7 @@ written and checked all the same, and :func:`seal` says the UUIDs were not set.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import uuid
@@ -27,7 +28,7 @@ from pathlib import Path
 from qx_common import log
 from qx_common import run as r
 from qx_common import verity
-from qx_common.errors import EnvironmentError_
+from qx_common.errors import EnvironmentError_, ExternalError
 from qx_common.progress import Observer, Progress
 from qx_update.errors import VerificationError
 
@@ -49,6 +50,15 @@ def partition_of(dev: Path) -> tuple[Path, int] | None:
     return Path("/dev") / disk, number
 
 
+def partition_name(dev: Path) -> str | None:
+    """The GPT name of partition ``dev`` as its disk's table has it now; None when ``dev`` is no partition."""
+    where = partition_of(dev)
+    if where is None:
+        return None
+    disk, number = where
+    return r.run(["sfdisk", "--part-label", str(disk), str(number)]).stdout.rstrip("\n")
+
+
 def set_partuuid(dev: Path, value: str) -> bool:
     """Set the GPT partition UUID of ``dev``; False when ``dev`` is no partition (nothing to set)."""
     where = partition_of(dev)
@@ -58,6 +68,42 @@ def set_partuuid(dev: Path, value: str) -> bool:
     # The kernel keeps its table (the disk is busy: the running root is on it); the boot reads the new one.
     r.run(["sfdisk", "--no-reread", "--no-tell-kernel", "--part-uuid", str(disk), str(number), value])
     return True
+
+
+def check_unclaimed(slot: Path, verity_dev: Path, roothash: str) -> None:
+    """Refuse — before anything is written — to seal ``slot`` for ``roothash`` when another partition of
+    its disk already carries one of the UUIDs that root hash names: the other slot holding the same root
+    (one release in both slots). Two partitions with one UUID are two slots one root hash finds: the
+    initrd opens whichever udev's by-partuuid link names last, so a slot's entry could boot the other
+    slot, and :func:`qx_common.slot.booted_slot` could call the running slot the other one (qx-update
+    would then refuse every later update as writing the running slot). The slot's own partitions are
+    not counted (a run cut after sealing them and retried). A plain-file slot has no UUIDs: nothing to do."""
+    where = partition_of(slot)
+    if where is None:
+        return
+    disk, number = where
+    own = [number]
+    if (hw := partition_of(verity_dev)) is not None and hw[0] == disk:
+        own.append(hw[1])
+    out = r.run(["sfdisk", "--json", str(disk)]).stdout
+    try:
+        parts = json.loads(out)["partitiontable"]["partitions"]
+        mine = [r.run(["sfdisk", "--part-uuid", str(disk), str(n)]).stdout.strip().lower() for n in own]
+        others = [(str(p.get("uuid", "")).lower(), p.get("name") or p.get("node", "?")) for p in parts]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ExternalError(f"{disk}: sfdisk --json printed no partition table ({e})",
+                            hint=f"check the disk with: sfdisk --list {disk}") from e
+    for u in mine:  # the slot's own entries (one each)
+        others = [o for o in others if o[0] != u] + [o for o in others if o[0] == u][1:]
+    wanted = verity.partuuids(roothash)
+    for u, name in others:
+        if u in wanted:
+            raise EnvironmentError_(
+                f"{disk}: partition {name} already carries the UUID {u} that root hash {roothash[:16]}… names "
+                f"(it holds this release's root): sealing {slot} for it too would leave two slots that one root "
+                "hash finds; nothing was installed",
+                hint="boot the slot that holds this release (qx-update rollback, or the boot menu), or reinstall "
+                     "from the ISO with 'keep data' (keep-data) to write it afresh")
 
 
 def unseal(slot: Path, verity_dev: Path) -> None:

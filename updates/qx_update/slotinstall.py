@@ -6,7 +6,8 @@ Order (each step crash-safe, see :mod:`qx_update.esp`, :mod:`qx_update.slots` an
 0. a dm-verity release — one whose UKI's *own* signed command line has ``roothash=``
    (:func:`verity_roothash`; the TUF ``kernel_cmdline`` is a copy nobody boots, so it decides nothing) —
    is refused here unless the target slot has its verity partition (a host installed before verity
-   has none): nothing is written;
+   has none), and when another partition of the disk already carries the UUIDs its root hash names
+   (the other slot holds the same root: :func:`qx_update.seal.check_unclaimed`): nothing is written;
 1. remove the target slot's boot entry and forget what the state said about it (a half-written slot is
    never bootable); for a verity release, give the slot and its verity partition random GPT UUIDs
    (:func:`qx_update.seal.unseal`: no root hash finds the slot while it is written);
@@ -103,6 +104,9 @@ def write_and_switch(*, e: esp.Esp, st: state.State, save: Callable[[], None], r
     roothash = verity_roothash(uki, verity_path, rel=rel, target=target)
     # The entry's command line: a verity release's is its UKI's own (the one Secure Boot boots anyway).
     cmdline = rel.kernel_cmdline if roothash is None else (secureboot.uki_cmdline(uki) or "")
+    if roothash is not None:
+        assert verity_path is not None  # verity_roothash refused the release otherwise
+        seal.check_unclaimed(slot_path, verity_path, roothash)  # one root in two slots: refused, nothing written
     log.step(f"writing {rel.version} into slot {target.upper()} ({slot_path})")
     e.remove_entry(target)
     st.slots.pop(target, None)

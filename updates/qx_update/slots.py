@@ -26,8 +26,8 @@ from pathlib import Path
 
 from qx_common import run as r
 from qx_common.slot import booted_slot
-from qx_common.errors import EnvironmentError_, ExternalError, InternalError
-from qx_update import crashpoint, hashing
+from qx_common.errors import EnvironmentError_, ExternalError, InternalError, UserError
+from qx_update import crashpoint, hashing, seal
 from qx_update.errors import VerificationError
 from qx_common.progress import Observer, Progress
 
@@ -91,6 +91,39 @@ def guard_not_running(target: Path, running: Path, *, root: Path = Path("/"), sy
     for under in _devices_below(f"{os.major(root_dev)}:{os.minor(root_dev)}", sys_block):
         if under == target_id:
             raise InternalError(f"refusing to write {target}: the root filesystem's device ({root}) is built on it")
+
+
+def guard_verity(verity: Path, *, field: str, label: str, slot: Path, running: Path, running_verity: Path | None,
+                 root: Path = Path("/"), sys_block: Path = Path("/sys/dev/block")) -> None:
+    """Refuse to seal into ``verity`` (config ``field``, e.g. ``verity.b``: the target slot's hash
+    partition) when it is — by any name: a udev link, ``/dev/sdX``, a copy of the path — the slot being
+    sealed, the running slot or the running slot's own hash partition, or a device the root filesystem is
+    built on (:func:`guard_not_running`: a dm-verity root sits on both its data and hash partitions); and
+    when it is a GPT partition not named ``label`` (``root-b-verity``: the data partition, say). The
+    config's own check compares the paths as written; sealing gives the partition new UUIDs and writes a
+    hash tree over its start, which would destroy any of these. Writes nothing."""
+    hint = ("give each slot its own verity (hash) partition in [verity]: "
+            'a = "/dev/disk/by-partlabel/root-a-verity", b = "/dev/disk/by-partlabel/root-b-verity"')
+    name = seal.partition_name(verity)
+    if name is not None and name != label:
+        raise UserError(f"config '{field}': {verity} is the partition named {name!r}, not {label!r}; "
+                        "nothing was installed", hint=hint)
+    mine = _identity(verity)
+    for what, other in (("slot it seals", slot), ("running slot", running),
+                        ("running slot's verity partition", running_verity)):
+        if other is not None and mine is not None and _identity(other) == mine:
+            raise UserError(f"config '{field}': {verity} is the {what} ({other}); nothing was installed", hint=hint)
+    guard_not_running(verity, running, root=root, sys_block=sys_block)
+
+
+def _identity(path: Path) -> tuple[int, ...] | None:
+    """What ``path`` is, whatever it is called: a block device's number, else a file's (device, inode);
+    None when it does not exist."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_rdev,) if stat.S_ISBLK(st.st_mode) else (st.st_dev, st.st_ino)
 
 
 def _devices_below(dev: str, sys_block: Path, depth: int = 0) -> list[str]:
