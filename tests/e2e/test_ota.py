@@ -15,6 +15,11 @@
    boot reboots, systemd-boot finds no tries left and boots slot B (N+1) by itself, and
    ``qx-update status`` says it rolled back from N+2 and why.
 
+The guest runs under the enforcing Secure Boot firmware, its certificate enrolled: every UKI (each derived
+release's, sealed with its own root hash and signed again) is checked by the firmware and by qx-update,
+and each slot is reached by the root hash on its UKI's signed command line (dm-verity), since
+systemd-stub ignores the boot entries' options with Secure Boot on.
+
 The guest is told (host override file, as an operator would set it) to give a new slot one boot try
 and its gate five minutes: the default three tries would triple the slowest part of the test.
 """
@@ -104,7 +109,11 @@ def test_update_is_blessed_and_a_release_failing_its_health_gate_rolls_back(
         disk = disk_with_root_a(release.disk, rel_n, tmp_path / f"quantix-os_{n}-e2e.raw")
 
         port = int(server.url.rsplit(":", 1)[1])
-        guest = guest_factory(disk=disk, guest_services=[(GUEST_PORT, f"{sys.executable} {RELAY} 127.0.0.1 {port}")])
+        # Under the enforcing Secure Boot firmware trusting the release's certificate: systemd-stub then boots
+        # each UKI's own signed command line (entry options are ignored), so slot B is reached only through
+        # N+1's root hash — what dm-verity's discovery is for.
+        guest = guest_factory(disk=disk, secure_boot=True,
+                              guest_services=[(GUEST_PORT, f"{sys.executable} {RELAY} 127.0.0.1 {port}")])
         agent = Agent(guest)
 
         def derive_and_publish() -> tuple[Derived, Derived]:
@@ -129,6 +138,7 @@ def test_update_is_blessed_and_a_release_failing_its_health_gate_rolls_back(
         assert boot["version"] == n and f"roothash={rel_n.tree.roothash}" in boot["cmdline"].split(), boot
         assert "root=/dev/mapper/root" in boot["cmdline"].split(), boot
         assert st["running_slot"] == "a" and st["trusted_root"] is True, st
+        assert st["secure_boot"]["state"] == "enabled" and st["secure_boot"]["checks_releases"] is True, st
         _assert_console_backend_on_real_systemd(agent.next("console", 600))
         rel_n1, rel_n2 = derived.result(timeout=1200)
         assert agent.next("applying", 600)["version"] == n1

@@ -83,7 +83,10 @@ def test_a_changed_block_of_the_new_slot_fails_its_trial_boot_and_the_old_slot_b
     assert not re.search(r"QUANTIX-NODE-HEALTHY", guest.log()[:at]), "slot B must not have come up"
     guest.stop()
     # systemd-boot counted B's one try (B is now "bad", sorted last) and booted A, whose entry stays blessed;
-    # the healthy node above is A's: B's root never mounted.
-    e = esp.EspImage(disk, source_date_epoch=int(read_mkosi_setting("SourceDateEpoch")))
+    # the healthy node above is A's: B's root never mounted. The guest wrote to its qcow2 overlay.
+    after = tmp_path / "after.raw"
+    subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(guest.machine.workdir / "disk.qcow2"),
+                    str(after)], check=True)
+    e = esp.EspImage(after, source_date_epoch=int(read_mkosi_setting("SourceDateEpoch")))
     assert e.list(bootentry.ENTRIES_DIR) == ["quantix-a.conf", "quantix-b+0-1.conf"], e.list(bootentry.ENTRIES_DIR)
     assert roothash_a != roothash_b
