@@ -7,6 +7,9 @@
                                             # (and → healthy node, unless "stub"): enforcing Secure Boot
                                             # firmware (SMM, the release's certificate enrolled) vs the
                                             # plain firmware the e2e tests and make boot use
+    .venv/bin/python bench/image.py verity [ROUNDS]  # QEMU start → console ready: dm-verity and Secure
+                                            # Boot on, verity only, neither (same image); and the root's
+                                            # cold read throughput with and without dm-verity (guest)
 
 The bare baseline is mkosi with the same distribution, release and package list as mkosi.conf, a
 bootable disk and nothing of ours (no scripts, trees, repart layout, payload, ISO). Both share the
@@ -204,11 +207,112 @@ def bench_secureboot() -> dict[str, object]:
     return res
 
 
+# Read throughput of the root, cold (O_DIRECT: no page cache), through dm-verity and of the same partition
+# without it, alternating, in the guest: a one-shot unit handed over as a systemd credential
+# (systemd.extra-unit.*, SMBIOS type 11), reporting on the console through the kernel log.
+_READ_MIB = 300
+# ($$: systemd would expand $dev itself.)
+_READ_SCRIPT = (
+    "for i in 1 2 3; do for dev in /dev/mapper/root /dev/disk/by-partlabel/root-a; do "
+    f"r=$$(dd if=$$dev of=/dev/null bs=1M count={_READ_MIB} iflag=direct 2>&1 | tail -n 1); "
+    'echo "<3>QX-BENCH-READ $$dev $$r" >/dev/kmsg; done; done; echo "<3>QX-BENCH-READ-DONE" >/dev/kmsg')
+_READ_UNIT = ("[Unit]\nAfter=multi-user.target\n[Service]\nType=oneshot\n"
+              f"ExecStart=/bin/sh -c '{_READ_SCRIPT}'\n")
+# Credentials' units are loaded, not started: a drop-in makes multi-user.target want it.
+_READ_WANTS = "[Unit]\nWants=qx-bench-read.service\n"
+
+
+def _without_verity(disk: Path, out: Path) -> Path:
+    """A copy of ``disk`` whose slot A entry mounts root-a directly (no roothash=): the same bytes, no
+    dm-verity. Only the entry changes, so Secure Boot must be off (the stub would use the UKI's line)."""
+    from qx_build import esp
+    from qx_build.paths import read_mkosi_setting
+    from qx_update import bootentry
+
+    subprocess.run(["cp", "--sparse=always", str(disk), str(out)], check=True)
+    e = esp.EspImage(out, source_date_epoch=int(read_mkosi_setting("SourceDateEpoch")))
+    name = f"{bootentry.ENTRIES_DIR}/{bootentry.EntryName('a').filename}"
+    entry = e.read_text(name)
+    options = next(line for line in entry.splitlines() if line.startswith("options "))
+    words = [w for w in options.split()[1:] if not w.startswith(("roothash=", "root="))]
+    e.write_text(name, entry.replace(options, "options " + " ".join(["root=PARTLABEL=root-a", *words])))
+    return out
+
+
+def bench_verity() -> dict[str, object]:
+    """Boot to the console with dm-verity and Secure Boot on, verity only, and neither (same image,
+    alternating), and the root's cold read throughput with and without verity (guest, TCG)."""
+    import base64
+
+    from qx_build import qemu
+    from qx_build.paths import Release, read_version
+    from qx_build.qemu import resolve_accel
+
+    rel = Release(read_version(), REPO / "build")
+    sb = json.loads(rel.manifest.read_text())["secure_boot"]
+    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    marks = {"console": r"QUANTIX-CONSOLE-READY"}
+    runs: dict[str, list[dict[str, float]]] = {"plain": [], "verity": [], "verity_sb": []}
+    with tempfile.TemporaryDirectory(dir=REPO / "build" / ".work") as tmp:
+        cert = Path(tmp) / "db.crt"
+        cert.write_text(sb["certificate_pem"])
+        sb_vars = qemu.enrolled_vars(cert, Path(tmp) / "sb-vars.fd")
+        plain = _without_verity(rel.disk, Path(tmp) / "plain.raw")
+        for _ in range(rounds):  # alternate, so all three see the same machine noise
+            runs["plain"].append(_boot_marks(plain, marks))
+            runs["verity"].append(_boot_marks(rel.disk, marks))
+            runs["verity_sb"].append(_boot_marks(rel.disk, marks, secure_boot_vars=sb_vars))
+        unit, wants = (base64.b64encode(t.encode()).decode() for t in (_READ_UNIT, _READ_WANTS))
+        text = _boot_log(rel.disk, r"QX-BENCH-READ-DONE", extra=[
+            "-smbios", f"type=11,value=io.systemd.credential.binary:systemd.extra-unit.qx-bench-read.service={unit}",
+            "-smbios", f"type=11,value=io.systemd.credential.binary:systemd.unit-dropin.multi-user.target={wants}"])
+    med = statistics.median
+    res: dict[str, object] = {"accel": resolve_accel("auto"), "rounds": rounds}
+    for mode, r in runs.items():
+        res[f"{mode}_console_ready_s"] = med(x["console"] for x in r)
+        res[f"{mode}_console_ready_all_s"] = [round(x["console"], 1) for x in r]
+    for key, dev in (("verity", "/dev/mapper/root"), ("raw", "/dev/disk/by-partlabel/root-a")):
+        speeds = [_mb_s(m.group(1)) for m in re.finditer(rf"QX-BENCH-READ {re.escape(dev)} (.*)", text)]
+        res[f"read_{key}_mb_s"] = med(speeds) if speeds else None
+        res[f"read_{key}_all_mb_s"] = speeds
+    return res
+
+
+def _mb_s(dd_line: str) -> float:
+    """dd's "… copied, 2.5 s, 126 MB/s" as MB/s."""
+    m = re.search(r"copied, ([0-9.]+) s", dd_line)
+    if not m:
+        raise ValueError(f"not a dd summary: {dd_line!r}")
+    return round(_READ_MIB * 1024 * 1024 / float(m.group(1)) / 1e6, 1)
+
+
+def _boot_log(disk: Path, pattern: str, *, extra: list[str], timeout: float = 1500) -> str:
+    """Boot ``disk`` until ``pattern`` is on the console; the console log."""
+    from qx_build import qemu
+
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "serial.log"
+        m = qemu.Machine(Path(tmp), disk=disk, serial_log=log, extra=extra)
+        m.prepare()
+        proc = subprocess.Popen(m.argv(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        t0 = time.monotonic()
+        try:
+            while time.monotonic() - t0 < timeout:
+                text = log.read_bytes().decode("utf-8", "replace") if log.exists() else ""
+                if re.search(pattern, text):
+                    return text
+                time.sleep(1)
+            raise TimeoutError(pattern)
+        finally:
+            proc.kill()
+            proc.wait()
+
+
 def main() -> None:
     what = sys.argv[1] if len(sys.argv) > 1 else ""
-    benches = {"build": bench_build, "boot": bench_boot, "secureboot": bench_secureboot}
+    benches = {"build": bench_build, "boot": bench_boot, "secureboot": bench_secureboot, "verity": bench_verity}
     if what not in benches:
-        raise SystemExit("usage: bench/image.py build|boot|secureboot [ROUNDS]")
+        raise SystemExit("usage: bench/image.py build|boot|secureboot|verity [ROUNDS]")
     res = benches[what]()
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"image-{what}{'-' + sys.argv[3] if len(sys.argv) > 3 else ''}.json").write_text(json.dumps(res, indent=2) + "\n")
