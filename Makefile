@@ -9,7 +9,8 @@
 #   make update-server  a local update server on the development keys of build/keys (what make image
 #                     ships without TUF_ROOT); prints how to publish build/ to it
 # Variables: ACCEL=auto|kvm|tcg (boot), MEMORY=MiB (boot), SECURITY_EPOCH=N (image), FAST=1 (image:
-#            a development build, fast compression, same formats),
+#            a development build, fast compression, same formats), FULL=1 (image: run mkosi even when
+#            only our Python code changed; otherwise such a rebuild reuses the last build's tree),
 #            TUF_ROOT=root.json (image: the update trust anchor; default: development keys in build/keys),
 #            SB_KEY=db.key SB_CERT=db.crt (image: the Secure Boot signing pair; default: development
 #            keys in build/keys/secureboot; docs/secure-boot.md),
@@ -32,6 +33,7 @@ SB_KEY ?=
 SB_CERT ?=
 UPDATE_LISTEN ?= 127.0.0.1:8400
 FAST ?=
+FULL ?=
 PYTEST_ARGS ?=
 TEST_WORKERS ?= 2
 
@@ -52,7 +54,7 @@ endif
         web-assets web-assets-check
 
 help:
-	@sed -n '2,18p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,19p' Makefile | sed 's/^# \{0,1\}//'
 
 host-deps:
 	@image/host-deps.sh build
@@ -71,7 +73,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 
 image: host-deps venv
 	@$(QXB) image --security-epoch $(SECURITY_EPOCH) $(if $(TUF_ROOT),--tuf-root $(abspath $(TUF_ROOT))) \
-	    $(if $(SB_KEY),--sb-key $(abspath $(SB_KEY))) $(if $(SB_CERT),--sb-cert $(abspath $(SB_CERT))) $(if $(FAST),--fast)
+	    $(if $(SB_KEY),--sb-key $(abspath $(SB_KEY))) $(if $(SB_CERT),--sb-cert $(abspath $(SB_CERT))) $(if $(FAST),--fast) $(if $(FULL),--full)
 
 # The development keys are made here too when no image was built yet (the same build/keys).
 update-server: venv

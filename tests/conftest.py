@@ -14,7 +14,7 @@ LATE_QEMU_GROUP = "qemu-late"
 LATE_QEMU_FILES = ("tests/e2e/test_boot.py", "tests/e2e/test_secure_boot.py", "tests/e2e/test_verity.py")
 # e2e files that boot no guest: they read the built release or build a second image, and run beside
 # the guests on another worker (tests/test_suite_plan.py checks that they mention no guest).
-E2E_WITHOUT_GUEST = ("tests/e2e/test_layout.py", "tests/e2e/test_repro.py")
+E2E_WITHOUT_GUEST = ("tests/e2e/test_layout.py", "tests/e2e/test_repro.py", "tests/e2e/test_quick.py")
 
 
 def boots_qemu(item: pytest.Item) -> bool:

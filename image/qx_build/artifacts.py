@@ -62,8 +62,9 @@ def compress_root(root_partition: Path, out: Path, *, profile: str = "release") 
     }
 
 
-def describe(path: Path) -> dict[str, object]:
-    return {"file": path.name, "size": path.stat().st_size, "sha256": sha256_file(path)}
+def describe(path: Path, *, sha256: str | None = None) -> dict[str, object]:
+    """A release file's manifest entry; ``sha256``: its digest when the caller already has it."""
+    return {"file": path.name, "size": path.stat().st_size, "sha256": sha256 or sha256_file(path)}
 
 
 def build_manifest(*, version: str, security_epoch: int, source_date_epoch: int, kernel_cmdline: str,
@@ -91,6 +92,8 @@ def build_manifest(*, version: str, security_epoch: int, source_date_epoch: int,
     }
 
 
-def write_sha256sums(path: Path, files: list[Path]) -> None:
-    lines = [f"{sha256_file(f)}  {f.name}\n" for f in sorted(files, key=lambda p: p.name)]
+def write_sha256sums(path: Path, files: list[Path], *, known: dict[Path, str] | None = None) -> None:
+    """``known``: digests the build already computed of files unchanged since (each file is hashed once)."""
+    known = known or {}
+    lines = [f"{known.get(f) or sha256_file(f)}  {f.name}\n" for f in sorted(files, key=lambda p: p.name)]
     path.write_text("".join(lines))

@@ -1,8 +1,11 @@
-"""One full build: preflight → keys → wheels → mkosi (disk) → root payload → verity seal (tree, root hash
-in the UKI) → ESP entry → signatures checked → artifacts → live ESP + ISO → publish.
+"""One build: preflight → keys → wheels → mkosi (disk), or after a change to our Python code only the
+earlier build's tree with the new wheel (:mod:`qx_build.quick`) → root payload → verity seal (tree, root
+hash in the UKI) → ESP entry → signatures checked → artifacts → live ESP + ISO → publish.
 
 Outputs land in ``build/`` only at the very end, by rename (see :mod:`qx_build`). ``build/.work`` keeps
-intermediate trees between runs so warm builds are fast; it is never part of a release.
+intermediate trees between runs so warm builds are fast; it is never part of a release. mkosi's output
+directory (``build/.work/disk``) stays as mkosi left it, the tree included: it is the next quick build's
+base. The disk image's hash runs in a thread beside the ISO's steps (SHA-256 releases the GIL).
 """
 
 from __future__ import annotations
@@ -11,13 +14,17 @@ import contextlib
 import json
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from qx_common import log
+from qx_common import run as r
 from qx_common.errors import ExternalError
-from qx_build import artifacts, esp, installpayload, iso, live, mkosi, preflight, sealing, secureboot, trust, wheels
+from qx_build import (artifacts, esp, installpayload, iso, live, mkosi, preflight, quick, sealing, secureboot,
+                      trust, wheels)
+from qx_build.hashing import sha256_file
 from qx_build.paths import REPO, Release, read_mkosi_setting, read_version
 
 
@@ -32,6 +39,7 @@ class BuildOptions:
     sb_key: Path | None = None      # SB_KEY/SB_CERT: the Secure Boot signing pair (qx_build.secureboot)
     sb_cert: Path | None = None
     profile: str = "release"        # "fast": lower zstd levels, same formats (make image FAST=1)
+    full: bool = False              # run mkosi even when only our Python code changed (make image FULL=1)
 
 
 def work_dir(build_dir: Path) -> Path:
@@ -51,8 +59,8 @@ def mkosi_args(signing: secureboot.KeyPair, profile: str) -> list[str]:
 
 def build_disk(version: str, out_dir: Path, epoch: str, *, incremental: bool,
                signing: secureboot.KeyPair, profile: str = "release") -> Release:
-    """Wheels + the mkosi disk variant into ``out_dir``; returns mkosi's file names there."""
-    wheels.prepare(work_dir(REPO / "build") / "wheels", epoch)
+    """The mkosi disk variant into ``out_dir`` (the wheelhouse made first: :func:`qx_build.wheels.prepare`);
+    returns mkosi's file names there."""
     mkosi.build("disk", version=version, output_dir=out_dir, source_date_epoch=epoch, incremental=incremental,
                 extra=mkosi_args(signing, profile))
     return Release(version, out_dir)
@@ -116,29 +124,56 @@ def run(opts: BuildOptions) -> Release:
     phase = Phases()
     version = read_version()
     epoch = read_mkosi_setting("SourceDateEpoch")
-    preflight.check_all(opts.build_dir, network=opts.check_network)
+    with phase("preflight"):
+        preflight.check_all(opts.build_dir, network=False)  # the mirror only when mkosi runs (below)
     # Without TUF_ROOT: the development keys in build/keys (made once), named on every build and in
     # the manifest, so a default image still takes updates (from make update-server).
-    trust_record = trust.stage(opts.tuf_root, work_dir(REPO / "build") / "trust", dev_keys=opts.build_dir / "keys")
-    # Without SB_KEY/SB_CERT: the development Secure Boot pair in build/keys/secureboot (made once), likewise named.
-    signing = signing_keys(opts)
-    # The host's copy of that certificate: qx-update installs only UKIs that verify against it (Secure Boot on).
-    secureboot.stage_certificate(signing, work_dir(REPO / "build") / "trust")
+    with phase("keys"):
+        trust_record = trust.stage(opts.tuf_root, work_dir(REPO / "build") / "trust", dev_keys=opts.build_dir / "keys")
+        # Without SB_KEY/SB_CERT: the development Secure Boot pair in build/keys/secureboot (made once), likewise named.
+        signing = signing_keys(opts)
+        # The host's copy of that certificate: qx-update installs only UKIs that verify against it (Secure Boot on).
+        secureboot.stage_certificate(signing, work_dir(REPO / "build") / "trust")
 
     work = work_dir(opts.build_dir)
     disk_dir, live_dir, out = work / "disk", work / "live", work / "out"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
 
-    with phase("mkosi"):
-        mk = build_disk(version, disk_dir, epoch, incremental=opts.incremental, signing=signing,
-                        profile=opts.profile)
+    wheel_dir = work_dir(REPO / "build") / "wheels"
+    with phase("wheels"):
+        wheels.prepare(wheel_dir, epoch)
+    wheel = wheels.ours(wheel_dir)
+    inputs = quick.fingerprint(
+        repo=REPO, wheel_dir=wheel_dir, trust_dir=work_dir(REPO / "build") / "trust",
+        mkosi_args=mkosi_args(signing, opts.profile), version=version, epoch=epoch,
+        mkosi_version=".".join(map(str, preflight.mkosi_version())),
+        mkosi_cache=REPO / read_mkosi_setting("CacheDirectory"), signing_files=[signing.key, signing.cert])
     rel = Release(version, out)
+    mk = Release(version, disk_dir)
+    why_full = ("asked for (--full)" if opts.full else "not incremental (--no-incremental)" if not opts.incremental
+                else quick.usable(disk_dir, inputs=inputs, version=version))
+    if why_full is None:
+        with phase("quick root"):
+            root_raw = quick.rebuild_root(disk_dir, wheel=wheel, inputs=inputs, out=work / "quick-root.erofs",
+                                          version=version, epoch=int(epoch), repo=REPO)
+        with phase("disk"):
+            quick.disk_from_base(disk_dir, version=version, root=root_raw, out=rel.disk)
+    else:
+        log.step(f"full build (mkosi): {why_full}")
+        quick.invalidate(disk_dir)
+        shutil.rmtree(disk_dir / "quantix-live", ignore_errors=True)  # what builds exported before quantix-tree
+        if opts.check_network:
+            preflight.require_mirror()
+        with phase("mkosi"):
+            build_disk(version, disk_dir, epoch, incremental=opts.incremental, signing=signing, profile=opts.profile)
+        quick.record(disk_dir, inputs=inputs, wheel=wheel)
+        # The disk image is large but sparse; mkosi's copy stays as the next quick build's base.
+        with phase("disk"):
+            r.run(["cp", "--sparse=always", "--reflink=auto", mk.disk, rel.disk])
+        root_raw = mk.disk.with_suffix(".root.raw")
     mk_uki = mk.disk.with_suffix(".efi")
     secureboot.verify(mk_uki, signing, what="mkosi's UKI")
-    # The disk image is large but sparse: rename it rather than copy it.
-    mk.disk.rename(rel.disk)
-    root_raw = mk.disk.with_suffix(".root.raw")
     with phase("compressing the root"):
         root_info = artifacts.compress_root(root_raw, rel.root_payload, profile=opts.profile)
     # dm-verity: the root's hash tree into root-a-verity, the root hash into the UKI (qx_build.sealing).
@@ -148,13 +183,30 @@ def run(opts: BuildOptions) -> Release:
         cmdline = sealing.seal_uki(mk_uki, rel.uki, tree.roothash, signing)
     root_info["verity"] = {"roothash": tree.roothash, "hash_tree_size": len(tree.image),
                            "data_blocks": tree.data_blocks}
-    esp.install_slot_a(rel.disk, version=version, uki=rel.uki, cmdline=cmdline, source_date_epoch=int(epoch))
-    enroll_keys = verify_esp_signatures(rel.disk, version, signing, work / "esp-check", source_date_epoch=int(epoch))
+    with phase("ESP"):
+        esp.install_slot_a(rel.disk, version=version, uki=rel.uki, cmdline=cmdline, source_date_epoch=int(epoch))
+        enroll_keys = verify_esp_signatures(rel.disk, version, signing, work / "esp-check",
+                                            source_date_epoch=int(epoch))
 
+    # The disk image's SHA-256 (5.6 GiB, mostly holes: seconds of CPU) runs beside the live ESP's steps, which
+    # are other processes; everything after needs it (the manifest in the install payload).
+    digests: dict[Path, str] = {}
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hash") as pool:
+        disk_sha = pool.submit(sha256_file, rel.disk)
+        for small in (rel.root_payload, rel.uki):
+            digests[small] = sha256_file(small)
+        live_disk = None
+        if opts.with_iso:
+            with phase("live ESP"):
+                live_disk = live.build_esp(disk_dir / live.TREE_DIR, mk.disk.with_suffix(".vmlinuz"), live_dir,
+                                           source_date_epoch=int(epoch), signing=signing,
+                                           verify=lambda uki: secureboot.verify(uki, signing, what="the live ISO's UKI"))
+        with phase("hashing the disk"):
+            digests[rel.disk] = disk_sha.result()
     arts: dict[str, dict[str, object]] = {
-        "root": {**artifacts.describe(rel.root_payload), **root_info},
-        "uki": artifacts.describe(rel.uki),
-        "disk": artifacts.describe(rel.disk),
+        "root": {**artifacts.describe(rel.root_payload, sha256=digests[rel.root_payload]), **root_info},
+        "uki": artifacts.describe(rel.uki, sha256=digests[rel.uki]),
+        "disk": artifacts.describe(rel.disk, sha256=digests[rel.disk]),
     }
 
     def manifest() -> dict[str, object]:
@@ -163,26 +215,23 @@ def run(opts: BuildOptions) -> Release:
             kernel_cmdline=cmdline, mkosi_manifest=disk_dir / f"quantix-os_{version}.manifest", artifacts=arts,
             update_trust=trust_record, secure_boot=secureboot.record(signing))
 
-    if opts.with_iso:
+    if live_disk is not None:
         # The installer's payload carries the manifest as it stands before the ISO (no ISO hash in it).
         rel.manifest.write_text(json.dumps(manifest(), indent=2, sort_keys=True) + "\n")
         with phase("install payload"):
             payload = installpayload.assemble(rel, mkosi_dir=disk_dir, out=work / "payload", signing=signing,
                                               enroll_keys=enroll_keys, zstd_level=artifacts.ZSTD_LEVELS[opts.profile])
             secureboot.verify(payload / installpayload.BOOTLOADER, signing, what="the install payload's systemd-boot")
-        with phase("live ESP"):
-            live_disk = live.build_esp(disk_dir, mk.disk.with_suffix(".vmlinuz"), live_dir,
-                                       source_date_epoch=int(epoch), signing=signing,
-                                       verify=lambda uki: secureboot.verify(uki, signing, what="the live ISO's UKI"))
         with phase("ISO"):
             iso.make_iso(live_disk=live_disk, out=rel.iso, version=version,
                          source_date_epoch=int(epoch), payload_dir=payload)
-        arts["iso"] = artifacts.describe(rel.iso)
+        digests[rel.iso] = sha256_file(rel.iso)
+        arts["iso"] = artifacts.describe(rel.iso, sha256=digests[rel.iso])
     manifest_data = manifest()
     rel.manifest.write_text(json.dumps(manifest_data, indent=2, sort_keys=True) + "\n")
     files = [f for f in rel.files() if f.exists() and f != rel.sha256sums]
     with phase("checksums"):
-        artifacts.write_sha256sums(rel.sha256sums, files)
+        artifacts.write_sha256sums(rel.sha256sums, files, known=digests)
 
     final = publish(rel, opts.build_dir)
     total = time.monotonic() - started

@@ -33,6 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     img.add_argument("--security-epoch", default="0", help="security epoch of this release (default 0)")
     img.add_argument("--fast", action="store_true",
                      help="development build: fast zstd levels, same formats (the size report says so)")
+    img.add_argument("--full", action="store_true",
+                     help="run mkosi even when only our Python code changed since the last build (qx_build.quick)")
     img.add_argument("--tuf-root", type=Path, default=None,
                      help="the update repository's root.json, shipped as the host's trust anchor")
     img.add_argument("--sb-key", type=Path, default=None,
@@ -79,7 +81,7 @@ def _command(argv: list[str]) -> int:
         epoch = _int_arg("SECURITY_EPOCH", args.security_epoch, 0, 1_000_000)
         build.run(build.BuildOptions(build_dir=build_dir, security_epoch=epoch, with_iso=not args.no_iso,
                                      tuf_root=args.tuf_root, sb_key=args.sb_key, sb_cert=args.sb_cert,
-                                     profile="fast" if args.fast else "release"))
+                                     profile="fast" if args.fast else "release", full=args.full))
         return 0
     if args.command == "dev-keys":
         from qx_build import secureboot, trust

@@ -98,14 +98,20 @@ def compare(first_root: Path, first_uki: Path, second_root: Path, second_uki: Pa
 def run(build_dir: Path) -> int:
     version = read_version()
     epoch = read_mkosi_setting("SourceDateEpoch")
-    first_dir = build_dir / ".work" / "disk"
-    first_root = first_dir / f"quantix-os_{version}.root.raw"
-    first_uki = build_dir / f"quantix-os_{version}.efi"
-    if not first_root.exists() or not first_uki.exists():
+    first = Release(version, build_dir)
+    first_uki = first.uki
+    if not first.root_payload.exists() or not first_uki.exists():
         from qx_common.errors import UserError
 
         raise UserError(f"no finished build of {version} in {build_dir}", hint="run 'make image' first")
     second_dir = build_dir / ".work" / "repro"
+    second_dir.mkdir(parents=True, exist_ok=True)
+    # The first build's root as published (what hosts get): mkosi's own root.raw is older after a rebuild
+    # that only replaced our Python code (qx_build.quick).
+    first_root = build_dir / ".work" / "repro-first.root.erofs"
+    with first_root.open("wb") as out, r.spawn(["zstd", "-d", "-q", "-c", "--long=27", first.root_payload],
+                                                stdout=out, wait_timeout=None):
+        pass
     wheels.prepare(build_dir / ".work" / "wheels", epoch)
     # The trust anchor the first build staged is reused as is (mkosi needs the directory either way).
     (build_dir / ".work" / "trust").mkdir(parents=True, exist_ok=True)
