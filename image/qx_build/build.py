@@ -144,11 +144,15 @@ def run(opts: BuildOptions) -> Release:
     with phase("wheels"):
         wheels.prepare(wheel_dir, epoch)
     wheel = wheels.ours(wheel_dir)
-    inputs = quick.fingerprint(
-        repo=REPO, wheel_dir=wheel_dir, trust_dir=work_dir(REPO / "build") / "trust",
-        mkosi_args=mkosi_args(signing, opts.profile), version=version, epoch=epoch,
-        mkosi_version=".".join(map(str, preflight.mkosi_version())),
-        mkosi_cache=REPO / read_mkosi_setting("CacheDirectory"), signing_files=[signing.key, signing.cert])
+
+    def current_inputs() -> str:
+        return quick.fingerprint(
+            repo=REPO, wheel_dir=wheel_dir, trust_dir=work_dir(REPO / "build") / "trust",
+            mkosi_args=mkosi_args(signing, opts.profile), version=version, epoch=epoch,
+            mkosi_version=".".join(map(str, preflight.mkosi_version())),
+            mkosi_cache=REPO / read_mkosi_setting("CacheDirectory"), signing_files=[signing.key, signing.cert])
+
+    inputs = current_inputs()
     rel = Release(version, out)
     mk = Release(version, disk_dir)
     why_full = ("asked for (--full)" if opts.full else "not incremental (--no-incremental)" if not opts.incremental
@@ -167,7 +171,8 @@ def run(opts: BuildOptions) -> Release:
             preflight.require_mirror()
         with phase("mkosi"):
             build_disk(version, disk_dir, epoch, incremental=opts.incremental, signing=signing, profile=opts.profile)
-        quick.record(disk_dir, inputs=inputs, wheel=wheel)
+        # Fingerprinted again: a cold run has just made mkosi's incremental cache, which is part of it.
+        quick.record(disk_dir, inputs=current_inputs(), wheel=wheel)
         # The disk image is large but sparse; mkosi's copy stays as the next quick build's base.
         with phase("disk"):
             r.run(["cp", "--sparse=always", "--reflink=auto", mk.disk, rel.disk])

@@ -77,8 +77,11 @@ def fingerprint(*, repo: Path, wheel_dir: Path, trust_dir: Path, mkosi_args: lis
         h.update(f"{label}\0{len(data)}\0".encode())
         h.update(data)
 
-    add("mkosi.conf", (repo / "mkosi.conf").read_bytes())
-    for rel, path in _entries(repo / "image", repo):
+    # mkosi.conf and whatever else mkosi would read beside it (mkosi.local.conf, mkosi.conf.d/, ...).
+    mkosi_files = sorted(repo.glob("mkosi*"))
+    entries = [e for top in mkosi_files for e in ([(top.name, top)] + list(_entries(top, repo)) if top.is_dir()
+                                                   else [(top.name, top)])]
+    for rel, path in [*entries, *_entries(repo / "image", repo)]:
         if rel in _NOT_INPUTS or rel == _NOT_INPUT_DIR or rel.startswith(_NOT_INPUT_DIR + "/"):
             continue
         st = path.lstat()

@@ -99,6 +99,9 @@ def _set(attr: str, value: object) -> Callable[[Inputs], None]:
 
 CHANGES: dict[str, Callable[[Inputs], None]] = {
     "mkosi.conf": lambda i: (i.repo / "mkosi.conf").write_text("[Output]\nFormat=esp\n"),
+    "mkosi.local.conf beside it": lambda i: (i.repo / "mkosi.local.conf").write_text("[Content]\nPackages=vim\n"),
+    "a mkosi.conf.d drop-in": lambda i: ((i.repo / "mkosi.conf.d").mkdir(),
+                                         (i.repo / "mkosi.conf.d/10-x.conf").write_text("[Content]\n")),
     "image file content": lambda i: (i.repo / "image/repart/x.conf").write_text("[Partition]\nType=esp\n"),
     "executable bit": lambda i: (i.repo / "image/scripts/s").chmod(0o644),
     "new file under image": lambda i: (i.repo / "image/repart/y.conf").write_text("[Partition]\n"),
