@@ -62,6 +62,11 @@ _PROVIDERS: dict[str, str] = {
     "sbsign": "sbsigntool",
     "sbverify": "sbsigntool",
     "virt-fw-vars": "python3-virt-firmware",
+    "chroot": "coreutils",
+    "fallocate": "util-linux",
+    "mkfs.erofs": "erofs-utils",
+    "fsck.erofs": "erofs-utils",
+    "cpio": "cpio",
 }
 
 _KEEP_ENV = (

@@ -145,37 +145,38 @@ def run(opts: BuildOptions) -> Release:
         wheels.prepare(wheel_dir, epoch)
     wheel = wheels.ours(wheel_dir)
 
-    def current_inputs() -> str:
-        return quick.fingerprint(
-            repo=REPO, wheel_dir=wheel_dir, trust_dir=work_dir(REPO / "build") / "trust",
-            mkosi_args=mkosi_args(signing, opts.profile), version=version, epoch=epoch,
-            mkosi_version=".".join(map(str, preflight.mkosi_version())),
-            mkosi_cache=REPO / read_mkosi_setting("CacheDirectory"), signing_files=[signing.key, signing.cert])
+    mkosi_cache = REPO / read_mkosi_setting("CacheDirectory")
 
-    inputs = current_inputs()
+    def current_sources() -> str:
+        argv, env = mkosi.command(version=version, output_dir=disk_dir, source_date_epoch=epoch,
+                                  incremental=opts.incremental, extra=mkosi_args(signing, opts.profile))
+        return quick.sources(
+            repo=REPO, wheel_dir=wheel_dir, trust_dir=work_dir(REPO / "build") / "trust",
+            mkosi_args=[*argv, *(f"{k}={v}" for k, v in sorted(env.items()))], version=version, epoch=epoch,
+            mkosi_version=".".join(map(str, preflight.mkosi_version())), signing_files=[signing.key, signing.cert])
+
+    sources = current_sources()
     rel = Release(version, out)
     mk = Release(version, disk_dir)
-    why_full = ("asked for (--full)" if opts.full else "not incremental (--no-incremental)" if not opts.incremental
-                else quick.usable(disk_dir, inputs=inputs, version=version))
+    why_full = ("asked for (--full)" if opts.full else "not incremental" if not opts.incremental
+                else quick.usable(disk_dir, inputs=quick.inputs(sources, mkosi_cache), version=version))
     if why_full is None:
         with phase("quick root"):
-            root_raw = quick.rebuild_root(disk_dir, wheel=wheel, inputs=inputs, out=work / "quick-root.erofs",
-                                          version=version, epoch=int(epoch), repo=REPO)
+            root_raw = quick.rebuild_root(disk_dir, wheel=wheel, inputs=quick.inputs(sources, mkosi_cache),
+                                          out=work / "quick-root.erofs", version=version, epoch=int(epoch), repo=REPO)
         with phase("disk"):
             quick.disk_from_base(disk_dir, version=version, root=root_raw, out=rel.disk)
     else:
         log.step(f"full build (mkosi): {why_full}")
-        quick.invalidate(disk_dir)
-        shutil.rmtree(disk_dir / "quantix-live", ignore_errors=True)  # what builds exported before quantix-tree
         if opts.check_network:
             preflight.require_mirror()
+        quick.invalidate(disk_dir)
+        shutil.rmtree(disk_dir / "quantix-live", ignore_errors=True)  # what builds exported before quantix-tree
         with phase("mkosi"):
             build_disk(version, disk_dir, epoch, incremental=opts.incremental, signing=signing, profile=opts.profile)
-        # Fingerprinted again: a cold run has just made mkosi's incremental cache, which is part of it.
-        quick.record(disk_dir, inputs=current_inputs(), wheel=wheel)
         # The disk image is large but sparse; mkosi's copy stays as the next quick build's base.
         with phase("disk"):
-            r.run(["cp", "--sparse=always", "--reflink=auto", mk.disk, rel.disk])
+            r.run(["cp", "--sparse=auto", "--reflink=auto", mk.disk, rel.disk])
         root_raw = mk.disk.with_suffix(".root.raw")
     mk_uki = mk.disk.with_suffix(".efi")
     secureboot.verify(mk_uki, signing, what="mkosi's UKI")
@@ -192,6 +193,18 @@ def run(opts: BuildOptions) -> Release:
         esp.install_slot_a(rel.disk, version=version, uki=rel.uki, cmdline=cmdline, source_date_epoch=int(epoch))
         enroll_keys = verify_esp_signatures(rel.disk, version, signing, work / "esp-check",
                                             source_date_epoch=int(epoch))
+    if why_full is not None and opts.incremental:
+        # The base for the next quick build, once mkosi's output checked out: only if nothing changed while
+        # mkosi ran (it reads the sources over minutes), with the cache it made, and if a rebuild from the
+        # tree gives mkosi's root byte for byte (qx_build.quick.adopt).
+        if current_sources() != sources:
+            log.step("quick: not recorded, an input changed while mkosi ran (the next build runs mkosi again)")
+        else:
+            with phase("quick base check"):
+                why_not = quick.adopt(disk_dir, wheel=wheel, inputs=quick.inputs(sources, mkosi_cache),
+                                      version=version, epoch=int(epoch), repo=REPO, out=work / "quick-check.erofs")
+            if why_not is not None:
+                log.step(f"WARNING: quick: {why_not}")
 
     # The disk image's SHA-256 (5.6 GiB, mostly holes: seconds of CPU) runs beside the live ESP's steps, which
     # are other processes; everything after needs it (the manifest in the install payload).

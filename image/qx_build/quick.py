@@ -38,7 +38,7 @@ from pathlib import Path
 from qx_common import log
 from qx_common import run as r
 from qx_common.errors import ExternalError
-from qx_build import gpt, live
+from qx_build import erofs, gpt, live
 from qx_build.hashing import sha256_file
 
 RECORD = "quick-base.json"
@@ -60,16 +60,28 @@ def _entries(root: Path, repo: Path) -> Iterable[tuple[str, Path]]:
     for dirpath, dirs, files in os.walk(root):
         dirs.sort()
         for name in sorted([*dirs, *files]):
-            if name == "__pycache__":
-                continue
             path = Path(dirpath) / name
             yield path.relative_to(repo).as_posix(), path
-        dirs[:] = [d for d in dirs if d != "__pycache__"]
 
 
-def fingerprint(*, repo: Path, wheel_dir: Path, trust_dir: Path, mkosi_args: list[str], version: str,
-                epoch: str, mkosi_version: str, mkosi_cache: Path, signing_files: list[Path]) -> str:
-    """sha256 over everything the mkosi run's tree depends on, except our own wheel."""
+# The build host's tools mkosi and this module run (there is no mkosi ToolsTree): an upgrade can change what a
+# full build makes (systemd-repart, ukify, hwdb, depmod, the initrd's compressors), so their versions count.
+HOST_PACKAGES = ("mkosi", "systemd", "systemd-repart", "systemd-boot-efi", "systemd-ukify", "udev", "erofs-utils",
+                 "kmod", "dpkg", "apt", "sbsigntool", "dosfstools", "mtools", "cpio", "xz-utils", "zstd",
+                 "python3-pefile", "util-linux", "coreutils", "bubblewrap")
+
+
+def host_tools() -> str:
+    """``package version`` lines of :data:`HOST_PACKAGES` as dpkg knows them (absent ones are left out)."""
+    res = r.run(["dpkg-query", "-W", "-f=${Package} ${Version}\n", *HOST_PACKAGES], check=False)
+    return "".join(sorted(res.stdout.splitlines(keepends=True)))
+
+
+def sources(*, repo: Path, wheel_dir: Path, trust_dir: Path, mkosi_args: list[str], version: str, epoch: str,
+            mkosi_version: str, signing_files: list[Path], tools: str | None = None) -> str:
+    """sha256 over everything the mkosi run's tree depends on but our own wheel and mkosi's cache.
+    ``mkosi_args``: mkosi's whole command line and environment (:func:`qx_build.mkosi.command`);
+    ``tools``: :func:`host_tools` (asked when not given)."""
     h = hashlib.sha256()
 
     def add(label: str, value: bytes | str) -> None:
@@ -102,11 +114,23 @@ def fingerprint(*, repo: Path, wheel_dir: Path, trust_dir: Path, mkosi_args: lis
     add("version", version)
     add("epoch", epoch)
     add("mkosi", mkosi_version)
-    # The incremental cache: a rebuilt cache may hold other package versions, so its identity counts.
+    add("host tools", host_tools() if tools is None else tools)
+    return h.hexdigest()
+
+
+def inputs(sources_fingerprint: str, mkosi_cache: Path) -> str:
+    """The sources with the identity of mkosi's incremental cache: a rebuilt cache may hold other package
+    versions. Taken after mkosi ran (a cold run makes the cache), with the sources taken before it."""
+    h = hashlib.sha256(sources_fingerprint.encode())
     for entry in sorted(mkosi_cache.glob("*")) if mkosi_cache.is_dir() else []:
         st = entry.stat()
-        add(f"cache {entry.name}", f"{st.st_ino} {st.st_mtime_ns}")
+        h.update(f"\0cache {entry.name} {st.st_ino} {st.st_mtime_ns}".encode())
     return h.hexdigest()
+
+
+def fingerprint(*, mkosi_cache: Path, **kw: object) -> str:
+    """:func:`inputs` of :func:`sources` (``kw``) and ``mkosi_cache``: what :data:`RECORD` holds."""
+    return inputs(sources(**kw), mkosi_cache)  # type: ignore[arg-type]
 
 
 def _record_path(base: Path) -> Path:
@@ -118,9 +142,38 @@ def invalidate(base: Path) -> None:
     _record_path(base).unlink(missing_ok=True)
 
 
-def record(base: Path, *, inputs: str, wheel: Path) -> None:
+def _state(base: Path, version: str) -> dict[str, object]:
+    """What would show a hand edit of the base since it was recorded: the tree's entry count and newest
+    ctime (utime cannot set a ctime back), and the base files' identity, size and mtime."""
+    count, newest = 0, 0
+    for dirpath, dirs, files in os.walk(base / live.TREE_DIR):
+        for name in [*dirs, *files]:
+            st = os.lstat(os.path.join(dirpath, name))
+            count += 1
+            newest = max(newest, st.st_ctime_ns)
+    files = {}
+    for path in base_files(base, version):
+        st = path.stat()
+        files[path.name] = [st.st_ino, st.st_size, st.st_mtime_ns]
+    return {"tree_entries": count, "tree_newest_ctime_ns": newest, "files": files}
+
+
+def record(base: Path, *, inputs: str, wheel: Path, version: str) -> None:
     """Note that ``base`` holds a whole tree made from ``inputs`` with ``wheel`` installed."""
-    data = {"format": _FORMAT, "inputs": inputs, "wheel_sha256": sha256_file(wheel)}
+    data = {"format": _FORMAT, "inputs": inputs, "wheel_sha256": sha256_file(wheel), "version": version,
+            "state": _state(base, version)}
+    tmp = _record_path(base).with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, _record_path(base))
+
+
+def _restamp(base: Path, version: str) -> None:
+    """Take the base's current state into an existing record (after a change of our own that kept the tree)."""
+    try:
+        data = json.loads(_record_path(base).read_text())
+    except (OSError, ValueError):
+        return
+    data["state"] = _state(base, version)
     tmp = _record_path(base).with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, _record_path(base))
@@ -129,8 +182,8 @@ def record(base: Path, *, inputs: str, wheel: Path) -> None:
 def base_files(base: Path, version: str) -> list[Path]:
     """What a rebuild takes from the base besides its tree."""
     stem = f"quantix-os_{version}"
-    return [base / f"{stem}.raw", base / f"{stem}.efi", base / f"{stem}.vmlinuz", base / f"{stem}.manifest",
-            base / "quantix-factory-var.tar", base / "quantix-systemd-bootx64.efi"]
+    return [base / f"{stem}.raw", base / f"{stem}.root.raw", base / f"{stem}.efi", base / f"{stem}.vmlinuz",
+            base / f"{stem}.manifest", base / "quantix-factory-var.tar", base / "quantix-systemd-bootx64.efi"]
 
 
 def usable(base: Path, *, inputs: str, version: str) -> str | None:
@@ -138,16 +191,18 @@ def usable(base: Path, *, inputs: str, version: str) -> str | None:
     try:
         data = json.loads(_record_path(base).read_text())
     except FileNotFoundError:
-        return "no earlier build to start from"
+        return "no finished earlier build to start from (the first build, or the last one did not finish)"
     except (OSError, ValueError) as e:
         return f"{_record_path(base)} is unreadable ({e})"
     if not isinstance(data, dict) or data.get("format") != _FORMAT:
         return f"{_record_path(base)} is from another version of qx-build"
     if data.get("inputs") != inputs:
-        return "an input besides our Python code changed (mkosi.conf, image/, the lock, keys, profile or mkosi)"
+        return "an input besides our Python code changed (mkosi.conf, image/, the lock, keys, profile, mkosi or host tools)"
     missing = [p.name for p in [base / live.TREE_DIR, *base_files(base, version)] if not p.exists()]
     if missing:
         return f"the earlier build's {', '.join(missing)} are gone"
+    if data.get("version") != version or data.get("state") != _state(base, version):
+        return f"the earlier build's files in {base} were changed since it recorded them"
     return None
 
 
@@ -170,36 +225,82 @@ def erofs_uuid(fs: Path, offset: int = 0) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def rebuild_root(base: Path, *, wheel: Path, inputs: str, out: Path, version: str, epoch: int,
-                 repo: Path) -> Path:
-    """Install ``wheel`` in the base's tree and make the root's erofs at ``out``; returns ``out``."""
+def _install(base: Path, wheel: Path, *, epoch: int, repo: Path, version: str) -> None:
+    """``wheel`` into the base's tree by install-quantix in a chroot, then every mtime to ``epoch``."""
     tree = base / live.TREE_DIR
-    log.step(f"quick: {wheel.name} into the earlier build's tree (no mkosi run: only our Python code changed)")
-    invalidate(base)
-    staging = tree / "tmp" / "qx-build-quick"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
-        shutil.copy2(repo / _INSTALLER, staging / "install-quantix")
-        shutil.copy2(wheel, staging / wheel.name)
-        inside = Path("/tmp/qx-build-quick")
-        r.run([r.require("chroot"), tree, f"{_VENV}/bin/python", "-B", inside / "install-quantix", _VENV, inside / wheel.name,
-               "/usr/bin"], env={"PATH": "/usr/bin:/bin", "SOURCE_DATE_EPOCH": str(epoch), "LC_ALL": "C.UTF-8"})
-    finally:
+    for d in ("var", "efi", "boot", "tmp"):  # what _ROOT_EXCLUDE_REGEX and the staging below assume
+        if (tree / d).is_symlink() or not (tree / d).is_dir():
+            raise ExternalError(f"{tree}/{d} is not a directory as mkosi left it",
+                                hint="make image FULL=1 (a full build makes a new base)")
+    for check in (True, False):
+        if not check:
+            invalidate(base)  # from here on the tree is changing
+        staging = tree / "tmp" / "qx-build-quick"
         shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        try:
+            shutil.copy2(repo / _INSTALLER, staging / "install-quantix")
+            shutil.copy2(wheel, staging / wheel.name)
+            inside = Path("/tmp/qx-build-quick")
+            args = ["--check", inside / wheel.name] if check else [_VENV, inside / wheel.name, "/usr/bin"]
+            try:
+                r.run([r.require("chroot"), tree, f"{_VENV}/bin/python", "-B", inside / "install-quantix", *args],
+                      env={"PATH": "/usr/bin:/bin", "SOURCE_DATE_EPOCH": str(epoch), "LC_ALL": "C.UTF-8"})
+            except ExternalError as e:
+                if check:  # nothing of the tree changed but /tmp's times (the staging): still the recorded base
+                    shutil.rmtree(staging, ignore_errors=True)
+                    _restamp(base, version)
+                raise ExternalError(f"{wheel.name} cannot go into the earlier build's tree: {e.message}",
+                                    hint="fix what it names and build again" + (
+                                        "" if check else " (that build runs mkosi: this tree is no longer trusted)")
+                                    ) from e
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     _set_mtimes(tree, epoch)
-    record(base, inputs=inputs, wheel=wheel)
 
-    log.step("quick: root filesystem (erofs, as systemd-repart makes it)")
+
+def _make_root(base: Path, *, version: str, epoch: int, out: Path) -> Path:
+    """The root's erofs from the base's tree, as systemd-repart makes it for image/repart/10-root-a.conf."""
     disk = base / f"quantix-os_{version}.raw"
     part = gpt.find(gpt.read_table(disk), _ROOT_LABEL)
     out.unlink(missing_ok=True)
-    r.run(["mkfs.erofs", "--quiet", "-U", erofs_uuid(disk, part.start), f"--exclude-regex={_ROOT_EXCLUDE_REGEX}",
-           out, tree], env={"SOURCE_DATE_EPOCH": str(epoch)})
+    r.run([r.require("mkfs.erofs"), "--quiet", "-U", erofs_uuid(disk, part.start),
+           f"--exclude-regex={_ROOT_EXCLUDE_REGEX}", out, base / live.TREE_DIR], env={"SOURCE_DATE_EPOCH": str(epoch)})
     if out.stat().st_size > part.size:
         raise ExternalError(f"the root filesystem ({out.stat().st_size} bytes) outgrew {_ROOT_LABEL} ({part.size})",
                             hint="grow the slot in image/repart (a layout change: docs/update-format.md)")
     return out
+
+
+def rebuild_root(base: Path, *, wheel: Path, inputs: str, out: Path, version: str, epoch: int,
+                 repo: Path) -> Path:
+    """Install ``wheel`` in the base's tree and make the root's erofs at ``out``; returns ``out``."""
+    log.step(f"quick: {wheel.name} into the earlier build's tree (no mkosi run: only our Python code changed)")
+    # Checks the wheel first (the base stays usable if it is refused), then forgets the base, then installs.
+    _install(base, wheel, epoch=epoch, repo=repo, version=version)
+    log.step("quick: root filesystem (erofs, as systemd-repart makes it)")
+    root = _make_root(base, version=version, epoch=epoch, out=out)
+    record(base, inputs=inputs, wheel=wheel, version=version)
+    return root
+
+
+def adopt(base: Path, *, wheel: Path, inputs: str, version: str, epoch: int, repo: Path, out: Path) -> str | None:
+    """After a full build: record ``base`` for quick rebuilds only if the quick path, given the very wheel
+    mkosi's postinst installed, makes mkosi's root byte for byte (so any difference in how repart, the
+    postinst or this module build it shows up here, once per full build). Returns why not (None: recorded)."""
+    log.step("quick: checking that a rebuild from this build's tree gives mkosi's root")
+    invalidate(base)
+    _install(base, wheel, epoch=epoch, repo=repo, version=version)
+    root = _make_root(base, version=version, epoch=epoch, out=out)
+    mkosi_root = base / f"quantix-os_{version}.root.raw"
+    size = erofs.filesystem_size(mkosi_root)
+    same = root.stat().st_size == size and sha256_file(root) == sha256_file(mkosi_root, limit=size)
+    root.unlink()
+    if not same:
+        return ("a rebuild from the tree does not give mkosi's root byte for byte (did image/repart/10-root-a.conf "
+                "or mkosi's way of making the root change?): quick rebuilds stay off; report it")
+    record(base, inputs=inputs, wheel=wheel, version=version)
+    return None
 
 
 def disk_from_base(base: Path, *, version: str, root: Path, out: Path) -> None:

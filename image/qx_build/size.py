@@ -72,10 +72,14 @@ def measure(build_dir: Path) -> Sizes:
               artifacts={name: a["size"] for name, a in m["artifacts"].items()},
               uncompressed_root=m["artifacts"]["root"].get("uncompressed_size", 0),
               uki_sections={sec.name: sec.virtual_size for sec in pe.sections(rel.uki)})
-    root_raw = build_dir / ".work" / "disk" / f"quantix-os_{m['version']}.root.raw"
-    if root_raw.exists():
-        with tempfile.TemporaryDirectory() as tmp:
-            r.run(["fsck.erofs", f"--extract={tmp}/r", root_raw])
+    # The root as published (mkosi's root.raw is older than the release after a quick rebuild: qx_build.quick).
+    if rel.root_payload.exists():
+        with tempfile.TemporaryDirectory(dir=build_dir / ".work" if (build_dir / ".work").is_dir() else None) as tmp:
+            root = Path(tmp) / "root.erofs"
+            with root.open("wb") as out, r.spawn(["zstd", "-d", "-q", "-c", "--long=27", rel.root_payload],
+                                                 stdout=out, wait_timeout=None):
+                pass
+            r.run(["fsck.erofs", f"--extract={tmp}/r", root])
             s.root_dirs = dir_sizes(Path(tmp) / "r")
     return s
 
@@ -152,7 +156,7 @@ def record(s: Sizes, path: Path = RECORD) -> None:
         raise UserError(f"the build in this directory is a {s.profile} build: only a release build's sizes "
                         "are recorded", hint="make image (without FAST=1), then make size RECORD=1")
     if not s.root_dirs:
-        raise UserError("the build has no root filesystem to measure (build/.work/disk/*.root.raw is missing): "
+        raise UserError("the build has no root filesystem to measure (build/*.root.erofs.zst is missing): "
                         "every directory would later count as new", hint="make image, then make size RECORD=1")
     tmp = path.with_suffix(".json.part")
     tmp.write_text(json.dumps(asdict(s), indent=1, sort_keys=True) + "\n")

@@ -54,11 +54,16 @@ def _the_built_wheel(dest: Path, want_sha256: str) -> Path:
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory, release: Release) -> Path:
-    """A private copy of mkosi's output directory: a rebuild changes the tree in place."""
-    dst = tmp_path_factory.mktemp("quick") / "base"
+    """A private copy of mkosi's output directory: a rebuild changes the tree in place. The copy has new
+    ctimes, which the record's state notices (a hand edit), so it is recorded again, as the build did."""
+    tmp = tmp_path_factory.mktemp("quick")
+    dst = tmp / "base"
     dst.mkdir()
+    assert quick.usable(BASE, inputs=_record(BASE)["inputs"], version=release.version) is None
     for src in [BASE / quick.RECORD, BASE / "quantix-tree", *quick.base_files(BASE, release.version)]:
         subprocess.run(["cp", "-a", "--reflink=auto", str(src), str(dst)], check=True)
+    wheel = _the_built_wheel(tmp, _record(dst)["wheel_sha256"])
+    quick.record(dst, inputs=_record(dst)["inputs"], wheel=wheel, version=release.version)
     assert quick.usable(dst, inputs=_record(dst)["inputs"], version=release.version) is None
     return dst
 
@@ -136,18 +141,38 @@ def test_a_changed_wheel_changes_only_our_code_and_going_back_restores_the_bytes
     assert sha256_file(back) == json.loads(release.manifest.read_text())["artifacts"]["root"]["uncompressed_sha256"]
 
 
-def test_a_failed_rebuild_leaves_no_record_so_the_next_build_runs_mkosi(
-        base: Path, release: Release, tmp_path: Path) -> None:
+@pytest.mark.parametrize("defect", ["a .data directory", "a syntax error"])
+def test_a_wheel_it_refuses_leaves_the_base_as_it_was(base: Path, release: Release, tmp_path: Path,
+                                                       defect: str) -> None:
+    """A typo in our code is named with its file and line, and the next build, once it is fixed, is still a
+    quick one: the wheel is checked before the tree is touched."""
     wheel = _the_built_wheel(tmp_path, _record(base)["wheel_sha256"])
     inputs = _record(base)["inputs"]
     bad = tmp_path / "bad" / wheel.name
     bad.parent.mkdir()
     shutil.copy(wheel, bad)
     with zipfile.ZipFile(bad, "a") as zf:
-        zf.writestr(f"quantix_os-{release.version}.data/scripts/x", "#!/bin/sh\n")
+        if defect == "a .data directory":
+            zf.writestr(f"quantix_os-{release.version}.data/scripts/x", "#!/bin/sh\n")
+        else:
+            zf.writestr("qx_common/_typo.py", "def broken(:\n    pass\n")
     with pytest.raises(ExternalError) as e:
         _rebuild(base, bad, tmp_path / "bad.erofs", release)
-    assert ".data" in e.value.message
-    assert quick.usable(base, inputs=inputs, version=release.version) == "no earlier build to start from"
-    # Nothing of the attempt is left in the tree (it would go into the next root).
+    assert (".data" if defect == "a .data directory" else "qx_common/_typo.py, line 1") in e.value.message
+    assert quick.usable(base, inputs=inputs, version=release.version) is None
     assert not (base / "quantix-tree" / "tmp" / "qx-build-quick").exists()
+
+
+def test_adopt_records_a_base_only_when_a_rebuild_gives_mkosis_root(base: Path, release: Release,
+                                                                    tmp_path: Path) -> None:
+    """What every full build checks before it records its output as the next quick build's base: here
+    against a root that mkosi did not make from this tree (one file more in the tree)."""
+    wheel = _the_built_wheel(tmp_path, _record(base)["wheel_sha256"])
+    inputs = _record(base)["inputs"]
+    epoch = int(read_mkosi_setting("SourceDateEpoch"))
+    extra = base / "quantix-tree" / "usr" / "share" / "qx-not-from-mkosi"
+    extra.write_text("a file mkosi never put there\n")
+    why = quick.adopt(base, wheel=wheel, inputs=inputs, version=release.version, epoch=epoch, repo=REPO,
+                      out=tmp_path / "check.erofs")
+    assert why is not None and "mkosi's root" in why
+    assert quick.usable(base, inputs=inputs, version=release.version) is not None

@@ -39,12 +39,13 @@ class Inputs:
     version: str = VERSION
     epoch: str = EPOCH
     mkosi_version: str = "25.3"
+    tools: str = "systemd-repart 254.26-1~bpo12+1\n"
 
     def fingerprint(self) -> str:
         return quick.fingerprint(repo=self.repo, wheel_dir=self.wheel_dir, trust_dir=self.trust_dir,
                                  mkosi_args=list(self.mkosi_args), version=self.version, epoch=self.epoch,
                                  mkosi_version=self.mkosi_version, mkosi_cache=self.mkosi_cache,
-                                 signing_files=list(self.signing_files))
+                                 signing_files=list(self.signing_files), tools=self.tools)
 
 
 def _inputs(tmp_path: Path) -> Inputs:
@@ -116,6 +117,12 @@ CHANGES: dict[str, Callable[[Inputs], None]] = {
     "version": _set("version", "0.1.1"),
     "epoch": _set("epoch", "1767225601"),
     "mkosi version": _set("mkosi_version", "25.4"),
+    "a host tool's version": _set("tools", "systemd-repart 257.1-1\n"),
+    "a file mkosi copies (image/extra) with a __pycache__": lambda i: (
+        (i.repo / "image/extra/__pycache__").mkdir(parents=True), (i.repo / "image/extra/__pycache__/x.pyc").write_bytes(b"x")),
+    "a symlink to a directory under image": lambda i: (i.repo / "image/link").symlink_to("repart"),
+    "an empty directory under image": lambda i: (i.repo / "image/empty").mkdir(),
+    "a directory's mode": lambda i: (i.repo / "image/repart").chmod(0o700),
     "cache entry replaced": _replace_cache_entry,
 }
 
@@ -126,9 +133,8 @@ def _touch_everything(i: Inputs) -> None:
 
 
 def _pycache(i: Inputs) -> None:
-    for d in ("image/scripts/__pycache__", "image/__pycache__"):
-        (i.repo / d).mkdir()
-        (i.repo / d / "s.cpython-313.pyc").write_bytes(b"\x00compiled")
+    (i.repo / "image/qx_build/__pycache__").mkdir()
+    (i.repo / "image/qx_build/__pycache__/m.cpython-311.pyc").write_bytes(b"\x00compiled")
 
 
 NO_CHANGES: dict[str, Callable[[Inputs], None]] = {
@@ -137,7 +143,7 @@ NO_CHANGES: dict[str, Callable[[Inputs], None]] = {
     "new qx_build module": lambda i: (i.repo / "image/qx_build/n.py").write_text("Y = 1\n"),
     "image/README.md": lambda i: (i.repo / "image/README.md").write_text("# The image, better explained\n"),
     "image/size-record.json": lambda i: (i.repo / "image/size-record.json").write_text('{"root": 1}\n'),
-    "__pycache__ under image": _pycache,
+    "__pycache__ of the build tool": _pycache,
     "mtimes only": _touch_everything,
 }
 
@@ -202,9 +208,9 @@ def test_base_files_are_named_after_the_version(tmp_path: Path) -> None:
 
 def test_record_makes_the_base_usable_for_the_same_inputs_only(tmp_path: Path) -> None:
     base, wheel = _base(tmp_path)
-    assert quick.usable(base, inputs="abc", version=VERSION) == "no earlier build to start from"
+    assert quick.usable(base, inputs="abc", version=VERSION) .startswith("no finished earlier build to start from")
 
-    quick.record(base, inputs="abc", wheel=wheel)
+    quick.record(base, inputs="abc", wheel=wheel, version=VERSION)
     assert quick.usable(base, inputs="abc", version=VERSION) is None
     data = json.loads((base / quick.RECORD).read_text())
     assert data["inputs"] == "abc"
@@ -218,7 +224,7 @@ def test_record_makes_the_base_usable_for_the_same_inputs_only(tmp_path: Path) -
 
     # Recording again replaces the record (a new wheel, the same inputs).
     wheel.write_bytes(b"PK ours, new code")
-    quick.record(base, inputs="abc", wheel=wheel)
+    quick.record(base, inputs="abc", wheel=wheel, version=VERSION)
     assert json.loads((base / quick.RECORD).read_text())["wheel_sha256"] == \
         hashlib.sha256(b"PK ours, new code").hexdigest()
     assert quick.usable(base, inputs="abc", version=VERSION) is None
@@ -228,10 +234,10 @@ def test_record_makes_the_base_usable_for_the_same_inputs_only(tmp_path: Path) -
 def test_invalidate_forgets_the_base(tmp_path: Path) -> None:
     base, wheel = _base(tmp_path)
     quick.invalidate(base)  # nothing to forget: no error
-    quick.record(base, inputs="abc", wheel=wheel)
+    quick.record(base, inputs="abc", wheel=wheel, version=VERSION)
     quick.invalidate(base)
     assert not (base / quick.RECORD).exists()
-    assert quick.usable(base, inputs="abc", version=VERSION) == "no earlier build to start from"
+    assert quick.usable(base, inputs="abc", version=VERSION) .startswith("no finished earlier build to start from")
     # Only the record goes: the tree and the files stay for mkosi (or the next rebuild) to replace.
     assert (base / live.TREE_DIR).is_dir() and all(p.exists() for p in quick.base_files(base, VERSION))
 
@@ -262,7 +268,7 @@ def test_an_unreadable_record_is_a_reason_not_an_error(tmp_path: Path) -> None:
                          ids=[live.TREE_DIR, *(p.name for p in quick.base_files(Path("/b"), VERSION))])
 def test_a_missing_part_of_the_base_is_named(tmp_path: Path, index: int) -> None:
     base, wheel = _base(tmp_path)
-    quick.record(base, inputs="abc", wheel=wheel)
+    quick.record(base, inputs="abc", wheel=wheel, version=VERSION)
     gone = [base / live.TREE_DIR, *quick.base_files(base, VERSION)][index]
     shutil.rmtree(gone) if gone.is_dir() else gone.unlink()
     reason = quick.usable(base, inputs="abc", version=VERSION)
@@ -271,7 +277,7 @@ def test_a_missing_part_of_the_base_is_named(tmp_path: Path, index: int) -> None
 
 def test_another_version_needs_its_own_base_files(tmp_path: Path) -> None:
     base, wheel = _base(tmp_path)
-    quick.record(base, inputs="abc", wheel=wheel)
+    quick.record(base, inputs="abc", wheel=wheel, version=VERSION)
     reason = quick.usable(base, inputs="abc", version="0.2.0")
     assert reason is not None and "quantix-os_0.2.0.raw" in reason
 
@@ -434,3 +440,26 @@ def test_disk_from_base_without_a_base_disk_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ExternalError):
         quick.disk_from_base(tmp_path / "base", version=VERSION, root=root, out=tmp_path / "disk.raw")
 
+
+
+def test_a_hand_edit_of_the_kept_tree_or_a_base_file_makes_the_base_unusable(tmp_path: Path) -> None:
+    """mtimes can be set back, ctimes cannot: an edit in the tree shows, and so does a replaced base file."""
+    base, wheel = _base(tmp_path)
+    quick.record(base, inputs="abc", wheel=wheel, version=VERSION)
+    assert quick.usable(base, inputs="abc", version=VERSION) is None
+    f = base / live.TREE_DIR / "usr" / "edited"
+    f.write_text("by hand\n")
+    os.utime(f, (0, 0))
+    assert "changed since" in (quick.usable(base, inputs="abc", version=VERSION) or "")
+    quick.record(base, inputs="abc", wheel=wheel, version=VERSION)
+    disk = quick.base_files(base, VERSION)[0]
+    st = disk.stat()
+    disk.write_bytes(disk.read_bytes())  # same bytes, rewritten: its mtime moved
+    os.utime(disk, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
+    assert "changed since" in (quick.usable(base, inputs="abc", version=VERSION) or "")
+
+
+def test_host_tools_lists_installed_packages_only() -> None:
+    tools = quick.host_tools()
+    assert "mkosi " in tools and "erofs-utils " in tools
+    assert tools.splitlines() == sorted(tools.splitlines())
