@@ -62,6 +62,15 @@ def compress_root(root_partition: Path, out: Path, *, profile: str = "release") 
     }
 
 
+def decompress_root(payload: Path, out: Path) -> Path:
+    """The root filesystem of a release's payload, as hosts write it, at ``out`` (any profile's window)."""
+    window = max(w for w in ZSTD_LONG_WINDOW_LOG.values() if w)
+    with out.open("wb") as dst, r.spawn([r.require("zstd"), "-d", "-q", "-c", f"--long={window}", payload],
+                                        stdout=dst, wait_timeout=None):
+        pass
+    return out
+
+
 def describe(path: Path, *, sha256: str | None = None) -> dict[str, object]:
     """A release file's manifest entry; ``sha256``: its digest when the caller already has it."""
     return {"file": path.name, "size": path.stat().st_size, "sha256": sha256 or sha256_file(path)}

@@ -22,8 +22,12 @@ What is a Python-only change is decided by content, never by timestamps: any cha
 trust anchor, the Secure Boot pair, the profile, the version, mkosi or its package cache makes the next
 build a full one; ``qx-build image --full`` (``make image FULL=1``) forces one.
 
-Crash safety: the record is removed before the tree is touched and written again (atomically) only once
-the tree is whole; a build killed in between finds no record and runs mkosi, which makes a new base.
+A full build records its output as a base only through :func:`adopt`: the quick path, given the wheel
+mkosi's postinst installed, must give mkosi's root byte for byte, or quick rebuilds stay off.
+
+Crash safety: the wheel is checked first (``install-quantix --check``, which leaves the tree as it was);
+then the record is removed before the tree changes and written again (atomically) only once the root is
+made; a build killed in between finds no record and runs mkosi, which makes a new base.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from qx_build import erofs, gpt, live
 from qx_build.hashing import sha256_file
 
 RECORD = "quick-base.json"
+KEPT_WHEEL = "quick-base.whl"  # a copy of the wheel installed in the tree (what a rebuild replaces)
 _FORMAT = 1
 _INSTALLER = "image/scripts/install-quantix"
 _VENV = "/usr/lib/quantix/venv"
@@ -159,8 +164,12 @@ def _state(base: Path, version: str) -> dict[str, object]:
 
 
 def record(base: Path, *, inputs: str, wheel: Path, version: str) -> None:
-    """Note that ``base`` holds a whole tree made from ``inputs`` with ``wheel`` installed."""
-    data = {"format": _FORMAT, "inputs": inputs, "wheel_sha256": sha256_file(wheel), "version": version,
+    """Note that ``base`` holds a whole tree made from ``inputs`` with ``wheel`` installed (kept beside it)."""
+    kept = base / KEPT_WHEEL
+    if wheel.resolve() != kept.resolve():
+        shutil.copyfile(wheel, kept.with_suffix(".tmp"))
+        os.replace(kept.with_suffix(".tmp"), kept)
+    data = {"format": _FORMAT, "inputs": inputs, "wheel_sha256": sha256_file(kept), "version": version,
             "state": _state(base, version)}
     tmp = _record_path(base).with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
@@ -180,10 +189,11 @@ def _restamp(base: Path, version: str) -> None:
 
 
 def base_files(base: Path, version: str) -> list[Path]:
-    """What a rebuild takes from the base besides its tree."""
+    """What a rebuild takes from the base besides its tree (and the wheel installed in that tree)."""
     stem = f"quantix-os_{version}"
     return [base / f"{stem}.raw", base / f"{stem}.root.raw", base / f"{stem}.efi", base / f"{stem}.vmlinuz",
-            base / f"{stem}.manifest", base / "quantix-factory-var.tar", base / "quantix-systemd-bootx64.efi"]
+            base / f"{stem}.manifest", base / "quantix-factory-var.tar", base / "quantix-systemd-bootx64.efi",
+            base / KEPT_WHEEL]
 
 
 def usable(base: Path, *, inputs: str, version: str) -> str | None:

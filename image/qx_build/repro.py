@@ -22,7 +22,7 @@ from pathlib import Path
 
 from qx_common import log
 from qx_common import run as r
-from qx_build import erofs, mkosi, pe, sealing, wheels
+from qx_build import artifacts, erofs, mkosi, pe, sealing, wheels
 from qx_build.hashing import sha256_file
 from qx_build.paths import REPO, Release, read_mkosi_setting, read_version
 
@@ -105,13 +105,9 @@ def run(build_dir: Path) -> int:
 
         raise UserError(f"no finished build of {version} in {build_dir}", hint="run 'make image' first")
     second_dir = build_dir / ".work" / "repro"
-    second_dir.mkdir(parents=True, exist_ok=True)
     # The first build's root as published (what hosts get): mkosi's own root.raw is older after a rebuild
     # that only replaced our Python code (qx_build.quick).
-    first_root = build_dir / ".work" / "repro-first.root.erofs"
-    with first_root.open("wb") as out, r.spawn(["zstd", "-d", "-q", "-c", "--long=27", first.root_payload],
-                                                stdout=out, wait_timeout=None):
-        pass
+    first_root = artifacts.decompress_root(first.root_payload, build_dir / ".work" / "repro-first.root.erofs")
     wheels.prepare(build_dir / ".work" / "wheels", epoch)
     # The trust anchor the first build staged is reused as is (mkosi needs the directory either way).
     (build_dir / ".work" / "trust").mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from qx_common import run as r
 from qx_common.errors import UserError
-from qx_build import pe
+from qx_build import artifacts, pe
 from qx_build.paths import REPO, Release, read_version
 
 PAYLOAD_LIMIT = 150 * 1000**2
@@ -75,10 +75,7 @@ def measure(build_dir: Path) -> Sizes:
     # The root as published (mkosi's root.raw is older than the release after a quick rebuild: qx_build.quick).
     if rel.root_payload.exists():
         with tempfile.TemporaryDirectory(dir=build_dir / ".work" if (build_dir / ".work").is_dir() else None) as tmp:
-            root = Path(tmp) / "root.erofs"
-            with root.open("wb") as out, r.spawn(["zstd", "-d", "-q", "-c", "--long=27", rel.root_payload],
-                                                 stdout=out, wait_timeout=None):
-                pass
+            root = artifacts.decompress_root(rel.root_payload, Path(tmp) / "root.erofs")
             r.run(["fsck.erofs", f"--extract={tmp}/r", root])
             s.root_dirs = dir_sizes(Path(tmp) / "r")
     return s

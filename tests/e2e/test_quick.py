@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 import zipfile
 from pathlib import Path
 
@@ -24,7 +23,6 @@ from qx_build.paths import REPO, Release, read_mkosi_setting
 from qx_common.errors import ExternalError
 
 BASE = REPO / "build" / ".work" / "disk"
-WHEELS = REPO / "build" / ".work" / "wheels"
 SITE = "usr/lib/quantix/venv/lib/python3.13/site-packages"
 PROBE = "qx_common/_quick_probe.py"
 
@@ -33,23 +31,12 @@ def _record(base: Path) -> dict[str, str]:
     return json.loads((base / quick.RECORD).read_text())
 
 
-def _the_built_wheel(dest: Path, want_sha256: str) -> Path:
-    """A copy of the wheel the full build installed. make repro-check rebuilds the same bytes in the same
-    directory, so a moment without it is waited out; other bytes mean the sources changed since make image."""
-    deadline = time.monotonic() + 120
-    while True:
-        for w in WHEELS.glob("quantix_os-*.whl"):
-            try:
-                data = w.read_bytes()
-            except FileNotFoundError:
-                continue
-            if hashlib.sha256(data).hexdigest() == want_sha256:
-                (dest / w.name).write_bytes(data)
-                return dest / w.name
-        if time.monotonic() > deadline:
-            pytest.fail("the wheel in build/.work/wheels is not the one make image installed: the sources "
-                        "changed since (run make image, then the tests)")
-        time.sleep(1)
+def _installed_wheel(base: Path, dest: Path) -> Path:
+    """A copy of the wheel installed in the base's tree (the one the release was built with)."""
+    wheel = dest / "quantix_os-installed-py3-none-any.whl"
+    shutil.copyfile(base / quick.KEPT_WHEEL, wheel)
+    assert sha256_file(wheel) == _record(base)["wheel_sha256"]
+    return wheel
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +49,7 @@ def base(tmp_path_factory: pytest.TempPathFactory, release: Release) -> Path:
     assert quick.usable(BASE, inputs=_record(BASE)["inputs"], version=release.version) is None
     for src in [BASE / quick.RECORD, BASE / "quantix-tree", *quick.base_files(BASE, release.version)]:
         subprocess.run(["cp", "-a", "--reflink=auto", str(src), str(dst)], check=True)
-    wheel = _the_built_wheel(tmp, _record(dst)["wheel_sha256"])
-    quick.record(dst, inputs=_record(dst)["inputs"], wheel=wheel, version=release.version)
+    quick.record(dst, inputs=_record(dst)["inputs"], wheel=dst / quick.KEPT_WHEEL, version=release.version)
     assert quick.usable(dst, inputs=_record(dst)["inputs"], version=release.version) is None
     return dst
 
@@ -97,7 +83,7 @@ def _probe_wheel(wheel: Path, dest: Path) -> Path:
 
 
 def test_the_same_wheel_gives_the_full_builds_root_and_disk(base: Path, release: Release, tmp_path: Path) -> None:
-    wheel = _the_built_wheel(tmp_path, _record(base)["wheel_sha256"])
+    wheel = _installed_wheel(base, tmp_path)
     root = _rebuild(base, wheel, tmp_path / "root.erofs", release)
     manifest = json.loads(release.manifest.read_text())["artifacts"]["root"]
     assert erofs.filesystem_size(root) == manifest["uncompressed_size"]
@@ -126,7 +112,7 @@ def test_the_same_wheel_gives_the_full_builds_root_and_disk(base: Path, release:
 
 def test_a_changed_wheel_changes_only_our_code_and_going_back_restores_the_bytes(
         base: Path, release: Release, tmp_path: Path) -> None:
-    wheel = _the_built_wheel(tmp_path, _record(base)["wheel_sha256"])
+    wheel = _installed_wheel(base, tmp_path)
     before = _extract(_rebuild(base, wheel, tmp_path / "same.erofs", release), tmp_path / "before")
 
     probe = _probe_wheel(wheel, tmp_path)
@@ -146,7 +132,7 @@ def test_a_wheel_it_refuses_leaves_the_base_as_it_was(base: Path, release: Relea
                                                        defect: str) -> None:
     """A typo in our code is named with its file and line, and the next build, once it is fixed, is still a
     quick one: the wheel is checked before the tree is touched."""
-    wheel = _the_built_wheel(tmp_path, _record(base)["wheel_sha256"])
+    wheel = _installed_wheel(base, tmp_path)
     inputs = _record(base)["inputs"]
     bad = tmp_path / "bad" / wheel.name
     bad.parent.mkdir()
@@ -167,7 +153,7 @@ def test_adopt_records_a_base_only_when_a_rebuild_gives_mkosis_root(base: Path, 
                                                                     tmp_path: Path) -> None:
     """What every full build checks before it records its output as the next quick build's base: here
     against a root that mkosi did not make from this tree (one file more in the tree)."""
-    wheel = _the_built_wheel(tmp_path, _record(base)["wheel_sha256"])
+    wheel = _installed_wheel(base, tmp_path)
     inputs = _record(base)["inputs"]
     epoch = int(read_mkosi_setting("SourceDateEpoch"))
     extra = base / "quantix-tree" / "usr" / "share" / "qx-not-from-mkosi"

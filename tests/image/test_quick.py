@@ -212,11 +212,13 @@ def test_record_makes_the_base_usable_for_the_same_inputs_only(tmp_path: Path) -
 
     quick.record(base, inputs="abc", wheel=wheel, version=VERSION)
     assert quick.usable(base, inputs="abc", version=VERSION) is None
+    assert (base / quick.KEPT_WHEEL).read_bytes() == wheel.read_bytes()  # the wheel in the tree, kept
     data = json.loads((base / quick.RECORD).read_text())
     assert data["inputs"] == "abc"
     assert data["wheel_sha256"] == hashlib.sha256(wheel.read_bytes()).hexdigest()
-    # Written atomically: only the record itself, no temporary file beside it.
-    assert sorted(p.name for p in base.iterdir() if p.is_file() and "quick" in p.name) == [quick.RECORD]
+    # Written atomically: only the record and the kept wheel, no temporary file beside them.
+    assert sorted(p.name for p in base.iterdir() if p.is_file() and "quick" in p.name) == \
+        sorted([quick.RECORD, quick.KEPT_WHEEL])
     assert not list(base.glob("*.tmp"))
 
     reason = quick.usable(base, inputs="abd", version=VERSION)
